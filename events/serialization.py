@@ -1,0 +1,82 @@
+"""JSON on the wire: encoding, and decoding that validates, upcasts and names what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from events.envelope import EventEnvelope
+from events.types import EVENT_TYPES
+from events.upcasting import upcast
+
+
+class InvalidEvent(ValueError):
+    """The bytes are not a well-formed event of a known type (goes to the dead-letter topic)."""
+
+
+class UnknownEventType(InvalidEvent):
+    pass
+
+
+def encode_event(envelope: EventEnvelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def envelope_to_document(envelope: EventEnvelope) -> dict[str, Any]:
+    """The JSON-ready dict of an envelope (for the log and for read models)."""
+    return envelope.model_dump(mode="json")
+
+
+def decode_event(raw: bytes | str | dict[str, Any]) -> EventEnvelope:
+    """Parse, check and upcast one event to the current schema version of its type."""
+    try:
+        data = raw if isinstance(raw, dict) else orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent("an event must be a JSON object")
+    event_type = data.get("event_type")
+    spec = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if spec is None:
+        raise UnknownEventType(f"unknown event_type {event_type!r}")
+    try:
+        envelope = EventEnvelope.model_validate(data)
+        if envelope.aggregate_type != spec.aggregate_type:
+            raise InvalidEvent(
+                f"{event_type} belongs to {spec.aggregate_type}, not {envelope.aggregate_type}"
+            )
+        payload = upcast(event_type, envelope.schema_version, dict(envelope.payload), spec.schema_version)
+        checked = spec.payload_model.model_validate(payload).model_dump(mode="json")
+    except ValidationError as exc:
+        raise InvalidEvent(_describe(exc)) from exc
+    except ValueError as exc:
+        if isinstance(exc, InvalidEvent):
+            raise
+        raise InvalidEvent(str(exc)) from exc
+    return envelope.model_copy(update={"payload": checked, "schema_version": spec.schema_version})
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# The events log in MongoDB keeps each envelope as its JSON form (so a fold of the log and a
+# fold of the Kafka topic see identical values), with `_id` = event_id and the relay's fields.
+LOG_ONLY_FIELDS = frozenset({"_id", "published", "recorded_at", "published_at"})
+
+
+def to_log_document(envelope: EventEnvelope) -> dict[str, Any]:
+    document = envelope.model_dump(mode="json")
+    document["_id"] = document["event_id"]
+    document["published"] = False
+    return document
+
+
+def from_log_document(document: dict[str, Any]) -> EventEnvelope:
+    return decode_event({k: v for k, v in document.items() if k not in LOG_ONLY_FIELDS})

@@ -1,0 +1,109 @@
+"""Every event type: its aggregate, its current schema version and its payload schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+
+Channel = Literal["email", "sms", "push", "social"]
+CampaignStatus = Literal["draft", "active", "paused", "completed", "deleted"]
+Role = Literal["user", "admin"]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Payload):
+    amount: str = Field(pattern=r"^\d{1,15}(\.\d{1,4})?$")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+    @property
+    def decimal_amount(self) -> Decimal:
+        return Decimal(self.amount)
+
+
+class UserRegistered(_Payload):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    roles: list[Role]
+
+
+class UserLoggedIn(_Payload):
+    pass
+
+
+class UserRolesChanged(_Payload):
+    roles: list[Role]
+
+
+class CampaignCreated(_Payload):
+    owner_id: str
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    channel: Channel
+    budget: Budget
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    status: Literal["draft"] = "draft"
+
+
+class CampaignUpdated(_Payload):
+    """Only the fields that changed are present."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    channel: Channel | None = None
+    budget: Budget | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+
+
+class CampaignActivated(_Payload):
+    pass
+
+
+class CampaignPaused(_Payload):
+    pass
+
+
+class CampaignCompleted(_Payload):
+    pass
+
+
+class CampaignDeleted(_Payload):
+    pass
+
+
+@dataclass(frozen=True)
+class EventTypeSpec:
+    name: str
+    aggregate_type: Literal["user", "campaign"]
+    schema_version: int
+    payload_model: type[_Payload]
+
+
+def _spec(model: type[_Payload], aggregate: Literal["user", "campaign"], version: int = 1) -> EventTypeSpec:
+    return EventTypeSpec(model.__name__, aggregate, version, model)
+
+
+EVENT_TYPES: dict[str, EventTypeSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec(UserRegistered, "user"),
+        _spec(UserLoggedIn, "user"),
+        _spec(UserRolesChanged, "user"),
+        # v2: budget became {amount, currency} (v1 had a float `budget` in EUR).
+        _spec(CampaignCreated, "campaign", version=2),
+        _spec(CampaignUpdated, "campaign"),
+        _spec(CampaignActivated, "campaign"),
+        _spec(CampaignPaused, "campaign"),
+        _spec(CampaignCompleted, "campaign"),
+        _spec(CampaignDeleted, "campaign"),
+    )
+}

@@ -1,0 +1,1 @@
+"""Kafka consumers: the projections into Redis, the workers, and the replay tools."""

@@ -1,0 +1,1 @@
+"""What every process of the system shares at run time: settings, tokens, problems, logs."""

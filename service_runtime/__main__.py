@@ -1,0 +1,5 @@
+"""`python -m service_runtime ...` is the `campaigns` command."""
+
+from service_runtime.cli import app
+
+app()

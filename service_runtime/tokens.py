@@ -1,0 +1,72 @@
+"""Access tokens: issued by the command API, verified by both APIs with this same code."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from service_runtime.settings import Settings
+
+ALGORITHM = "HS256"
+ACCESS = "access"
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, forged, expired or of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user id and roles carried by a verified access token."""
+
+    user_id: str
+    roles: tuple[str, ...]
+    token_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+def issue_access_token(
+    settings: Settings, user_id: str, roles: list[str], now: datetime | None = None
+) -> str:
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "roles": roles,
+        "type": ACCESS,
+        "jti": uuid.uuid4().hex,
+        "iat": issued,
+        "exp": issued + timedelta(seconds=settings.access_token_ttl_seconds),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+
+
+def verify_access_token(settings: Settings, token: str) -> Principal:
+    """Check signature (pinned algorithm), expiry, issuer, audience and type; or raise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[ALGORITHM],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["sub", "roles", "type", "jti", "iat", "exp", "iss", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    if claims.get("type") != ACCESS:
+        raise InvalidToken("not an access token")
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidToken("malformed roles claim")
+    if not isinstance(claims["sub"], str):
+        raise InvalidToken("malformed subject")
+    return Principal(user_id=claims["sub"], roles=tuple(roles), token_id=str(claims["jti"]))

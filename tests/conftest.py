@@ -1,0 +1,47 @@
+"""Fixtures: the real local stack, and settings that isolate each test on it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from service_runtime.settings import Settings
+from tests.support.stack import create_topics, delete_topics, ensure_stack_up, isolated_settings
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if HERE / "integration" in path.parents:
+            item.add_marker(pytest.mark.integration)
+        if HERE / "e2e" in path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stack() -> None:
+    """The real servers, started if they are not running yet."""
+    ensure_stack_up()
+
+
+@pytest.fixture
+async def settings(stack: None) -> AsyncIterator[Settings]:
+    """Settings with this test's own MongoDB database, Redis prefix and Kafka topics."""
+    settings = isolated_settings()
+    await create_topics(settings)
+    yield settings
+    await delete_topics(settings)
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
+    await client.drop_database(settings.mongo_db)
+    await client.close()
+    redis = aioredis.from_url(settings.redis_url)
+    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
