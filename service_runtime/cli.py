@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from service_runtime.settings import get_settings
+from service_runtime.settings import DefaultSecretInProduction, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = REPO / "infra" / "local" / "stack.py"
@@ -72,7 +72,11 @@ def serve(
     workers: int = typer.Option(None, help="uvicorn worker processes (APIs only)"),
 ) -> None:
     """Run one service in the foreground."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except DefaultSecretInProduction as exc:
+        typer.echo(f"refusing to start {service}: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if service in ASGI_SERVICES:
         import uvicorn
 
@@ -99,7 +103,8 @@ def serve(
 
 def _prepare_multiprocess_metrics(service: str) -> None:
     """prometheus-client's multiprocess mode: one fresh directory per API, shared by its workers."""
-    directory = REPO / get_settings().local_dir / "metrics" / service
+    default = REPO / get_settings().local_dir / "metrics" / service
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()

@@ -45,3 +45,16 @@ async def settings(stack: None) -> AsyncIterator[Settings]:
     if keys:
         await redis.delete(*keys)
     await redis.aclose()
+
+
+@pytest.fixture
+def services(settings: Settings, tmp_path: Path):
+    """Start service processes on this test's settings: `services.start([...]); services.wait_ready()`."""
+    from tests.support.services import RunningServices, free_port
+
+    isolated = settings.model_copy(
+        update={"command_api_port": free_port(), "query_api_port": free_port(), "api_workers": 2}
+    )
+    running = RunningServices(isolated, tmp_path)
+    yield running
+    running.stop_all()

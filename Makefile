@@ -1,0 +1,59 @@
+# Campaigns CQRS — everything a developer or CI runs goes through these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint deps venv clean
+
+## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
+up: venv deps
+	$(BIN)/campaigns run
+
+## make start / make stop: the same, detached
+start: venv deps
+	$(BIN)/campaigns run --detach
+
+stop:
+	@if [ -x $(BIN)/campaigns ]; then $(BIN)/campaigns stop; else echo "nothing to stop (no venv)"; fi
+
+status: venv
+	$(BIN)/campaigns stack status
+
+stack-up: venv deps
+	$(BIN)/campaigns stack up
+
+stack-down: venv
+	$(BIN)/campaigns stack down
+
+## make test: every test, against real servers the stack starts itself
+test: venv deps
+	$(BIN)/pytest -p no:cacheprovider
+
+test-unit: venv
+	$(BIN)/pytest -p no:cacheprovider tests/unit
+
+test-integration: venv deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration
+
+test-e2e: venv deps
+	$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+deps:
+	@bash infra/local/system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+clean: stop
+	rm -rf .local

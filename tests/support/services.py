@@ -1,0 +1,108 @@
+"""Run the real services as processes (`python -m service_runtime serve NAME`) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from service_runtime.settings import Settings
+from tests.support.stack import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_")}
+    for name, value in settings.model_dump().items():
+        if name == "app_env":
+            env["APP_ENV"] = str(value)
+        else:
+            env[f"CAMPAIGNS_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class RunningServices:
+    settings: Settings
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def command_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.command_api_port}"
+
+    @property
+    def query_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.query_api_port}"
+
+    def start(self, names: Iterable[str]) -> None:
+        env = settings_env(self.settings)
+        env["PYTHONUNBUFFERED"] = "1"
+        for name in names:
+            log = (self.log_dir / f"{name}.log").open("ab")
+            metrics_dir = self.log_dir / f"metrics-{name}"
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "service_runtime", "serve", name],
+                cwd=REPO,
+                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        urls = []
+        if "command-api" in self.processes:
+            urls.append(f"{self.command_url}/health/ready")
+        if "query-api" in self.processes:
+            urls.append(f"{self.query_url}/health/ready")
+        deadline = time.monotonic() + timeout
+        pending = list(urls)
+        while pending:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            pending = [url for url in pending if not _is_200(url)]
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout}s: {pending}")
+            time.sleep(0.2)
+
+    def stop(self, name: str, sig: int = 15) -> None:
+        proc = self.processes.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _is_200(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
