@@ -1,0 +1,36 @@
+"""The `campaigns` command refuses clearly what it cannot do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.support.stack import REPO
+
+
+def campaigns(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_") and k != "APP_ENV"}
+    return subprocess.run(
+        [sys.executable, "-m", "service_runtime", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_a_service_refuses_to_start_in_production_on_the_default_secret() -> None:
+    result = campaigns("serve", "command-api", APP_ENV="production")
+    assert result.returncode == 2
+    assert "refusing to start command-api" in result.stderr
+    assert "CAMPAIGNS_JWT_SECRET" in result.stderr
+
+
+def test_an_unknown_service_is_named_with_the_choices() -> None:
+    result = campaigns("serve", "mailman")
+    assert result.returncode == 2
+    assert "unknown service 'mailman'" in result.stderr
+    assert "command-api" in result.stderr
