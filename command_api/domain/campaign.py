@@ -1,0 +1,340 @@
+"""The campaign aggregate: its fields' invariants, its lifecycle, and who may change it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, get_args
+
+from command_api.domain.aggregate import Aggregate, to_millisecond_utc
+from command_api.domain.currencies import ISO_4217
+from command_api.domain.errors import (
+    AggregateGone,
+    FieldChecks,
+    FieldError,
+    InvalidInput,
+    InvalidTransition,
+)
+from events.types import (
+    Budget as BudgetPayload,
+)
+from events.types import (
+    CampaignActivated,
+    CampaignCompleted,
+    CampaignCreated,
+    CampaignDeleted,
+    CampaignPaused,
+    CampaignUpdated,
+    Channel,
+)
+
+NAME_MAX = 200
+DESCRIPTION_MAX = 5000
+TAGS_MAX = 50
+TAG_MAX = 50
+CHANNELS: tuple[str, ...] = get_args(Channel)
+# Same shape as the contract's Budget.amount: no sign, up to 15 integer and 4 decimal digits.
+AMOUNT_PATTERN = re.compile(r"^\d{1,15}(\.\d{1,4})?$")
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who issues a command: enough to decide whether they may change a campaign."""
+
+    user_id: str
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class CampaignDetails:
+    """Every editable field of a campaign, each already checked and normalised."""
+
+    name: str
+    description: str
+    channel: str
+    budget: Money
+    starts_at: datetime
+    ends_at: datetime
+    tags: tuple[str, ...]
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        name: str,
+        description: str,
+        channel: str,
+        budget_amount: str,
+        budget_currency: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        tags: list[str],
+    ) -> CampaignDetails:
+        """Check every field, naming all the bad ones; raises InvalidInput."""
+        checks = FieldChecks()
+        details = cls(
+            name=_checked_name(name, checks),
+            description=_checked_description(description, checks),
+            channel=_checked_channel(channel, checks),
+            budget=_checked_budget(budget_amount, budget_currency, checks),
+            starts_at=_checked_instant("starts_at", starts_at, checks),
+            ends_at=_checked_instant("ends_at", ends_at, checks),
+            tags=_checked_tags(tags, checks),
+        )
+        checks.raise_if_any()
+        _check_schedule(details.starts_at, details.ends_at, checks)
+        checks.raise_if_any()
+        return details
+
+
+@dataclass(frozen=True)
+class CampaignChanges:
+    """A partial edit: None means "leave as it is"."""
+
+    name: str | None = None
+    description: str | None = None
+    channel: str | None = None
+    budget_amount: str | None = None
+    budget_currency: str | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    tags: list[str] | None = None
+
+    def is_empty(self) -> bool:
+        return all(value is None for value in self.__dict__.values())
+
+
+# action -> (states it may start from, state it leads to, the event it records)
+_LIFECYCLE: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus, type[Any]]] = {
+    "activate": (
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}),
+        CampaignStatus.ACTIVE,
+        CampaignActivated,
+    ),
+    "pause": (frozenset({CampaignStatus.ACTIVE}), CampaignStatus.PAUSED, CampaignPaused),
+    # A running campaign may finish without being paused first.
+    "complete": (
+        frozenset({CampaignStatus.ACTIVE, CampaignStatus.PAUSED}),
+        CampaignStatus.COMPLETED,
+        CampaignCompleted,
+    ),
+}
+LIFECYCLE_ACTIONS: tuple[str, ...] = tuple(_LIFECYCLE)
+
+
+@dataclass(eq=False)
+class Campaign(Aggregate):
+    owner_id: str
+    details: CampaignDetails
+    status: CampaignStatus
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def create(cls, *, campaign_id: str, owner_id: str, details: CampaignDetails, now: datetime) -> Campaign:
+        now = to_millisecond_utc(now)
+        campaign = cls(
+            id=campaign_id,
+            version=0,
+            owner_id=owner_id,
+            details=details,
+            status=CampaignStatus.DRAFT,
+            created_at=now,
+            updated_at=now,
+        )
+        campaign._record(
+            CampaignCreated(
+                owner_id=owner_id,
+                name=details.name,
+                description=details.description,
+                channel=details.channel,  # type: ignore[arg-type]  # checked against CHANNELS
+                budget=_budget_payload(details.budget),
+                starts_at=details.starts_at,
+                ends_at=details.ends_at,
+                tags=list(details.tags),
+            ),
+            now,
+        )
+        return campaign
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.status is CampaignStatus.DELETED
+
+    def may_be_changed_by(self, actor: Actor) -> bool:
+        return actor.is_admin or actor.user_id == self.owner_id
+
+    def update(self, changes: CampaignChanges, now: datetime) -> None:
+        """Apply a partial edit; records CampaignUpdated with only the fields that really change."""
+        self._ensure_exists()
+        if self.status is CampaignStatus.COMPLETED:
+            raise InvalidTransition("a completed campaign can no longer be changed")
+        if changes.is_empty():
+            raise InvalidInput([FieldError("body", "name at least one field to change")])
+        merged = self._merge(changes)
+        changed: dict[str, Any] = {}
+        for name in ("name", "description", "channel", "starts_at", "ends_at"):
+            if getattr(merged, name) != getattr(self.details, name):
+                changed[name] = getattr(merged, name)
+        if merged.budget != self.details.budget:
+            changed["budget"] = _budget_payload(merged.budget)
+        if merged.tags != self.details.tags:
+            changed["tags"] = list(merged.tags)
+        if not changed:
+            return
+        now = to_millisecond_utc(now)
+        self.details = merged
+        self.updated_at = now
+        self._record(CampaignUpdated(**changed), now)
+
+    def activate(self, now: datetime) -> None:
+        self._move("activate", now)
+
+    def pause(self, now: datetime) -> None:
+        self._move("pause", now)
+
+    def complete(self, now: datetime) -> None:
+        self._move("complete", now)
+
+    def apply_lifecycle(self, action: str, now: datetime) -> None:
+        """One of LIFECYCLE_ACTIONS by name (what the HTTP routes /activate, /pause, /complete send)."""
+        if action not in _LIFECYCLE:
+            raise ValueError(f"unknown lifecycle action {action!r}")
+        self._move(action, now)
+
+    def delete(self, now: datetime) -> None:
+        """Allowed from any state; leaves a tombstone event."""
+        self._ensure_exists()
+        now = to_millisecond_utc(now)
+        self.status = CampaignStatus.DELETED
+        self.updated_at = now
+        self._record(CampaignDeleted(), now)
+
+    def _move(self, action: str, now: datetime) -> None:
+        self._ensure_exists()
+        sources, target, event = _LIFECYCLE[action]
+        if self.status not in sources:
+            allowed = ", ".join(sorted(s.value for s in sources))
+            raise InvalidTransition(f"cannot {action} a {self.status.value} campaign (only from {allowed})")
+        now = to_millisecond_utc(now)
+        self.status = target
+        self.updated_at = now
+        self._record(event(), now)
+
+    def _ensure_exists(self) -> None:
+        if self.is_deleted:
+            raise AggregateGone(f"campaign {self.id} was deleted")
+
+    def _merge(self, changes: CampaignChanges) -> CampaignDetails:
+        checks = FieldChecks()
+        current = self.details
+        merged = replace(
+            current,
+            name=current.name if changes.name is None else _checked_name(changes.name, checks),
+            description=(
+                current.description
+                if changes.description is None
+                else _checked_description(changes.description, checks)
+            ),
+            channel=current.channel if changes.channel is None else _checked_channel(changes.channel, checks),
+            starts_at=(
+                current.starts_at
+                if changes.starts_at is None
+                else _checked_instant("starts_at", changes.starts_at, checks)
+            ),
+            ends_at=(
+                current.ends_at
+                if changes.ends_at is None
+                else _checked_instant("ends_at", changes.ends_at, checks)
+            ),
+            tags=current.tags if changes.tags is None else _checked_tags(changes.tags, checks),
+        )
+        if changes.budget_amount is not None or changes.budget_currency is not None:
+            merged = replace(
+                merged,
+                budget=_checked_budget(
+                    current.budget.amount if changes.budget_amount is None else changes.budget_amount,
+                    current.budget.currency if changes.budget_currency is None else changes.budget_currency,
+                    checks,
+                ),
+            )
+        checks.raise_if_any()
+        _check_schedule(merged.starts_at, merged.ends_at, checks)
+        checks.raise_if_any()
+        return merged
+
+
+def _budget_payload(budget: Money) -> BudgetPayload:
+    return BudgetPayload(amount=budget.amount, currency=budget.currency)
+
+
+def _checked_name(value: str, checks: FieldChecks) -> str:
+    name = value.strip()
+    if not 1 <= len(name) <= NAME_MAX:
+        checks.fail("name", f"must be 1 to {NAME_MAX} characters (not counting surrounding spaces)")
+    return name
+
+
+def _checked_description(value: str, checks: FieldChecks) -> str:
+    if len(value) > DESCRIPTION_MAX:
+        checks.fail("description", f"must be at most {DESCRIPTION_MAX} characters")
+    return value
+
+
+def _checked_channel(value: str, checks: FieldChecks) -> str:
+    if value not in CHANNELS:
+        checks.fail("channel", f"must be one of {', '.join(CHANNELS)}")
+    return value
+
+
+def _checked_budget(amount: str, currency: str, checks: FieldChecks) -> Money:
+    if not AMOUNT_PATTERN.match(amount):
+        checks.fail(
+            "budget.amount",
+            "must be a decimal string such as '1500.00' (no sign, up to 15 digits and 4 decimals)",
+        )
+    if currency not in ISO_4217:
+        checks.fail("budget.currency", "must be an ISO 4217 code of three capital letters, such as EUR")
+    return Money(amount=amount, currency=currency)
+
+
+def _checked_instant(field: str, value: datetime, checks: FieldChecks) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        checks.fail(field, "must carry a time zone, e.g. 2027-03-01T00:00:00Z")
+        return value
+    return to_millisecond_utc(value)
+
+
+def _checked_tags(values: list[str], checks: FieldChecks) -> tuple[str, ...]:
+    # Tags are labels for filtering: compared case-insensitively, so kept lower-case and unique.
+    if len(values) > TAGS_MAX:
+        checks.fail("tags", f"at most {TAGS_MAX} tags")
+    tags: list[str] = []
+    for index, raw in enumerate(values):
+        tag = raw.strip().lower()
+        if not 1 <= len(tag) <= TAG_MAX:
+            checks.fail(f"tags.{index}", f"each tag must be 1 to {TAG_MAX} characters")
+        elif tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
+def _check_schedule(starts_at: datetime, ends_at: datetime, checks: FieldChecks) -> None:
+    if ends_at <= starts_at:
+        checks.fail("ends_at", "must be after starts_at")
