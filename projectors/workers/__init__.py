@@ -1,0 +1,1 @@
+"""The seed's job queue as Kafka consumers: welcome e-mails and campaign reports, with retries and a DLQ."""
