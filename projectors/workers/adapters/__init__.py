@@ -1,0 +1,1 @@
+"""The workers' ports to the world: SMTP, Redis (send records, reports, status), MongoDB, Kafka DLQ."""
