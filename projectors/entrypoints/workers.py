@@ -87,7 +87,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         publisher = broker.publisher(
             dlq,
             title=f"{dlq}:publish:{group}",
-            description=f"Events {group} could not handle: the original record, reason in x-dlq-* headers.",
+            description=f"Events {group} could not handle: the original record, reason in dlq_* headers.",
             schema=EventEnvelope,
         )
         return KafkaDeadLetters(group, {dlq: publisher})

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from events import Topics
 from projectors.workers.application.event_worker import Delivery
 
-REASON = "x-dlq-reason"
-ERROR = "x-dlq-error"
-ATTEMPTS = "x-dlq-attempts"
-CONSUMER = "x-dlq-consumer"
-SOURCE_TOPIC = "x-dlq-source-topic"
-SOURCE_PARTITION = "x-dlq-source-partition"
-SOURCE_OFFSET = "x-dlq-source-offset"
-FAILED_AT = "x-dlq-failed-at"
+# The same header names as the projectors' dead letters, so one reader understands both.
+REASON = "dlq_error"
+ERROR = "dlq_error_type"
+ATTEMPTS = "dlq_attempts"
+CONSUMER = "dlq_consumer_group"
+SOURCE_TOPIC = "dlq_original_topic"
+SOURCE_PARTITION = "dlq_original_partition"
+SOURCE_OFFSET = "dlq_original_offset"
+FAILED_AT = "dlq_failed_at"
 # Headers far past this would push the record over Kafka's message size limit; the reason's
 # beginning is what a reader needs.
 MAX_REASON_CHARS = 2000
@@ -46,6 +47,6 @@ class KafkaDeadLetters:
             SOURCE_TOPIC: delivery.topic,
             SOURCE_PARTITION: str(delivery.partition),
             SOURCE_OFFSET: str(delivery.offset),
-            FAILED_AT: f"{time.time():.3f}",
+            FAILED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         await publisher.publish(delivery.value, key=delivery.key, headers=headers)
