@@ -111,6 +111,8 @@ def build_workers(settings: Settings) -> WorkersProcess:
         WorkerStats("reports"),
     )
 
+    # A new consumer group starts at the beginning of its topic, so events published before the
+    # workers first ran are not skipped; send records and version-guarded reports make that safe.
     # Should even the dead-letter publish fail, the record is consumed again (nack seeks back to
     # it); the pause keeps that from spinning while Kafka is away.
     retry_pause = settings.worker_backoff_seconds
