@@ -46,13 +46,17 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     settings: Annotated[Settings, Depends(app_settings)],
 ) -> Principal:
-    challenge = {"WWW-Authenticate": "Bearer"}
+    # The same answers as the command API's, and no PyJWT detail on what exactly was wrong.
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "a bearer access token is required", headers=challenge)
+        raise Problem(401, "an access token is required", headers={"WWW-Authenticate": "Bearer"})
     try:
         return verify_access_token(settings, credentials.credentials)
-    except InvalidToken as exc:
-        raise Problem(401, f"invalid access token: {exc}", headers=challenge) from exc
+    except InvalidToken:
+        raise Problem(
+            401,
+            "the access token is invalid or expired",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
 
 
 @router.get(
