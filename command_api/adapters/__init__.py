@@ -1,0 +1,1 @@
+"""The write side's connections to MongoDB, Kafka, Redis and argon2."""

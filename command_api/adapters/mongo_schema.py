@@ -1,0 +1,88 @@
+"""The write side's MongoDB collections and indexes: the one place that names them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from service_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+USERS = "users"
+CAMPAIGNS = "campaigns"
+EVENTS = "events"
+REFRESH_TOKENS = "refresh_tokens"
+IDEMPOTENCY_KEYS = "idempotency_keys"
+RELAY_STATE = "relay_state"
+
+UNPUBLISHED_INDEX = "unpublished_in_order"
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A request waits this long for an unreachable MongoDB before answering 503, not pymongo's 30 s.
+SERVER_SELECTION_TIMEOUT_MS = 3000
+
+Document = dict[str, Any]
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
+    """A client that hands back timezone-aware UTC datetimes; the URL's own timeouts win."""
+    options: dict[str, Any] = {"tz_aware": True}
+    if "serverselectiontimeoutms" not in settings.mongo_url.lower():
+        options["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
+    return AsyncMongoClient(settings.mongo_url, **options)
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    """Create every index the write side relies on; safe to run from many processes at once."""
+    await db[USERS].create_index([("email", ASCENDING)], unique=True, name="email_unique")
+    await db[EVENTS].create_index(
+        [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)],
+        unique=True,
+        name="aggregate_version_unique",
+    )
+    # Small by construction: only events the relay still has to publish are in it.
+    await db[EVENTS].create_index(
+        [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)],
+        partialFilterExpression={"published": False},
+        name=UNPUBLISHED_INDEX,
+    )
+    await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
+    await db[REFRESH_TOKENS].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")
+    await db[IDEMPOTENCY_KEYS].create_index(
+        [("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS, name="expiry"
+    )
+
+
+class IndexGate:
+    """Indexes exist before the first write: created at start-up, or by the first write after
+    MongoDB comes back (a write without the unique e-mail index could duplicate a user)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._db = db
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def ensure(self) -> None:
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                await ensure_indexes(self._db)
+                self._ready = True
+
+    async def try_ensure(self) -> bool:
+        try:
+            await self.ensure()
+        except PyMongoError as exc:
+            log.warning("MongoDB indexes not created yet: %s", exc)
+            return False
+        return True

@@ -1,0 +1,308 @@
+"""The unit of work on MongoDB: state documents and their events in one transaction, or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
+
+from command_api.adapters import mongo_documents as docs
+from command_api.adapters.mongo_schema import (
+    CAMPAIGNS,
+    EVENTS,
+    IDEMPOTENCY_KEYS,
+    REFRESH_TOKENS,
+    USERS,
+    Document,
+    IndexGate,
+)
+from command_api.application.errors import (
+    ConcurrencyConflict,
+    EmailTaken,
+    IdempotencyKeyTaken,
+)
+from command_api.application.ports import IdempotentOutcome
+from command_api.domain.aggregate import Aggregate, DomainEvent
+from command_api.domain.campaign import Campaign
+from command_api.domain.refresh_token import RefreshToken
+from command_api.domain.user import User
+from events import EventEnvelope, new_envelope, to_log_document
+from events.envelope import utc_now
+from events.types import CampaignUpdated
+from service_runtime.logs import correlation_id
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_ATTEMPTS = 5
+COMMIT_ATTEMPTS = 3
+RETRY_BACKOFF_SECONDS = 0.02
+
+Write = Callable[[AsyncClientSession], Awaitable[None]]
+
+
+class MongoUnitOfWork:
+    """One command's staged writes; `commit` runs them and appends the events in one transaction."""
+
+    def __init__(
+        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], gate: IndexGate
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._gate = gate
+        self._writes: list[Write] = []
+        self._aggregates: list[Aggregate] = []
+        self.users = MongoUserRepository(self)
+        self.campaigns = MongoCampaignRepository(self)
+        self.refresh_tokens = MongoRefreshTokenRepository(self)
+        self.idempotency = MongoIdempotencyRepository(self)
+
+    async def __aenter__(self) -> Self:
+        self._discard()
+        await self._gate.ensure()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._discard()
+
+    def stage(self, write: Write, aggregate: Aggregate | None = None) -> None:
+        self._writes.append(write)
+        if aggregate is not None:
+            self._aggregates.append(aggregate)
+
+    async def commit(self, *, actor_id: str | None) -> None:
+        # Envelopes are built once, so a retried transaction inserts the very same event ids.
+        envelopes = [
+            _envelope(event, actor_id) for aggregate in self._aggregates for event in aggregate.pending_events
+        ]
+        recorded_at = utc_now()
+        writes = [*self._writes, *(self._event_insert(e, recorded_at) for e in envelopes)]
+        await self._transact(writes)
+        for aggregate in self._aggregates:
+            aggregate.collect_events()
+        self._discard()
+
+    def _discard(self) -> None:
+        self._writes = []
+        self._aggregates = []
+
+    def _event_insert(self, envelope: EventEnvelope, recorded_at: datetime) -> Write:
+        document = to_log_document(envelope)
+        document["recorded_at"] = recorded_at
+
+        async def insert(session: AsyncClientSession) -> None:
+            try:
+                await self._db[EVENTS].insert_one(document, session=session)
+            except DuplicateKeyError as exc:
+                # Another command already wrote this aggregate's next version.
+                raise ConcurrencyConflict(
+                    f"{envelope.aggregate_type} {envelope.aggregate_id} already has version "
+                    f"{envelope.aggregate_version}"
+                ) from exc
+
+        return insert
+
+    async def _transact(self, writes: list[Write]) -> None:
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            async with self._client.start_session() as session:
+                try:
+                    await session.start_transaction()
+                    for write in writes:
+                        await write(session)
+                    await _commit(session)
+                    return
+                except PyMongoError as exc:
+                    await _abort(session)
+                    if not _retryable(exc) or attempt == TRANSACTION_ATTEMPTS:
+                        raise
+                    log.info("transient transaction error, retrying (attempt %d): %s", attempt, exc)
+                except BaseException:
+                    await _abort(session)
+                    raise
+            await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
+
+    # Reads are not part of the transaction: the compare-and-set on `version` guards the write.
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        return self._db
+
+
+def _retryable(exc: PyMongoError) -> bool:
+    # An unreachable server already cost a full server-selection timeout: answer now instead.
+    return exc.has_error_label("TransientTransactionError") and not isinstance(
+        exc, ServerSelectionTimeoutError
+    )
+
+
+async def _commit(session: AsyncClientSession) -> None:
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            # Committing again is safe: the server recognises the same transaction.
+            if not exc.has_error_label("UnknownTransactionCommitResult") or attempt == COMMIT_ATTEMPTS:
+                raise
+
+
+async def _abort(session: AsyncClientSession) -> None:
+    if session.in_transaction:
+        with suppress(PyMongoError):
+            await asyncio.shield(session.abort_transaction())
+
+
+def _envelope(event: DomainEvent, actor_id: str | None) -> EventEnvelope:
+    payload = event.payload.model_dump(mode="json")
+    envelope = new_envelope(
+        event_type=event.event_type,
+        aggregate_id=event.aggregate_id,
+        aggregate_version=event.aggregate_version,
+        payload=payload,
+        correlation_id=correlation_id.get() or f"cmd-{uuid.uuid4().hex}",
+        actor_id=actor_id,
+        occurred_at=event.occurred_at,
+    )
+    if isinstance(event.payload, CampaignUpdated):
+        # The contract: an update carries the fields that changed, and no others.
+        changed = event.payload.model_fields_set
+        envelope = envelope.model_copy(update={"payload": {k: envelope.payload[k] for k in sorted(changed)}})
+    return envelope
+
+
+def _cas_filter(aggregate: Aggregate) -> dict[str, Any]:
+    return {"_id": aggregate.id, "version": aggregate.stored_version}
+
+
+class MongoUserRepository:
+    def __init__(self, uow: MongoUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, user_id: str) -> User | None:
+        doc = await self._uow.db[USERS].find_one({"_id": user_id})
+        return docs.user_from_document(doc) if doc else None
+
+    async def get_by_email(self, email: str) -> User | None:
+        doc = await self._uow.db[USERS].find_one({"email": email})
+        return docs.user_from_document(doc) if doc else None
+
+    def add(self, user: User) -> None:
+        document = docs.user_document(user)
+
+        async def insert(session: AsyncClientSession) -> None:
+            try:
+                await self._uow.db[USERS].insert_one(document, session=session)
+            except DuplicateKeyError as exc:
+                if "email" in (exc.details or {}).get("keyPattern", {"email": 1}):
+                    raise EmailTaken(f"{user.email} is already registered") from exc
+                raise ConcurrencyConflict(f"user {user.id} exists") from exc
+
+        self._uow.stage(insert, user)
+
+    def save(self, user: User) -> None:
+        self._uow.stage(_compare_and_set(self._uow, USERS, user, docs.user_document(user)), user)
+
+
+class MongoCampaignRepository:
+    def __init__(self, uow: MongoUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, campaign_id: str) -> Campaign | None:
+        doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
+        return docs.campaign_from_document(doc) if doc else None
+
+    def add(self, campaign: Campaign) -> None:
+        document = docs.campaign_document(campaign)
+
+        async def insert(session: AsyncClientSession) -> None:
+            try:
+                await self._uow.db[CAMPAIGNS].insert_one(document, session=session)
+            except DuplicateKeyError as exc:
+                raise ConcurrencyConflict(f"campaign {campaign.id} exists") from exc
+
+        self._uow.stage(insert, campaign)
+
+    def save(self, campaign: Campaign) -> None:
+        self._uow.stage(
+            _compare_and_set(self._uow, CAMPAIGNS, campaign, docs.campaign_document(campaign)), campaign
+        )
+
+
+def _compare_and_set(
+    uow: MongoUnitOfWork, collection: str, aggregate: Aggregate, document: Document
+) -> Write:
+    expected = _cas_filter(aggregate)
+    fields = {k: v for k, v in document.items() if k != "_id"}
+
+    async def update(session: AsyncClientSession) -> None:
+        result = await uow.db[collection].update_one(expected, {"$set": fields}, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(
+                f"{collection} {aggregate.id} is no longer at version {aggregate.stored_version}"
+            )
+
+    return update
+
+
+class MongoRefreshTokenRepository:
+    def __init__(self, uow: MongoUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, token_hash: str) -> RefreshToken | None:
+        doc = await self._uow.db[REFRESH_TOKENS].find_one({"_id": token_hash})
+        return docs.refresh_token_from_document(doc) if doc else None
+
+    def add(self, token: RefreshToken) -> None:
+        document = docs.refresh_token_document(token)
+
+        async def insert(session: AsyncClientSession) -> None:
+            await self._uow.db[REFRESH_TOKENS].insert_one(document, session=session)
+
+        self._uow.stage(insert)
+
+    def mark_used(self, token: RefreshToken) -> None:
+        async def update(session: AsyncClientSession) -> None:
+            result = await self._uow.db[REFRESH_TOKENS].update_one(
+                {"_id": token.token_hash, "used_at": None, "revoked_at": None},
+                {"$set": {"used_at": token.used_at}},
+                session=session,
+            )
+            if result.matched_count != 1:
+                raise ConcurrencyConflict("refresh token used or revoked meanwhile")
+
+        self._uow.stage(update)
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        await self._uow.db[REFRESH_TOKENS].update_many(
+            {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+
+
+class MongoIdempotencyRepository:
+    def __init__(self, uow: MongoUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, scope: str, key: str) -> IdempotentOutcome | None:
+        doc = await self._uow.db[IDEMPOTENCY_KEYS].find_one({"_id": docs.idempotency_id(scope, key)})
+        return docs.idempotency_from_document(doc) if doc else None
+
+    def add(self, outcome: IdempotentOutcome) -> None:
+        document = docs.idempotency_document(outcome)
+
+        async def insert(session: AsyncClientSession) -> None:
+            try:
+                await self._uow.db[IDEMPOTENCY_KEYS].insert_one(document, session=session)
+            except DuplicateKeyError as exc:
+                raise IdempotencyKeyTaken(outcome.key) from exc
+
+        self._uow.stage(insert)

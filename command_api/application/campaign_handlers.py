@@ -1,0 +1,160 @@
+"""Campaign commands: create (idempotently), edit, move through the lifecycle, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+
+import orjson
+
+from command_api.application.commands import (
+    ChangeCampaignStatus,
+    CreateCampaign,
+    DeleteCampaign,
+    UpdateCampaign,
+)
+from command_api.application.errors import (
+    ConcurrencyConflict,
+    IdempotencyKeyReused,
+    IdempotencyKeyTaken,
+    NotFound,
+    StaleVersion,
+    VersionRequired,
+)
+from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
+from command_api.domain.campaign import Actor, Campaign, CampaignDetails
+from command_api.domain.errors import AggregateGone
+from events.envelope import utc_now
+
+# A command without If-Match is decided again on the fresh state when another one won the race.
+CONFLICT_ATTEMPTS = 5
+
+
+async def create_campaign(command: CreateCampaign, uow: UnitOfWork) -> CommandResult:
+    details = CampaignDetails.parse(
+        name=command.name,
+        description=command.description,
+        channel=command.channel,
+        budget_amount=command.budget_amount,
+        budget_currency=command.budget_currency,
+        starts_at=command.starts_at,
+        ends_at=command.ends_at,
+        tags=command.tags,
+    )
+    scope = command.actor.user_id
+    key = command.idempotency_key
+    fingerprint = _fingerprint(details)
+    async with uow:
+        if key is not None:
+            replay = await _replay(uow, scope, key, fingerprint)
+            if replay is not None:
+                return replay
+        campaign = Campaign.create(
+            campaign_id=str(uuid.uuid4()), owner_id=scope, details=details, now=utc_now()
+        )
+        uow.campaigns.add(campaign)
+        result = CommandResult(campaign.id, campaign.version)
+        if key is not None:
+            uow.idempotency.add(IdempotentOutcome(scope, key, fingerprint, result, created_at=utc_now()))
+        try:
+            await uow.commit(actor_id=command.actor.user_id)
+        except IdempotencyKeyTaken:
+            # A concurrent request with the same key won; answer as it did (or refuse a new body).
+            assert key is not None
+            replay = await _replay(uow, scope, key, fingerprint)
+            if replay is None:
+                raise
+            return replay
+        return result
+
+
+async def update_campaign(command: UpdateCampaign, uow: UnitOfWork) -> CommandResult:
+    if command.expected_version is None:
+        raise VersionRequired("PATCH needs If-Match with the version the edit was made on")
+
+    async def attempt() -> CommandResult:
+        async with uow:
+            campaign = await _changeable(uow, command.campaign_id, command.actor)
+            _check_version(campaign, command.expected_version)
+            now = utc_now()
+            campaign.update(command.changes, now)
+            return await _save(uow, campaign, command.actor)
+
+    return await _decided_on_fresh_state(attempt, command.expected_version)
+
+
+async def change_campaign_status(command: ChangeCampaignStatus, uow: UnitOfWork) -> CommandResult:
+    async def attempt() -> CommandResult:
+        async with uow:
+            campaign = await _changeable(uow, command.campaign_id, command.actor)
+            _check_version(campaign, command.expected_version)
+            campaign.apply_lifecycle(command.action, utc_now())
+            return await _save(uow, campaign, command.actor)
+
+    return await _decided_on_fresh_state(attempt, command.expected_version)
+
+
+async def delete_campaign(command: DeleteCampaign, uow: UnitOfWork) -> CommandResult:
+    async def attempt() -> CommandResult:
+        async with uow:
+            campaign = await _changeable(uow, command.campaign_id, command.actor)
+            _check_version(campaign, command.expected_version)
+            campaign.delete(utc_now())
+            return await _save(uow, campaign, command.actor)
+
+    return await _decided_on_fresh_state(attempt, command.expected_version)
+
+
+async def _changeable(uow: UnitOfWork, campaign_id: str, actor: Actor) -> Campaign:
+    campaign = await uow.campaigns.get(campaign_id)
+    # Someone else's campaign answers exactly like a missing one, so ids reveal nothing.
+    if campaign is None or campaign.is_deleted or not campaign.may_be_changed_by(actor):
+        raise NotFound(f"no campaign {campaign_id}")
+    return campaign
+
+
+def _check_version(campaign: Campaign, expected: int | None) -> None:
+    if expected is not None and campaign.version != expected:
+        raise StaleVersion(current=campaign.version)
+
+
+async def _save(uow: UnitOfWork, campaign: Campaign, actor: Actor) -> CommandResult:
+    if campaign.pending_events:
+        uow.campaigns.save(campaign)
+        await uow.commit(actor_id=actor.user_id)
+    return CommandResult(campaign.id, campaign.version)
+
+
+async def _decided_on_fresh_state(
+    attempt: Callable[[], Awaitable[CommandResult]], expected_version: int | None
+) -> CommandResult:
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except ConcurrencyConflict:
+            if expected_version is not None:
+                # The caller decided on that version, and it is gone: theirs to re-read.
+                raise StaleVersion() from None
+        except AggregateGone:
+            raise NotFound("the campaign was deleted") from None
+    try:
+        return await attempt()
+    except AggregateGone:
+        raise NotFound("the campaign was deleted") from None
+
+
+async def _replay(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> CommandResult | None:
+    prior = await uow.idempotency.get(scope, key)
+    if prior is None:
+        return None
+    if prior.fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return prior.result
+
+
+def _fingerprint(details: CampaignDetails) -> str:
+    """The request as the domain understood it, so equivalent JSON gives the same fingerprint."""
+    canonical = orjson.dumps(asdict(details), option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    return hashlib.sha256(canonical).hexdigest()

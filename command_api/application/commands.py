@@ -1,0 +1,74 @@
+"""The commands the write side accepts, as small immutable records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from command_api.domain.campaign import Actor, CampaignChanges
+
+
+@dataclass(frozen=True)
+class RegisterUser:
+    email: str
+    password: str
+    name: str
+
+
+@dataclass(frozen=True)
+class LogIn:
+    email: str
+    password: str
+    client: str  # the caller's network address, for throttling
+
+
+@dataclass(frozen=True)
+class RefreshSession:
+    refresh_token: str
+
+
+@dataclass(frozen=True)
+class LogOut:
+    refresh_token: str
+
+
+@dataclass(frozen=True)
+class GrantAdmin:
+    email: str
+
+
+@dataclass(frozen=True)
+class CreateCampaign:
+    actor: Actor
+    name: str
+    description: str
+    channel: str
+    budget_amount: str
+    budget_currency: str
+    starts_at: datetime
+    ends_at: datetime
+    tags: list[str]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateCampaign:
+    actor: Actor
+    campaign_id: str
+    expected_version: int | None
+    changes: CampaignChanges
+
+
+@dataclass(frozen=True)
+class ChangeCampaignStatus:
+    actor: Actor
+    campaign_id: str
+    action: str  # one of command_api.domain.campaign.LIFECYCLE_ACTIONS
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class DeleteCampaign:
+    actor: Actor
+    campaign_id: str
+    expected_version: int | None = None

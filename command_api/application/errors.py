@@ -1,0 +1,53 @@
+"""Why a command was not carried out, beyond what the domain itself refuses."""
+
+from __future__ import annotations
+
+
+class CommandRefused(Exception):
+    """Base of the application's refusals (each maps to one HTTP status at the edge)."""
+
+
+class NotFound(CommandRefused):
+    """No such aggregate, or one the caller may not see (ids do not leak)."""
+
+
+class EmailTaken(CommandRefused):
+    pass
+
+
+class VersionRequired(CommandRefused):
+    """The command must name the version it was decided on (If-Match)."""
+
+
+class StaleVersion(CommandRefused):
+    """The aggregate changed since the version the caller named."""
+
+    def __init__(self, current: int | None = None) -> None:
+        self.current = current
+        super().__init__("the campaign changed since that version")
+
+
+class ConcurrencyConflict(CommandRefused):
+    """Another command committed on the same aggregate version first."""
+
+
+class InvalidCredentials(CommandRefused):
+    pass
+
+
+class LoginThrottled(CommandRefused):
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"too many login attempts; retry in {retry_after} s")
+
+
+class SessionRejected(CommandRefused):
+    """The refresh token is unknown, expired, revoked or was already used."""
+
+
+class IdempotencyKeyTaken(CommandRefused):
+    """Another request under the same Idempotency-Key committed first (its answer is replayed)."""
+
+
+class IdempotencyKeyReused(CommandRefused):
+    """The Idempotency-Key was already used with a different request."""

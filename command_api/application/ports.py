@@ -1,0 +1,111 @@
+"""What the handlers need from the outside world, as protocols the adapters implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from command_api.domain.campaign import Campaign
+from command_api.domain.refresh_token import RefreshToken
+from command_api.domain.user import User
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class IdempotentOutcome:
+    """The answer given to the first request under an Idempotency-Key, replayed to its repeats."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    result: CommandResult
+    created_at: datetime
+
+
+class UserRepository(Protocol):
+    async def get(self, user_id: str) -> User | None: ...
+    async def get_by_email(self, email: str) -> User | None: ...
+    def add(self, user: User) -> None: ...
+    def save(self, user: User) -> None: ...
+
+
+class CampaignRepository(Protocol):
+    async def get(self, campaign_id: str) -> Campaign | None: ...
+    def add(self, campaign: Campaign) -> None: ...
+    def save(self, campaign: Campaign) -> None: ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def get(self, token_hash: str) -> RefreshToken | None: ...
+    def add(self, token: RefreshToken) -> None: ...
+    def mark_used(self, token: RefreshToken) -> None:
+        """Stage: the stored token becomes used, provided it is still unused and unrevoked."""
+        ...
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        """At once, outside any unit of work: a revocation must survive the refusal that follows."""
+        ...
+
+
+class IdempotencyRepository(Protocol):
+    async def get(self, scope: str, key: str) -> IdempotentOutcome | None: ...
+    def add(self, outcome: IdempotentOutcome) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """Staged changes to aggregates, committed with their events atomically, or not at all.
+
+    `async with uow:` starts afresh; leaving without `commit` discards what was staged.
+    `commit` raises ConcurrencyConflict when an aggregate's stored version moved (or its next
+    event version exists already), EmailTaken when the e-mail is someone's already, and
+    IdempotencyKeyTaken when another request under the same key committed first.
+    """
+
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def campaigns(self) -> CampaignRepository: ...
+    @property
+    def refresh_tokens(self) -> RefreshTokenRepository: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    async def commit(self, *, actor_id: str | None) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """False for a wrong password, and for no hash at all (after the same work as a check)."""
+        ...
+
+
+class LoginThrottle(Protocol):
+    async def attempt(self, email: str, client: str) -> None:
+        """Count one attempt for this e-mail and client address; raise LoginThrottled over the limit."""
+        ...
+
+    async def succeeded(self, email: str, client: str) -> None:
+        """A successful login does not count against either limit."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_in: int
+
+
+class AccessTokenIssuer(Protocol):
+    def issue(self, user_id: str, roles: list[str]) -> AccessToken: ...

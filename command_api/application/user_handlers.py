@@ -1,0 +1,174 @@
+"""User commands: register, log in, rotate and revoke refresh tokens, grant the admin role."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from command_api.application.commands import GrantAdmin, LogIn, LogOut, RefreshSession, RegisterUser
+from command_api.application.errors import (
+    ConcurrencyConflict,
+    EmailTaken,
+    InvalidCredentials,
+    SessionRejected,
+)
+from command_api.application.ports import (
+    AccessTokenIssuer,
+    CommandResult,
+    LoginThrottle,
+    PasswordHasher,
+    UnitOfWork,
+)
+from command_api.domain.refresh_token import RefreshToken, RefreshVerdict, hash_refresh_token
+from command_api.domain.user import User, check_registration, normalise_email
+from events.envelope import utc_now
+
+CONFLICT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class SessionTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What signing in needs besides the unit of work."""
+
+    hasher: PasswordHasher
+    throttle: LoginThrottle
+    access_tokens: AccessTokenIssuer
+    refresh_lifetime: timedelta
+
+
+async def register_user(command: RegisterUser, uow: UnitOfWork, hasher: PasswordHasher) -> CommandResult:
+    email = normalise_email(command.email)
+    check_registration(email=email, name=command.name, password=command.password)
+    async with uow:
+        if await uow.users.get_by_email(email) is not None:
+            raise EmailTaken(f"{email} is already registered")
+        password_hash = await hasher.hash(command.password)
+        user = User.register(
+            user_id=str(uuid.uuid4()),
+            email=email,
+            name=command.name,
+            password_hash=password_hash,
+            now=utc_now(),
+        )
+        uow.users.add(user)
+        # The unique index on e-mail decides between two registrations racing past the check above.
+        await uow.commit(actor_id=user.id)
+        return CommandResult(user.id, user.version)
+
+
+async def log_in(command: LogIn, uow: UnitOfWork, credentials: Credentials) -> SessionTokens:
+    email = normalise_email(command.email)
+    await credentials.throttle.attempt(email, command.client)
+    for attempt in range(CONFLICT_ATTEMPTS):
+        async with uow:
+            user = await uow.users.get_by_email(email)
+            # Verify even without a user, so a wrong e-mail costs the same time as a wrong password.
+            valid = await credentials.hasher.verify(user.password_hash if user else None, command.password)
+            if user is None or not valid:
+                raise InvalidCredentials("wrong e-mail or password")
+            user.record_login(utc_now())
+            uow.users.save(user)
+            raw, token = _new_family(user.id, credentials.refresh_lifetime)
+            uow.refresh_tokens.add(token)
+            try:
+                await uow.commit(actor_id=user.id)
+            except ConcurrencyConflict:
+                # Two logins of one user at once: both are fine, the second just goes again.
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                continue
+            await credentials.throttle.succeeded(email, command.client)
+            access = credentials.access_tokens.issue(user.id, list(user.roles))
+            return SessionTokens(access.token, raw, access.expires_in)
+    raise AssertionError("unreachable")
+
+
+async def refresh_session(
+    command: RefreshSession, uow: UnitOfWork, credentials: Credentials
+) -> SessionTokens:
+    presented = hash_refresh_token(command.refresh_token)
+    async with uow:
+        token = await uow.refresh_tokens.get(presented)
+        if token is None:
+            raise SessionRejected("unknown refresh token")
+        now = utc_now()
+        verdict = token.verdict(now)
+        if verdict is RefreshVerdict.REUSED:
+            # A rotated token presented again: either the client or a thief holds a copy.
+            await uow.refresh_tokens.revoke_family(token.family_id, now)
+            raise SessionRejected("refresh token already used; every session of its family is revoked")
+        if verdict is not RefreshVerdict.VALID:
+            raise SessionRejected(f"refresh token {verdict.value}")
+        user = await uow.users.get(token.user_id)
+        if user is None:
+            raise SessionRejected("the token's user no longer exists")
+        raw = _new_secret()
+        used, successor = token.rotate(
+            token_hash=hash_refresh_token(raw), now=now, lifetime=credentials.refresh_lifetime
+        )
+        uow.refresh_tokens.mark_used(used)
+        uow.refresh_tokens.add(successor)
+        try:
+            await uow.commit(actor_id=user.id)
+        except ConcurrencyConflict:
+            # Someone rotated this very token a moment ago: the same token used twice.
+            await uow.refresh_tokens.revoke_family(token.family_id, now)
+            raise SessionRejected(
+                "refresh token already used; every session of its family is revoked"
+            ) from None
+        # Roles come from the user as they are now, so a granted role arrives with the next refresh.
+        access = credentials.access_tokens.issue(user.id, list(user.roles))
+        return SessionTokens(access.token, raw, access.expires_in)
+
+
+async def log_out(command: LogOut, uow: UnitOfWork) -> None:
+    """Revoke the token's whole family; an unknown token is not an error (nothing to end)."""
+    async with uow:
+        token = await uow.refresh_tokens.get(hash_refresh_token(command.refresh_token))
+        if token is not None and token.revoked_at is None:
+            await uow.refresh_tokens.revoke_family(token.family_id, utc_now())
+
+
+async def grant_admin(command: GrantAdmin, uow: UnitOfWork) -> str:
+    email = normalise_email(command.email)
+    for attempt in range(CONFLICT_ATTEMPTS):
+        async with uow:
+            user = await uow.users.get_by_email(email)
+            if user is None:
+                raise LookupError(f"no user with e-mail {email}")
+            if not user.grant("admin", utc_now()):
+                return f"{email} is already an admin"
+            uow.users.save(user)
+            try:
+                await uow.commit(actor_id=None)
+            except ConcurrencyConflict:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                continue
+            return f"{email} is now an admin (user {user.id}, version {user.version})"
+    raise AssertionError("unreachable")
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _new_family(user_id: str, lifetime: timedelta) -> tuple[str, RefreshToken]:
+    raw = _new_secret()
+    token = RefreshToken.first_of_family(
+        token_hash=hash_refresh_token(raw),
+        family_id=str(uuid.uuid4()),
+        user_id=user_id,
+        now=utc_now(),
+        lifetime=lifetime,
+    )
+    return raw, token

@@ -1,0 +1,91 @@
+"""The composition root: the real adapters wired to the handlers, for the API, the relay and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from command_api.adapters.access_tokens import JwtAccessTokenIssuer
+from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
+from command_api.adapters.login_throttle import RedisLoginThrottle
+from command_api.adapters.mongo_schema import RELAY_STATE, Document, IndexGate, mongo_client
+from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
+from command_api.adapters.outbox_relay import OutboxRelay
+from command_api.adapters.passwords import Argon2PasswordHasher
+from command_api.adapters.readiness import Readiness
+from command_api.adapters.relay_lease import RelayLease
+from command_api.application.user_handlers import Credentials
+from events import Topics
+from service_runtime.settings import Settings
+
+
+@dataclass
+class CommandSide:
+    """Everything a command handler may be given, built once per process."""
+
+    settings: Settings
+    mongo: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    redis: aioredis.Redis
+    indexes: IndexGate
+    credentials: Credentials
+    readiness: Readiness
+
+    def unit_of_work(self) -> MongoUnitOfWork:
+        return MongoUnitOfWork(self.mongo, self.db, self.indexes)
+
+    async def close(self) -> None:
+        await self.mongo.close()
+        await self.redis.aclose()
+
+
+def open_command_side(settings: Settings) -> CommandSide:
+    """Clients connect lazily, so this needs no server to be up yet."""
+    mongo = mongo_client(settings)
+    db = mongo[settings.mongo_db]
+    redis = aioredis.from_url(settings.redis_url)
+    return CommandSide(
+        settings=settings,
+        mongo=mongo,
+        db=db,
+        redis=redis,
+        indexes=IndexGate(db),
+        credentials=Credentials(
+            hasher=Argon2PasswordHasher(),
+            throttle=RedisLoginThrottle(
+                redis,
+                prefix=settings.redis_prefix,
+                max_attempts=settings.login_max_attempts,
+                window_seconds=settings.login_window_seconds,
+            ),
+            access_tokens=JwtAccessTokenIssuer(settings),
+            refresh_lifetime=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        ),
+        readiness=Readiness(db, settings.kafka_bootstrap),
+    )
+
+
+def build_outbox_relay(
+    settings: Settings,
+    *,
+    mongo: AsyncMongoClient[Document],
+    redis: aioredis.Redis | None,
+    producer_factory: ProducerFactory | None = None,
+    holder: str | None = None,
+) -> OutboxRelay:
+    db = mongo[settings.mongo_db]
+    return OutboxRelay(
+        db=db,
+        gate=IndexGate(db),
+        lease=RelayLease(db[RELAY_STATE], seconds=settings.relay_lease_seconds, holder=holder),
+        publisher=KafkaEventPublisher(
+            producer_factory or kafka_producer_factory(settings), Topics(settings.topic_prefix)
+        ),
+        redis=redis,
+        redis_prefix=settings.redis_prefix,
+        batch_size=settings.relay_batch_size,
+    )

@@ -1,0 +1,1 @@
+"""The command API over HTTP (FastAPI)."""

@@ -1,0 +1,50 @@
+"""The command API application: `create_app` is the uvicorn factory (one app per worker process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from command_api.bootstrap import open_command_side
+from command_api.entrypoints.http import auth_routes, campaign_routes, health_routes
+from command_api.entrypoints.http.errors import install_command_error_handlers
+from service_runtime.http import install_http_basics
+from service_runtime.logs import configure_logging
+from service_runtime.settings import Settings, get_settings
+
+SERVICE = "command-api"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(SERVICE)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Clients belong to the worker process that runs this lifespan, never to the import.
+        side = open_command_side(settings)
+        # Best effort: if MongoDB is down now, the first write creates the indexes instead.
+        await side.indexes.try_ensure()
+        app.state.command_side = side
+        try:
+            yield
+        finally:
+            await side.close()
+
+    app = FastAPI(
+        title="Campaigns CQRS — command API",
+        version="1.0.0",
+        description=(
+            "Write side: users and campaigns. Every accepted command is recorded as events in "
+            "MongoDB and reaches Kafka through the outbox relay. Errors are application/problem+json."
+        ),
+        lifespan=lifespan,
+    )
+    install_http_basics(app, settings, SERVICE)
+    install_command_error_handlers(app)
+    app.include_router(auth_routes.router)
+    app.include_router(campaign_routes.router)
+    app.include_router(health_routes.router)
+    return app

@@ -1,0 +1,65 @@
+"""What routes receive through Depends: the wired command side, the caller, the If-Match version."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from command_api.bootstrap import CommandSide
+from command_api.domain.campaign import Actor
+from service_runtime.problems import Problem
+from service_runtime.tokens import InvalidToken, verify_access_token
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /auth/login")
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def command_side(request: Request) -> CommandSide:
+    side: CommandSide = request.app.state.command_side
+    return side
+
+
+Side = Annotated[CommandSide, Depends(command_side)]
+
+
+def current_actor(
+    side: Side, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Actor:
+    if credentials is None:
+        raise Problem(401, "an access token is required", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        principal = verify_access_token(side.settings, credentials.credentials)
+    except InvalidToken:
+        raise Problem(
+            401,
+            "the access token is invalid or expired",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    return Actor(user_id=principal.user_id, is_admin=principal.is_admin)
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+def if_match_version(
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='The version the command was decided on, as an entity tag: "3"',
+            max_length=64,
+        ),
+    ] = None,
+) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise Problem(412, f"If-Match {if_match!r} names no version of this campaign")
+    return int(match.group(1))
+
+
+ExpectedVersion = Annotated[int | None, Depends(if_match_version)]

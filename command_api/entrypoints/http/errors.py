@@ -1,0 +1,113 @@
+"""Each refusal of the domain or the handlers as its HTTP status, in the shared problem+json form."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pymongo.errors import ConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.responses import Response
+
+from command_api.application import errors as app_errors
+from command_api.domain import errors as domain_errors
+from command_api.entrypoints.http.schemas import ProblemDetails
+from service_runtime.problems import PROBLEM_JSON, problem_response
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_UNAVAILABLE = "2"
+
+STATUS: dict[type[Exception], int] = {
+    domain_errors.InvalidInput: 422,
+    domain_errors.InvalidTransition: 409,
+    domain_errors.AggregateGone: 404,
+    app_errors.NotFound: 404,
+    app_errors.EmailTaken: 409,
+    app_errors.VersionRequired: 428,
+    app_errors.StaleVersion: 412,
+    app_errors.ConcurrencyConflict: 409,
+    app_errors.InvalidCredentials: 401,
+    app_errors.SessionRejected: 401,
+    app_errors.LoginThrottled: 429,
+    app_errors.IdempotencyKeyReused: 422,
+    app_errors.IdempotencyKeyTaken: 409,
+}
+
+
+def _status_of(exc: Exception) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500
+
+
+def _field_errors(exc: Exception) -> list[dict[str, Any]] | None:
+    if isinstance(exc, domain_errors.InvalidInput):
+        return [{"field": e.field, "reason": e.reason} for e in exc.errors]
+    if isinstance(exc, app_errors.EmailTaken):
+        return [{"field": "email", "reason": "is already registered"}]
+    if isinstance(exc, app_errors.IdempotencyKeyReused):
+        return [{"field": "Idempotency-Key", "reason": str(exc)}]
+    return None
+
+
+def _headers(exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, app_errors.LoginThrottled):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, app_errors.StaleVersion) and exc.current is not None:
+        return {"ETag": f'"{exc.current}"'}
+    return None
+
+
+def install_command_error_handlers(app: FastAPI) -> None:
+    async def on_refusal(request: Request, exc: Exception) -> Response:
+        status = _status_of(exc)
+        detail = str(exc) or type(exc).__name__
+        if status == 422 and isinstance(exc, domain_errors.InvalidInput):
+            detail = "invalid request: " + ", ".join(e.field for e in exc.errors)
+        return problem_response(
+            status, detail, errors=_field_errors(exc), headers=_headers(exc), instance=request.url.path
+        )
+
+    async def on_unavailable(request: Request, exc: Exception) -> Response:
+        # Nothing was written: the transaction either never started or was aborted.
+        log.warning("a server the command API needs is unreachable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "a server this API needs is unreachable; nothing was changed, try again shortly",
+            headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(domain_errors.DomainError, on_refusal)
+    app.add_exception_handler(app_errors.CommandRefused, on_refusal)
+    for unavailable in (ConnectionFailure, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(unavailable, on_unavailable)
+
+
+_DESCRIPTIONS = {
+    401: "Missing, expired or forged access token (or bad credentials)",
+    404: "No such campaign, or not yours",
+    409: "Conflicts with the current state",
+    412: "If-Match names a version that is no longer current",
+    413: "Request body too large",
+    422: "Invalid request; each bad field is named",
+    428: "If-Match is required",
+    429: "Too many attempts; see Retry-After",
+    503: "A server this API needs is unreachable; nothing was changed",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses, each a problem+json body."""
+    schema = ProblemDetails.model_json_schema()
+    return {
+        status: {
+            "description": _DESCRIPTIONS.get(status, "Problem"),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
