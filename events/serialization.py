@@ -47,7 +47,7 @@ def decode_event(raw: bytes | str | dict[str, Any]) -> EventEnvelope:
             raise InvalidEvent(
                 f"{event_type} belongs to {spec.aggregate_type}, not {envelope.aggregate_type}"
             )
-        payload = upcast(event_type, envelope.schema_version, dict(envelope.payload), spec.schema_version)
+        payload = upcast(spec.name, envelope.schema_version, dict(envelope.payload), spec.schema_version)
         checked = spec.payload_model.model_validate(payload).model_dump(mode="json")
     except ValidationError as exc:
         raise InvalidEvent(_describe(exc)) from exc

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     login_max_attempts: int = Field(default=5, ge=1)
     login_window_seconds: int = Field(default=60, ge=1)
 
+    # Prometheus endpoints of the processes that serve no HTTP API (GET /metrics on each)
+    metrics_host: str = "127.0.0.1"
+    relay_metrics_port: int = 9101
+    projectors_metrics_port: int = 9102
+    workers_metrics_port: int = 9103
+
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
