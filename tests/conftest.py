@@ -53,7 +53,14 @@ def services(settings: Settings, tmp_path: Path):
     from tests.support.services import RunningServices, free_port
 
     isolated = settings.model_copy(
-        update={"command_api_port": free_port(), "query_api_port": free_port(), "api_workers": 2}
+        update={
+            "command_api_port": free_port(),
+            "query_api_port": free_port(),
+            "relay_metrics_port": free_port(),
+            "projectors_metrics_port": free_port(),
+            "workers_metrics_port": free_port(),
+            "api_workers": 2,
+        }
     )
     running = RunningServices(isolated, tmp_path)
     yield running
