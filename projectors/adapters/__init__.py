@@ -1,0 +1,1 @@
+"""Redis (read models, Lua scripts, status) and Kafka (dead letters) for the projectors."""

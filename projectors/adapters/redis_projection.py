@@ -1,0 +1,174 @@
+"""A projection applied to Redis: one atomic, idempotent script call per event, pipelined.
+
+`Projection.apply(redis, generation, envelopes)` knows nothing of Kafka: the projectors call it
+with each consumed batch, and the replay tool can call it with events folded from the log into
+a new generation (with `announce=False`, so the monitor does not see a replay as live traffic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from events import EventEnvelope
+from projectors.adapters.keys import (
+    CampaignKeys,
+    StatsKeys,
+    UserKeys,
+    events_channel,
+    generation_base,
+    parked_key,
+)
+from projectors.adapters.scripts import LuaScript, ScriptArg, apply_script
+from projectors.domain.campaigns import campaign_change
+from projectors.domain.json_form import json_time
+from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
+from projectors.domain.stats import stats_change_args
+from projectors.domain.users import user_change_args
+
+StateKey = Callable[[str, EventEnvelope], str]
+ChangeArgs = Callable[[EventEnvelope], Sequence[ScriptArg]]
+
+
+def notice_prefix(envelope: EventEnvelope, projection: str) -> bytes:
+    """The pub/sub message of an applied event, without its closing brace (Lua adds projected_at)."""
+    message = {
+        "event_type": envelope.event_type,
+        "aggregate_type": envelope.aggregate_type,
+        "aggregate_id": envelope.aggregate_id,
+        "aggregate_version": envelope.aggregate_version,
+        "occurred_at": json_time(envelope.occurred_at),
+        "actor_id": envelope.actor_id,
+        "event_id": str(envelope.event_id),
+        "correlation_id": envelope.correlation_id,
+        "projection": projection,
+    }
+    return orjson.dumps(message)[:-1]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One read model: which events it reads and how each one changes it."""
+
+    name: str
+    prefix: str
+    aggregate_types: frozenset[str]
+    state_key: StateKey
+    change_args: ChangeArgs
+    # Whether applied events are announced on the events channel. Each event is announced by
+    # exactly one projection (the one owning its aggregate), so the feed carries it once.
+    announces: bool
+
+    @property
+    def script(self) -> LuaScript:
+        return apply_script(self.name)
+
+    def accepts(self, envelope: EventEnvelope) -> bool:
+        return envelope.aggregate_type in self.aggregate_types
+
+    async def apply(
+        self,
+        redis: Redis,
+        generation: str,
+        envelopes: Sequence[EventEnvelope],
+        *,
+        announce: bool = True,
+    ) -> ApplyResult:
+        """Apply `envelopes` in order; each one atomically guarded by its aggregate's version."""
+        base = generation_base(self.prefix, generation)
+        channel = events_channel(self.prefix) if announce and self.announces else ""
+        projected_at = json_time(datetime.now(UTC))
+        outcomes: list[EventOutcome | None] = [None] * len(envelopes)
+        calls: list[tuple[int, list[ScriptArg]]] = []
+        for position, envelope in enumerate(envelopes):
+            try:
+                change = self.change_args(envelope)
+            except (ValueError, KeyError) as exc:
+                outcomes[position] = EventOutcome(Outcome.FAILED, error=f"{self.name}: {exc}")
+                continue
+            member = f"{envelope.aggregate_type}:{envelope.aggregate_id}"
+            keys: list[ScriptArg] = [
+                self.state_key(base, envelope),
+                parked_key(base, envelope.aggregate_type, envelope.aggregate_id),
+            ]
+            notice = notice_prefix(envelope, self.name) if channel else b""
+            args = [base, channel, projected_at, member, str(envelope.aggregate_version), notice, *change]
+            calls.append((position, [*keys, *args]))
+        if calls:
+            replies = await self._execute(redis, calls)
+            for (position, _), reply in zip(calls, replies, strict=True):
+                outcomes[position] = _outcome(reply)
+        return ApplyResult([o for o in outcomes if o is not None])
+
+    async def _execute(self, redis: Redis, calls: list[tuple[int, list[ScriptArg]]]) -> list[object]:
+        script = self.script
+        for attempt in (1, 2):
+            pipe = redis.pipeline(transaction=False)
+            for _, call in calls:
+                pipe.evalsha(script.sha, 2, *call)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis lost its script cache (restart): load and run the batch again. Calls
+                # that did run are duplicates the second time, which the guard ignores.
+                await script.load(redis)
+                continue
+            return replies
+        raise AssertionError("unreachable")
+
+
+def _outcome(reply: object) -> EventOutcome:
+    if isinstance(reply, ResponseError):
+        return EventOutcome(Outcome.FAILED, error=str(reply))
+    if isinstance(reply, BaseException):
+        raise reply
+    assert isinstance(reply, list), reply
+    status, drained = reply
+    return EventOutcome(Outcome(status.decode()), drained=int(drained))
+
+
+def campaigns_projection(prefix: str) -> Projection:
+    return Projection(
+        name="campaigns",
+        prefix=prefix,
+        aggregate_types=frozenset({"campaign"}),
+        state_key=lambda base, e: CampaignKeys(base).campaign(e.aggregate_id),
+        change_args=lambda e: campaign_change(e).script_args(),
+        announces=True,
+    )
+
+
+def users_projection(prefix: str) -> Projection:
+    return Projection(
+        name="users",
+        prefix=prefix,
+        aggregate_types=frozenset({"user"}),
+        state_key=lambda base, e: UserKeys(base).user(e.aggregate_id),
+        change_args=user_change_args,
+        announces=True,
+    )
+
+
+def stats_projection(prefix: str) -> Projection:
+    def state_key(base: str, envelope: EventEnvelope) -> str:
+        keys = StatsKeys(base)
+        if envelope.aggregate_type == "user":
+            return keys.user(envelope.aggregate_id)
+        return keys.campaign(envelope.aggregate_id)
+
+    return Projection(
+        name="stats",
+        prefix=prefix,
+        aggregate_types=frozenset({"user", "campaign"}),
+        state_key=state_key,
+        change_args=stats_change_args,
+        announces=False,
+    )
+
+
+def all_projections(prefix: str) -> list[Projection]:
+    return [campaigns_projection(prefix), users_projection(prefix), stats_projection(prefix)]

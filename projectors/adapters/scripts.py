@@ -1,0 +1,75 @@
+"""The Lua scripts of the read models, composed from `lua/` and run by SHA (EVALSHA).
+
+Scripts rather than a FUNCTION LOAD library: a script is addressed by the hash of its source,
+so services of different versions (and tests) sharing one Redis never replace each other's
+code, and a restarted Redis that lost its script cache is handled by reloading on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from projectors.domain.campaigns import CAMPAIGN_FIELDS, SORT_KEYS
+from projectors.domain.users import USER_FIELDS
+
+ScriptArg = bytes | str | int
+
+
+def _lua_list(names: Sequence[str]) -> str:
+    return "{" + ", ".join(f"'{name}'" for name in names) + "}"
+
+
+# Field orders come from the Python domain, so a document is assembled the same way here and in
+# `campaign_document` (the fold behind as_of_version).
+_TEMPLATE_VALUES = {
+    "{{CAMPAIGN_FIELDS}}": _lua_list(CAMPAIGN_FIELDS),
+    "{{SORT_KEYS}}": _lua_list(SORT_KEYS),
+    "{{USER_FIELDS}}": _lua_list(USER_FIELDS),
+}
+
+
+def _source(name: str) -> str:
+    text = files("projectors.adapters").joinpath("lua", f"{name}.lua").read_text()
+    for placeholder, value in _TEMPLATE_VALUES.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    name: str
+    source: bytes
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source, usedforsecurity=False).hexdigest()
+
+    async def load(self, redis: Redis) -> None:
+        await redis.script_load(self.source)
+
+    async def run(self, redis: Redis, keys: Sequence[ScriptArg], args: Sequence[ScriptArg]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(redis)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+@cache
+def apply_script(projection: str) -> LuaScript:
+    """The apply of one projection: shared helpers, its `apply_change`, then the version guard."""
+    source = "\n".join((_source("common"), _source(projection), _source("guard")))
+    return LuaScript(f"apply_{projection}", source.encode())
+
+
+@cache
+def list_campaigns_script() -> LuaScript:
+    return LuaScript("list_campaigns", _source("list_campaigns").encode())

@@ -1,0 +1,168 @@
+"""Consume one batch of records into a projection: decode, apply atomically, dead-letter the rest.
+
+The caller (the Kafka subscriber) commits the batch's offsets only after `handle` returns,
+i.e. after the Redis writes and the dead letters are acknowledged; if `handle` raises, nothing
+is committed and the whole batch comes again, which the version guard makes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from events import EventEnvelope, InvalidEvent, decode_event
+from projectors.adapters.generations import claim_live_generation
+from projectors.adapters.redis_projection import Projection
+from projectors.adapters.status import record_batch
+from projectors.domain.outcomes import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """The parts of a Kafka record a projection needs (keeps this layer free of the client library)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: EventRecord
+    reason: str
+    error_type: str
+    consumer_group: str
+
+    def headers(self) -> dict[str, str]:
+        """The original headers plus why and where it failed."""
+        headers = {name: value.decode("utf-8", "replace") for name, value in self.record.headers}
+        headers.update(
+            {
+                "dlq_error": self.reason[:2000],
+                "dlq_error_type": self.error_type,
+                "dlq_original_topic": self.record.topic,
+                "dlq_original_partition": str(self.record.partition),
+                "dlq_original_offset": str(self.record.offset),
+                "dlq_consumer_group": self.consumer_group,
+                "dlq_failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+        return headers
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    records: int
+    applied: int
+    duplicates: int
+    parked: int
+    dead_lettered: int
+    generation: str
+
+
+class ProjectionConsumer:
+    """Feeds batches of one consumer group into one projection."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        redis: Redis,
+        dead_letters: DeadLetterSink,
+        consumer_group: str,
+    ) -> None:
+        self.projection = projection
+        self.redis = redis
+        self.dead_letters = dead_letters
+        self.consumer_group = consumer_group
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _letter(self, record: EventRecord, reason: str, error_type: str) -> DeadLetter:
+        return DeadLetter(record, reason, error_type, self.consumer_group)
+
+    async def handle(self, records: Sequence[EventRecord]) -> BatchReport:
+        envelopes: list[EventEnvelope] = []
+        sources: list[EventRecord] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                envelope = decode_event(record.value or b"")
+            except InvalidEvent as exc:
+                letters.append(self._letter(record, str(exc), type(exc).__name__))
+                continue
+            if not self.projection.accepts(envelope):
+                reason = f"a {envelope.aggregate_type} event on {record.topic}"
+                letters.append(self._letter(record, reason, "UnexpectedAggregate"))
+                continue
+            envelopes.append(envelope)
+            sources.append(record)
+
+        prefix = self.projection.prefix
+        generation = await claim_live_generation(self.redis, prefix, self.projection.name)
+        result = await self.projection.apply(self.redis, generation, envelopes)
+        for outcome, record in zip(result.outcomes, sources, strict=True):
+            if outcome.outcome is Outcome.FAILED:
+                letters.append(self._letter(record, outcome.error or "apply failed", "ApplyFailed"))
+        if letters:
+            for letter in letters:
+                log.warning(
+                    "dead-lettered a record",
+                    extra={
+                        "projection": self.projection.name,
+                        "topic": letter.record.topic,
+                        "partition": letter.record.partition,
+                        "offset": letter.record.offset,
+                        "reason": letter.reason,
+                    },
+                )
+            await self.dead_letters.send(letters)
+        if result.parked:
+            log.warning(
+                "events parked behind a missing version",
+                extra={"projection": self.projection.name, "parked": result.parked},
+            )
+
+        report = BatchReport(
+            records=len(records),
+            applied=result.applied,
+            duplicates=result.duplicates,
+            parked=result.parked,
+            dead_lettered=len(letters),
+            generation=generation,
+        )
+        last = records[-1] if records else None
+        await record_batch(
+            self.redis,
+            prefix,
+            self.projection.name,
+            counters={
+                "records_total": report.records,
+                "applied_total": report.applied,
+                "duplicates_total": report.duplicates,
+                "parked_total": report.parked,
+                "dead_lettered_total": report.dead_lettered,
+            },
+            fields={
+                "generation": generation,
+                "consumer_group": self.consumer_group,
+                "instance": self.instance,
+                **({"last_occurred_at": envelopes[-1].occurred_at.isoformat()} if envelopes else {}),
+                **({"last_topic": last.topic} if last else {}),
+            },
+        )
+        return report

@@ -1,0 +1,182 @@
+"""The atomic apply against real Redis: version guard, gaps, refusals, documents, indexes, stats."""
+
+from __future__ import annotations
+
+import orjson
+from redis.asyncio import Redis
+
+from projectors.adapters.digest import generation_digest
+from projectors.adapters.keys import CampaignKeys, StatsKeys, generation_base, parked_set_key
+from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
+from projectors.domain.campaigns import campaign_document, fold_campaign
+from projectors.domain.outcomes import Outcome
+from service_runtime.settings import Settings
+from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
+
+GEN = "campaigns.1"
+
+
+async def doc(redis: Redis, settings: Settings, campaign_id: str) -> dict | None:
+    raw = await redis.hget(
+        CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(campaign_id), "doc"
+    )
+    return orjson.loads(raw) if raw else None
+
+
+async def test_stored_document_is_byte_identical_to_the_fold_of_the_same_events(
+    settings: Settings, redis: Redis
+) -> None:
+    campaign = new_campaign("owner-1", tags=["spring", "ünïcode"])
+    campaign.then("CampaignUpdated", {"name": "Renamed", "budget": {"amount": "10.5", "currency": "USD"}})
+    campaign.then("CampaignActivated")
+    await campaigns_projection(settings.redis_prefix).apply(redis, GEN, campaign.events)
+    key = CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(campaign.aggregate_id)
+    stored = await redis.hget(key, "doc")
+    assert stored == campaign_document(fold_campaign(campaign.events) or {})
+    body = orjson.loads(stored or b"{}")
+    assert body["name"] == "Renamed"
+    assert body["status"] == "active"
+    assert body["version"] == 3
+    assert body["tags"] == ["spring", "ünïcode"]
+    assert body["created_at"] < body["updated_at"] or body["created_at"] == body["updated_at"]
+
+
+async def test_duplicate_and_older_versions_change_nothing(settings: Settings, redis: Redis) -> None:
+    projection = campaigns_projection(settings.redis_prefix)
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignUpdated", {"name": "Second name"})
+    await projection.apply(redis, GEN, campaign.events)
+    before = await generation_digest(redis, settings.redis_prefix, GEN)
+
+    replayed = await projection.apply(redis, GEN, [campaign.events[1], campaign.events[0]])
+
+    assert [o.outcome for o in replayed.outcomes] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert await generation_digest(redis, settings.redis_prefix, GEN) == before
+    assert (await doc(redis, settings, campaign.aggregate_id) or {})["name"] == "Second name"
+    campaign.then("CampaignActivated")
+    await projection.apply(redis, GEN, campaign.events[2:])
+    assert await generation_digest(redis, settings.redis_prefix, GEN) != before
+
+
+async def test_a_gap_is_parked_not_applied_and_drained_when_the_missing_version_arrives(
+    settings: Settings, redis: Redis
+) -> None:
+    projection = campaigns_projection(settings.redis_prefix)
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    base = generation_base(settings.redis_prefix, GEN)
+
+    first = await projection.apply(redis, GEN, [campaign.events[0], campaign.events[2]])
+    assert [o.outcome for o in first.outcomes] == [Outcome.APPLIED, Outcome.PARKED]
+    assert (await doc(redis, settings, campaign.aggregate_id) or {})["status"] == "draft"
+    assert await redis.smembers(parked_set_key(base)) == {f"campaign:{campaign.aggregate_id}".encode()}
+
+    filled = await projection.apply(redis, GEN, [campaign.events[1]])
+    assert filled.outcomes[0].outcome is Outcome.APPLIED and filled.outcomes[0].drained == 1
+    body = await doc(redis, settings, campaign.aggregate_id) or {}
+    assert (body["status"], body["version"]) == ("paused", 3)
+    assert await redis.scard(parked_set_key(base)) == 0
+
+
+async def test_an_update_without_a_creation_is_refused_and_writes_nothing(
+    settings: Settings, redis: Redis
+) -> None:
+    projection = campaigns_projection(settings.redis_prefix)
+    orphan = new_campaign("owner-1")
+    orphan.events.clear()
+    orphan.then("CampaignUpdated", {"name": "no creation"})
+
+    result = await projection.apply(redis, GEN, orphan.events)
+
+    assert result.outcomes[0].outcome is Outcome.FAILED
+    assert "no creation event" in (result.outcomes[0].error or "")
+    assert (
+        await redis.exists(
+            CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(orphan.aggregate_id)
+        )
+        == 0
+    )
+
+
+async def test_indexes_follow_status_channel_tags_and_deletion(settings: Settings, redis: Redis) -> None:
+    projection = campaigns_projection(settings.redis_prefix)
+    keys = CampaignKeys(generation_base(settings.redis_prefix, GEN))
+    campaign = new_campaign("owner-1", channel="sms", tags=["a", "b"])
+    await projection.apply(redis, GEN, campaign.events)
+    assert await redis.zcard(keys.index("created", "status", "draft")) == 1
+    assert await redis.zcard(keys.index("name", "tag", "b")) == 1
+
+    campaign.then("CampaignUpdated", {"channel": "push", "tags": ["c"]})
+    campaign.then("CampaignActivated")
+    await projection.apply(redis, GEN, campaign.events[1:])
+    assert await redis.zcard(keys.index("created", "status", "draft")) == 0
+    assert await redis.zcard(keys.index("created", "status", "active")) == 1
+    assert await redis.zcard(keys.index("updated", "channel", "sms")) == 0
+    assert await redis.zcard(keys.index("updated", "channel", "push")) == 1
+    assert await redis.zcard(keys.index("name", "tag", "b")) == 0
+    assert await redis.zcard(keys.index("name", "tag", "c")) == 1
+
+    campaign.then("CampaignDeleted")
+    await projection.apply(redis, GEN, campaign.events[3:])
+    assert await doc(redis, settings, campaign.aggregate_id) is None
+    for sort in ("created", "updated", "name"):
+        assert await redis.zcard(keys.index(sort)) == 0
+    # The tombstone keeps the version: a redelivered creation cannot resurrect it.
+    again = await projection.apply(redis, GEN, campaign.events[:1])
+    assert again.outcomes[0].outcome is Outcome.DUPLICATE
+    assert await doc(redis, settings, campaign.aggregate_id) is None
+
+
+async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
+    settings: Settings, redis: Redis
+) -> None:
+    projection = stats_projection(settings.redis_prefix)
+    workload = mixed_workload(30, ["u1", "u2"])
+    users = [new_user() for _ in range(4)]
+    users[0].then("UserLoggedIn")
+    events = interleave([*workload, *users])
+    await projection.apply(redis, "stats.1", events)
+    await projection.apply(redis, "stats.1", events)  # redelivered: counted once
+
+    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"))
+    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(keys.counts)).items()}
+    live = [fold_campaign(c.events) for c in workload]
+    live = [c for c in live if c and c["status"] != "deleted"]
+    assert counts["campaigns.total"] == len(live)
+    assert counts["campaigns.deleted"] == 30 - len(live)
+    assert counts["status:active"] == sum(1 for c in live if c["status"] == "active")
+    assert counts["channel:sms"] == sum(1 for c in live if c["channel"] == "sms")
+    assert counts["users.total"] == 4
+    per_minute = await redis.hgetall(keys.events_per_minute)
+    assert sum(int(v) for v in per_minute.values()) == len(events)
+
+
+async def test_user_profile_document_follows_registration_login_and_roles(
+    settings: Settings, redis: Redis
+) -> None:
+    user = new_user("Mixed.Case@Example.com")
+    user.then("UserLoggedIn")
+    user.then("UserRolesChanged", {"roles": ["user", "admin"]})
+    await users_projection(settings.redis_prefix).apply(redis, "users.1", user.events)
+    raw = await redis.hget(f"{settings.redis_prefix}:users.1:user:{user.aggregate_id}", "doc")
+    profile = orjson.loads(raw or b"{}")
+    assert profile["email"] == "mixed.case@example.com"
+    assert profile["roles"] == ["user", "admin"]
+    assert profile["version"] == 3
+    assert profile["last_login_at"] is not None
+
+
+async def test_replaying_into_a_new_generation_gives_the_live_digest(
+    settings: Settings, redis: Redis
+) -> None:
+    projection = campaigns_projection(settings.redis_prefix)
+    events = interleave(mixed_workload(40, ["u1", "u2", "u3"]))
+    for start in range(0, len(events), 7):  # live: in small batches, with redeliveries
+        await projection.apply(redis, GEN, events[start : start + 7])
+        await projection.apply(redis, GEN, events[max(0, start - 3) : start + 2])
+    await projection.apply(redis, "campaigns.2", events, announce=False)
+
+    assert await generation_digest(redis, settings.redis_prefix, GEN) == await generation_digest(
+        redis, settings.redis_prefix, "campaigns.2"
+    )
