@@ -79,14 +79,19 @@ def new_user(email: str | None = None, roles: list[str] | None = None) -> Aggreg
     return user
 
 
-def mixed_workload(campaigns: int, owners: list[str]) -> list[Aggregate]:
-    """Campaigns through every lifecycle step, with updates and deletions, deterministic."""
+def mixed_workload(campaigns: int, owners: list[str], start: datetime | None = None) -> list[Aggregate]:
+    """Campaigns through every lifecycle step, with updates and deletions, deterministic.
+
+    With `start`, campaign n's events occur from `start` + n seconds (distinct created_at);
+    without, they occur now.
+    """
     channels = ["email", "sms", "push", "social"]
     result = []
     for n in range(campaigns):
         owner = owners[n % len(owners)]
         campaign = new_campaign(
             owner,
+            clock=start + timedelta(seconds=n) if start else None,
             name=f"Campaign {n:03d}",
             channel=channels[n % 4],
             budget={"amount": f"{100 + n}.25", "currency": "EUR" if n % 3 else "USD"},

@@ -1,0 +1,1 @@
+"""Redis read models, the events notifications, and the MongoDB events log (read-only)."""

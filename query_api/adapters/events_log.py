@@ -1,0 +1,33 @@
+"""The MongoDB events log, read-only: one aggregate's events in version order.
+
+History and time travel fold the log rather than keep every version in Redis: they are rare,
+per-aggregate reads that need all versions, while keeping versions in Redis would cost memory
+on every campaign to serve a few audit reads. The log is the source of truth, indexed on
+(aggregate_id, aggregate_version), so one aggregate's events are one indexed query; and it
+also holds events the relay has not published yet. The hot paths never touch MongoDB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+
+from events import EventEnvelope, from_log_document
+
+EVENTS_COLLECTION = "events"
+
+
+class EventsLog:
+    def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
+        self.collection = collection
+
+    async def aggregate_events(
+        self, aggregate_type: str, aggregate_id: str, up_to_version: int | None = None
+    ) -> list[EventEnvelope]:
+        query: dict[str, Any] = {"aggregate_id": aggregate_id, "aggregate_type": aggregate_type}
+        if up_to_version is not None:
+            query["aggregate_version"] = {"$lte": up_to_version}
+        cursor = self.collection.find(query).sort("aggregate_version", ASCENDING)
+        return [from_log_document(document) async for document in cursor]

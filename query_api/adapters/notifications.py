@@ -1,0 +1,150 @@
+"""Waking `min_version` reads: one pub/sub subscription per process, fanned out to waiting requests.
+
+The projectors publish one message per applied event, from inside the same atomic Redis script
+that applied it, so when a message arrives the read model already holds that version. A
+request registers what it waits for *before* its second read, so a notification can never slip
+between the read and the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from projectors.adapters.generations import generations_channel
+from projectors.adapters.keys import events_channel
+
+log = logging.getLogger(__name__)
+
+
+class VersionWaiters:
+    """Requests waiting for an aggregate to reach a version, woken by notifications."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, aggregate_id: str, min_version: int) -> Iterator[asyncio.Future[None]]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (min_version, future)
+        self._waiting.setdefault(aggregate_id, []).append(entry)
+        try:
+            yield future
+        finally:
+            entries = self._waiting.get(aggregate_id)
+            if entries is not None:
+                with contextlib.suppress(ValueError):
+                    entries.remove(entry)
+                if not entries:
+                    del self._waiting[aggregate_id]
+
+    def notify(self, aggregate_id: str, version: int) -> None:
+        for min_version, future in self._waiting.get(aggregate_id, ()):
+            if version >= min_version and not future.done():
+                future.set_result(None)
+
+    def wake_all(self) -> None:
+        """After a lost connection: every waiter reads again rather than trust a gap in the feed."""
+        for entries in self._waiting.values():
+            for _, future in entries:
+                if not future.done():
+                    future.set_result(None)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._waiting.values())
+
+
+class NotificationListener:
+    """Reads the events and generations channels for this process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        waiters: VersionWaiters,
+        on_generation_swap: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.redis = redis
+        self.events = events_channel(prefix).encode()
+        self.generations = generations_channel(prefix).encode()
+        self.waiters = waiters
+        self.on_generation_swap = on_generation_swap
+        self._task: asyncio.Task[None] | None = None
+        self._refreshes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        pubsub = await self._subscribe()
+        self._task = asyncio.create_task(self._listen(pubsub), name="notification-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _subscribe(self) -> PubSub:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.events, self.generations)
+        # Read both confirmations: from here on no published message can be missed.
+        confirmed = 0
+        while confirmed < 2:
+            message = await pubsub.get_message(timeout=5.0)
+            if message is None:
+                raise ConnectionError("pub/sub subscription not confirmed")
+            if message["type"] == "subscribe":
+                confirmed += 1
+        return pubsub
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+                raise ConnectionError("pub/sub subscription ended")
+            except asyncio.CancelledError:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
+            except Exception:
+                log.warning("notification feed interrupted; resubscribing", exc_info=True)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                self.waiters.wake_all()
+                pubsub = await self._resubscribe()
+                # Whatever was published while away is lost: every waiter reads again.
+                self.waiters.wake_all()
+
+    async def _resubscribe(self) -> PubSub:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                return await self._subscribe()
+            except Exception:
+                log.warning("pub/sub resubscription failed; retrying", exc_info=True)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        channel = message["channel"]
+        if channel == self.events:
+            try:
+                event = orjson.loads(message["data"])
+                self.waiters.notify(event["aggregate_id"], int(event["aggregate_version"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("unreadable notification ignored")
+        elif channel == self.generations:
+            task = asyncio.create_task(self.on_generation_swap())
+            self._refreshes.add(task)
+            task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[None]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("generation refresh failed", exc_info=task.exception())

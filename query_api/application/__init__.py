@@ -1,0 +1,1 @@
+"""Read use cases that need more than one lookup: waiting for a version."""

@@ -1,0 +1,71 @@
+"""The query API: FastAPI over the Redis read models (uvicorn factory, several workers).
+
+Nothing is created at import: each worker process makes its Redis and MongoDB clients, its
+pub/sub listener and its generation cache in the lifespan; all shared state is in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from projectors.adapters.scripts import list_campaigns_script
+from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
+from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.read_models import GenerationCache, ReadModels
+from query_api.entrypoints.http import campaigns, health, stats, users
+from query_api.entrypoints.http.dependencies import ReadSide
+from service_runtime.http import install_http_basics
+from service_runtime.settings import Settings, get_settings
+
+SERVICE = "query-api"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        redis = Redis.from_url(settings.redis_url)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+        generations = GenerationCache(redis, settings.redis_prefix)
+        waiters = VersionWaiters()
+        listener = NotificationListener(redis, settings.redis_prefix, waiters, generations.refresh)
+        try:
+            await generations.start()
+            await listener.start()
+            await list_campaigns_script().load(redis)
+            side = ReadSide(
+                settings=settings,
+                redis=redis,
+                read_models=ReadModels(redis, generations),
+                waiters=waiters,
+                events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
+            )
+            yield {"read_side": side}
+        finally:
+            await listener.stop()
+            await generations.stop()
+            await redis.aclose()
+            await mongo.close()
+
+    app = FastAPI(
+        title="Campaigns CQRS query API",
+        version="1.0.0",
+        description=(
+            "Reads of the Redis read models built by the projectors. Writes go to the command "
+            "API; pass `min_version` (the version a command returned) to read your own write."
+        ),
+        lifespan=lifespan,
+    )
+    install_http_basics(app, settings, SERVICE)
+    app.include_router(campaigns.router)
+    app.include_router(users.router)
+    app.include_router(stats.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,147 @@
+"""GET /campaigns, /campaigns/{id} (min_version, as_of_version) and /campaigns/{id}/history."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from starlette.responses import Response
+
+from events import encode_event
+from events.types import Channel
+from projectors.domain.campaigns import campaign_document, fold_campaign
+from query_api.application.read_your_writes import read_at_least
+from query_api.domain.access import may_read
+from query_api.domain.listing import (
+    CampaignFilters,
+    InvalidCursor,
+    SortOrder,
+    decode_cursor,
+    encode_cursor,
+)
+from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
+from service_runtime.problems import Problem
+from service_runtime.tokens import Principal
+
+router = APIRouter(tags=["campaigns"])
+
+JSON = "application/json"
+LiveStatus = Literal["draft", "active", "paused", "completed"]
+CampaignId = Path(min_length=1, max_length=100)
+
+
+def _not_found() -> Problem:
+    return Problem(404, "no such campaign")
+
+
+@router.get(
+    "/campaigns/{campaign_id}",
+    summary="A campaign (owner or admin); optionally once it reached a version, or as it was at one",
+    response_model=None,
+    responses={200: {"model": CampaignView}, **problems(401, 404, 422, 503)},
+)
+async def get_campaign(
+    campaign_id: str = CampaignId,
+    min_version: int | None = Query(
+        None, ge=1, description="wait (bounded) until the read model has reached this version"
+    ),
+    as_of_version: int | None = Query(None, ge=1, description="the campaign as it was at this version"),
+    principal: Principal = Depends(caller),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    if as_of_version is not None:
+        if min_version is not None:
+            raise Problem(
+                422,
+                "as_of_version and min_version cannot be combined",
+                errors=[{"field": "as_of_version", "reason": "cannot be combined with min_version"}],
+            )
+        return await _as_of(side, principal, campaign_id, as_of_version)
+    snapshot = await side.read_models.campaign(campaign_id)
+    if min_version is not None and snapshot.version < min_version:
+        if snapshot.version and not may_read(principal, snapshot.owner_id):
+            raise _not_found()
+        found = await read_at_least(
+            lambda: side.read_models.campaign(campaign_id),
+            side.waiters,
+            campaign_id,
+            min_version,
+            side.settings.read_wait_seconds,
+        )
+        if found is None:
+            raise Problem(
+                503,
+                f"the read model has not reached version {min_version} yet; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        snapshot = found
+    if snapshot.doc is None or not may_read(principal, snapshot.owner_id):
+        raise _not_found()
+    return Response(snapshot.doc, media_type=JSON, headers={"ETag": f'"{snapshot.version}"'})
+
+
+async def _as_of(side: ReadSide, principal: Principal, campaign_id: str, version: int) -> Response:
+    events = await side.events_log.aggregate_events("campaign", campaign_id, up_to_version=version)
+    state = fold_campaign(events)
+    if state is None or not may_read(principal, state.get("owner_id")):
+        raise _not_found()
+    if state["version"] != version:
+        raise Problem(404, f"the campaign has no version {version}")
+    if state.get("status") == "deleted":
+        raise Problem(404, f"the campaign was deleted at version {version}")
+    return Response(campaign_document(state), media_type=JSON, headers={"ETag": f'"{version}"'})
+
+
+@router.get(
+    "/campaigns/{campaign_id}/history",
+    summary="The campaign's events, in version order (owner or admin)",
+    response_model=None,
+    responses={200: {"model": HistoryView}, **problems(401, 404, 422)},
+)
+async def get_history(
+    campaign_id: str = CampaignId,
+    principal: Principal = Depends(caller),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    events = await side.events_log.aggregate_events("campaign", campaign_id)
+    state = fold_campaign(events)
+    if state is None or not may_read(principal, state.get("owner_id")):
+        raise _not_found()
+    body = b'{"items":[' + b",".join(encode_event(e) for e in events) + b"]}"
+    return Response(body, media_type=JSON)
+
+
+@router.get(
+    "/campaigns",
+    summary="Campaigns, filtered and sorted, a page at a time (users: their own; admins: all)",
+    response_model=None,
+    responses={200: {"model": CampaignPage}, **problems(401, 422)},
+)
+async def list_campaigns(
+    status: LiveStatus | None = None,
+    channel: Channel | None = None,
+    tag: str | None = Query(None, min_length=1, max_length=100),
+    owner_id: str | None = Query(None, min_length=1, max_length=100),
+    sort: SortOrder = SortOrder.CREATED_DESC,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, min_length=1, max_length=2000, description="next_cursor of a page"),
+    principal: Principal = Depends(caller),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor, sort)
+        except InvalidCursor as exc:
+            raise Problem(
+                422, f"invalid cursor: {exc}", errors=[{"field": "cursor", "reason": str(exc)}]
+            ) from exc
+    filters = CampaignFilters(status, channel, tag, owner_id).visible_to(principal)
+    if filters is None:
+        return Response(b'{"items":[],"next_cursor":null}', media_type=JSON)
+    docs, next_member = await side.read_models.campaign_page(filters, sort, limit, after)
+    next_cursor = encode_cursor(sort, next_member) if next_member else None
+    body = b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type=JSON)

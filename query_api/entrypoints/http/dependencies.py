@@ -1,0 +1,56 @@
+"""What routes are given: the read side's clients (made in the lifespan) and the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+
+from query_api.adapters.events_log import EventsLog
+from query_api.adapters.notifications import VersionWaiters
+from query_api.adapters.read_models import ReadModels
+from service_runtime.problems import Problem
+from service_runtime.settings import Settings
+from service_runtime.tokens import InvalidToken, Principal, verify_access_token
+
+_bearer = HTTPBearer(auto_error=False, description="The access token from POST /auth/login")
+
+
+@dataclass(frozen=True)
+class ReadSide:
+    """Per-process clients, created in the lifespan and shared by every request of the worker."""
+
+    settings: Settings
+    redis: Redis
+    read_models: ReadModels
+    waiters: VersionWaiters
+    events_log: EventsLog
+
+
+async def read_side(request: Request) -> ReadSide:
+    side: ReadSide = request.state.read_side
+    return side
+
+
+async def caller(
+    side: ReadSide = Depends(read_side),
+    credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+) -> Principal:
+    if credentials is None:
+        raise Problem(401, "a bearer access token is required", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return verify_access_token(side.settings, credentials.credentials)
+    except InvalidToken as exc:
+        raise Problem(
+            401,
+            "the access token is invalid or expired",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from exc
+
+
+async def admin(principal: Principal = Depends(caller)) -> Principal:
+    if not principal.is_admin:
+        raise Problem(403, "this needs the admin role")
+    return principal

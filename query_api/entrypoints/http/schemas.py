@@ -1,0 +1,85 @@
+"""Response shapes, for the OpenAPI document only.
+
+Routes answer with stored JSON bytes (no model validation or serialisation on the read path);
+these models describe what those bytes hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel
+
+from events.types import Budget, CampaignStatus, Channel, Role
+
+
+class CampaignView(BaseModel):
+    id: str
+    owner_id: str
+    name: str
+    description: str
+    channel: Channel
+    budget: Budget
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    tags: list[str]
+    status: CampaignStatus
+    version: int
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class CampaignPage(BaseModel):
+    items: list[CampaignView]
+    next_cursor: str | None
+
+
+class HistoryView(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class UserView(BaseModel):
+    id: str
+    email: str
+    name: str
+    roles: list[Role]
+    version: int
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    last_login_at: AwareDatetime | None
+
+
+class CampaignCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_channel: dict[str, int]
+    deleted: int
+
+
+class UserCounts(BaseModel):
+    total: int
+
+
+class MinuteCount(BaseModel):
+    minute: AwareDatetime
+    count: int
+
+
+class StatsView(BaseModel):
+    campaigns: CampaignCounts
+    budget_by_currency: dict[str, str]
+    users: UserCounts
+    events_per_minute: list[MinuteCount]
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses}

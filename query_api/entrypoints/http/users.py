@@ -1,0 +1,47 @@
+"""GET /users/me: the caller's profile read model."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from query_api.application.read_your_writes import read_at_least
+from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.schemas import UserView, problems
+from service_runtime.problems import Problem
+from service_runtime.tokens import Principal
+
+router = APIRouter(tags=["users"])
+
+
+@router.get(
+    "/users/me",
+    summary="The caller's profile",
+    response_model=None,
+    responses={200: {"model": UserView}, **problems(401, 404, 503)},
+)
+async def me(
+    min_version: int | None = Query(None, ge=1, description="wait (bounded) for this version"),
+    principal: Principal = Depends(caller),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    user_id = principal.user_id
+    snapshot = await side.read_models.user(user_id)
+    if min_version is not None and snapshot.version < min_version:
+        found = await read_at_least(
+            lambda: side.read_models.user(user_id),
+            side.waiters,
+            user_id,
+            min_version,
+            side.settings.read_wait_seconds,
+        )
+        if found is None:
+            raise Problem(
+                503,
+                f"the profile has not reached version {min_version} yet; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        snapshot = found
+    if snapshot.doc is None:
+        raise Problem(404, "no profile for this user yet")
+    return Response(snapshot.doc, media_type="application/json", headers={"ETag": f'"{snapshot.version}"'})

@@ -1,0 +1,193 @@
+"""The projectors on real Kafka and Redis: redelivery, poison messages, restarts."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from events import Topics, encode_event
+from projectors.adapters.digest import generation_digest
+from projectors.adapters.keys import CampaignKeys, generation_base
+from projectors.adapters.redis_projection import all_projections
+from projectors.adapters.status import read_status
+from projectors.entrypoints.projectors import Projectors
+from service_runtime.settings import Settings
+from tests.integration.read_side.conftest import (
+    EventProducer,
+    records_seen,
+    running_projectors,
+    wait_records,
+    wait_until,
+)
+from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
+
+
+def five_hundred_events() -> list:
+    campaigns = mixed_workload(150, ["owner-a", "owner-b", "owner-c"])
+    users = [new_user() for _ in range(40)]
+    for user in users[:20]:
+        user.then("UserLoggedIn")
+    events = interleave([*campaigns, *users])
+    return events[:500]
+
+
+async def digests(redis: Redis, settings: Settings, suffix: str = "1") -> dict[str, str]:
+    return {
+        name: await generation_digest(redis, settings.redis_prefix, f"{name}.{suffix}")
+        for name in ("campaigns", "users", "stats")
+    }
+
+
+async def wait_all(redis: Redis, settings: Settings, campaign_records: int, user_records: int) -> None:
+    await wait_records(redis, settings, "campaigns", campaign_records)
+    await wait_records(redis, settings, "users", user_records)
+    await wait_records(redis, settings, "stats", campaign_records + user_records)
+
+
+async def clean_run_digests(redis: Redis, settings: Settings, events: list) -> dict[str, str]:
+    """What a replay would build: the same events applied once, in order, into generation 'clean'."""
+    for projection in all_projections(settings.redis_prefix):
+        mine = [e for e in events if projection.accepts(e)]
+        await projection.apply(redis, f"{projection.name}.clean", mine, announce=False)
+    return await digests(redis, settings, "clean")
+
+
+async def test_the_same_500_events_delivered_twice_give_an_identical_read_model(
+    settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
+) -> None:
+    events = five_hundred_events()
+    campaign_events = sum(1 for e in events if e.aggregate_type == "campaign")
+    user_events = len(events) - campaign_events
+
+    await producer.publish(events)
+    await wait_all(redis, settings, campaign_events, user_events)
+    once = await digests(redis, settings)
+
+    await producer.publish(events)
+    await wait_all(redis, settings, 2 * campaign_events, 2 * user_events)
+    assert await digests(redis, settings) == once
+    assert once == await clean_run_digests(redis, settings, events)
+
+
+async def test_a_poison_message_is_dead_lettered_and_the_next_event_still_applies(
+    settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    campaign = new_campaign("owner-1")
+    await producer.publish_raw(
+        topics.campaigns, b"{not json", key=b"bad-1", headers=[("event_type", b"CampaignCreated")]
+    )
+    unknown = orjson.loads(encode_event(campaign.events[0]))
+    unknown["event_type"] = "CampaignTeleported"
+    await producer.publish_raw(topics.campaigns, orjson.dumps(unknown), key=b"bad-2")
+    await producer.publish(campaign.events)
+
+    await wait_records(redis, settings, "campaigns", 3)
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
+
+    consumer = AIOKafkaConsumer(
+        Topics.dlq(topics.campaigns), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        letters = []
+
+        async def four_letters() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            letters.extend(r for records in batch.values() for r in records)
+            return len(letters) >= 4  # two poison records, each from the campaigns and stats groups
+
+        await wait_until(four_letters, 20, "dead letters")
+    finally:
+        await consumer.stop()
+    by_group: dict[str, dict[bytes, dict[str, str]]] = {}
+    for record in letters:
+        headers = {k: v.decode() for k, v in record.headers}
+        by_group.setdefault(headers["dlq_consumer_group"], {})[record.key] = headers | {"value": record.value}
+    assert set(by_group) == {
+        f"{settings.topic_prefix}projector.campaigns",
+        f"{settings.topic_prefix}projector.stats",
+    }
+    for letters_of_group in by_group.values():
+        assert letters_of_group[b"bad-1"]["value"] == b"{not json"
+        assert letters_of_group[b"bad-1"]["event_type"] == "CampaignCreated"  # original headers kept
+        assert letters_of_group[b"bad-1"]["dlq_error_type"] == "InvalidEvent"
+        assert letters_of_group[b"bad-1"]["dlq_original_topic"] == topics.campaigns
+        assert letters_of_group[b"bad-2"]["dlq_error_type"] == "UnknownEventType"
+        assert "CampaignTeleported" in letters_of_group[b"bad-2"]["dlq_error"]
+
+
+async def test_a_projector_restarted_mid_stream_converges_to_the_clean_run(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    settings = settings.model_copy(update={"consumer_batch_size": 25})
+    events = five_hundred_events()
+    await producer.publish(events)
+
+    async with running_projectors(settings):
+        await wait_until(
+            lambda: _seen_at_least(redis, settings, "campaigns", 100), 30, "the first part of the stream"
+        )
+    stopped_at = await records_seen(redis, settings, "campaigns")
+    campaign_events = sum(1 for e in events if e.aggregate_type == "campaign")
+    assert stopped_at < campaign_events, "the restart must happen mid-stream"
+
+    async with running_projectors(settings):
+        await wait_until(lambda: _all_applied(redis, settings, events), 60, "every event applied")
+    assert await digests(redis, settings) == await clean_run_digests(redis, settings, events)
+
+
+async def _seen_at_least(redis: Redis, settings: Settings, projection: str, count: int) -> bool:
+    return await records_seen(redis, settings, projection) >= count
+
+
+async def _all_applied(redis: Redis, settings: Settings, events: list) -> bool:
+    """Every aggregate's last version is in the read model (counts can't tell: redelivery re-counts)."""
+    last: dict[str, int] = {}
+    for e in events:
+        last[e.aggregate_id] = max(last.get(e.aggregate_id, 0), e.aggregate_version)
+    pipe = redis.pipeline(transaction=False)
+    prefix = settings.redis_prefix
+    for e in events:
+        if e.aggregate_version == last[e.aggregate_id]:
+            base = "campaign" if e.aggregate_type == "campaign" else "user"
+            pipe.hget(f"{prefix}:{base}s.1:{base}:{e.aggregate_id}", "v")
+            pipe.hget(f"{prefix}:stats.1:{base}:{e.aggregate_id}", "v")
+    values = await pipe.execute()
+    expected = [
+        str(e.aggregate_version).encode() for e in events if e.aggregate_version == last[e.aggregate_id]
+    ]
+    return values == [v for pair in zip(expected, expected, strict=True) for v in pair]
+
+
+async def test_an_event_arriving_before_its_predecessor_waits_for_it(
+    settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
+) -> None:
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    await producer.publish([campaign.events[0], campaign.events[2]])
+    await wait_records(redis, settings, "campaigns", 2)
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
+
+    await producer.publish([campaign.events[1]])
+    await wait_records(redis, settings, "campaigns", 3)
+    document = orjson.loads(await redis.hget(keys.campaign(campaign.aggregate_id), "doc") or b"{}")
+    assert (document["version"], document["status"]) == (3, "paused")
+
+
+async def test_projectors_write_a_heartbeat_with_their_position(
+    settings: Settings, redis: Redis, projectors: Projectors
+) -> None:
+    async def beating() -> bool:
+        status = await read_status(redis, settings.redis_prefix, ["campaigns", "users", "stats"])
+        return all("heartbeat_at" in s for s in status.values())
+
+    await wait_until(beating, 10, "heartbeats")
+    status = await read_status(redis, settings.redis_prefix, ["campaigns"])
+    assert status["campaigns"]["state"] == "running"
+    assert status["campaigns"]["generation"] == "campaigns.1"
+    assert status["campaigns"]["lag"] == "0"
