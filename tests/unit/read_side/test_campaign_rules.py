@@ -1,0 +1,88 @@
+"""What each campaign event does to the read model, and the order of its indexes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from events import encode_event
+from projectors.domain.campaigns import (
+    CAMPAIGN_FIELDS,
+    campaign_change,
+    campaign_document,
+    campaign_field_changes,
+    fold_campaign,
+    name_sort_value,
+    sort_member,
+    time_sort_value,
+)
+from projectors.domain.json_form import epoch_millis, json_time
+from tests.integration.read_side.workload import new_campaign
+
+
+def test_creation_sets_every_field_as_draft_with_created_and_updated_at_its_time() -> None:
+    campaign = new_campaign("owner-1", tags=["a"])
+    state = fold_campaign(campaign.events)
+    wire = orjson.loads(encode_event(campaign.events[0]))
+    assert state is not None
+    assert list(state) == list(CAMPAIGN_FIELDS)
+    assert state["status"] == "draft"
+    assert state["version"] == 1
+    assert state["owner_id"] == "owner-1"
+    assert state["created_at"] == state["updated_at"] == wire["occurred_at"]
+    assert state["budget"] == wire["payload"]["budget"]
+
+
+def test_an_update_changes_only_the_fields_it_carries() -> None:
+    campaign = new_campaign("owner-1", name="Before", description="kept")
+    update = campaign.then("CampaignUpdated", {"name": "After"})
+    assert set(campaign_field_changes(update)) == {"name", "updated_at"}
+    state = fold_campaign(campaign.events) or {}
+    assert (state["name"], state["description"], state["version"]) == ("After", "kept", 2)
+
+
+def test_lifecycle_events_set_the_status() -> None:
+    campaign = new_campaign("owner-1")
+    statuses = []
+    for event_type in ("CampaignActivated", "CampaignPaused", "CampaignActivated", "CampaignCompleted"):
+        campaign.then(event_type)
+        statuses.append((fold_campaign(campaign.events) or {})["status"])
+    assert statuses == ["active", "paused", "active", "completed"]
+    campaign.then("CampaignDeleted")
+    assert (fold_campaign(campaign.events) or {})["status"] == "deleted"
+    assert campaign_change(campaign.events[-1]).script_args() == ["delete"]
+
+
+def test_a_document_is_compact_json_in_field_order() -> None:
+    campaign = new_campaign("owner-1")
+    document = campaign_document(fold_campaign(campaign.events) or {})
+    assert document == orjson.dumps(orjson.loads(document))
+    assert list(orjson.loads(document)) == list(CAMPAIGN_FIELDS)
+
+
+def test_times_are_written_as_the_envelope_writes_them() -> None:
+    moment = datetime(2027, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    campaign = new_campaign("owner-1", clock=moment)
+    wire = orjson.loads(encode_event(campaign.events[0]))
+    assert json_time(campaign.events[0].occurred_at) == wire["occurred_at"]
+    assert epoch_millis(datetime(1970, 1, 1, 0, 0, 1, 999999, tzinfo=UTC)) == 1999
+
+
+def test_index_members_sort_like_their_values() -> None:
+    early, late = datetime(2001, 9, 9, tzinfo=UTC), datetime(2001, 9, 9, tzinfo=UTC) + timedelta(days=3650)
+    # 2001-09-09 is where epoch milliseconds gain a digit: fixed width keeps the order.
+    members = [sort_member(time_sort_value(epoch_millis(t)), "x") for t in (late, early)]
+    assert sorted(members) == members[::-1]
+    names = [sort_member(name_sort_value(n), i) for n, i in (("abc", "2"), ("ABCD", "1"), ("Abc", "1"))]
+    assert sorted(names) == [names[2], names[0], names[1]]
+
+
+def test_a_change_carries_index_values_and_sort_members_only_for_what_changed() -> None:
+    campaign = new_campaign("owner-1", channel="sms", tags=["x"])
+    created = campaign_change(campaign.events[0])
+    assert created.index == {"status": "draft", "channel": "sms", "owner": "owner-1", "tags": '["x"]'}
+    assert set(created.sort_members) == {"created", "updated", "name"}
+    paused = campaign_change(campaign.then("CampaignPaused"))
+    assert paused.index == {"status": "paused"}
+    assert set(paused.sort_members) == {"updated"}
