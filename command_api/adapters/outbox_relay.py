@@ -243,8 +243,8 @@ class OutboxRelay:
             "lease_holder": await self._lease.current_holder(),
             "backlog": await self._events.count_documents({"published": False}),
             "published_total": self.published_total,
-            "last_published_at": self.last_published_at.isoformat() if self.last_published_at else None,
-            "updated_at": utc_now().isoformat(),
+            "last_published_at": _iso(self.last_published_at) if self.last_published_at else None,
+            "updated_at": _iso(utc_now()),
         }
 
     async def _report_status(self) -> None:
@@ -264,3 +264,8 @@ class OutboxRelay:
                 except (PyMongoError, RedisError) as exc:
                     log.warning("relay status not reported: %s", exc)
             await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+
+
+def _iso(moment: datetime) -> str:
+    """The same UTC form as the events' occurred_at: 2027-03-01T00:00:00.123Z."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

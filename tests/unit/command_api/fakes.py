@@ -1,0 +1,185 @@
+"""In-memory stand-ins for the ports, so handlers are tested in milliseconds (unit tests only)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from command_api.application.errors import (
+    ConcurrencyConflict,
+    EmailTaken,
+    IdempotencyKeyTaken,
+    LoginThrottled,
+)
+from command_api.application.ports import AccessToken, IdempotentOutcome
+from command_api.application.user_handlers import Credentials
+from command_api.domain.aggregate import Aggregate, DomainEvent
+from command_api.domain.campaign import Campaign
+from command_api.domain.refresh_token import RefreshToken
+from command_api.domain.user import User
+
+
+class FakeStore:
+    """What MongoDB would hold: aggregates by id, the event log, tokens, idempotency records."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, User] = {}
+        self.campaigns: dict[str, Campaign] = {}
+        self.events: list[tuple[DomainEvent, str | None]] = []
+        self.tokens: dict[str, RefreshToken] = {}
+        self.outcomes: dict[tuple[str, str], IdempotentOutcome] = {}
+        # Runs just before a commit is checked: lets a test slip in a concurrent writer.
+        self.before_commit: Callable[[], None] | None = None
+
+    def event_types(self, aggregate_id: str) -> list[str]:
+        return [e.event_type for e, _ in self.events if e.aggregate_id == aggregate_id]
+
+
+class _Repository:
+    def __init__(self, uow: FakeUnitOfWork, table: dict[str, Any]) -> None:
+        self._uow = uow
+        self._table = table
+
+    async def get(self, key: str) -> Any:
+        found = self._table.get(key)
+        return copy.deepcopy(found)
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._uow.staged.append(("add", self._table, aggregate))
+
+    def save(self, aggregate: Aggregate) -> None:
+        self._uow.staged.append(("save", self._table, aggregate))
+
+
+class FakeUsers(_Repository):
+    async def get_by_email(self, email: str) -> User | None:
+        for user in self._table.values():
+            if user.email == email:
+                return copy.deepcopy(user)  # type: ignore[no-any-return]
+        return None
+
+
+class FakeRefreshTokens:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, token_hash: str) -> RefreshToken | None:
+        return self._uow.store.tokens.get(token_hash)
+
+    def add(self, token: RefreshToken) -> None:
+        self._uow.staged.append(("token", None, token))
+
+    def mark_used(self, token: RefreshToken) -> None:
+        self._uow.staged.append(("token-used", None, token))
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        tokens = self._uow.store.tokens
+        for key, token in tokens.items():
+            if token.family_id == family_id and token.revoked_at is None:
+                tokens[key] = replace(token, revoked_at=now)
+
+
+class FakeIdempotency:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, scope: str, key: str) -> IdempotentOutcome | None:
+        return self._uow.store.outcomes.get((scope, key))
+
+    def add(self, outcome: IdempotentOutcome) -> None:
+        self._uow.staged.append(("outcome", None, outcome))
+
+
+class FakeUnitOfWork:
+    """Commits all staged changes or none, with the same refusals as the MongoDB one."""
+
+    def __init__(self, store: FakeStore | None = None) -> None:
+        self.store = store or FakeStore()
+        self.staged: list[tuple[str, Any, Any]] = []
+        self.users = FakeUsers(self, self.store.users)
+        self.campaigns = _Repository(self, self.store.campaigns)
+        self.refresh_tokens = FakeRefreshTokens(self)
+        self.idempotency = FakeIdempotency(self)
+        self.commits = 0
+
+    async def __aenter__(self) -> Self:
+        self.staged = []
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.staged = []
+
+    async def commit(self, *, actor_id: str | None) -> None:
+        if self.store.before_commit is not None:
+            hook, self.store.before_commit = self.store.before_commit, None
+            hook()
+        self._check()
+        for kind, table, item in self.staged:
+            if kind in ("add", "save"):
+                for event in item.collect_events():
+                    self.store.events.append((event, actor_id))
+                table[item.id] = copy.deepcopy(item)
+            elif kind in ("token", "token-used"):
+                self.store.tokens[item.token_hash] = item
+            else:
+                self.store.outcomes[(item.scope, item.key)] = item
+        self.staged = []
+        self.commits += 1
+
+    def _check(self) -> None:
+        for kind, table, item in self.staged:
+            if kind == "add" and isinstance(item, User):
+                if any(u.email == item.email for u in table.values()):
+                    raise EmailTaken(item.email)
+            elif kind == "save" and table[item.id].version != item.stored_version:
+                raise ConcurrencyConflict(item.id)
+            elif kind == "token-used":
+                stored = self.store.tokens[item.token_hash]
+                if stored.used_at is not None or stored.revoked_at is not None:
+                    raise ConcurrencyConflict("token used meanwhile")
+            elif kind == "outcome" and (item.scope, item.key) in self.store.outcomes:
+                raise IdempotencyKeyTaken(item.key)
+
+
+class FakeHasher:
+    async def hash(self, password: str) -> str:
+        return f"hashed:{password}"
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return password_hash == f"hashed:{password}"
+
+
+class FakeThrottle:
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self.attempts: dict[str, int] = {}
+        self.successes = 0
+
+    async def attempt(self, email: str, client: str) -> None:
+        self.attempts[email] = self.attempts.get(email, 0) + 1
+        if self.attempts[email] > self.limit:
+            raise LoginThrottled(retry_after=30)
+
+    async def succeeded(self, email: str, client: str) -> None:
+        self.attempts[email] -= 1
+        self.successes += 1
+
+
+class FakeTokens:
+    def issue(self, user_id: str, roles: list[str]) -> AccessToken:
+        return AccessToken(token=f"access:{user_id}:{','.join(roles)}", expires_in=900)
+
+
+def fake_credentials(throttle: FakeThrottle | None = None) -> Credentials:
+    return Credentials(
+        hasher=FakeHasher(),
+        throttle=throttle or FakeThrottle(),
+        access_tokens=FakeTokens(),
+        refresh_lifetime=timedelta(days=1),
+    )

@@ -1,0 +1,219 @@
+"""Command handlers on an in-memory unit of work: authorisation, versions, idempotency, sessions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from command_api.application import campaign_handlers, user_handlers
+from command_api.application.commands import (
+    ChangeCampaignStatus,
+    CreateCampaign,
+    DeleteCampaign,
+    GrantAdmin,
+    LogIn,
+    LogOut,
+    RefreshSession,
+    RegisterUser,
+    UpdateCampaign,
+)
+from command_api.application.errors import (
+    EmailTaken,
+    IdempotencyKeyReused,
+    InvalidCredentials,
+    LoginThrottled,
+    NotFound,
+    SessionRejected,
+    StaleVersion,
+    VersionRequired,
+)
+from command_api.domain.campaign import Actor, CampaignChanges
+from command_api.domain.errors import InvalidInput, InvalidTransition
+from tests.unit.command_api.fakes import FakeHasher, FakeStore, FakeThrottle, FakeUnitOfWork, fake_credentials
+
+OWNER = Actor("owner")
+PASSWORD = "correct horse battery 9"
+
+
+def create_command(actor: Actor = OWNER, key: str | None = None, **overrides: Any) -> CreateCampaign:
+    values: dict[str, Any] = {
+        "actor": actor,
+        "name": "Spring",
+        "description": "",
+        "channel": "email",
+        "budget_amount": "10.00",
+        "budget_currency": "EUR",
+        "starts_at": datetime(2027, 3, 1, tzinfo=UTC),
+        "ends_at": datetime(2027, 3, 31, tzinfo=UTC),
+        "tags": [],
+        "idempotency_key": key,
+    }
+    values.update(overrides)
+    return CreateCampaign(**values)
+
+
+async def created(uow: FakeUnitOfWork) -> str:
+    return (await campaign_handlers.create_campaign(create_command(), uow)).id
+
+
+async def test_create_with_a_repeated_idempotency_key_replays_the_result_and_records_once() -> None:
+    uow = FakeUnitOfWork()
+    first = await campaign_handlers.create_campaign(create_command(key="k1"), uow)
+    again = await campaign_handlers.create_campaign(create_command(key="k1", tags=[]), uow)
+    assert again == first
+    assert len(uow.store.events) == 1
+    with pytest.raises(IdempotencyKeyReused):
+        await campaign_handlers.create_campaign(create_command(key="k1", name="Other"), uow)
+
+
+async def test_equivalent_bodies_share_a_fingerprint() -> None:
+    uow = FakeUnitOfWork()
+    first = await campaign_handlers.create_campaign(create_command(key="k", name="Spring", tags=["A"]), uow)
+    again = await campaign_handlers.create_campaign(create_command(key="k", name=" Spring ", tags=["a"]), uow)
+    assert again == first
+
+
+async def test_update_needs_the_version_it_was_decided_on() -> None:
+    uow = FakeUnitOfWork()
+    campaign_id = await created(uow)
+    with pytest.raises(VersionRequired):
+        await campaign_handlers.update_campaign(
+            UpdateCampaign(OWNER, campaign_id, None, CampaignChanges(name="X")), uow
+        )
+    with pytest.raises(StaleVersion):
+        await campaign_handlers.update_campaign(
+            UpdateCampaign(OWNER, campaign_id, 4, CampaignChanges(name="X")), uow
+        )
+    result = await campaign_handlers.update_campaign(
+        UpdateCampaign(OWNER, campaign_id, 1, CampaignChanges(name="X")), uow
+    )
+    assert result.version == 2
+    assert uow.store.event_types(campaign_id) == ["CampaignCreated", "CampaignUpdated"]
+
+
+async def test_a_concurrent_writer_makes_an_if_match_command_stale() -> None:
+    uow = FakeUnitOfWork()
+    campaign_id = await created(uow)
+
+    def someone_else_writes() -> None:
+        uow.store.campaigns[campaign_id].version = 2
+
+    uow.store.before_commit = someone_else_writes
+    with pytest.raises(StaleVersion):
+        await campaign_handlers.update_campaign(
+            UpdateCampaign(OWNER, campaign_id, 1, CampaignChanges(name="X")), uow
+        )
+
+
+async def test_without_if_match_a_lost_race_is_decided_again_on_the_fresh_state() -> None:
+    uow = FakeUnitOfWork()
+    campaign_id = await created(uow)
+
+    def someone_else_edits() -> None:
+        stored = uow.store.campaigns[campaign_id]
+        stored.version = 2
+
+    uow.store.before_commit = someone_else_edits
+    result = await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(OWNER, campaign_id, "activate"), uow
+    )
+    assert result.version == 3
+    assert uow.commits == 2  # the create, then the retried activation
+
+
+async def test_other_users_campaigns_are_not_found_but_admins_may_act() -> None:
+    uow = FakeUnitOfWork()
+    campaign_id = await created(uow)
+    stranger = Actor("stranger")
+    for command in (
+        campaign_handlers.change_campaign_status(
+            ChangeCampaignStatus(stranger, campaign_id, "activate"), uow
+        ),
+        campaign_handlers.update_campaign(
+            UpdateCampaign(stranger, campaign_id, 1, CampaignChanges(name="X")), uow
+        ),
+        campaign_handlers.delete_campaign(DeleteCampaign(stranger, campaign_id), uow),
+    ):
+        with pytest.raises(NotFound):
+            await command
+    admin = Actor("boss", is_admin=True)
+    await campaign_handlers.change_campaign_status(ChangeCampaignStatus(admin, campaign_id, "activate"), uow)
+    assert uow.store.events[-1][1] == "boss"
+
+
+async def test_a_deleted_campaign_is_not_found_and_invalid_transitions_pass_through() -> None:
+    uow = FakeUnitOfWork()
+    campaign_id = await created(uow)
+    with pytest.raises(InvalidTransition):
+        await campaign_handlers.change_campaign_status(ChangeCampaignStatus(OWNER, campaign_id, "pause"), uow)
+    await campaign_handlers.delete_campaign(DeleteCampaign(OWNER, campaign_id), uow)
+    with pytest.raises(NotFound):
+        await campaign_handlers.delete_campaign(DeleteCampaign(OWNER, campaign_id), uow)
+
+
+async def registered(uow: FakeUnitOfWork, email: str = "ana@example.com") -> str:
+    result = await user_handlers.register_user(RegisterUser(email, PASSWORD, "Ana"), uow, FakeHasher())
+    return result.id
+
+
+async def test_register_refuses_a_taken_email_and_a_weak_password_before_hashing() -> None:
+    uow = FakeUnitOfWork()
+    await registered(uow, "Ana@Example.com")
+    with pytest.raises(EmailTaken):
+        await registered(uow, "ana@EXAMPLE.com")
+    with pytest.raises(InvalidInput):
+        await user_handlers.register_user(RegisterUser("bo@example.com", "short", "Bo"), uow, FakeHasher())
+    assert len(uow.store.users) == 1
+
+
+async def test_login_checks_the_throttle_first_and_forgives_only_successes() -> None:
+    uow = FakeUnitOfWork()
+    await registered(uow)
+    throttle = FakeThrottle(limit=2)
+    credentials = fake_credentials(throttle)
+    with pytest.raises(InvalidCredentials):
+        await user_handlers.log_in(LogIn("ana@example.com", "wrong password!", "1.2.3.4"), uow, credentials)
+    tokens = await user_handlers.log_in(LogIn("ANA@example.com", PASSWORD, "1.2.3.4"), uow, credentials)
+    assert tokens.access_token.startswith("access:")
+    assert throttle.successes == 1
+    with pytest.raises(InvalidCredentials):
+        await user_handlers.log_in(LogIn("ana@example.com", "wrong password!", "1.2.3.4"), uow, credentials)
+    with pytest.raises(LoginThrottled):
+        await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "1.2.3.4"), uow, credentials)
+
+
+async def test_reused_refresh_token_revokes_family_in_the_handler() -> None:
+    store = FakeStore()
+    uow = FakeUnitOfWork(store)
+    await registered(uow)
+    credentials = fake_credentials()
+    first = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    second = await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
+    with pytest.raises(SessionRejected, match="already used"):
+        await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
+    with pytest.raises(SessionRejected, match="revoked"):
+        await user_handlers.refresh_session(RefreshSession(second.refresh_token), uow, credentials)
+    assert all(token.revoked_at is not None for token in store.tokens.values())
+
+
+async def test_logout_revokes_the_family_and_ignores_unknown_tokens() -> None:
+    uow = FakeUnitOfWork()
+    await registered(uow)
+    credentials = fake_credentials()
+    session = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    await user_handlers.log_out(LogOut("unknown"), uow)
+    await user_handlers.log_out(LogOut(session.refresh_token), uow)
+    with pytest.raises(SessionRejected):
+        await user_handlers.refresh_session(RefreshSession(session.refresh_token), uow, credentials)
+
+
+async def test_grant_admin_is_idempotent_and_refuses_unknown_users() -> None:
+    uow = FakeUnitOfWork()
+    user_id = await registered(uow)
+    assert "now an admin" in await user_handlers.grant_admin(GrantAdmin("ANA@example.com"), uow)
+    assert "already" in await user_handlers.grant_admin(GrantAdmin("ana@example.com"), uow)
+    assert uow.store.event_types(user_id) == ["UserRegistered", "UserRolesChanged"]
+    with pytest.raises(LookupError):
+        await user_handlers.grant_admin(GrantAdmin("nobody@example.com"), uow)
