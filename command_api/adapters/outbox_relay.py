@@ -263,6 +263,8 @@ class OutboxRelay:
                         )
                 except (PyMongoError, RedisError) as exc:
                     log.warning("relay status not reported: %s", exc)
+                except Exception:
+                    log.exception("unexpected error reporting the relay status")
             await asyncio.sleep(STATUS_INTERVAL_SECONDS)
 
 

@@ -86,6 +86,9 @@ class RelayLease:
                 await self.try_acquire()
             except PyMongoError as exc:
                 log.warning("lease renewal failed: %s", exc)
+            except Exception:
+                # Whatever went wrong, this loop must go on: without it the relay would wait forever.
+                log.exception("unexpected error renewing the lease")
             if not self.held:
                 self._lose()
             await asyncio.sleep(self._seconds / 4)
