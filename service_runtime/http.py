@@ -18,7 +18,6 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service_runtime.logs import correlation_id
@@ -169,16 +168,12 @@ def _header(scope: Scope, name: str) -> str | None:
 
 
 def _route_template(scope: Scope) -> str:
-    """The route's path template (bounded label cardinality), or 'unmatched'."""
-    app: Any = scope.get("app")
-    router = getattr(app, "router", None)
-    if router is None:
-        return "unmatched"
-    for route in router.routes:
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    """The matched route's path template (bounded label cardinality), or 'unmatched'.
+
+    The router records the route it matched in the scope, so this costs no second match.
+    """
+    route: Any = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
 
 
 def metrics_response() -> Response:
