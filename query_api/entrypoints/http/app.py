@@ -19,6 +19,7 @@ from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.entrypoints.http import campaigns, health, stats, users
+from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
 from service_runtime.http import install_http_basics
 from service_runtime.settings import Settings, get_settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 read_models=ReadModels(redis, generations),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
+                tokens=TokenVerifier(settings),
             )
             yield {"read_side": side}
         finally:

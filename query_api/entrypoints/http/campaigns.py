@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
 from events import encode_event
@@ -20,7 +20,7 @@ from query_api.domain.listing import (
     decode_cursor,
     encode_cursor,
 )
-from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
@@ -36,21 +36,59 @@ def _not_found() -> Problem:
     return Problem(404, "no such campaign")
 
 
+def _version_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+
+
+_DETAIL_PARAMETERS: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "campaign_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 100},
+        },
+        _version_parameter("min_version", "wait (bounded) until the read model has reached this version"),
+        _version_parameter("as_of_version", "the campaign as it was at this version (from the events log)"),
+    ],
+    **BEARER_SECURITY,
+}
+
+
+def _version_argument(request: Request, name: str) -> int | None:
+    """A positive integer query parameter, or a 422 problem naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        reason = "must be an integer of at least 1"
+        raise Problem(422, f"invalid request: {name}", errors=[{"field": name, "reason": reason}])
+    return int(raw)
+
+
 @router.get(
     "/campaigns/{campaign_id}",
     summary="A campaign (owner or admin); optionally once it reached a version, or as it was at one",
     response_model=None,
     responses={200: {"model": CampaignView}, **problems(401, 404, 422, 503)},
+    openapi_extra=_DETAIL_PARAMETERS,
 )
-async def get_campaign(
-    campaign_id: str = CampaignId,
-    min_version: int | None = Query(
-        None, ge=1, description="wait (bounded) until the read model has reached this version"
-    ),
-    as_of_version: int | None = Query(None, ge=1, description="the campaign as it was at this version"),
-    principal: Principal = Depends(caller),
-    side: ReadSide = Depends(read_side),
-) -> Response:
+async def get_campaign(request: Request) -> Response:
+    # The benchmarked read path: nothing for FastAPI to solve or validate (parameters are read
+    # here and documented above), one HMGET, and the stored bytes sent as they are.
+    side: ReadSide = request.state.read_side
+    principal = side.tokens.authenticate(request.headers.get("authorization"))
+    campaign_id: str = request.path_params["campaign_id"]
+    min_version = as_of_version = None
+    if request.scope["query_string"]:
+        min_version = _version_argument(request, "min_version")
+        as_of_version = _version_argument(request, "as_of_version")
     if as_of_version is not None:
         if min_version is not None:
             raise Problem(
@@ -59,6 +97,8 @@ async def get_campaign(
                 errors=[{"field": "as_of_version", "reason": "cannot be combined with min_version"}],
             )
         return await _as_of(side, principal, campaign_id, as_of_version)
+    if len(campaign_id) > 100:
+        raise _not_found()
     snapshot = await side.read_models.campaign(campaign_id)
     if min_version is not None and snapshot.version < min_version:
         if snapshot.version and not may_read(principal, snapshot.owner_id):

@@ -1,0 +1,42 @@
+"""Remembered token checks never outlive the token: an expired token is refused, cached or not."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from query_api.entrypoints.http.authentication import TokenVerifier
+from service_runtime.problems import Problem
+from service_runtime.settings import Settings
+from service_runtime.tokens import InvalidToken, issue_access_token
+
+SETTINGS = Settings(app_env="test", access_token_ttl_seconds=1)
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    verifier = TokenVerifier(SETTINGS)
+    token = issue_access_token(SETTINGS, "alice", ["user"])
+    assert verifier.principal(token).user_id == "alice"
+    assert verifier.principal(token).user_id == "alice"  # remembered
+    expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expiry - time.time()) + 0.05)
+    with pytest.raises(InvalidToken):
+        verifier.principal(token)
+
+
+def test_a_forged_token_is_refused_every_time() -> None:
+    verifier = TokenVerifier(SETTINGS)
+    forged = issue_access_token(SETTINGS.model_copy(update={"jwt_secret": "x" * 40}), "alice", ["admin"])
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            verifier.principal(forged)
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc", "Token abc"])
+def test_anything_but_a_bearer_token_is_a_401(header: str | None) -> None:
+    with pytest.raises(Problem) as raised:
+        TokenVerifier(SETTINGS).authenticate(header)
+    assert raised.value.status == 401
+    assert raised.value.headers["WWW-Authenticate"].startswith("Bearer")
