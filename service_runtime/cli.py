@@ -31,10 +31,11 @@ ASGI_SERVICES: dict[str, tuple[str, str, str]] = {
     "command-api": ("command_api.entrypoints.http.app:create_app", "command_api_host", "command_api_port"),
     "query-api": ("query_api.entrypoints.http.app:create_app", "query_api_host", "query_api_port"),
 }
-ASYNC_SERVICES: dict[str, str] = {
-    "relay": "command_api.entrypoints.relay:run",
-    "projectors": "projectors.entrypoints.projectors:run",
-    "workers": "projectors.entrypoints.workers:run",
+ASYNC_SERVICES: dict[str, tuple[str, str]] = {
+    # name: (coroutine function taking the settings, metrics port setting)
+    "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
+    "projectors": ("projectors.entrypoints.projectors:run", "projectors_metrics_port"),
+    "workers": ("projectors.entrypoints.workers:run", "workers_metrics_port"),
 }
 SERVICES = [*ASGI_SERVICES, *ASYNC_SERVICES]
 
@@ -95,7 +96,13 @@ def serve(
         )
         return
     if service in ASYNC_SERVICES:
-        asyncio.run(_load(ASYNC_SERVICES[service])(settings))
+        target, metrics_port_key = ASYNC_SERVICES[service]
+        # One process: its own registry, served on its own port (GET /metrics).
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        from prometheus_client import start_http_server
+
+        start_http_server(getattr(settings, metrics_port_key), addr=settings.metrics_host)
+        asyncio.run(_load(target)(settings))
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)
     raise typer.Exit(2)

@@ -1,0 +1,73 @@
+"""End to end through running processes: a command accepted on 8001 is read on 8002."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.services import RunningServices
+
+ALL = ["command-api", "query-api", "relay", "projectors"]
+
+CAMPAIGN = {
+    "name": "Spring launch",
+    "description": "first campaign",
+    "channel": "email",
+    "budget": {"amount": "2500.00", "currency": "EUR"},
+    "starts_at": "2027-03-01T00:00:00Z",
+    "ends_at": "2027-03-31T00:00:00Z",
+    "tags": ["launch"],
+}
+
+
+async def test_created_campaign_is_readable_through_the_query_api_with_min_version(
+    services: RunningServices,
+) -> None:
+    services.start(ALL)
+    services.wait_ready()
+    async with (
+        httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands,
+        httpx.AsyncClient(base_url=services.query_url, timeout=10) as queries,
+    ):
+        registered = await commands.post(
+            "/auth/register",
+            json={"email": "E2E.User@Example.com", "password": "correct horse battery 9", "name": "E2E"},
+        )
+        assert registered.status_code == 201, registered.text
+        login = await commands.post(
+            "/auth/login", json={"email": "e2e.user@example.com", "password": "correct horse battery 9"}
+        )
+        assert login.status_code == 200, login.text
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+        created = await commands.post("/campaigns", json=CAMPAIGN, headers=auth)
+        assert created.status_code == 201, created.text
+        campaign_id, version = created.json()["id"], created.json()["version"]
+        assert created.headers["location"] == f"/campaigns/{campaign_id}"
+
+        activated = await commands.post(f"/campaigns/{campaign_id}/activate", headers=auth)
+        assert activated.status_code == 200, activated.text
+        version = activated.json()["version"]
+
+        read = await queries.get(f"/campaigns/{campaign_id}", params={"min_version": version}, headers=auth)
+        assert read.status_code == 200, read.text
+        body = read.json()
+        assert body["id"] == campaign_id
+        assert body["version"] == version == 2
+        assert body["status"] == "active"
+        assert body["name"] == CAMPAIGN["name"]
+        assert body["budget"] == CAMPAIGN["budget"]
+        assert body["owner_id"] == registered.json()["id"]
+
+        me = await queries.get("/users/me", headers=auth)
+        assert me.status_code == 200
+        assert me.json()["email"] == "e2e.user@example.com"
+
+
+async def test_both_apis_report_ready_only_with_their_servers(services: RunningServices) -> None:
+    services.start(["command-api", "query-api", "projectors"])
+    services.wait_ready()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in (services.command_url, services.query_url):
+            assert (await client.get(f"{url}/health/live")).json() == {"status": "ok"}
+            assert (await client.get(f"{url}/health/ready")).status_code == 200
+            assert (await client.get(f"{url}/openapi.json")).status_code == 200
