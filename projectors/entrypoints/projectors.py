@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -27,6 +28,7 @@ from events import Topics
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
 from projectors.adapters.generations import claim_live_generation
 from projectors.adapters.keys import generation_base, parked_set_key
+from projectors.adapters.metrics import observe_batch, observe_lag
 from projectors.adapters.redis_projection import Projection, all_projections
 from projectors.adapters.status import write_heartbeat
 from projectors.application.consume import EventRecord, ProjectionConsumer
@@ -118,12 +120,14 @@ class Projectors:
         )
 
         async def project(records: NoCast[list[EventRecord]]) -> None:
+            started = time.perf_counter()
             try:
-                await consumer.handle(records)
+                report = await consumer.handle(records)
             except Exception:
                 log.exception("batch not applied; it will be consumed again", extra={"group": group})
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
                 raise
+            observe_batch(projection.name, report, time.perf_counter() - started)
 
         project.__name__ = project.__qualname__ = f"project_{projection.name}"
         subscriber(project)
@@ -174,6 +178,8 @@ class Projectors:
         prefix = self.settings.redis_prefix
         generation = await claim_live_generation(self.redis, prefix, name)
         parked_now = await self.redis.scard(parked_set_key(generation_base(prefix, generation)))
+        lag = await _lag(kafka)
+        observe_lag(name, lag)
         await write_heartbeat(
             self.redis,
             prefix,
@@ -184,7 +190,7 @@ class Projectors:
                 "generation": generation,
                 "consumer_group": consumer.consumer_group,
                 "instance": consumer.instance,
-                "lag": await _lag(kafka),
+                "lag": lag,
                 "partitions": len(kafka.assignment()),
                 "aggregates_with_parked_events": parked_now,
             },

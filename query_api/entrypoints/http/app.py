@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
@@ -18,9 +18,9 @@ from projectors.adapters.scripts import list_campaigns_script
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
-from query_api.entrypoints.http import campaigns, health, stats, users
+from query_api.entrypoints.http import campaigns, health, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
-from query_api.entrypoints.http.dependencies import ReadSide
+from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from service_runtime.http import install_http_basics
 from service_runtime.settings import Settings, get_settings
 
@@ -69,5 +69,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(campaigns.router)
     app.include_router(users.router)
     app.include_router(stats.router)
+    app.include_router(reports.router)
     app.include_router(health.router)
+    # The reports route (built with the workers) gets this app's clients and caller.
+    app.dependency_overrides[reports.app_settings] = _settings_of
+    app.dependency_overrides[reports.redis_client] = _redis_of
+    app.dependency_overrides[reports.current_principal] = caller
     return app
+
+
+async def _settings_of(side: ReadSide = Depends(read_side)) -> Settings:
+    return side.settings
+
+
+async def _redis_of(side: ReadSide = Depends(read_side)) -> Redis:
+    return side.redis

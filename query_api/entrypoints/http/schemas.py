@@ -6,6 +6,7 @@ these models describe what those bytes hold.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
@@ -82,4 +83,6 @@ class Problem(BaseModel):
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses}
+    """OpenAPI `responses` entries for RFC 9457 problems (service_runtime.problems answers them)."""
+    content = {"application/problem+json": {"schema": Problem.model_json_schema()}}
+    return {status: {"description": HTTPStatus(status).phrase, "content": content} for status in statuses}

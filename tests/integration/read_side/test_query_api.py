@@ -375,6 +375,13 @@ async def test_missing_or_forged_tokens_get_401_problems(query: QueryClient) -> 
     assert response.status_code == 401
 
 
+async def test_the_report_route_is_served_with_the_same_authentication(query: QueryClient) -> None:
+    assert (await query.http.get("/campaigns/c1/report")).status_code == 401
+    missing = await query.http.get("/campaigns/c1/report", headers=query.admin())
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM
+
+
 async def test_bad_query_parameters_get_422_naming_the_parameter(query: QueryClient) -> None:
     cases = {
         "limit": {"limit": 0},

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the projectors (served by `campaigns serve projectors` on its metrics port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from projectors.application.consume import BatchReport
+
+RECORDS = Counter(
+    "projector_records_total", "Kafka records consumed by a projection, by outcome", ["projection", "outcome"]
+)
+BATCH_SECONDS = Histogram(
+    "projector_batch_seconds",
+    "Time to apply one batch (decode, Redis, dead letters), before the offset commit",
+    ["projection"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LAG = Gauge(
+    "projector_lag_records",
+    "Records between the projection's position and the partitions' end",
+    ["projection"],
+)
+
+
+def observe_batch(projection: str, report: BatchReport, seconds: float) -> None:
+    BATCH_SECONDS.labels(projection).observe(seconds)
+    for outcome, count in (
+        ("applied", report.applied),
+        ("duplicate", report.duplicates),
+        ("parked", report.parked),
+        ("dead_lettered", report.dead_lettered),
+    ):
+        if count:
+            RECORDS.labels(projection, outcome).inc(count)
+
+
+def observe_lag(projection: str, lag: int) -> None:
+    LAG.labels(projection).set(lag)
