@@ -80,8 +80,19 @@ class NotificationListener:
         self._refreshes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        pubsub = await self._subscribe()
+        try:
+            pubsub = await self._subscribe()
+        except Exception:
+            # Serve anyway: min_version reads then wait out their bound until the feed is back.
+            log.warning("notification feed not subscribed at start; retrying", exc_info=True)
+            self._task = asyncio.create_task(self._listen_after_resubscribe(), name="notification-listener")
+            return
         self._task = asyncio.create_task(self._listen(pubsub), name="notification-listener")
+
+    async def _listen_after_resubscribe(self) -> None:
+        pubsub = await self._resubscribe()
+        self.waiters.wake_all()
+        await self._listen(pubsub)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -63,7 +63,11 @@ class GenerationCache:
         self.live = await live_generations(self.redis, self.prefix)
 
     async def start(self) -> None:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception:
+            # Start anyway (readiness reports Redis); the poll below keeps trying.
+            log.warning("generation pointers not read at start", exc_info=True)
         self._task = asyncio.create_task(self._poll(), name="generation-refresh")
 
     async def stop(self) -> None:

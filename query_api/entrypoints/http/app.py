@@ -14,7 +14,6 @@ from fastapi import Depends, FastAPI
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from projectors.adapters.scripts import list_campaigns_script
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
@@ -40,7 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await generations.start()
             await listener.start()
-            await list_campaigns_script().load(redis)
             side = ReadSide(
                 settings=settings,
                 redis=redis,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+
 import orjson
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from events import Topics, encode_event
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.keys import CampaignKeys, generation_base
+from projectors.adapters.keys import CampaignKeys, events_channel, generation_base
 from projectors.adapters.redis_projection import all_projections
 from projectors.adapters.status import read_status
 from projectors.entrypoints.projectors import Projectors
@@ -21,6 +25,7 @@ from tests.integration.read_side.conftest import (
     wait_until,
 )
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
+from tests.support.services import free_port, settings_env
 
 
 def five_hundred_events() -> list:
@@ -191,3 +196,62 @@ async def test_projectors_write_a_heartbeat_with_their_position(
     assert status["campaigns"]["state"] == "running"
     assert status["campaigns"]["generation"] == "campaigns.1"
     assert status["campaigns"]["lag"] == "0"
+
+
+async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
+    settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
+) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(events_channel(settings.redis_prefix))
+    await pubsub.get_message(timeout=5)  # the subscription confirmation
+    campaign = new_campaign("owner-1")
+    user = new_user()
+    await producer.publish([*campaign.events, *user.events])
+    await producer.publish(campaign.events)  # a redelivery is not announced again
+
+    messages: list[dict] = []
+
+    async def two_messages() -> bool:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message is not None:
+            messages.append(orjson.loads(message["data"]))
+        return len(messages) >= 2
+
+    await wait_until(two_messages, 20, "the announcements")
+    await wait_records(redis, settings, "campaigns", 2)
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+    await pubsub.aclose()
+    by_type = {m["event_type"]: m for m in messages}
+    announced = by_type["CampaignCreated"]
+    assert announced["aggregate_id"] == campaign.aggregate_id
+    assert announced["aggregate_version"] == 1
+    assert announced["actor_id"] == "owner-1"
+    assert announced["occurred_at"] == orjson.loads(encode_event(campaign.events[0]))["occurred_at"]
+    assert announced["projected_at"] >= announced["occurred_at"]
+    assert by_type["UserRegistered"]["aggregate_id"] == user.aggregate_id
+
+
+async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Settings, redis: Redis) -> None:
+    env = {**settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service_runtime", "serve", "projectors",
+        env={**env, "CAMPAIGNS_PROJECTORS_METRICS_PORT": str(free_port())},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        beating = lambda: _beating(redis, settings)  # noqa: E731
+        await wait_until(beating, 30, "the projectors to report")
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    assert code == 0, output
+    assert "projectors stopped" in output
+
+
+async def _beating(redis: Redis, settings: Settings) -> bool:
+    status = await read_status(redis, settings.redis_prefix, ["campaigns", "users", "stats"])
+    return all("heartbeat_at" in s for s in status.values())

@@ -11,6 +11,8 @@ import orjson
 from redis.asyncio import Redis
 
 from events import encode_event
+from projectors.adapters.generations import swap_generation
+from projectors.adapters.redis_projection import campaigns_projection
 from projectors.domain.campaigns import fold_campaign
 from projectors.entrypoints.projectors import Projectors
 from service_runtime.settings import Settings
@@ -27,11 +29,13 @@ from tests.integration.read_side.conftest import (
 from tests.integration.read_side.workload import (
     START,
     Aggregate,
+    campaign_payload,
     interleave,
     mixed_workload,
     new_campaign,
     new_user,
 )
+from tests.support.services import free_port
 
 PROBLEM = "application/problem+json"
 
@@ -432,3 +436,34 @@ async def test_ready_only_while_the_projectors_report(
         await wait_until(ready, 10, "readiness")
     live = await query.http.get("/health/live")
     assert live.json() == {"status": "ok"}
+
+
+async def test_reads_follow_the_generation_pointer_as_soon_as_it_is_swapped(
+    settings: Settings, redis: Redis, query: QueryClient
+) -> None:
+    campaign = new_campaign("alice", name="Live name")
+    projection = campaigns_projection(settings.redis_prefix)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    rebuilt = new_campaign("alice", name="Rebuilt name")
+    rebuilt.aggregate_id = campaign.aggregate_id
+    rebuilt.events.clear()
+    rebuilt.then("CampaignCreated", campaign_payload("alice", name="Rebuilt name"))
+    await projection.apply(redis, "campaigns.2", rebuilt.events, announce=False)
+    path = f"/campaigns/{campaign.aggregate_id}"
+    assert (await query.http.get(path, headers=query.token("alice"))).json()["name"] == "Live name"
+
+    await swap_generation(redis, settings.redis_prefix, "campaigns", "campaigns.2")
+
+    async def swapped() -> bool:
+        return (await query.http.get(path, headers=query.token("alice"))).json()["name"] == "Rebuilt name"
+
+    await wait_until(swapped, 0.5, "the swap announcement")  # well within the 1 s fallback poll
+
+
+async def test_without_redis_the_api_is_live_but_not_ready(settings: Settings) -> None:
+    unreachable = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with query_app(unreachable) as query:
+        assert (await query.http.get("/health/live")).status_code == 200
+        ready = await query.http.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["errors"][0]["field"] == "redis"
