@@ -75,7 +75,7 @@ async def test_the_same_500_events_delivered_twice_give_an_identical_read_model(
     assert once == await clean_run_digests(redis, settings, events)
 
 
-async def test_a_poison_message_is_dead_lettered_and_the_next_event_still_applies(
+async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_event_still_applies(
     settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
 ) -> None:
     topics = Topics(settings.topic_prefix)
@@ -86,9 +86,13 @@ async def test_a_poison_message_is_dead_lettered_and_the_next_event_still_applie
     unknown = orjson.loads(encode_event(campaign.events[0]))
     unknown["event_type"] = "CampaignTeleported"
     await producer.publish_raw(topics.campaigns, orjson.dumps(unknown), key=b"bad-2")
+    orphan = new_campaign("owner-1")
+    orphan.events.clear()
+    refused = orphan.then("CampaignUpdated", {"name": "an update with no creation"})
+    await producer.publish_raw(topics.campaigns, encode_event(refused), key=b"bad-3")
     await producer.publish(campaign.events)
 
-    await wait_records(redis, settings, "campaigns", 3)
+    await wait_records(redis, settings, "campaigns", 4)
     keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
@@ -99,12 +103,12 @@ async def test_a_poison_message_is_dead_lettered_and_the_next_event_still_applie
     try:
         letters = []
 
-        async def four_letters() -> bool:
+        async def six_letters() -> bool:
             batch = await consumer.getmany(timeout_ms=200)
             letters.extend(r for records in batch.values() for r in records)
-            return len(letters) >= 4  # two poison records, each from the campaigns and stats groups
+            return len(letters) >= 6  # three bad records, from each of the campaigns and stats groups
 
-        await wait_until(four_letters, 20, "dead letters")
+        await wait_until(six_letters, 20, "dead letters")
     finally:
         await consumer.stop()
     by_group: dict[str, dict[bytes, dict[str, str]]] = {}
@@ -122,6 +126,8 @@ async def test_a_poison_message_is_dead_lettered_and_the_next_event_still_applie
         assert letters_of_group[b"bad-1"]["dlq_original_topic"] == topics.campaigns
         assert letters_of_group[b"bad-2"]["dlq_error_type"] == "UnknownEventType"
         assert "CampaignTeleported" in letters_of_group[b"bad-2"]["dlq_error"]
+        assert letters_of_group[b"bad-3"]["dlq_error_type"] == "ApplyFailed"
+        assert "no creation event" in letters_of_group[b"bad-3"]["dlq_error"]
 
 
 async def test_a_projector_restarted_mid_stream_converges_to_the_clean_run(
