@@ -1,8 +1,16 @@
 """A projection applied to Redis: one atomic, idempotent script call per event, pipelined.
 
 `Projection.apply(redis, generation, envelopes)` knows nothing of Kafka: the projectors call it
-with each consumed batch, and the replay tool can call it with events folded from the log into
-a new generation (with `announce=False`, so the monitor does not see a replay as live traffic).
+with each consumed batch, and the replay tool can call it with events read from the log into
+a new generation (with `announce=False`, so the monitor does not see a replay as live traffic),
+then compare `digest.generation_digest` of both generations and `generations.swap_generation`.
+
+Per event, inside one script (lua/guard.lua): version <= last applied -> DUPLICATE, nothing
+written; version == last + 1 -> APPLIED (change, version and announcement together); version
+> last + 1 -> PARKED: the event is stored beside the read model, not applied, and applied as
+soon as the missing version arrives. Parking rather than refusing the batch keeps one bad or
+lost event from stalling its whole partition behind it, while the aggregate itself never moves
+out of order; the parked set (`keys.parked_set_key`) and the projector status show what waits.
 """
 
 from __future__ import annotations

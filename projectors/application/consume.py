@@ -21,6 +21,7 @@ from events import EventEnvelope, InvalidEvent, decode_event
 from projectors.adapters.generations import claim_live_generation
 from projectors.adapters.redis_projection import Projection
 from projectors.adapters.status import record_batch
+from projectors.domain.json_form import json_time
 from projectors.domain.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class ProjectionConsumer:
                 "generation": generation,
                 "consumer_group": self.consumer_group,
                 "instance": self.instance,
-                **({"last_occurred_at": envelopes[-1].occurred_at.isoformat()} if envelopes else {}),
+                **({"last_occurred_at": json_time(envelopes[-1].occurred_at)} if envelopes else {}),
                 **({"last_topic": last.topic} if last else {}),
             },
         )
