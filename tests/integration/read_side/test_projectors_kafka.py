@@ -8,6 +8,7 @@ import sys
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from events import Topics, encode_event
@@ -261,3 +262,54 @@ async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Setting
 async def _beating(redis: Redis, settings: Settings) -> bool:
     status = await read_status(redis, settings.redis_prefix, ["campaigns", "users", "stats"])
     return all("heartbeat_at" in s for s in status.values())
+
+
+async def test_a_batch_that_cannot_reach_redis_is_not_committed_and_is_consumed_again(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    campaigns = [new_campaign("owner-1") for _ in range(10)]
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    group = f"{settings.topic_prefix}projector.campaigns"
+    async with Projectors(settings) as projectors:
+        for consumer in projectors.consumers.values():
+            consumer.redis = unreachable  # Redis goes away
+        attempts: list[int] = []
+        campaigns_consumer = projectors.consumers["campaigns"]
+        handle = campaigns_consumer.handle
+
+        async def counted(records: list) -> object:
+            attempts.append(len(records))
+            return await handle(records)
+
+        campaigns_consumer.handle = counted  # type: ignore[method-assign]
+        await producer.publish([c.events[0] for c in campaigns])
+        await wait_until(lambda: _at_least(attempts, 2), 10, "a failed batch to come again")
+        assert await committed_offsets(settings, group) == 0
+        assert await redis.exists(f"{settings.redis_prefix}:stats.1:counts") == 0
+        for consumer in projectors.consumers.values():
+            consumer.redis = redis  # and comes back
+        await wait_until(
+            lambda: _all_applied(redis, settings, [c.events[0] for c in campaigns]), 30, "recovery"
+        )
+        await wait_until(lambda: _committed(settings, group, 10), 10, "the commit")
+    counts = await redis.hgetall(f"{settings.redis_prefix}:stats.1:counts")
+    assert counts[b"campaigns.total"] == b"10"  # applied once, though delivered several times
+    await unreachable.aclose()
+
+
+async def _at_least(attempts: list[int], count: int) -> bool:
+    return len(attempts) >= count
+
+
+async def committed_offsets(settings: Settings, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(0, o.offset) for o in offsets.values())
+
+
+async def _committed(settings: Settings, group: str, count: int) -> bool:
+    return await committed_offsets(settings, group) >= count
