@@ -379,6 +379,19 @@ async def test_missing_or_forged_tokens_get_401_problems(query: QueryClient) -> 
     assert response.status_code == 401
 
 
+async def test_the_events_contract_is_served_as_asyncapi(query: QueryClient) -> None:
+    response = await query.http.get("/asyncapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["asyncapi"].startswith("3.")
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    prefix = query.settings.topic_prefix
+    assert addresses == {f"{prefix}{t}" for t in ("campaigns.events", "users.events")} | {
+        f"{prefix}{t}.dlq" for t in ("campaigns.events", "users.events")
+    }
+    assert "EventEnvelope" in document["components"]["schemas"]
+
+
 async def test_the_report_route_is_served_with_the_same_authentication(query: QueryClient) -> None:
     assert (await query.http.get("/campaigns/c1/report")).status_code == 401
     missing = await query.http.get("/campaigns/c1/report", headers=query.admin())
