@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from projectors.adapters.generations import PROJECTIONS, initial_generation, live_generations
 from projectors.adapters.keys import CampaignKeys, StatsKeys, UserKeys, generation_base
 from projectors.adapters.scripts import list_campaigns_script
+from query_api.adapters.redis_multiplexer import RedisMultiplexer
 from query_api.domain.listing import CampaignFilters, SortOrder
 
 log = logging.getLogger(__name__)
@@ -87,18 +88,27 @@ class GenerationCache:
 
 
 class ReadModels:
-    def __init__(self, redis: Redis, generations: GenerationCache) -> None:
+    def __init__(
+        self, redis: Redis, generations: GenerationCache, multiplexer: RedisMultiplexer | None = None
+    ) -> None:
         self.redis = redis
         self.generations = generations
+        self.multiplexer = multiplexer
+
+    async def _hmget(self, key: str, *fields: str) -> list[bytes | str | None]:
+        if self.multiplexer is not None:
+            reply: list[bytes | None] = await self.multiplexer.execute("HMGET", key, *fields)
+            return list(reply)
+        return list(await self.redis.hmget(key, fields))
 
     async def campaign(self, campaign_id: str) -> Snapshot:
         key = CampaignKeys(self.generations.base("campaigns")).campaign(campaign_id)
-        doc, owner, version = await self.redis.hmget(key, ("doc", "x:owner", "v"))
+        doc, owner, version = await self._hmget(key, "doc", "x:owner", "v")
         return Snapshot(_bytes(doc), _str(owner), int(version) if version else 0)
 
     async def user(self, user_id: str) -> Snapshot:
         key = UserKeys(self.generations.base("users")).user(user_id)
-        doc, version = await self.redis.hmget(key, ("doc", "v"))
+        doc, version = await self._hmget(key, "doc", "v")
         return Snapshot(_bytes(doc), user_id if doc else None, int(version) if version else 0)
 
     async def campaign_page(

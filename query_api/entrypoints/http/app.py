@@ -10,17 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.responses import Response
 
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
+from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
 from query_api.entrypoints.http import campaigns, contract, health, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from service_runtime.http import install_http_basics
+from service_runtime.problems import problem_response
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "query-api"
@@ -32,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = Redis.from_url(settings.redis_url)
+        multiplexer = (
+            RedisMultiplexer(settings.redis_url) if RedisMultiplexer.supports(settings.redis_url) else None
+        )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
@@ -42,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations),
+                read_models=ReadModels(redis, generations, multiplexer),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
                 tokens=TokenVerifier(settings),
@@ -51,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await listener.stop()
             await generations.stop()
+            if multiplexer is not None:
+                await multiplexer.close()
             await redis.aclose()
             await mongo.close()
 
@@ -64,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_http_basics(app, settings, SERVICE)
+    app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
+    app.add_exception_handler(RedisConnectionError, _read_models_unavailable)
     app.include_router(campaigns.router)
     app.include_router(users.router)
     app.include_router(stats.router)
@@ -75,6 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[reports.redis_client] = _redis_of
     app.dependency_overrides[reports.current_principal] = caller
     return app
+
+
+async def _read_models_unavailable(request: Request, exc: Exception) -> Response:
+    # A dependency is down, not a bug: a 503 the client may retry, like readiness says.
+    return problem_response(
+        503,
+        "the read models are unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+        instance=request.url.path,
+    )
 
 
 async def _settings_of(side: ReadSide = Depends(read_side)) -> Settings:

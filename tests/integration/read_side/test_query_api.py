@@ -480,3 +480,7 @@ async def test_without_redis_the_api_is_live_but_not_ready(settings: Settings) -
         ready = await query.http.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["errors"][0]["field"] == "redis"
+        read = await query.http.get("/campaigns/some-id", headers=query.token("alice"))
+        assert read.status_code == 503
+        assert read.headers["content-type"] == PROBLEM
+        assert read.headers["retry-after"] == "1"

@@ -1,0 +1,73 @@
+"""The read path's Redis transport on the real server: many reads in flight on one connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from query_api.adapters.redis_multiplexer import RedisCommandError, RedisMultiplexer, RedisUnavailable
+from service_runtime.settings import Settings
+from tests.support.services import free_port
+
+
+@pytest.fixture
+async def multiplexer(settings: Settings) -> AsyncIterator[RedisMultiplexer]:
+    mux = RedisMultiplexer(settings.redis_url, timeout=2)
+    yield mux
+    await mux.close()
+
+
+async def test_concurrent_reads_each_get_their_own_reply(
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
+) -> None:
+    keys = [f"{settings.redis_prefix}:mux:{n}" for n in range(200)]
+    pipe = redis.pipeline(transaction=False)
+    for n, key in enumerate(keys):
+        pipe.hset(key, mapping={"doc": f'{{"n":{n}}}' + "x" * (n * 50), "v": str(n)})
+    await pipe.execute()
+
+    replies = await asyncio.gather(*(multiplexer.execute("HMGET", key, "doc", "v", "absent") for key in keys))
+
+    for n, (doc, version, absent) in enumerate(replies):
+        assert doc.startswith(f'{{"n":{n}}}'.encode()) and len(doc) == len(f'{{"n":{n}}}') + n * 50
+        assert (version, absent) == (str(n).encode(), None)
+    assert replies == [await redis.hmget(key, ("doc", "v", "absent")) for key in keys]
+
+
+async def test_an_error_reply_fails_only_its_own_command(
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
+) -> None:
+    key = f"{settings.redis_prefix}:mux:string"
+    await redis.set(key, "not a hash")
+    wrong, right = await asyncio.gather(
+        multiplexer.execute("HMGET", key, "doc"), multiplexer.execute("GET", key), return_exceptions=True
+    )
+    assert isinstance(wrong, RedisCommandError) and "WRONGTYPE" in str(wrong)
+    assert right == b"not a hash"
+
+
+async def test_a_lost_connection_is_replaced_on_the_next_read(
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
+) -> None:
+    key = f"{settings.redis_prefix}:mux:k"
+    await redis.set(key, "v")
+    own_id = await multiplexer.execute("CLIENT", "ID")
+    await redis.client_kill_filter(_id=str(own_id))
+    await asyncio.sleep(0.05)
+    assert await multiplexer.execute("GET", key) == b"v"
+    assert await multiplexer.execute("CLIENT", "ID") != own_id
+
+
+async def test_an_unreachable_server_is_reported_not_waited_on() -> None:
+    mux = RedisMultiplexer(f"redis://127.0.0.1:{free_port()}/0", timeout=2)
+    with pytest.raises(RedisUnavailable):
+        await mux.execute("PING")
+
+
+def test_only_plain_tcp_urls_are_taken() -> None:
+    assert RedisMultiplexer.supports("redis://127.0.0.1:6379/0")
+    assert not RedisMultiplexer.supports("rediss://example.com:6380/0")
+    assert not RedisMultiplexer.supports("unix:///tmp/redis.sock")
