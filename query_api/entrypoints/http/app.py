@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
@@ -23,6 +24,7 @@ from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavaila
 from query_api.entrypoints.http import campaigns, contract, health, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.fast_read import CampaignReadFastPath
 from service_runtime.http import install_http_basics
 from service_runtime.problems import problem_response
 from service_runtime.settings import Settings, get_settings
@@ -72,7 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
     )
-    install_http_basics(app, settings, SERVICE)
     app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
     app.add_exception_handler(RedisConnectionError, _read_models_unavailable)
     app.include_router(campaigns.router)
@@ -85,7 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[reports.app_settings] = _settings_of
     app.dependency_overrides[reports.redis_client] = _redis_of
     app.dependency_overrides[reports.current_principal] = caller
+    # Added first, so it runs inside the HTTP basics (correlation id, limits, metrics).
+    app.add_middleware(CampaignReadFastPath, route=_route(app, "/campaigns/{campaign_id}"))
+    install_http_basics(app, settings, SERVICE)
     return app
+
+
+def _route(app: FastAPI, path: str) -> BaseRoute | None:
+    return next((r for r in app.routes if getattr(r, "path", None) == path), None)
 
 
 async def _read_models_unavailable(request: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from events import encode_event
 from events.types import Channel
 from projectors.domain.campaigns import campaign_document, fold_campaign
+from query_api.adapters.read_models import Snapshot
 from query_api.application.read_your_writes import read_at_least
 from query_api.domain.access import may_read
 from query_api.domain.listing import (
@@ -29,7 +30,8 @@ router = APIRouter(tags=["campaigns"])
 
 JSON = "application/json"
 LiveStatus = Literal["draft", "active", "paused", "completed"]
-CampaignId = Path(min_length=1, max_length=100)
+MAX_ID_LENGTH = 100
+CampaignId = Path(min_length=1, max_length=MAX_ID_LENGTH)
 
 
 def _not_found() -> Problem:
@@ -97,7 +99,7 @@ async def get_campaign(request: Request) -> Response:
                 errors=[{"field": "as_of_version", "reason": "cannot be combined with min_version"}],
             )
         return await _as_of(side, principal, campaign_id, as_of_version)
-    if len(campaign_id) > 100:
+    if len(campaign_id) > MAX_ID_LENGTH:
         raise _not_found()
     snapshot = await side.read_models.campaign(campaign_id)
     if min_version is not None and snapshot.version < min_version:
@@ -117,9 +119,18 @@ async def get_campaign(request: Request) -> Response:
                 headers={"Retry-After": "1"},
             )
         snapshot = found
+    return Response(readable_document(principal, snapshot), media_type=JSON, headers={"ETag": etag(snapshot)})
+
+
+def readable_document(principal: Principal, snapshot: Snapshot) -> bytes:
+    """The stored document if `principal` may read it; else the same 404 as for an unknown id."""
     if snapshot.doc is None or not may_read(principal, snapshot.owner_id):
         raise _not_found()
-    return Response(snapshot.doc, media_type=JSON, headers={"ETag": f'"{snapshot.version}"'})
+    return snapshot.doc
+
+
+def etag(snapshot: Snapshot) -> str:
+    return f'"{snapshot.version}"'
 
 
 async def _as_of(side: ReadSide, principal: Principal, campaign_id: str, version: int) -> Response:

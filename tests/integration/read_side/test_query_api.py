@@ -247,6 +247,23 @@ async def test_owner_and_admin_read_a_campaign_and_anyone_else_gets_404(
     assert unknown.status_code == 404
 
 
+async def test_the_plain_read_and_the_routed_read_answer_alike(
+    settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors, query: QueryClient
+) -> None:
+    campaign = new_campaign("alice")
+    await publish_and_wait(producer, redis, settings, [campaign])
+    path = f"/campaigns/{campaign.aggregate_id}"
+    for who in (query.token("alice"), query.token("mallory"), {}, {"Authorization": "Bearer forged"}):
+        plain = await query.http.get(path, headers={**who, "X-Correlation-ID": "c-1"})
+        routed = await query.http.get(path, params={"min_version": 1}, headers=who)
+        assert (plain.status_code, plain.content) == (routed.status_code, routed.content)
+        assert plain.headers["content-type"] == routed.headers["content-type"]
+        assert plain.headers.get("etag") == routed.headers.get("etag")
+        assert plain.headers["x-correlation-id"] == "c-1"
+    metrics = (await query.http.get("/metrics")).text
+    assert 'route="/campaigns/{campaign_id}"' in metrics
+
+
 async def test_a_deleted_campaign_is_gone_from_detail_and_lists_but_keeps_its_history(
     settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors, query: QueryClient
 ) -> None:
