@@ -231,7 +231,9 @@ class Campaign(Aggregate):
         sources, target, event = _LIFECYCLE[action]
         if self.status not in sources:
             allowed = ", ".join(sorted(s.value for s in sources))
-            raise InvalidTransition(f"cannot {action} a {self.status.value} campaign (only from {allowed})")
+            raise InvalidTransition(
+                f"cannot {action} the campaign: it is {self.status.value} (allowed from {allowed})"
+            )
         now = to_millisecond_utc(now)
         self.status = target
         self.updated_at = now
