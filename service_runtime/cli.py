@@ -101,7 +101,16 @@ def serve(
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         from prometheus_client import start_http_server
 
-        start_http_server(getattr(settings, metrics_port_key), addr=settings.metrics_host)
+        port = getattr(settings, metrics_port_key)
+        try:
+            start_http_server(port, addr=settings.metrics_host)
+        except OSError as exc:
+            typer.echo(
+                f"refusing to start {service}: its metrics port {settings.metrics_host}:{port} "
+                f"is taken ({exc.strerror}); set CAMPAIGNS_{metrics_port_key.upper()}",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
         asyncio.run(_load(target)(settings))
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)

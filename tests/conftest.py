@@ -56,9 +56,6 @@ def services(settings: Settings, tmp_path: Path):
         update={
             "command_api_port": free_port(),
             "query_api_port": free_port(),
-            "relay_metrics_port": free_port(),
-            "projectors_metrics_port": free_port(),
-            "workers_metrics_port": free_port(),
             "api_workers": 2,
         }
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import httpx
 
 from service_runtime.settings import Settings
-from tests.support.stack import REPO
+from tests.support.stack import REPO, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["RunningServices", "free_port", "settings_env"]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

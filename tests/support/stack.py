@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,12 @@ def ensure_stack_up() -> None:
         raise RuntimeError(f"the local stack did not start:\n{result.stdout}\n{result.stderr}")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def isolated_settings(**overrides: object) -> Settings:
     """Settings whose database, key prefix and topics belong to one test alone."""
     tag = uuid.uuid4().hex[:10]
@@ -35,6 +42,10 @@ def isolated_settings(**overrides: object) -> Settings:
         "topic_prefix": f"t{tag}.",
         "kafka_partitions": 3,
         "read_wait_seconds": 5.0,
+        # A test's processes must not collide with a running system's metrics endpoints.
+        "relay_metrics_port": free_port(),
+        "projectors_metrics_port": free_port(),
+        "workers_metrics_port": free_port(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -163,7 +163,7 @@ def test_lifecycle_transitions_follow_draft_active_paused_completed(
         assert event.event_type == EVENT_OF[action]
         assert event.aggregate_version == campaign.version == version + 1
     else:
-        with pytest.raises(InvalidTransition, match=f"cannot {action} a {start.value} campaign"):
+        with pytest.raises(InvalidTransition, match=f"cannot {action} the campaign: it is {start.value}"):
             campaign.apply_lifecycle(action, NOW)
         assert campaign.status is start
         assert campaign.version == version
