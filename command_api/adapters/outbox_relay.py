@@ -38,6 +38,9 @@ FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 2.0
 IDLE_TOKEN_SAVE_SECONDS = 5.0
+# While the stream is quiet, rescan now and then: a safety net should a stream ever skip an
+# insert (the scan is one indexed query; it finds nothing when all is well).
+IDLE_RESCAN_SECONDS = 15.0
 
 # Labelled, so nothing is created at import (prometheus multiprocess mode writes files then).
 PUBLISHED = Counter(
@@ -132,9 +135,13 @@ class OutboxRelay:
         stream = await self._open_stream()
         async with stream:
             await self._catch_up()
+            scanned_at = time.monotonic()
             while True:
                 self._lease.ensure_held()
                 changes = await self._next_changes(stream)
+                if not changes and time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:
+                    await self._catch_up()
+                    scanned_at = time.monotonic()
                 if changes:
                     ids = [change["documentKey"]["_id"] for change in changes]
                     # The catch-up scan may have published some of these already.

@@ -292,3 +292,25 @@ async def test_serve_relay_entrypoint_publishes_and_shuts_down_cleanly_releasing
     lease = await db[RELAY_STATE].find_one({"_id": LEASE_ID})
     assert lease is not None
     assert lease["expires_at"] <= datetime.now(UTC)
+
+
+async def test_an_event_the_stream_never_announced_is_found_by_the_idle_rescan(
+    quick: Settings,
+    mongo: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from command_api.adapters import outbox_relay
+
+    monkeypatch.setattr(outbox_relay, "IDLE_RESCAN_SECONDS", 0.5)
+    await db["events"].insert_many(log_documents("r", range(1, 4)))
+    async with running_relay(quick, mongo):
+        await wait_until(lambda: all_published(db), 30, "the first publication")
+        # An update is no insert: the change stream stays silent about it, only a scan sees it.
+        await db["events"].update_one(
+            {"aggregate_id": "r", "aggregate_version": 2}, {"$set": {"published": False}}
+        )
+        await wait_until(lambda: all_published(db), 10, "the idle rescan to publish it again")
+
+    received = await consume(quick, 4, settle=0.5)
+    assert sorted(versions_by_key(received)["r"]) == [1, 2, 2, 3]
