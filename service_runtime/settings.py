@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
 
+    # Monitor: how often the projectors sample consumer lag, dead letters and throughput
+    monitor_sample_seconds: float = Field(default=5.0, gt=0)
+
     # Local stack
     local_dir: str = ".local"
 

@@ -236,8 +236,12 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        async with Projectors(settings):
-            await stopping.wait()
+        async with Projectors(settings) as projectors:
+            # Imported here: the sampler names the consumer groups this module defines.
+            from projectors.monitoring.sampler import sampling
+
+            async with sampling(settings, projectors.redis):
+                await stopping.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -1,0 +1,1 @@
+"""The monitor's feed from the pipeline: consumer lag, dead letters and throughput, sampled from Kafka."""
