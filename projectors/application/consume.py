@@ -3,6 +3,9 @@
 The caller (the Kafka subscriber) commits the batch's offsets only after `handle` returns,
 i.e. after the Redis writes and the dead letters are acknowledged; if `handle` raises, nothing
 is committed and the whole batch comes again, which the version guard makes harmless.
+
+Each event's outcome is logged on one line carrying the event's correlation id (the id of the
+HTTP request that caused it), so a request can be followed from the command API into here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from projectors.adapters.generations import claim_live_generation
 from projectors.adapters.redis_projection import Projection
 from projectors.adapters.status import record_batch
 from projectors.domain.json_form import json_time
-from projectors.domain.outcomes import Outcome
+from projectors.domain.outcomes import EventOutcome, Outcome
+from service_runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +120,27 @@ class ProjectionConsumer:
         prefix = self.projection.prefix
         generation = await claim_live_generation(self.redis, prefix, self.projection.name)
         result = await self.projection.apply(self.redis, generation, envelopes)
-        for outcome, record in zip(result.outcomes, sources, strict=True):
+        for outcome, record, envelope in zip(result.outcomes, sources, envelopes, strict=True):
             if outcome.outcome is Outcome.FAILED:
                 letters.append(self._letter(record, outcome.error or "apply failed", "ApplyFailed"))
+            else:
+                self._log_outcome(envelope, outcome)
         if letters:
             for letter in letters:
-                log.warning(
-                    "dead-lettered a record",
-                    extra={
-                        "projection": self.projection.name,
-                        "topic": letter.record.topic,
-                        "partition": letter.record.partition,
-                        "offset": letter.record.offset,
-                        "reason": letter.reason,
-                    },
-                )
+                token = correlation_id.set(_header(letter.record, "correlation_id"))
+                try:
+                    log.warning(
+                        "dead-lettered a record",
+                        extra={
+                            "projection": self.projection.name,
+                            "topic": letter.record.topic,
+                            "partition": letter.record.partition,
+                            "offset": letter.record.offset,
+                            "reason": letter.reason,
+                        },
+                    )
+                finally:
+                    correlation_id.reset(token)
             await self.dead_letters.send(letters)
         if result.parked:
             log.warning(
@@ -167,3 +177,36 @@ class ProjectionConsumer:
             },
         )
         return report
+
+    def _log_outcome(self, envelope: EventEnvelope, outcome: EventOutcome) -> None:
+        # Duplicates (redeliveries, replays of a live stream) only at debug: they change nothing.
+        level = logging.DEBUG if outcome.outcome is Outcome.DUPLICATE else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        token = correlation_id.set(envelope.correlation_id)
+        try:
+            log.log(
+                level,
+                "%s %s v%d %s",
+                envelope.event_type,
+                envelope.aggregate_id,
+                envelope.aggregate_version,
+                outcome.outcome.value,
+                extra={
+                    "projection": self.projection.name,
+                    "event_type": envelope.event_type,
+                    "event_id": str(envelope.event_id),
+                    "aggregate_id": envelope.aggregate_id,
+                    "aggregate_version": envelope.aggregate_version,
+                    "outcome": outcome.outcome.value,
+                },
+            )
+        finally:
+            correlation_id.reset(token)
+
+
+def _header(record: EventRecord, name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None
