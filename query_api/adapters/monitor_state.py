@@ -1,0 +1,123 @@
+"""What the monitor shows besides the events: the processes' own reports and the lag samples in Redis.
+
+Projectors, workers and the relay each write their status to Redis; the projectors' lag sampler
+writes lag, dead letters and throughput. This reads them as they are *now*, so a process that
+stopped reporting shows up as stale or down rather than as its last good report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from projectors.adapters.status import heartbeat_age, read_status
+from projectors.monitoring.keys import (
+    lag_sample_key,
+    relay_status_key,
+    throughput_history_key,
+    worker_status_key,
+)
+
+# Projectors beat every 2 s, workers every 5 s: a few missed beats and the process is "stale".
+STALE_AFTER_SECONDS = 15.0
+
+_COUNTERS = {
+    "records_total",
+    "applied_total",
+    "duplicates_total",
+    "parked_total",
+    "dead_lettered_total",
+    "lag",
+    "partitions",
+    "aggregates_with_parked_events",
+}
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def liveness(age: float | None) -> str:
+    """running | stale | down, from the seconds since the last report (None: no report)."""
+    if age is None:
+        return "down"
+    return "running" if age <= STALE_AFTER_SECONDS else "stale"
+
+
+def projector_view(status: Mapping[str, str], now: float) -> dict[str, Any]:
+    age = heartbeat_age(status, now)
+    view: dict[str, Any] = {
+        name: int(value) if name in _COUNTERS and value.lstrip("-").isdigit() else value
+        for name, value in status.items()
+    }
+    view["state"] = liveness(age)
+    view["heartbeat_age_seconds"] = None if age is None else round(age, 1)
+    return view
+
+
+def worker_view(raw: bytes | None, now: float) -> dict[str, Any]:
+    if raw is None:  # the heartbeat expired: no instance is running
+        return {"state": "down", "heartbeat_age_seconds": None}
+    status: dict[str, Any] = orjson.loads(raw)
+    age = now - float(status.get("updated_at", 0))
+    if status.get("state") == "running":
+        status["state"] = liveness(age)
+    status["heartbeat_age_seconds"] = round(age, 1)
+    return status
+
+
+def relay_view(raw: bytes | None, now: float) -> dict[str, Any]:
+    if raw is None:  # only the publishing relay reports, and its report expires
+        return {"state": "down", "backlog": None}
+    status: dict[str, Any] = orjson.loads(raw)
+    updated = status.get("updated_at")
+    age = now - datetime.fromisoformat(updated).timestamp() if isinstance(updated, str) else None
+    status["state"] = liveness(age)
+    status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
+    return status
+
+
+class MonitorState:
+    def __init__(self, redis: Redis, prefix: str, projections: Sequence[str], workers: Sequence[str]) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.projections = list(projections)
+        self.workers = list(workers)
+
+    async def services(self) -> dict[str, Any]:
+        """The state of each projector, worker and of the relay."""
+        projectors = await read_status(self.redis, self.prefix, self.projections)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(relay_status_key(self.prefix))
+        for worker in self.workers:
+            pipe.get(worker_status_key(self.prefix, worker))
+        relay, *workers = await pipe.execute()
+        now = time.time()
+        return {
+            "at": utc_text(datetime.now(UTC)),
+            "relay": relay_view(relay, now),
+            "projectors": {name: projector_view(status, now) for name, status in projectors.items()},
+            "workers": {name: worker_view(raw, now) for name, raw in zip(self.workers, workers, strict=True)},
+        }
+
+    async def samples(self) -> dict[str, Any]:
+        """The latest lag sample (lag per group and partition, dead letters) and the throughput history."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(lag_sample_key(self.prefix))
+        pipe.lrange(throughput_history_key(self.prefix), 0, -1)
+        lag_raw, history = await pipe.execute()
+        sample: dict[str, Any] = orjson.loads(lag_raw) if lag_raw else {}
+        return {
+            "lag": {
+                "sampled_at": sample.get("sampled_at"),
+                "interval_seconds": sample.get("interval_seconds"),
+                "groups": sample.get("groups", []),
+            },
+            "dead_letters": sample.get("dead_letters", {}),
+            "throughput": [orjson.loads(entry) for entry in reversed(history)],
+        }

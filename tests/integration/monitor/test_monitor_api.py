@@ -1,0 +1,175 @@
+"""The monitor on a served query API: the page, GET /monitor/state and the WebSocket protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
+
+from projectors.adapters.keys import events_channel
+from projectors.monitoring.keys import monitor_channel
+from service_runtime.tokens import issue_access_token
+from tests.integration.monitor.conftest import ServedQueryApi
+
+
+async def next_of(ws: Any, kind: str, within: float = 10) -> dict[str, Any]:
+    """The next message of this type (others are skipped)."""
+
+    async def read() -> dict[str, Any]:
+        while True:
+            message = orjson.loads(await ws.recv())
+            if message["type"] == kind:
+                return message
+
+    return await asyncio.wait_for(read(), within)
+
+
+async def closed_with(ws: Any, within: float = 10) -> int:
+    """The close code the server sends (messages before it are skipped)."""
+
+    async def drain() -> None:
+        while True:
+            await ws.recv()
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(drain(), within)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_the_page_and_its_assets_are_served_without_a_token(query_api: ServedQueryApi) -> None:
+    async with httpx.AsyncClient(base_url=query_api.url) as client:
+        page = await client.get("/monitor")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "/monitor/assets/monitor.js?v=" in page.text
+        assert 'value="CampaignCreated"' in page.text
+        script = await client.get("/monitor/assets/monitor.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "/monitor/ws" in script.text
+        assert (await client.get("/monitor/assets/monitor.css")).status_code == 200
+        assert (await client.get("/monitor/assets/..%2Fapp.py")).status_code == 404
+
+
+async def test_the_state_is_for_admins_only(query_api: ServedQueryApi) -> None:
+    async with httpx.AsyncClient(base_url=query_api.url) as client:
+        assert (await client.get("/monitor/state")).status_code == 401
+        user = query_api.bearer(query_api.token("bob", ("user",)))
+        forbidden = await client.get("/monitor/state", headers=user)
+        assert forbidden.status_code == 403
+        assert forbidden.headers["content-type"] == "application/problem+json"
+        state = await client.get("/monitor/state", headers=query_api.bearer(query_api.token()))
+    assert state.status_code == 200
+    body = state.json()
+    assert set(body) >= {
+        "relay",
+        "projectors",
+        "workers",
+        "lag",
+        "dead_letters",
+        "throughput",
+        "events_per_minute",
+    }
+    assert set(body["projectors"]) == {"campaigns", "users", "stats"}
+    assert body["projectors"]["campaigns"]["state"] == "down"  # no projector runs in this test
+    assert set(body["workers"]) == {"notifications", "reports"}
+    assert body["relay"]["state"] == "down"
+    assert len(body["events_per_minute"]) == 60
+
+
+@pytest.mark.parametrize(
+    "first_message",
+    [
+        {"type": "auth", "token": "not-a-jwt"},
+        {"type": "auth"},
+        {"type": "hello", "token": "x"},
+        "not json at all",
+    ],
+)
+async def test_a_missing_or_invalid_token_is_closed_with_4401(
+    query_api: ServedQueryApi, first_message: Any
+) -> None:
+    async with websockets.connect(query_api.ws_url) as ws:
+        await ws.send(
+            first_message if isinstance(first_message, str) else orjson.dumps(first_message).decode()
+        )
+        assert await closed_with(ws) == 4401
+
+
+async def test_an_expired_token_is_closed_with_4401(query_api: ServedQueryApi) -> None:
+    settings = query_api.settings
+    expired = issue_access_token(
+        settings,
+        "the-admin",
+        ["user", "admin"],
+        now=datetime.now(UTC) - timedelta(seconds=settings.access_token_ttl_seconds + 5),
+    )
+    async with websockets.connect(query_api.ws_url) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": expired}).decode())
+        assert await closed_with(ws) == 4401
+
+
+async def test_a_non_admin_is_closed_with_4403(query_api: ServedQueryApi) -> None:
+    async with websockets.connect(query_api.ws_url) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": query_api.token("bob", ("user",))}).decode())
+        assert await closed_with(ws) == 4403
+
+
+async def test_the_feed_closes_with_4401_when_the_token_expires(query_api: ServedQueryApi) -> None:
+    settings = query_api.settings
+    almost_expired = issue_access_token(
+        settings,
+        "the-admin",
+        ["user", "admin"],
+        now=datetime.now(UTC) - timedelta(seconds=settings.access_token_ttl_seconds - 2),
+    )
+    async with websockets.connect(query_api.ws_url) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": almost_expired}).decode())
+        assert (await next_of(ws, "ready"))["expires_at"] > 0
+        assert await closed_with(ws, within=6) == 4401
+
+
+async def test_an_admin_gets_ready_a_snapshot_and_then_the_live_feed(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    prefix = query_api.settings.redis_prefix
+    async with websockets.connect(query_api.ws_url) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": query_api.token()}).decode())
+        ready = orjson.loads(await ws.recv())
+        assert ready["type"] == "ready"
+        assert ":" in ready["worker"]
+        snapshot = orjson.loads(await ws.recv())
+        assert snapshot["type"] == "snapshot"
+        assert set(snapshot["projectors"]) == {"campaigns", "users", "stats"}
+
+        # What a projector announces, from inside its atomic apply.
+        notice = (
+            b'{"event_type":"CampaignCreated","aggregate_type":"campaign","aggregate_id":"c-1",'
+            b'"aggregate_version":1,"occurred_at":"2027-03-01T12:00:00.000Z","actor_id":"u-1",'
+            b'"event_id":"e-1","correlation_id":"req-1","projection":"campaigns",'
+            b'"projected_at":"2027-03-01T12:00:00.042Z"}'
+        )
+        await redis.publish(events_channel(prefix), notice)
+        event = await next_of(ws, "event")
+        assert event["aggregate_id"] == "c-1"
+        assert event["aggregate_version"] == 1
+        assert event["actor_id"] == "u-1"
+        assert event["delay_ms"] == 42
+
+        # What the lag sampler publishes is passed on as it is.
+        lag = {"type": "lag", "sampled_at": "2027-03-01T12:00:01.000Z", "groups": [], "dead_letters": {}}
+        await redis.publish(monitor_channel(prefix), orjson.dumps(lag))
+        assert await next_of(ws, "lag") == lag
+
+        status = await next_of(ws, "status", within=5)
+        assert status["relay"]["state"] == "down"
+        assert set(status["workers"]) == {"notifications", "reports"}
