@@ -45,7 +45,7 @@ lint: venv
 	$(BIN)/mypy
 
 deps:
-	@bash infra/local/system-deps.sh
+	@bash infra/local/system-deps.sh chromium
 
 venv: $(STAMP)
 
