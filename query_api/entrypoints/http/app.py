@@ -21,7 +21,7 @@ from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
-from query_api.entrypoints.http import campaigns, contract, health, reports, stats, users
+from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from query_api.entrypoints.http.fast_read import CampaignReadFastPath
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(health.router)
     app.include_router(contract.router)
+    app.include_router(monitor.router)
     # The reports route (built with the workers) gets this app's clients and caller.
     app.dependency_overrides[reports.app_settings] = _settings_of
     app.dependency_overrides[reports.redis_client] = _redis_of
