@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint deps venv clean
+.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench deps venv clean
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -43,6 +43,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## make bench: every performance figure beside its limit, in one run (bench/suite.py; BENCH_* knobs)
+bench: venv
+	@bash infra/local/system-deps.sh wrk
+	$(BIN)/python -m bench
 
 deps:
 	@bash infra/local/system-deps.sh chromium

@@ -1,0 +1,114 @@
+"""What a result was measured on: the machine, the servers and the libraries, by version."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from service_runtime.settings import Settings
+from tests.support.stack import REPO
+
+LIBRARIES = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "pydantic",
+    "faststream",
+    "aiokafka",
+    "redis",
+    "hiredis",
+    "pymongo",
+    "orjson",
+    "httpx",
+)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _kafka_version() -> str:
+    spec = importlib.util.spec_from_file_location("_bench_stack", REPO / "infra" / "local" / "stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return str(module.kafka_version())
+
+
+def _secantus_version() -> str | None:
+    found = sorted((REPO / ".local" / "tools" / "secantus").glob("lib/python*/site-packages/secantusdb-*"))
+    if not found:
+        return None
+    match = re.match(r"secantusdb-(.+)\.dist-info", found[-1].name)
+    return match.group(1) if match else None
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "missing"
+    return out.split("Copyright")[0].strip()
+
+
+async def describe(settings: Settings) -> dict[str, Any]:
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        redis_version = (await redis.info("server"))["redis_version"]
+    finally:
+        await redis.aclose()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    try:
+        mongo_version = (await mongo.admin.command("buildInfo")).get("version")
+    finally:
+        await mongo.close()
+    secantus = None if shutil.which("mongod") else _secantus_version()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "load_average_at_start": load_average(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "kafka": _kafka_version(),
+            "redis": redis_version,
+            "mongodb_server": (
+                f"SecantusDB {secantus} (reports MongoDB {mongo_version})" if secantus else mongo_version
+            ),
+            "wrk": _wrk_version(),
+            **{name: _library_version(name) for name in LIBRARIES},
+        },
+    }
+
+
+def _library_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,116 @@
+"""Figure 1: GET /campaigns/{id} on the query API against the bare ASGI app, both under wrk.
+
+The bare app runs on the same uvicorn (uvloop, httptools) with the same worker count and
+answers the very bytes the query API returned for the campaign. Rounds alternate (bare,
+query API, bare, query API...) so background noise falls on both sides alike; each side's
+best round is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import httpx
+
+from bench.report import Figure
+from bench.wrk import WrkResult, run_wrk
+from tests.support.stack import REPO, free_port
+
+
+def start_bare_app(body: bytes, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "BENCH_BARE_BODY": body.decode()}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/campaigns/x"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).content == body:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the bare ASGI app did not answer")
+
+
+def measure(
+    query_url: str,
+    campaign_id: str,
+    token: str,
+    *,
+    workers: int,
+    connections: int,
+    seconds: int,
+    rounds: int,
+) -> Figure:
+    url = f"{query_url}/campaigns/{campaign_id}"
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.get(url, headers=headers, timeout=5)
+    answer.raise_for_status()
+    body = answer.content
+    bare, bare_url = start_bare_app(body, workers)
+    try:
+        # Warm both (JIT-free, but connection pools, token cache, allocator).
+        run_wrk(bare_url, connections=connections, seconds=2)
+        run_wrk(url, connections=connections, seconds=2, headers=headers)
+        bare_runs: list[WrkResult] = []
+        api_runs: list[WrkResult] = []
+        for _ in range(rounds):
+            bare_runs.append(run_wrk(bare_url, connections=connections, seconds=seconds))
+            api_runs.append(run_wrk(url, connections=connections, seconds=seconds, headers=headers))
+    finally:
+        os.killpg(bare.pid, 15)
+        bare.wait(timeout=20)
+    api = max(api_runs, key=lambda r: r.requests_per_second)
+    limit = max(bare_runs, key=lambda r: r.requests_per_second)
+    if api.non_2xx or api.errors:
+        raise RuntimeError(f"the query API answered errors under load: {api}")
+    ratio = api.requests_per_second / limit.requests_per_second
+    return Figure(
+        key="read_path",
+        title=f"Query API GET /campaigns/{{id}} ({connections} conns)",
+        measured=f"{api.requests_per_second:,.0f} req/s, p50 {api.p50_ms:.2f} ms, p99 {api.p99_ms:.2f} ms",
+        limit=f"{limit.requests_per_second:,.0f} req/s, p50 {limit.p50_ms:.2f} ms, p99 {limit.p99_ms:.2f} ms",
+        ratio=round(ratio, 3),
+        goal="≥ 0.5",
+        met=ratio >= 0.5,
+        how=(
+            f"wrk (Debian's, 1 thread, pinned to the last core) with {connections} connections, "
+            f"{rounds} alternating rounds of {seconds} s each side, best round kept; the bare ASGI "
+            f"app (bench/bare_app.py) on the same uvicorn with {workers} workers answers the same "
+            f"{len(body)} bytes"
+        ),
+        data={
+            "query_api": [asdict(r) for r in api_runs],
+            "bare_app": [asdict(r) for r in bare_runs],
+            "body_bytes": len(body),
+            "workers": workers,
+            "connections": connections,
+        },
+    )

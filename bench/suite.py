@@ -1,0 +1,304 @@
+"""`make bench`: every figure beside its limit, measured in one run on an isolated corner of the stack.
+
+Order: the projector load run first (figures 2 and 5, no other service running), then the
+command side alone (figure 3), then the whole pipeline (figures 1 and 4) and the memory of
+every service after all that (figure 6). Knobs (environment):
+
+  BENCH_EVENTS=100000           events in Kafka for the projector and the replay
+  BENCH_SECONDS=10              seconds of each wrk round
+  BENCH_ROUNDS=2                alternating rounds per side (wrk and commands)
+  BENCH_CONNECTIONS=64          wrk connections
+  BENCH_COMMANDS=2000           POSTs (and as many raw transactions) for figure 3
+  BENCH_CONCURRENCY=16          in flight for figure 3, both sides
+  BENCH_FRESHNESS_RATE=100      commands per second for figure 4
+  BENCH_FRESHNESS_SECONDS=60    its duration
+  BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+from rich.console import Console
+
+from bench import commands, freshness, read_path
+from bench.environment import (
+    ALL_SERVICES,
+    BenchEnvironment,
+    committed_total,
+    delete_keys,
+    end_offsets,
+    load_settings,
+    wait_for_leaders,
+)
+from bench.event_load import produce
+from bench.machine import describe, load_average
+from bench.memory import process_tree_memory
+from bench.projection_runs import projector_process, replay_in_process
+from bench.raw_limits import raw_consume
+from bench.report import Figure, ratio_figure, show, write
+from events import Topics
+from projectors.entrypoints.projectors import consumer_group
+from service_runtime.settings import Settings
+from tests.support.stack import create_topics
+
+console = Console(width=max(140, Console().width))
+MIB_GOAL = 200
+
+
+def knob(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def say(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+
+
+async def _user(command_url: str) -> tuple[str, str]:
+    """Register and log in the bench's user: (user id, access token)."""
+    credentials = {"email": "bench@example.com", "password": "a long bench passphrase 42"}
+    async with httpx.AsyncClient(base_url=command_url, timeout=30) as client:
+        registered = await client.post("/auth/register", json={**credentials, "name": "Bench"})
+        registered.raise_for_status()
+        login = await client.post("/auth/login", json=credentials)
+        login.raise_for_status()
+    return registered.json()["id"], login.json()["access_token"]
+
+
+async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None:
+    """Wait until the relay published everything and every consumer group is at the end."""
+    topics = Topics(settings.topic_prefix)
+    groups = {
+        topics.campaigns: [consumer_group(settings, "campaigns"), consumer_group(settings, "stats")],
+        topics.users: [consumer_group(settings, "users"), consumer_group(settings, "stats")],
+    }
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + limit_seconds
+    try:
+        while True:
+            unpublished = await mongo[settings.mongo_db]["events"].count_documents({"published": False})
+            behind = 0
+            for topic, names in groups.items():
+                end = sum((await end_offsets(settings, topic)).values())
+                for group in names:
+                    behind += end - await committed_total(admin, group, topic)
+            if unpublished == 0 and behind == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline not idle: {unpublished} unpublished, {behind} behind")
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+        await mongo.close()
+
+
+async def load_run(env: BenchEnvironment, events: int) -> tuple[list[Figure], dict[str, Any]]:
+    """Figures 2 and 5 on the load run's own topics and keys."""
+    load = load_settings(env.settings)
+    await create_topics(load)
+    await wait_for_leaders(load, Topics(load.topic_prefix).all())
+    topic = Topics(load.topic_prefix).campaigns
+    say(f"producing {events:,} campaign events into {topic}")
+    produced_in = await produce(load.kafka_bootstrap, topic, events)
+    total = sum((await end_offsets(load, topic)).values())
+    say(f"  {total:,} events in {produced_in:.1f} s; raw consume loop (limit)")
+    raw_before = await raw_consume(load, topic, f"{load.redis_prefix}:raw")
+    say(f"  raw: {raw_before.per_second:,.0f} events/s; the projector process")
+    services = env.other_services(load, "load")
+    projector = await projector_process(services, load, topic, total)
+    services.stop_all()
+    say(f"  projector: {projector.rate.per_second:,.0f} events/s; raw loop again")
+    raw_after = await raw_consume(load, topic, f"{load.redis_prefix}:raw2")
+    limit = max(raw_before, raw_after, key=lambda r: r.per_second)
+    say(f"  raw: {raw_after.per_second:,.0f} events/s; replay")
+    replay = await replay_in_process(load, topic, "campaigns.replay")
+    say(f"  replay: {replay.per_second:,.0f} events/s")
+    await delete_keys(load, load.redis_prefix)
+    raw_data = {
+        "raw_rounds_per_second": [round(raw_before.per_second), round(raw_after.per_second)],
+        "events": total,
+    }
+    figures = [
+        ratio_figure(
+            "projector",
+            f"Projector, campaigns projection ({total:,} events)",
+            projector.rate.per_second,
+            limit.per_second,
+            "events/s",
+            0.5,
+            (
+                "the real process (`campaigns serve projectors`, all three projections; stats reads "
+                "the same topic), timed by the campaigns consumer group's committed offsets from its "
+                "first commit to the end of the topic; limit: aiokafka getmany + pipelined HSET "
+                "(doc bytes, version) per event, best of a run before and after"
+            ),
+            wall_seconds_from_spawn=round(projector.wall_seconds, 2),
+            stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
+            **raw_data,
+        ),
+        ratio_figure(
+            "replay",
+            f"Replay of the campaigns projection ({total:,} events, Kafka)",
+            replay.per_second,
+            limit.per_second,
+            "events/s",
+            0.5,
+            (
+                "in-process, as the replay tool does: the topic read from the start with aiokafka "
+                "getmany, each event decoded and applied by Projection.apply into a new generation "
+                "(announce=False); limit: the raw loop of the projector figure"
+            ),
+            replay_seconds=round(replay.seconds, 2),
+            **raw_data,
+        ),
+    ]
+    extra = {
+        "produce_seconds": round(produced_in, 2),
+        "load_projector_rss_mib_after_run": round(projector.rss_mib, 1),
+    }
+    return figures, extra
+
+
+def memory_figure(env: BenchEnvironment) -> Figure:
+    per_service: dict[str, list[dict[str, Any]]] = {}
+    worst = 0.0
+    worst_name = ""
+    for name in ALL_SERVICES:
+        tree = process_tree_memory(env.services.processes[name].pid)
+        per_service[name] = [{"pid": p.pid, "role": p.role, "rss_mib": round(p.rss_mib, 1)} for p in tree]
+        for process in tree:
+            if process.rss_mib > worst:
+                worst, worst_name = process.rss_mib, f"{name} {process.role}"
+    summary = ", ".join(f"{name} {sum(p['rss_mib'] for p in tree):.0f}" for name, tree in per_service.items())
+    return Figure(
+        key="memory",
+        title="Resident memory per service process, after the runs",
+        measured=f"largest: {worst:.0f} MiB ({worst_name})",
+        limit=f"summed per service (MiB): {summary}",
+        ratio=None,
+        goal=f"< {MIB_GOAL} MiB each",
+        met=worst < MIB_GOAL,
+        how="VmRSS from /proc of each service's process and its descendants (uvicorn workers), after "
+        "every other figure, with the pipeline idle",
+        data={"per_service": per_service},
+    )
+
+
+async def run_suite() -> int:
+    events = knob("BENCH_EVENTS", 100_000)
+    seconds = knob("BENCH_SECONDS", 10)
+    rounds = knob("BENCH_ROUNDS", 2)
+    connections = knob("BENCH_CONNECTIONS", 64)
+    command_count = knob("BENCH_COMMANDS", 2000)
+    concurrency = knob("BENCH_CONCURRENCY", 16)
+    fresh_rate = knob("BENCH_FRESHNESS_RATE", 100)
+    fresh_seconds = knob("BENCH_FRESHNESS_SECONDS", 60)
+
+    started = time.monotonic()
+    env = await BenchEnvironment.create()
+    env.settings = env.settings.model_copy(update={"access_token_ttl_seconds": 3600})
+    env.services.settings = env.settings
+    context = await describe(env.settings)
+    context["knobs"] = {
+        "BENCH_EVENTS": events,
+        "BENCH_SECONDS": seconds,
+        "BENCH_ROUNDS": rounds,
+        "BENCH_CONNECTIONS": connections,
+        "BENCH_COMMANDS": command_count,
+        "BENCH_CONCURRENCY": concurrency,
+        "BENCH_FRESHNESS_RATE": fresh_rate,
+        "BENCH_FRESHNESS_SECONDS": fresh_seconds,
+    }
+    say(
+        f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
+        f"load average {context['machine']['load_average_at_start']}"
+    )
+    figures: list[Figure] = []
+    try:
+        load_figures, extra = await load_run(env, events)
+        context["load_run"] = extra
+
+        say("command side: command API alone")
+        env.services.start(["command-api"])
+        env.services.wait_ready()
+        user_id, token = await _user(env.services.command_url)
+        command_figure = await commands.measure(
+            env.settings,
+            env.services.command_url,
+            token,
+            user_id,
+            count=command_count,
+            concurrency=concurrency,
+            rounds=rounds,
+        )
+        say(f"  {command_figure.measured} vs {command_figure.limit}")
+
+        say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
+        env.services.start(["query-api", "relay", "projectors", "workers"])
+        env.services.wait_ready()
+        await _pipeline_idle(env.settings)
+        async with httpx.AsyncClient(timeout=30) as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            created = await client.post(
+                f"{env.services.command_url}/campaigns", json=commands.CAMPAIGN, headers=auth
+            )
+            created.raise_for_status()
+            campaign = created.json()
+            seen = await client.get(
+                f"{env.services.query_url}/campaigns/{campaign['id']}",
+                params={"min_version": campaign["version"]},
+                headers=auth,
+            )
+            seen.raise_for_status()
+        say("read path: wrk against the query API and the bare ASGI app")
+        read_figure = await asyncio.to_thread(
+            read_path.measure,
+            env.services.query_url,
+            campaign["id"],
+            token,
+            workers=env.settings.api_workers,
+            connections=connections,
+            seconds=seconds,
+            rounds=rounds,
+        )
+        say(f"  {read_figure.measured} vs {read_figure.limit}")
+
+        say(f"freshness: {fresh_rate} commands/s for {fresh_seconds} s, open loop")
+        fresh = await freshness.run(
+            env.services.command_url, env.services.query_url, token, rate=fresh_rate, seconds=fresh_seconds
+        )
+        fresh_figure = freshness.figure(fresh, fresh_rate, fresh_seconds)
+        say(f"  {fresh_figure.measured}; {fresh_figure.limit}")
+
+        await _pipeline_idle(env.settings)
+        await asyncio.sleep(2)
+        memory = memory_figure(env)
+        say(f"  memory: {memory.measured}")
+        figures = [read_figure, load_figures[0], command_figure, fresh_figure, load_figures[1], memory]
+    finally:
+        say("cleaning up (processes, topics, database, keys)")
+        await env.cleanup()
+    context["machine"]["load_average_at_end"] = load_average()
+    context["seconds"] = round(time.monotonic() - started, 1)
+    path = write(figures, context)
+    show(
+        figures,
+        f"Campaigns CQRS bench — {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
+        f"load {context['machine']['load_average_at_start']} → {context['machine']['load_average_at_end']}",
+        console,
+    )
+    console.print(f"written {path.relative_to(path.parents[2])} in {context['seconds']:.0f} s")
+    return 0 if all(f.met is not False for f in figures) else 1
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run_suite()))
