@@ -32,6 +32,9 @@ KAFKA_POM = REPO / "infra" / "kafka" / "pom.xml"
 KAFKA_LOG4J = REPO / "infra" / "kafka" / "log4j2.properties"
 SECANTUS_VERSION = "0.7.0b3"
 CACHE = Path(os.environ.get("CAMPAIGNS_CACHE_DIR", Path.home() / ".cache" / "campaigns-cqrs"))
+# Installed tools (SecantusDB's venv) are shared by every stack of this checkout, whatever its
+# CAMPAIGNS_LOCAL_DIR, so a second stack (the fault tests' private one) installs nothing again.
+TOOLS = Path(os.environ.get("CAMPAIGNS_TOOLS_DIR", REPO / ".local" / "tools"))
 
 
 class StackError(RuntimeError):
@@ -233,7 +236,7 @@ class Stack:
                 after_start=lambda: mongo_initiate_replica_set(self.mongo_host, self.mongo_port),
                 where=f"mongodb://{self.mongo_host}:{self.mongo_port} (mongod, replica set rs0)",
             )
-        venv = self.root / "tools" / "secantus"
+        venv = TOOLS / "secantus"
 
         def prepare() -> None:
             data.mkdir(parents=True, exist_ok=True)
