@@ -271,6 +271,9 @@ class Stack:
                 str(data),
                 "--log-level",
                 "WARNING",
+                # Without it a commit returns before its journal record reaches the OS: a
+                # SIGKILL then loses the last acknowledged transactions (accepted commands).
+                "--sync-on-commit",
             ],
             ready=lambda: mongo_ready(self.settings.mongo_url),
             where=f"mongodb://{self.mongo_host}:{self.mongo_port} (SecantusDB {SECANTUS_VERSION})",
