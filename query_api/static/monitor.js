@@ -414,7 +414,9 @@
     st.appendChild(pill);
     tr.appendChild(st);
     tr.appendChild(el("td", "num", lag === null || lag === undefined ? "–" : fmtInt(lag)));
-    tr.appendChild(el("td", "detail", detail));
+    var cell = el("td", "detail", detail);
+    if (status && status.last_error) cell.title = status.last_error;
+    tr.appendChild(cell);
     return tr;
   }
 
@@ -441,9 +443,12 @@
       var w = s.workers[name];
       var detail = "not running";
       if (w.outcomes) {
-        var parts = Object.keys(w.outcomes).sort().map(function (k) { return k + " " + fmtInt(w.outcomes[k]); });
-        if (w.dead_letters) parts.push("dead-lettered " + fmtInt(w.dead_letters));
+        var parts = Object.keys(w.outcomes).sort().map(function (k) {
+          return k.replace(/_/g, " ") + " " + fmtInt(w.outcomes[k]);
+        });
+        if (w.retries) parts.push("retries " + fmtInt(w.retries));
         detail = parts.length ? parts.join(" · ") : "idle since start";
+        if (w.last_error) detail += " · \u26a0 last error (hover)";
       }
       rows.appendChild(processRow("worker", name, w, groupLag(name), detail));
     });
@@ -523,12 +528,17 @@
 
   /* ---------- throughput chart ---------- */
 
-  function niceMax(value) {
-    if (value <= 1) return 1;
+  function niceStep(value) {
+    // 1, 2 or 5 times a power of ten: the axis reads in round numbers.
+    if (value <= 0.25) return 0.25;
     var exp = Math.pow(10, Math.floor(Math.log10(value)));
-    var steps = [1, 2, 2.5, 5, 10];
+    var steps = [1, 2, 5, 10];
     for (var i = 0; i < steps.length; i++) if (steps[i] * exp >= value) return steps[i] * exp;
     return 10 * exp;
+  }
+
+  function spanLabel(ms) {
+    return ms >= 60000 ? "\u2212" + Math.round(ms / 60000) + " min" : "\u2212" + Math.round(ms / 1000) + " s";
   }
 
   function drawChart() {
@@ -542,38 +552,45 @@
     var ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     var W = rect.width, H = rect.height;
-    var pad = { l: 44, r: 12, t: 10, b: 24 };
+    var pad = { l: 44, r: 14, t: 12, b: 26 };
     var styles = getComputedStyle(document.documentElement);
     var colour = function (name) { return styles.getPropertyValue(name).trim(); };
     ctx.clearRect(0, 0, W, H);
 
     var now = Date.now();
-    var x0 = now - CHART_SPAN_MS;
-    var samples = state.throughput.filter(function (s) { return Date.parse(s.at) >= x0 - 10000; });
+    var samples = state.throughput.filter(function (s) { return Date.parse(s.at) >= now - CHART_SPAN_MS; });
+    // A short history is shown over at least a minute, a long one over the last 15 minutes.
+    var first = samples.length ? Date.parse(samples[0].at) - samples[0].interval_seconds * 1000 : now;
+    var span = Math.min(CHART_SPAN_MS, Math.max(60000, (now - first) * 1.1));
+    var x0 = now - span;
+    $("chart-span").textContent = "events/s \u00b7 last " + (span >= 60000 ? Math.round(span / 60000) + " min" : Math.round(span / 1000) + " s");
     var top = 0;
     samples.forEach(function (s) { top = Math.max(top, s.published_per_second, s.projected_per_second); });
-    var yMax = niceMax(top * 1.1);
-    var x = function (t) { return pad.l + ((t - x0) / CHART_SPAN_MS) * (W - pad.l - pad.r); };
+    var yStep = niceStep((top * 1.15) / 4);
+    var yMax = yStep * 4;
+    var x = function (t) { return pad.l + ((t - x0) / span) * (W - pad.l - pad.r); };
     var y = function (v) { return pad.t + (1 - v / yMax) * (H - pad.t - pad.b); };
 
     ctx.font = "11px " + colour("--sans");
     ctx.lineWidth = 1;
     ctx.textBaseline = "middle";
     for (var i = 0; i <= 4; i++) {
-      var v = (yMax / 4) * i;
+      var v = yStep * i;
       var yy = Math.round(y(v)) + 0.5;
       ctx.strokeStyle = i === 0 ? colour("--line") : "rgba(42, 51, 64, .55)";
       ctx.beginPath(); ctx.moveTo(pad.l, yy); ctx.lineTo(W - pad.r, yy); ctx.stroke();
       ctx.fillStyle = colour("--faint");
       ctx.textAlign = "right";
-      ctx.fillText(v >= 10 ? Math.round(v) : v.toFixed(v % 1 ? 1 : 0), pad.l - 8, yy);
+      ctx.fillText(String(Math.round(v * 100) / 100), pad.l - 8, yy);
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (var m = 15; m >= 0; m -= 3) {
-      var t = now - m * 60000;
+    for (var k = 5; k >= 0; k--) {
+      var back = (span / 5) * k;
+      var tx = x(now - back);
       ctx.fillStyle = colour("--faint");
-      ctx.fillText(m === 0 ? "now" : "−" + m + " min", Math.min(x(t), W - pad.r - 12), H - pad.b + 7);
+      ctx.textAlign = k === 0 ? "right" : k === 5 ? "left" : "center";
+      ctx.fillText(k === 0 ? "now" : spanLabel(back), tx, H - pad.b + 8);
     }
 
     if (!samples.length) {
@@ -581,41 +598,50 @@
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
       ctx.font = "13px " + colour("--sans");
-      ctx.fillText("Waiting for the first throughput samples…", (W + pad.l) / 2, H / 2);
+      ctx.fillText("Waiting for the first throughput samples\u2026", (W + pad.l) / 2, H / 2);
       return;
     }
 
-    var series = function (key, stroke, fill) {
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(pad.l, pad.t - 2, W - pad.l - pad.r, H - pad.t - pad.b + 2);
-      ctx.clip();
-      var points = samples.map(function (s) { return [x(Date.parse(s.at)), y(s[key])]; });
-      if (fill) {
-        var gradient = ctx.createLinearGradient(0, pad.t, 0, H - pad.b);
-        gradient.addColorStop(0, fill);
-        gradient.addColorStop(1, "rgba(0, 0, 0, 0)");
-        ctx.beginPath();
-        ctx.moveTo(points[0][0], y(0));
-        points.forEach(function (p) { ctx.lineTo(p[0], p[1]); });
-        ctx.lineTo(points[points.length - 1][0], y(0));
-        ctx.closePath();
-        ctx.fillStyle = gradient;
-        ctx.fill();
-      }
+    // Each sample covers the interval that ends at its time: drawn as steps, not as points.
+    var steps = function (key) {
+      var points = [];
+      samples.forEach(function (s) {
+        var end = Date.parse(s.at);
+        var start = end - s.interval_seconds * 1000;
+        points.push([x(Math.max(start, x0)), y(s[key])], [x(end), y(s[key])]);
+      });
+      return points;
+    };
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(pad.l, pad.t - 2, W - pad.l - pad.r, H - pad.t - pad.b + 2);
+    ctx.clip();
+
+    var published = steps("published_per_second");
+    var gradient = ctx.createLinearGradient(0, pad.t, 0, H - pad.b);
+    gradient.addColorStop(0, "rgba(76, 154, 255, .55)");
+    gradient.addColorStop(1, "rgba(76, 154, 255, .08)");
+    ctx.beginPath();
+    ctx.moveTo(published[0][0], y(0));
+    published.forEach(function (p) { ctx.lineTo(p[0], p[1]); });
+    ctx.lineTo(published[published.length - 1][0], y(0));
+    ctx.closePath();
+    ctx.fillStyle = gradient;
+    ctx.fill();
+
+    var line = function (points, stroke, width) {
       ctx.beginPath();
       points.forEach(function (p, i) { if (i) ctx.lineTo(p[0], p[1]); else ctx.moveTo(p[0], p[1]); });
       ctx.strokeStyle = stroke;
-      ctx.lineWidth = 2;
+      ctx.lineWidth = width;
       ctx.lineJoin = "round";
       ctx.stroke();
-      var last = points[points.length - 1];
-      ctx.fillStyle = stroke;
-      ctx.beginPath(); ctx.arc(last[0], last[1], 3, 0, Math.PI * 2); ctx.fill();
-      ctx.restore();
     };
-    series("published_per_second", colour("--published"), "rgba(76, 154, 255, .28)");
-    series("projected_per_second", colour("--projected"), null);
+    line(published, colour("--published"), 3);
+    ctx.setLineDash([5, 3]);
+    line(steps("projected_per_second"), colour("--projected"), 2);
+    ctx.setLineDash([]);
+    ctx.restore();
   }
 
   /* ---------- controls ---------- */
