@@ -39,6 +39,10 @@ test-integration: venv deps
 test-e2e: venv deps
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
 
+## make chaos: the fault tests alone, on a private stack of their own ports, then the fault table
+chaos: venv deps
+	$(BIN)/pytest -p no:cacheprovider -m chaos
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,63 @@
+"""Fixtures on the private stack (see `private_stack`): import them into a conftest by name.
+
+`private_stack` is the running stack (started once per session, torn down by
+`release_private_stack` at session end); `private_settings` gives a test its own database,
+key prefix and topics on it; `private_services` runs the real services as processes there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from service_runtime.settings import Settings
+from tests.support.private_stack import SERVERS, PrivateStack, acquire_private_stack
+from tests.support.services import RunningServices, free_port
+from tests.support.stack import create_topics, delete_topics
+
+
+@pytest.fixture(scope="session")
+def private_stack() -> PrivateStack:
+    return acquire_private_stack()
+
+
+@pytest.fixture
+async def private_settings(private_stack: PrivateStack) -> AsyncIterator[Settings]:
+    settings = private_stack.settings()
+    await create_topics(settings)
+    yield settings
+    # A failed fault test may have left a server down: bring every one back before cleaning up.
+    for server in SERVERS:
+        if private_stack.pid(server) is None:
+            private_stack.start(server)
+    await delete_topics(settings)
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
+    await client.drop_database(settings.mongo_db)
+    await client.close()
+    redis = aioredis.from_url(settings.redis_url)
+    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await redis.delete(*keys[start : start + 1000])
+    await redis.aclose()
+
+
+@pytest.fixture
+async def private_redis(private_settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(private_settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def private_services(private_settings: Settings, tmp_path: Path) -> Iterator[RunningServices]:
+    """Services as processes on the private stack: `start([...])`, `wait_ready()`, `stop(name, sig)`."""
+    settings = private_settings.model_copy(
+        update={"command_api_port": free_port(), "query_api_port": free_port(), "api_workers": 1}
+    )
+    running = RunningServices(settings, tmp_path)
+    yield running
+    running.stop_all()
