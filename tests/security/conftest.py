@@ -1,0 +1,64 @@
+"""Security tests run the real services as processes on the private stack, once per module."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from service_runtime.settings import Settings
+from tests.support.private_fixtures import private_stack  # noqa: F401 - a fixture, found by name
+from tests.support.private_stack import PrivateStack, release_private_stack
+from tests.support.services import RunningServices, free_port
+from tests.support.stack import create_topics, delete_topics
+
+SERVICES = ["command-api", "query-api", "relay", "projectors"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    release_private_stack()
+
+
+@dataclass
+class System:
+    settings: Settings
+    services: RunningServices
+
+    @property
+    def command_url(self) -> str:
+        return self.services.command_url
+
+    @property
+    def query_url(self) -> str:
+        return self.services.query_url
+
+
+@pytest.fixture(scope="module")
+async def system(
+    private_stack: PrivateStack,  # noqa: F811 - the imported fixture
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[System]:
+    """The services of one module's tests, on their own database, keys and topics."""
+    settings = private_stack.settings(
+        command_api_port=free_port(), query_api_port=free_port(), api_workers=1, login_max_attempts=5
+    )
+    await create_topics(settings)
+    services = RunningServices(settings, tmp_path_factory.mktemp("services"))
+    services.start(SERVICES)
+    try:
+        services.wait_ready()
+        yield System(settings, services)
+    finally:
+        services.stop_all()
+        await delete_topics(settings)
+        client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+        redis = aioredis.from_url(settings.redis_url)
+        keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start : start + 1000])
+        await redis.aclose()
