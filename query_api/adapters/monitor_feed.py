@@ -102,8 +102,12 @@ class MonitorFeed:
         prefix: str,
         status: Callable[[], Awaitable[dict[str, Any]]],
         status_seconds: float = STATUS_SECONDS,
+        capacity: int = QUEUE_CAPACITY,
+        patience: float = SLOW_CLIENT_SECONDS,
     ) -> None:
         self.redis = redis
+        self.capacity = capacity
+        self.patience = patience
         self.channels = {events_channel(prefix).encode(): "event", monitor_channel(prefix).encode(): "sample"}
         self.status = status
         self.status_seconds = status_seconds
@@ -113,7 +117,7 @@ class MonitorFeed:
 
     async def join(self, subscriber: Subscriber | None = None) -> Subscriber:
         """Add a client; returns once the feed is subscribed (or after a bound, if Redis is away)."""
-        subscriber = subscriber or Subscriber()
+        subscriber = subscriber or Subscriber(self.capacity, self.patience)
         self.subscribers.add(subscriber)
         CLIENTS.labels(SERVICE).inc()
         if not self._tasks:

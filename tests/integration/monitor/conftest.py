@@ -29,6 +29,7 @@ def with_monitor(app: FastAPI) -> FastAPI:
 class ServedQueryApi:
     settings: Settings
     port: int
+    app: FastAPI
 
     @property
     def url(self) -> str:
@@ -48,16 +49,15 @@ class ServedQueryApi:
 @pytest.fixture
 async def query_api(settings: Settings) -> AsyncIterator[ServedQueryApi]:
     port = free_port()
-    config = uvicorn.Config(
-        with_monitor(create_app(settings)), host="127.0.0.1", port=port, lifespan="on", log_level="warning"
-    )
+    app = with_monitor(create_app(settings))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
-    yield ServedQueryApi(settings, port)
+    yield ServedQueryApi(settings, port, app)
     server.should_exit = True
     await asyncio.wait_for(task, 15)
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -173,3 +177,73 @@ async def test_an_admin_gets_ready_a_snapshot_and_then_the_live_feed(
         status = await next_of(ws, "status", within=5)
         assert status["relay"]["state"] == "down"
         assert set(status["workers"]) == {"notifications", "reports"}
+
+
+def stuck_client(port: int, first_message: str) -> socket.socket:
+    """A WebSocket client by hand: handshake, one masked text frame, then it never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /monitor/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload = first_message.encode()
+    mask = os.urandom(4)
+    header = bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(payload)) if len(payload) < 65536 else b""
+    sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_dropped_without_slowing_the_others(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    auth = orjson.dumps({"type": "auth", "token": query_api.token()}).decode()
+    async with websockets.connect(query_api.ws_url, max_size=None) as fast:
+        await fast.send(auth)
+        await next_of(fast, "ready")
+        feed = query_api.app.state.monitor.feed
+        feed.capacity, feed.patience = 5, 0.5
+
+        # A client that reads nothing after its handshake, with a small receive buffer: the
+        # server's sends to it soon block.
+        slow = await asyncio.to_thread(stuck_client, query_api.port, auth)  # the server runs in this loop
+        await asyncio.sleep(0.5)  # joined
+        slow_subscriber = next(s for s in feed.subscribers if s.queue.maxsize == 5)
+
+        bulky = {"type": "lag", "groups": [], "dead_letters": {}, "padding": "x" * 65_536}
+        count = 150
+        for n in range(count):
+            await redis.publish(
+                monitor_channel(query_api.settings.redis_prefix), orjson.dumps({**bulky, "n": n})
+            )
+
+        async def everything() -> list[int]:
+            seen: list[int] = []
+            while len(seen) < count:
+                message = orjson.loads(await fast.recv())
+                if message["type"] == "lag":
+                    seen.append(message["n"])
+            return seen
+
+        assert await asyncio.wait_for(everything(), 20) == list(range(count))
+
+        async def dropped() -> bool:
+            return slow_subscriber not in feed.subscribers
+
+        for _ in range(100):
+            if await dropped():
+                break
+            await asyncio.sleep(0.1)
+        assert slow_subscriber.too_slow.is_set()
+        assert slow_subscriber.dropped_total > 0
+        assert slow_subscriber not in feed.subscribers
+        slow.close()
