@@ -44,6 +44,21 @@ async def generation_digest(redis: Redis, prefix: str, generation: str) -> str:
     return digest.hexdigest()
 
 
+async def generation_key_digests(redis: Redis, prefix: str, generation: str) -> dict[bytes, str]:
+    """SHA-256 of (type, canonical content) per key, by key relative to the base: where two differ."""
+    base = generation_base(prefix, generation).encode() + b":"
+    keys = await generation_keys(redis, prefix, generation)
+    digests: dict[bytes, str] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        for key, kind, content in zip(chunk, *await _contents(redis, chunk), strict=True):
+            digest = hashlib.sha256(_frame(kind))
+            for part in content:
+                digest.update(_frame(part))
+            digests[key.removeprefix(base)] = digest.hexdigest()
+    return digests
+
+
 async def _contents(redis: Redis, keys: Sequence[bytes]) -> tuple[list[bytes], list[list[bytes]]]:
     pipe = redis.pipeline(transaction=False)
     for key in keys:

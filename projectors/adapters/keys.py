@@ -24,6 +24,11 @@ def projector_status_key(prefix: str, projection: str) -> str:
     return f"{prefix}:projector:{projection}"
 
 
+def replay_lock_key(prefix: str, projection: str) -> str:
+    """Lock held by the one rebuild of a projection that may run at a time (outside generations)."""
+    return f"{prefix}:replay:lock:{projection}"
+
+
 def parked_key(base: str, aggregate_type: str, aggregate_id: str) -> str:
     """Hash version -> packed change: events that arrived before a missing version."""
     return f"{base}:parked:{aggregate_type}:{aggregate_id}"

@@ -1,7 +1,8 @@
-"""The user profile read model: which fields each user event sets."""
+"""The user profile read model: which fields each user event sets, and the fold of a user's events."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from events import EventEnvelope
@@ -46,6 +47,17 @@ def user_field_changes(envelope: EventEnvelope) -> dict[str, Any]:
         raise NotAUserEvent(f"the user projection has no rule for {kind}")
     changes["updated_at"] = occurred
     return changes
+
+
+def fold_user(envelopes: Iterable[EventEnvelope]) -> dict[str, Any] | None:
+    """The profile document after these events (in version order), or None if there were none."""
+    state: dict[str, Any] = {}
+    for envelope in envelopes:
+        state.update(user_field_changes(envelope))
+        state["version"] = envelope.aggregate_version
+    if not state:
+        return None
+    return {name: state[name] for name in USER_FIELDS if name in state}
 
 
 def user_change_args(envelope: EventEnvelope) -> list[bytes | str]:
