@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from projectors.replay.entrypoints.cli import replay_app
 from service_runtime.settings import DefaultSecretInProduction, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,7 @@ stack_app = typer.Typer(help="The local stack of real servers (Redis, Kafka, Mon
 users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
+app.add_typer(replay_app, name="replay")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
 # several workers; the others are "module:function" coroutines run in this process.

@@ -1,0 +1,1 @@
+"""Where replay reads events (MongoDB log, Kafka topics) and writes generations (Redis)."""

@@ -1,0 +1,1 @@
+"""The replay use cases: rebuild (with the swap protocol), verify, inspect."""

@@ -1,0 +1,34 @@
+"""One pass of a replay: read the source to the end it had when the pass began, apply, flush."""
+
+from __future__ import annotations
+
+from projectors.replay.application.ports import EventSource, GenerationWriter, Progress
+from projectors.replay.domain.plan import CatchUpPolicy
+
+
+async def run_pass(source: EventSource, writer: GenerationWriter, progress: Progress, label: str) -> int:
+    """Events read in this pass; all of them are in Redis when it returns."""
+    current = await source.next_pass()
+    progress.start_pass(label, current.expected)
+    events = 0
+    async for batch in current.batches():
+        await writer.write(batch)
+        events += len(batch)
+        progress.advance(len(batch))
+    await writer.flush()
+    return events
+
+
+async def build_and_catch_up(
+    source: EventSource, writer: GenerationWriter, progress: Progress, policy: CatchUpPolicy
+) -> tuple[int, int]:
+    """The full pass, then catch-up passes until one is quiet; returns (events, passes)."""
+    events = last = await run_pass(source, writer, progress, f"replaying {source.name}")
+    passes = 1
+    catch_ups = 0
+    while policy.another_pass(catch_ups, last):
+        catch_ups += 1
+        last = await run_pass(source, writer, progress, f"catch-up {catch_ups}")
+        events += last
+        passes += 1
+    return events, passes

@@ -1,0 +1,1 @@
+"""`campaigns replay ...`: the command line."""

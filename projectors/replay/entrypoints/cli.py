@@ -1,0 +1,267 @@
+"""`campaigns replay`: rebuild, verify and drop generations; inspect an aggregate as it was.
+
+Progress and notices go to stderr; reports (tables, JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from projectors.replay.application.inspect_aggregate import inspect_aggregate
+from projectors.replay.application.ports import BusyError, LiveGenerationError, SourceUnavailable
+from projectors.replay.application.rebuild import (
+    PlannedRebuild,
+    RebuildOptions,
+    RebuildReport,
+    plan_rebuild,
+    rebuild,
+)
+from projectors.replay.application.verify import VerifyReport, verify
+from projectors.replay.domain.plan import SourceName, UnknownProjection
+from projectors.replay.domain.tally import ProjectionTally
+from projectors.replay.domain.time_travel import AsOf, Inspection, parse_moment
+from projectors.replay.entrypoints.progress import RichProgress
+from service_runtime.settings import get_settings
+
+if TYPE_CHECKING:
+    from projectors.replay.bootstrap import Replay
+
+DEFAULT_GRACE_SECONDS = 15.0
+
+replay_app = typer.Typer(
+    help="Rebuild projections from the event log, verify them, inspect an aggregate as it was.",
+    no_args_is_help=True,
+)
+
+PROJECTION_HELP = "campaigns | users | stats | all"
+SOURCE_HELP = "mongo: the events log (authoritative); kafka: the topics from their earliest offsets"
+
+
+def _tools() -> AbstractAsyncContextManager[Replay]:
+    # Imported here: the clients (Redis, MongoDB, Kafka) load only when a replay command runs.
+    from projectors.replay.bootstrap import replay
+
+    return replay(get_settings())
+
+
+def _consoles() -> tuple[Console, Console]:
+    return Console(), Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True).print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+@replay_app.command("rebuild")
+def rebuild_command(
+    projection: str = typer.Argument(..., help=PROJECTION_HELP),
+    source: SourceName = typer.Option(SourceName.MONGO, "--source", help=SOURCE_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be rebuilt; write nothing"),
+    grace_seconds: float = typer.Option(
+        DEFAULT_GRACE_SECONDS,
+        "--grace-seconds",
+        min=0,
+        help="how long the replaced generation stays readable before this command deletes it",
+    ),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="events per pipelined Redis batch"),
+) -> None:
+    """Rebuild into a new generation beside the live one, catch up, swap, then drop the old one."""
+    out, err = _consoles()
+    try:
+        if dry_run:
+            plans = asyncio.run(_plan(projection, source))
+            out.print(_plan_table(plans, source))
+            return
+        report = asyncio.run(_rebuild(projection, source, grace_seconds, batch_size, err))
+    except UnknownProjection as exc:
+        raise _fail(str(exc), 2) from exc
+    except (BusyError, SourceUnavailable) as exc:
+        raise _fail(str(exc)) from exc
+    out.print(_rebuild_table(report))
+    _warn(err, report.invalid, [(p.projection, p.tally) for p in report.projections])
+
+
+async def _plan(projection: str, source: SourceName) -> list[PlannedRebuild]:
+    async with _tools() as tools:
+        names = tools.select(projection)
+        async with tools.source(source, names) as events:
+            return await plan_rebuild(names, tools.aggregate_types(names), events, tools.generations)
+
+
+async def _rebuild(
+    projection: str, source: SourceName, grace_seconds: float, batch_size: int, err: Console
+) -> RebuildReport:
+    async with _tools() as tools:
+        names = tools.select(projection)
+        async with tools.source(source, names) as events:
+            with RichProgress(err) as progress:
+                return await rebuild(
+                    names,
+                    events,
+                    tools.generations,
+                    tools.writers(batch_size),
+                    progress,
+                    RebuildOptions(grace_seconds=grace_seconds),
+                )
+
+
+@replay_app.command("verify")
+def verify_command(
+    projection: str = typer.Argument(..., help=PROJECTION_HELP),
+    source: SourceName = typer.Option(SourceName.MONGO, "--source", help=SOURCE_HELP),
+) -> None:
+    """Rebuild into a scratch generation, compare digests with the live one; exit 1 on drift."""
+    out, err = _consoles()
+    try:
+        report = asyncio.run(_verify(projection, source, err))
+    except UnknownProjection as exc:
+        raise _fail(str(exc), 2) from exc
+    except SourceUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    out.print(_verify_table(report))
+    for checked in report.projections:
+        if checked.diff is not None:
+            out.print(f"[bold red]{checked.projection}[/bold red] ({checked.live_generation}) differs:")
+            for line in checked.diff.lines():
+                out.print(f"  {line}", markup=False)
+    _warn(err, report.invalid, [(p.projection, p.tally) for p in report.projections])
+    if report.drift:
+        raise typer.Exit(1)
+
+
+async def _verify(projection: str, source: SourceName, err: Console) -> VerifyReport:
+    async with _tools() as tools:
+        names = tools.select(projection)
+        async with tools.source(source, names) as events:
+            with RichProgress(err) as progress:
+                return await verify(
+                    names, events, tools.generations, tools.generations, tools.writers(1000), progress
+                )
+
+
+@replay_app.command("inspect")
+def inspect_command(
+    aggregate_id: str = typer.Argument(..., help="a campaign's or a user's id"),
+    as_of_version: int | None = typer.Option(
+        None, "--as-of-version", min=1, help="as it was at this version"
+    ),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="as it was at this moment (ISO 8601; without an offset: UTC)"
+    ),
+) -> None:
+    """The aggregate folded from the events log as it was, with its version and the events applied."""
+    out, _ = _consoles()
+    try:
+        moment = parse_moment(as_of) if as_of is not None else None
+        when = AsOf(version=as_of_version, moment=moment)
+    except ValueError as exc:
+        raise _fail(f"--as-of-version / --as-of: {exc}", 2) from exc
+    inspection = asyncio.run(_inspect(aggregate_id, when))
+    if inspection is None:
+        raise _fail(f"no events for aggregate {aggregate_id}")
+    out.print_json(data=inspection.as_json())
+    if not inspection.applied:
+        raise _fail(f"{inspection.aggregate_type} {aggregate_id} did not exist yet then")
+
+
+async def _inspect(aggregate_id: str, when: AsOf) -> Inspection | None:
+    async with _tools() as tools, tools.history() as history:
+        return await inspect_aggregate(history, aggregate_id, when)
+
+
+@replay_app.command("drop")
+def drop_command(generation: str = typer.Argument(..., help="e.g. campaigns.3")) -> None:
+    """Delete a generation that is not live (one an interrupted rebuild or verify left behind)."""
+    out, _ = _consoles()
+    try:
+        removed = asyncio.run(_drop(generation))
+    except LiveGenerationError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"{generation}: {removed} keys removed")
+
+
+async def _drop(generation: str) -> int:
+    async with _tools() as tools:
+        return await tools.generations.clear(generation)
+
+
+def _plan_table(plans: list[PlannedRebuild], source: SourceName) -> Table:
+    table = Table(title=f"Dry run: nothing written (source: {source.value})")
+    for column in ("projection", "live generation", "live keys", "would build", "events to read"):
+        table.add_column(column)
+    for plan in plans:
+        table.add_row(
+            plan.projection,
+            plan.live_generation,
+            f"{plan.live_keys:,}",
+            plan.new_generation,
+            f"{plan.events:,}",
+        )
+    return table
+
+
+def _rebuild_table(report: RebuildReport) -> Table:
+    table = Table(
+        title=(
+            f"Rebuilt from {report.source}: {report.events:,} events in {report.seconds:.1f} s "
+            f"({report.events_per_second:,.0f} events/s), {report.passes} passes"
+        )
+    )
+    for column in (
+        "projection",
+        "live generation",
+        "applied",
+        "already there",
+        "parked",
+        "refused",
+        "old keys removed",
+    ):
+        table.add_column(column)
+    for p in report.projections:
+        table.add_row(
+            p.projection,
+            f"{p.old_generation} -> {p.new_generation}",
+            f"{p.tally.applied:,}",
+            f"{p.tally.duplicates:,}",
+            f"{p.tally.parked:,}",
+            f"{p.tally.refused:,}",
+            f"{p.old_keys_removed:,}",
+        )
+    return table
+
+
+def _verify_table(report: VerifyReport) -> Table:
+    table = Table(title=f"Verified against a rebuild from {report.source} ({report.events:,} events)")
+    for column in ("projection", "live generation", "live digest", "rebuilt digest", "result"):
+        table.add_column(column)
+    for p in report.projections:
+        table.add_row(
+            p.projection,
+            p.live_generation,
+            p.live_digest[:16],
+            p.rebuilt_digest[:16],
+            "[green]same[/green]" if p.matches else "[red]DRIFT[/red]",
+        )
+    return table
+
+
+def _warn(err: Console, invalid: int, tallies: list[tuple[str, ProjectionTally]]) -> None:
+    if invalid:
+        err.print(f"[yellow]{invalid} records in the source are not valid events and were skipped[/yellow]")
+    for projection, tally in tallies:
+        if tally.refused:
+            err.print(f"[yellow]{projection}: {tally.refused} events refused by the read model[/yellow]")
+            for reason in tally.refusals:
+                err.print(f"  {reason}", markup=False)
+        if tally.parked:
+            err.print(
+                f"[yellow]{projection}: {tally.parked} events came before a missing version and were "
+                "parked (applied once it arrives)[/yellow]"
+            )
