@@ -20,7 +20,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from events import EventEnvelope, InvalidEvent, decode_event
+from events import EventEnvelope, InvalidEvent, Topics, decode_event
 from projectors.adapters.generations import claim_live_generation
 from projectors.adapters.redis_projection import Projection
 from projectors.adapters.status import record_batch
@@ -110,7 +110,9 @@ class ProjectionConsumer:
             except InvalidEvent as exc:
                 letters.append(self._letter(record, str(exc), type(exc).__name__))
                 continue
-            if not self.projection.accepts(envelope):
+            # Only from its own aggregate's topic: the stats projection reads both topics, and a
+            # misrouted event must not count there while the other projections refuse it.
+            if not self.projection.accepts(envelope) or not _on_its_topic(record.topic, envelope):
                 reason = f"a {envelope.aggregate_type} event on {record.topic}"
                 letters.append(self._letter(record, reason, "UnexpectedAggregate"))
                 continue
@@ -210,3 +212,8 @@ def _header(record: EventRecord, name: str) -> str | None:
         if key == name:
             return value.decode("utf-8", "replace")
     return None
+
+
+def _on_its_topic(topic: str, envelope: EventEnvelope) -> bool:
+    # Topic names are `<prefix><aggregate's topic>`, whatever the prefix.
+    return topic.endswith(Topics().for_aggregate(envelope.aggregate_type))
