@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -20,7 +22,6 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
-from projectors.adapters.generations import swap_generation
 from projectors.adapters.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
@@ -33,14 +34,14 @@ from tests.support.ledger import (
     log_envelopes,
     max_versions,
     projected_versions,
-    rebuild,
     verdict,
     wait_for,
     wait_projected,
     write_side_consistency,
 )
 from tests.support.private_stack import PrivateStack
-from tests.support.services import RunningServices
+from tests.support.services import RunningServices, settings_env
+from tests.support.stack import REPO
 from tests.support.synthetic_log import synthetic_events, write_to_log
 from tests.support.traffic import CommandTraffic
 
@@ -269,10 +270,7 @@ async def test_redis_down_query_api_answers_503_and_recovers_after_a_rebuild(
         await traffic.run(seconds=3, rate=10)
         await wait_for(lambda: _none_unpublished(settings), 60, "the relay to publish everything")
         await asyncio.sleep(3)  # the projectors take what the relay published
-        envelopes = await log_envelopes(settings)
-        fresh = await rebuild(redis, settings, envelopes, tag=str(int(time.time())))
-        for projection, generation in fresh.items():
-            await swap_generation(redis, settings.redis_prefix, projection, generation)
+        replay("rebuild", settings)
 
         last: dict[str, str] = {}
 
@@ -293,7 +291,23 @@ async def test_redis_down_query_api_answers_503_and_recovers_after_a_rebuild(
     assert traffic.server_error_count(allow_503=True) == 0, traffic.statuses
     await wait_projected(redis, settings, within=60)
     await _assert_acknowledged_projected(redis, settings, traffic)
-    assert_clean(await verdict(redis, settings), "Redis SIGKILL, rebuild")
+    assert_clean(await verdict(redis, settings), "Redis SIGKILL, replay rebuild")
+    replay("verify", settings)
+
+
+def replay(action: str, settings: Settings) -> None:
+    """`campaigns replay ACTION all`, as an operator runs it."""
+    extra = ["--grace-seconds", "0"] if action == "rebuild" else []
+    done = subprocess.run(
+        [sys.executable, "-m", "service_runtime", "replay", action, "all", *extra],
+        cwd=REPO,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"replay {action}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
 
 # ---------------------------------------------------------------------- MongoDB stopped
