@@ -51,8 +51,11 @@ class Replay:
             async with kafka:
                 yield kafka
             return
-        async with self._mongo() as client:
-            yield MongoEventSource(client[self.settings.mongo_db][EVENTS_COLLECTION], kinds)
+        async with (
+            self._mongo() as client,
+            MongoEventSource(client[self.settings.mongo_db][EVENTS_COLLECTION], kinds) as mongo,
+        ):
+            yield mongo
 
     @asynccontextmanager
     async def history(self) -> AsyncIterator[EventsLog]:

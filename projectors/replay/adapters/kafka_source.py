@@ -97,7 +97,8 @@ class KafkaEventSource:
             sizes[by_topic[partition.topic]] += ends[partition] - beginnings[partition]
         return sizes
 
-    async def next_pass(self) -> _KafkaPass:
+    async def next_pass(self, exact: bool = True) -> _KafkaPass:
+        """Every pass is exact: it reads each partition up to its end offset as of now."""
         ends = await self.consumer.end_offsets(self.partitions)
         remaining = {tp: end for tp, end in ends.items() if self.next_offset[tp] < end}
         expected = sum(end - self.next_offset[tp] for tp, end in remaining.items())

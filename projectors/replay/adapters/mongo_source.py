@@ -2,32 +2,50 @@
 
 The first pass streams every event of the wanted aggregate types along the unique
 (aggregate_id, aggregate_version) index, so each aggregate's events come together and in
-order. A later pass scans the same index for (id, version) alone and fetches only the events
-newer than what was read for their aggregate. An index scan started after a moment sees every
-event committed before it, which is what the pass after the swap relies on; a change stream
-would not say when it has delivered everything up to a moment.
+order. After it, two ways to find what is new:
+
+- a change stream on the collection, opened before the first pass: cheap, so the catch-up
+  passes before the swap use it alone; but a stream cannot say when it has delivered every
+  insert committed before a given moment;
+- the same ordered index scan again, keeping only events newer than what was read for their
+  aggregate: it costs a scan of the whole log, but a scan started after a moment sees every
+  event committed before it. An exact pass (the one after the swap) therefore drains the
+  stream first (so most of what is new is applied at once) and then scans.
+
+Without change streams (a MongoDB that is not a replica set) every pass scans.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, get_args
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
 from events import EventEnvelope, InvalidEvent, from_log_document
+from events.envelope import AggregateType
 from projectors.replay.domain.seen_versions import SeenVersions
+
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
 IN_ORDER = [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)]
 # Cursor batches: large, as SecantusDB (a Python server) pays per round trip.
 CURSOR_BATCH = 5000
-FETCH_CHUNK = 1000
+STREAM_WAIT_MS = 100
+# A drain stops when the stream is quiet, or after this long under a steady flow of inserts.
+STREAM_DRAIN_SECONDS = 2.0
 
 
 @dataclass
@@ -49,53 +67,109 @@ class MongoEventSource:
         batch_size: int = 1000,
     ) -> None:
         self.collection = collection
-        self.aggregate_types = sorted(set(aggregate_types))
-        self.filter: Document = {"aggregate_type": {"$in": self.aggregate_types}}
+        self.aggregate_types = frozenset(aggregate_types)
+        # A filter the server must evaluate slows its ordered scan; only ask for one if needed.
+        everything = self.aggregate_types >= frozenset(get_args(AggregateType))
+        self.filter: Document = (
+            {} if everything else {"aggregate_type": {"$in": sorted(self.aggregate_types)}}
+        )
         self.batch_size = batch_size
         self.seen = SeenVersions()
         self.invalid = 0
         self._passes = 0
+        self._stream: AsyncCollectionChangeStream[Document] | None = None
+
+    async def __aenter__(self) -> MongoEventSource:
+        pipeline: list[Document] = [{"$match": {"operationType": "insert"}}]
+        if self.filter:
+            pipeline = [
+                {
+                    "$match": {
+                        "operationType": "insert",
+                        "fullDocument.aggregate_type": self.filter["aggregate_type"],
+                    }
+                }
+            ]
+        try:
+            self._stream = await self.collection.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
+        except PyMongoError as exc:
+            log.warning("no change stream (%s): every catch-up pass scans the whole log", exc)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._stream is not None:
+            await self._stream.close()
 
     async def sizes(self) -> dict[str, int]:
         counts = self.collection.aggregate([{"$group": {"_id": "$aggregate_type", "events": {"$sum": 1}}}])
         return {row["_id"]: row["events"] async for row in await counts}
 
-    async def next_pass(self) -> _MongoPass:
+    async def next_pass(self, exact: bool = True) -> _MongoPass:
         self._passes += 1
         if self._passes == 1:
             sizes = await self.sizes()
-            expected = sum(sizes.get(kind, 0) for kind in self.aggregate_types)
-            return _MongoPass(self._everything(), expected)
-        ids = await self._new_event_ids()
-        return _MongoPass(self._fetch(ids), len(ids))
+            return _MongoPass(self._scan(), sum(sizes.get(kind, 0) for kind in self.aggregate_types))
+        if exact or self._stream is None:
+            return _MongoPass(self._drain_then_scan(), None)
+        return _MongoPass(self._drain(), None)
 
-    async def _everything(self) -> AsyncIterator[Sequence[EventEnvelope]]:
+    async def _scan(self) -> AsyncIterator[Sequence[EventEnvelope]]:
+        """The log in index order; only events newer than what was read for their aggregate."""
         cursor = self.collection.find(self.filter, batch_size=CURSOR_BATCH).sort(IN_ORDER)
         async for documents in _read_ahead(cursor, self.batch_size):
-            yield self._decode(documents)
+            envelopes = self._decode_new(documents)
+            if envelopes:
+                yield envelopes
 
-    async def _new_event_ids(self) -> list[str]:
-        cursor = self.collection.find(
-            self.filter, {"_id": 1, "aggregate_id": 1, "aggregate_version": 1}, batch_size=CURSOR_BATCH
-        ).sort(IN_ORDER)
-        return [d["_id"] async for d in cursor if self.seen.is_new(d["aggregate_id"], d["aggregate_version"])]
+    async def _drain(self) -> AsyncIterator[Sequence[EventEnvelope]]:
+        """What the change stream holds now (inserts in commit order, so per aggregate in order)."""
+        if self._stream is None:
+            return
+        began = datetime.now(UTC)
+        deadline = time.monotonic() + STREAM_DRAIN_SECONDS
+        batch: list[Document] = []
+        while time.monotonic() < deadline:
+            change = await self._stream.try_next()
+            if change is None:
+                break
+            batch.append(change["fullDocument"])
+            if len(batch) >= self.batch_size:
+                yield self._decode_new(batch)
+                batch = []
+            if _committed_after(change, began):
+                break  # the end as of the pass's start: under steady writes a drain still ends
+        if batch:
+            yield self._decode_new(batch)
 
-    async def _fetch(self, ids: list[str]) -> AsyncIterator[Sequence[EventEnvelope]]:
-        # `ids` are in index order; each chunk sorted the same way keeps that order overall.
-        for start in range(0, len(ids), FETCH_CHUNK):
-            chunk = ids[start : start + FETCH_CHUNK]
-            documents = await self.collection.find({"_id": {"$in": chunk}}).sort(IN_ORDER).to_list()
-            yield self._decode(documents)
+    async def _drain_then_scan(self) -> AsyncIterator[Sequence[EventEnvelope]]:
+        async for envelopes in self._drain():
+            yield envelopes
+        async for envelopes in self._scan():
+            yield envelopes
 
-    def _decode(self, documents: Sequence[Document]) -> list[EventEnvelope]:
+    def _decode_new(self, documents: Sequence[Document]) -> list[EventEnvelope]:
         envelopes = []
         for document in documents:
-            self.seen.record(document["aggregate_id"], document["aggregate_version"])
+            aggregate_id, version = document["aggregate_id"], document["aggregate_version"]
+            if document["aggregate_type"] not in self.aggregate_types or not self.seen.is_new(
+                aggregate_id, version
+            ):
+                continue
+            self.seen.record(aggregate_id, version)
             try:
                 envelopes.append(from_log_document(document))
             except InvalidEvent:
                 self.invalid += 1
         return envelopes
+
+
+def _committed_after(change: Document, moment: datetime) -> bool:
+    wall = change.get("wallTime")
+    if not isinstance(wall, datetime):
+        return False
+    return (wall if wall.tzinfo else wall.replace(tzinfo=UTC)) > moment
 
 
 async def _read_ahead(cursor: AsyncIterator[Document], size: int) -> AsyncIterator[list[Document]]:

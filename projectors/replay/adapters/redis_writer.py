@@ -20,8 +20,8 @@ from events import EventEnvelope
 from projectors.adapters.redis_projection import Projection
 from projectors.replay.domain.tally import ProjectionTally
 
-LANES = 2
-BATCH_SIZE = 1000
+LANES = 4
+BATCH_SIZE = 500
 QUEUED_BATCHES = 2
 
 

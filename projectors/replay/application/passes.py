@@ -6,9 +6,11 @@ from projectors.replay.application.ports import EventSource, GenerationWriter, P
 from projectors.replay.domain.plan import CatchUpPolicy
 
 
-async def run_pass(source: EventSource, writer: GenerationWriter, progress: Progress, label: str) -> int:
+async def run_pass(
+    source: EventSource, writer: GenerationWriter, progress: Progress, label: str, exact: bool = True
+) -> int:
     """Events read in this pass; all of them are in Redis when it returns."""
-    current = await source.next_pass()
+    current = await source.next_pass(exact)
     progress.start_pass(label, current.expected)
     events = 0
     async for batch in current.batches():
@@ -28,7 +30,7 @@ async def build_and_catch_up(
     catch_ups = 0
     while policy.another_pass(catch_ups, last):
         catch_ups += 1
-        last = await run_pass(source, writer, progress, f"catch-up {catch_ups}")
+        last = await run_pass(source, writer, progress, f"catch-up {catch_ups}", exact=False)
         events += last
         passes += 1
     return events, passes

@@ -43,8 +43,12 @@ class EventSource(Protocol):
     async def sizes(self) -> dict[str, int]:
         """Events per aggregate type the source holds now."""
 
-    async def next_pass(self) -> SourcePass:
-        """The next pass; its end is fixed now, so a pass finishes even while events keep coming."""
+    async def next_pass(self, exact: bool = True) -> SourcePass:
+        """The next pass; its end is fixed now, so a pass finishes even while events keep coming.
+
+        An exact pass reads every event committed before it began. A pass that need not be
+        exact (a catch-up before the swap) may use a cheaper way that could miss some.
+        """
 
 
 class GenerationWriter(Protocol):

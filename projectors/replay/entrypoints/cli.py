@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from projectors.replay.bootstrap import Replay
 
 DEFAULT_GRACE_SECONDS = 15.0
+BATCH_SIZE = 500
 
 replay_app = typer.Typer(
     help="Rebuild projections from the event log, verify them, inspect an aggregate as it was.",
@@ -70,7 +71,9 @@ def rebuild_command(
         min=0,
         help="how long the replaced generation stays readable before this command deletes it",
     ),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="events per pipelined Redis batch"),
+    batch_size: int = typer.Option(
+        BATCH_SIZE, "--batch-size", min=1, help="events per pipelined Redis batch (one of 4 in flight)"
+    ),
 ) -> None:
     """Rebuild into a new generation beside the live one, catch up, swap, then drop the old one."""
     out, err = _consoles()
@@ -142,7 +145,7 @@ async def _verify(projection: str, source: SourceName, err: Console) -> VerifyRe
         async with tools.source(source, names) as events:
             with RichProgress(err) as progress:
                 return await verify(
-                    names, events, tools.generations, tools.generations, tools.writers(1000), progress
+                    names, events, tools.generations, tools.generations, tools.writers(BATCH_SIZE), progress
                 )
 
 

@@ -43,9 +43,9 @@ class MemorySource:
     async def sizes(self) -> dict[str, int]:
         return dict(Counter(e.aggregate_type for e in self.log))
 
-    async def next_pass(self) -> MemoryPass:
+    async def next_pass(self, exact: bool = True) -> MemoryPass:
         self.passes += 1
-        self.journal.append(f"pass {self.passes}")
+        self.journal.append(f"pass {self.passes}" + ("" if exact else " (catch-up)"))
         if self.passes == self.fail_on_pass:
             raise ConnectionError("source went away")
         events, self.position = self.log[self.position :], len(self.log)

@@ -65,9 +65,9 @@ async def test_the_swap_follows_the_catch_up_passes_and_one_more_pass_follows_th
         "lock",
         "clear campaigns.2",  # leftovers of an interrupted rebuild, if any
         "pass 1",  # the full pass
-        "pass 2",  # a catch-up pass (quiet: nothing new)
+        "pass 2 (catch-up)",  # quiet: nothing new, so the only one
         "swap campaigns -> campaigns.2",
-        "pass 3",  # its end taken after the swap
+        "pass 3",  # exact, its end taken after the swap
         "sleep 7",
         "clear campaigns.1",
         "unlock",
