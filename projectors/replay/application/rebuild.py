@@ -110,7 +110,11 @@ async def rebuild(
 
         old = {p: g for p, g in replaced.items() if g is not None and g != targets[p]}
         if old and options.grace_seconds > 0:
-            progress.say(f"removing {', '.join(old.values())} after {options.grace_seconds:g} s of grace")
+            names = ", ".join(old.values())
+            progress.say(
+                f"removing {names} after {options.grace_seconds:g} s of grace "
+                f"(if interrupted: campaigns replay drop {' / '.join(old.values())})"
+            )
             await sleep(options.grace_seconds)
         removed = {p: await generations.clear(g) for p, g in old.items()}
 
