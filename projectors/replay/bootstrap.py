@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from events import Topics
 from projectors.adapters.generations import PROJECTIONS
@@ -22,6 +25,11 @@ from projectors.replay.application.rebuild import WriterFactory
 from projectors.replay.domain.plan import SourceName, select_projections
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from service_runtime.settings import Settings
+
+# Errors that mean a server is unreachable or failing, as opposed to a bug (the CLI says which).
+UNREACHABLE: tuple[type[Exception], ...] = (RedisError, PyMongoError, KafkaError, OSError)
+# Replay is a command an operator waits on: a missing MongoDB is reported after seconds.
+MONGO_SELECTION_TIMEOUT_MS = 5000
 
 
 @dataclass
@@ -64,7 +72,10 @@ class Replay:
 
     @asynccontextmanager
     async def _mongo(self) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.settings.mongo_url)
+        options: dict[str, Any] = {}
+        if "serverselectiontimeoutms" not in self.settings.mongo_url.lower():
+            options["serverSelectionTimeoutMS"] = MONGO_SELECTION_TIMEOUT_MS
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.settings.mongo_url, **options)
         try:
             yield client
         finally:

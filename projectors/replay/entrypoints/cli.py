@@ -6,8 +6,9 @@ Progress and notices go to stderr; reports (tables, JSON) to stdout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +33,8 @@ from service_runtime.settings import get_settings
 if TYPE_CHECKING:
     from projectors.replay.bootstrap import Replay
 
+T = TypeVar("T")
+
 DEFAULT_GRACE_SECONDS = 15.0
 BATCH_SIZE = 500
 
@@ -49,6 +52,18 @@ def _tools() -> AbstractAsyncContextManager[Replay]:
     from projectors.replay.bootstrap import replay
 
     return replay(get_settings())
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; what an operator can act on becomes a message and exit 1."""
+    from projectors.replay.bootstrap import UNREACHABLE
+
+    try:
+        return asyncio.run(work)
+    except (BusyError, SourceUnavailable, LiveGenerationError) as exc:
+        raise _fail(str(exc)) from exc
+    except UNREACHABLE as exc:
+        raise _fail(f"a server did not answer ({type(exc).__name__}): {exc}") from exc
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -79,14 +94,12 @@ def rebuild_command(
     out, err = _consoles()
     try:
         if dry_run:
-            plans = asyncio.run(_plan(projection, source))
+            plans = _run(_plan(projection, source))
             out.print(_plan_table(plans, source))
             return
-        report = asyncio.run(_rebuild(projection, source, grace_seconds, batch_size, err))
+        report = _run(_rebuild(projection, source, grace_seconds, batch_size, err))
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
-    except (BusyError, SourceUnavailable) as exc:
-        raise _fail(str(exc)) from exc
     out.print(_rebuild_table(report))
     _warn(err, report.invalid, [(p.projection, p.tally) for p in report.projections])
 
@@ -123,11 +136,9 @@ def verify_command(
     """Rebuild into a scratch generation, compare digests with the live one; exit 1 on drift."""
     out, err = _consoles()
     try:
-        report = asyncio.run(_verify(projection, source, err))
+        report = _run(_verify(projection, source, err))
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
-    except SourceUnavailable as exc:
-        raise _fail(str(exc)) from exc
     out.print(_verify_table(report))
     for checked in report.projections:
         if checked.diff is not None:
@@ -166,7 +177,7 @@ def inspect_command(
         when = AsOf(version=as_of_version, moment=moment)
     except ValueError as exc:
         raise _fail(f"--as-of-version / --as-of: {exc}", 2) from exc
-    inspection = asyncio.run(_inspect(aggregate_id, when))
+    inspection = _run(_inspect(aggregate_id, when))
     if inspection is None:
         raise _fail(f"no events for aggregate {aggregate_id}")
     out.print_json(data=inspection.as_json())
@@ -183,10 +194,7 @@ async def _inspect(aggregate_id: str, when: AsOf) -> Inspection | None:
 def drop_command(generation: str = typer.Argument(..., help="e.g. campaigns.3")) -> None:
     """Delete a generation that is not live (one an interrupted rebuild or verify left behind)."""
     out, _ = _consoles()
-    try:
-        removed = asyncio.run(_drop(generation))
-    except LiveGenerationError as exc:
-        raise _fail(str(exc)) from exc
+    removed = _run(_drop(generation))
     out.print(f"{generation}: {removed} keys removed")
 
 
