@@ -106,11 +106,17 @@ class MongoEventSource:
         counts = self.collection.aggregate([{"$group": {"_id": "$aggregate_type", "events": {"$sum": 1}}}])
         return {row["_id"]: row["events"] async for row in await counts}
 
+    async def _first_pass_size(self) -> int:
+        if not self.filter:
+            # Every event is wanted: the collection's own count, kept by the server, costs no scan.
+            return await self.collection.estimated_document_count()
+        sizes = await self.sizes()
+        return sum(sizes.get(kind, 0) for kind in self.aggregate_types)
+
     async def next_pass(self, exact: bool = True) -> _MongoPass:
         self._passes += 1
         if self._passes == 1:
-            sizes = await self.sizes()
-            return _MongoPass(self._scan(), sum(sizes.get(kind, 0) for kind in self.aggregate_types))
+            return _MongoPass(self._scan(), await self._first_pass_size())
         if exact or self._stream is None:
             return _MongoPass(self._drain_then_scan(), None)
         return _MongoPass(self._drain(), None)

@@ -9,7 +9,7 @@ import random
 import pytest
 from redis.asyncio import Redis
 
-from events import EventEnvelope
+from events import EventEnvelope, Topics
 from projectors.adapters.digest import generation_digest, generation_keys
 from projectors.adapters.generations import PROJECTIONS, live_generations, pointer_key
 from projectors.adapters.keys import CampaignKeys, UserKeys, generation_base, replay_lock_key
@@ -214,3 +214,26 @@ async def test_an_unknown_projection_is_a_usage_error_naming_the_choices(replay_
     assert result.exit_code == 2
     assert "unknown projection 'campains'" in result.output
     assert "campaigns, users, stats, all" in result.output
+
+
+async def test_a_record_in_kafka_that_is_no_event_is_skipped_and_reported_and_the_rest_rebuilds(
+    settings: Settings, redis: Redis, writer: EventWriter, replay_cli: RunReplay
+) -> None:
+    campaigns, users = workload()
+    events = interleave([*campaigns, *users])
+    await writer.write(events[: len(events) // 2])
+    await writer.kafka.publish_raw(Topics(settings.topic_prefix).campaigns, b"not json at all")
+    await writer.write(events[len(events) // 2 :])
+
+    result = await replay_cli("rebuild", "all", "--source", "kafka", "--grace-seconds", "0")
+
+    assert result.exit_code == 0, result.output
+    assert "1 records in the source are not valid events and were skipped" in result.output
+    live = await live_generations(redis, settings.redis_prefix)
+    for projection in all_projections(settings.redis_prefix):
+        await projection.apply(
+            redis, f"{projection.name}.clean", [e for e in events if projection.accepts(e)]
+        )
+        assert await generation_digest(redis, settings.redis_prefix, live[projection.name]) == (
+            await generation_digest(redis, settings.redis_prefix, f"{projection.name}.clean")
+        )
