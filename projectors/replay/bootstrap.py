@@ -1,4 +1,8 @@
-"""The replay's composition root: real adapters wired from the settings (the CLI's only door in)."""
+"""The replay's composition root: real adapters wired from the settings, and the use cases on them.
+
+`async with replay(settings) as tools: await tools.rebuild("all", SourceName.KAFKA, NoProgress(), 0)`
+is what the CLI runs, and what a benchmark or a script can run in-process.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,20 @@ from projectors.adapters.redis_projection import Projection, all_projections
 from projectors.replay.adapters.kafka_source import KafkaEventSource
 from projectors.replay.adapters.mongo_source import MongoEventSource
 from projectors.replay.adapters.redis_generations import RedisGenerations
-from projectors.replay.adapters.redis_writer import lane_writers
-from projectors.replay.application.ports import EventSource
-from projectors.replay.application.rebuild import WriterFactory
+from projectors.replay.adapters.redis_writer import BATCH_SIZE, lane_writers
+from projectors.replay.application.inspect_aggregate import inspect_aggregate
+from projectors.replay.application.ports import EventSource, Progress
+from projectors.replay.application.rebuild import (
+    PlannedRebuild,
+    RebuildOptions,
+    RebuildReport,
+    WriterFactory,
+    plan_rebuild,
+    rebuild,
+)
+from projectors.replay.application.verify import VerifyReport, verify
 from projectors.replay.domain.plan import SourceName, select_projections
+from projectors.replay.domain.time_travel import AsOf, Inspection
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from service_runtime.settings import Settings
 
@@ -64,6 +78,44 @@ class Replay:
             MongoEventSource(client[self.settings.mongo_db][EVENTS_COLLECTION], kinds) as mongo,
         ):
             yield mongo
+
+    async def plan(self, projection: str, source: SourceName) -> list[PlannedRebuild]:
+        names = self.select(projection)
+        async with self.source(source, names) as events:
+            return await plan_rebuild(names, self.aggregate_types(names), events, self.generations)
+
+    async def rebuild(
+        self,
+        projection: str,
+        source: SourceName,
+        progress: Progress,
+        grace_seconds: float,
+        batch_size: int = BATCH_SIZE,
+    ) -> RebuildReport:
+        names = self.select(projection)
+        async with self.source(source, names) as events:
+            return await rebuild(
+                names,
+                events,
+                self.generations,
+                self.writers(batch_size),
+                progress,
+                RebuildOptions(grace_seconds=grace_seconds),
+            )
+
+    async def verify(self, projection: str, source: SourceName, progress: Progress) -> VerifyReport:
+        names = self.select(projection)
+        async with self.source(source, names) as events:
+            return await verify(
+                names, events, self.generations, self.generations, self.writers(BATCH_SIZE), progress
+            )
+
+    async def inspect(self, aggregate_id: str, as_of: AsOf) -> Inspection | None:
+        async with self.history() as history:
+            return await inspect_aggregate(history, aggregate_id, as_of)
+
+    async def drop(self, generation: str) -> int:
+        return await self.generations.clear(generation)
 
     @asynccontextmanager
     async def history(self) -> AsyncIterator[EventsLog]:

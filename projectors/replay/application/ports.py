@@ -105,3 +105,16 @@ class AggregateHistory(Protocol):
     async def aggregate_events(
         self, aggregate_type: str, aggregate_id: str, up_to_version: int | None = None
     ) -> list[EventEnvelope]: ...
+
+
+class NoProgress:
+    """The `Progress` of a run nobody watches (in-process callers, benchmarks)."""
+
+    def start_pass(self, label: str, expected: int | None) -> None:
+        return None
+
+    def advance(self, events: int) -> None:
+        return None
+
+    def say(self, message: str) -> None:
+        return None

@@ -6,27 +6,19 @@ Progress and notices go to stderr; reports (tables, JSON) to stdout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from projectors.replay.application.inspect_aggregate import inspect_aggregate
 from projectors.replay.application.ports import BusyError, LiveGenerationError, SourceUnavailable
-from projectors.replay.application.rebuild import (
-    PlannedRebuild,
-    RebuildOptions,
-    RebuildReport,
-    plan_rebuild,
-    rebuild,
-)
-from projectors.replay.application.verify import VerifyReport, verify
+from projectors.replay.application.rebuild import PlannedRebuild, RebuildReport
+from projectors.replay.application.verify import VerifyReport
 from projectors.replay.domain.plan import SourceName, UnknownProjection
 from projectors.replay.domain.tally import ProjectionTally
-from projectors.replay.domain.time_travel import AsOf, Inspection, parse_moment
+from projectors.replay.domain.time_travel import AsOf, parse_moment
 from projectors.replay.entrypoints.progress import RichProgress
 from service_runtime.settings import get_settings
 
@@ -36,7 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_GRACE_SECONDS = 15.0
-BATCH_SIZE = 500
+BATCH_SIZE = 500  # as the writer's own default (projectors.replay.adapters.redis_writer)
 
 replay_app = typer.Typer(
     help="Rebuild projections from the event log, verify them, inspect an aggregate as it was.",
@@ -47,19 +39,17 @@ PROJECTION_HELP = "campaigns | users | stats | all"
 SOURCE_HELP = "mongo: the events log (authoritative); kafka: the topics from their earliest offsets"
 
 
-def _tools() -> AbstractAsyncContextManager[Replay]:
+def _run(use: Callable[[Replay], Awaitable[T]]) -> T:
+    """Run one use case on the real adapters; what an operator can act on becomes a message and exit 1."""
     # Imported here: the clients (Redis, MongoDB, Kafka) load only when a replay command runs.
-    from projectors.replay.bootstrap import replay
+    from projectors.replay.bootstrap import UNREACHABLE, replay
 
-    return replay(get_settings())
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; what an operator can act on becomes a message and exit 1."""
-    from projectors.replay.bootstrap import UNREACHABLE
+    async def run() -> T:
+        async with replay(get_settings()) as tools:
+            return await use(tools)
 
     try:
-        return asyncio.run(work)
+        return asyncio.run(run())
     except (BusyError, SourceUnavailable, LiveGenerationError) as exc:
         raise _fail(str(exc)) from exc
     except UNREACHABLE as exc:
@@ -94,38 +84,17 @@ def rebuild_command(
     out, err = _consoles()
     try:
         if dry_run:
-            plans = _run(_plan(projection, source))
+            plans = _run(lambda tools: tools.plan(projection, source))
             out.print(_plan_table(plans, source))
             return
-        report = _run(_rebuild(projection, source, grace_seconds, batch_size, err))
+        with RichProgress(err) as progress:
+            report = _run(
+                lambda tools: tools.rebuild(projection, source, progress, grace_seconds, batch_size)
+            )
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
     out.print(_rebuild_table(report))
     _warn(err, report.invalid, [(p.projection, p.tally) for p in report.projections])
-
-
-async def _plan(projection: str, source: SourceName) -> list[PlannedRebuild]:
-    async with _tools() as tools:
-        names = tools.select(projection)
-        async with tools.source(source, names) as events:
-            return await plan_rebuild(names, tools.aggregate_types(names), events, tools.generations)
-
-
-async def _rebuild(
-    projection: str, source: SourceName, grace_seconds: float, batch_size: int, err: Console
-) -> RebuildReport:
-    async with _tools() as tools:
-        names = tools.select(projection)
-        async with tools.source(source, names) as events:
-            with RichProgress(err) as progress:
-                return await rebuild(
-                    names,
-                    events,
-                    tools.generations,
-                    tools.writers(batch_size),
-                    progress,
-                    RebuildOptions(grace_seconds=grace_seconds),
-                )
 
 
 @replay_app.command("verify")
@@ -136,7 +105,8 @@ def verify_command(
     """Rebuild into a scratch generation, compare digests with the live one; exit 1 on drift."""
     out, err = _consoles()
     try:
-        report = _run(_verify(projection, source, err))
+        with RichProgress(err) as progress:
+            report = _run(lambda tools: tools.verify(projection, source, progress))
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
     out.print(_verify_table(report))
@@ -148,16 +118,6 @@ def verify_command(
     _warn(err, report.invalid, [(p.projection, p.tally) for p in report.projections])
     if report.drift:
         raise typer.Exit(1)
-
-
-async def _verify(projection: str, source: SourceName, err: Console) -> VerifyReport:
-    async with _tools() as tools:
-        names = tools.select(projection)
-        async with tools.source(source, names) as events:
-            with RichProgress(err) as progress:
-                return await verify(
-                    names, events, tools.generations, tools.generations, tools.writers(BATCH_SIZE), progress
-                )
 
 
 @replay_app.command("inspect")
@@ -177,7 +137,7 @@ def inspect_command(
         when = AsOf(version=as_of_version, moment=moment)
     except ValueError as exc:
         raise _fail(f"--as-of-version / --as-of: {exc}", 2) from exc
-    inspection = _run(_inspect(aggregate_id, when))
+    inspection = _run(lambda tools: tools.inspect(aggregate_id, when))
     if inspection is None:
         raise _fail(f"no events for aggregate {aggregate_id}")
     out.print_json(data=inspection.as_json())
@@ -185,22 +145,12 @@ def inspect_command(
         raise _fail(f"{inspection.aggregate_type} {aggregate_id} did not exist yet then")
 
 
-async def _inspect(aggregate_id: str, when: AsOf) -> Inspection | None:
-    async with _tools() as tools, tools.history() as history:
-        return await inspect_aggregate(history, aggregate_id, when)
-
-
 @replay_app.command("drop")
 def drop_command(generation: str = typer.Argument(..., help="e.g. campaigns.3")) -> None:
     """Delete a generation that is not live (one an interrupted rebuild or verify left behind)."""
     out, _ = _consoles()
-    removed = _run(_drop(generation))
+    removed = _run(lambda tools: tools.drop(generation))
     out.print(f"{generation}: {removed} keys removed")
-
-
-async def _drop(generation: str) -> int:
-    async with _tools() as tools:
-        return await tools.generations.clear(generation)
 
 
 def _plan_table(plans: list[PlannedRebuild], source: SourceName) -> Table:
