@@ -89,6 +89,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's 400 for a JSON body that is not UTF-8: an invalid body like any other.
+            errors = [{"field": "body", "reason": "is not valid JSON (not UTF-8)"}]
+            return problem_response(422, "invalid request: body", errors=errors, instance=request.url.path)
         return problem_response(
             exc.status_code,
             str(exc.detail),
