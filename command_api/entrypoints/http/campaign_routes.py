@@ -130,7 +130,7 @@ def _lifecycle_route(action: str) -> None:
         methods=["POST"],
         summary=f"{action.capitalize()} the campaign (If-Match optional)",
         description="Lifecycle: draft → active ⇄ paused; active or paused → completed.",
-        responses=problem_responses(401, 404, 409, 412, 503),
+        responses=problem_responses(401, 404, 409, 412, 413, 422, 503),
     )
 
 
@@ -143,7 +143,7 @@ for _action in LIFECYCLE_ACTIONS:
     status_code=204,
     response_class=Response,
     summary="Delete the campaign (from any state; If-Match optional)",
-    responses=problem_responses(401, 404, 412, 503),
+    responses=problem_responses(401, 404, 412, 413, 422, 503),
 )
 async def delete_campaign(
     campaign_id: str, actor: CurrentActor, version: ExpectedVersion, side: Side

@@ -18,7 +18,7 @@ router = APIRouter(tags=["users"])
     "/users/me",
     summary="The caller's profile",
     response_model=None,
-    responses={200: {"model": UserView}, **problems(401, 404, 503)},
+    responses={200: {"model": UserView}, **problems(401, 404, 422, 503)},
 )
 async def me(
     min_version: int | None = Query(None, ge=1, description="wait (bounded) for this version"),
