@@ -40,11 +40,18 @@ class System:
 async def system(
     private_stack: PrivateStack,  # noqa: F811 - the imported fixture
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[System]:
-    """The services of one module's tests, on their own database, keys and topics."""
-    settings = private_stack.settings(
-        command_api_port=free_port(), query_api_port=free_port(), api_workers=1, login_max_attempts=5
-    )
+    """The services of one module's tests, on their own database, keys and topics (a module's
+    `SETTINGS` dict overrides settings)."""
+    values: dict[str, object] = {
+        "command_api_port": free_port(),
+        "query_api_port": free_port(),
+        "api_workers": 1,
+        "read_wait_seconds": 0.5,
+        **getattr(request.module, "SETTINGS", {}),
+    }
+    settings = private_stack.settings(**values)
     await create_topics(settings)
     services = RunningServices(settings, tmp_path_factory.mktemp("services"))
     services.start(SERVICES)
