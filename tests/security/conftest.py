@@ -43,7 +43,7 @@ async def system(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[System]:
     """The services of one module's tests, on their own database, keys and topics (a module's
-    `SETTINGS` dict overrides settings)."""
+    `SETTINGS` dict overrides settings, its `SERVICES` list names the processes to run)."""
     values: dict[str, object] = {
         "command_api_port": free_port(),
         "query_api_port": free_port(),
@@ -54,7 +54,7 @@ async def system(
     settings = private_stack.settings(**values)
     await create_topics(settings)
     services = RunningServices(settings, tmp_path_factory.mktemp("services"))
-    services.start(SERVICES)
+    services.start(getattr(request.module, "SERVICES", SERVICES))
     try:
         services.wait_ready()
         yield System(settings, services)

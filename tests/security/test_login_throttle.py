@@ -13,6 +13,7 @@ pytestmark = pytest.mark.security
 # Throttling is per e-mail and per client address, and every test here comes from 127.0.0.1:
 # this module has a command API of its own, so its failed logins throttle no one else.
 SETTINGS = {"login_max_attempts": 5, "login_window_seconds": 60}
+SERVICES = ["command-api"]
 
 
 async def test_repeated_failed_logins_get_429_with_retry_after(system: System) -> None:
