@@ -71,3 +71,20 @@ def test_only_plain_tcp_urls_are_taken() -> None:
     assert RedisMultiplexer.supports("redis://127.0.0.1:6379/0")
     assert not RedisMultiplexer.supports("rediss://example.com:6380/0")
     assert not RedisMultiplexer.supports("unix:///tmp/redis.sock")
+
+
+async def test_a_server_that_stops_answering_fails_the_reads_in_flight_as_unavailable() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)  # takes the commands, never answers
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mux = RedisMultiplexer(f"redis://127.0.0.1:{port}/0", timeout=0.4)
+    try:
+        reads = asyncio.gather(mux.execute("GET", "a"), mux.execute("GET", "b"), return_exceptions=True)
+        results = await asyncio.wait_for(reads, 10)  # the guard: never a read waiting forever
+        assert all(isinstance(r, RedisUnavailable) for r in results), results
+    finally:
+        await mux.close()
+        server.close()
