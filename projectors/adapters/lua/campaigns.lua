@@ -35,22 +35,30 @@ local function apply_change(base, key, vtext, change)
     return 'campaign ' .. key .. ' has no creation event before version ' .. vtext
   end
 
-  if current['x:status'] then
-    for _, sort in ipairs(SORTS) do
-      local member = current['s:' .. sort]
-      for _, index in ipairs(memberships(base, sort, current)) do redis.call('ZREM', index, member) end
+  -- Only the memberships that change are written: an index member is moved (ZREM + ZADD,
+  -- two skiplist updates each) only if its index or its sort value changed. Most events change
+  -- one index of a sort (status) or none (created, name), and this was most of the script's time.
+  local deleting = change[1] == 'delete'
+  for _, sort in ipairs(SORTS) do
+    local old_member, new_member = current['s:' .. sort], new['s:' .. sort]
+    local old_keys = current['x:status'] and memberships(base, sort, current) or {}
+    local new_keys = deleting and {} or memberships(base, sort, new)
+    local kept = {}
+    if old_member == new_member then
+      for _, index in ipairs(new_keys) do kept[index] = true end
+    end
+    for _, index in ipairs(old_keys) do
+      if kept[index] then kept[index] = 'both' else redis.call('ZREM', index, old_member) end
+    end
+    for _, index in ipairs(new_keys) do
+      if kept[index] ~= 'both' then redis.call('ZADD', index, 0, new_member) end
     end
   end
 
-  if change[1] == 'delete' then
+  if deleting then
     redis.call('DEL', key)
     redis.call('HSET', key, 'deleted', '1', 'x:owner', current['x:owner'] or '')
     return nil
-  end
-
-  for _, sort in ipairs(SORTS) do
-    local member = new['s:' .. sort]
-    for _, index in ipairs(memberships(base, sort, new)) do redis.call('ZADD', index, 0, member) end
   end
   updates[#updates + 1] = 'doc'
   updates[#updates + 1] = assemble(FIELDS, new, 'f:', vtext)
