@@ -2,8 +2,9 @@
 
 The projector is measured as the real process (`campaigns serve projectors` on the load run's
 own topics and keys), timed by its consumer group's committed offsets: from the first commit
-to the commit that reaches the end of the topic. The replay folds the same topic into a fresh
-generation through `Projection.apply` (announce=False), as the replay tool does.
+to the commit that reaches the end of the topic. The replay is the replay tool's own rebuild
+(`campaigns replay rebuild campaigns --source kafka`), run in-process: a new generation from the
+same topic, caught up, swapped in.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
-
-from bench.environment import topic_partitions, wait_for_group
+from bench.environment import wait_for_group
 from bench.memory import process_tree_memory
 from bench.raw_limits import Rate
-from events import decode_event
-from projectors.adapters.redis_projection import campaigns_projection
 from projectors.entrypoints.projectors import consumer_group
+from projectors.replay.application.ports import NoProgress
+from projectors.replay.bootstrap import replay
+from projectors.replay.domain.plan import SourceName
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
-
-FETCH_MAX_RECORDS = 500
 
 
 @dataclass
@@ -54,37 +51,10 @@ async def projector_process(
     )
 
 
-async def replay_in_process(settings: Settings, topic: str, generation: str) -> Rate:
-    """Read the topic from the start to its end and apply it into `generation` (not made live)."""
-    projection = campaigns_projection(settings.redis_prefix)
-    redis = aioredis.from_url(settings.redis_url)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        await projection.script.load(redis)
-        partitions = await topic_partitions(consumer, topic)
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        remaining = {tp: end for tp, end in ends.items() if end > 0}
-        applied = 0
-        started = time.perf_counter()
-        while remaining:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
-            envelopes = []
-            for tp, records in batches.items():
-                envelopes.extend(decode_event(r.value) for r in records)
-                if tp in remaining and records and records[-1].offset + 1 >= remaining[tp]:
-                    del remaining[tp]
-            if envelopes:
-                result = await projection.apply(redis, generation, envelopes, announce=False)
-                applied += result.applied
-        seconds = time.perf_counter() - started
-        return Rate(applied, seconds)
-    finally:
-        await consumer.stop()
-        await redis.aclose()
+async def replay_rebuild(settings: Settings) -> tuple[Rate, dict[str, object]]:
+    """`campaigns replay rebuild campaigns --source kafka`, run in-process through the tool's own
+    composition root (no grace period: nothing reads the load run's keys)."""
+    async with replay(settings) as tools:
+        report = await tools.rebuild("campaigns", SourceName.KAFKA, NoProgress(), 0)
+    details = {"passes": report.passes, "invalid": report.invalid, "seconds": round(report.seconds, 2)}
+    return Rate(report.events, report.seconds), details
