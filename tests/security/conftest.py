@@ -48,7 +48,7 @@ async def system(
         "command_api_port": free_port(),
         "query_api_port": free_port(),
         "api_workers": 1,
-        "read_wait_seconds": 0.5,
+        "read_wait_seconds": 5.0,
         **getattr(request.module, "SETTINGS", {}),
     }
     settings = private_stack.settings(**values)

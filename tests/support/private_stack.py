@@ -2,43 +2,62 @@
 
 Fault tests must never touch the stack other tests (and other people) use on the default
 ports, so they get their own Redis, Kafka, MongoDB and SMTP sink: the same `infra/local/stack.py`
-started with other ports and another local directory. Individual servers of it can be killed
+started on free ports with a local directory of the session's own. Individual servers of it can be killed
 and started again; the whole of it is torn down at the end of the session.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service_runtime.settings import Settings
-from tests.support.stack import REPO, STACK, isolated_settings
+from tests.support.stack import REPO, STACK, free_port, isolated_settings
 
 SERVERS = ("redis", "kafka", "mongo", "smtp")
 # Where installed tools and downloaded jars live: shared with the main stack.
 _KEPT = ("CAMPAIGNS_CACHE_DIR", "CAMPAIGNS_TOOLS_DIR")
 
 
-def _env_port(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+PRIVATE_ROOT = ".local/private"
 
 
 @dataclass(frozen=True)
 class PrivateStack:
-    """Where the private servers listen (env-overridable) and how to stop and start each one."""
+    """Where one test session's private servers listen and how to stop and start each one.
 
-    local_dir: str = os.environ.get("CAMPAIGNS_PRIVATE_LOCAL_DIR", ".local/chaos")
-    redis_port: int = _env_port("CAMPAIGNS_PRIVATE_REDIS_PORT", 16379)
-    kafka_port: int = _env_port("CAMPAIGNS_PRIVATE_KAFKA_PORT", 19092)
-    kafka_controller_port: int = _env_port("CAMPAIGNS_PRIVATE_KAFKA_CONTROLLER_PORT", 19093)
-    mongo_port: int = _env_port("CAMPAIGNS_PRIVATE_MONGO_PORT", 27018)
-    smtp_port: int = _env_port("CAMPAIGNS_PRIVATE_SMTP_PORT", 11025)
+    Every session gets free ports and a directory of its own (`.local/private/<pid>`), so two
+    sessions on one machine (two people running `make test`) never stop each other's servers.
+    """
+
+    local_dir: str
+    redis_port: int
+    kafka_port: int
+    kafka_controller_port: int
+    mongo_port: int
+    smtp_port: int
+
+    @classmethod
+    def for_this_session(cls) -> PrivateStack:
+        return cls(
+            local_dir=f"{PRIVATE_ROOT}/{os.getpid()}",
+            redis_port=free_port(),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mongo_port=free_port(),
+            smtp_port=free_port(),
+        )
+
+    @classmethod
+    def load(cls, root: Path) -> PrivateStack:
+        return cls(**json.loads((root / "stack.json").read_text()))
 
     @property
     def root(self) -> Path:
@@ -100,15 +119,16 @@ class PrivateStack:
             raise RuntimeError(f"stack.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
     def fresh_up(self) -> None:
-        """Stop whatever a previous run left, wipe the servers' data, start every server."""
-        self.down()
-        for name in (*SERVERS, "logs", "run"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
-        (self.root / "kafka.properties").unlink(missing_ok=True)
+        """Start every server on an empty directory (a stack's description kept beside it)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        (self.root / "stack.json").write_text(json.dumps(asdict(self)))
         self._stack("up")
 
     def down(self) -> None:
+        """Stop every server and delete the data."""
         self._stack("down", timeout=120)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     # ------------------------------------------------------------------ one server
 
@@ -164,10 +184,22 @@ def acquire_private_stack() -> PrivateStack:
     """The session's private stack, started fresh on first use (several conftests share it)."""
     global _RUNNING
     if _RUNNING is None:
-        stack = PrivateStack()
+        reap_abandoned_stacks()
+        stack = PrivateStack.for_this_session()
         stack.fresh_up()
         _RUNNING = stack
     return _RUNNING
+
+
+def reap_abandoned_stacks() -> None:
+    """Stop the private stacks of sessions that died without tearing theirs down."""
+    for root in (REPO / PRIVATE_ROOT).glob("*"):
+        if not root.name.isdigit() or _alive(int(root.name)):
+            continue
+        try:
+            PrivateStack.load(root).down()
+        except (OSError, ValueError, TypeError, RuntimeError):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def release_private_stack() -> None:
