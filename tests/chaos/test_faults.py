@@ -102,6 +102,7 @@ async def test_projector_killed_mid_batch_restarts_to_the_clean_rebuild(
     print(f"killed with {at_kill}/{total} applied; {redelivered} redelivered events ignored after restart")
     assert_clean(result, "projector SIGKILL mid-batch")
     assert 0 < at_kill < total
+    replay("verify", settings)  # the replay tool agrees: live == rebuilt from the log
 
 
 async def _none_unpublished(settings: Settings) -> bool:
@@ -157,6 +158,7 @@ async def test_relay_killed_between_publish_and_mark_sends_duplicates_that_chang
     result = await verdict(redis, settings)
     print(f"killed with {at_kill_marked}/{total} marked; Kafka holds {on_kafka} records for {total} events")
     assert_clean(result, "relay SIGKILL between publish and mark")
+    replay("verify", settings)
     assert on_kafka > total, (
         "the restart published no duplicate: the kill did not land between publish and mark"
     )
