@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
+from tests.load.conftest import REPORT
 from tests.support.ledger import (
     applied_by_stats,
     kafka_messages,
@@ -151,8 +152,8 @@ async def test_three_minutes_of_mixed_load_lose_nothing_and_leak_nothing(
         for name in SERVICES
         if name in before
     }
-    print(
-        f"\nload: {elapsed:.0f} s, commands {sum(writes.statuses.values())} ({dict(writes.statuses)}), "
+    REPORT.append(
+        f"{elapsed:.0f} s, commands {sum(writes.statuses.values())} ({dict(writes.statuses)}), "
         f"queries {sum(reads.statuses.values())} ({dict(reads.statuses)}); accepted {writes.accepted}, "
         f"logged {logged}, on Kafka {on_kafka}, applied {applied}, read-model changes {changes}; RSS {grown}"
     )
