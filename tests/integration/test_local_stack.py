@@ -42,11 +42,12 @@ def test_second_up_leaves_running_servers_alone(stack: None) -> None:
 def test_status_names_every_server_and_where_it_listens(stack: None) -> None:
     result = run_stack("status")
     assert result.returncode == 0
+    settings = Settings()
     for name, where in [
-        ("redis", "redis://127.0.0.1:6379"),
-        ("kafka", "kafka://127.0.0.1:9092"),
-        ("mongo", "mongodb://127.0.0.1:27017"),
-        ("smtp", "smtp://127.0.0.1:1025"),
+        ("redis", settings.redis_url.rsplit("/", 1)[0]),
+        ("kafka", f"kafka://{settings.kafka_bootstrap}"),
+        ("mongo", settings.mongo_url.split("/?")[0]),
+        ("smtp", f"smtp://{settings.smtp_host}:{settings.smtp_port}"),
     ]:
         assert any(name in line and "up" in line and where in line for line in result.stdout.splitlines())
 
