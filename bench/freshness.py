@@ -81,13 +81,15 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
     return result
 
 
-def figure(result: FreshnessRun, rate: float, seconds: float) -> Figure:
+def figure(
+    result: FreshnessRun, rate: float, seconds: float, cpu: dict[str, float], key: str = "freshness"
+) -> Figure:
     values = result.freshness_ms
     p50, p99, worst = _q(values, 50), _q(values, 99), max(values, default=0.0)
     achieved = result.accepted / result.seconds if result.seconds else 0.0
     kept_up = achieved >= rate * 0.97 and result.failed == 0
     return Figure(
-        key="freshness",
+        key=key,
         title=f"Freshness at {rate:.0f} commands/s for {seconds:.0f} s",
         measured=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms",
         limit=f"{achieved:,.1f} commands/s achieved of {rate:.0f}",
@@ -111,5 +113,6 @@ def figure(result: FreshnessRun, rate: float, seconds: float) -> Figure:
             "command_latency_p50_ms": round(_q(result.command_ms, 50), 1),
             "command_latency_p99_ms": round(_q(result.command_ms, 99), 1),
             "command_latency_max_ms": round(max(result.command_ms, default=0.0), 1),
+            "cpu_cores_during_run": cpu,
         },
     )

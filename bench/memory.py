@@ -1,7 +1,9 @@
-"""Resident memory of a service: its process and every descendant (uvicorn workers), from /proc."""
+"""Resident memory and CPU time of a service (its process and descendants) and of the servers, from /proc."""
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +66,60 @@ def process_tree_memory(root: int) -> list[ProcessMemory]:
             continue
         stack.extend(sorted(tree.get(pid, [])))
     return found
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_pids(root: int) -> list[int]:
+    tree = _children()
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(tree.get(pid, []))
+    return found
+
+
+def server_pids(mongo_port: int, redis_port: int, kafka_port: int) -> dict[str, list[int]]:
+    """The local stack's servers, found by their command lines (the bench shares them)."""
+    found: dict[str, list[int]] = {"mongodb": [], "redis": [], "kafka": []}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ("secantus" in cmdline or "mongod" in cmdline) and f"--port {mongo_port}" in cmdline:
+            found["mongodb"].append(int(entry.name))
+        elif cmdline.startswith("/usr/bin/redis-server") and f":{redis_port}" in cmdline:
+            found["redis"].append(int(entry.name))
+        elif "kafka.Kafka" in cmdline and kafka_port == 9092:
+            found["kafka"].append(int(entry.name))
+    return found
+
+
+class CpuWindow:
+    """CPU used by groups of processes over a window, as a share of one core."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+        self._started = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._started
+        return {
+            name: round((sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed, 2)
+            for name, pids in self.groups.items()
+        }

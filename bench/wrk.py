@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +30,10 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2)]
 
 
+def _lua_string(raw: bytes) -> str:
+    return "'" + "".join(f"\\{b:03d}" for b in raw) + "'"
+
+
 def run_wrk(
     url: str,
     *,
@@ -36,20 +41,24 @@ def run_wrk(
     threads: int = 1,
     seconds: int = 10,
     headers: dict[str, str] | None = None,
+    post_body: bytes | None = None,
 ) -> WrkResult:
+    """GET `url` (or POST `post_body` to it, through a Lua script) for `seconds`."""
     wrk = shutil.which("wrk")
     if not wrk:
         raise RuntimeError("wrk is missing: apt-get install wrk (make bench installs it as root)")
-    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     # Pin wrk to the last core so the servers under test keep the others (there are two here).
     taskset = shutil.which("taskset")
-    import os
-
     if taskset and (os.cpu_count() or 1) > 1:
         command = [taskset, "-c", str((os.cpu_count() or 1) - 1), *command]
     with tempfile.TemporaryDirectory() as tmp:
+        if post_body is not None:
+            script = Path(tmp) / "post.lua"
+            script.write_text(f"wrk.method = 'POST'\nwrk.body = {_lua_string(post_body)}\n")
+            command += ["-s", str(script)]
         out = subprocess.run(
             [*command, url], capture_output=True, text=True, check=True, cwd=Path(tmp)
         ).stdout
