@@ -26,6 +26,7 @@ class FreshnessRun:
     accepted: int = 0
     failed: int = 0
     read_failed: int = 0
+    read_errors: int = 0
     freshness_ms: list[float] = field(default_factory=list)
     command_ms: list[float] = field(default_factory=list)
     last_accepted_at: float = 0.0
@@ -67,7 +68,12 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
             path = f"/campaigns/{body['id']}"
             params = {"min_version": body["version"]}
             for _ in range(30):
-                read = await queries.get(path, params=params, headers=headers)
+                try:
+                    read = await queries.get(path, params=params, headers=headers)
+                except httpx.HTTPError:
+                    # e.g. a kept-alive connection the server closed as the request went out
+                    result.read_errors += 1
+                    continue
                 if read.status_code == 200:
                     result.freshness_ms.append((time.perf_counter() - accepted) * 1000)
                     return
@@ -109,6 +115,7 @@ def figure(
             "accepted": result.accepted,
             "command_failures": result.failed,
             "reads_not_fresh": result.read_failed,
+            "read_attempts_without_answer": result.read_errors,
             "achieved_commands_per_second": round(achieved, 2),
             "command_latency_p50_ms": round(_q(result.command_ms, 50), 1),
             "command_latency_p99_ms": round(_q(result.command_ms, 99), 1),
