@@ -2,10 +2,11 @@
 
 Command i is due at start + i / rate whatever happened to the ones before it (open loop: a
 slow server gets a queue, not a pause; at most MAX_IN_FLIGHT are on the wire, the rest wait
-for a slot, and a command's latency counts from when it was due). When its 201 arrives, the client asks the query API
-for that version with `GET /campaigns/{id}?min_version=V`, which waits server-side for the
-projector's notification; a 503 (wait bound passed) is asked again. Freshness is the time from
-the 201 to the 200 that carries the version.
+for a connection, and a command's latency counts from when it was due). When its 201 arrives,
+the client asks the query API for that version with `GET /campaigns/{id}?min_version=V`, which
+waits server-side for the projector's notification; a 503 (wait bound passed) is asked again.
+Freshness is the time from the 201 to the 200 that carries the version. The client is
+bench/http_client.py.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from bench.commands import CAMPAIGN
+from bench.http_client import ConnectionFailed, KeepAliveClient
 from bench.report import Figure
 
 MAX_IN_FLIGHT = 200
@@ -46,51 +46,50 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
     count = int(rate * seconds)
     result = FreshnessRun(scheduled=count)
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-    async with (
-        httpx.AsyncClient(base_url=command_url, timeout=60, limits=limits) as commands,
-        httpx.AsyncClient(base_url=query_url, timeout=30, limits=limits) as queries,
-    ):
-        # Past this many commands in flight the server is not keeping up anyway; more would only
-        # make the client's connection pool (a scan per request) the bottleneck.
-        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+    # At most MAX_IN_FLIGHT commands on the wire (one connection each): past that the server is
+    # not keeping up anyway, and the rest wait for a connection.
+    commands = KeepAliveClient(command_url, MAX_IN_FLIGHT, headers)
+    queries = KeepAliveClient(query_url, MAX_IN_FLIGHT, headers)
 
-        async def one(due: float) -> None:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            sent = due  # latency from when the command was due: waiting for a slot counts
+    async def one(due: float) -> None:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        sent = due  # latency from when the command was due: waiting for a connection counts
+        try:
+            answer = await commands.request("POST", "/campaigns", CAMPAIGN)
+        except ConnectionFailed:
+            result.failed += 1
+            return
+        accepted = time.perf_counter()
+        if answer.status != 201:
+            result.failed += 1
+            return
+        result.accepted += 1
+        result.last_accepted_at = accepted
+        result.command_ms.append((accepted - sent) * 1000)
+        body = answer.json()
+        assert isinstance(body, dict)
+        target = f"/campaigns/{body['id']}?min_version={body['version']}"
+        for _ in range(30):
             try:
-                async with in_flight:
-                    answer = await commands.post("/campaigns", json=CAMPAIGN, headers=headers)
-            except httpx.HTTPError:
-                result.failed += 1
+                read = await queries.request("GET", target)
+            except ConnectionFailed:
+                # e.g. a kept-alive connection the server closed as the request went out
+                result.read_errors += 1
+                continue
+            if read.status == 200:
+                result.freshness_ms.append((time.perf_counter() - accepted) * 1000)
                 return
-            accepted = time.perf_counter()
-            if answer.status_code != 201:
-                result.failed += 1
-                return
-            result.accepted += 1
-            result.last_accepted_at = accepted
-            result.command_ms.append((accepted - sent) * 1000)
-            body = answer.json()
-            path = f"/campaigns/{body['id']}"
-            params = {"min_version": body["version"]}
-            for _ in range(30):
-                try:
-                    read = await queries.get(path, params=params, headers=headers)
-                except httpx.HTTPError:
-                    # e.g. a kept-alive connection the server closed as the request went out
-                    result.read_errors += 1
-                    continue
-                if read.status_code == 200:
-                    result.freshness_ms.append((time.perf_counter() - accepted) * 1000)
-                    return
-                if read.status_code != 503:
-                    break
-            result.read_failed += 1
+            if read.status != 503:
+                break
+        result.read_failed += 1
 
+    try:
         start = time.perf_counter() + 0.2
         await asyncio.gather(*(one(start + i / rate) for i in range(count)))
         result.seconds = result.last_accepted_at - start if result.accepted else 0.0
+    finally:
+        await commands.close()
+        await queries.close()
     return result
 
 

@@ -90,8 +90,9 @@ def tree_pids(root: int) -> list[int]:
     return found
 
 
-def server_pids(mongo_port: int, redis_port: int, kafka_port: int) -> dict[str, list[int]]:
-    """The local stack's servers, found by their command lines (the bench shares them)."""
+def server_pids(mongo_port: int, redis_port: int, kafka_properties: str) -> dict[str, list[int]]:
+    """The local stack's servers, found by their command lines (the bench shares them; other
+    stacks on the machine, e.g. a CI clone's, have other ports and another Kafka config)."""
     found: dict[str, list[int]] = {"mongodb": [], "redis": [], "kafka": []}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -104,7 +105,7 @@ def server_pids(mongo_port: int, redis_port: int, kafka_port: int) -> dict[str, 
             found["mongodb"].append(int(entry.name))
         elif cmdline.startswith("/usr/bin/redis-server") and f":{redis_port}" in cmdline:
             found["redis"].append(int(entry.name))
-        elif "kafka.Kafka" in cmdline and kafka_port == 9092:
+        elif "kafka.Kafka" in cmdline and kafka_properties in cmdline:
             found["kafka"].append(int(entry.name))
     return found
 

@@ -49,7 +49,7 @@ from bench.report import Figure, ratio_figure, show, write
 from events import Topics
 from projectors.entrypoints.projectors import consumer_group
 from service_runtime.settings import Settings
-from tests.support.stack import create_topics
+from tests.support.stack import REPO, create_topics
 
 console = Console(width=max(140, Console().width))
 MIB_GOAL = 200
@@ -179,7 +179,7 @@ def processes(env: BenchEnvironment) -> dict[str, list[int]]:
         server_pids(
             mongo_port=int(settings.mongo_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
             redis_port=int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
-            kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1]),
+            kafka_properties=str(REPO / settings.local_dir / "kafka.properties"),
         )
     )
     groups["bench client"] = [os.getpid()]
