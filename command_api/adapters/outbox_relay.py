@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 RESUME_TOKEN_ID = "relay_resume_token"  # noqa: S105 - a document id, not a secret
 IN_ORDER = [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)]
 STREAM_WAIT_MS = 250
-# How long the first change of a batch waits for others. Every event of a batch waits for it,
-# so it sits in the read-your-writes time of every command (bench: freshness).
-BATCH_GATHER_SECONDS = 0.01
+BATCH_GATHER_SECONDS = 0.05
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 2.0
