@@ -33,21 +33,34 @@ class KeepAliveClient:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        # Last in, first out: at a low rate the same few connections stay warm.
+        self._idle: asyncio.LifoQueue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = (
+            asyncio.LifoQueue()
+        )
         for _ in range(connections):
             self._idle.put_nowait(None)  # a slot; connected on first use
 
     async def request(self, method: str, target: str, body: object | None = None) -> Answer:
         slot = await self._idle.get()
+        reused = slot is not None
         try:
             if slot is None:
                 slot = await asyncio.open_connection(self.host, self.port)
-            answer = await self._exchange(slot, method, target, body)
+            try:
+                answer = await self._exchange(slot, method, target, body)
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                if not reused or getattr(exc, "partial", b""):
+                    raise
+                # The server closed this kept-alive connection while it was idle (uvicorn does
+                # after 5 s), before reading the request: send it again on a new connection.
+                slot[1].close()
+                slot = await asyncio.open_connection(self.host, self.port)
+                answer = await self._exchange(slot, method, target, body)
         except (OSError, asyncio.IncompleteReadError, ConnectionFailed) as exc:
             if slot is not None:
                 slot[1].close()
             self._idle.put_nowait(None)
-            raise ConnectionFailed(str(exc)) from exc
+            raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
         self._idle.put_nowait(slot)
         return answer
 
