@@ -15,6 +15,9 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_FRESHNESS_LOW_RATE=25   the same first at a rate the local MongoDB server sustains
   BENCH_FRESHNESS_LOW_SECONDS=20  (0 skips it)
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
+  BENCH_ONLY=read,projector     only these figures (read, projector, replay, commands,
+                                freshness, memory); written to bench/results/only-<names>.json,
+                                so latest.json always holds a whole run
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from bench.machine import describe, load_average
 from bench.memory import CpuWindow, process_tree_memory, server_pids, tree_pids
 from bench.projection_runs import projector_process, replay_rebuild
 from bench.raw_limits import raw_consume
-from bench.report import Figure, ratio_figure, show, write
+from bench.report import RESULTS, Figure, ratio_figure, show, write
 from events import Topics
 from projectors.entrypoints.projectors import consumer_group
 from service_runtime.settings import Settings
@@ -103,7 +106,9 @@ async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None
         await mongo.close()
 
 
-async def load_run(env: BenchEnvironment, events: int) -> tuple[list[Figure], dict[str, Any]]:
+async def load_run(
+    env: BenchEnvironment, events: int, *, replay_too: bool = True
+) -> tuple[list[Figure], dict[str, Any]]:
     """Figures 2 and 5 on the load run's own topics and keys."""
     load = load_settings(env.settings)
     await create_topics(load)
@@ -121,9 +126,10 @@ async def load_run(env: BenchEnvironment, events: int) -> tuple[list[Figure], di
     say(f"  projector: {projector.rate.per_second:,.0f} events/s; raw loop again")
     raw_after = await raw_consume(load, topic, f"{load.redis_prefix}:raw2")
     limit = max(raw_before, raw_after, key=lambda r: r.per_second)
-    say(f"  raw: {raw_after.per_second:,.0f} events/s; replay")
-    replay, replay_details = await replay_rebuild(load)
-    say(f"  replay: {replay.per_second:,.0f} events/s")
+    say(f"  raw: {raw_after.per_second:,.0f} events/s")
+    if replay_too:
+        replay, replay_details = await replay_rebuild(load)
+        say(f"  replay: {replay.per_second:,.0f} events/s")
     await delete_keys(load, load.redis_prefix)
     raw_data = {
         "raw_rounds_per_second": [round(raw_before.per_second), round(raw_after.per_second)],
@@ -147,23 +153,26 @@ async def load_run(env: BenchEnvironment, events: int) -> tuple[list[Figure], di
             stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
             **raw_data,
         ),
-        ratio_figure(
-            "replay",
-            f"Replay of the campaigns projection ({total:,} events, Kafka)",
-            replay.per_second,
-            limit.per_second,
-            "events/s",
-            0.5,
-            (
-                "the replay tool's rebuild (`campaigns replay rebuild campaigns --source kafka`) run "
-                "in-process through its composition root: a new generation from the topic, caught up "
-                "and swapped in; events/s as the tool reports them; limit: the raw loop of the "
-                "projector figure"
-            ),
-            replay=replay_details,
-            **raw_data,
-        ),
     ]
+    if replay_too:
+        figures.append(
+            ratio_figure(
+                "replay",
+                f"Replay of the campaigns projection ({total:,} events, Kafka)",
+                replay.per_second,
+                limit.per_second,
+                "events/s",
+                0.5,
+                (
+                    "the replay tool's rebuild (`campaigns replay rebuild campaigns --source kafka`) run "
+                    "in-process through its composition root: a new generation from the topic, caught up "
+                    "and swapped in; events/s as the tool reports them; limit: the raw loop of the "
+                    "projector figure"
+                ),
+                replay=replay_details,
+                **raw_data,
+            )
+        )
     extra = {
         "produce_seconds": round(produced_in, 2),
         "load_projector_rss_mib_after_run": round(projector.rss_mib, 1),
@@ -211,7 +220,24 @@ def memory_figure(env: BenchEnvironment) -> Figure:
     )
 
 
+FIGURE_KEYS = ("read", "projector", "commands", "freshness", "replay", "memory")
+
+
+def selected_figures() -> tuple[str, ...]:
+    only = os.environ.get("BENCH_ONLY", "").strip()
+    if not only:
+        return FIGURE_KEYS
+    chosen = tuple(name.strip() for name in only.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(FIGURE_KEYS))
+    if unknown:
+        raise SystemExit(
+            f"BENCH_ONLY: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURE_KEYS)}"
+        )
+    return chosen
+
+
 async def run_suite() -> int:
+    only = selected_figures()
     events = knob("BENCH_EVENTS", 100_000)
     seconds = knob("BENCH_SECONDS", 10)
     rounds = knob("BENCH_ROUNDS", 2)
@@ -244,86 +270,97 @@ async def run_suite() -> int:
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
         f"load average {context['machine']['load_average_at_start']}"
     )
-    figures: list[Figure] = []
+    figures: dict[str, Figure] = {}
     try:
-        load_figures, extra = await load_run(env, events)
-        context["load_run"] = extra
+        if {"projector", "replay"} & set(only):
+            load_figures, extra = await load_run(env, events, replay_too="replay" in only)
+            context["load_run"] = extra
+            figures.update((f.key, f) for f in load_figures)
 
-        say("command side: command API alone")
         env.services.start(["command-api"])
         env.services.wait_ready()
         user_id, token = await _user(env.services.command_url)
-        command_figure = await commands.measure(
-            env.settings,
-            env.services.command_url,
-            token,
-            user_id,
-            seconds=command_seconds,
-            concurrency=concurrency,
-            rounds=rounds,
-            processes=lambda: processes(env),
-        )
-        say(f"  {command_figure.measured} vs {command_figure.limit}")
-
-        say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
-        env.services.start(["query-api", "relay", "projectors", "workers"])
-        env.services.wait_ready()
-        await _pipeline_idle(env.settings)
-        async with httpx.AsyncClient(timeout=30) as client:
-            auth = {"Authorization": f"Bearer {token}"}
-            created = await client.post(
-                f"{env.services.command_url}/campaigns", json=commands.CAMPAIGN, headers=auth
+        if "commands" in only:
+            say("command side: command API alone")
+            command_figure = await commands.measure(
+                env.settings,
+                env.services.command_url,
+                token,
+                user_id,
+                seconds=command_seconds,
+                concurrency=concurrency,
+                rounds=rounds,
+                processes=lambda: processes(env),
             )
-            created.raise_for_status()
-            campaign = created.json()
-            seen = await client.get(
-                f"{env.services.query_url}/campaigns/{campaign['id']}",
-                params={"min_version": campaign["version"]},
-                headers=auth,
-            )
-            seen.raise_for_status()
-        say("read path: wrk against the query API and the bare ASGI app")
-        read_figure = await asyncio.to_thread(
-            read_path.measure,
-            env.services.query_url,
-            campaign["id"],
-            token,
-            workers=env.settings.api_workers,
-            connections=connections,
-            seconds=seconds,
-            rounds=rounds,
-        )
-        say(f"  {read_figure.measured} vs {read_figure.limit}")
+            figures["commands"] = command_figure
+            say(f"  {command_figure.measured} vs {command_figure.limit}")
 
-        fresh_figures = []
-        for rate, duration, key in (
-            (low_rate, low_seconds, "freshness_low_rate"),
-            (fresh_rate, fresh_seconds, "freshness"),
-        ):
-            if rate <= 0 or duration <= 0:
-                continue
+        if {"read", "freshness", "memory"} & set(only):
+            say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
+            env.services.start(["query-api", "relay", "projectors", "workers"])
+            env.services.wait_ready()
             await _pipeline_idle(env.settings)
-            say(f"freshness: {rate} commands/s for {duration} s, open loop")
-            window = CpuWindow(processes(env))
-            fresh = await freshness.run(
-                env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
+        if "read" in only:
+            async with httpx.AsyncClient(timeout=30) as client:
+                auth = {"Authorization": f"Bearer {token}"}
+                created = await client.post(
+                    f"{env.services.command_url}/campaigns", json=commands.CAMPAIGN, headers=auth
+                )
+                created.raise_for_status()
+                campaign = created.json()
+                seen = await client.get(
+                    f"{env.services.query_url}/campaigns/{campaign['id']}",
+                    params={"min_version": campaign["version"]},
+                    headers=auth,
+                )
+                seen.raise_for_status()
+            say("read path: wrk against the query API and the bare ASGI app")
+            read_figure = await asyncio.to_thread(
+                read_path.measure,
+                env.services.query_url,
+                campaign["id"],
+                token,
+                workers=env.settings.api_workers,
+                connections=connections,
+                seconds=seconds,
+                rounds=rounds,
             )
-            fresh_figures.append(freshness.figure(fresh, rate, duration, window.shares(), key))
-            say(f"  {fresh_figures[-1].measured}; {fresh_figures[-1].limit}")
+            figures["read"] = read_figure
+            say(f"  {read_figure.measured} vs {read_figure.limit}")
 
-        await _pipeline_idle(env.settings)
-        await asyncio.sleep(2)
-        memory = memory_figure(env)
-        say(f"  memory: {memory.measured}")
-        figures = [read_figure, load_figures[0], command_figure, *fresh_figures, load_figures[1], memory]
+        if "freshness" in only:
+            for rate, duration, key in (
+                (low_rate, low_seconds, "freshness_low_rate"),
+                (fresh_rate, fresh_seconds, "freshness"),
+            ):
+                if rate <= 0 or duration <= 0:
+                    continue
+                await _pipeline_idle(env.settings)
+                say(f"freshness: {rate} commands/s for {duration} s, open loop")
+                window = CpuWindow(processes(env))
+                fresh = await freshness.run(
+                    env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
+                )
+                figures[key] = freshness.figure(fresh, rate, duration, window.shares(), key)
+                say(f"  {figures[key].measured}; {figures[key].limit}")
+
+        if "memory" in only:
+            await _pipeline_idle(env.settings)
+            await asyncio.sleep(2)
+            memory = memory_figure(env)
+            figures["memory"] = memory
+            say(f"  memory: {memory.measured}")
     finally:
         say("cleaning up (processes, topics, database, keys)")
         await env.cleanup()
     context["machine"]["load_average_at_end"] = load_average()
     context["seconds"] = round(time.monotonic() - started, 1)
-    path = write(figures, context)
+    order = ["read", "projector", "commands", "freshness_low_rate", "freshness", "replay", "memory"]
+    ordered = [figures[key] for key in order if key in figures]
+    whole = only == FIGURE_KEYS
+    path = write(ordered, context, None if whole else RESULTS / f"only-{'-'.join(only)}.json")
     show(
-        figures,
+        ordered,
         f"Campaigns CQRS bench — {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
         f"load {context['machine']['load_average_at_start']} → {context['machine']['load_average_at_end']}",
         console,
