@@ -18,6 +18,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from pymongo import AsyncMongoClient
 
 from events import Topics
@@ -122,7 +123,11 @@ async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, in
 
 
 async def committed_total(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
-    offsets = await admin.list_consumer_group_offsets(group)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        # A broker that never had a consumer group creates __consumer_offsets on first use.
+        return 0
     return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == topic)
 
 
