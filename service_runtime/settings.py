@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
+    # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
+    # worker: its memory bound (0 turns it off) and how long an entry may live at most.
+    campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    campaign_cache_seconds: float = Field(default=1.0, gt=0)
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)

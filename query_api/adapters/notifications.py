@@ -1,5 +1,9 @@
 """Waking `min_version` reads: one pub/sub subscription per process, fanned out to waiting requests.
 
+The same feed keeps the process's `CampaignCache` honest: each announcement drops the
+aggregate's entry (before any waiter is woken), and the cache keeps nothing while the feed is
+down.
+
 The projectors publish one message per applied event, from inside the same atomic Redis script
 that applied it, so when a message arrives the read model already holds that version. A
 request registers what it waits for *before* its second read, so a notification can never slip
@@ -20,6 +24,7 @@ from redis.asyncio.client import PubSub
 
 from projectors.adapters.generations import generations_channel
 from projectors.adapters.keys import events_channel
+from query_api.adapters.campaign_cache import CampaignCache
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +75,14 @@ class NotificationListener:
         prefix: str,
         waiters: VersionWaiters,
         on_generation_swap: Callable[[], Coroutine[Any, Any, None]],
+        cache: CampaignCache | None = None,
     ) -> None:
         self.redis = redis
         self.events = events_channel(prefix).encode()
         self.generations = generations_channel(prefix).encode()
         self.waiters = waiters
         self.on_generation_swap = on_generation_swap
+        self.cache = cache
         self._task: asyncio.Task[None] | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
 
@@ -87,14 +94,18 @@ class NotificationListener:
             log.warning("notification feed not subscribed at start; retrying", exc_info=True)
             self._task = asyncio.create_task(self._listen_after_resubscribe(), name="notification-listener")
             return
+        self._feed_up()
         self._task = asyncio.create_task(self._listen(pubsub), name="notification-listener")
 
     async def _listen_after_resubscribe(self) -> None:
         pubsub = await self._resubscribe()
+        self._feed_up()
         self.waiters.wake_all()
         await self._listen(pubsub)
 
     async def stop(self) -> None:
+        if self.cache is not None:
+            self.cache.feed_down()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,11 +136,14 @@ class NotificationListener:
                 raise
             except Exception:
                 log.warning("notification feed interrupted; resubscribing", exc_info=True)
+                if self.cache is not None:
+                    self.cache.feed_down()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 self.waiters.wake_all()
                 pubsub = await self._resubscribe()
                 # Whatever was published while away is lost: every waiter reads again.
+                self._feed_up()
                 self.waiters.wake_all()
 
     async def _resubscribe(self) -> PubSub:
@@ -140,6 +154,10 @@ class NotificationListener:
             except Exception:
                 log.warning("pub/sub resubscription failed; retrying", exc_info=True)
 
+    def _feed_up(self) -> None:
+        if self.cache is not None:
+            self.cache.feed_up()
+
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
             return
@@ -147,9 +165,16 @@ class NotificationListener:
         if channel == self.events:
             try:
                 event = orjson.loads(message["data"])
-                self.waiters.notify(event["aggregate_id"], int(event["aggregate_version"]))
+                aggregate_id = str(event["aggregate_id"])
+                version = int(event["aggregate_version"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("unreadable notification ignored")
+                if self.cache is not None:
+                    self.cache.clear()  # whichever entry it was about
+                return
+            if self.cache is not None:
+                self.cache.invalidate(aggregate_id)
+            self.waiters.notify(aggregate_id, version)
         elif channel == self.generations:
             task = asyncio.create_task(self.on_generation_swap())
             self._refreshes.add(task)

@@ -1,6 +1,8 @@
-"""Reading the Redis read models of the live generations: one round trip per request.
+"""Reading the Redis read models of the live generations: one round trip per request at most.
 
-Documents are stored as ready-to-send JSON, so nothing here parses or re-encodes them.
+Documents are stored as ready-to-send JSON, so nothing here parses or re-encodes them. A
+campaign's detail may come from the process's `CampaignCache` instead (see there for why it
+is never stale for long).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from redis.asyncio import Redis
 from projectors.adapters.generations import PROJECTIONS, initial_generation, live_generations
 from projectors.adapters.keys import CampaignKeys, StatsKeys, UserKeys, generation_base
 from projectors.adapters.scripts import list_campaigns_script
+from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.redis_multiplexer import RedisMultiplexer
 from query_api.domain.listing import CampaignFilters, SortOrder
 
@@ -89,11 +92,16 @@ class GenerationCache:
 
 class ReadModels:
     def __init__(
-        self, redis: Redis, generations: GenerationCache, multiplexer: RedisMultiplexer | None = None
+        self,
+        redis: Redis,
+        generations: GenerationCache,
+        multiplexer: RedisMultiplexer | None = None,
+        cache: CampaignCache | None = None,
     ) -> None:
         self.redis = redis
         self.generations = generations
         self.multiplexer = multiplexer
+        self.cache = cache
 
     async def _hmget(self, key: str, *fields: str) -> list[bytes | str | None]:
         if self.multiplexer is not None:
@@ -102,7 +110,20 @@ class ReadModels:
         return list(await self.redis.hmget(key, fields))
 
     async def campaign(self, campaign_id: str) -> Snapshot:
-        key = CampaignKeys(self.generations.base("campaigns")).campaign(campaign_id)
+        base = self.generations.base("campaigns")
+        cache = self.cache
+        if cache is None:
+            return await self._campaign(base, campaign_id)
+        cached = cache.get(base, campaign_id)
+        if cached is not None:
+            return cached
+        ticket = cache.ticket()
+        snapshot = await self._campaign(base, campaign_id)
+        cache.put(base, campaign_id, snapshot, ticket)
+        return snapshot
+
+    async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
+        key = CampaignKeys(base).campaign(campaign_id)
         doc, owner, version = await self._hmget(key, "doc", "x:owner", "v")
         return Snapshot(_bytes(doc), _str(owner), int(version) if version else 0)
 

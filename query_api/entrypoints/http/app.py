@@ -1,7 +1,8 @@
 """The query API: FastAPI over the Redis read models (uvicorn factory, several workers).
 
 Nothing is created at import: each worker process makes its Redis and MongoDB clients, its
-pub/sub listener and its generation cache in the lifespan; all shared state is in Redis.
+pub/sub listener, its generation cache and its campaign cache in the lifespan; all shared
+state is in Redis.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
@@ -53,14 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
-        listener = NotificationListener(redis, settings.redis_prefix, waiters, generations.refresh)
+        cache = CampaignCache(settings.campaign_cache_bytes, settings.campaign_cache_seconds)
+        listener = NotificationListener(redis, settings.redis_prefix, waiters, generations.refresh, cache)
         try:
             await generations.start()
             await listener.start()
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations, multiplexer),
+                read_models=ReadModels(redis, generations, multiplexer, cache),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
                 tokens=TokenVerifier(settings),

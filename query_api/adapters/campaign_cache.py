@@ -1,0 +1,130 @@
+"""Campaign read models kept in the worker's memory, dropped when the projector announces a change.
+
+A hit answers `GET /campaigns/{id}` without a Redis round trip (the benchmarked read path).
+Why an entry is never served stale for longer than `ttl_seconds`, and normally not at all:
+
+- Every applied event is PUBLISHed by the projector from inside the atomic script that applied
+  it (`projectors/adapters/lua/guard.lua`); the notification listener calls `invalidate` for
+  its aggregate, before it wakes `min_version` waiters, so a woken waiter reads Redis again.
+- A read that misses notes the `ticket` before asking Redis and is kept only if nothing was
+  invalidated meanwhile: a reply computed before an event was applied can arrive after that
+  event's announcement (pub/sub and reads use two connections), and must not be kept.
+- Entries are kept only while the events feed is subscribed (`feed_up` / `feed_down`):
+  messages published while it is down are lost, so it is emptied both ways.
+- Entries belong to one generation (base): a replay swap, seen through the generation pointer,
+  empties the cache; for `settle_seconds` after it nothing is kept, because the replay's final
+  pass writes the new generation unannounced (projectors/replay/application/rebuild.py).
+- `ttl_seconds` bounds whatever the above cannot see (a feed that dies silently).
+
+Memory is bounded by `max_bytes` (documents plus an estimate of each entry's overhead);
+the oldest entries go first. Unknown ids are not kept, so probing ids costs no memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from query_api.adapters.read_models import Snapshot
+
+# Per-entry cost beyond the document: dict slot, key string, Snapshot and tuple objects.
+ENTRY_OVERHEAD_BYTES = 300
+
+
+class CampaignCache:
+    def __init__(
+        self,
+        max_bytes: int,
+        ttl_seconds: float,
+        settle_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl_seconds
+        self.settle = settle_seconds
+        self.clock = clock
+        # id -> (snapshot, expires at, cost), oldest first.
+        self._entries: dict[str, tuple[Snapshot, float, int]] = {}
+        self._bytes = 0
+        self._base: str | None = None
+        self._keep_after = 0.0
+        self._epoch = 0  # bumped by every invalidation: a read begun before one is not kept
+        self._feed_up = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, base: str, campaign_id: str) -> Snapshot | None:
+        if base != self._base:
+            self._switch(base)
+            return None
+        entry = self._entries.get(campaign_id)
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            self._drop(campaign_id)
+            return None
+        return entry[0]
+
+    def ticket(self) -> int:
+        """Taken before a read from Redis; `put` keeps its answer only if nothing changed since."""
+        return self._epoch
+
+    def put(self, base: str, campaign_id: str, snapshot: Snapshot, ticket: int) -> None:
+        if (
+            ticket != self._epoch
+            or not self._feed_up
+            or base != self._base
+            or snapshot.version == 0
+            or self.max_bytes <= 0
+        ):
+            return
+        now = self.clock()
+        if now < self._keep_after:
+            return
+        cost = len(snapshot.doc or b"") + len(campaign_id) + ENTRY_OVERHEAD_BYTES
+        if cost > self.max_bytes:
+            return
+        self._drop(campaign_id)
+        while self._entries and self._bytes + cost > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+        self._entries[campaign_id] = (snapshot, now + self.ttl, cost)
+        self._bytes += cost
+
+    def invalidate(self, aggregate_id: str) -> None:
+        """An event of `aggregate_id` was applied (any aggregate type: ids do not collide)."""
+        self._epoch += 1
+        self._drop(aggregate_id)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
+        self._bytes = 0
+
+    def feed_up(self) -> None:
+        """The events feed is subscribed: from now on every change is announced to us."""
+        self.clear()
+        self._feed_up = True
+
+    def feed_down(self) -> None:
+        """The events feed is lost: announcements may be missed, so keep nothing until it is back."""
+        self._feed_up = False
+        self.clear()
+
+    def _switch(self, base: str) -> None:
+        if self._base is not None:
+            # A swap: the new generation may still change unannounced for a moment.
+            self._keep_after = self.clock() + self.settle
+        self._base = base
+        self.clear()
+
+    def _drop(self, campaign_id: str) -> None:
+        entry = self._entries.pop(campaign_id, None)
+        if entry is not None:
+            self._bytes -= entry[2]

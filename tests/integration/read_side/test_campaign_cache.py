@@ -1,0 +1,163 @@
+"""The query API's in-process campaign cache over real Redis: never the reason a read is stale.
+
+Entries here live 60 s, so anything fresher than that was the invalidation's doing, not expiry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from projectors.adapters.generations import swap_generation
+from projectors.adapters.redis_projection import campaigns_projection
+from query_api.adapters.campaign_cache import CampaignCache
+from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.read_models import GenerationCache, ReadModels
+from service_runtime.settings import Settings
+from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
+from tests.integration.read_side.workload import campaign_payload, new_campaign
+
+LONG_LIVED = {"campaign_cache_seconds": 60.0}
+
+
+@pytest.fixture
+async def cached_query(settings: Settings) -> AsyncIterator[QueryClient]:
+    async with query_app(settings.model_copy(update=LONG_LIVED)) as client:
+        yield client
+
+
+def cache_of(query: QueryClient) -> CampaignCache:
+    cache = query.read_side.read_models.cache
+    assert isinstance(cache, CampaignCache)
+    return cache
+
+
+async def test_a_cached_campaign_shows_its_next_version_once_the_projector_announces_it(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    campaign = new_campaign("alice")
+    projection = campaigns_projection(settings.redis_prefix)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    await wait_until(lambda: _version_is(query, path, alice, 1), 5, "the campaign to be readable")
+    assert (await query.http.get(path, headers=alice)).json()["version"] == 1
+    assert len(cache_of(query)) == 1
+
+    await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")])
+
+    await wait_until(lambda: _version_is(query, path, alice, 2), 2, "the announced version")
+    assert (await query.http.get(path, headers=alice)).json()["status"] == "active"
+
+
+async def test_min_version_right_after_a_write_answers_the_new_version_not_the_cached_one(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    campaign = new_campaign("alice")
+    projection = campaigns_projection(settings.redis_prefix)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    await wait_until(lambda: _version_is(query, path, alice, 1), 5, "the campaign to be cached")
+
+    await projection.apply(redis, "campaigns.1", [campaign.then("CampaignPaused")])
+    response = await query.http.get(path, params={"min_version": 2}, headers=alice)
+
+    assert response.status_code == 200
+    assert (response.json()["version"], response.headers["etag"]) == (2, '"2"')
+
+
+async def test_a_cached_campaign_is_still_hidden_from_other_users(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    campaign = new_campaign("alice")
+    await campaigns_projection(settings.redis_prefix).apply(redis, "campaigns.1", campaign.events)
+    path = f"/campaigns/{campaign.aggregate_id}"
+    await wait_until(lambda: _version_is(query, path, query.token("alice"), 1), 5, "the campaign")
+    assert len(cache_of(query)) == 1
+
+    mallory = await query.http.get(path, headers=query.token("mallory"))
+    assert mallory.status_code == 404
+    assert (await query.http.get(path)).status_code == 401
+    assert (await query.http.get(path, headers=query.admin())).json()["owner_id"] == "alice"
+
+
+async def test_a_generation_swap_is_followed_although_the_old_generation_was_cached(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    campaign = new_campaign("alice", name="Live name")
+    projection = campaigns_projection(settings.redis_prefix)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    rebuilt = new_campaign("alice")
+    rebuilt.aggregate_id = campaign.aggregate_id
+    rebuilt.events.clear()
+    rebuilt.then("CampaignCreated", campaign_payload("alice", name="Rebuilt name"))
+    await projection.apply(redis, "campaigns.2", rebuilt.events, announce=False)
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    for _ in range(2):
+        assert (await query.http.get(path, headers=alice)).json()["name"] == "Live name"
+    assert len(cache_of(query)) == 1
+
+    await swap_generation(redis, settings.redis_prefix, "campaigns", "campaigns.2")
+
+    async def swapped() -> bool:
+        return (await query.http.get(path, headers=alice)).json()["name"] == "Rebuilt name"
+
+    await wait_until(swapped, 0.5, "the swap announcement")
+
+
+async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Settings, redis: Redis) -> None:
+    # The listener's own client carries a name, so the test can cut exactly its connection.
+    name = f"{settings.redis_prefix}-listener"
+    own = Redis.from_url(settings.redis_url, client_name=name)
+    generations = GenerationCache(own, settings.redis_prefix)
+    cache = CampaignCache(1 << 20, ttl_seconds=60)
+    listener = NotificationListener(own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache)
+    models = ReadModels(own, generations, None, cache)
+    projection = campaigns_projection(settings.redis_prefix)
+    campaign = new_campaign("alice")
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    await generations.start()
+    await listener.start()
+    try:
+        assert (await models.campaign(campaign.aggregate_id)).version == 1
+        assert len(cache) == 1
+
+        subscribed = [c for c in await redis.client_list() if c["name"] == name and int(c["sub"]) > 0]
+        assert len(subscribed) == 1
+        await redis.client_kill_filter(_id=subscribed[0]["id"])
+        # A change whose announcement the listener cannot have seen.
+        await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")], announce=False)
+
+        async def current() -> bool:
+            return (await models.campaign(campaign.aggregate_id)).version == 2
+
+        await wait_until(current, 5, "the read to reach Redis again")
+
+        # Resubscribed: entries are kept again, and announcements drop them again.
+        async def cached_again() -> bool:
+            await models.campaign(campaign.aggregate_id)
+            return len(cache) == 1
+
+        await wait_until(cached_again, 5, "the feed to come back")
+        await projection.apply(redis, "campaigns.1", [campaign.then("CampaignPaused")])
+        await wait_until(
+            lambda: _model_version_is(models, campaign.aggregate_id, 3), 2, "the announced version"
+        )
+    finally:
+        await listener.stop()
+        await generations.stop()
+        await own.aclose()
+
+
+async def _version_is(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:
+    response = await query.http.get(path, headers=headers)
+    return response.status_code == 200 and response.json()["version"] == version
+
+
+async def _model_version_is(models: ReadModels, campaign_id: str, version: int) -> bool:
+    return (await models.campaign(campaign_id)).version == version

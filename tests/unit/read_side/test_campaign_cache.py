@@ -1,0 +1,157 @@
+"""The query API's campaign cache: kept only while nothing can have changed it unannounced."""
+
+from __future__ import annotations
+
+import asyncio
+
+from query_api.adapters.campaign_cache import ENTRY_OVERHEAD_BYTES, CampaignCache
+from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.read_models import Snapshot
+
+BASE = "rm:campaigns.1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def snapshot(version: int = 1, doc: bytes = b'{"id":"c1"}') -> Snapshot:
+    return Snapshot(doc, "alice", version)
+
+
+def live_cache(clock: Clock | None = None, max_bytes: int = 1 << 20) -> CampaignCache:
+    cache = CampaignCache(max_bytes, ttl_seconds=1.0, settle_seconds=5.0, clock=clock or Clock())
+    cache.feed_up()
+    cache.get(BASE, "warm-up")  # the first read names the live generation
+    return cache
+
+
+def fill(cache: CampaignCache, campaign_id: str, value: Snapshot, base: str = BASE) -> None:
+    ticket = cache.ticket()
+    cache.put(base, campaign_id, value, ticket)
+
+
+def test_a_read_is_answered_from_memory_until_its_campaign_changes() -> None:
+    cache = live_cache()
+    fill(cache, "c1", snapshot(1))
+    assert cache.get(BASE, "c1") == snapshot(1)
+    cache.invalidate("c1")
+    assert cache.get(BASE, "c1") is None
+
+
+def test_a_read_that_an_announcement_overtook_is_not_kept() -> None:
+    cache = live_cache()
+    ticket = cache.ticket()  # the read is sent to Redis...
+    cache.invalidate("c1")  # ...the announcement of version 2 arrives first...
+    cache.put(BASE, "c1", snapshot(1), ticket)  # ...then the reply, computed before version 2
+    assert cache.get(BASE, "c1") is None
+
+
+def test_nothing_is_kept_while_the_events_feed_is_down() -> None:
+    cache = live_cache()
+    fill(cache, "c1", snapshot(1))
+    cache.feed_down()
+    assert cache.get(BASE, "c1") is None
+    fill(cache, "c1", snapshot(1))
+    assert cache.get(BASE, "c1") is None
+    cache.feed_up()
+    fill(cache, "c1", snapshot(2))
+    assert cache.get(BASE, "c1") == snapshot(2)
+
+
+def test_a_read_begun_before_the_feed_came_back_is_not_kept() -> None:
+    cache = CampaignCache(1 << 20, ttl_seconds=1.0)
+    cache.get(BASE, "c1")
+    ticket = cache.ticket()
+    cache.feed_up()
+    cache.put(BASE, "c1", snapshot(1), ticket)
+    assert cache.get(BASE, "c1") is None
+
+
+def test_a_generation_swap_empties_it_and_keeps_nothing_while_the_replay_settles() -> None:
+    clock = Clock()
+    cache = live_cache(clock)
+    fill(cache, "c1", snapshot(1))
+    new_base = "rm:campaigns.2"
+    assert cache.get(new_base, "c1") is None
+    fill(cache, "c1", snapshot(1), new_base)
+    assert cache.get(new_base, "c1") is None  # the final pass may still write it unannounced
+    clock.now += 5.0
+    fill(cache, "c1", snapshot(1), new_base)
+    assert cache.get(new_base, "c1") == snapshot(1)
+    assert cache.get(BASE, "c1") is None  # the old generation's entries are gone
+
+
+def test_a_read_of_the_old_generation_is_not_kept_after_the_swap() -> None:
+    clock = Clock()
+    cache = live_cache(clock)
+    ticket = cache.ticket()
+    cache.get("rm:campaigns.2", "other")  # another request sees the new pointer meanwhile
+    clock.now += 10
+    cache.put(BASE, "c1", snapshot(1), ticket)
+    assert cache.get(BASE, "c1") is None
+
+
+def test_an_entry_lives_at_most_its_ttl_even_if_an_announcement_is_lost() -> None:
+    clock = Clock()
+    cache = live_cache(clock)
+    fill(cache, "c1", snapshot(1))
+    clock.now += 0.99
+    assert cache.get(BASE, "c1") == snapshot(1)
+    clock.now += 0.02
+    assert cache.get(BASE, "c1") is None
+    assert len(cache) == 0
+
+
+def test_unknown_campaigns_are_not_kept() -> None:
+    cache = live_cache()
+    fill(cache, "nope", Snapshot(None, None, 0))
+    assert len(cache) == 0
+
+
+def test_memory_is_bounded_and_the_oldest_entries_go_first() -> None:
+    doc = b"x" * 700
+    per_entry = len(doc) + 2 + ENTRY_OVERHEAD_BYTES
+    cache = live_cache(max_bytes=per_entry * 3)
+    for n in range(5):
+        fill(cache, f"c{n}", snapshot(1, doc))
+    assert len(cache) == 3 and cache.size_bytes <= per_entry * 3
+    assert [cache.get(BASE, f"c{n}") is not None for n in range(5)] == [False, False, True, True, True]
+    fill(cache, "c3", snapshot(2, doc))  # replacing an entry does not count it twice
+    assert cache.size_bytes == per_entry * 3
+
+
+def test_a_zero_budget_turns_it_off() -> None:
+    cache = live_cache(max_bytes=0)
+    fill(cache, "c1", snapshot(1))
+    assert len(cache) == 0
+
+
+async def _no_swap() -> None:
+    return None
+
+
+async def test_an_announcement_drops_the_entry_before_it_wakes_the_waiters() -> None:
+    cache = live_cache()
+    fill(cache, "c1", snapshot(1))
+    waiters = VersionWaiters()
+    listener = NotificationListener(None, "rm", waiters, _no_swap, cache)  # type: ignore[arg-type]
+    seen: list[Snapshot | None] = []
+    with waiters.watch("c1", 2) as woken:
+        woken.add_done_callback(lambda _: seen.append(cache.get(BASE, "c1")))
+        message = b'{"aggregate_id":"c1","aggregate_version":2,"projected_at":"x"}'
+        listener._dispatch({"type": "message", "channel": listener.events, "data": message})
+        await asyncio.sleep(0)
+    assert seen == [None]
+
+
+def test_an_unreadable_announcement_empties_the_cache() -> None:
+    cache = live_cache()
+    fill(cache, "c1", snapshot(1))
+    listener = NotificationListener(None, "rm", VersionWaiters(), _no_swap, cache)  # type: ignore[arg-type]
+    listener._dispatch({"type": "message", "channel": listener.events, "data": b"not json"})
+    assert len(cache) == 0
