@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
 
 from command_api.adapters import mongo_documents as docs
 from command_api.adapters.mongo_schema import (
@@ -47,11 +48,28 @@ TRANSACTION_ATTEMPTS = 5
 COMMIT_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 0.02
 
-Write = Callable[[AsyncClientSession], Awaitable[None]]
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class Write:
+    """One staged write, and what its failure means to the command.
+
+    `duplicate` turns a duplicate-key error (its details) into the command's error;
+    `conflict`, for a compare-and-set, is the conflict to raise when nothing matched.
+    """
+
+    model: InsertOne[Document] | UpdateOne
+    duplicate: Callable[[Document], Exception] | None = None
+    conflict: str | None = None
 
 
 class MongoUnitOfWork:
-    """One command's staged writes; `commit` runs them and appends the events in one transaction."""
+    """One command's staged writes; `commit` runs them and appends the events in one transaction.
+
+    The writes go to MongoDB as one bulkWrite (one round trip, one transaction statement), then
+    the commit: each round trip costs a single-threaded local SecantusDB about as much as the
+    write itself."""
 
     def __init__(
         self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], gate: IndexGate
@@ -97,29 +115,25 @@ class MongoUnitOfWork:
         self._writes = []
         self._aggregates = []
 
+    def namespace(self, collection: str) -> str:
+        return f"{self._db.name}.{collection}"
+
     def _event_insert(self, envelope: EventEnvelope, recorded_at: datetime) -> Write:
         document = to_log_document(envelope)
         document["recorded_at"] = recorded_at
-
-        async def insert(session: AsyncClientSession) -> None:
-            try:
-                await self._db[EVENTS].insert_one(document, session=session)
-            except DuplicateKeyError as exc:
-                # Another command already wrote this aggregate's next version.
-                raise ConcurrencyConflict(
-                    f"{envelope.aggregate_type} {envelope.aggregate_id} already has version "
-                    f"{envelope.aggregate_version}"
-                ) from exc
-
-        return insert
+        # Another command already wrote this aggregate's next version.
+        taken = ConcurrencyConflict(
+            f"{envelope.aggregate_type} {envelope.aggregate_id} already has version "
+            f"{envelope.aggregate_version}"
+        )
+        return Write(InsertOne(document, namespace=self.namespace(EVENTS)), duplicate=lambda _: taken)
 
     async def _transact(self, writes: list[Write]) -> None:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             async with self._client.start_session() as session:
                 try:
                     await session.start_transaction()
-                    for write in writes:
-                        await write(session)
+                    await self._write(writes, session)
                     await _commit(session)
                     return
                 except PyMongoError as exc:
@@ -131,6 +145,33 @@ class MongoUnitOfWork:
                     await _abort(session)
                     raise
             await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
+
+    async def _write(self, writes: list[Write], session: AsyncClientSession) -> None:
+        compare_and_set = any(write.conflict is not None for write in writes)
+        try:
+            result = await self._client.bulk_write(
+                [write.model for write in writes],
+                session=session,
+                ordered=True,
+                verbose_results=compare_and_set,
+            )
+        except ClientBulkWriteException as exc:
+            # The write errors are the server's documents (pymongo's annotation says otherwise).
+            errors: list[Document] = (exc.details or {}).get("writeErrors") or []
+            for error in errors:
+                write = writes[error["idx"]]
+                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
+                    raise write.duplicate(error) from exc
+            if isinstance(exc.error, PyMongoError):
+                # The server's or the network's own error, with its labels (TransientTransactionError)
+                # that the wrapper does not carry.
+                raise exc.error from None
+            raise
+        if compare_and_set:
+            updated = result.update_results
+            for index, write in enumerate(writes):
+                if write.conflict is not None and (index not in updated or updated[index].matched_count != 1):
+                    raise ConcurrencyConflict(write.conflict)
 
     # Reads are not part of the transaction: the compare-and-set on `version` guards the write.
     @property
@@ -197,17 +238,13 @@ class MongoUserRepository:
         return docs.user_from_document(doc) if doc else None
 
     def add(self, user: User) -> None:
-        document = docs.user_document(user)
+        def taken(details: Document) -> Exception:
+            if "email" in details.get("keyPattern", {"email": 1}):
+                return EmailTaken(f"{user.email} is already registered")
+            return ConcurrencyConflict(f"user {user.id} exists")
 
-        async def insert(session: AsyncClientSession) -> None:
-            try:
-                await self._uow.db[USERS].insert_one(document, session=session)
-            except DuplicateKeyError as exc:
-                if "email" in (exc.details or {}).get("keyPattern", {"email": 1}):
-                    raise EmailTaken(f"{user.email} is already registered") from exc
-                raise ConcurrencyConflict(f"user {user.id} exists") from exc
-
-        self._uow.stage(insert, user)
+        model = InsertOne(docs.user_document(user), namespace=self._uow.namespace(USERS))
+        self._uow.stage(Write(model, duplicate=taken), user)
 
     def save(self, user: User) -> None:
         self._uow.stage(_compare_and_set(self._uow, USERS, user, docs.user_document(user)), user)
@@ -222,15 +259,9 @@ class MongoCampaignRepository:
         return docs.campaign_from_document(doc) if doc else None
 
     def add(self, campaign: Campaign) -> None:
-        document = docs.campaign_document(campaign)
-
-        async def insert(session: AsyncClientSession) -> None:
-            try:
-                await self._uow.db[CAMPAIGNS].insert_one(document, session=session)
-            except DuplicateKeyError as exc:
-                raise ConcurrencyConflict(f"campaign {campaign.id} exists") from exc
-
-        self._uow.stage(insert, campaign)
+        exists = ConcurrencyConflict(f"campaign {campaign.id} exists")
+        model = InsertOne(docs.campaign_document(campaign), namespace=self._uow.namespace(CAMPAIGNS))
+        self._uow.stage(Write(model, duplicate=lambda _: exists), campaign)
 
     def save(self, campaign: Campaign) -> None:
         self._uow.stage(
@@ -241,17 +272,11 @@ class MongoCampaignRepository:
 def _compare_and_set(
     uow: MongoUnitOfWork, collection: str, aggregate: Aggregate, document: Document
 ) -> Write:
-    expected = _cas_filter(aggregate)
     fields = {k: v for k, v in document.items() if k != "_id"}
-
-    async def update(session: AsyncClientSession) -> None:
-        result = await uow.db[collection].update_one(expected, {"$set": fields}, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(
-                f"{collection} {aggregate.id} is no longer at version {aggregate.stored_version}"
-            )
-
-    return update
+    return Write(
+        UpdateOne(_cas_filter(aggregate), {"$set": fields}, namespace=uow.namespace(collection)),
+        conflict=f"{collection} {aggregate.id} is no longer at version {aggregate.stored_version}",
+    )
 
 
 class MongoRefreshTokenRepository:
@@ -264,23 +289,15 @@ class MongoRefreshTokenRepository:
 
     def add(self, token: RefreshToken) -> None:
         document = docs.refresh_token_document(token)
-
-        async def insert(session: AsyncClientSession) -> None:
-            await self._uow.db[REFRESH_TOKENS].insert_one(document, session=session)
-
-        self._uow.stage(insert)
+        self._uow.stage(Write(InsertOne(document, namespace=self._uow.namespace(REFRESH_TOKENS))))
 
     def mark_used(self, token: RefreshToken) -> None:
-        async def update(session: AsyncClientSession) -> None:
-            result = await self._uow.db[REFRESH_TOKENS].update_one(
-                {"_id": token.token_hash, "used_at": None, "revoked_at": None},
-                {"$set": {"used_at": token.used_at}},
-                session=session,
-            )
-            if result.matched_count != 1:
-                raise ConcurrencyConflict("refresh token used or revoked meanwhile")
-
-        self._uow.stage(update)
+        model = UpdateOne(
+            {"_id": token.token_hash, "used_at": None, "revoked_at": None},
+            {"$set": {"used_at": token.used_at}},
+            namespace=self._uow.namespace(REFRESH_TOKENS),
+        )
+        self._uow.stage(Write(model, conflict="refresh token used or revoked meanwhile"))
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         await self._uow.db[REFRESH_TOKENS].update_many(
@@ -297,12 +314,5 @@ class MongoIdempotencyRepository:
         return docs.idempotency_from_document(doc) if doc else None
 
     def add(self, outcome: IdempotentOutcome) -> None:
-        document = docs.idempotency_document(outcome)
-
-        async def insert(session: AsyncClientSession) -> None:
-            try:
-                await self._uow.db[IDEMPOTENCY_KEYS].insert_one(document, session=session)
-            except DuplicateKeyError as exc:
-                raise IdempotencyKeyTaken(outcome.key) from exc
-
-        self._uow.stage(insert)
+        model = InsertOne(docs.idempotency_document(outcome), namespace=self._uow.namespace(IDEMPOTENCY_KEYS))
+        self._uow.stage(Write(model, duplicate=lambda _: IdempotencyKeyTaken(outcome.key)))
