@@ -4,8 +4,10 @@ The caller (the Kafka subscriber) commits the batch's offsets only after `handle
 i.e. after the Redis writes and the dead letters are acknowledged; if `handle` raises, nothing
 is committed and the whole batch comes again, which the version guard makes harmless.
 
-Each event's outcome is logged on one line carrying the event's correlation id (the id of the
-HTTP request that caused it), so a request can be followed from the command API into here.
+Each batch is logged on one INFO line (its counts); each event's outcome on one DEBUG line
+carrying the event's correlation id (the id of the HTTP request that caused it), so with
+`CAMPAIGNS_LOG_LEVEL=DEBUG` a request can be followed from the command API into here. Per-event
+lines at INFO were 13% of a busy projector's CPU.
 """
 
 from __future__ import annotations
@@ -159,6 +161,15 @@ class ProjectionConsumer:
             generation=generation,
         )
         last = records[-1] if records else None
+        log.info(
+            "batch of %d: %d applied, %d duplicates, %d parked, %d dead-lettered",
+            report.records,
+            report.applied,
+            report.duplicates,
+            report.parked,
+            report.dead_lettered,
+            extra={"projection": self.projection.name, "generation": generation},
+        )
         await record_batch(
             self.redis,
             prefix,
@@ -181,8 +192,7 @@ class ProjectionConsumer:
         return report
 
     def _log_outcome(self, envelope: EventEnvelope, outcome: EventOutcome) -> None:
-        # Duplicates (redeliveries, replays of a live stream) only at debug: they change nothing.
-        level = logging.DEBUG if outcome.outcome is Outcome.DUPLICATE else logging.INFO
+        level = logging.DEBUG
         if not log.isEnabledFor(level):
             return
         token = correlation_id.set(envelope.correlation_id)
