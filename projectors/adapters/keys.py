@@ -44,7 +44,7 @@ class CampaignKeys:
     base: str
 
     def campaign(self, campaign_id: str) -> str:
-        """Hash: `doc` (ready-to-send JSON), `v`, fragments `f:*`, index values `x:*`, sort members `s:*`."""
+        """Hash: `doc` (ready-to-send JSON), `v`, `x:owner`; a deleted one keeps `deleted`, `x:owner`, `v`."""
         return f"{self.base}:campaign:{campaign_id}"
 
     def index(self, sort: str, dimension: str | None = None, value: str | None = None) -> str:

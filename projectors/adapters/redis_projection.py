@@ -1,11 +1,14 @@
-"""A projection applied to Redis: one atomic, idempotent script call per event, pipelined.
+"""The projections applied to Redis, each atomic and idempotent per aggregate version.
 
 `Projection.apply(redis, generation, envelopes)` knows nothing of Kafka: the projectors call it
 with each consumed batch, and the replay tool can call it with events read from the log into
 a new generation (with `announce=False`, so the monitor does not see a replay as live traffic),
 then compare `digest.generation_digest` of both generations and `generations.swap_generation`.
 
-Per event, inside one script (lua/guard.lua): version <= last applied -> DUPLICATE, nothing
+The campaigns projection (the busiest) reads each campaign once per batch, plans the batch in
+memory and writes it with one guarded call per campaign (`campaigns_projection`). Users and
+stats run one script call per event, pipelined. The rules are the same for all three, per event
+(for users and stats inside lua/guard.lua): version <= last applied -> DUPLICATE, nothing
 written; version == last + 1 -> APPLIED (change, version and announcement together); version
 > last + 1 -> PARKED: the event is stored beside the read model, not applied, and applied as
 soon as the missing version arrives. Parking rather than refusing the batch keeps one bad or
@@ -18,22 +21,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from events import EventEnvelope
+from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.adapters.keys import (
-    CampaignKeys,
     StatsKeys,
     UserKeys,
     events_channel,
     generation_base,
     parked_key,
 )
+from projectors.adapters.notices import notice_prefix
 from projectors.adapters.scripts import LuaScript, ScriptArg, apply_script
-from projectors.domain.campaigns import campaign_change
 from projectors.domain.json_form import json_time
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from projectors.domain.stats import stats_change_args
@@ -43,25 +46,35 @@ StateKey = Callable[[str, EventEnvelope], str]
 ChangeArgs = Callable[[EventEnvelope], Sequence[ScriptArg]]
 
 
-def notice_prefix(envelope: EventEnvelope, projection: str) -> bytes:
-    """The pub/sub message of an applied event, without its closing brace (Lua adds projected_at)."""
-    message = {
-        "event_type": envelope.event_type,
-        "aggregate_type": envelope.aggregate_type,
-        "aggregate_id": envelope.aggregate_id,
-        "aggregate_version": envelope.aggregate_version,
-        "occurred_at": json_time(envelope.occurred_at),
-        "actor_id": envelope.actor_id,
-        "event_id": str(envelope.event_id),
-        "correlation_id": envelope.correlation_id,
-        "projection": projection,
-    }
-    return orjson.dumps(message)[:-1]
+class Projection(Protocol):
+    """One read model: which events it reads, and how a batch of them is applied to Redis."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def aggregate_types(self) -> frozenset[str]: ...
+    @property
+    def announces(self) -> bool: ...
+    @property
+    def script(self) -> LuaScript: ...
+
+    def accepts(self, envelope: EventEnvelope) -> bool: ...
+
+    async def apply(
+        self,
+        redis: Redis,
+        generation: str,
+        envelopes: Sequence[EventEnvelope],
+        *,
+        announce: bool = True,
+    ) -> ApplyResult: ...
 
 
 @dataclass(frozen=True)
-class Projection:
-    """One read model: which events it reads and how each one changes it."""
+class ScriptProjection:
+    """A read model applied by its own Lua script, one guarded call per event (users, stats)."""
 
     name: str
     prefix: str
@@ -139,19 +152,12 @@ def _outcome(reply: object) -> EventOutcome:
     return EventOutcome(Outcome(status.decode()), drained=int(drained))
 
 
-def campaigns_projection(prefix: str) -> Projection:
-    return Projection(
-        name="campaigns",
-        prefix=prefix,
-        aggregate_types=frozenset({"campaign"}),
-        state_key=lambda base, e: CampaignKeys(base).campaign(e.aggregate_id),
-        change_args=lambda e: campaign_change(e).script_args(),
-        announces=True,
-    )
+def campaigns_projection(prefix: str) -> CampaignsProjection:
+    return CampaignsProjection(name="campaigns", prefix=prefix)
 
 
 def users_projection(prefix: str) -> Projection:
-    return Projection(
+    return ScriptProjection(
         name="users",
         prefix=prefix,
         aggregate_types=frozenset({"user"}),
@@ -168,7 +174,7 @@ def stats_projection(prefix: str) -> Projection:
             return keys.user(envelope.aggregate_id)
         return keys.campaign(envelope.aggregate_id)
 
-    return Projection(
+    return ScriptProjection(
         name="stats",
         prefix=prefix,
         aggregate_types=frozenset({"user", "campaign"}),

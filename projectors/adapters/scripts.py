@@ -17,7 +17,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from projectors.domain.campaigns import CAMPAIGN_FIELDS, SORT_KEYS
 from projectors.domain.users import USER_FIELDS
 
 ScriptArg = bytes | str | int
@@ -27,16 +26,14 @@ def _lua_list(names: Sequence[str]) -> str:
     return "{" + ", ".join(f"'{name}'" for name in names) + "}"
 
 
-# Field orders come from the Python domain, so a document is assembled the same way here and in
-# `campaign_document` (the fold behind as_of_version).
+# Field orders come from the Python domain, so a document is assembled the same way in Lua and
+# in Python.
 _TEMPLATE_VALUES = {
-    "{{CAMPAIGN_FIELDS}}": _lua_list(CAMPAIGN_FIELDS),
-    "{{SORT_KEYS}}": _lua_list(SORT_KEYS),
     "{{USER_FIELDS}}": _lua_list(USER_FIELDS),
 }
 
 
-def _source(name: str) -> str:
+def lua_source(name: str) -> str:
     text = files("projectors.adapters").joinpath("lua", f"{name}.lua").read_text()
     for placeholder, value in _TEMPLATE_VALUES.items():
         text = text.replace(placeholder, value)
@@ -67,10 +64,10 @@ class LuaScript:
 @cache
 def apply_script(projection: str) -> LuaScript:
     """The apply of one projection: shared helpers, its `apply_change`, then the version guard."""
-    source = "\n".join((_source("common"), _source(projection), _source("guard")))
+    source = "\n".join((lua_source("common"), lua_source(projection), lua_source("guard")))
     return LuaScript(f"apply_{projection}", source.encode())
 
 
 @cache
 def list_campaigns_script() -> LuaScript:
-    return LuaScript("list_campaigns", _source("list_campaigns").encode())
+    return LuaScript("list_campaigns", lua_source("list_campaigns").encode())

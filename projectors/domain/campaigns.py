@@ -1,19 +1,20 @@
 """The campaign read model: which fields each campaign event sets, its sort keys, and the fold.
 
-The same `campaign_field_changes` drives both the atomic Redis apply (through `CampaignChange`)
-and the in-memory fold that serves `as_of_version`, so the two cannot drift apart.
+The same `campaign_field_changes` drives both the Redis projection (through `next_campaign_state`,
+planned per aggregate in `campaign_plan`) and the in-memory fold that serves `as_of_version`, so
+the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from events import EventEnvelope
-from projectors.domain.json_form import epoch_millis, fragment, json_time
+from projectors.domain.json_form import epoch_millis, json_time
 
 # The order of the fields in every campaign document (Redis assembles documents in this order).
 CAMPAIGN_FIELDS: tuple[str, ...] = (
@@ -42,6 +43,7 @@ _STATUS_AFTER = {
     "CampaignCompleted": "completed",
     "CampaignDeleted": "deleted",
 }
+CAMPAIGN_EVENT_TYPES = frozenset({"CampaignCreated", "CampaignUpdated", *_STATUS_AFTER})
 # Separates the sort value from the id in an index member: below every printable character,
 # so "abc" sorts before "abcd" whatever follows.
 MEMBER_SEPARATOR = b"\x00"
@@ -100,56 +102,53 @@ def name_sort_value(name: str) -> str:
     return name.casefold()
 
 
-@dataclass(frozen=True)
-class CampaignChange:
-    """What one event does to the campaign read model, as the Lua apply expects it.
+class MissingCreation(ValueError):
+    """An event for a campaign the read model has never seen created."""
 
-    `fields` are JSON fragments of document fields; `index` the raw values the filter
-    indexes are keyed by; `sort_members` the members of the sorted indexes. Only what the
-    event changes is present: Redis merges it into what is stored.
+
+# An index a campaign belongs to, by (dimension, value); None is the index of all campaigns.
+IndexFilter = tuple[str, str] | None
+REQUIRED_FIELDS = ("status", "channel", "owner_id", "tags")
+
+
+def next_campaign_state(state: dict[str, Any] | None, envelope: EventEnvelope) -> dict[str, Any]:
+    """The campaign's fields after `envelope`, from its fields before (None: never seen).
+
+    Raises `MissingCreation` for anything but a creation or a deletion on a campaign whose
+    fields are incomplete: the read model never shows a campaign it did not see created.
     """
-
-    delete: bool
-    fields: dict[str, bytes]
-    index: dict[str, str]
-    sort_members: dict[str, bytes]
-
-    def script_args(self) -> list[bytes | str]:
-        if self.delete:
-            return ["delete"]
-        args: list[bytes | str] = ["upsert"]
-        for name, value in self.fields.items():
-            args += [f"f:{name}", value]
-        for name, raw in self.index.items():
-            args += [f"x:{name}", raw]
-        for sort, member in self.sort_members.items():
-            args += [f"s:{sort}", member]
-        return args
-
-
-def campaign_change(envelope: EventEnvelope) -> CampaignChange:
     changes = campaign_field_changes(envelope)
-    if envelope.event_type == "CampaignDeleted":
-        return CampaignChange(delete=True, fields={}, index={}, sort_members={})
-    campaign_id = envelope.aggregate_id
-    index: dict[str, str] = {}
-    if "status" in changes:
-        index["status"] = changes["status"]
-    if "channel" in changes:
-        index["channel"] = changes["channel"]
-    if "owner_id" in changes:
-        index["owner"] = changes["owner_id"]
-    if "tags" in changes:
-        index["tags"] = orjson.dumps(changes["tags"]).decode()
-    millis = time_sort_value(epoch_millis(envelope.occurred_at))
-    members = {"updated": sort_member(millis, campaign_id)}
-    if "created_at" in changes:
-        members["created"] = sort_member(millis, campaign_id)
-    if "name" in changes:
-        members["name"] = sort_member(name_sort_value(changes["name"]), campaign_id)
-    return CampaignChange(
-        delete=False,
-        fields={name: fragment(value) for name, value in changes.items()},
-        index=index,
-        sort_members=members,
-    )
+    new = dict(state) if state else {}
+    new.update(changes)
+    new["version"] = envelope.aggregate_version
+    if envelope.event_type != "CampaignDeleted" and any(name not in new for name in REQUIRED_FIELDS):
+        raise MissingCreation(
+            f"campaign {envelope.aggregate_id} has no creation event before version "
+            f"{envelope.aggregate_version}"
+        )
+    return new
+
+
+def _millis(text: str) -> int:
+    return epoch_millis(datetime.fromisoformat(text))
+
+
+def campaign_memberships(state: dict[str, Any]) -> dict[str, tuple[bytes, list[IndexFilter]]]:
+    """For each sort key: the campaign's member in its indexes, and the indexes it belongs to.
+
+    Derived from the document's own fields, so what is stored (the document) is all a
+    projector needs to know which memberships an event moves.
+    """
+    filters: list[IndexFilter] = [
+        None,
+        ("status", state["status"]),
+        ("channel", state["channel"]),
+        ("owner", state["owner_id"]),
+    ]
+    filters += [("tag", tag) for tag in state["tags"]]
+    values = {
+        "created": time_sort_value(_millis(state["created_at"])),
+        "updated": time_sort_value(_millis(state["updated_at"])),
+        "name": name_sort_value(state["name"]),
+    }
+    return {sort: (sort_member(values[sort], state["id"]), filters) for sort in SORT_KEYS}

@@ -1,0 +1,266 @@
+"""The campaign projection in Redis: read each campaign once per batch, plan, write once, guarded.
+
+Per batch: one pipelined read of every campaign the batch touches (version, document,
+tombstone, owner, and how many events are parked), the whole batch planned in memory
+(`campaign_plan`), then one pipelined `cas.lua` call per campaign that writes the planned
+document, index memberships, version, parked events and notices — only if the version and
+parked count are still what was read. A campaign whose state moved in between (another
+instance during a rebalance, a redelivery racing itself) is read and planned again.
+
+Redis runs only the writes, never a JSON decode or a membership computation: those were most
+of the per-event Lua script this replaced (66 µs of Redis time an event).
+
+Stored per campaign (hash): `doc` (the JSON sent to clients), `v`, `x:owner` (who may read it);
+a deleted campaign keeps `deleted`, `x:owner` and `v` (the tombstone). Parked events are kept
+as their JSON form, version -> event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from events import EventEnvelope, InvalidEvent, decode_event, encode_event
+from projectors.adapters.keys import (
+    CampaignKeys,
+    events_channel,
+    generation_base,
+    parked_key,
+    parked_set_key,
+)
+from projectors.adapters.notices import notice_prefix
+from projectors.adapters.scripts import LuaScript, ScriptArg, lua_source
+from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
+from projectors.domain.campaigns import IndexFilter, campaign_document, campaign_memberships
+from projectors.domain.json_form import json_time
+from projectors.domain.outcomes import ApplyResult, EventOutcome
+
+# A campaign whose state keeps moving under us is planned again this many times, then the batch
+# fails (and is consumed again).
+MAX_ATTEMPTS = 8
+AGGREGATE_TYPE = "campaign"
+# Campaigns per script call: a call of 64 campaigns' writes keeps Redis busy ~2 ms.
+WRITE_CHUNK = 64
+READ_CHUNK = 256
+
+
+@cache
+def cas_script() -> LuaScript:
+    return LuaScript("cas", lua_source("cas").encode())
+
+
+@cache
+def read_script() -> LuaScript:
+    return LuaScript("read_states", lua_source("read_states").encode())
+
+
+@dataclass
+class _Read:
+    stored: StoredCampaign
+    parked_count: int  # as Redis holds it, unreadable entries included
+
+
+@dataclass(frozen=True)
+class CampaignsProjection:
+    name: str
+    prefix: str
+    aggregate_types: frozenset[str] = frozenset({AGGREGATE_TYPE})
+    announces: bool = True
+
+    @property
+    def script(self) -> LuaScript:
+        return cas_script()
+
+    def accepts(self, envelope: EventEnvelope) -> bool:
+        return envelope.aggregate_type in self.aggregate_types
+
+    async def apply(
+        self,
+        redis: Redis,
+        generation: str,
+        envelopes: Sequence[EventEnvelope],
+        *,
+        announce: bool = True,
+    ) -> ApplyResult:
+        """Apply `envelopes` in order: the version guard per event, one guarded write per campaign."""
+        base = generation_base(self.prefix, generation)
+        channel = events_channel(self.prefix) if announce and self.announces else ""
+        by_campaign: dict[str, list[int]] = defaultdict(list)
+        for position, envelope in enumerate(envelopes):
+            by_campaign[envelope.aggregate_id].append(position)
+        outcomes: list[EventOutcome | None] = [None] * len(envelopes)
+        pending = list(by_campaign)
+        for _ in range(MAX_ATTEMPTS):
+            reads = await self._read(redis, base, pending)
+            plans = {
+                cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
+                for cid in pending
+            }
+            stale = await self._write(redis, base, channel, plans, reads)
+            for cid in pending:
+                if cid not in stale:
+                    for position, outcome in zip(by_campaign[cid], plans[cid].outcomes, strict=True):
+                        outcomes[position] = outcome
+            if not stale:
+                return ApplyResult([o for o in outcomes if o is not None])
+            pending = stale
+        raise RuntimeError(f"campaigns kept changing while being projected: {', '.join(pending[:5])}")
+
+    async def _read(self, redis: Redis, base: str, campaign_ids: list[str]) -> dict[str, _Read]:
+        keys = CampaignKeys(base)
+        calls: list[tuple[int, list[ScriptArg]]] = []
+        for n in range(0, len(campaign_ids), READ_CHUNK):
+            names: list[ScriptArg] = []
+            for cid in campaign_ids[n : n + READ_CHUNK]:
+                names += [keys.campaign(cid), parked_key(base, AGGREGATE_TYPE, cid)]
+            calls.append((len(names), names))
+        replies = [value for reply in await _run(redis, read_script(), calls) for value in reply]
+        with_parked = [cid for n, cid in enumerate(campaign_ids) if replies[5 * n + 4]]
+        parked: dict[str, dict[int, EventEnvelope]] = {}
+        if with_parked:
+            pipe = redis.pipeline(transaction=False)
+            for cid in with_parked:
+                pipe.hgetall(parked_key(base, AGGREGATE_TYPE, cid))
+            for cid, entries in zip(with_parked, await pipe.execute(), strict=True):
+                parked[cid] = _readable(entries)
+        reads = {}
+        for n, cid in enumerate(campaign_ids):
+            version, doc, deleted, owner, count = replies[5 * n : 5 * n + 5]
+            stored = StoredCampaign(
+                version=int(version or 0),
+                state=orjson.loads(doc) if doc and not deleted else None,
+                deleted=bool(deleted),
+                owner=(owner or b"").decode(),
+                parked=parked.get(cid, {}),
+            )
+            reads[cid] = _Read(stored, int(count))
+        return reads
+
+    async def _write(
+        self,
+        redis: Redis,
+        base: str,
+        channel: str,
+        plans: dict[str, CampaignPlan],
+        reads: dict[str, _Read],
+    ) -> list[str]:
+        """Run every plan's guarded write; the campaigns whose state had moved (nothing written)."""
+        projected_at = f',"projected_at":"{json_time(datetime.now(UTC))}"}}'.encode()
+        keys = CampaignKeys(base)
+        blocks: list[list[ScriptArg]] = []
+        for cid, plan in plans.items():
+            if not plan.changed:
+                continue
+            notices = [notice_prefix(e, self.name) + projected_at for e in plan.applied] if channel else []
+            writes = _writes(base, cid, plan, reads[cid].parked_count)
+            blocks.append(
+                [
+                    cid,
+                    keys.campaign(cid),
+                    parked_key(base, AGGREGATE_TYPE, cid),
+                    plan.before.version,
+                    reads[cid].parked_count,
+                    len(notices),
+                    len(writes),
+                    *notices,
+                    *writes,
+                ]
+            )
+        if not blocks:
+            return []
+        script = self.script
+        # Several calls, not one: a script blocks Redis while it runs, and readers are waiting.
+        calls = [
+            (0, [channel, *(arg for block in blocks[n : n + WRITE_CHUNK] for arg in block)])
+            for n in range(0, len(blocks), WRITE_CHUNK)
+        ]
+        replies = await _run(redis, script, calls)
+        return [stale.decode() for reply in replies for stale in reply]
+
+
+async def _run(redis: Redis, script: LuaScript, calls: list[tuple[int, list[ScriptArg]]]) -> list[Any]:
+    """`script` once per call (number of keys, then keys and arguments), pipelined. If Redis lost
+    its script cache (restart), load it and run them all again: a guarded write that did run
+    finds its version moved the second time, and is planned again."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+            await script.load(redis)
+            continue
+        break
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
+def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
+    parked = {}
+    for version, raw in entries.items():
+        try:
+            parked[int(version)] = decode_event(raw)
+        except (InvalidEvent, ValueError):
+            continue  # left where it is, still counted and visible in the parked set
+    return parked
+
+
+def _command(*parts: ScriptArg) -> list[ScriptArg]:
+    return [parts[0], len(parts) - 1, *parts[1:]]
+
+
+def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[ScriptArg]:
+    keys = CampaignKeys(base)
+    key = keys.campaign(cid)
+    writes: list[ScriptArg] = []
+    before = plan.before
+    old = campaign_memberships(before.state) if before.state else {}
+    new = campaign_memberships(plan.state) if plan.state else {}
+
+    def index(sort: str, where: IndexFilter) -> str:
+        return keys.index(sort) if where is None else keys.index(sort, *where)
+
+    # Only the memberships that change: an index member moves only if its index or its sort
+    # value changed (most events change one index of a sort, or none).
+    for sort in set(old) | set(new):
+        old_member, old_in = old.get(sort, (b"", []))
+        new_member, new_in = new.get(sort, (b"", []))
+        kept = set(old_in) & set(new_in) if old_member == new_member else set()
+        for where in old_in:
+            if where not in kept:
+                writes += _command("ZREM", index(sort, where), old_member)
+        for where in new_in:
+            if where not in kept:
+                writes += _command("ZADD", index(sort, where), 0, new_member)
+
+    if plan.deleted and not before.deleted:
+        writes += _command("DEL", key)
+        writes += _command("HSET", key, "deleted", "1", "x:owner", plan.owner, "v", plan.version)
+    elif plan.state is not None and plan.state is not before.state:
+        document = campaign_document(plan.state)
+        writes += _command("HSET", key, "doc", document, "x:owner", plan.owner, "v", plan.version)
+    elif plan.version != before.version:
+        writes += _command("HSET", key, "v", plan.version)
+
+    parked = parked_key(base, AGGREGATE_TYPE, cid)
+    member = f"{AGGREGATE_TYPE}:{cid}"
+    if plan.unparked:
+        writes += _command("HDEL", parked, *plan.unparked)
+    for version, envelope in plan.newly_parked.items():
+        writes += _command("HSET", parked, version, encode_event(envelope))
+    left = parked_count - len(plan.unparked) + len(plan.newly_parked)
+    if plan.newly_parked:
+        writes += _command("SADD", parked_set_key(base), member)
+    elif left == 0 and parked_count:
+        writes += _command("SREM", parked_set_key(base), member)
+    return writes

@@ -1,0 +1,33 @@
+-- Planned writes for several aggregates, each applied only if what it was planned from is still
+-- what Redis holds. The projector read the aggregates (lua/read_states.lua), planned the batch in
+-- memory (projectors/domain/campaign_plan.py) and sends the resulting commands here: no reads
+-- beyond the guard, no JSON work inside Redis, one reply for many aggregates.
+--
+-- ARGV[1] pub/sub channel; then one block per aggregate:
+--   id, state hash key, parked hash key, version read ('0' = none), parked count read,
+--   n notices, n write arguments, the notices, the writes (command, argument count, arguments...)
+-- Returns the ids of the aggregates whose version or parked count moved since they were read:
+-- nothing was written for those, the caller plans them again.
+local channel = ARGV[1]
+local stale = {}
+local i = 2
+while i <= #ARGV do
+  local id, state, parked = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local notices, writes = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local first = i + 7
+  local last = first + notices + writes - 1
+  if (redis.call('HGET', state, 'v') or '0') ~= ARGV[i + 3]
+      or redis.call('HLEN', parked) ~= tonumber(ARGV[i + 4]) then
+    stale[#stale + 1] = id
+  else
+    local w = first + notices
+    while w <= last do
+      local count = tonumber(ARGV[w + 1])
+      redis.call(ARGV[w], unpack(ARGV, w + 2, w + 1 + count))
+      w = w + 2 + count
+    end
+    for n = first, first + notices - 1 do redis.call('PUBLISH', channel, ARGV[n]) end
+  end
+  i = last + 1
+end
+return stale
