@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import hiredis
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from events import EventEnvelope, InvalidEvent, decode_event, encode_event
 from projectors.adapters.keys import (
@@ -191,10 +192,7 @@ async def _run(redis: Redis, script: LuaScript, calls: list[tuple[int, list[Scri
     its script cache (restart), load it and run them all again: a guarded write that did run
     finds its version moved the second time, and is planned again."""
     for attempt in (1, 2):
-        pipe = redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        replies = await _pipelined(redis, [("EVALSHA", script.sha, keys, *args) for keys, args in calls])
         if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
             await script.load(redis)
             continue
@@ -205,6 +203,34 @@ async def _run(redis: Redis, script: LuaScript, calls: list[tuple[int, list[Scri
     return replies
 
 
+async def _pipelined(redis: Redis, commands: list[tuple[ScriptArg, ...]]) -> list[Any]:
+    """Send `commands` in one write and read their replies (an error reply is returned, not raised).
+
+    Packed by hiredis (C) rather than redis-py's asyncio packer (Python, 0.8 us an argument;
+    a batch of 500 campaign events is ~40,000 arguments): the packing was a third of the
+    projector's time.
+    """
+    # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
+    packed = b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        # A reply may be left unread on it: never hand this connection to anyone else.
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
 def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
     parked = {}
     for version, raw in entries.items():
@@ -213,6 +239,11 @@ def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
         except (InvalidEvent, ValueError):
             continue  # left where it is, still counted and visible in the parked set
     return parked
+
+
+def _index(prefix: str, where: IndexFilter) -> str:
+    # The key `CampaignKeys.index` names, from its prefix (`...:cidx:<sort>:`).
+    return prefix + "all" if where is None else f"{prefix}{where[0]}:{where[1]}"
 
 
 def _command(*parts: ScriptArg) -> list[ScriptArg]:
@@ -227,21 +258,19 @@ def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[
     old = campaign_memberships(before.state) if before.state else {}
     new = campaign_memberships(plan.state) if plan.state else {}
 
-    def index(sort: str, where: IndexFilter) -> str:
-        return keys.index(sort) if where is None else keys.index(sort, *where)
-
     # Only the memberships that change: an index member moves only if its index or its sort
     # value changed (most events change one index of a sort, or none).
     for sort in set(old) | set(new):
         old_member, old_in = old.get(sort, (b"", []))
         new_member, new_in = new.get(sort, (b"", []))
         kept = set(old_in) & set(new_in) if old_member == new_member else set()
-        for where in old_in:
-            if where not in kept:
-                writes += _command("ZREM", index(sort, where), old_member)
-        for where in new_in:
-            if where not in kept:
-                writes += _command("ZADD", index(sort, where), 0, new_member)
+        prefix = keys.index(sort)[: -len("all")]
+        removed = [_index(prefix, where) for where in old_in if where not in kept]
+        added = [_index(prefix, where) for where in new_in if where not in kept]
+        if removed:
+            writes += _command("ZREMFROM", old_member, *removed)
+        if added:
+            writes += _command("ZADDTO", new_member, *added)
 
     if plan.deleted and not before.deleted:
         writes += _command("DEL", key)

@@ -5,7 +5,9 @@
 --
 -- ARGV[1] pub/sub channel; then one block per aggregate:
 --   id, state hash key, parked hash key, version read ('0' = none), parked count read,
---   n notices, n write arguments, the notices, the writes (command, argument count, arguments...)
+--   n notices, n write arguments, the notices, the writes (command, argument count, arguments...);
+--   two commands of this script's own move one member through several sorted sets (scores 0):
+--   ZADDTO member key...  and  ZREMFROM member key...
 -- Returns the ids of the aggregates whose version or parked count moved since they were read:
 -- nothing was written for those, the caller plans them again.
 local channel = ARGV[1]
@@ -22,8 +24,16 @@ while i <= #ARGV do
   else
     local w = first + notices
     while w <= last do
-      local count = tonumber(ARGV[w + 1])
-      redis.call(ARGV[w], unpack(ARGV, w + 2, w + 1 + count))
+      local command, count = ARGV[w], tonumber(ARGV[w + 1])
+      if command == 'ZADDTO' then
+        local member = ARGV[w + 2]
+        for k = w + 3, w + 1 + count do redis.call('ZADD', ARGV[k], 0, member) end
+      elseif command == 'ZREMFROM' then
+        local member = ARGV[w + 2]
+        for k = w + 3, w + 1 + count do redis.call('ZREM', ARGV[k], member) end
+      else
+        redis.call(command, unpack(ARGV, w + 2, w + 1 + count))
+      end
       w = w + 2 + count
     end
     for n = first, first + notices - 1 do redis.call('PUBLISH', channel, ARGV[n]) end
