@@ -1,8 +1,12 @@
 """The limits the services are measured against: the least code that does the same I/O.
 
-`raw_consume`: consume a topic with aiokafka (`getmany`), parse each event and write its key to
-Redis with pipelining (HSET of the document bytes and the version); the projector's and the
-replay's limit. `raw_transactions`: the command API's MongoDB transaction (state document plus
+`raw_consume`: consume a topic with aiokafka (`getmany`), parse each event and write the same
+keys the campaigns projection writes, with pipelining: the campaign's hash (document, owner,
+version) and the index memberships the event moves (ZREM/ZADD), computed from the campaign's
+fields kept in a dict in memory, with no reads, no version guard, no atomicity and no
+notices; the projector's and the replay's limit. `raw_consume_one_key` is the loop the first
+session measured against (one HSET of the record bytes per event), kept as a reference.
+`raw_transactions`: the command API's MongoDB transaction (state document plus
 event insert) in a loop at a fixed concurrency; the command side's limit.
 """
 
@@ -11,20 +15,30 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
+from redis.asyncio.client import Pipeline
 
 from bench.environment import topic_partitions
-from command_api.adapters.mongo_documents import campaign_document
+from command_api.adapters.mongo_documents import campaign_document as campaign_state_document
 from command_api.adapters.mongo_schema import CAMPAIGNS, EVENTS, ensure_indexes, mongo_client
 from command_api.adapters.mongo_unit_of_work import _envelope
 from command_api.domain.campaign import Campaign, CampaignDetails
-from events import to_log_document
+from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
+from projectors.adapters.keys import CampaignKeys
+from projectors.domain.campaigns import (
+    IndexFilter,
+    campaign_document,
+    campaign_memberships,
+    next_campaign_state,
+)
 from service_runtime.settings import Settings
 
 FETCH_MAX_RECORDS = 500
@@ -40,8 +54,62 @@ class Rate:
         return self.count / self.seconds if self.seconds else 0.0
 
 
+def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
+    """Queue on `pipe` the writes the campaigns projection makes for one event's JSON."""
+    keys = CampaignKeys(key_prefix)
+    states: dict[str, dict[str, Any]] = {}
+
+    def index(sort: str, where: IndexFilter) -> str:
+        return keys.index(sort) if where is None else keys.index(sort, *where)
+
+    def write(pipe: Pipeline, value: bytes) -> None:
+        # Parsed, not validated: the least a loop must do to know what to write.
+        data = orjson.loads(value)
+        data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
+        event = EventEnvelope.model_construct(**data)
+        old = states.get(event.aggregate_id)
+        new = next_campaign_state(old, event)
+        states[event.aggregate_id] = new
+        before = campaign_memberships(old) if old else {}
+        for sort, (member, where) in campaign_memberships(new).items():
+            old_member, old_where = before.get(sort, (b"", []))
+            kept = set(old_where) & set(where) if old_member == member else set()
+            for name in old_where:
+                if name not in kept:
+                    pipe.zrem(index(sort, name), old_member)
+            for name in where:
+                if name not in kept:
+                    pipe.zadd(index(sort, name), {member: 0})
+        pipe.hset(
+            keys.campaign(event.aggregate_id),
+            mapping={"doc": campaign_document(new), "x:owner": new["owner_id"], "v": new["version"]},
+        )
+
+    return write
+
+
+def _one_key(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
+    def write(pipe: Pipeline, value: bytes) -> None:
+        event = orjson.loads(value)
+        pipe.hset(
+            f"{key_prefix}:campaign:{event['aggregate_id']}",
+            mapping={"doc": value, "v": event["aggregate_version"]},
+        )
+
+    return write
+
+
 async def raw_consume(settings: Settings, topic: str, key_prefix: str) -> Rate:
+    """Read `topic` from the start to its current end, writing what the projection writes."""
+    return await _consume(settings, topic, _same_keys(key_prefix))
+
+
+async def raw_consume_one_key(settings: Settings, topic: str, key_prefix: str) -> Rate:
     """Read `topic` from the start to its current end; one pipelined HSET per record."""
+    return await _consume(settings, topic, _one_key(key_prefix))
+
+
+async def _consume(settings: Settings, topic: str, write: Callable[[Pipeline, bytes], None]) -> Rate:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -63,11 +131,7 @@ async def raw_consume(settings: Settings, topic: str, key_prefix: str) -> Rate:
             pipe = redis.pipeline(transaction=False)
             for tp, records in batches.items():
                 for record in records:
-                    event = orjson.loads(record.value)
-                    pipe.hset(
-                        f"{key_prefix}:campaign:{record.key.decode()}",
-                        mapping={"doc": record.value, "v": event["aggregate_version"]},
-                    )
+                    write(pipe, record.value)
                 total += len(records)
                 if tp in remaining and records and records[-1].offset + 1 >= remaining[tp]:
                     del remaining[tp]
@@ -94,7 +158,7 @@ def _campaign_transaction_documents(owner_id: str) -> tuple[dict[str, Any], dict
     campaign = Campaign.create(
         campaign_id=str(uuid.uuid4()), owner_id=owner_id, details=details, now=utc_now()
     )
-    state = campaign_document(campaign)
+    state = campaign_state_document(campaign)
     event = to_log_document(_envelope(campaign.pending_events[0], owner_id))
     event["recorded_at"] = utc_now()
     return state, event
