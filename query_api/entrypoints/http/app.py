@@ -27,8 +27,8 @@ from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavaila
 from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
-from query_api.entrypoints.http.fast_read import CampaignReadFastPath
-from service_runtime.http import install_http_basics
+from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
+from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.problems import problem_response
 from service_runtime.settings import Settings, get_settings
 
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await mongo.close()
 
-    app = FastAPI(
+    app = QueryAPI(
         title="Campaigns CQRS query API",
         version="1.0.0",
         description=(
@@ -100,9 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[reports.app_settings] = _settings_of
     app.dependency_overrides[reports.redis_client] = _redis_of
     app.dependency_overrides[reports.current_principal] = caller
-    # Added first, so it runs inside the HTTP basics (correlation id, limits, metrics).
-    app.add_middleware(CampaignReadFastPath, route=_route(app, "/campaigns/{campaign_id}"))
     install_http_basics(app, settings, SERVICE)
+    # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).
+    read = CampaignRead(_route(app, "/campaigns/{campaign_id}"))
+    app.fast_read = HttpBasicsMiddleware(read, settings=settings, service=SERVICE)
     return app
 
 
