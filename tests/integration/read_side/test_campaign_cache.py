@@ -42,9 +42,7 @@ async def test_a_cached_campaign_shows_its_next_version_once_the_projector_annou
     projection = campaigns_projection(settings.redis_prefix)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _version_is(query, path, alice, 1), 5, "the campaign to be readable")
-    assert (await query.http.get(path, headers=alice)).json()["version"] == 1
-    assert len(cache_of(query)) == 1
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
 
     await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")])
 
@@ -60,7 +58,7 @@ async def test_min_version_right_after_a_write_answers_the_new_version_not_the_c
     projection = campaigns_projection(settings.redis_prefix)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _version_is(query, path, alice, 1), 5, "the campaign to be cached")
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
 
     await projection.apply(redis, "campaigns.1", [campaign.then("CampaignPaused")])
     response = await query.http.get(path, params={"min_version": 2}, headers=alice)
@@ -76,8 +74,7 @@ async def test_a_cached_campaign_is_still_hidden_from_other_users(
     campaign = new_campaign("alice")
     await campaigns_projection(settings.redis_prefix).apply(redis, "campaigns.1", campaign.events)
     path = f"/campaigns/{campaign.aggregate_id}"
-    await wait_until(lambda: _version_is(query, path, query.token("alice"), 1), 5, "the campaign")
-    assert len(cache_of(query)) == 1
+    await wait_until(lambda: _cached(query, path, query.token("alice"), 1), 5, "the campaign to be cached")
 
     mallory = await query.http.get(path, headers=query.token("mallory"))
     assert mallory.status_code == 404
@@ -98,9 +95,8 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
     rebuilt.then("CampaignCreated", campaign_payload("alice", name="Rebuilt name"))
     await projection.apply(redis, "campaigns.2", rebuilt.events, announce=False)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    for _ in range(2):
-        assert (await query.http.get(path, headers=alice)).json()["name"] == "Live name"
-    assert len(cache_of(query)) == 1
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    assert (await query.http.get(path, headers=alice)).json()["name"] == "Live name"
 
     await swap_generation(redis, settings.redis_prefix, "campaigns", "campaigns.2")
 
@@ -157,6 +153,12 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
 async def _version_is(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:
     response = await query.http.get(path, headers=headers)
     return response.status_code == 200 and response.json()["version"] == version
+
+
+async def _cached(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:
+    """Read; true once the read found `version` and the cache kept it (a late announcement of
+    the version's own event may drop the first entries)."""
+    return await _version_is(query, path, headers, version) and len(cache_of(query)) == 1
 
 
 async def _model_version_is(models: ReadModels, campaign_id: str, version: int) -> bool:
