@@ -3,8 +3,8 @@
 wrk (C, pinned to the last core, so the client takes as little CPU from the servers as
 possible) posts the same body on `concurrency` connections for a round; without an
 Idempotency-Key each POST creates a new campaign, so the API runs exactly the transaction the
-raw loop runs: insert the state document, insert the event, commit. The raw loop then runs as
-many transactions as the API answered, at the same concurrency, on the same database. Rounds
+raw loop runs: one bulkWrite inserting the state document and the event, then commit. The raw
+loop then runs as many transactions as the API answered, at the same concurrency, on the same database. Rounds
 alternate so drift in the background load falls on both sides.
 """
 
@@ -91,7 +91,7 @@ async def measure(
         how=(
             f"wrk (pinned to the last core) posting on {concurrency} connections, {rounds} rounds "
             f"of {seconds} s ({api_done} campaigns created), each followed by a raw pymongo loop "
-            f"running as many transactions (insert state document + insert event, commit) at the "
+            f"running as many transactions (one bulkWrite of state document + event, commit) at the "
             "same concurrency on the same database; only the command API and the stack running"
         ),
         data={

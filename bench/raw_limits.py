@@ -7,7 +7,8 @@ fields kept in a dict in memory, with no reads, no version guard, no atomicity a
 notices; the projector's and the replay's limit. `raw_consume_one_key` is the loop the first
 session measured against (one HSET of the record bytes per event), kept as a reference.
 `raw_transactions`: the command API's MongoDB transaction (state document plus
-event insert) in a loop at a fixed concurrency; the command side's limit.
+event insert, in one bulkWrite as the unit of work sends them, then commit) in a loop at a fixed
+concurrency; the command side's limit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
+from pymongo import InsertOne
 from redis.asyncio.client import Pipeline
 
 from bench.environment import topic_partitions
@@ -177,8 +179,15 @@ async def raw_transactions(settings: Settings, count: int, concurrency: int, own
         for state, event in queue:
             async with client.start_session() as session:
                 await session.start_transaction()
-                await db[CAMPAIGNS].insert_one(state, session=session)
-                await db[EVENTS].insert_one(event, session=session)
+                # What the unit of work sends for a create: one ordered bulkWrite, then commit.
+                await client.bulk_write(
+                    [
+                        InsertOne(state, namespace=f"{settings.mongo_db}.{CAMPAIGNS}"),
+                        InsertOne(event, namespace=f"{settings.mongo_db}.{EVENTS}"),
+                    ],
+                    session=session,
+                    ordered=True,
+                )
                 await session.commit_transaction()
             done += 1
         return done
