@@ -29,7 +29,7 @@ LIBRARIES = (
     "pydantic",
     "faststream",
     "aiokafka",
-    "redis",
+    "redis",  # redis-py, the client (the server is `redis_server`)
     "hiredis",
     "pymongo",
     "orjson",
@@ -97,7 +97,7 @@ async def describe(settings: Settings) -> dict[str, Any]:
         "versions": {
             "python": platform.python_version(),
             "kafka": _kafka_version(),
-            "redis": redis_version,
+            "redis_server": redis_version,
             "mongodb_server": (
                 f"SecantusDB {secantus} (reports MongoDB {mongo_version})" if secantus else mongo_version
             ),
