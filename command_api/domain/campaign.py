@@ -320,7 +320,12 @@ def _checked_instant(field: str, value: datetime, checks: FieldChecks) -> dateti
     if value.tzinfo is None or value.utcoffset() is None:
         checks.fail(field, "must carry a time zone, e.g. 2027-03-01T00:00:00Z")
         return value
-    return to_millisecond_utc(value)
+    try:
+        return to_millisecond_utc(value)
+    except OverflowError:
+        # 0001-01-01T00:00:00+00:12 is a valid datetime whose UTC instant is before year 1.
+        checks.fail(field, "must fall between the years 1 and 9999 in UTC")
+        return value
 
 
 def _checked_tags(values: list[str], checks: FieldChecks) -> tuple[str, ...]:

@@ -269,3 +269,11 @@ def test_stored_version_is_the_version_before_unsaved_events() -> None:
     assert (campaign.version, campaign.stored_version) == (3, 1)
     campaign.collect_events()
     assert campaign.stored_version == 3
+
+
+def test_an_instant_before_year_1_in_utc_is_refused_by_name_not_crashed_on() -> None:
+    # Schemathesis found it: a valid datetime whose UTC instant falls before 0001-01-01.
+    before_year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(minutes=12)))
+    with pytest.raises(InvalidInput) as excinfo:
+        CampaignDetails.parse(**fields(ends_at=before_year_one))
+    assert bad_fields(excinfo) == {"ends_at"}
