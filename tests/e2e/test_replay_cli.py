@@ -59,6 +59,14 @@ async def test_a_rebuild_under_traffic_keeps_reads_answering_and_ends_verified(
             assert created.status_code == 201, created.text
             versions[created.json()["id"]] = created.json()["version"]
         ids = list(versions)
+        # Projected before the traffic starts: the reads below are about the rebuild, and a read
+        # right after a 201 without min_version may come before the projector (read-your-writes
+        # is what min_version is for).
+        for campaign_id, version in versions.items():
+            seen = await queries.get(
+                f"/campaigns/{campaign_id}", params={"min_version": version}, headers=auth
+            )
+            assert seen.status_code == 200, seen.text
         stop = asyncio.Event()
         reads: Counter[int] = Counter()
 
