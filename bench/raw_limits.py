@@ -35,12 +35,7 @@ from command_api.domain.campaign import Campaign, CampaignDetails
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
 from projectors.adapters.keys import CampaignKeys
-from projectors.domain.campaigns import (
-    IndexFilter,
-    campaign_document,
-    campaign_memberships,
-    next_campaign_state,
-)
+from projectors.domain.campaigns import campaign_document, membership_moves, next_campaign_state
 from service_runtime.settings import Settings
 
 FETCH_MAX_RECORDS = 500
@@ -61,9 +56,6 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
     keys = CampaignKeys(key_prefix)
     states: dict[str, dict[str, Any]] = {}
 
-    def index(sort: str, where: IndexFilter) -> str:
-        return keys.index(sort) if where is None else keys.index(sort, *where)
-
     def write(pipe: Pipeline, value: bytes) -> None:
         # Parsed, not validated: the least a loop must do to know what to write.
         data = orjson.loads(value)
@@ -72,16 +64,11 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
         old = states.get(event.aggregate_id)
         new = next_campaign_state(old, event)
         states[event.aggregate_id] = new
-        before = campaign_memberships(old) if old else {}
-        for sort, (member, where) in campaign_memberships(new).items():
-            old_member, old_where = before.get(sort, (b"", []))
-            kept = set(old_where) & set(where) if old_member == member else set()
-            for name in old_where:
-                if name not in kept:
-                    pipe.zrem(index(sort, name), old_member)
-            for name in where:
-                if name not in kept:
-                    pipe.zadd(index(sort, name), {member: 0})
+        for move in membership_moves(old, new):
+            for where in move.leaves:
+                pipe.zrem(keys.filtered_index(move.sort, where), move.old_member)
+            for where in move.joins:
+                pipe.zadd(keys.filtered_index(move.sort, where), {move.new_member: 0})
         pipe.hset(
             keys.campaign(event.aggregate_id),
             mapping={"doc": campaign_document(new), "x:owner": new["owner_id"], "v": new["version"]},

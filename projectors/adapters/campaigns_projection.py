@@ -24,10 +24,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import hiredis
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
 
 from events import EventEnvelope, InvalidEvent, decode_event, encode_event
 from projectors.adapters.keys import (
@@ -40,7 +38,7 @@ from projectors.adapters.keys import (
 from projectors.adapters.notices import notice_prefix
 from projectors.adapters.scripts import LuaScript, ScriptArg, lua_source
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
-from projectors.domain.campaigns import IndexFilter, campaign_document, campaign_memberships
+from projectors.domain.campaigns import campaign_document, membership_moves
 from projectors.domain.json_form import json_time
 from projectors.domain.outcomes import ApplyResult, EventOutcome
 
@@ -188,47 +186,13 @@ class CampaignsProjection:
 
 
 async def _run(redis: Redis, script: LuaScript, calls: list[tuple[int, list[ScriptArg]]]) -> list[Any]:
-    """`script` once per call (number of keys, then keys and arguments), pipelined. If Redis lost
-    its script cache (restart), load it and run them all again: a guarded write that did run
-    finds its version moved the second time, and is planned again."""
-    for attempt in (1, 2):
-        replies = await _pipelined(redis, [("EVALSHA", script.sha, keys, *args) for keys, args in calls])
-        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-            await script.load(redis)
-            continue
-        break
+    """`script` once per call, pipelined; any error reply raised. A guarded write that ran before
+    a lost script cache made the calls run again finds its version moved, and is planned again."""
+    replies = await script.run_pipelined(redis, calls)
     for reply in replies:
         if isinstance(reply, BaseException):
             raise reply
     return replies
-
-
-async def _pipelined(redis: Redis, commands: list[tuple[ScriptArg, ...]]) -> list[Any]:
-    """Send `commands` in one write and read their replies (an error reply is returned, not raised).
-
-    Packed by hiredis (C) rather than redis-py's asyncio packer (Python, 0.8 us an argument;
-    a batch of 500 campaign events is ~40,000 arguments): the packing was a third of the
-    projector's time.
-    """
-    # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
-    packed = b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
-    pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await connection.send_packed_command(packed)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
-        return replies
-    except BaseException:
-        # A reply may be left unread on it: never hand this connection to anyone else.
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
 
 
 def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
@@ -241,11 +205,6 @@ def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
     return parked
 
 
-def _index(prefix: str, where: IndexFilter) -> str:
-    # The key `CampaignKeys.index` names, from its prefix (`...:cidx:<sort>:`).
-    return prefix + "all" if where is None else f"{prefix}{where[0]}:{where[1]}"
-
-
 def _command(*parts: ScriptArg) -> list[ScriptArg]:
     return [parts[0], len(parts) - 1, *parts[1:]]
 
@@ -255,22 +214,13 @@ def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[
     key = keys.campaign(cid)
     writes: list[ScriptArg] = []
     before = plan.before
-    old = campaign_memberships(before.state) if before.state else {}
-    new = campaign_memberships(plan.state) if plan.state else {}
-
-    # Only the memberships that change: an index member moves only if its index or its sort
-    # value changed (most events change one index of a sort, or none).
-    for sort in set(old) | set(new):
-        old_member, old_in = old.get(sort, (b"", []))
-        new_member, new_in = new.get(sort, (b"", []))
-        kept = set(old_in) & set(new_in) if old_member == new_member else set()
-        prefix = keys.index(sort)[: -len("all")]
-        removed = [_index(prefix, where) for where in old_in if where not in kept]
-        added = [_index(prefix, where) for where in new_in if where not in kept]
-        if removed:
-            writes += _command("ZREMFROM", old_member, *removed)
-        if added:
-            writes += _command("ZADDTO", new_member, *added)
+    for move in membership_moves(before.state, plan.state):
+        if move.leaves:
+            removed = [keys.filtered_index(move.sort, where) for where in move.leaves]
+            writes += _command("ZREMFROM", move.old_member, *removed)
+        if move.joins:
+            added = [keys.filtered_index(move.sort, where) for where in move.joins]
+            writes += _command("ZADDTO", move.new_member, *added)
 
     if plan.deleted and not before.deleted:
         writes += _command("DEL", key)

@@ -53,6 +53,10 @@ class CampaignKeys:
             return f"{self.base}:cidx:{sort}:all"
         return f"{self.base}:cidx:{sort}:{dimension}:{value}"
 
+    def filtered_index(self, sort: str, where: tuple[str, str] | None) -> str:
+        """`index` of a (dimension, value) filter, or of all campaigns for None."""
+        return self.index(sort) if where is None else self.index(sort, *where)
+
 
 @dataclass(frozen=True)
 class UserKeys:

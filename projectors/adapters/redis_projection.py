@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
@@ -127,19 +127,9 @@ class ScriptProjection:
         return ApplyResult([o for o in outcomes if o is not None])
 
     async def _execute(self, redis: Redis, calls: list[tuple[int, list[ScriptArg]]]) -> list[object]:
-        script = self.script
-        for attempt in (1, 2):
-            pipe = redis.pipeline(transaction=False)
-            for _, call in calls:
-                pipe.evalsha(script.sha, 2, *call)
-            replies: list[object] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # Redis lost its script cache (restart): load and run the batch again. Calls
-                # that did run are duplicates the second time, which the guard ignores.
-                await script.load(redis)
-                continue
-            return replies
-        raise AssertionError("unreachable")
+        # After a lost script cache every call runs again: the ones that had run are duplicates
+        # the second time, which the guard ignores.
+        return await self.script.run_pipelined(redis, [(2, call) for _, call in calls])
 
 
 def _outcome(reply: object) -> EventOutcome:

@@ -14,8 +14,9 @@ from functools import cache, cached_property
 from importlib.resources import files
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from projectors.domain.users import USER_FIELDS
 
@@ -53,12 +54,54 @@ class LuaScript:
     async def load(self, redis: Redis) -> None:
         await redis.script_load(self.source)
 
+    async def run_pipelined(
+        self, redis: Redis, calls: Sequence[tuple[int, Sequence[ScriptArg]]]
+    ) -> list[Any]:
+        """The script once per call (number of keys; keys then arguments), in one write; the
+        replies in order, an error reply as its exception (returned, not raised). If Redis lost
+        its script cache (restart), it is loaded and every call runs again: callers make a call
+        that ran twice harmless (version guards)."""
+        commands = [("EVALSHA", self.sha, keys, *args) for keys, args in calls]
+        replies = await pipelined(redis, commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.load(redis)
+            replies = await pipelined(redis, commands)
+        return replies
+
     async def run(self, redis: Redis, keys: Sequence[ScriptArg], args: Sequence[ScriptArg]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load(redis)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> list[Any]:
+    """Send `commands` in one write and read their replies (an error reply is returned, not raised).
+
+    Packed by hiredis (C) rather than redis-py's asyncio packer (Python, 0.8 us an argument;
+    a batch of 500 campaign events is ~40,000 arguments): the packing was a third of the
+    projector's time.
+    """
+    # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
+    packed = b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        # A reply may be left unread on it: never hand this connection to anyone else.
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
 
 
 @cache

@@ -128,11 +128,12 @@ class ProjectionConsumer:
         prefix = self.projection.prefix
         generation = await claim_live_generation(self.redis, prefix, self.projection.name)
         result = await self.projection.apply(self.redis, generation, envelopes)
+        live = len(records) <= PER_EVENT_INFO_UP_TO
         for outcome, record, envelope in zip(result.outcomes, sources, envelopes, strict=True):
             if outcome.outcome is Outcome.FAILED:
                 letters.append(self._letter(record, outcome.error or "apply failed", "ApplyFailed"))
             else:
-                self._log_outcome(envelope, outcome, live=len(records) <= PER_EVENT_INFO_UP_TO)
+                self._log_outcome(envelope, outcome, live=live)
         if letters:
             for letter in letters:
                 token = correlation_id.set(_header(letter.record, "correlation_id"))
@@ -166,7 +167,7 @@ class ProjectionConsumer:
         )
         last = records[-1] if records else None
         log.log(
-            logging.DEBUG if len(records) <= PER_EVENT_INFO_UP_TO else logging.INFO,
+            logging.DEBUG if live else logging.INFO,
             "batch of %d: %d applied, %d duplicates, %d parked, %d dead-lettered",
             report.records,
             report.applied,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -152,3 +152,33 @@ def campaign_memberships(state: dict[str, Any]) -> dict[str, tuple[bytes, list[I
         "name": name_sort_value(state["name"]),
     }
     return {sort: (sort_member(values[sort], state["id"]), filters) for sort in SORT_KEYS}
+
+
+class MembershipMove(NamedTuple):
+    """What one sort's indexes need when a campaign goes from one state to another."""
+
+    sort: str
+    old_member: bytes
+    leaves: list[IndexFilter]  # indexes `old_member` is removed from
+    new_member: bytes
+    joins: list[IndexFilter]  # indexes `new_member` is added to
+
+
+def membership_moves(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[MembershipMove]:
+    """Only the memberships that change: an index member moves only if its index or its sort
+    value changed (most events change one index of a sort, or none). None: no campaign (never
+    created, or deleted)."""
+    before = campaign_memberships(old) if old else {}
+    after = campaign_memberships(new) if new else {}
+    moves = []
+    for sort in SORT_KEYS:
+        if sort not in before and sort not in after:
+            continue
+        old_member, old_in = before.get(sort, (b"", []))
+        new_member, new_in = after.get(sort, (b"", []))
+        kept = set(old_in) & set(new_in) if old_member == new_member else set()
+        leaves = [where for where in old_in if where not in kept]
+        joins = [where for where in new_in if where not in kept]
+        if leaves or joins:
+            moves.append(MembershipMove(sort, old_member, leaves, new_member, joins))
+    return moves

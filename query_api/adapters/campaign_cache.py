@@ -4,8 +4,9 @@ A hit answers `GET /campaigns/{id}` without a Redis round trip (the benchmarked 
 Why an entry is never served stale for longer than `ttl_seconds`, and normally not at all:
 
 - Every applied event is PUBLISHed by the projector from inside the atomic script that applied
-  it (`projectors/adapters/lua/cas.lua`, after the writes it announces); the notification listener calls `invalidate` for
-  its aggregate, before it wakes `min_version` waiters, so a woken waiter reads Redis again.
+  it (`projectors/adapters/lua/cas.lua`, after the writes it announces); the notification
+  listener calls `invalidate` for its aggregate, before it wakes `min_version` waiters, so a
+  woken waiter reads Redis again.
 - A read that misses notes the `ticket` before asking Redis and is kept only if nothing was
   invalidated meanwhile: a reply computed before an event was applied can arrive after that
   event's announcement (pub/sub and reads use two connections), and must not be kept.
