@@ -180,3 +180,16 @@ async def test_replaying_into_a_new_generation_gives_the_live_digest(
     assert await generation_digest(redis, settings.redis_prefix, GEN) == await generation_digest(
         redis, settings.redis_prefix, "campaigns.2"
     )
+
+
+async def test_a_redis_that_lost_its_scripts_gets_them_again(settings: Settings, redis: Redis) -> None:
+    # A restarted Redis answers NOSCRIPT: the projections load their scripts and run the batch.
+    campaign = new_campaign("owner-1")
+    user = new_user()
+    await redis.script_flush()
+    applied = await campaigns_projection(settings.redis_prefix).apply(redis, GEN, campaign.events)
+    assert [o.outcome for o in applied.outcomes] == [Outcome.APPLIED]
+    await redis.script_flush()
+    profile = await users_projection(settings.redis_prefix).apply(redis, "users.1", user.events)
+    assert [o.outcome for o in profile.outcomes] == [Outcome.APPLIED]
+    assert (await doc(redis, settings, campaign.aggregate_id) or {})["version"] == 1
