@@ -23,7 +23,9 @@ FAILED_AT = "dlq_failed_at"
 
 HEADER_DESCRIPTIONS: dict[str, str] = {
     REASON: "Why the record could not be handled, for a person (at most 2,000 characters).",
-    ERROR_TYPE: "The kind of failure: malformed, unknown_type, invalid, refused, gap_unfillable, unbuildable.",
+    ERROR_TYPE: (
+        "The kind of failure: malformed, unknown_type, invalid, refused, gap_unfillable, unbuildable."
+    ),
     ATTEMPTS: "How many times the consumer tried before giving up (decimal).",
     CONSUMER_GROUP: "The Kafka consumer group that gave up on the record.",
     ORIGINAL_TOPIC: "The topic the record was read from.",
