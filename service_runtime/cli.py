@@ -25,6 +25,7 @@ users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 app.add_typer(replay_app, name="replay")
+app.add_typer(importlib.import_module("deadletters.entrypoints.cli").dlq_app, name="dlq")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
 # several workers; the others are "module:function" coroutines run in this process.

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
 
+    # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
+    # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending
+    # records one replay plans at most (summaries only, a few hundred bytes each; run it again
+    # for the rest).
+    dlq_page_records: int = Field(default=500, ge=1)
+    dlq_replay_batch_size: int = Field(default=100, ge=1)
+    dlq_confirm_above: int = Field(default=100, ge=0)
+    dlq_replay_max_records: int = Field(default=100_000, ge=1)
+
     # Local stack
     local_dir: str = ".local"
 
