@@ -155,7 +155,8 @@ def replay_command(
     report = _run(
         lambda dlq: dlq.replay(topic, aggregate, limit, dry_run, actor=actor, yes=yes, confirm=confirm)
     )
-    out.print(_plan_table(report))
+    for line in _plan_lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     if report.plan.already_redriven:
         err.print(f"{report.plan.already_redriven} records were re-driven before and are skipped")
     if report.plan.truncated:
@@ -201,7 +202,8 @@ def _records_table(listing: TopicListing) -> Table:
     counts = listing.counts
     title = f"{listing.topic}: {counts.total} records, {counts.pending} pending, {counts.redriven} re-driven"
     table = Table(title=title)
-    for column in ("ref", "error type", "reason", "group", "aggregate", "version", "event type", "re-driven"):
+    table.add_column("ref", no_wrap=True)
+    for column in ("error type", "reason", "group", "aggregate", "version", "event type", "re-driven"):
         table.add_column(column, overflow="fold")
     for record in listing.records:
         s = record.summary
@@ -231,18 +233,16 @@ def _counts_table(listing: TopicListing) -> Table:
     return table
 
 
-def _plan_table(report: ReplayReport) -> Table:
+def _plan_lines(report: ReplayReport) -> list[str]:
+    """One line per record, in the order they go back (plain text: easy to grep and to diff)."""
     plan = report.plan
-    verb = "would re-drive" if report.dry_run else "re-driven"
-    table = Table(title=f"{plan.topic}: {len(plan.redrives)} records {verb}")
-    for column in ("ref", "to", "aggregate", "version", "also settles"):
-        table.add_column(column, overflow="fold")
+    verb = "would re-drive" if report.dry_run else "re-drive"
+    lines = []
     for r in plan.redrives:
-        table.add_row(
-            str(r.ref),
-            f"{r.origin.topic}:{r.origin.partition}:{r.origin.offset}",
-            r.aggregate_id or "",
-            "" if r.aggregate_version is None else str(r.aggregate_version),
-            ", ".join(str(c) for c in r.copies),
+        version = "" if r.aggregate_version is None else f" v{r.aggregate_version}"
+        copies = f" (also settles {', '.join(str(c) for c in r.copies)})" if r.copies else ""
+        lines.append(
+            f"{verb} {r.ref} -> {r.origin.topic}:{r.origin.partition}:{r.origin.offset} "
+            f"aggregate {r.aggregate_id or '-'}{version}{copies}"
         )
-    return table
+    return lines
