@@ -55,8 +55,17 @@ class Settings(BaseSettings):
     jwt_audience: str = "campaigns-api"
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
-    login_max_attempts: int = Field(default=5, ge=1)
-    login_window_seconds: int = Field(default=60, ge=1)
+    # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
+    # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
+    # clients it does not know; failures a known client (device cookie or earlier address) may make.
+    login_address_max_failures: int = Field(default=50, ge=1)
+    login_address_window_seconds: int = Field(default=60, ge=1)
+    login_account_max_guesses: int = Field(default=100, ge=1)
+    login_account_window_seconds: int = Field(default=3600, ge=1)
+    login_trusted_max_failures: int = Field(default=10, ge=1)
+    device_cookie_seconds: int = Field(default=90 * 24 * 3600, ge=60)
+    register_max_per_address: int = Field(default=10, ge=1)
+    register_window_seconds: int = Field(default=3600, ge=1)
 
     # Prometheus endpoints of the processes that serve no HTTP API (GET /metrics on each)
     metrics_host: str = "127.0.0.1"

@@ -48,18 +48,26 @@ class User:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
-async def sign_up(commands: httpx.AsyncClient, password: str | None = None) -> User:
+async def sign_up(
+    commands: httpx.AsyncClient, password: str | None = None, headers: dict[str, str] | None = None
+) -> User:
     email = f"user-{uuid.uuid4().hex[:10]}@example.com"
     password = password or f"pass phrase {uuid.uuid4().hex[:12]}"
     registered = await commands.post(
-        "/auth/register", json={"email": email, "password": password, "name": "U"}
+        "/auth/register", json={"email": email, "password": password, "name": "U"}, headers=headers
     )
     assert registered.status_code == 201, registered.text
-    return await log_in(commands, registered.json()["id"], email, password)
+    return await log_in(commands, registered.json()["id"], email, password, headers)
 
 
-async def log_in(commands: httpx.AsyncClient, user_id: str, email: str, password: str) -> User:
-    login = await commands.post("/auth/login", json={"email": email, "password": password})
+async def log_in(
+    commands: httpx.AsyncClient,
+    user_id: str,
+    email: str,
+    password: str,
+    headers: dict[str, str] | None = None,
+) -> User:
+    login = await commands.post("/auth/login", json={"email": email, "password": password}, headers=headers)
     assert login.status_code == 200, login.text
     body = login.json()
     return User(user_id, email, password, body["access_token"], body["refresh_token"])
