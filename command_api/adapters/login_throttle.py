@@ -6,7 +6,7 @@ Stuffing cheat sheets (device cookies) and NIST SP 800-63B §5.2.2.
   failed logins per address group (IPv4 address, IPv6 /64) per minute, across all accounts; and
   guesses per account per hour from all untrusted clients together. Over either, 429 with
   Retry-After, and the refused attempt is counted nowhere (an attacker cannot push a window on).
-  A success gives the address its reservation back (only failures use up the address budget).
+  A success gives its reservations back: only failures use up a budget.
 - A **trusted** client (it kept the HttpOnly device cookie the account's last successful login
   set, or it comes from an address group the account logged in from before) skips both budgets,
   so neither a spray from its network nor a guessing campaign against the account keeps the owner
@@ -110,19 +110,16 @@ class RedisLoginThrottle:
             ):
                 return LoginAdmission(account=account, group=group, take_back=(key,))
         address_key = self.keys.address_failures(group)
+        account_key = self.keys.account_guesses(account)
         wait = await self._reserve_all(
             [
                 (address_key, limits.address_max_failures, limits.address_window_seconds),
-                (
-                    self.keys.account_guesses(account),
-                    limits.account_max_guesses,
-                    limits.account_window_seconds,
-                ),
+                (account_key, limits.account_max_guesses, limits.account_window_seconds),
             ]
         )
         if wait:
             raise LoginThrottled(retry_after=wait)
-        return LoginAdmission(account=account, group=group, take_back=(address_key,))
+        return LoginAdmission(account=account, group=group, take_back=(address_key, account_key))
 
     async def succeeded(self, admission: LoginAdmission, device: str | None) -> str:
         """Give back what only failures should use, remember this client; return the device cookie."""
