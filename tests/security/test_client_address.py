@@ -36,3 +36,13 @@ async def test_x_forwarded_for_from_a_direct_client_is_ignored(system: System) -
                 headers={"X-Forwarded-For": forged, "X-Real-IP": forged, "Forwarded": f"for={forged}"},
             )
             assert refused.status_code == 429, (forged, refused.text)
+
+
+async def test_every_answer_is_nosniff_and_authenticated_ones_are_not_stored(system: System) -> None:
+    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+        anonymous = await commands.get("/health/live")
+        assert anonymous.headers["x-content-type-options"] == "nosniff"
+        refused = await commands.post("/campaigns", json={}, headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 401
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        assert refused.headers["cache-control"] == "no-store"
