@@ -34,7 +34,7 @@ STATUS: dict[type[Exception], int] = {
     app_errors.ConcurrencyConflict: 409,
     app_errors.InvalidCredentials: 401,
     app_errors.SessionRejected: 401,
-    app_errors.LoginThrottled: 429,
+    app_errors.Throttled: 429,
     app_errors.IdempotencyKeyReused: 422,
     app_errors.IdempotencyKeyTaken: 409,
 }
@@ -58,7 +58,7 @@ def _field_errors(exc: Exception) -> list[dict[str, Any]] | None:
 
 
 def _headers(exc: Exception) -> dict[str, str] | None:
-    if isinstance(exc, app_errors.LoginThrottled):
+    if isinstance(exc, app_errors.Throttled):
         return {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, app_errors.StaleVersion) and exc.current is not None:
         return {"ETag": f'"{exc.current}"'}
