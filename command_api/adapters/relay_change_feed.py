@@ -67,6 +67,7 @@ class ChangeFeed:
         self._stream: AsyncCollectionChangeStream[Document] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Document | BaseException] = asyncio.Queue(maxsize=batch_size)
+        self._failure: BaseException | None = None
         self._token_saved_at = 0.0
         # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
         # stream reports after it cannot have been published by a scan.
@@ -74,6 +75,7 @@ class ChangeFeed:
 
     async def __aenter__(self) -> ChangeFeed:
         self._scanned_until = None
+        self._failure = None
         self._queue = asyncio.Queue(maxsize=self._batch_size)
         self._stream = await self._open_stream()
         self._reader = asyncio.create_task(self._read(self._stream), name="relay-change-stream")
@@ -133,16 +135,21 @@ class ChangeFeed:
 
     async def changes(self, wait_seconds: float) -> list[Document]:
         """Every change already arrived (up to the batch size), waiting at most `wait_seconds`
-        for the first one. Under load the reader gets ahead, so batches grow by themselves."""
+        for the first one. Under load the reader gets ahead, so batches grow by themselves.
+        A failure of the stream is raised after the changes that came before it."""
+        if self._failure is not None:
+            raise self._failure
         try:
-            first = await asyncio.wait_for(self._queue.get(), wait_seconds)
+            item: Document | BaseException | None = await asyncio.wait_for(self._queue.get(), wait_seconds)
         except TimeoutError:
             return []
         changes: list[Document] = []
-        item: Document | BaseException | None = first
         while item is not None:
             if isinstance(item, BaseException):
-                raise item
+                self._failure = item
+                if not changes:
+                    raise item
+                break
             changes.append(item)
             if len(changes) >= self._batch_size:
                 break
