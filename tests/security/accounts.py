@@ -15,18 +15,16 @@ import jwt
 import orjson
 
 from service_runtime.settings import Settings
+from tests.support.factories import campaign_body
 from tests.support.services import settings_env
 from tests.support.stack import REPO
 
-CAMPAIGN = {
-    "name": "Private plans",
-    "description": "nobody else's business",
-    "channel": "email",
-    "budget": {"amount": "1200.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["secret"],
-}
+CAMPAIGN = campaign_body(
+    name="Private plans",
+    description="nobody else's business",
+    budget={"amount": "1200.00", "currency": "EUR"},
+    tags=["secret"],
+)
 
 
 @dataclass

@@ -16,7 +16,10 @@ Condition = Callable[[], Awaitable[bool]] | Callable[[], bool]
 
 
 async def eventually(
-    condition: Condition, timeout: float = 20, interval: float = 0.05, what: str = "condition"
+    condition: Condition,
+    timeout: float = 20,  # noqa: ASYNC109  (a deadline between polls: a condition is never cut off mid-call)
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> None:
     """Await until `condition()` (sync or async) is true; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
