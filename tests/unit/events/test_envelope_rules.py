@@ -113,6 +113,7 @@ def _step(seen: int) -> upcasting.Upcaster:
 def test_upcasters_run_one_version_step_at_a_time_in_order(no_upcasters: None) -> None:
     for version in (1, 2, 3):
         upcasting.upcaster("Thing", version)(_step(version))
+    assert upcasting.registered_steps() == {("Thing", 1), ("Thing", 2), ("Thing", 3)}
     assert upcasting.upcast("Thing", 1, {}, 4) == {"steps": [1, 2, 3]}
     assert upcasting.upcast("Thing", 2, {}, 3) == {"steps": [2]}
     assert upcasting.upcast("Thing", 4, {"as": "is"}, 4) == {"as": "is"}
