@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
     kafka_cluster_heap_mb: int = Field(default=384, ge=128)
 
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """`kafka_bootstrap` as a list: FastStream takes a string as one single address."""
+        return [address.strip() for address in self.kafka_bootstrap.split(",") if address.strip()]
+
+    @property
+    def redis_cluster_addresses(self) -> list[str]:
+        """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
+        return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
+
     @model_validator(mode="after")
     def _cluster_topology_defaults(self) -> Settings:
         if self.topology == "cluster":
