@@ -217,13 +217,20 @@ def terminate(pid: int, timeout: float = 30.0) -> bool:
 
 
 def terminate_all(pids: Sequence[int], timeout: float = 30.0) -> None:
-    """SIGTERM every group at once, then wait for all (SIGKILL after `timeout`): stopping N
-    children costs the slowest one's time, not the sum."""
+    """SIGTERM every group at once, wait for all with one shared deadline, then SIGKILL the
+    groups still alive: stopping N children costs the slowest one's time, not the sum."""
     for pid in pids:
         if pid_alive(pid):
             _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        if not any(pid_alive(pid) for pid in pids):
+            return
+        time.sleep(0.05)
     for pid in pids:
-        terminate(pid, timeout)
+        terminate(pid, timeout=0)
 
 
 def _signal_group(pid: int, sig: int) -> None:
