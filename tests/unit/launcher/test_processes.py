@@ -17,12 +17,6 @@ def sleeper(tmp_path: Path, *, ignore_term: bool = False) -> subprocess.Popen[by
     return processes.spawn(["sh", "-c", script], cwd=tmp_path, log=tmp_path / "child.log")
 
 
-def wait_dead(pid: int, timeout: float = 10) -> bool:
-    return processes.wait_until(
-        lambda: not processes.pid_alive(pid), pid=None, timeout=timeout, interval=0.05
-    )
-
-
 def test_a_spawned_child_leads_its_own_session_and_logs_to_its_file(tmp_path: Path) -> None:
     child = processes.spawn([sys.executable, "-c", "print('hello')"], cwd=tmp_path, log=tmp_path / "x.log")
     assert os.getsid(child.pid) == child.pid
