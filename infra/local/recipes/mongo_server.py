@@ -90,7 +90,7 @@ def mongo_ready(url: str) -> bool:
         # Every wait bounded: a server that answers `hello` but hangs on the `endSessions` the
         # client sends when it closes must make this probe fail, not hang `stack up` forever.
         with MongoClient(
-            url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000, socketTimeoutMS=3000
+            url, serverSelectionTimeoutMS=1000, connectTimeoutMS=2000, socketTimeoutMS=10000
         ) as client:
             hello = client.admin.command("hello")
             return bool(hello.get("isWritablePrimary") or hello.get("ismaster"))
