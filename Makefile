@@ -56,7 +56,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 deps: $(CONTRACT_NODE)/node_modules/.package-lock.json
-	@bash infra/local/system-deps.sh chromium
+	@bash infra/local/system-deps.sh chromium promtool
 
 $(CONTRACT_NODE)/node_modules/.package-lock.json: $(CONTRACT_NODE)/package-lock.json
 	@bash infra/local/system-deps.sh nodejs

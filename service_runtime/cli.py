@@ -26,6 +26,7 @@ users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 app.add_typer(replay_app, name="replay")
+app.add_typer(importlib.import_module("deadletters.entrypoints.cli").dlq_app, name="dlq")
 keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
 app.add_typer(keys_app, name="keys")
 

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # replication 3 and min ISR 2); in "cluster", the Redis nodes, the Kafka bootstrap list,
     # the replication factor and min ISR default to the cluster's unless set.
     topology: Literal["single", "cluster"] = "single"
-    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # A replica-set URL (no directConnection): the driver discovers the members from the one
+    # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
@@ -88,6 +90,12 @@ class Settings(BaseSettings):
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
+    # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
+    # a relay that starts publishing fences any older one still alive (its transactions fail).
+    relay_transactional_id: str = Field(default="campaigns-relay", min_length=1)
+    # Largest record the relay sends (the producer's max.request.size; Kafka's default topic
+    # limit is about 1 MiB). A larger event is quarantined, never retried forever.
+    relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
@@ -100,6 +108,15 @@ class Settings(BaseSettings):
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
+
+    # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
+    # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending
+    # records one replay plans at most (summaries only, a few hundred bytes each; run it again
+    # for the rest).
+    dlq_page_records: int = Field(default=500, ge=1)
+    dlq_replay_batch_size: int = Field(default=100, ge=1)
+    dlq_confirm_above: int = Field(default=100, ge=0)
+    dlq_replay_max_records: int = Field(default=100_000, ge=1)
 
     # Local stack
     local_dir: str = ".local"

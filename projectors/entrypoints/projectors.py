@@ -110,6 +110,7 @@ class Projectors:
             batch=True,
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -134,6 +134,7 @@ async def kafka_event_ids(settings: Settings, expected: int, within: float = 30)
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     ids: list[str] = []

@@ -96,6 +96,7 @@ async def consume(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     received: list[Received] = []

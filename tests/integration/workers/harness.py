@@ -61,7 +61,9 @@ async def committed_offsets(settings: Settings, group: str, topic: str) -> int:
 
 async def read_topic(settings: Settings, topic: str, expected: int, within_seconds: float = 20) -> list[Any]:
     """The first `expected` records of `topic` (every partition, from the beginning)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
