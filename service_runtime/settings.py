@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where the cluster topology's servers listen unless told otherwise (README, "Topologies").
+CLUSTER_REDIS_NODES = ",".join(f"127.0.0.1:{port}" for port in range(7000, 7006))
+CLUSTER_KAFKA_BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in (19092, 19093, 19094))
+
 
 class DefaultSecretInProduction(RuntimeError):
     """Raised when APP_ENV=production and a key is missing, guessable or readable by others."""
@@ -21,16 +25,24 @@ class Settings(BaseSettings):
         default="development", validation_alias="APP_ENV"
     )
 
-    # Servers
+    # Servers. `topology` picks what the local stack runs: "single" (one node of each, the
+    # default) or "cluster" (a Redis Cluster of 3 primaries + 3 replicas and 3 Kafka nodes with
+    # replication 3 and min ISR 2); in "cluster", the Redis nodes, the Kafka bootstrap list,
+    # the replication factor and min ISR default to the cluster's unless set.
+    topology: Literal["single", "cluster"] = "single"
     # A replica-set URL (no directConnection): the driver discovers the members from the one
     # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int = Field(default=1, ge=1)
     topic_prefix: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rm"
+    # "host:port,host:port,...": the Redis Cluster's seed nodes (empty: standalone `redis_url`).
+    redis_cluster_nodes: str = ""
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "campaigns@localhost"
@@ -108,6 +120,37 @@ class Settings(BaseSettings):
 
     # Local stack
     local_dir: str = ".local"
+    # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
+    kafka_cluster_heap_mb: int = Field(default=384, ge=128)
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """`kafka_bootstrap` as a list: FastStream takes a string as one single address."""
+        return [address.strip() for address in self.kafka_bootstrap.split(",") if address.strip()]
+
+    @property
+    def redis_cluster_addresses(self) -> list[str]:
+        """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
+        return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
+
+    @model_validator(mode="after")
+    def _cluster_topology_defaults(self) -> Settings:
+        if self.topology == "cluster":
+            given = self.model_fields_set
+            if not self.redis_cluster_nodes:
+                self.redis_cluster_nodes = CLUSTER_REDIS_NODES
+            if "kafka_bootstrap" not in given:
+                self.kafka_bootstrap = CLUSTER_KAFKA_BOOTSTRAP
+            if "kafka_replication_factor" not in given:
+                self.kafka_replication_factor = 3
+            if "kafka_min_insync_replicas" not in given:
+                self.kafka_min_insync_replicas = 2
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                "kafka_min_insync_replicas must not exceed kafka_replication_factor "
+                f"({self.kafka_min_insync_replicas} > {self.kafka_replication_factor})"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

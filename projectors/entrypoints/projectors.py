@@ -81,7 +81,7 @@ class Projectors:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self._owns_redis = redis is None
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            settings.kafka_bootstrap_servers,
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,

@@ -67,7 +67,7 @@ class WorkersProcess:
 def build_workers(settings: Settings) -> WorkersProcess:
     topics = Topics(settings.topic_prefix)
     broker = KafkaBroker(
-        settings.kafka_bootstrap,
+        settings.kafka_bootstrap_servers,
         client_id="campaigns-workers",
         acks="all",
         enable_idempotence=True,
