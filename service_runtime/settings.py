@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?")
 
 DEFAULT_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
 
@@ -74,8 +78,37 @@ class Settings(BaseSettings):
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
 
+    # Operator console (the monitor page). The page logs in on the command API at its address as
+    # a browser reaches it; the command API answers cross-origin requests (CORS) only from these
+    # page origins, comma-separated (empty: from none). `campaigns run` sets the query API's own.
+    command_api_public_url: str = "http://127.0.0.1:8001"
+    console_origins: str = ""
+
     # Local stack
     local_dir: str = ".local"
+
+    @field_validator("command_api_public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8001")
+        return value
+
+    @field_validator("console_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path, no wildcard)"
+                )
+        return ",".join(origins)
+
+    @property
+    def console_origin_list(self) -> list[str]:
+        return [origin for origin in self.console_origins.split(",") if origin]
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
