@@ -134,9 +134,7 @@ def console_defaults(settings: Settings, environ: MutableMapping[str, str]) -> N
     the query API's own origin, unless CAMPAIGNS_CONSOLE_ORIGINS says otherwise."""
     port = settings.query_api_port
     environ.setdefault("CAMPAIGNS_CONSOLE_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}")
-    environ.setdefault(
-        "CAMPAIGNS_COMMAND_API_PUBLIC_URL", f"http://127.0.0.1:{settings.command_api_port}"
-    )
+    environ.setdefault("CAMPAIGNS_COMMAND_API_PUBLIC_URL", f"http://127.0.0.1:{settings.command_api_port}")
 
 
 @app.command()

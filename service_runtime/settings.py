@@ -101,9 +101,7 @@ class Settings(BaseSettings):
         origins = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         for origin in origins:
             if not _ORIGIN.fullmatch(origin):
-                raise ValueError(
-                    f"{origin!r} is not an origin (scheme://host[:port], no path, no wildcard)"
-                )
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path, no wildcard)")
         return ",".join(origins)
 
     @property

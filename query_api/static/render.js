@@ -48,18 +48,20 @@ function eventRow(m, fresh) {
   tr.appendChild(type);
 
   const agg = el("td", "aggregate");
+  const wrap = el("div", "agg");
   const link = el("button", "link", m.aggregate_id);
   link.type = "button";
   link.dataset.filter = String(m.aggregate_id);
   link.title = m.aggregate_type + " " + m.aggregate_id + " (show only this aggregate)";
-  agg.appendChild(link);
+  wrap.appendChild(link);
   if (kind === "campaign") {
     const open = el("button", "open", "history");
     open.type = "button";
     open.dataset.open = String(m.aggregate_id);
     open.setAttribute("aria-label", "Open the history of campaign " + m.aggregate_id);
-    agg.appendChild(open);
+    wrap.appendChild(open);
   }
+  agg.appendChild(wrap);
   tr.appendChild(agg);
 
   tr.appendChild(el("td", "num", m.aggregate_version));

@@ -70,7 +70,9 @@ async def test_the_page_and_its_assets_are_served_without_a_token(query_api: Ser
         assert module.status_code == 200
         assert "/monitor/ws" in module.text
         assert module.headers["cache-control"] == "no-cache"
-        again = await client.get("/monitor/assets/socket.js", headers={"if-none-match": module.headers["etag"]})
+        again = await client.get(
+            "/monitor/assets/socket.js", headers={"if-none-match": module.headers["etag"]}
+        )
         assert again.status_code == 304
         assert (await client.get("/monitor/assets/monitor.css")).status_code == 200
         assert (await client.get("/monitor/assets/..%2Fapp.py")).status_code == 404
