@@ -15,6 +15,7 @@ from command_api.entrypoints.http.schemas import (
     RegisterRequest,
     TokenPair,
 )
+from service_runtime.openapi import ok
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     "/register",
     status_code=201,
     summary="Create a user",
-    responses=problem_responses(409, 413, 422, 503),
+    responses={**ok(201, "Registered"), **problem_responses(409, 413, 422, 503)},
 )
 async def register(body: RegisterRequest, side: Side) -> CommandAccepted:
     result = await user_handlers.register_user(
@@ -73,7 +74,10 @@ async def refresh(body: RefreshTokenRequest, response: Response, side: Side) -> 
     status_code=204,
     response_class=Response,
     summary="Revoke the refresh token's whole family",
-    responses=problem_responses(413, 422, 503),
+    responses={
+        **ok(204, "Logged out (also when the token was unknown or already revoked)"),
+        **problem_responses(413, 422, 503),
+    },
 )
 async def logout(body: RefreshTokenRequest, side: Side) -> Response:
     await user_handlers.log_out(LogOut(refresh_token=body.refresh_token), side.unit_of_work())
