@@ -194,7 +194,7 @@ function processRow(kind, name, status, lag, detail) {
   tr.appendChild(st);
   tr.appendChild(el("td", "num", lag === null || lag === undefined ? "–" : fmtInt(lag)));
   const cell = el("td", "detail", detail);
-  if (status && status.last_error) cell.title = status.last_error;
+  cell.title = status && status.last_error ? detail + "\n" + status.last_error : detail;
   tr.appendChild(cell);
   return tr;
 }
