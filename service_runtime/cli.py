@@ -7,7 +7,7 @@ import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import typer
 
 from projectors.replay.entrypoints.cli import replay_app
 from service_runtime.processes import wait_through_interrupts
-from service_runtime.settings import DefaultSecretInProduction, get_settings
+from service_runtime.settings import DefaultSecretInProduction, Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = REPO / "infra" / "local" / "stack.py"
@@ -168,6 +168,14 @@ def _prepare_multiprocess_metrics(service: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
+def console_defaults(settings: Settings, environ: MutableMapping[str, str]) -> None:
+    """Locally, the console (the query API's /monitor) may sign in on the command API (CORS) from
+    the query API's own origin, unless CAMPAIGNS_CONSOLE_ORIGINS says otherwise."""
+    port = settings.query_api_port
+    environ.setdefault("CAMPAIGNS_CONSOLE_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}")
+    environ.setdefault("CAMPAIGNS_COMMAND_API_PUBLIC_URL", f"http://127.0.0.1:{settings.command_api_port}")
+
+
 @app.command()
 def run(detach: bool = typer.Option(False, help="start in the background and return")) -> None:
     """Start the stack and every service; in the foreground, Ctrl-C stops them all.
@@ -176,7 +184,9 @@ def run(detach: bool = typer.Option(False, help="start in the background and ret
     _ensure_keys()
     from service_runtime.supervisor import Supervisor
 
-    supervisor = Supervisor(REPO, get_settings(), SERVICES)
+    settings = get_settings()
+    console_defaults(settings, os.environ)
+    supervisor = Supervisor(REPO, settings, SERVICES)
 
     def stack(action: str) -> int:
         return _stack(action, [])

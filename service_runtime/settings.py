@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -12,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Where the cluster topology's servers listen unless told otherwise (README, "Topologies").
 CLUSTER_REDIS_NODES = ",".join(f"127.0.0.1:{port}" for port in range(7000, 7006))
 CLUSTER_KAFKA_BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in (19092, 19093, 19094))
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?")
 
 
 class DefaultSecretInProduction(RuntimeError):
@@ -118,6 +122,12 @@ class Settings(BaseSettings):
     dlq_confirm_above: int = Field(default=100, ge=0)
     dlq_replay_max_records: int = Field(default=100_000, ge=1)
 
+    # Operator console (the monitor page). The page logs in on the command API at its address as
+    # a browser reaches it; the command API answers cross-origin requests (CORS) only from these
+    # page origins, comma-separated (empty: from none). `campaigns run` sets the query API's own.
+    command_api_public_url: str = "http://127.0.0.1:8001"
+    console_origins: str = ""
+
     # Local stack
     local_dir: str = ".local"
     # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
@@ -132,6 +142,27 @@ class Settings(BaseSettings):
     def redis_cluster_addresses(self) -> list[str]:
         """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
         return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
+
+    @field_validator("command_api_public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8001")
+        return value
+
+    @field_validator("console_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path, no wildcard)")
+        return ",".join(origins)
+
+    @property
+    def console_origin_list(self) -> list[str]:
+        return [origin for origin in self.console_origins.split(",") if origin]
 
     @model_validator(mode="after")
     def _cluster_topology_defaults(self) -> Settings:

@@ -22,19 +22,30 @@ def campaign(name: str) -> dict[str, object]:
     )
 
 
-async def sign_in(services: RunningServices, admin: bool = True) -> str:
-    """Register a user (an admin through the CLI's own function), log in, return the access token."""
+async def register(services: RunningServices, admin: bool = True) -> str:
+    """Register a user (made an admin through the CLI's own function); its e-mail."""
     email = f"{'ops' if admin else 'user'}-{uuid.uuid4().hex[:8]}@example.com"
     async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
         registered = await commands.post(
             "/auth/register", json={"email": email, "password": PASSWORD, "name": "Ops"}
         )
         assert registered.status_code == 201, registered.text
-        if admin:
-            await grant_admin(services.settings, email)
+    if admin:
+        await grant_admin(services.settings, email)
+    return email
+
+
+async def log_in(services: RunningServices, email: str) -> str:
+    """A fresh access token for this user."""
+    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
         login = await commands.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         return str(login.json()["access_token"])
+
+
+async def sign_in(services: RunningServices, admin: bool = True) -> str:
+    """Register a user (an admin through the CLI's own function), log in, return the access token."""
+    return await log_in(services, await register(services, admin))
 
 
 async def create_campaigns(

@@ -129,3 +129,27 @@ def test_the_cluster_topology_points_every_client_at_the_cluster(monkeypatch: py
 def test_min_isr_above_the_replication_factor_is_refused() -> None:
     with pytest.raises(ValueError, match="kafka_min_insync_replicas"):
         Settings(kafka_replication_factor=2, kafka_min_insync_replicas=3)
+
+
+def test_no_console_origin_is_open_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAMPAIGNS_CONSOLE_ORIGINS", raising=False)
+    assert Settings().console_origin_list == []
+
+
+def test_console_origins_are_a_comma_separated_list_of_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGNS_CONSOLE_ORIGINS", " http://127.0.0.1:8002, https://ops.example.com/ ")
+    assert Settings().console_origin_list == ["http://127.0.0.1:8002", "https://ops.example.com"]
+
+
+@pytest.mark.parametrize("origin", ["*", "http://ops.example.com/console", "ops.example.com", "file://x"])
+def test_a_console_origin_that_is_not_an_origin_is_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="console_origins"):
+        Settings(console_origins=origin)
+
+
+def test_the_command_api_public_url_must_be_http() -> None:
+    assert Settings(command_api_public_url="https://api.example.com/").command_api_public_url == (
+        "https://api.example.com"
+    )
+    with pytest.raises(ValueError, match="command_api_public_url"):
+        Settings(command_api_public_url="javascript:alert(1)")

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from command_api.bootstrap import open_command_side
 from command_api.entrypoints.http import auth_routes, campaign_routes, health_routes
@@ -51,8 +52,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_http_basics(app, settings, SERVICE)
     install_command_error_handlers(app)
+    install_console_cors(app, settings)
     describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     app.include_router(auth_routes.router)
     app.include_router(campaign_routes.router)
     app.include_router(health_routes.router)
     return app
+
+
+def install_console_cors(app: FastAPI, settings: Settings) -> None:
+    """Let the operator console (a page on the query API's origin) call this API from a browser.
+
+    Only the configured origins (CAMPAIGNS_CONSOLE_ORIGINS; none by default) are answered, and
+    without credentials: the console sends its tokens in headers and bodies, never in cookies.
+    Added last, so it is the outermost middleware and problem responses carry its headers too.
+    """
+    origins = settings.console_origin_list
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["authorization", "content-type", "if-match", "x-correlation-id"],
+        expose_headers=["etag", "location", "retry-after", "x-correlation-id"],
+        allow_credentials=False,
+        max_age=600,
+    )

@@ -1,7 +1,8 @@
 """The live monitor: the page (GET /monitor), its feed (WebSocket /monitor/ws) and GET /monitor/state.
 
-The page holds no data, so anyone may load it; it asks for an admin access token and sends it as
-the WebSocket's first message (never in a URL). The protocol:
+The page holds no data, so anyone may load it. It signs in with an e-mail and password on the
+command API (CORS, for the origins in CAMPAIGNS_CONSOLE_ORIGINS), keeps the tokens in memory and
+sends the admin access token as the WebSocket's first message (never in a URL). The protocol:
 
 - client first: `{"type": "auth", "token": "<access JWT>"}` (within AUTH_SECONDS);
 - server: `{"type": "ready", "worker": "<host:pid>", ...}`, or closes with 4401 (missing,
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import orjson
@@ -48,23 +50,32 @@ from service_runtime.tokens import InvalidToken, Principal
 PACKAGE = Path(__file__).resolve().parents[2]
 TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
 STATIC = PACKAGE / "static"
-ASSETS = {"monitor.js": "text/javascript; charset=utf-8", "monitor.css": "text/css; charset=utf-8"}
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The page's style and its ES modules (monitor.js imports the others by relative URL).
+ASSETS = {p.name: MEDIA_TYPES[p.suffix] for p in sorted(STATIC.iterdir()) if p.suffix in MEDIA_TYPES}
+ENTRY_POINTS = ("monitor.js", "monitor.css")  # named with ?v=<digest> by the page, so cached long
 
 AUTH_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 # Application close codes (4000-4999), as HTTP's 401 and 403; 1013 is "try again later".
 UNAUTHENTICATED, FORBIDDEN, TRY_AGAIN_LATER = 4401, 4403, 1013
 
-# The page loads nothing but its own script and style and talks only to its own origin.
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
-}
+
+def page_headers(command_api_url: str) -> dict[str, str]:
+    """The page loads nothing but its own modules and style, and talks to its own origin and to
+    the command API's (to sign in)."""
+    parts = urlsplit(command_api_url)
+    command_origin = f"{parts.scheme}://{parts.netloc}"
+    return {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self' {command_origin}; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+    }
 
 
 @dataclass(frozen=True)
@@ -126,36 +137,34 @@ def _asset(name: str) -> tuple[bytes, str]:
 @router.get(
     "/monitor",
     response_class=HTMLResponse,
-    summary="The live monitor page (it asks for an admin access token; its data comes over /monitor/ws)",
+    summary="The live monitor page (it signs in on the command API; its data comes over /monitor/ws)",
 )
 async def monitor_page(request: Request, side: ReadSide = Depends(read_side)) -> Response:
-    settings = side.settings
+    command_api_url = side.settings.command_api_public_url
     return TEMPLATES.TemplateResponse(
         request,
         "monitor.html",
         {
             "event_types": sorted(EVENT_TYPES),
-            "login_url": f"http://{settings.command_api_host}:{settings.command_api_port}/auth/login",
-            "asset_version": {name: _asset(name)[1] for name in ASSETS},
+            "command_api_url": command_api_url,
+            "asset_version": {name: _asset(name)[1] for name in ENTRY_POINTS},
         },
-        headers=PAGE_HEADERS,
+        headers=page_headers(command_api_url),
     )
 
 
 @router.get("/monitor/assets/{name}", include_in_schema=False)
-async def monitor_asset(name: str) -> Response:
+async def monitor_asset(name: str, request: Request) -> Response:
     if name not in ASSETS:
         raise Problem(404, "no such asset")
     body, digest = _asset(name)
-    return Response(
-        body,
-        media_type=ASSETS[name],
-        headers={
-            "ETag": f'"{digest}"',
-            "Cache-Control": "public, max-age=3600",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    # The entry points are versioned in the page's URLs; the modules they import are not, so
+    # those are revalidated on every load (a 304 when unchanged).
+    cache = "public, max-age=3600" if name in ENTRY_POINTS else "no-cache"
+    headers = {"ETag": f'"{digest}"', "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == f'"{digest}"':
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=ASSETS[name], headers=headers)
 
 
 @router.get(
