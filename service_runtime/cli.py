@@ -193,9 +193,20 @@ def stop() -> None:
 @users_app.command("grant-admin")
 def grant_admin(email: str) -> None:
     """Make the user with this e-mail an admin (records UserRolesChanged)."""
-    grant = _load("command_api.entrypoints.admin:grant_admin")
+    _change_admin("command_api.entrypoints.admin:grant_admin", email)
+
+
+@users_app.command("revoke-admin")
+def revoke_admin(email: str) -> None:
+    """Take the admin role from the user with this e-mail (records UserRolesChanged); their access
+    tokens end within seconds, and the next refresh carries the roles they have now."""
+    _change_admin("command_api.entrypoints.admin:revoke_admin", email)
+
+
+def _change_admin(target: str, email: str) -> None:
+    change = _load(target)
     try:
-        message = asyncio.run(grant(get_settings(), email))
+        message = asyncio.run(change(get_settings(), email))
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "campaigns-api"
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    # Sessions (service_runtime/sessions.py): a refresh family's absolute lifetime from its login;
+    # the window in which a second refresh of one token gets the first one's successor; how long
+    # an API process trusts the per-user "valid after" instant it read (a logout, logout-all or
+    # role change ends access tokens within about this long).
+    refresh_family_max_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    refresh_grace_seconds: float = Field(default=10.0, ge=0)
+    session_check_seconds: float = Field(default=1.0, gt=0, le=30)
     # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
     # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
     # clients it does not know; failures a known client (device cookie or earlier address) may make.

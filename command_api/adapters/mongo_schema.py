@@ -52,6 +52,7 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
         name=UNPUBLISHED_INDEX,
     )
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
+    await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")
     await db[REFRESH_TOKENS].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")
     await db[IDEMPOTENCY_KEYS].create_index(
         [("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS, name="expiry"

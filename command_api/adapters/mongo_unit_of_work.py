@@ -304,6 +304,11 @@ class MongoRefreshTokenRepository:
             {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
         )
 
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        await self._uow.db[REFRESH_TOKENS].update_many(
+            {"user_id": user_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+
 
 class MongoIdempotencyRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:

@@ -120,3 +120,13 @@ class User(Aggregate):
         self.roles = (*self.roles, role)
         self._record(UserRolesChanged(roles=list(self.roles)), to_millisecond_utc(now))
         return True
+
+    def revoke(self, role: Role, now: datetime) -> bool:
+        """Remove `role` (never the base `user` role); False (and no event) when it is not held."""
+        if role == "user":
+            raise ValueError("the user role cannot be revoked")
+        if role not in self.roles:
+            return False
+        self.roles = tuple(r for r in self.roles if r != role)
+        self._record(UserRolesChanged(roles=list(self.roles)), to_millisecond_utc(now))
+        return True

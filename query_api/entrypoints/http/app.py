@@ -31,6 +31,7 @@ from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.openapi import describe_api
 from service_runtime.problems import problem_response
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "query-api"
@@ -76,7 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 read_models=ReadModels(redis, generations, multiplexer, cache),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
-                tokens=TokenVerifier(settings),
+                tokens=TokenVerifier(
+                    settings,
+                    SessionCutoffs(
+                        redis,
+                        prefix=settings.redis_prefix,
+                        check_seconds=settings.session_check_seconds,
+                        token_ttl_seconds=settings.access_token_ttl_seconds,
+                    ),
+                ),
             )
             yield {"read_side": side}
         finally:

@@ -1,8 +1,9 @@
-"""The caller's identity: `verify_access_token` (the command side's own check), remembered per token.
+"""The caller's identity: `verify_access_token` (the command side's own check), remembered per token,
+then the user's "valid after" instant (service_runtime/sessions.py), read at most once a second.
 
-Access tokens are stateless JWTs with no revocation list, so a token verified once stays valid
-until its `exp`; remembering the answer until then changes no decision and takes the signature
-check (tens of microseconds) off every read after the first.
+A token's signature and claims do not change, so remembering that check until `exp` changes no
+decision and takes it (tens of microseconds) off every read after the first. What ends a token
+early (logout, logout-all, a role change) is the per-user instant, checked on every request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import orjson
 
 from service_runtime.problems import Problem
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, Principal, verify_access_token
 
@@ -20,12 +22,19 @@ MAX_REMEMBERED = 10_000
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cutoffs: SessionCutoffs) -> None:
         self.settings = settings
+        self.cutoffs = cutoffs
         self._verified: dict[str, tuple[Principal, float]] = {}
 
-    def principal(self, token: str) -> Principal:
-        """The token's principal, or InvalidToken."""
+    async def principal(self, token: str) -> Principal:
+        """The token's principal, or InvalidToken (also for a token its user's sessions outlived)."""
+        principal = self._verified_principal(token)
+        if not await self.cutoffs.allows(principal):
+            raise InvalidToken("the session was ended")
+        return principal
+
+    def _verified_principal(self, token: str) -> Principal:
         remembered = self._verified.get(token)
         if remembered is not None and time.time() < remembered[1]:
             return remembered[0]
@@ -35,13 +44,13 @@ class TokenVerifier:
         self._verified[token] = (principal, _expiry(token))
         return principal
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an `Authorization: Bearer` header, or a 401 problem."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "a bearer access token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
-            return self.principal(token.strip())
+            return await self.principal(token.strip())
         except InvalidToken as exc:
             raise Problem(
                 401,

@@ -89,7 +89,7 @@ async def get_campaign(request: Request) -> Response:
     # The benchmarked read path: nothing for FastAPI to solve or validate (parameters are read
     # here and documented above), one HMGET, and the stored bytes sent as they are.
     side: ReadSide = request.state.read_side
-    principal = side.tokens.authenticate(request.headers.get("authorization"))
+    principal = await side.tokens.authenticate(request.headers.get("authorization"))
     campaign_id: str = request.path_params["campaign_id"]
     min_version = as_of_version = None
     if request.scope["query_string"]:

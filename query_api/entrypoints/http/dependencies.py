@@ -44,7 +44,7 @@ async def caller(
     side: ReadSide = Depends(read_side),
     credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> Principal:
-    return side.tokens.authenticate(request.headers.get("authorization"))
+    return await side.tokens.authenticate(request.headers.get("authorization"))
 
 
 async def admin(principal: Principal = Depends(caller)) -> Principal:

@@ -9,7 +9,9 @@ the WebSocket's first message (never in a URL). The protocol:
 - then `{"type": "snapshot", ...}` (the body of GET /monitor/state), and as they happen
   `{"type": "event", ...}`, `{"type": "lag", ...}`, `{"type": "throughput", ...}`,
   `{"type": "status", ...}` and, for a client that fell behind, `{"type": "dropped", "count": n}`;
-- the server closes with 4401 when the token expires and 1013 when the client is too slow.
+- the server closes with 4401 when the token expires or its user's sessions end (logout,
+  logout-all, a role change: checked every `session_check_seconds`), and 1013 when the client is
+  too slow.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -183,9 +185,10 @@ async def monitor_state(
 async def monitor_feed(websocket: WebSocket) -> None:
     await websocket.accept()
     side: ReadSide = websocket.state.read_side
-    expires_at = await _authenticate(websocket, side)
-    if expires_at is None:
+    authenticated = await _authenticate(websocket, side)
+    if authenticated is None:
         return
+    principal, expires_at = authenticated
     monitor = monitor_of(websocket.app, side)
     subscriber = await monitor.feed.join()
     try:
@@ -194,15 +197,16 @@ async def monitor_feed(websocket: WebSocket) -> None:
         )
         snapshot = await state_document(side, monitor)
         await websocket.send_text(orjson.dumps({"type": "snapshot", **snapshot}).decode())
-        await _stream(websocket, subscriber, expires_at)
+        await _stream(websocket, subscriber, expires_at, _session_ended(side, principal))
     except WebSocketDisconnect:
         pass
     finally:
         monitor.feed.leave(subscriber)
 
 
-async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
-    """The token's expiry (epoch seconds) if the first message authenticates an admin; else closes."""
+async def _authenticate(websocket: WebSocket, side: ReadSide) -> tuple[Principal, float] | None:
+    """The admin and its token's expiry (epoch seconds) if the first message authenticates an
+    admin; else closes."""
     try:
         message = await asyncio.wait_for(websocket.receive(), AUTH_SECONDS)
     except TimeoutError:
@@ -219,7 +223,7 @@ async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
         await _close(websocket, UNAUTHENTICATED, 'the first message must be {"type": "auth", "token": ...}')
         return None
     try:
-        principal = side.tokens.principal(token)
+        principal = await side.tokens.principal(token)
     except InvalidToken:
         await _close(websocket, UNAUTHENTICATED, "the access token is invalid or expired")
         return None
@@ -227,11 +231,22 @@ async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
         await _close(websocket, FORBIDDEN, "the monitor needs the admin role")
         return None
     claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
-    return float(claims["exp"])
+    return principal, float(claims["exp"])
 
 
-async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: float) -> None:
-    """Send the feed until the client leaves, falls too far behind, or its token expires."""
+async def _session_ended(side: ReadSide, principal: Principal) -> None:
+    """Returns once the user's sessions were ended after this token was issued."""
+    while True:
+        if not await side.tokens.cutoffs.allows(principal):
+            return
+        await asyncio.sleep(side.settings.session_check_seconds)
+
+
+async def _stream(
+    websocket: WebSocket, subscriber: Subscriber, expires_at: float, session_ended: Coroutine[Any, Any, None]
+) -> None:
+    """Send the feed until the client leaves, falls too far behind, its token expires or its
+    user's sessions end."""
 
     async def send() -> None:
         while True:
@@ -246,6 +261,7 @@ async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: floa
         asyncio.create_task(send()),
         asyncio.create_task(receive()),
         asyncio.create_task(subscriber.too_slow.wait()),
+        ended := asyncio.create_task(session_ended),
     }
     try:
         done, _ = await asyncio.wait(
@@ -257,6 +273,8 @@ async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: floa
         await asyncio.gather(*tasks, return_exceptions=True)
     if not done:
         await _close(websocket, UNAUTHENTICATED, "the access token expired")
+    elif ended in done and ended.exception() is None:
+        await _close(websocket, UNAUTHENTICATED, "the session was ended")
     elif subscriber.too_slow.is_set():
         await _close(websocket, TRY_AGAIN_LATER, "too slow to keep up with the feed; reconnect")
 
