@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.access_tokens import JwtAccessTokenIssuer
+from command_api.adapters.command_rate import RedisCommandRate
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
 from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
 from command_api.adapters.mongo_schema import RELAY_STATE, Document, IndexGate, mongo_client
@@ -36,6 +37,7 @@ class CommandSide:
     indexes: IndexGate
     credentials: Credentials
     cutoffs: SessionCutoffs
+    command_rate: RedisCommandRate
     readiness: Readiness
 
     def unit_of_work(self) -> MongoUnitOfWork:
@@ -95,6 +97,12 @@ def open_command_side(settings: Settings) -> CommandSide:
             refresh_grace=timedelta(seconds=settings.refresh_grace_seconds),
         ),
         cutoffs=cutoffs,
+        command_rate=RedisCommandRate(
+            redis,
+            prefix=settings.redis_prefix,
+            per_second=settings.command_rate_per_second,
+            burst=settings.command_burst,
+        ),
         readiness=Readiness(db, settings.kafka_bootstrap),
     )
 

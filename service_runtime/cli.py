@@ -123,6 +123,9 @@ def serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # No client frame is bigger than the monitor's auth message: a bigger one is refused
+            # by the protocol layer (1009) before anything parses it.
+            ws_max_size=settings.monitor_first_frame_bytes,
             # X-Forwarded-For only from the configured proxies (never "*", never loopback by
             # default): a client that reaches the API directly cannot choose its address.
             proxy_headers=bool(settings.trusted_proxies),

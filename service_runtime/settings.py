@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
+    # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
+    min_version_waiters_per_user: int = Field(default=10, ge=1)
+    min_version_waiters_per_worker: int = Field(default=1000, ge=1)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
@@ -95,6 +98,17 @@ class Settings(BaseSettings):
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
+    # The monitor socket: its first (auth) message's size and deadline, and sockets per worker that
+    # have not authenticated yet (more are refused before the handshake completes)
+    monitor_first_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    monitor_auth_seconds: float = Field(default=5.0, gt=0)
+    monitor_preauth_sockets: int = Field(default=50, ge=1)
+
+    # Abuse limits of the command API, per user: a token bucket of commands (refill per second,
+    # burst), and campaigns neither deleted nor completed
+    command_rate_per_second: float = Field(default=5.0, gt=0)
+    command_burst: int = Field(default=30, ge=1)
+    max_live_campaigns: int = Field(default=1000, ge=1)
 
     # Local stack
     local_dir: str = ".local"

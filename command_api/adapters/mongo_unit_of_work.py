@@ -258,6 +258,11 @@ class MongoCampaignRepository:
         doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
         return docs.campaign_from_document(doc) if doc else None
 
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        return await self._uow.db[CAMPAIGNS].count_documents(
+            {"owner_id": owner_id, "status": {"$nin": ["deleted", "completed"]}}, limit=limit
+        )
+
     def add(self, campaign: Campaign) -> None:
         exists = ConcurrencyConflict(f"campaign {campaign.id} exists")
         model = InsertOne(docs.campaign_document(campaign), namespace=self._uow.namespace(CAMPAIGNS))

@@ -41,6 +41,12 @@ async def current_actor(
             "the access token is invalid or expired",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+    # Every authenticated command takes from the user's bucket (a refusal takes nothing).
+    wait = await side.command_rate.take(principal.user_id)
+    if wait:
+        raise Problem(
+            429, f"too many commands from this user; retry in {wait} s", headers={"Retry-After": str(wait)}
+        )
     return Actor(user_id=principal.user_id, is_admin=principal.is_admin)
 
 

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
-from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
 from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 read_models=ReadModels(redis, generations, multiplexer, cache),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
+                waiter_quota=WaiterQuota(
+                    settings.min_version_waiters_per_user, settings.min_version_waiters_per_worker
+                ),
                 tokens=TokenVerifier(
                     settings,
                     SessionCutoffs(

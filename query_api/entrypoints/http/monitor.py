@@ -3,7 +3,10 @@
 The page holds no data, so anyone may load it; it asks for an admin access token and sends it as
 the WebSocket's first message (never in a URL). The protocol:
 
-- client first: `{"type": "auth", "token": "<access JWT>"}` (within AUTH_SECONDS);
+- client first: `{"type": "auth", "token": "<access JWT>"}`, within `monitor_auth_seconds` (5 s)
+  and at most `monitor_first_frame_bytes` (64 KiB; a bigger one is closed with 1009 unparsed);
+  a worker holds at most `monitor_preauth_sockets` sockets that have not authenticated yet, and
+  refuses more before the handshake completes (HTTP 403);
 - server: `{"type": "ready", "worker": "<host:pid>", ...}`, or closes with 4401 (missing,
   invalid or expired token) or 4403 (not an admin);
 - then `{"type": "snapshot", ...}` (the body of GET /monitor/state), and as they happen
@@ -52,10 +55,9 @@ TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
 STATIC = PACKAGE / "static"
 ASSETS = {"monitor.js": "text/javascript; charset=utf-8", "monitor.css": "text/css; charset=utf-8"}
 
-AUTH_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 # Application close codes (4000-4999), as HTTP's 401 and 403; 1013 is "try again later".
-UNAUTHENTICATED, FORBIDDEN, TRY_AGAIN_LATER = 4401, 4403, 1013
+UNAUTHENTICATED, FORBIDDEN, TRY_AGAIN_LATER, MESSAGE_TOO_BIG = 4401, 4403, 1013, 1009
 
 # The page loads nothing but its own script and style and talks only to its own origin.
 PAGE_HEADERS = {
@@ -181,11 +183,25 @@ async def monitor_state(
     return Response(orjson.dumps(document), media_type="application/json")
 
 
+class _PreAuth:
+    """Sockets of this worker that have not authenticated yet."""
+
+    count = 0
+
+
 @router.websocket("/monitor/ws")
 async def monitor_feed(websocket: WebSocket) -> None:
-    await websocket.accept()
     side: ReadSide = websocket.state.read_side
-    authenticated = await _authenticate(websocket, side)
+    if _PreAuth.count >= side.settings.monitor_preauth_sockets:
+        # Refused before the handshake completes: the client gets HTTP 403 and holds nothing.
+        await websocket.close(TRY_AGAIN_LATER)
+        return
+    _PreAuth.count += 1
+    try:
+        await websocket.accept()
+        authenticated = await _authenticate(websocket, side)
+    finally:
+        _PreAuth.count -= 1
     if authenticated is None:
         return
     principal, expires_at = authenticated
@@ -208,11 +224,15 @@ async def _authenticate(websocket: WebSocket, side: ReadSide) -> tuple[Principal
     """The admin and its token's expiry (epoch seconds) if the first message authenticates an
     admin; else closes."""
     try:
-        message = await asyncio.wait_for(websocket.receive(), AUTH_SECONDS)
+        message = await asyncio.wait_for(websocket.receive(), side.settings.monitor_auth_seconds)
     except TimeoutError:
         await _close(websocket, UNAUTHENTICATED, "no auth message")
         return None
     if message["type"] == "websocket.disconnect":
+        return None
+    frame = message.get("text") or message.get("bytes") or b""
+    if len(frame) > side.settings.monitor_first_frame_bytes:
+        await _close(websocket, MESSAGE_TOO_BIG, "the auth message is too big")
         return None
     try:
         first = orjson.loads(message.get("text") or message.get("bytes") or b"")

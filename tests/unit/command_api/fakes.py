@@ -56,6 +56,13 @@ class _Repository:
         self._uow.staged.append(("save", self._table, aggregate))
 
 
+class FakeCampaigns(_Repository):
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        ended = ("deleted", "completed")
+        live = [c for c in self._table.values() if c.owner_id == owner_id and c.status.value not in ended]
+        return min(limit, len(live))
+
+
 class FakeUsers(_Repository):
     async def get_by_email(self, email: str) -> User | None:
         for user in self._table.values():
@@ -108,7 +115,7 @@ class FakeUnitOfWork:
         self.store = store or FakeStore()
         self.staged: list[tuple[str, Any, Any]] = []
         self.users = FakeUsers(self, self.store.users)
-        self.campaigns = _Repository(self, self.store.campaigns)
+        self.campaigns = FakeCampaigns(self, self.store.campaigns)
         self.refresh_tokens = FakeRefreshTokens(self)
         self.idempotency = FakeIdempotency(self)
         self.commits = 0

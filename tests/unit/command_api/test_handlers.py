@@ -29,6 +29,7 @@ from command_api.application.errors import (
     RegistrationThrottled,
     SessionRejected,
     StaleVersion,
+    TooManyLiveCampaigns,
     VersionRequired,
 )
 from command_api.domain.campaign import Actor, CampaignChanges
@@ -289,3 +290,13 @@ async def test_grant_and_revoke_admin_are_idempotent_end_sessions_and_refuse_unk
     assert sessions.ended == [user_id, user_id]
     with pytest.raises(LookupError):
         await user_handlers.change_roles(ChangeRoles("nobody@example.com", admin=True), uow, sessions)
+
+
+async def test_a_user_over_the_live_campaign_cap_is_refused_until_one_is_completed_or_deleted() -> None:
+    uow = FakeUnitOfWork()
+    first = await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    with pytest.raises(TooManyLiveCampaigns):
+        await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    await campaign_handlers.delete_campaign(DeleteCampaign(OWNER, first.id, None), uow)
+    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
