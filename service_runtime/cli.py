@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from projectors.replay.entrypoints.cli import replay_app
-from service_runtime.settings import DefaultSecretInProduction, get_settings
+from service_runtime.settings import DefaultSecretInProduction, Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = REPO / "infra" / "local" / "stack.py"
@@ -35,6 +35,7 @@ ASGI_SERVICES: dict[str, tuple[str, str, str]] = {
     "command-api": ("command_api.entrypoints.http.app:create_app", "command_api_host", "command_api_port"),
     "query-api": ("query_api.entrypoints.http.app:create_app", "query_api_host", "query_api_port"),
 }
+ASGI_METRICS_PORTS = {"command-api": "command_api_metrics_port", "query-api": "query_api_metrics_port"}
 ASYNC_SERVICES: dict[str, tuple[str, str]] = {
     # name: (coroutine function taking the settings, metrics port setting)
     "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
@@ -114,6 +115,18 @@ def serve(
         factory, host_key, port_key = ASGI_SERVICES[service]
         count = workers or settings.api_workers
         _prepare_multiprocess_metrics(service)
+        # Metrics on an internal listener of the uvicorn parent (which outlives its workers and
+        # reads all their series from the multiprocess directory), not on the public port.
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _serve_metrics(
+            service,
+            settings,
+            ASGI_METRICS_PORTS[service],
+            lambda port: start_http_server(port, addr=settings.metrics_host, registry=registry),
+        )
         uvicorn.run(
             factory,
             factory=True,
@@ -138,20 +151,29 @@ def serve(
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         from prometheus_client import start_http_server
 
-        port = getattr(settings, metrics_port_key)
-        try:
-            start_http_server(port, addr=settings.metrics_host)
-        except OSError as exc:
-            typer.echo(
-                f"refusing to start {service}: its metrics port {settings.metrics_host}:{port} "
-                f"is taken ({exc.strerror}); set CAMPAIGNS_{metrics_port_key.upper()}",
-                err=True,
-            )
-            raise typer.Exit(2) from exc
+        _serve_metrics(
+            service,
+            settings,
+            metrics_port_key,
+            lambda port: start_http_server(port, addr=settings.metrics_host),
+        )
         asyncio.run(_load(target)(settings))
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)
     raise typer.Exit(2)
+
+
+def _serve_metrics(service: str, settings: Settings, port_key: str, start: Callable[[int], object]) -> None:
+    port = getattr(settings, port_key)
+    try:
+        start(port)
+    except OSError as exc:
+        typer.echo(
+            f"refusing to start {service}: its metrics port {settings.metrics_host}:{port} "
+            f"is taken ({exc.strerror}); set CAMPAIGNS_{port_key.upper()}",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 def _prepare_multiprocess_metrics(service: str) -> None:

@@ -74,8 +74,12 @@ class Settings(BaseSettings):
     register_max_per_address: int = Field(default=10, ge=1)
     register_window_seconds: int = Field(default=3600, ge=1)
 
-    # Prometheus endpoints of the processes that serve no HTTP API (GET /metrics on each)
+    # Prometheus endpoints (GET /metrics), on an internal listener of each process, never on an
+    # API's public port: the APIs' listeners run in the uvicorn parent and read every worker's
+    # series (prometheus_client multiprocess mode)
     metrics_host: str = "127.0.0.1"
+    command_api_metrics_port: int = 9104
+    query_api_metrics_port: int = 9105
     relay_metrics_port: int = 9101
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"
 NGINX_CONF = REPO / "infra" / "docker" / "nginx.conf"
+NGINX_TLS_CONF = REPO / "infra" / "docker" / "nginx-tls.conf"
 DOCKERIGNORE = REPO / ".dockerignore"
 APP_IMAGE_DOCKERFILE = "infra/docker/Dockerfile"
 APIS = {"command-api": 8001, "query-api": 8002}
@@ -329,6 +330,32 @@ def test_nginx_conf_upgrades_the_monitor_websocket() -> None:
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade", body)
     assert re.search(r"proxy_set_header\s+Connection\s+\$connection_upgrade", body)
     assert "map $http_upgrade $connection_upgrade" in conf
+
+
+def test_nginx_never_forwards_metrics() -> None:
+    for path in (NGINX_CONF, NGINX_TLS_CONF):
+        conf = re.sub(r"#[^\n]*", "", path.read_text())
+        for block in _servers(conf):
+            assert re.search(r"location\s+\^~\s*/metrics\s*\{\s*return\s+404;\s*\}", block), (
+                f"{path.name}: a server forwards /metrics: {block[:120]}"
+            )
+
+
+def test_nginx_tls_servers_send_hsts_with_mounted_certificates() -> None:
+    assert re.search(r"^\s*include\s+/etc/nginx/conf\.d/\*\.tls\.conf;", NGINX_CONF.read_text(), re.M)
+    conf = re.sub(r"#[^\n]*", "", NGINX_TLS_CONF.read_text())
+    servers = _servers(conf)
+    assert len(servers) == 2
+    for block in servers:
+        assert re.search(r"^\s*listen\s+\d+\s+ssl\s*;", block, re.M)
+        assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in block
+        assert "ssl_certificate_key /etc/nginx/certs/privkey.pem;" in block
+        hsts = re.search(r'add_header\s+Strict-Transport-Security\s+"max-age=(\d+)[^"]*"\s+always;', block)
+        assert hsts and int(hsts.group(1)) >= 180 * 24 * 3600
+    assert re.search(r"^\s*ssl_protocols\s+TLSv1\.2\s+TLSv1\.3\s*;", conf, re.M)
+    compose = COMPOSE_FILE.read_text()
+    assert "nginx-tls.conf:/etc/nginx/conf.d/campaigns.tls.conf:ro" in compose
+    assert "CAMPAIGNS_TLS_DIR" in compose
 
 
 # ------------------------------------------------------------------------------------ Dockerfile

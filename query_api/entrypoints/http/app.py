@@ -29,7 +29,7 @@ from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
-from service_runtime.openapi import describe_api
+from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         **_WITHOUT_OPENTELEMETRY,
+        **documentation_routes(settings),
     )
     app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
     app.add_exception_handler(RedisConnectionError, _read_models_unavailable)

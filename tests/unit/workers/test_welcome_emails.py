@@ -196,7 +196,7 @@ async def test_refused_recipient_is_dead_lettered_without_retrying() -> None:
 
 
 @pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@example.com", "Eve\nX", "Eve\rX"])
-async def test_a_welcome_email_that_cannot_be_built_is_dead_lettered_at_once_with_its_reason(name: str) -> None:
+async def test_an_unbuildable_welcome_email_is_dead_lettered_at_once_with_its_reason(name: str) -> None:
     dead = MemoryDeadLetters()
     mailer = FlakyMailer()
     w = worker(mailer, dead, attempts=5)
