@@ -103,6 +103,7 @@ async def _consume(settings: Settings, topic: str, write: Callable[[Pipeline, by
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     redis = aioredis.from_url(settings.redis_url)

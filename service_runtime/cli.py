@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from projectors.replay.entrypoints.cli import replay_app
+from service_runtime.processes import wait_through_interrupts
 from service_runtime.settings import DefaultSecretInProduction, Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 app.add_typer(replay_app, name="replay")
+app.add_typer(importlib.import_module("deadletters.entrypoints.cli").dlq_app, name="dlq")
 keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
 app.add_typer(keys_app, name="keys")
 
@@ -45,12 +47,15 @@ ASYNC_SERVICES: dict[str, tuple[str, str]] = {
 SERVICES = [*ASGI_SERVICES, *ASYNC_SERVICES]
 
 
-def _stack(action: str, servers: list[str]) -> int:
-    return subprocess.call([sys.executable, str(STACK_SCRIPT), action, *servers], cwd=REPO)
+def _stack(action: str, servers: list[str], *options: str) -> int:
+    process = subprocess.Popen([sys.executable, str(STACK_SCRIPT), action, *servers, *options], cwd=REPO)
+    return wait_through_interrupts(process)
 
 
 @stack_app.command("up")
-def stack_up(servers: list[str] = typer.Argument(None, help="redis, kafka, mongo, smtp")) -> None:
+def stack_up(
+    servers: list[str] = typer.Argument(None, help="redis, kafka, mongo, smtp, or a node: kafka-2"),
+) -> None:
     """Start the servers that are not running and wait until each answers."""
     _ensure_keys()
     raise typer.Exit(_stack("up", servers or []))
@@ -80,9 +85,11 @@ def stack_down() -> None:
 
 
 @stack_app.command("status")
-def stack_status() -> None:
+def stack_status(
+    as_json: bool = typer.Option(False, "--json", help="every server, service, pid and the topology"),
+) -> None:
     """Show which servers run and where they listen (exit 1 if any is down)."""
-    raise typer.Exit(_stack("status", []))
+    raise typer.Exit(_stack("status", [], *(["--json"] if as_json else [])))
 
 
 def _load(target: str) -> Callable[..., Any]:
@@ -188,22 +195,20 @@ def _prepare_multiprocess_metrics(service: str) -> None:
 
 @app.command()
 def run(detach: bool = typer.Option(False, help="start in the background and return")) -> None:
-    """Start the stack and every service; in the foreground, Ctrl-C stops them all."""
+    """Start the stack and every service; in the foreground, Ctrl-C stops them all.
+
+    If a server or service fails to start, everything already started is stopped again."""
     _ensure_keys()
-    code = _stack("up", [])
-    if code:
-        raise typer.Exit(code)
     from service_runtime.supervisor import Supervisor
 
     supervisor = Supervisor(REPO, get_settings(), SERVICES)
+
+    def stack(action: str) -> int:
+        return _stack(action, [])
+
     if detach:
-        supervisor.start_detached()
-        supervisor.wait_healthy()
-        return
-    try:
-        supervisor.run_foreground()
-    finally:
-        _stack("down", [])
+        raise typer.Exit(supervisor.start_with_stack(stack))
+    raise typer.Exit(supervisor.run_with_stack(stack))
 
 
 @app.command()

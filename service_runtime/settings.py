@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where the cluster topology's servers listen unless told otherwise (README, "Topologies").
+CLUSTER_REDIS_NODES = ",".join(f"127.0.0.1:{port}" for port in range(7000, 7006))
+CLUSTER_KAFKA_BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in (19092, 19093, 19094))
+
 
 class DefaultSecretInProduction(RuntimeError):
     """Raised when APP_ENV=production and a key is missing, guessable or readable by others."""
@@ -21,14 +25,24 @@ class Settings(BaseSettings):
         default="development", validation_alias="APP_ENV"
     )
 
-    # Servers
-    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # Servers. `topology` picks what the local stack runs: "single" (one node of each, the
+    # default) or "cluster" (a Redis Cluster of 3 primaries + 3 replicas and 3 Kafka nodes with
+    # replication 3 and min ISR 2); in "cluster", the Redis nodes, the Kafka bootstrap list,
+    # the replication factor and min ISR default to the cluster's unless set.
+    topology: Literal["single", "cluster"] = "single"
+    # A replica-set URL (no directConnection): the driver discovers the members from the one
+    # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int = Field(default=1, ge=1)
     topic_prefix: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rm"
+    # "host:port,host:port,...": the Redis Cluster's seed nodes (empty: standalone `redis_url`).
+    redis_cluster_nodes: str = ""
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "campaigns@localhost"
@@ -87,6 +101,12 @@ class Settings(BaseSettings):
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
+    # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
+    # a relay that starts publishing fences any older one still alive (its transactions fail).
+    relay_transactional_id: str = Field(default="campaigns-relay", min_length=1)
+    # Largest record the relay sends (the producer's max.request.size; Kafka's default topic
+    # limit is about 1 MiB). A larger event is quarantined, never retried forever.
+    relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
@@ -114,8 +134,48 @@ class Settings(BaseSettings):
     command_burst: int = Field(default=30, ge=1)
     max_live_campaigns: int = Field(default=1000, ge=1)
 
+    # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
+    # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending
+    # records one replay plans at most (summaries only, a few hundred bytes each; run it again
+    # for the rest).
+    dlq_page_records: int = Field(default=500, ge=1)
+    dlq_replay_batch_size: int = Field(default=100, ge=1)
+    dlq_confirm_above: int = Field(default=100, ge=0)
+    dlq_replay_max_records: int = Field(default=100_000, ge=1)
+
     # Local stack
     local_dir: str = ".local"
+    # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
+    kafka_cluster_heap_mb: int = Field(default=384, ge=128)
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """`kafka_bootstrap` as a list: FastStream takes a string as one single address."""
+        return [address.strip() for address in self.kafka_bootstrap.split(",") if address.strip()]
+
+    @property
+    def redis_cluster_addresses(self) -> list[str]:
+        """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
+        return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
+
+    @model_validator(mode="after")
+    def _cluster_topology_defaults(self) -> Settings:
+        if self.topology == "cluster":
+            given = self.model_fields_set
+            if not self.redis_cluster_nodes:
+                self.redis_cluster_nodes = CLUSTER_REDIS_NODES
+            if "kafka_bootstrap" not in given:
+                self.kafka_bootstrap = CLUSTER_KAFKA_BOOTSTRAP
+            if "kafka_replication_factor" not in given:
+                self.kafka_replication_factor = 3
+            if "kafka_min_insync_replicas" not in given:
+                self.kafka_min_insync_replicas = 2
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                "kafka_min_insync_replicas must not exceed kafka_replication_factor "
+                f"({self.kafka_min_insync_replicas} > {self.kafka_replication_factor})"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
+from pymongo.write_concern import WriteConcern
 
 from command_api.adapters import mongo_documents as docs
 from command_api.adapters.mongo_schema import (
@@ -49,6 +50,8 @@ COMMIT_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 0.02
 
 DUPLICATE_KEY = 11000
+# Set explicitly: an acknowledged command survives a failover (a 2xx means durable).
+MAJORITY = WriteConcern("majority")
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class MongoUnitOfWork:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             async with self._client.start_session() as session:
                 try:
-                    await session.start_transaction()
+                    await session.start_transaction(write_concern=MAJORITY)
                     await self._write(writes, session)
                     await _commit(session)
                     return

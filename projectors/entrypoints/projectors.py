@@ -81,7 +81,7 @@ class Projectors:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self._owns_redis = redis is None
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            settings.kafka_bootstrap_servers,
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,
@@ -110,6 +110,7 @@ class Projectors:
             batch=True,
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -67,7 +67,7 @@ class WorkersProcess:
 def build_workers(settings: Settings) -> WorkersProcess:
     topics = Topics(settings.topic_prefix)
     broker = KafkaBroker(
-        settings.kafka_bootstrap,
+        settings.kafka_bootstrap_servers,
         client_id="campaigns-workers",
         acks="all",
         enable_idempotence=True,
@@ -121,6 +121,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         topics.users,
         group_id=notifications_group,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{topics.users}:subscribe:{notifications_group}",
         description="Sends each new user one welcome e-mail (UserRegistered); other types are skipped.",
@@ -136,6 +137,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         topics.campaigns,
         group_id=reports_group,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{topics.campaigns}:subscribe:{reports_group}",
         description="Builds the report of each completed campaign (CampaignCompleted) from the events log.",

@@ -25,7 +25,7 @@ def sampler_slot_key(prefix: str) -> str:
 
 def relay_status_key(prefix: str) -> str:
     """String: the publishing relay's status (JSON, expires). Written by the command side's relay
-    (`command_api.adapters.outbox_relay.relay_status_key`); named here too because the query side
+    (`command_api.adapters.relay_status.relay_status_key`); named here too because the query side
     must not import the command side (a test keeps both names equal)."""
     return f"{prefix}:status:relay"
 

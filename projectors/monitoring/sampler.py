@@ -62,7 +62,10 @@ class KafkaOffsetReader:
             await self.close()
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, client_id=self.client_id, enable_auto_commit=False
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
             )
             self._admin, self._consumer = admin, consumer
             await admin.start()

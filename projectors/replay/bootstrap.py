@@ -124,7 +124,8 @@ class Replay:
 
     @asynccontextmanager
     async def _mongo(self) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-        options: dict[str, Any] = {}
+        # Read concern majority: replay never folds an event a failover could roll back.
+        options: dict[str, Any] = {"readConcernLevel": "majority"}
         if "serverselectiontimeoutms" not in self.settings.mongo_url.lower():
             options["serverSelectionTimeoutMS"] = MONGO_SELECTION_TIMEOUT_MS
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.settings.mongo_url, **options)

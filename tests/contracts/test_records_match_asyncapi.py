@@ -65,7 +65,9 @@ async def _drive_every_event_type(services: RunningServices) -> int:
 
 
 async def _read_topics(bootstrap: str, topics: list[str], expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         await consumer.topics()  # fetches the cluster's metadata, partitions included

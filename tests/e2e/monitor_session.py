@@ -7,21 +7,19 @@ import uuid
 import httpx
 
 from command_api.entrypoints.admin import grant_admin
+from tests.support.factories import campaign_body
 from tests.support.services import RunningServices
 
 PASSWORD = "correct horse battery 9"
 
 
 def campaign(name: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "description": "watched on the monitor",
-        "channel": "email",
-        "budget": {"amount": "1200.00", "currency": "EUR"},
-        "starts_at": "2027-03-01T00:00:00Z",
-        "ends_at": "2027-03-31T00:00:00Z",
-        "tags": ["monitor"],
-    }
+    return campaign_body(
+        name=name,
+        description="watched on the monitor",
+        budget={"amount": "1200.00", "currency": "EUR"},
+        tags=["monitor"],
+    )
 
 
 async def sign_in(services: RunningServices, admin: bool = True) -> str:

@@ -133,6 +133,7 @@ async def test_malformed_unknown_and_oversized_events_go_to_the_dead_letter_topi
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         group_id=None,
+        isolation_level="read_committed",
         fetch_max_bytes=10_000_000,
         max_partition_fetch_bytes=10_000_000,
     )

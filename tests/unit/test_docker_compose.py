@@ -269,6 +269,42 @@ def test_forwarded_addresses_are_trusted_from_nginx_network_only(config: dict[st
     assert conf.count("X-Forwarded-For $remote_addr") >= 1
 
 
+def test_prometheus_loads_the_alerting_rules_and_reaches_every_metrics_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:v2.")
+    mounts: dict[str, str] = {}
+    for volume in prometheus["volumes"]:  # "source:target:mode" (compose v1) or long form (v2)
+        source, target = (
+            (volume["source"], volume["target"]) if isinstance(volume, dict) else volume.split(":")[:2]
+        )
+        if source.startswith("/"):
+            mounts[str(Path(source).resolve().relative_to(REPO))] = target
+    assert mounts["infra/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    assert mounts["infra/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    targets = {
+        job["job_name"]: (sd["names"], sd["port"])
+        for job in config["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    defaults = Settings()
+    ports = {
+        "command-api": defaults.command_api_metrics_port,
+        "query-api": defaults.query_api_metrics_port,
+        "relay": defaults.relay_metrics_port,
+        "projectors": defaults.projectors_metrics_port,
+        "workers": defaults.workers_metrics_port,
+    }
+    assert targets == {name: ([name], port) for name, port in ports.items()}
+    # Every process serves /metrics on the metrics host (the APIs on an internal listener, not
+    # their public port): all interfaces of the container here.
+    for name in ("command-api", "query-api", "relay", "projectors", "workers"):
+        assert services[name]["environment"]["CAMPAIGNS_METRICS_HOST"] == "0.0.0.0"
+
+
 def test_nginx_fronts_both_apis(services: dict[str, dict[str, Any]]) -> None:
     nginx = services["nginx"]
     assert nginx["image"].startswith("nginx:")

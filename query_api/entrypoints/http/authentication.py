@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -22,9 +23,12 @@ MAX_REMEMBERED = 10_000
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings, cutoffs: SessionCutoffs) -> None:
+    def __init__(
+        self, settings: Settings, cutoffs: SessionCutoffs, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.cutoffs = cutoffs
+        self._clock = clock  # seconds since the epoch; injected by tests
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def principal(self, token: str) -> Principal:
@@ -35,10 +39,13 @@ class TokenVerifier:
         return principal
 
     def _verified_principal(self, token: str) -> Principal:
+        now = self._clock()
         remembered = self._verified.get(token)
-        if remembered is not None and time.time() < remembered[1]:
+        if remembered is not None and now < remembered[1]:
             return remembered[0]
         principal = verify_access_token(self.settings, token)
+        if now >= _expiry(token):  # the same wall clock as verify_access_token's, unless injected
+            raise InvalidToken("the token has expired")
         if len(self._verified) >= MAX_REMEMBERED:
             self._verified.clear()
         self._verified[token] = (principal, _expiry(token))

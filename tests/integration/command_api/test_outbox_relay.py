@@ -18,8 +18,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.kafka_publisher import kafka_producer_factory
 from command_api.adapters.mongo_schema import RELAY_STATE, Document
-from command_api.adapters.outbox_relay import RESUME_TOKEN_ID, relay_status_key
+from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
 from command_api.adapters.relay_lease import LEASE_ID
+from command_api.adapters.relay_status import relay_status_key
 from command_api.entrypoints import relay as relay_entrypoint
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (

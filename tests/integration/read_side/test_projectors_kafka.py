@@ -98,7 +98,10 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     consumer = AIOKafkaConsumer(
-        Topics.dlq(topics.campaigns), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        Topics.dlq(topics.campaigns),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from command_api.adapters.outbox_relay import relay_status_key as relay_writes_to
+from command_api.adapters.relay_status import relay_status_key as relay_writes_to
 from projectors.monitoring.keys import relay_status_key, worker_status_key
 from projectors.workers.adapters.status_board import RedisStatusBoard
 from query_api.adapters.monitor_state import liveness, projector_view, relay_view, worker_view

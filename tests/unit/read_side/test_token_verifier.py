@@ -18,7 +18,15 @@ from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, issue_access_token
 from tests.support.keys import key_settings
 
-SETTINGS = Settings(app_env="test", access_token_ttl_seconds=1, **key_settings())  # type: ignore[arg-type]
+SETTINGS = Settings(app_env="test", access_token_ttl_seconds=60, **key_settings())  # type: ignore[arg-type]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeRedis:
@@ -57,12 +65,12 @@ def cutoffs(redis: FakeRedis | None = None, clock: Clock | None = None) -> Sessi
 
 
 async def test_a_remembered_token_is_refused_once_it_expires() -> None:
-    verifier = TokenVerifier(SETTINGS, cutoffs())
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, cutoffs(), clock=clock)
     token = issue_access_token(SETTINGS, "alice", ["user"])
     assert (await verifier.principal(token)).user_id == "alice"
     assert (await verifier.principal(token)).user_id == "alice"  # remembered
-    expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
-    await asyncio.sleep(max(0.0, expiry - time.time()) + 0.05)
+    clock.now = jwt.decode(token, options={"verify_signature": False})["exp"]
     with pytest.raises(InvalidToken):
         await verifier.principal(token)
 
