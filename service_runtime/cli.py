@@ -37,6 +37,7 @@ ASGI_SERVICES: dict[str, tuple[str, str, str]] = {
     "command-api": ("command_api.entrypoints.http.app:create_app", "command_api_host", "command_api_port"),
     "query-api": ("query_api.entrypoints.http.app:create_app", "query_api_host", "query_api_port"),
 }
+ASGI_METRICS_PORTS = {"command-api": "command_api_metrics_port", "query-api": "query_api_metrics_port"}
 ASYNC_SERVICES: dict[str, tuple[str, str]] = {
     # name: (coroutine function taking the settings, metrics port setting)
     "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
@@ -121,6 +122,18 @@ def serve(
         factory, host_key, port_key = ASGI_SERVICES[service]
         count = workers or settings.api_workers
         _prepare_multiprocess_metrics(service)
+        # Metrics on an internal listener of the uvicorn parent (which outlives its workers and
+        # reads all their series from the multiprocess directory), not on the public port.
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _serve_metrics(
+            service,
+            settings,
+            ASGI_METRICS_PORTS[service],
+            lambda port: start_http_server(port, addr=settings.metrics_host, registry=registry),
+        )
         uvicorn.run(
             factory,
             factory=True,
@@ -130,6 +143,9 @@ def serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # No client frame is bigger than the monitor's auth message: a bigger one is refused
+            # by the protocol layer (1009) before anything parses it.
+            ws_max_size=settings.monitor_first_frame_bytes,
             # X-Forwarded-For only from the configured proxies (never "*", never loopback by
             # default): a client that reaches the API directly cannot choose its address.
             proxy_headers=bool(settings.trusted_proxies),
@@ -142,20 +158,29 @@ def serve(
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         from prometheus_client import start_http_server
 
-        port = getattr(settings, metrics_port_key)
-        try:
-            start_http_server(port, addr=settings.metrics_host)
-        except OSError as exc:
-            typer.echo(
-                f"refusing to start {service}: its metrics port {settings.metrics_host}:{port} "
-                f"is taken ({exc.strerror}); set CAMPAIGNS_{metrics_port_key.upper()}",
-                err=True,
-            )
-            raise typer.Exit(2) from exc
+        _serve_metrics(
+            service,
+            settings,
+            metrics_port_key,
+            lambda port: start_http_server(port, addr=settings.metrics_host),
+        )
         asyncio.run(_load(target)(settings))
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)
     raise typer.Exit(2)
+
+
+def _serve_metrics(service: str, settings: Settings, port_key: str, start: Callable[[int], object]) -> None:
+    port = getattr(settings, port_key)
+    try:
+        start(port)
+    except OSError as exc:
+        typer.echo(
+            f"refusing to start {service}: its metrics port {settings.metrics_host}:{port} "
+            f"is taken ({exc.strerror}); set CAMPAIGNS_{port_key.upper()}",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 def _prepare_multiprocess_metrics(service: str) -> None:
@@ -208,9 +233,20 @@ def stop() -> None:
 @users_app.command("grant-admin")
 def grant_admin(email: str) -> None:
     """Make the user with this e-mail an admin (records UserRolesChanged)."""
-    grant = _load("command_api.entrypoints.admin:grant_admin")
+    _change_admin("command_api.entrypoints.admin:grant_admin", email)
+
+
+@users_app.command("revoke-admin")
+def revoke_admin(email: str) -> None:
+    """Take the admin role from the user with this e-mail (records UserRolesChanged); their access
+    tokens end within seconds, and the next refresh carries the roles they have now."""
+    _change_admin("command_api.entrypoints.admin:revoke_admin", email)
+
+
+def _change_admin(target: str, email: str) -> None:
+    change = _load(target)
     try:
-        message = asyncio.run(grant(get_settings(), email))
+        message = asyncio.run(change(get_settings(), email))
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

@@ -86,6 +86,7 @@ def refresh_token_document(token: RefreshToken) -> Document:
         "expires_at": token.expires_at,
         "used_at": token.used_at,
         "revoked_at": token.revoked_at,
+        "family_expires_at": token.family_expires_at,
     }
 
 
@@ -98,6 +99,7 @@ def refresh_token_from_document(doc: Document) -> RefreshToken:
         expires_at=doc["expires_at"],
         used_at=doc.get("used_at"),
         revoked_at=doc.get("revoked_at"),
+        family_expires_at=doc.get("family_expires_at"),
     )
 
 

@@ -21,6 +21,7 @@ from command_api.application.errors import (
     IdempotencyKeyTaken,
     NotFound,
     StaleVersion,
+    TooManyLiveCampaigns,
     VersionRequired,
 )
 from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
@@ -32,7 +33,9 @@ from events.envelope import utc_now
 CONFLICT_ATTEMPTS = 5
 
 
-async def create_campaign(command: CreateCampaign, uow: UnitOfWork) -> CommandResult:
+async def create_campaign(
+    command: CreateCampaign, uow: UnitOfWork, max_live: int | None = None
+) -> CommandResult:
     details = CampaignDetails.parse(
         name=command.name,
         description=command.description,
@@ -51,6 +54,11 @@ async def create_campaign(command: CreateCampaign, uow: UnitOfWork) -> CommandRe
             replay = await _replay(uow, scope, key, fingerprint)
             if replay is not None:
                 return replay
+        # Checked before the insert, outside its transaction: concurrent creates may pass it
+        # together, so the cap can be overshot by the user's in-flight requests (bounded by the
+        # command rate), never by more.
+        if max_live is not None and await uow.campaigns.count_live(scope, max_live) >= max_live:
+            raise TooManyLiveCampaigns(max_live)
         campaign = Campaign.create(
             campaign_id=str(uuid.uuid4()), owner_id=scope, details=details, now=utc_now()
         )

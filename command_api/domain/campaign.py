@@ -11,11 +11,13 @@ from typing import Any, get_args
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
 from command_api.domain.currencies import ISO_4217
 from command_api.domain.errors import (
+    CONTROL_CHARACTERS_REASON,
     AggregateGone,
     FieldChecks,
     FieldError,
     InvalidInput,
     InvalidTransition,
+    has_control_characters,
 )
 from events.types import (
     Budget as BudgetPayload,
@@ -290,6 +292,8 @@ def _checked_name(value: str, checks: FieldChecks) -> str:
     name = value.strip()
     if not 1 <= len(name) <= NAME_MAX:
         checks.fail("name", f"must be 1 to {NAME_MAX} characters (not counting surrounding spaces)")
+    if has_control_characters(value):
+        checks.fail("name", CONTROL_CHARACTERS_REASON)
     return name
 
 

@@ -31,3 +31,15 @@ class EventsLog:
             query["aggregate_version"] = {"$lte": up_to_version}
         cursor = self.collection.find(query).sort("aggregate_version", ASCENDING)
         return [from_log_document(document) async for document in cursor]
+
+    async def aggregate_page(
+        self, aggregate_type: str, aggregate_id: str, after_version: int, limit: int
+    ) -> list[EventEnvelope]:
+        """At most `limit` events after `after_version`, in version order."""
+        query: dict[str, Any] = {
+            "aggregate_id": aggregate_id,
+            "aggregate_type": aggregate_type,
+            "aggregate_version": {"$gt": after_version},
+        }
+        cursor = self.collection.find(query).sort("aggregate_version", ASCENDING).limit(limit)
+        return [from_log_document(document) async for document in cursor]

@@ -41,6 +41,12 @@ class MailRejected(PermanentFailure):
     """The SMTP server refused the message for good (a 5xx): another attempt would be refused too."""
 
 
+class UnbuildableMessage(PermanentFailure):
+    """The event's data cannot make a valid message (a CR/LF in a header field, say, from a name
+    registered before names were checked): no attempt would succeed, so it is dead-lettered at
+    once with this reason."""
+
+
 class ClaimStillHeld(Exception):
     """Another consumer's claim outlived its expiry window; try again later."""
 
@@ -82,7 +88,10 @@ class WelcomeEmails:
 
     async def __call__(self, event: EventEnvelope) -> str:
         event_id = str(event.event_id)
-        message = welcome_email(event, self.sender)
+        try:
+            message = welcome_email(event, self.sender)
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise UnbuildableMessage(f"the welcome e-mail cannot be built: {exc}") from exc
         owner = uuid.uuid4().hex
         state = await self._claim(event_id, owner)
         if state == "sent":

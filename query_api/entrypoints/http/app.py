@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
-from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
 from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
@@ -29,8 +29,9 @@ from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
-from service_runtime.openapi import describe_api
+from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "query-api"
@@ -76,7 +77,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 read_models=ReadModels(redis, generations, multiplexer, cache),
                 waiters=waiters,
                 events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
-                tokens=TokenVerifier(settings),
+                waiter_quota=WaiterQuota(
+                    settings.min_version_waiters_per_user, settings.min_version_waiters_per_worker
+                ),
+                tokens=TokenVerifier(
+                    settings,
+                    SessionCutoffs(
+                        redis,
+                        prefix=settings.redis_prefix,
+                        check_seconds=settings.session_check_seconds,
+                        token_ttl_seconds=settings.access_token_ttl_seconds,
+                    ),
+                ),
             )
             yield {"read_side": side}
         finally:
@@ -96,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         **_WITHOUT_OPENTELEMETRY,
+        **documentation_routes(settings),
     )
     app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
     app.add_exception_handler(RedisConnectionError, _read_models_unavailable)

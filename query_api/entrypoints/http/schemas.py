@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 from events.envelope import EventEnvelope
 from events.types import Budget, CampaignStatus, Channel, Role
@@ -38,6 +38,7 @@ class CampaignPage(BaseModel):
 
 class HistoryView(BaseModel):
     items: list[EventEnvelope]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
 
 
 class UserView(BaseModel):

@@ -195,6 +195,19 @@ async def test_refused_recipient_is_dead_lettered_without_retrying() -> None:
     assert w.stats.retries == 0
 
 
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@example.com", "Eve\nX", "Eve\rX"])
+async def test_an_unbuildable_welcome_email_is_dead_lettered_at_once_with_its_reason(name: str) -> None:
+    dead = MemoryDeadLetters()
+    mailer = FlakyMailer()
+    w = worker(mailer, dead, attempts=5)
+
+    assert await w.consume(delivery_of(encode_event(registered(name=name)))) == DEAD_LETTERED
+    [(_, reason, error, attempts)] = dead.records
+    assert reason.startswith("permanent failure: the welcome e-mail cannot be built")
+    assert error == "UnbuildableMessage" and attempts == 1
+    assert w.stats.retries == 0 and mailer.sent == []
+
+
 async def test_invalid_and_unknown_events_are_dead_lettered_and_other_types_ignored() -> None:
     dead = MemoryDeadLetters()
     w = worker(FlakyMailer(), dead)
