@@ -37,7 +37,7 @@ ASYNC_SERVICES: dict[str, tuple[str, str]] = {
     # name: (coroutine function taking the settings, metrics port setting)
     "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
     "projectors": ("projectors.entrypoints.projectors:run", "projectors_metrics_port"),
-    "workers": ("projectors.entrypoints.workers:run", "workers_metrics_port"),
+    "workers": ("workers.entrypoints.workers:run", "workers_metrics_port"),
 }
 SERVICES = [*ASGI_SERVICES, *ASYNC_SERVICES]
 

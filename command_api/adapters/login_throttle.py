@@ -7,6 +7,7 @@ import hashlib
 import redis.asyncio as aioredis
 
 from command_api.application.errors import LoginThrottled
+from readmodels.keyspace import login_throttle_keys
 
 
 class RedisLoginThrottle:
@@ -25,10 +26,7 @@ class RedisLoginThrottle:
     def keys(self, email: str, client: str) -> tuple[str, str]:
         # The e-mail is hashed: key names show up in monitoring, addresses should not.
         digest = hashlib.sha256(email.encode()).hexdigest()[:32]
-        return (
-            f"{self._prefix}:throttle:login:email:{digest}",
-            f"{self._prefix}:throttle:login:client:{client}",
-        )
+        return login_throttle_keys(self._prefix, digest, client)
 
     async def attempt(self, email: str, client: str) -> None:
         by_email, by_client = self.keys(email, client)

@@ -31,7 +31,8 @@ from command_api.adapters.kafka_publisher import KafkaEventPublisher, PublishInt
 from command_api.adapters.mongo_schema import EVENTS, RELAY_STATE, Document, IndexGate
 from command_api.adapters.relay_lease import LeaseLost, RelayLease
 from events import EventEnvelope, from_log_document
-from events.envelope import utc_now
+from events.envelope import utc_now, utc_text
+from readmodels.keyspace import relay_status_key
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ LEASE_HELD = Gauge(
     ["relay"],
     multiprocess_mode="livemax",
 )
-
-
-def relay_status_key(redis_prefix: str) -> str:
-    return f"{redis_prefix}:status:relay"
 
 
 class OutboxRelay:
@@ -313,8 +310,8 @@ class OutboxRelay:
             # Published but not yet marked is no backlog.
             "backlog": max(0, await self._events.count_documents({"published": False}) - len(self._unmarked)),
             "published_total": self.published_total,
-            "last_published_at": _iso(self.last_published_at) if self.last_published_at else None,
-            "updated_at": _iso(utc_now()),
+            "last_published_at": utc_text(self.last_published_at) if self.last_published_at else None,
+            "updated_at": utc_text(utc_now()),
         }
 
     async def _report_status(self) -> None:
@@ -346,8 +343,3 @@ def _buffered(stream: AsyncCollectionChangeStream[Document]) -> bool:
 
 def _in_order(document: Document) -> tuple[Any, Any]:
     return document["aggregate_id"], document["aggregate_version"]
-
-
-def _iso(moment: datetime) -> str:
-    """The same UTC form as the events' occurred_at: 2027-03-01T00:00:00.123Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from projectors.adapters.keys import generation_base
+from readmodels.keyspace import generation_base
 
 _GLOB_SPECIALS = "\\*?[]"
 _CHUNK = 500

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
-from projectors.adapters.status import read_status
+from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.fault_table import record_fault

@@ -3,16 +3,15 @@
 -- (all of them share members) from the cursor, keeps members present in every other filter
 -- index, and returns the documents. The cursor is the last member returned: keyset pagination,
 -- so campaigns created meanwhile never shift a page.
--- ARGV[1] base  ARGV[2] sort  ARGV[3] '1' descending  ARGV[4] limit  ARGV[5] cursor member or ''
--- ARGV[6] most members to examine in this call  ARGV[7..] pairs of filter dimension, value
+-- KEYS the indexes of the filters, of the sort asked for (the index of all campaigns: no filter)
+-- ARGV[1] the beginning of a campaign's key (the id follows)  ARGV[2] '1' descending
+-- ARGV[3] limit  ARGV[4] cursor member or ''  ARGV[5] most members to examine in this call
 -- Returns {next cursor member or '', doc, doc, ...}.
-local base, sort, desc = ARGV[1], ARGV[2], ARGV[3] == '1'
-local limit, cursor, budget = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local prefix = base .. ':cidx:' .. sort .. ':'
+local campaign_key, desc = ARGV[1], ARGV[2] == '1'
+local limit, cursor, budget = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
 local indexes = {}
-for i = 7, #ARGV, 2 do indexes[#indexes + 1] = prefix .. ARGV[i] .. ':' .. ARGV[i + 1] end
-if #indexes == 0 then indexes[1] = prefix .. 'all' end
+for i = 1, #KEYS do indexes[i] = KEYS[i] end
 
 local driver, smallest = 1, nil
 for i, index in ipairs(indexes) do
@@ -68,7 +67,7 @@ end
 local result = {next_cursor}
 for _, member in ipairs(found) do
   local id = string.match(member, '^.*%z(.*)$')
-  local doc = redis.call('HGET', base .. ':campaign:' .. id, 'doc')
+  local doc = redis.call('HGET', campaign_key .. id, 'doc')
   if doc then result[#result + 1] = doc end
 end
 return result

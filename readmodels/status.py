@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from projectors.adapters.keys import projector_status_key
+from readmodels.keyspace import projector_status_key
 
 
 async def write_heartbeat(redis: Redis, prefix: str, projection: str, fields: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Worker status in Redis: a JSON heartbeat per worker at `{prefix}:status:worker:{name}`."""
+"""Worker status in Redis: a JSON heartbeat per worker (`readmodels.keyspace.worker_status_key`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from readmodels.keyspace import worker_status_key
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class RedisStatusBoard:
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
 
     def key(self, worker: str) -> str:
-        return f"{self.prefix}:status:worker:{worker}"
+        return worker_status_key(self.prefix, worker)
 
     async def write(self, worker: str, state: str, details: dict[str, Any]) -> None:
         status = {

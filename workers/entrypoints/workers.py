@@ -25,28 +25,21 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
-from projectors.workers.adapters.dead_letters import KafkaDeadLetters
-from projectors.workers.adapters.event_log import MongoEventLog
-from projectors.workers.adapters.report_store import RedisReportStore
-from projectors.workers.adapters.send_records import RedisSendRecords
-from projectors.workers.adapters.smtp import SmtpMailer
-from projectors.workers.adapters.status_board import RedisStatusBoard
-from projectors.workers.application.campaign_reports import CampaignReports
-from projectors.workers.application.event_worker import Delivery, EventWorker, WorkerStats
-from projectors.workers.application.retries import Backoff
-from projectors.workers.application.welcome_emails import WelcomeEmails
+from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
+from workers.adapters.dead_letters import KafkaDeadLetters
+from workers.adapters.event_log import MongoEventLog
+from workers.adapters.report_store import RedisReportStore
+from workers.adapters.send_records import RedisSendRecords
+from workers.adapters.smtp import SmtpMailer
+from workers.adapters.status_board import RedisStatusBoard
+from workers.application.campaign_reports import CampaignReports
+from workers.application.event_worker import Delivery, EventWorker, WorkerStats
+from workers.application.retries import Backoff
+from workers.application.welcome_emails import WelcomeEmails
 
 log = logging.getLogger(__name__)
-
-NOTIFICATIONS_GROUP = "worker.notifications"
-REPORTS_GROUP = "worker.reports"
-
-
-def group_id(settings: Settings, name: str) -> str:
-    """The consumer group, under the topic prefix: prefixed topics are another deployment's."""
-    return f"{settings.topic_prefix}{name}"
 
 
 @dataclass
@@ -79,8 +72,8 @@ def build_workers(settings: Settings) -> WorkersProcess:
     redis = Redis.from_url(settings.redis_url)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     backoff = Backoff(settings.worker_backoff_seconds, settings.worker_max_attempts)
-    notifications_group = group_id(settings, NOTIFICATIONS_GROUP)
-    reports_group = group_id(settings, REPORTS_GROUP)
+    notifications_group = worker_group(settings, NOTIFICATIONS_GROUP)
+    reports_group = worker_group(settings, REPORTS_GROUP)
 
     def dead_letters(group: str, topic: str) -> KafkaDeadLetters:
         dlq = Topics.dlq(topic)

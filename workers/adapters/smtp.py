@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from projectors.workers.application.welcome_emails import MailRejected
+from workers.application.welcome_emails import MailRejected
 
 SMTP_TIMEOUT_SECONDS = 10.0
 

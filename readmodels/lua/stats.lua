@@ -2,15 +2,17 @@
 -- (status, channel, budget, deleted); an event subtracts the old contribution, updates the
 -- state and adds the new one. Budget amounts stay integer strings end to end: Lua numbers are
 -- doubles and would lose cents on large sums.
+-- Its own keys (after the guard's three): KEYS[4] counts, KEYS[5] budget, KEYS[6] events per minute.
+local counts_key, budget_key, per_minute_key = KEYS[4], KEYS[5], KEYS[6]
 local function negate(n)
   if n == '0' then return '0' end
   if string.sub(n, 1, 1) == '-' then return string.sub(n, 2) end
   return '-' .. n
 end
 
-local function contribute(base, state, sign)
+local function contribute(state, sign)
   if not state['status'] then return end
-  local counts = base .. ':counts'
+  local counts = counts_key
   if state['deleted'] == '1' then
     redis.call('HINCRBY', counts, 'campaigns.deleted', sign)
     return
@@ -18,14 +20,14 @@ local function contribute(base, state, sign)
   redis.call('HINCRBY', counts, 'campaigns.total', sign)
   redis.call('HINCRBY', counts, 'status:' .. state['status'], sign)
   redis.call('HINCRBY', counts, 'channel:' .. state['channel'], sign)
-  local budget = base .. ':budget'
+  local budget = budget_key
   local units, frac = state['units'], state['frac']
   if sign < 0 then units, frac = negate(units), negate(frac) end
   redis.call('HINCRBY', budget, state['currency'] .. ':units', units)
   redis.call('HINCRBY', budget, state['currency'] .. ':frac', frac)
 end
 
-local function apply_change(base, key, vtext, change)
+local function apply_change(key, vtext, change)
   local kind, minute = change[1], change[2]
   if kind == 'campaign' then
     local state = hgetall(key)
@@ -40,12 +42,12 @@ local function apply_change(base, key, vtext, change)
     if not (new['status'] and new['channel'] and new['currency']) then
       return 'campaign ' .. key .. ' has no creation event before version ' .. vtext
     end
-    contribute(base, state, -1)
-    contribute(base, new, 1)
+    contribute(state, -1)
+    contribute(new, 1)
     if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
   elseif change[3] == '1' then
-    redis.call('HINCRBY', base .. ':counts', 'users.total', 1)
+    redis.call('HINCRBY', counts_key, 'users.total', 1)
   end
-  redis.call('HINCRBY', base .. ':events_per_minute', minute, 1)
+  redis.call('HINCRBY', per_minute_key, minute, 1)
   return nil
 end

@@ -4,19 +4,20 @@
 --
 -- KEYS[1] the aggregate's state hash (field `v` = last applied version)
 -- KEYS[2] the aggregate's parked hash (version -> packed {notice, change...})
--- ARGV[1] generation base     ARGV[2] pub/sub channel ('' = announce nothing)
--- ARGV[3] projected_at (ISO)  ARGV[4] member of the parked set ("type:id")
--- ARGV[5] the event's version ARGV[6] notice: a JSON object without its closing brace ('' = none)
--- ARGV[7..] the projection's change
+-- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script)
+-- ARGV[1] pub/sub channel ('' = announce nothing)   ARGV[2] projected_at (ISO)
+-- ARGV[3] member of the parked set ("type:id")      ARGV[4] the event's version
+-- ARGV[5] notice: a JSON object without its closing brace ('' = none)
+-- ARGV[6..] the projection's change
 -- Returns {outcome, drained}: outcome is 'applied', 'duplicate' or 'parked'; or an error reply
 -- (nothing written) when the projection refuses the change.
-local state, parked = KEYS[1], KEYS[2]
-local base, channel, projected_at, parked_member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local version = tonumber(ARGV[5])
+local state, parked, parked_set = KEYS[1], KEYS[2], KEYS[3]
+local channel, projected_at, parked_member = ARGV[1], ARGV[2], ARGV[3]
+local version = tonumber(ARGV[4])
 
 -- `apply_change` returns an error message, without having written anything, when it refuses.
 local function apply_one(vtext, notice, change)
-  local refused = apply_change(base, state, vtext, change)
+  local refused = apply_change(state, vtext, change)
   if refused then return refused end
   redis.call('HSET', state, 'v', vtext)
   if channel ~= '' and notice ~= '' then
@@ -31,17 +32,17 @@ if version <= last then
 end
 
 local change = {}
-for i = 7, #ARGV do change[#change + 1] = ARGV[i] end
+for i = 6, #ARGV do change[#change + 1] = ARGV[i] end
 
 if version > last + 1 then
   -- A gap: never applied out of order. Kept here (so the offset can be committed) until the
   -- missing version arrives; then the loop below applies it.
-  redis.call('HSET', parked, ARGV[5], cmsgpack.pack(ARGV[6], change))
-  redis.call('SADD', base .. ':parked', parked_member)
+  redis.call('HSET', parked, ARGV[4], cmsgpack.pack(ARGV[5], change))
+  redis.call('SADD', parked_set, parked_member)
   return {'parked', 0}
 end
 
-local refused = apply_one(ARGV[5], ARGV[6], change)
+local refused = apply_one(ARGV[4], ARGV[5], change)
 if refused then return redis.error_reply(refused) end
 
 local drained = 0
@@ -58,6 +59,6 @@ while true do
   next_version = next_version + 1
 end
 if drained > 0 and redis.call('EXISTS', parked) == 0 then
-  redis.call('SREM', base .. ':parked', parked_member)
+  redis.call('SREM', parked_set, parked_member)
 end
 return {'applied', drained}

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from events import EventEnvelope
-from projectors.workers import metrics
-from projectors.workers.application.retries import PermanentFailure
-from projectors.workers.domain.campaign_report import (
+from workers import metrics
+from workers.application.retries import PermanentFailure
+from workers.domain.campaign_report import (
     CampaignReport,
     build_campaign_report,
 )

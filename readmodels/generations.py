@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from readmodels.groups import PROJECTIONS
+from readmodels.keyspace import generations_channel, pointer_key
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-PROJECTIONS: tuple[str, ...] = ("campaigns", "users", "stats")
-
-
-def pointer_key(prefix: str, projection: str) -> str:
-    return f"{prefix}:gen:{projection}"
-
-
-def generations_channel(prefix: str) -> str:
-    """Pub/sub channel announcing a swap, so readers drop their cached pointer at once."""
-    return f"{prefix}:generations"
+__all__ = [
+    "PROJECTIONS",
+    "claim_live_generation",
+    "initial_generation",
+    "live_generations",
+    "swap_generation",
+]
 
 
 def initial_generation(projection: str) -> str:

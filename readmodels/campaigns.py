@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from events import EventEnvelope
-from projectors.domain.json_form import epoch_millis, json_time
+from readmodels.json_form import epoch_millis, json_time
 
 # The order of the fields in every campaign document (Redis assembles documents in this order).
 CAMPAIGN_FIELDS: tuple[str, ...] = (

@@ -27,9 +27,9 @@ from email.message import EmailMessage
 from typing import Literal, Protocol
 
 from events import EventEnvelope
-from projectors.workers import metrics
-from projectors.workers.application.retries import PermanentFailure
-from projectors.workers.domain.welcome_email import welcome_email
+from workers import metrics
+from workers.application.retries import PermanentFailure
+from workers.domain.welcome_email import welcome_email
 
 ClaimState = Literal["claimed", "sent", "held"]
 

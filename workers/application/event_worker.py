@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from events import EventEnvelope, InvalidEvent, decode_event
-from projectors.workers import metrics
-from projectors.workers.application.retries import (
+from service_runtime.logs import correlation_id
+from workers import metrics
+from workers.application.retries import (
     AttemptsExhausted,
     Backoff,
     PermanentFailure,
     retry_with_backoff,
 )
-from service_runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from projectors.domain.users import USER_FIELDS
+from readmodels.users import USER_FIELDS
 
 ScriptArg = bytes | str | int
 
@@ -35,7 +35,7 @@ _TEMPLATE_VALUES = {
 
 
 def lua_source(name: str) -> str:
-    text = files("projectors.adapters").joinpath("lua", f"{name}.lua").read_text()
+    text = files("readmodels").joinpath("lua", f"{name}.lua").read_text()
     for placeholder, value in _TEMPLATE_VALUES.items():
         text = text.replace(placeholder, value)
     return text
@@ -114,3 +114,21 @@ def apply_script(projection: str) -> LuaScript:
 @cache
 def list_campaigns_script() -> LuaScript:
     return LuaScript("list_campaigns", lua_source("list_campaigns").encode())
+
+
+@cache
+def cas_script() -> LuaScript:
+    """The campaigns projection's guarded write of a planned batch (lua/cas.lua)."""
+    return LuaScript("cas", lua_source("cas").encode())
+
+
+@cache
+def read_states_script() -> LuaScript:
+    """What the campaign planner needs of several aggregates, in one reply (lua/read_states.lua)."""
+    return LuaScript("read_states", lua_source("read_states").encode())
+
+
+@cache
+def save_report_script() -> LuaScript:
+    """A campaign report's version-guarded write (lua/save_report.lua)."""
+    return LuaScript("save_report", lua_source("save_report").encode())

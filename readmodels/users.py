@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from events import EventEnvelope
-from projectors.domain.json_form import fragment, json_time
+from readmodels.json_form import fragment, json_time
 
 USER_FIELDS: tuple[str, ...] = (
     "id",

@@ -1,7 +1,7 @@
 -- The user projection: the profile document (ready-to-send JSON) from per-field fragments.
 local FIELDS = {{USER_FIELDS}}
 
-local function apply_change(base, key, vtext, change)
+local function apply_change(key, vtext, change)
   local map = hgetall(key)
   local updates = {}
   for i = 1, #change, 2 do

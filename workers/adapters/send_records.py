@@ -7,7 +7,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from projectors.workers.application.welcome_emails import ClaimState
+from readmodels.keyspace import send_record_key
+from workers.application.welcome_emails import ClaimState
 
 # Claim in one step: whoever finds the record absent takes it; "sent" and others' claims stand.
 _CLAIM = """
@@ -43,7 +44,7 @@ class RedisSendRecords:
         self._release = redis.register_script(_RELEASE)
 
     def key(self, event_id: str) -> str:
-        return f"{self.prefix}:send:{self.kind}:{event_id}"
+        return send_record_key(self.prefix, self.kind, event_id)
 
     async def claim(self, event_id: str, owner: str) -> ClaimState:
         ttl_ms = int(self.claim_ttl_seconds * 1000)

@@ -1,4 +1,8 @@
-"""The MongoDB events log, read-only: one aggregate's events in version order.
+"""The MongoDB events log, read-only: its collection, and one aggregate's events in version order.
+
+The command side appends to the collection named here (in the same transaction as the state
+it changes); everything that reads the log back (the query API's history and time travel, the
+report worker, replay) reads it through this module.
 
 History and time travel fold the log rather than keep every version in Redis: they are rare,
 per-aggregate reads that need all versions, while keeping versions in Redis would cost memory
@@ -11,12 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from events import EventEnvelope, from_log_document
 
 EVENTS_COLLECTION = "events"
+
+
+def events_collection(
+    client: AsyncMongoClient[dict[str, Any]], database: str
+) -> AsyncCollection[dict[str, Any]]:
+    return client[database][EVENTS_COLLECTION]
 
 
 class EventsLog:
@@ -30,4 +40,5 @@ class EventsLog:
         if up_to_version is not None:
             query["aggregate_version"] = {"$lte": up_to_version}
         cursor = self.collection.find(query).sort("aggregate_version", ASCENDING)
+        # Decoding upcasts old schema versions, so a fold only ever sees current payloads.
         return [from_log_document(document) async for document in cursor]
