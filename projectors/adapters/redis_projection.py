@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -29,6 +28,7 @@ from redis.exceptions import ResponseError
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.adapters.notices import notice_prefix
+from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
@@ -47,32 +47,6 @@ from readmodels.users import user_change_args
 StateKey = Callable[[str, EventEnvelope], str]
 ChangeArgs = Callable[[EventEnvelope], Sequence[ScriptArg]]
 OwnKeys = Callable[[str], Sequence[str]]
-
-
-class Projection(Protocol):
-    """One read model: which events it reads, and how a batch of them is applied to Redis."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def aggregate_types(self) -> frozenset[str]: ...
-    @property
-    def announces(self) -> bool: ...
-    @property
-    def script(self) -> LuaScript: ...
-
-    def accepts(self, envelope: EventEnvelope) -> bool: ...
-
-    async def apply(
-        self,
-        redis: Redis,
-        generation: str,
-        envelopes: Sequence[EventEnvelope],
-        *,
-        announce: bool = True,
-    ) -> ApplyResult: ...
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, InvalidEvent, Topics, decode_event
 from events.dead_letters import DeadLetterOrigin, dead_letter_headers
-from projectors.adapters.redis_projection import Projection
+from projectors.application.ports import Projection
 from projectors.domain.outcomes import EventOutcome, Outcome
 from readmodels.generations import claim_live_generation
 from readmodels.json_form import json_time

@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 
 from events import Topics
 from events.log import EventsLog, events_collection
-from projectors.adapters.redis_projection import Projection, all_projections
+from projectors.adapters.redis_projection import all_projections
+from projectors.application.ports import Projection
 from projectors.replay.adapters.kafka_source import KafkaEventSource
 from projectors.replay.adapters.mongo_source import MongoEventSource
 from projectors.replay.adapters.redis_generations import RedisGenerations

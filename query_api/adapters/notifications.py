@@ -23,8 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from query_api.adapters.campaign_cache import CampaignCache
-from readmodels.generations import generations_channel
-from readmodels.keyspace import events_channel
+from readmodels.keyspace import events_channel, generations_channel
 
 log = logging.getLogger(__name__)
 

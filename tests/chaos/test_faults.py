@@ -305,7 +305,7 @@ def replay(action: str, settings: Settings) -> None:
     """`campaigns replay ACTION all`, as an operator runs it."""
     extra = ["--grace-seconds", "0"] if action == "rebuild" else []
     done = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "replay", action, "all", *extra],
+        [sys.executable, "-m", "launcher", "replay", action, "all", *extra],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,

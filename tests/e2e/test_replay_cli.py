@@ -28,7 +28,7 @@ CAMPAIGN = {
 async def campaigns_cli(services: RunningServices, *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "service_runtime", "replay", *args],
+        [sys.executable, "-m", "launcher", "replay", *args],
         cwd=REPO,
         env=settings_env(services.settings),
         capture_output=True,

@@ -239,7 +239,7 @@ def test_production_mode_refuses_default_and_short_secrets(system: System, servi
     env = {**settings_env(system.settings), "APP_ENV": "production"}
     for secret in (DEFAULT_JWT_SECRET, "too-short-secret"):
         started = subprocess.run(
-            [sys.executable, "-m", "service_runtime", "serve", service],
+            [sys.executable, "-m", "launcher", "serve", service],
             cwd=REPO,
             env={**env, "CAMPAIGNS_JWT_SECRET": secret},
             capture_output=True,

@@ -12,7 +12,7 @@ from tests.support.stack import REPO
 def campaigns(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_") and k != "APP_ENV"}
     return subprocess.run(
-        [sys.executable, "-m", "service_runtime", *args],
+        [sys.executable, "-m", "launcher", *args],
         cwd=REPO,
         env={**clean, **env},
         capture_output=True,

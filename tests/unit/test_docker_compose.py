@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from events.topics import Topics
-from service_runtime.cli import SERVICES
+from launcher.cli import SERVICES
 from service_runtime.settings import DEFAULT_JWT_SECRET, DefaultSecretInProduction, Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -241,7 +241,7 @@ async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
 async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Settings, redis: Redis) -> None:
     env = {**settings_env(settings), "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service_runtime", "serve", "projectors",
+        sys.executable, "-m", "launcher", "serve", "projectors",
         env={**env, "CAMPAIGNS_PROJECTORS_METRICS_PORT": str(free_port())},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -24,7 +24,7 @@ class Supervisor:
         self.log_dir = local / "logs"
 
     def command(self, service: str) -> list[str]:
-        return [sys.executable, "-m", "service_runtime", "serve", service]
+        return [sys.executable, "-m", "launcher", "serve", service]
 
     # ------------------------------------------------------------------ foreground
 

@@ -1,4 +1,8 @@
-"""The `campaigns` command: run the stack and the services, administer users, replay projections."""
+"""The `campaigns` command: run the stack and the services, administer users, replay projections.
+
+The services are imported only by the command that runs them (`_load`, or inside the command),
+so this module loads none of them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from typing import Any
 
 import typer
 
-from projectors.replay.entrypoints.cli import replay_app
 from service_runtime.settings import DefaultSecretInProduction, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +27,6 @@ stack_app = typer.Typer(help="The local stack of real servers (Redis, Kafka, Mon
 users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
-app.add_typer(replay_app, name="replay")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
 # several workers; the others are "module:function" coroutines run in this process.
@@ -135,7 +137,7 @@ def run(detach: bool = typer.Option(False, help="start in the background and ret
     code = _stack("up", [])
     if code:
         raise typer.Exit(code)
-    from service_runtime.supervisor import Supervisor
+    from launcher.supervisor import Supervisor
 
     supervisor = Supervisor(REPO, get_settings(), SERVICES)
     if detach:
@@ -151,10 +153,23 @@ def run(detach: bool = typer.Option(False, help="start in the background and ret
 @app.command()
 def stop() -> None:
     """Stop every service started with `run --detach`, then the stack."""
-    from service_runtime.supervisor import Supervisor
+    from launcher.supervisor import Supervisor
 
     Supervisor(REPO, get_settings(), SERVICES).stop_detached()
     raise typer.Exit(_stack("down", []))
+
+
+@app.command(
+    "replay",
+    # Everything after `replay` (options and --help included) goes to the replay tool's own CLI.
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+    help="Rebuild projections from the event log, verify them, inspect an aggregate as it was.",
+)
+def replay(ctx: typer.Context) -> None:
+    from projectors.replay.entrypoints.cli import replay_app
+
+    typer.main.get_command(replay_app).main(args=ctx.args, prog_name="campaigns replay")
 
 
 @users_app.command("grant-admin")
