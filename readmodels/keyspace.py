@@ -17,6 +17,15 @@ def generation_base(prefix: str, generation: str) -> str:
     return f"{prefix}:{generation}"
 
 
+_GLOB_SPECIALS = "\\*?[]"
+
+
+def generation_pattern(prefix: str, generation: str) -> str:
+    """SCAN MATCH pattern of every key of one generation (what is special to a glob escaped)."""
+    base = generation_base(prefix, generation)
+    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in base) + ":*"
+
+
 def events_channel(prefix: str) -> str:
     """Pub/sub channel: one JSON message per applied event (wakes `min_version`, feeds the monitor)."""
     return f"{prefix}:events"
