@@ -124,7 +124,7 @@ async def test_a_relay_process_killed_mid_stream_leaves_no_gap(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service_runtime",
+        "launcher",
         "serve",
         "relay",
         cwd=REPO,
