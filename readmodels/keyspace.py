@@ -10,6 +10,7 @@ command side's login throttle.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -178,9 +179,34 @@ def send_record_key(prefix: str, kind: str, event_id: str) -> str:
 # ---------------------------------------------------------------- the command side
 
 
-def login_throttle_keys(prefix: str, email_digest: str, client: str) -> tuple[str, str]:
-    """Counters (expiring) of failed logins: per e-mail address (digest) and per client."""
-    return (
-        f"{prefix}:throttle:login:email:{email_digest}",
-        f"{prefix}:throttle:login:client:{client}",
-    )
+def throttle_digest(value: str) -> str:
+    """What an e-mail, address or device is called in a key name: key names show up in
+    monitoring, and neither e-mails nor addresses appear in them."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+class ThrottleKeys:
+    """Every Redis key of the throttles (plain keys, no hash tags)."""
+
+    def __init__(self, prefix: str) -> None:
+        self._base = f"{prefix}:throttle"
+
+    def address_failures(self, group: str) -> str:
+        return f"{self._base}:login:address:{throttle_digest(group)}"
+
+    def account_guesses(self, account: str) -> str:
+        return f"{self._base}:login:account:{account}"
+
+    def device(self, device: str) -> str:
+        """The account digest a device cookie was issued to."""
+        return f"{self._base}:device:{throttle_digest(device)}"
+
+    def known_addresses(self, account: str) -> str:
+        """Sorted set: address-group digests this account logged in from, scored by time."""
+        return f"{self._base}:known:{account}"
+
+    def trusted_failures(self, account: str, client_id: str) -> str:
+        return f"{self._base}:login:trusted:{account}:{client_id}"
+
+    def registrations(self, group: str) -> str:
+        return f"{self._base}:register:{throttle_digest(group)}"

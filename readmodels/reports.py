@@ -1,37 +1,49 @@
-"""Campaign reports in Redis: one hash per campaign (`keyspace.report_key`), version-guarded.
-
-The report worker stores them, the query API serves them: both through `ReportStore`, so the
-key and its fields are known here only.
-"""
+"""The report of a completed campaign, as the reports worker stores it and the query API serves it."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Literal
 
-from readmodels.keyspace import report_key
-from readmodels.scripts import save_report_script
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from events.types import Budget
 
 
-class ReportStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis = redis
-        self.prefix = prefix
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    def key(self, campaign_id: str) -> str:
-        return report_key(self.prefix, campaign_id)
+    event_type: str
+    version: int
+    occurred_at: AwareDatetime
+    actor_id: str | None
 
-    async def save(self, campaign_id: str, version: int, owner_id: str, report_json: str | bytes) -> bool:
-        """Store the report unless one of this version or a newer one is stored already."""
-        stored = await save_report_script().run(
-            self.redis, [self.key(campaign_id)], [version, owner_id, report_json]
-        )
-        return bool(stored)
 
-    async def load(self, campaign_id: str) -> tuple[str, bytes] | None:
-        """(owner id, the report's JSON) or None when the campaign has no report."""
-        owner, report = await self.redis.hmget(self.key(campaign_id), ["owner_id", "report"])
-        if owner is None or report is None:
-            return None
-        owner_id = owner.decode() if isinstance(owner, bytes) else str(owner)
-        body = report if isinstance(report, bytes) else str(report).encode()
-        return owner_id, body
+class ActivePeriod(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    seconds: float
+
+
+class CampaignReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: str
+    owner_id: str
+    name: str
+    channel: str
+    status: Literal["completed"] = "completed"
+    version: int
+    budget: Budget
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    planned_duration_seconds: float
+    first_activated_at: AwareDatetime | None
+    completed_at: AwareDatetime
+    active_periods: list[ActivePeriod]
+    actual_duration_seconds: float
+    paused_duration_seconds: float
+    event_count: int
+    events_by_type: dict[str, int]
+    timeline: list[TimelineEntry]

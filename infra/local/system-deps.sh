@@ -11,6 +11,9 @@ for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null || need+=(chromium) ;;
     wrk) command -v wrk >/dev/null || need+=(wrk) ;;
+    nodejs) command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm) ;;
+    # promtool checks and unit-tests the alerting rules; Debian ships it in prometheus.
+    promtool) command -v promtool >/dev/null || need+=(prometheus) ;;
     *) need+=("$extra") ;;
   esac
 done

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from readmodels.reports import ReportStore
-from workers.domain.campaign_report import CampaignReport
+from readmodels.report_store import ReportStore
+from readmodels.reports import CampaignReport
 
 
 class RedisReportStore:

@@ -6,12 +6,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from events import EventEnvelope
+from readmodels.reports import CampaignReport
 from workers import metrics
 from workers.application.retries import PermanentFailure
-from workers.domain.campaign_report import (
-    CampaignReport,
-    build_campaign_report,
-)
+from workers.domain.campaign_report import build_campaign_report
 
 BUILT = "built"
 UNCHANGED = "unchanged"

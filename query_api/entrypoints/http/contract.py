@@ -1,4 +1,4 @@
-"""GET /asyncapi.json: the events contract (`events.asyncapi`), built without any broker or process."""
+"""GET /asyncapi.json: the events contract, generated from the declared table in `events/`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from query_api.entrypoints.http.dependencies import ReadSide, read_side
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/asyncapi.json", summary="The AsyncAPI document of the domain events and their consumers")
+@router.get(
+    "/asyncapi.json",
+    summary="The AsyncAPI 3.0 document of the domain events, their senders and their consumer groups",
+    description="Topic and consumer-group names carry this deployment's topic prefix.",
+    responses={200: {"description": "The AsyncAPI document", "content": {"application/json": {}}}},
+)
 async def asyncapi(request: Request, side: ReadSide = Depends(read_side)) -> Response:
-    # Built once per process: it never changes.
+    # Built once per process: it never changes while the process runs.
     document: bytes | None = getattr(request.app.state, "asyncapi", None)
     if document is None:
-        document = orjson.dumps(asyncapi_document(topics=Topics(side.settings.topic_prefix)))
+        document = orjson.dumps(asyncapi_document(Topics(side.settings.topic_prefix)))
         request.app.state.asyncapi = document
     return Response(document, media_type="application/json")

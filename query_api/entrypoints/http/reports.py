@@ -15,7 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
-from readmodels.reports import ReportStore
+from readmodels.report_store import ReportStore
+from readmodels.reports import CampaignReport
+from service_runtime.openapi import ok, problem_responses
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
 
@@ -29,13 +31,20 @@ router = APIRouter(tags=["reports"])
 @router.get(
     "/campaigns/{campaign_id}/report",
     summary="The report of a completed campaign (JSON, or CSV with Accept: text/csv)",
+    response_model=None,
     responses={
-        200: {
-            "description": "The report: events by type, timeline, budget, planned and actual duration",
-            "content": {JSON: {}, CSV: {}},
-        },
-        401: {"description": "Missing, expired or forged token"},
-        404: {"description": "Unknown campaign, another user's, or not completed (no report yet)"},
+        **ok(
+            200,
+            "The report: events by type, timeline, budget, planned and actual duration",
+            model=CampaignReport,
+            content={CSV: {"schema": {"type": "string", "description": "Columns: " + ",".join(CSV_COLUMNS)}}},
+        ),
+        **problem_responses(
+            401,
+            404,
+            503,
+            descriptions={404: "Unknown campaign, another user's, or not completed (no report yet)"},
+        ),
     },
 )
 async def get_campaign_report(
