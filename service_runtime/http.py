@@ -263,7 +263,7 @@ def _route_template(scope: Scope) -> str:
 
 def metrics_text() -> bytes:
     """This process's Prometheus text (all workers' in multiprocess mode), its tallies flushed
-    first. The services serve metrics on an internal listener (service_runtime/cli.py); this is
+    first. The services serve metrics on an internal listener (launcher/cli.py); this is
     for in-process use (tests)."""
     RequestMetrics.flush_all()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

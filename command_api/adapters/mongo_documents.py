@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from command_api.application.ports import CommandResult, IdempotentOutcome
-from command_api.domain.campaign import Campaign, CampaignDetails, CampaignStatus, Money
+from command_api.domain.campaign import Campaign, CampaignDetails
 from command_api.domain.refresh_token import RefreshToken
 from command_api.domain.user import User
+from events.types import Budget as Money
+from events.types import CampaignStatus
 
 Document = dict[str, Any]
 

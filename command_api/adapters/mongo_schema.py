@@ -10,13 +10,14 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from events.log import EVENTS_COLLECTION
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 USERS = "users"
 CAMPAIGNS = "campaigns"
-EVENTS = "events"
+EVENTS = EVENTS_COLLECTION
 REFRESH_TOKENS = "refresh_tokens"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 RELAY_STATE = "relay_state"

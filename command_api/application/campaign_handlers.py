@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 import orjson
+from pydantic import BaseModel
 
 from command_api.application.commands import (
     ChangeCampaignStatus,
@@ -164,5 +165,12 @@ async def _replay(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> Co
 
 def _fingerprint(details: CampaignDetails) -> str:
     """The request as the domain understood it, so equivalent JSON gives the same fingerprint."""
-    canonical = orjson.dumps(asdict(details), option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    canonical = orjson.dumps(asdict(details), default=_plain, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """Values orjson does not know (the budget, a pydantic model) as plain data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

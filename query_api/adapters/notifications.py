@@ -22,9 +22,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from projectors.adapters.generations import generations_channel
-from projectors.adapters.keys import events_channel
 from query_api.adapters.campaign_cache import CampaignCache
+from readmodels.keyspace import events_channel, generations_channel
 
 log = logging.getLogger(__name__)
 

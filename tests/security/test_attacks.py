@@ -266,7 +266,7 @@ def test_production_mode_refuses_missing_exposed_and_weak_keys(
         cases.append(({}, missing[service]))
     for extra, says in cases:
         started = subprocess.run(
-            [sys.executable, "-m", "service_runtime", "serve", service],
+            [sys.executable, "-m", "launcher", "serve", service],
             cwd=REPO,
             env={**env, **extra},
             capture_output=True,

@@ -83,7 +83,7 @@ async def test_logout_all_ends_every_session_of_the_user(system: System) -> None
 
 def revoke_admin(system: System, email: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "users", "revoke-admin", email],
+        [sys.executable, "-m", "launcher", "users", "revoke-admin", email],
         cwd=REPO,
         env=settings_env(system.settings),
         capture_output=True,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events.topics import Topics
-from service_runtime.cli import SERVICES
+from launcher.cli import SERVICES
 from service_runtime.keys import signing_key, verification_keys
 from service_runtime.settings import DefaultSecretInProduction, Settings
 from tests.support.keys import run_keys

@@ -13,9 +13,7 @@ from starlette.responses import Response
 
 from events import encode_event
 from events.types import Channel
-from projectors.domain.campaigns import campaign_document, fold_campaign
 from query_api.adapters.notifications import TooManyWaiters
-from query_api.adapters.read_models import Snapshot
 from query_api.application.read_your_writes import read_at_least
 from query_api.domain.access import may_read
 from query_api.domain.listing import (
@@ -27,6 +25,8 @@ from query_api.domain.listing import (
 )
 from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
+from readmodels.campaigns import campaign_document, fold_campaign
+from readmodels.snapshot import Snapshot
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal

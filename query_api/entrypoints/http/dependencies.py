@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
-from query_api.adapters.events_log import EventsLog
+from events.log import EventsLog
 from query_api.adapters.notifications import VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import ReadModels
 from query_api.entrypoints.http.authentication import TokenVerifier

@@ -42,12 +42,12 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from events.types import EVENT_TYPES
-from projectors.monitoring.groups import monitored_groups, projection_names, worker_names
 from query_api.adapters.monitor_feed import MonitorFeed, Subscriber
 from query_api.adapters.monitor_state import MonitorState
 from query_api.domain.stats import window
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
+from readmodels.groups import monitored_groups, projection_names, worker_names
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import InvalidToken, Principal

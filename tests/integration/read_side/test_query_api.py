@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from events import encode_event
-from projectors.adapters.generations import swap_generation
 from projectors.adapters.redis_projection import campaigns_projection
-from projectors.domain.campaigns import fold_campaign
 from projectors.entrypoints.projectors import Projectors
+from readmodels.campaigns import fold_campaign
+from readmodels.generations import swap_generation
 from service_runtime.http import metrics_text
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token

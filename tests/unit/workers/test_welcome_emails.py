@@ -8,20 +8,20 @@ import orjson
 import pytest
 
 from events import encode_event, new_envelope
-from projectors.workers.application.event_worker import (
+from workers.application.event_worker import (
     DEAD_LETTERED,
     IGNORED,
     Delivery,
     EventWorker,
     WorkerStats,
 )
-from projectors.workers.application.retries import (
+from workers.application.retries import (
     AttemptsExhausted,
     Backoff,
     PermanentFailure,
     retry_with_backoff,
 )
-from projectors.workers.application.welcome_emails import (
+from workers.application.welcome_emails import (
     ALREADY_SENT,
     SENT,
     ClaimState,
