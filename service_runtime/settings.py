@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # page origins, comma-separated (empty: from none). `campaigns run` sets the query API's own.
     command_api_public_url: str = "http://127.0.0.1:8001"
     console_origins: str = ""
+    # Dead letters listed per topic, and audit lines shown, by the console's views.
+    console_dead_letters_shown: int = Field(default=100, ge=1, le=1000)
+    console_audit_shown: int = Field(default=100, ge=1, le=1000)
 
     # Local stack
     local_dir: str = ".local"
