@@ -1,0 +1,182 @@
+/* The console's actions: the dead letters (listed, re-driven one record or one aggregate at a time,
+ * after a confirmation dialog) and the audit trail of every action. Both talk to the query API
+ * (/console/...) on this origin with the access token in the Authorization header. */
+
+import * as auth from "./auth.js";
+import { $, el, fmtDateTime, fmtInt, fmtValue, shortTopic } from "./format.js";
+
+async function call(path, init) {
+  const send = () => fetch(path, Object.assign({ cache: "no-store" }, init || {}, {
+    headers: Object.assign({ authorization: "Bearer " + auth.accessToken(), accept: "application/json" },
+      (init && init.headers) || {}),
+  }));
+  let response = await send();
+  if (response.status === 401 && (await auth.rotate())) response = await send();
+  let body = null;
+  try { body = await response.json(); } catch (err) { /* no body */ }
+  return { status: response.status, body: body };
+}
+
+function problem(status, body) {
+  return "The query API answered " + status + ". " + ((body && body.detail) || "");
+}
+
+function say(id, text) {
+  const box = $(id);
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+/* ---------- dead letters ---------- */
+
+export async function loadDeadLetters() {
+  say("dlq-error", "");
+  $("dlq-refresh").disabled = true;
+  const { status, body } = await call("/console/dead-letters");
+  $("dlq-refresh").disabled = false;
+  if (status !== 200) { say("dlq-error", problem(status, body)); return; }
+  const out = document.createDocumentFragment();
+  for (const topic of body.topics) out.appendChild(topicCard(topic));
+  $("dlq-topics").replaceChildren(out);
+}
+
+function topicCard(topic) {
+  const box = el("article", "card dlq-topic");
+  box.dataset.topic = topic.topic;
+  const head = el("div", "card-head");
+  head.appendChild(el("h3", null, topic.topic));
+  head.appendChild(el("span", "muted", fmtInt(topic.total) + " records · " + fmtInt(topic.pending) +
+    " pending · " + fmtInt(topic.redriven) + " re-driven"));
+  box.appendChild(head);
+  if (!topic.records.length) {
+    box.appendChild(el("p", "empty", "No dead letters"));
+    return box;
+  }
+  const wrap = el("div", "table-wide");
+  const table = el("table", "dlq");
+  const th = el("tr");
+  for (const name of ["Record", "Aggregate", "Ver", "Event", "Reason", "Group", "Attempts", "Failed at", ""]) th.appendChild(el("th", null, name));
+  table.appendChild(el("thead")).appendChild(th);
+  const tbody = el("tbody");
+  for (const r of topic.records) {
+    const tr = el("tr");
+    tr.dataset.ref = r.ref;
+    tr.appendChild(el("td", "mono", r.ref.slice(r.ref.lastIndexOf(":", r.ref.lastIndexOf(":") - 1) + 1)));
+    tr.appendChild(el("td", "mono", r.aggregate_id || "–"));
+    tr.appendChild(el("td", "num", fmtValue(r.aggregate_version)));
+    tr.appendChild(el("td", null, r.event_type || "–"));
+    const reason = el("td", "reason", r.reason);
+    reason.title = r.error_type + ": " + r.reason;
+    tr.appendChild(reason);
+    tr.appendChild(el("td", "mono", r.consumer_group ? shortGroup(r.consumer_group) : "–"));
+    tr.appendChild(el("td", "num", fmtValue(r.attempts)));
+    tr.appendChild(el("td", null, r.failed_at ? fmtDateTime(r.failed_at) : "–"));
+    const actions = el("td", "actions");
+    if (r.redriven) {
+      actions.appendChild(el("span", "pill ok", "re-driven"));
+    } else {
+      const one = el("button", "button small", "Re-drive");
+      one.type = "button";
+      one.dataset.redrive = r.ref;
+      actions.appendChild(one);
+      if (r.aggregate_id) {
+        const all = el("button", "button small ghost", "Whole aggregate");
+        all.type = "button";
+        all.dataset.topic = topic.topic;
+        all.dataset.aggregate = r.aggregate_id;
+        actions.appendChild(all);
+      }
+    }
+    tr.appendChild(actions);
+    tbody.appendChild(tr);
+  }
+  table.appendChild(tbody);
+  wrap.appendChild(table);
+  box.appendChild(wrap);
+  return box;
+}
+
+function shortGroup(group) {
+  return group.slice(group.lastIndexOf(".", group.lastIndexOf(".") - 1) + 1);
+}
+
+let pending = null;  // the re-drive the dialog asks about
+
+function ask(request, text) {
+  pending = request;
+  $("confirm-text").textContent = text;
+  $("confirm-dialog").showModal();
+}
+
+async function redrive(request) {
+  say("dlq-error", "");
+  say("dlq-result", "");
+  const { status, body } = await call("/console/dead-letters/redrive", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(Object.assign({ confirm: true }, request)),
+  });
+  if (status === 200) {
+    say("dlq-result", "Re-driven: " + fmtInt(body.redriven) + " record" + (body.redriven === 1 ? "" : "s") +
+      " produced back" + (body.missing.length ? ", " + body.missing.length + " gone past retention" : "") + ". Audited.");
+  } else {
+    say("dlq-error", problem(status, body));
+  }
+  await Promise.all([loadDeadLetters(), loadAudit()]);
+}
+
+/* ---------- audit ---------- */
+
+export async function loadAudit() {
+  say("audit-error", "");
+  const { status, body } = await call("/console/audit");
+  if (status !== 200) { say("audit-error", problem(status, body)); return; }
+  const rows = document.createDocumentFragment();
+  for (const line of body.items) {
+    const tr = el("tr");
+    tr.dataset.action = line.action;
+    tr.dataset.result = line.result;
+    tr.appendChild(el("td", null, line.at ? fmtDateTime(line.at) : "–"));
+    const who = el("td", null, line.email || line.user_id);
+    who.title = line.user_id;
+    tr.appendChild(who);
+    tr.appendChild(el("td", null, line.action));
+    tr.appendChild(el("td", "mono", Object.entries(line.target).filter(([, v]) => v !== null).map(([k, v]) => k + "=" + v).join(" ")));
+    tr.appendChild(el("td", "result " + (line.result === "ok" ? "ok" : "bad"), line.result));
+    const detail = Object.entries(line.detail).filter(([k]) => k !== "dlq_audit_id").map(([k, v]) => k + " " + fmtValue(v)).join(", ");
+    tr.appendChild(el("td", null, detail));
+    rows.appendChild(tr);
+  }
+  $("audit").replaceChildren(rows);
+  $("audit-empty").hidden = body.items.length > 0;
+}
+
+export function forgetOperations() {
+  $("dlq-topics").replaceChildren();
+  $("audit").replaceChildren();
+  say("dlq-result", "");
+}
+
+export function installOperations() {
+  $("dlq-refresh").addEventListener("click", loadDeadLetters);
+  $("audit-refresh").addEventListener("click", loadAudit);
+  $("dlq-topics").addEventListener("click", (e) => {
+    const button = e.target.closest("button");
+    if (!button) return;
+    if (button.dataset.redrive) {
+      ask({ ref: button.dataset.redrive }, "Re-drive the dead letter " + button.dataset.redrive +
+        " onto its original topic? Every consumer group reads it again (each applies it at most once).");
+    } else if (button.dataset.aggregate) {
+      ask({ topic: button.dataset.topic, aggregate: button.dataset.aggregate },
+        "Re-drive every pending dead letter of aggregate " + button.dataset.aggregate + " on " +
+        shortTopic(button.dataset.topic) + ", in version order?");
+    }
+  });
+  $("confirm-yes").addEventListener("click", () => $("confirm-dialog").close("confirm"));
+  $("confirm-no").addEventListener("click", () => $("confirm-dialog").close("cancel"));
+  $("confirm-dialog").addEventListener("close", () => {
+    const request = pending;
+    pending = null;
+    if ($("confirm-dialog").returnValue === "confirm" && request) redrive(request);
+  });
+}
