@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     # Dead letters listed per topic, and audit lines shown, by the console's views.
     console_dead_letters_shown: int = Field(default=100, ge=1, le=1000)
     console_audit_shown: int = Field(default=100, ge=1, le=1000)
+    # Console operations (a verify run by a projectors process): how long each one's state is
+    # kept, and how many are listed.
+    console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    console_operations_shown: int = Field(default=20, ge=1, le=200)
 
     # Local stack
     local_dir: str = ".local"

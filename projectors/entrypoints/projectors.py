@@ -27,6 +27,7 @@ from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_lett
 from projectors.adapters.metrics import observe_batch, observe_lag
 from projectors.adapters.redis_projection import all_projections
 from projectors.application.consume import EventRecord, ProjectionConsumer
+from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
 from readmodels.generations import claim_live_generation
 from readmodels.groups import projection_group, projection_topics
@@ -221,7 +222,10 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with Projectors(settings) as projectors:
-            async with sampling(settings, projectors.redis):
+            async with (
+                sampling(settings, projectors.redis),
+                console_operations(settings, projectors.redis),
+            ):
                 await stopping.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

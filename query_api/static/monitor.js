@@ -16,7 +16,7 @@ import * as auth from "./auth.js";
 import { drawChart } from "./chart.js";
 import { $, fmtInt } from "./format.js";
 import { hideSignIn, installSignIn, showSignIn } from "./login.js";
-import { forgetOperations, installOperations, loadAudit, loadDeadLetters } from "./operations.js";
+import { forgetOperations, installOperations, loadAudit, loadDeadLetters, loadOperations, showOperation } from "./operations.js";
 import { renderPipeline } from "./pipeline.js";
 import * as render from "./render.js";
 import * as socket from "./socket.js";
@@ -55,6 +55,9 @@ function handle(m) {
     case "status":
       state.applyServices(m);
       renderSamples();
+      break;
+    case "operation":
+      showOperation(m);
       break;
     case "dropped":
       render.showNotice(fmtInt(m.count) + " messages were skipped: this tab fell behind the feed.");
@@ -101,7 +104,10 @@ function showView(name) {
     tab.tabIndex = selected ? 0 : -1;
   }
   if (name === "live") render.queueRender(drawChart);
-  if (name === "pipeline") renderPipeline();
+  if (name === "pipeline") {
+    renderPipeline();
+    if (auth.signedIn()) loadOperations();
+  }
   if (name === "deadletters" && auth.signedIn()) loadDeadLetters();
   if (name === "audit" && auth.signedIn()) loadAudit();
 }

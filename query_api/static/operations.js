@@ -1,6 +1,7 @@
 /* The console's actions: the dead letters (listed, re-driven one record or one aggregate at a time,
  * after a confirmation dialog) and the audit trail of every action. Both talk to the query API
- * (/console/...) on this origin with the access token in the Authorization header. */
+ * (/console/...) on this origin with the access token in the Authorization header. A verify is
+ * asked for here and run by a projectors process; its progress comes over the monitor socket. */
 
 import * as auth from "./auth.js";
 import { $, el, fmtDateTime, fmtInt, fmtValue, shortTopic } from "./format.js";
@@ -73,7 +74,7 @@ function topicCard(topic) {
     tr.appendChild(el("td", null, r.failed_at ? fmtDateTime(r.failed_at) : "–"));
     const actions = el("td", "actions");
     if (r.redriven) {
-      actions.appendChild(el("span", "pill ok", "re-driven"));
+      actions.appendChild(el("span", "pill running", "re-driven"));
     } else {
       const one = el("button", "button small", "Re-drive");
       one.type = "button";
@@ -152,12 +153,14 @@ export async function loadAudit() {
 }
 
 export function forgetOperations() {
+  forgetProjectionOperations();
   $("dlq-topics").replaceChildren();
   $("audit").replaceChildren();
   say("dlq-result", "");
 }
 
 export function installOperations() {
+  installProjectionOperations();
   $("dlq-refresh").addEventListener("click", loadDeadLetters);
   $("audit-refresh").addEventListener("click", loadAudit);
   $("dlq-topics").addEventListener("click", (e) => {
@@ -179,4 +182,79 @@ export function installOperations() {
     pending = null;
     if ($("confirm-dialog").returnValue === "confirm" && request) redrive(request);
   });
+}
+
+/* ---------- projection operations (a verify run by a projectors process) ---------- */
+
+const MAX_OPERATIONS = 20;
+const operations = new Map();  // id -> the newest message, newest first in the list
+
+export function showOperation(m) {
+  const known = operations.get(m.id);
+  // A late "queued" (the query API's) never hides a projectors process's newer state.
+  if (known && m.state === "queued" && known.state !== "queued") return;
+  operations.delete(m.id);
+  operations.set(m.id, m);
+  while (operations.size > MAX_OPERATIONS) operations.delete(operations.keys().next().value);
+  renderOperations();
+}
+
+function describe(op) {
+  if (op.state === "queued") return "queued, waiting for a projectors process";
+  if (op.state === "running") {
+    const p = op.progress || {};
+    if (!p.pass) return "running";
+    return "running · " + p.pass + " · " + fmtInt(p.done) + (p.expected ? " of " + fmtInt(p.expected) : "") + " events" +
+      (p.message ? " · " + p.message : "");
+  }
+  if (op.state === "failed") return "failed: " + (op.error || "unknown error");
+  const r = op.result || { projections: [] };
+  const parts = r.projections.map((p) => p.projection + (p.matches ? " matches" : " DRIFTS"));
+  return (op.state === "ok" ? "finished: no drift" : "finished: drift") + " · " + fmtInt(r.events) + " events · " + parts.join(", ");
+}
+
+function renderOperations() {
+  const out = document.createDocumentFragment();
+  for (const op of Array.from(operations.values()).reverse()) {
+    const li = el("li", "operation " + op.state);
+    li.dataset.id = op.id;
+    li.dataset.state = op.state;
+    li.appendChild(el("span", "pill " + (op.state === "ok" ? "running" : op.state === "failed" || op.state === "drift" ? "down" : "stale"), op.state));
+    li.appendChild(el("span", null, " " + op.kind + " " + op.projection + " (" + op.source + ") · " + describe(op)));
+    li.appendChild(el("span", "muted", " · " + fmtDateTime(op.requested_at)));
+    out.appendChild(li);
+  }
+  $("operations").replaceChildren(out);
+}
+
+export async function loadOperations() {
+  const { status, body } = await call("/console/operations");
+  if (status !== 200) return;
+  for (const op of body.items.slice().reverse()) showOperation(op);
+}
+
+async function startVerify(e) {
+  e.preventDefault();
+  say("verify-error", "");
+  $("verify-start").disabled = true;
+  const { status, body } = await call("/console/projections/verify", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ projection: $("verify-projection").value, source: "mongo" }),
+  });
+  $("verify-start").disabled = false;
+  if (status !== 202) { say("verify-error", problem(status, body)); return; }
+  if (!operations.has(body.id)) {
+    showOperation({ id: body.id, kind: "verify", projection: $("verify-projection").value, source: "mongo",
+      state: "queued", requested_at: new Date().toISOString() });
+  }
+}
+
+export function installProjectionOperations() {
+  $("verify-form").addEventListener("submit", startVerify);
+}
+
+export function forgetProjectionOperations() {
+  operations.clear();
+  $("operations").replaceChildren();
 }

@@ -1,6 +1,7 @@
 """The console's dead letters and audit in Debian's Chromium against the real services: a dead
 letter re-driven from the page (after its confirmation dialog) is applied, and the audit line for
-it is read on the page; a non-admin gets 403 from the console's routes."""
+it is read on the page; a verify started on the page finishes there; a non-admin gets 403 from
+the console's routes."""
 
 from __future__ import annotations
 
@@ -84,6 +85,21 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
             await expect(line).to_contain_text(email)
             await expect(line.locator("td.result")).to_have_text("ok")
             await expect(line).to_contain_text("redriven 1")
+
+            # A verify started from the projections view runs in a projectors process; its
+            # progress and result come over the socket.
+            await page.click("#tab-pipeline")
+            await page.select_option("#verify-projection", "users")
+            await page.click("#verify-start")
+            operation = page.locator("#operations li").first
+            await expect(operation).to_have_attribute("data-state", "ok", timeout=60_000)
+            await expect(operation).to_contain_text("finished: no drift")
+            await expect(operation).to_contain_text("users matches")
+            await page.screenshot(path=str(ARTIFACTS / "console-verify.png"))
+            await page.click("#tab-audit")
+            await expect(page.locator('#audit tr[data-action="projections.verify"]')).to_contain_text(
+                "queued"
+            )
             assert not errors, errors
         finally:
             await browser.close()
@@ -97,3 +113,5 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
             "/console/dead-letters/redrive", headers=user, json={"ref": f"{dlq_topic}:0:0", "confirm": True}
         )
         assert refused.status_code == 403
+        verify = await client.post("/console/projections/verify", headers=user, json={})
+        assert verify.status_code == 403

@@ -1,5 +1,6 @@
 """The operator console's actions (admin only), each audited: dead letters listed and re-driven
-(deadletters/ use cases, with their own `dlq_audit` record) and the console's audit trail.
+(deadletters/ use cases, with their own `dlq_audit` record), projections verified (a request a
+projectors process claims: projectors/entrypoints/console_operations.py) and the audit trail.
 
 Every action, refused or failed ones included, writes one `console_audit` line (who: user id and
 e-mail; what; when; the result) and counts `console_actions_total{action,result}`.
@@ -7,7 +8,9 @@ e-mail; what; when; the result) and counts `console_actions_total{action,result}
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query
@@ -20,6 +23,13 @@ from events import Topics
 from query_api.adapters.console_audit import ConsoleAction, ConsoleAudit
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
+from readmodels.groups import PROJECTIONS
+from readmodels.keyspace import (
+    console_operation_key,
+    console_operations_queue,
+    console_operations_recent,
+    monitor_channel,
+)
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
@@ -27,6 +37,7 @@ from service_runtime.tokens import Principal
 router = APIRouter(tags=["console"])
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 REDRIVE = "dead-letters.redrive"
+VERIFY = "projections.verify"
 
 
 class RedriveRequest(BaseModel):
@@ -208,3 +219,76 @@ async def audit(principal: Principal = Depends(admin), side: ReadSide = Depends(
     except UNREACHABLE as exc:
         raise _unreachable(exc) from exc
     return _json({"items": items})
+
+
+class VerifyRequest(BaseModel):
+    projection: str = Field("all", max_length=100, description="a projection's name, or all")
+    source: Literal["mongo", "kafka"] = Field("mongo", description="where the replay reads the events")
+
+
+@router.post(
+    "/console/projections/verify",
+    status_code=202,
+    summary="Ask a projectors process to verify projections (admin only, audited)",
+    description=(
+        "Queues the request (Redis); a projectors process claims it, rebuilds the projections "
+        "into scratch generations and compares them with the live ones. Progress and the result "
+        'come over the monitor socket as `{"type": "operation", ...}` and from GET /console/operations.'
+    ),
+    response_model=None,
+    responses={**ok(202, "Queued: the operation's id", content=JSON_OBJECT), **problems(401, 403, 422, 503)},
+)
+async def verify(
+    body: VerifyRequest, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
+) -> Response:
+    target = {"projection": body.projection, "source": body.source}
+    if body.projection != "all" and body.projection not in PROJECTIONS:
+        problem = Problem(
+            422,
+            "invalid request: projection",
+            errors=[{"field": "projection", "reason": f"one of: {', '.join([*PROJECTIONS, 'all'])}"}],
+        )
+        await record(side, principal, VERIFY, target, "refused", {"problem": problem.detail})
+        raise problem
+    operation_id = uuid.uuid4().hex
+    prefix = side.settings.redis_prefix
+    request = {
+        "id": operation_id,
+        "kind": "verify",
+        **target,
+        "user_id": principal.user_id,
+        "requested_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    queued = {"type": "operation", **request, "state": "queued"}
+    async with side.redis.pipeline(transaction=True) as pipe:
+        pipe.set(
+            console_operation_key(prefix, operation_id),
+            orjson.dumps(queued),
+            ex=side.settings.console_operation_ttl_seconds,
+        )
+        pipe.lpush(console_operations_recent(prefix), operation_id)
+        pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
+        pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
+        pipe.publish(monitor_channel(prefix), orjson.dumps(queued))
+        await pipe.execute()
+    audit_id = await record(side, principal, VERIFY, target, "queued", {"operation_id": operation_id})
+    return _json({"id": operation_id, "state": "queued", "audit_id": audit_id}, status=202)
+
+
+@router.get(
+    "/console/operations",
+    summary="The newest console operations with their progress or result (admin only)",
+    response_model=None,
+    responses={**ok(200, "The newest operations", content=JSON_OBJECT), **problems(401, 403, 503)},
+)
+async def operations(principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)) -> Response:
+    prefix = side.settings.redis_prefix
+    ids = await side.redis.lrange(console_operations_recent(prefix), 0, -1)
+    docs = (
+        await side.redis.mget(
+            [console_operation_key(prefix, i.decode() if isinstance(i, bytes) else i) for i in ids]
+        )
+        if ids
+        else []
+    )
+    return _json({"items": [orjson.loads(doc) for doc in docs if doc]})
