@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
+from projectors.entrypoints.console_operations import console_operations
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, generation_base
+from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel
 from service_runtime.settings import Settings
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
 from tests.integration.monitor.conftest import ServedQueryApi
@@ -118,3 +120,45 @@ async def test_an_admin_re_drives_one_dead_letter_it_is_applied_and_both_audits_
     assert dlq_audit["actor"] == "console:the-admin" and dlq_audit["result"] == "ok"
     assert str(dlq_audit["_id"]) == done["detail"]["dlq_audit_id"]
     assert counted("dead-letters.redrive", "ok") == before + 1
+
+
+async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result_published(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    settings = query_api.settings
+    admin = query_api.bearer(query_api.token())
+    messages = redis.pubsub()
+    await messages.subscribe(monitor_channel(settings.redis_prefix))
+    assert (await messages.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        wrong = await client.post("/console/projections/verify", headers=admin, json={"projection": "nope"})
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "projection"
+        queued = await client.post("/console/projections/verify", headers=admin, json={"projection": "users"})
+        assert queued.status_code == 202
+        operation_id = queued.json()["id"]
+        listed = (await client.get("/console/operations", headers=admin)).json()["items"]
+        assert [(op["id"], op["state"]) for op in listed] == [(operation_id, "queued")]
+
+        async with console_operations(settings, redis):  # what `campaigns serve projectors` runs
+
+            async def finished() -> bool:
+                (op,) = (await client.get("/console/operations", headers=admin)).json()["items"]
+                return bool(op["state"] not in ("queued", "running"))
+
+            await wait_until(finished, 60, "the verify to finish")
+        (op,) = (await client.get("/console/operations", headers=admin)).json()["items"]
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+    # Nothing was ever projected: the empty live generation matches the empty events log.
+    assert op["state"] == "ok", op
+    assert op["result"]["projections"] == [{"projection": "users", "matches": True, "generation": "users.1"}]
+    published = []
+    while (message := await messages.get_message(ignore_subscribe_messages=True, timeout=1)) is not None:
+        published.append(orjson.loads(message["data"]))
+    await messages.aclose()
+    states = [m["state"] for m in published if m.get("type") == "operation" and m["id"] == operation_id]
+    assert states[0] == "queued" and "running" in states and states[-1] == "ok"
+    assert [(line["action"], line["result"]) for line in audit] == [
+        ("projections.verify", "queued"),
+        ("projections.verify", "refused"),
+    ]
+    assert audit[0]["detail"]["operation_id"] == operation_id
