@@ -27,6 +27,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 app.add_typer(replay_app, name="replay")
 app.add_typer(importlib.import_module("deadletters.entrypoints.cli").dlq_app, name="dlq")
+app.add_typer(importlib.import_module("service_runtime.kafka_cli").kafka_app, name="kafka")
 keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
 app.add_typer(keys_app, name="keys")
 

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_min_insync_replicas: int = Field(default=1, ge=1)
+    # How long a service waits at start for Kafka to answer its topic check (kafka_topics.py)
+    kafka_topic_check_seconds: float = Field(default=60.0, gt=0)
     topic_prefix: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rm"

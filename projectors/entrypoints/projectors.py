@@ -32,6 +32,7 @@ from projectors.adapters.metrics import observe_batch, observe_lag
 from projectors.adapters.redis_projection import Projection, all_projections
 from projectors.adapters.status import write_heartbeat
 from projectors.application.consume import EventRecord, ProjectionConsumer
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 
@@ -232,6 +233,7 @@ async def serve(settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """What `campaigns serve projectors` runs: until SIGTERM or SIGINT."""
     configure_logging("projectors")
+    await require_topics(settings, "projectors")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,7 @@ from projectors.workers.application.campaign_reports import CampaignReports
 from projectors.workers.application.event_worker import Delivery, EventWorker, WorkerStats
 from projectors.workers.application.retries import Backoff
 from projectors.workers.application.welcome_emails import WelcomeEmails
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 
@@ -175,6 +176,7 @@ def _delivery(message: Any) -> Delivery:
 
 async def serve(settings: Settings) -> None:
     """Run both workers until cancelled; then stop consuming, finish in-flight work, close clients."""
+    await require_topics(settings, "workers")
     process = build_workers(settings)
     heartbeat: asyncio.Task[None] | None = None
     try:
