@@ -86,6 +86,7 @@ class Projectors:
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             allow_auto_create_topics=False,
             logger=logging.getLogger("projectors.faststream"),
             log_level=logging.DEBUG,

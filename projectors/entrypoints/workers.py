@@ -72,6 +72,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         client_id="campaigns-workers",
         acks="all",
         enable_idempotence=True,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         # Through the root logger, so FastStream's lines are JSON like ours; its per-message
         # "received/processed" lines at debug, or they would drown the rest.
         logger=logging.getLogger("faststream.workers"),
