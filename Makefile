@@ -57,6 +57,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make bench: every performance figure beside its limit, in one run (bench/suite.py; BENCH_* knobs)
 bench: venv

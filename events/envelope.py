@@ -43,6 +43,11 @@ def utc_now() -> datetime:
     return millisecond_utc(datetime.now(UTC))
 
 
+def utc_text(moment: datetime) -> str:
+    """A UTC time in the events' text form, to the millisecond: 2027-03-01T00:00:00.123Z."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def new_envelope(
     *,
     event_type: str,

@@ -13,6 +13,11 @@ from service_runtime.settings import get_settings
 kafka_app = typer.Typer(help="Kafka administration: the system's topics.", no_args_is_help=True)
 
 
+@kafka_app.callback()
+def kafka() -> None:
+    """Kafka administration (a group, so `topics` stays a subcommand as more are added)."""
+
+
 def _line(state: TopicState) -> str:
     if not state.exists:
         return f"{state.name:<40} missing"

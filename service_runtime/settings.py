@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "campaigns-api"
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    # Sessions (service_runtime/sessions.py): a refresh family's absolute lifetime from its login;
+    # the window in which a second refresh of one token gets the first one's successor; how long
+    # an API process trusts the per-user "valid after" instant it read (a logout, logout-all or
+    # role change ends access tokens within about this long).
+    refresh_family_max_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    refresh_grace_seconds: float = Field(default=10.0, ge=0)
+    session_check_seconds: float = Field(default=1.0, gt=0, le=30)
     # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
     # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
     # clients it does not know; failures a known client (device cookie or earlier address) may make.
@@ -91,8 +98,12 @@ class Settings(BaseSettings):
     register_max_per_address: int = Field(default=10, ge=1)
     register_window_seconds: int = Field(default=3600, ge=1)
 
-    # Prometheus endpoints of the processes that serve no HTTP API (GET /metrics on each)
+    # Prometheus endpoints (GET /metrics), on an internal listener of each process, never on an
+    # API's public port: the APIs' listeners run in the uvicorn parent and read every worker's
+    # series (prometheus_client multiprocess mode)
     metrics_host: str = "127.0.0.1"
+    command_api_metrics_port: int = 9104
+    query_api_metrics_port: int = 9105
     relay_metrics_port: int = 9101
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103
@@ -108,6 +119,9 @@ class Settings(BaseSettings):
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
+    # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
+    min_version_waiters_per_user: int = Field(default=10, ge=1)
+    min_version_waiters_per_worker: int = Field(default=1000, ge=1)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
@@ -118,6 +132,17 @@ class Settings(BaseSettings):
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
+    # The monitor socket: its first (auth) message's size and deadline, and sockets per worker that
+    # have not authenticated yet (more are refused before the handshake completes)
+    monitor_first_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    monitor_auth_seconds: float = Field(default=5.0, gt=0)
+    monitor_preauth_sockets: int = Field(default=50, ge=1)
+
+    # Abuse limits of the command API, per user: a token bucket of commands (refill per second,
+    # burst), and campaigns neither deleted nor completed
+    command_rate_per_second: float = Field(default=5.0, gt=0)
+    command_burst: int = Field(default=30, ge=1)
+    max_live_campaigns: int = Field(default=1000, ge=1)
 
     # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
     # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending

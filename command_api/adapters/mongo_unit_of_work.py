@@ -261,6 +261,11 @@ class MongoCampaignRepository:
         doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
         return docs.campaign_from_document(doc) if doc else None
 
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        return await self._uow.db[CAMPAIGNS].count_documents(
+            {"owner_id": owner_id, "status": {"$nin": ["deleted", "completed"]}}, limit=limit
+        )
+
     def add(self, campaign: Campaign) -> None:
         exists = ConcurrencyConflict(f"campaign {campaign.id} exists")
         model = InsertOne(docs.campaign_document(campaign), namespace=self._uow.namespace(CAMPAIGNS))
@@ -305,6 +310,11 @@ class MongoRefreshTokenRepository:
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         await self._uow.db[REFRESH_TOKENS].update_many(
             {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        await self._uow.db[REFRESH_TOKENS].update_many(
+            {"user_id": user_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
         )
 
 

@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 
 from command_api.adapters.mongo_schema import Document
 from command_api.adapters.relay_lease import RelayLease
-from events.envelope import utc_now
+from events.envelope import utc_now, utc_text
+from readmodels.keyspace import relay_status_key
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,6 @@ QUARANTINED_NOW = Gauge(
     ["relay"],
     multiprocess_mode="livemax",
 )
-
-
-def relay_status_key(redis_prefix: str) -> str:
-    return f"{redis_prefix}:status:relay"
-
-
-def iso(moment: datetime) -> str:
-    """The same UTC form as the events' occurred_at: 2027-03-01T00:00:00.123Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -121,7 +113,7 @@ class RelayStatusReporter:
             # Published but not yet marked is no backlog.
             "backlog": max(0, unpublished - self._unmarked()),
             "published_total": progress.published_total,
-            "last_published_at": iso(progress.last_published_at) if progress.last_published_at else None,
+            "last_published_at": utc_text(progress.last_published_at) if progress.last_published_at else None,
             "fenced_total": progress.fenced_total,
             "quarantined": quarantined,
             # An alert: the change stream could not resume, so the relay scanned the whole
@@ -129,13 +121,13 @@ class RelayStatusReporter:
             "change_stream_history_lost": (
                 {
                     "total": progress.history_lost_total,
-                    "last_at": iso(lost_at),
+                    "last_at": utc_text(lost_at),
                     "reason": progress.history_lost_reason,
                 }
                 if lost_at
                 else None
             ),
-            "updated_at": iso(utc_now()),
+            "updated_at": utc_text(utc_now()),
         }
 
     async def run(self) -> None:

@@ -38,6 +38,10 @@ class UserRepository(Protocol):
 
 class CampaignRepository(Protocol):
     async def get(self, campaign_id: str) -> Campaign | None: ...
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        """The owner's campaigns neither deleted nor completed, counted up to `limit`."""
+        ...
+
     def add(self, campaign: Campaign) -> None: ...
     def save(self, campaign: Campaign) -> None: ...
 
@@ -51,6 +55,10 @@ class RefreshTokenRepository(Protocol):
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         """At once, outside any unit of work: a revocation must survive the refusal that follows."""
+        ...
+
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        """Every unrevoked family of the user, at once (logout-all, password change)."""
         ...
 
 
@@ -123,3 +131,20 @@ class AccessToken:
 
 class AccessTokenIssuer(Protocol):
     def issue(self, user_id: str, roles: list[str]) -> AccessToken: ...
+
+
+class SessionEnder(Protocol):
+    async def end_sessions(self, user_id: str) -> float:
+        """Refuse from now on (within seconds, on both APIs) every access token of this user
+        issued before now; return the instant."""
+        ...
+
+
+class RefreshGrace(Protocol):
+    """The successor of a refresh token rotated moments ago, for a second presenter of the same
+    token (two tabs refreshing at once) within the grace window."""
+
+    async def remember(self, presented: str, successor: str) -> None: ...
+    async def recall(self, presented: str) -> str | None:
+        """The successor, waiting briefly for a rotation still committing; None when none."""
+        ...

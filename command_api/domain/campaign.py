@@ -5,27 +5,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, get_args
 
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
 from command_api.domain.currencies import ISO_4217
 from command_api.domain.errors import (
+    CONTROL_CHARACTERS_REASON,
     AggregateGone,
     FieldChecks,
     FieldError,
     InvalidInput,
     InvalidTransition,
+    has_control_characters,
 )
-from events.types import (
-    Budget as BudgetPayload,
-)
+from events.types import Budget as Money
 from events.types import (
     CampaignActivated,
     CampaignCompleted,
     CampaignCreated,
     CampaignDeleted,
     CampaignPaused,
+    CampaignStatus,
     CampaignUpdated,
     Channel,
 )
@@ -39,26 +39,12 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 AMOUNT_PATTERN = re.compile(r"^\d{1,15}(\.\d{1,4})?$")
 
 
-class CampaignStatus(StrEnum):
-    DRAFT = "draft"
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    DELETED = "deleted"
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who issues a command: enough to decide whether they may change a campaign."""
 
     user_id: str
     is_admin: bool = False
-
-
-@dataclass(frozen=True)
-class Money:
-    amount: str
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -164,7 +150,7 @@ class Campaign(Aggregate):
                 name=details.name,
                 description=details.description,
                 channel=details.channel,  # type: ignore[arg-type]  # checked against CHANNELS
-                budget=_budget_payload(details.budget),
+                budget=details.budget,
                 starts_at=details.starts_at,
                 ends_at=details.ends_at,
                 tags=list(details.tags),
@@ -193,7 +179,7 @@ class Campaign(Aggregate):
             if getattr(merged, name) != getattr(self.details, name):
                 changed[name] = getattr(merged, name)
         if merged.budget != self.details.budget:
-            changed["budget"] = _budget_payload(merged.budget)
+            changed["budget"] = merged.budget
         if merged.tags != self.details.tags:
             changed["tags"] = list(merged.tags)
         if not changed:
@@ -282,14 +268,12 @@ class Campaign(Aggregate):
         return merged
 
 
-def _budget_payload(budget: Money) -> BudgetPayload:
-    return BudgetPayload(amount=budget.amount, currency=budget.currency)
-
-
 def _checked_name(value: str, checks: FieldChecks) -> str:
     name = value.strip()
     if not 1 <= len(name) <= NAME_MAX:
         checks.fail("name", f"must be 1 to {NAME_MAX} characters (not counting surrounding spaces)")
+    if has_control_characters(value):
+        checks.fail("name", CONTROL_CHARACTERS_REASON)
     return name
 
 
@@ -313,7 +297,8 @@ def _checked_budget(amount: str, currency: str, checks: FieldChecks) -> Money:
         )
     if currency not in ISO_4217:
         checks.fail("budget.currency", "must be an ISO 4217 code of three capital letters, such as EUR")
-    return Money(amount=amount, currency=currency)
+    # Not validated again: a bad value was reported above, and the caller raises before using it.
+    return Money.model_construct(amount=amount, currency=currency)
 
 
 def _checked_instant(field: str, value: datetime, checks: FieldChecks) -> datetime:

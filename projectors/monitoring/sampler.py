@@ -24,14 +24,14 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from events import Topics
-from projectors.monitoring.groups import MonitoredGroup, monitored_groups
-from projectors.monitoring.keys import (
+from projectors.monitoring.lag import Offsets, Partition, lag_sample, throughput_sample
+from readmodels.groups import MonitoredGroup, monitored_groups
+from readmodels.keyspace import (
     lag_sample_key,
     monitor_channel,
     sampler_slot_key,
     throughput_history_key,
 )
-from projectors.monitoring.lag import Offsets, Partition, lag_sample, throughput_sample
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)

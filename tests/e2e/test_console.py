@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Page, Response, async_playwright, expect
 from redis.asyncio import Redis
 
-from projectors.adapters.keys import events_channel
+from readmodels.keyspace import events_channel
 from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
 from tests.support.services import RunningServices

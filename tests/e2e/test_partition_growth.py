@@ -32,7 +32,7 @@ CAMPAIGNS = 12
 
 def campaigns_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service_runtime", *args],
+        [sys.executable, "-m", "launcher", *args],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,

@@ -27,7 +27,7 @@ CAMPAIGN = campaign_body(
 async def campaigns_cli(services: RunningServices, *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "service_runtime", "replay", *args],
+        [sys.executable, "-m", "launcher", "replay", *args],
         cwd=REPO,
         env=settings_env(services.settings),
         capture_output=True,

@@ -74,7 +74,7 @@ async def log_in(
 def grant_admin(settings: Settings, email: str) -> None:
     """`campaigns users grant-admin` as an operator runs it (roles are never an API field)."""
     result = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "users", "grant-admin", email],
+        [sys.executable, "-m", "launcher", "users", "grant-admin", email],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from launcher.supervisor import Supervisor
 from service_runtime import processes
 from service_runtime.settings import Settings
-from service_runtime.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "infra" / "local" / "stack.py"

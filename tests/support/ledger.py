@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics, from_log_document
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.generations import live_generations
-from projectors.adapters.keys import CampaignKeys, StatsKeys, UserKeys, generation_base
 from projectors.adapters.redis_projection import all_projections
+from readmodels.generations import live_generations
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from service_runtime.settings import Settings
 from tests.support.waiting import eventually
 

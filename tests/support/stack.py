@@ -47,6 +47,15 @@ def isolated_settings(**overrides: object) -> Settings:
         "relay_metrics_port": free_port(),
         "projectors_metrics_port": free_port(),
         "workers_metrics_port": free_port(),
+        "command_api_metrics_port": free_port(),
+        "query_api_metrics_port": free_port(),
+        # Tests and the bench send many commands and waits as one user; these limits are tested
+        # on their own (tests/security/test_abuse_limits.py).
+        "command_rate_per_second": 1_000_000.0,
+        "command_burst": 1_000_000,
+        "max_live_campaigns": 1_000_000,
+        "min_version_waiters_per_user": 1_000_000,
+        "min_version_waiters_per_worker": 1_000_000,
         # Tests register many users from 127.0.0.1; the registration throttle is tested on its own.
         "register_max_per_address": 1_000_000,
         # This run's own signing key (tests/support/keys.py), never a committed one.

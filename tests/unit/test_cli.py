@@ -13,7 +13,7 @@ from tests.support.stack import REPO
 def campaigns(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_") and k != "APP_ENV"}
     return subprocess.run(
-        [sys.executable, "-m", "service_runtime", *args],
+        [sys.executable, "-m", "launcher", *args],
         cwd=REPO,
         env={**clean, **env},
         capture_output=True,
@@ -45,7 +45,7 @@ def test_an_unknown_service_is_named_with_the_choices() -> None:
 
 
 def test_the_launcher_opens_the_command_api_to_the_local_console_only_unless_told() -> None:
-    from service_runtime.cli import console_defaults
+    from launcher.cli import console_defaults
     from service_runtime.settings import Settings
 
     environ: dict[str, str] = {}

@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from service_runtime.cli import SERVICES
+from launcher.cli import SERVICES
 from service_runtime.keys import signing_key, verification_keys
 from service_runtime.settings import DefaultSecretInProduction, Settings
 from tests.support.keys import run_keys
@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"
 NGINX_CONF = REPO / "infra" / "docker" / "nginx.conf"
+NGINX_TLS_CONF = REPO / "infra" / "docker" / "nginx-tls.conf"
 DOCKERIGNORE = REPO / ".dockerignore"
 APP_IMAGE_DOCKERFILE = "infra/docker/Dockerfile"
 APIS = {"command-api": 8001, "query-api": 8002}
@@ -293,15 +294,16 @@ def test_prometheus_loads_the_alerting_rules_and_reaches_every_metrics_port(
     }
     defaults = Settings()
     ports = {
-        "command-api": defaults.command_api_port,
-        "query-api": defaults.query_api_port,
+        "command-api": defaults.command_api_metrics_port,
+        "query-api": defaults.query_api_metrics_port,
         "relay": defaults.relay_metrics_port,
         "projectors": defaults.projectors_metrics_port,
         "workers": defaults.workers_metrics_port,
     }
     assert targets == {name: ([name], port) for name, port in ports.items()}
-    # The processes without an HTTP API serve /metrics on the metrics host: all interfaces here.
-    for name in ("relay", "projectors", "workers"):
+    # Every process serves /metrics on the metrics host (the APIs on an internal listener, not
+    # their public port): all interfaces of the container here.
+    for name in ("command-api", "query-api", "relay", "projectors", "workers"):
         assert services[name]["environment"]["CAMPAIGNS_METRICS_HOST"] == "0.0.0.0"
 
 
@@ -366,6 +368,32 @@ def test_nginx_conf_upgrades_the_monitor_websocket() -> None:
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade", body)
     assert re.search(r"proxy_set_header\s+Connection\s+\$connection_upgrade", body)
     assert "map $http_upgrade $connection_upgrade" in conf
+
+
+def test_nginx_never_forwards_metrics() -> None:
+    for path in (NGINX_CONF, NGINX_TLS_CONF):
+        conf = re.sub(r"#[^\n]*", "", path.read_text())
+        for block in _servers(conf):
+            assert re.search(r"location\s+\^~\s*/metrics\s*\{\s*return\s+404;\s*\}", block), (
+                f"{path.name}: a server forwards /metrics: {block[:120]}"
+            )
+
+
+def test_nginx_tls_servers_send_hsts_with_mounted_certificates() -> None:
+    assert re.search(r"^\s*include\s+/etc/nginx/conf\.d/\*\.tls\.conf;", NGINX_CONF.read_text(), re.M)
+    conf = re.sub(r"#[^\n]*", "", NGINX_TLS_CONF.read_text())
+    servers = _servers(conf)
+    assert len(servers) == 2
+    for block in servers:
+        assert re.search(r"^\s*listen\s+\d+\s+ssl\s*;", block, re.M)
+        assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in block
+        assert "ssl_certificate_key /etc/nginx/certs/privkey.pem;" in block
+        hsts = re.search(r'add_header\s+Strict-Transport-Security\s+"max-age=(\d+)[^"]*"\s+always;', block)
+        assert hsts and int(hsts.group(1)) >= 180 * 24 * 3600
+    assert re.search(r"^\s*ssl_protocols\s+TLSv1\.2\s+TLSv1\.3\s*;", conf, re.M)
+    compose = COMPOSE_FILE.read_text()
+    assert "nginx-tls.conf:/etc/nginx/conf.d/campaigns.tls.conf:ro" in compose
+    assert "CAMPAIGNS_TLS_DIR" in compose
 
 
 # ------------------------------------------------------------------------------------ Dockerfile

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service_runtime.cli import SERVICES
+from launcher.cli import SERVICES
 from service_runtime.settings import Settings
 from tests.unit.test_docker_compose import _compose_env, _docker_compose, _keys_env
 

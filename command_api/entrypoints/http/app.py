@@ -13,7 +13,7 @@ from command_api.entrypoints.http import auth_routes, campaign_routes, health_ro
 from command_api.entrypoints.http.errors import install_command_error_handlers
 from service_runtime.http import install_http_basics
 from service_runtime.logs import configure_logging
-from service_runtime.openapi import describe_api
+from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "command-api"
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "MongoDB and reaches Kafka through the outbox relay. Errors are application/problem+json."
         ),
         lifespan=lifespan,
+        **documentation_routes(settings),
     )
     install_http_basics(app, settings, SERVICE)
     install_command_error_handlers(app)

@@ -9,8 +9,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
-from query_api.adapters.events_log import EventsLog
-from query_api.adapters.notifications import VersionWaiters
+from events.log import EventsLog
+from query_api.adapters.notifications import VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import ReadModels
 from query_api.entrypoints.http.authentication import TokenVerifier
 from service_runtime.problems import Problem
@@ -32,6 +32,7 @@ class ReadSide:
     waiters: VersionWaiters
     events_log: EventsLog
     tokens: TokenVerifier
+    waiter_quota: WaiterQuota
 
 
 async def read_side(request: Request) -> ReadSide:
@@ -44,7 +45,7 @@ async def caller(
     side: ReadSide = Depends(read_side),
     credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> Principal:
-    return side.tokens.authenticate(request.headers.get("authorization"))
+    return await side.tokens.authenticate(request.headers.get("authorization"))
 
 
 async def admin(principal: Principal = Depends(caller)) -> Principal:

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import RELAY_STATE, Document
 from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
-from command_api.adapters.relay_status import relay_status_key
+from readmodels.keyspace import relay_status_key
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (
     consume,

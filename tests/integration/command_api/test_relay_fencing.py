@@ -114,7 +114,7 @@ async def test_a_relay_process_stopped_past_its_lease_publishes_nothing_after_it
         stale = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "service_runtime",
+            "launcher",
             "serve",
             "relay",
             cwd=REPO,

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from deadletters.bootstrap import DeadLetterOperations
 from events import EventEnvelope, Topics, encode_event
 from events.dead_letters import DeadLetterOrigin, dead_letter_headers
-from projectors.adapters.keys import CampaignKeys, generation_base
 from projectors.entrypoints.projectors import Projectors
+from readmodels.keyspace import CampaignKeys, generation_base
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, headers_of, wait_until
 from tests.integration.read_side.workload import new_campaign

@@ -78,7 +78,7 @@ def test_the_command_shows_and_reconciles(settings: Settings) -> None:
 
     def run(*options: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "service_runtime", "kafka", "topics", "--json", *options],
+            [sys.executable, "-m", "launcher", "kafka", "topics", "--json", *options],
             cwd=REPO,
             env=settings_env(grown),
             capture_output=True,
@@ -101,7 +101,7 @@ def test_the_command_shows_and_reconciles(settings: Settings) -> None:
 def test_a_service_refuses_to_start_on_a_mismatch(settings: Settings) -> None:
     more = settings.model_copy(update={"kafka_partitions": settings.kafka_partitions + 3})
     started = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "serve", "workers"],
+        [sys.executable, "-m", "launcher", "serve", "workers"],
         cwd=REPO,
         env=settings_env(more),
         capture_output=True,

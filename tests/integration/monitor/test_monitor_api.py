@@ -17,8 +17,7 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
-from projectors.adapters.keys import events_channel
-from projectors.monitoring.keys import monitor_channel
+from readmodels.keyspace import events_channel, monitor_channel
 from service_runtime.tokens import issue_access_token
 from tests.integration.monitor.conftest import ServedQueryApi
 

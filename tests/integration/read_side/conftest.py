@@ -15,9 +15,9 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics, encode_event, to_log_document
-from projectors.adapters.status import read_status
 from projectors.entrypoints.projectors import Projectors
 from query_api.entrypoints.http.app import create_app
+from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.waiting import eventually

@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
-from projectors.entrypoints.workers import serve
 from service_runtime.settings import Settings
 from tests.support.stack import REPO
 from tests.support.waiting import eventually
+from workers.entrypoints.workers import serve
 
 SMTP_SINK = REPO / "infra" / "local" / "smtp_sink.py"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from events import new_envelope
-from projectors.workers import metrics
-from projectors.workers.adapters.send_records import RedisSendRecords
-from projectors.workers.adapters.smtp import SmtpMailer
-from projectors.workers.application.welcome_emails import ALREADY_SENT, SENT, Guard, WelcomeEmails
 from service_runtime.settings import Settings
 from tests.integration.workers.harness import mails_to, smtp_sink
 from tests.support.factories import new_email
 from tests.support.services import free_port
+from workers import metrics
+from workers.adapters.send_records import RedisSendRecords
+from workers.adapters.smtp import SmtpMailer
+from workers.application.welcome_emails import ALREADY_SENT, SENT, Guard, WelcomeEmails
 
 CLAIM_SECONDS = 1.0
 STALL_SECONDS = 3.0  # longer than the claim: the other worker takes over meanwhile

@@ -6,8 +6,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from projectors.workers.adapters.send_records import RedisSendRecords
 from service_runtime.settings import Settings
+from workers.adapters.send_records import RedisSendRecords
 
 
 async def test_a_claim_excludes_others_until_released_and_sent_is_kept_without_expiry(

@@ -120,7 +120,7 @@ def test_values_are_normalised_name_trimmed_tags_lowercase_unique_times_utc_mill
     assert details.tags == ("launch", "q1")
     assert details.starts_at == datetime(2027, 3, 1, 0, 0, 0, 123000, tzinfo=UTC)
     assert details.starts_at.tzinfo is UTC
-    assert details.budget == Money("2500.00", "EUR")
+    assert details.budget == Money(amount="2500.00", currency="EUR")
 
 
 def test_zero_budget_and_whole_amounts_are_accepted() -> None:

@@ -80,12 +80,12 @@ ONE_FIELD_EDITS: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     (
         {"budget_amount": "3000.00"},
         {"budget": {"amount": "3000.00", "currency": "EUR"}},
-        {"budget": Money("3000.00", "EUR")},
+        {"budget": Money(amount="3000.00", currency="EUR")},
     ),
     (
         {"budget_currency": "USD"},
         {"budget": {"amount": "2500.00", "currency": "USD"}},
-        {"budget": Money("2500.00", "USD")},
+        {"budget": Money(amount="2500.00", currency="USD")},
     ),
 ]
 

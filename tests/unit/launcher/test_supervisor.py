@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.supervisor import Supervisor
 from service_runtime import processes
 from service_runtime.settings import Settings
-from service_runtime.supervisor import Supervisor
 from tests.support.stack import free_port
 
 

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from command_api.adapters.relay_status import relay_status_key as relay_writes_to
-from projectors.monitoring.keys import relay_status_key, worker_status_key
-from projectors.workers.adapters.status_board import RedisStatusBoard
 from query_api.adapters.monitor_state import liveness, projector_view, relay_view, worker_view
 
 NOW = 1_800_000_000.0
-
-
-def test_the_monitor_reads_the_keys_the_relay_and_workers_write() -> None:
-    assert relay_status_key("rm") == relay_writes_to("rm")
-    assert worker_status_key("rm", "reports") == RedisStatusBoard(None, "rm").key("reports")  # type: ignore[arg-type]
 
 
 def test_liveness_from_the_age_of_the_last_report() -> None:

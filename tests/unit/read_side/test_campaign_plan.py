@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from projectors.domain.campaign_plan import StoredCampaign, plan_campaign
-from projectors.domain.campaigns import fold_campaign
 from projectors.domain.outcomes import Outcome
+from readmodels.campaigns import fold_campaign
 from tests.integration.read_side.workload import new_campaign
 
 

@@ -8,20 +8,20 @@ import orjson
 import pytest
 
 from events import encode_event, new_envelope
-from projectors.workers.application.event_worker import (
+from workers.application.event_worker import (
     DEAD_LETTERED,
     IGNORED,
     Delivery,
     EventWorker,
     WorkerStats,
 )
-from projectors.workers.application.retries import (
+from workers.application.retries import (
     AttemptsExhausted,
     Backoff,
     PermanentFailure,
     retry_with_backoff,
 )
-from projectors.workers.application.welcome_emails import (
+from workers.application.welcome_emails import (
     ALREADY_SENT,
     SENT,
     ClaimState,
@@ -263,6 +263,19 @@ async def test_refused_recipient_is_dead_lettered_without_retrying() -> None:
     assert await w.consume(delivery_of(encode_event(registered()))) == DEAD_LETTERED
     assert dead.records[0][1].startswith("permanent failure: 550")
     assert w.stats.retries == 0
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@example.com", "Eve\nX", "Eve\rX"])
+async def test_an_unbuildable_welcome_email_is_dead_lettered_at_once_with_its_reason(name: str) -> None:
+    dead = MemoryDeadLetters()
+    mailer = FlakyMailer()
+    w = worker(mailer, dead, attempts=5)
+
+    assert await w.consume(delivery_of(encode_event(registered(name=name)))) == DEAD_LETTERED
+    [(_, reason, error, attempts)] = dead.records
+    assert reason.startswith("permanent failure: the welcome e-mail cannot be built")
+    assert error == "UnbuildableMessage" and attempts == 1
+    assert w.stats.retries == 0 and mailer.sent == []
 
 
 async def test_invalid_and_unknown_events_are_dead_lettered_and_other_types_ignored() -> None:
