@@ -33,6 +33,7 @@ from readmodels.generations import claim_live_generation
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 
@@ -78,6 +79,7 @@ class Projectors:
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             allow_auto_create_topics=False,
             logger=logging.getLogger("projectors.faststream"),
             log_level=logging.DEBUG,
@@ -216,6 +218,7 @@ async def serve(settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """What `campaigns serve projectors` runs: until SIGTERM or SIGINT."""
     configure_logging("projectors")
+    await require_topics(settings, "projectors")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
