@@ -119,4 +119,4 @@ async def test_a_welcome_email_that_cannot_be_built_is_dead_lettered_at_once_wit
         await consumer.stop()
     assert letter is not None, "the event was not dead-lettered"
     assert letter["dlq_attempts"] == "1", letter  # not retried
-    assert "cannot be built" in letter["dlq_error"], letter
+    assert "cannot be built" in letter["dlq_reason"], letter

@@ -19,6 +19,7 @@ from tests.security.accounts import User, grant_admin, log_in, sign_up, sign_up_
 from tests.security.conftest import System
 from tests.support.services import settings_env
 from tests.support.stack import REPO
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.security
 
@@ -49,7 +50,12 @@ async def test_logout_ends_the_users_access_tokens_on_both_apis(system: System) 
         user = await sign_up(commands)
         other = await log_in(commands, user.id, user.email, user.password)
         async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
-            assert (await queries.get("/users/me", headers=user.auth)).status_code == 200
+
+            async def profile_served() -> bool:
+                # The users projection answers once it has the registration (read-your-writes).
+                return (await queries.get("/users/me", headers=user.auth)).status_code == 200
+
+            await eventually(profile_served, what="the new user's profile on the query API")
         logged_out = await commands.post("/auth/logout", json={"refresh_token": user.refresh_token})
         assert logged_out.status_code == 204
         await refused_everywhere(system, user)

@@ -20,6 +20,7 @@ from query_api.entrypoints.http.dependencies import ReadSide, read_side
 from readmodels.groups import REPORTS_GROUP
 from readmodels.groups import worker_group as group_id
 from service_runtime.problems import PROBLEM_JSON, install_problem_handlers
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.integration.workers.harness import committed_offsets, metric, produce, running_workers, wait_for
@@ -38,7 +39,16 @@ async def query_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         read_models=None,  # type: ignore[arg-type]
         waiters=None,  # type: ignore[arg-type]
         events_log=None,  # type: ignore[arg-type]
-        tokens=TokenVerifier(settings),
+        waiter_quota=None,  # type: ignore[arg-type]
+        tokens=TokenVerifier(
+            settings,
+            SessionCutoffs(
+                redis,
+                prefix=settings.redis_prefix,
+                check_seconds=settings.session_check_seconds,
+                token_ttl_seconds=settings.access_token_ttl_seconds,
+            ),
+        ),
     )
     app.dependency_overrides[read_side] = lambda: side
     app.include_router(reports.router)
