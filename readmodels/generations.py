@@ -10,7 +10,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from readmodels.groups import PROJECTIONS
-from readmodels.keyspace import generations_channel, pointer_key
+from readmodels.keyspace import generations_channel, pointer_key, sentinel_key
 
 
 def _text(value: bytes | str) -> str:
@@ -19,9 +19,13 @@ def _text(value: bytes | str) -> str:
 
 __all__ = [
     "PROJECTIONS",
+    "ReadModelsLost",
     "claim_live_generation",
+    "claim_while_whole",
     "initial_generation",
     "live_generations",
+    "mark_whole",
+    "read_models_whole",
     "swap_generation",
 ]
 
@@ -54,3 +58,36 @@ async def swap_generation(redis: Redis, prefix: str, projection: str, generation
     old = await redis.getset(pointer_key(prefix, projection), generation)
     await redis.publish(generations_channel(prefix), projection)
     return _text(old) if old is not None else None
+
+
+class ReadModelsLost(Exception):
+    """The sentinel is gone: Redis lost the read models (flushed, emptied, a new server). Writers
+    wait (the batch is retried) and readers answer 503 until the projections are rebuilt."""
+
+
+async def mark_whole(redis: Redis, prefix: str, *, only_if_absent: bool = False) -> bool:
+    """Write the sentinel (after the pointers: a fresh start, or the rebuild after a loss)."""
+    return bool(await redis.set(sentinel_key(prefix), "1", nx=only_if_absent))
+
+
+async def read_models_whole(redis: Redis, prefix: str) -> tuple[bool, bool]:
+    """(the sentinel is present, some generation pointer is present)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.exists(sentinel_key(prefix))
+    pipe.exists(*[pointer_key(prefix, p) for p in PROJECTIONS])
+    sentinel, pointers = await pipe.execute()
+    return bool(sentinel), bool(pointers)
+
+
+async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
+    """The live generation, as `claim_live_generation`; `ReadModelsLost` (and no pointer created
+    on an empty Redis) if the sentinel is gone."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.exists(sentinel_key(prefix))
+    pipe.get(pointer_key(prefix, projection))
+    sentinel, value = await pipe.execute()
+    if not sentinel:
+        raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
+    if value is None:
+        return await claim_live_generation(redis, prefix, projection)
+    return _text(value)

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # read from the MongoDB events log; how often the parked aggregates are looked at.
     gap_repair_delay_seconds: float = Field(default=2.0, ge=0)
     gap_repair_scan_seconds: float = Field(default=1.0, gt=0)
+    # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
+    # a new empty server) is detected within this, and every projection rebuilt from the log.
+    redis_loss_check_seconds: float = Field(default=1.0, gt=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
     min_version_waiters_per_user: int = Field(default=10, ge=1)
     min_version_waiters_per_worker: int = Field(default=1000, ge=1)

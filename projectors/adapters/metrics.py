@@ -36,6 +36,10 @@ GAPS_UNFILLABLE = Counter(
     "Gaps the events log could not fill: the parked events were dead-lettered",
     ["projection"],
 )
+REDIS_LOSS = Counter(
+    "projector_redis_loss_detected_total",
+    "Times the read models' sentinel was found gone (Redis flushed or replaced): projections rebuilt",
+)
 for _name in ("campaigns", "users", "stats"):
     GAPS_REPAIRED.labels(_name)
     GAPS_UNFILLABLE.labels(_name)

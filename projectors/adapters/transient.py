@@ -27,6 +27,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from readmodels.generations import ReadModelsLost
+
 _TRANSIENT = (
     # Redis: unreachable, loading its dataset, timed out
     RedisConnectionError,  # BusyLoadingError and MaxConnectionsError included
@@ -52,6 +54,8 @@ _TRANSIENT = (
     ExecutionTimeout,
     asyncio.TimeoutError,
     ConnectionError,
+    # The read models are being rebuilt after a Redis loss
+    ReadModelsLost,
 )
 # Error replies that redis-py leaves as a plain ResponseError.
 _TRANSIENT_REPLIES = (

@@ -21,7 +21,7 @@ from events import EventEnvelope, InvalidEvent, Topics, decode_event, encode_eve
 from projectors.application.consume import DeadLetter, DeadLetterSink, EventRecord
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import Outcome
-from readmodels.generations import claim_live_generation
+from readmodels.generations import claim_while_whole
 from readmodels.keyspace import generation_base, parked_key, parked_set_key
 from readmodels.status import record_batch
 
@@ -60,7 +60,7 @@ class GapRepairer:
 
     async def scan(self, now: float) -> list[Repair]:
         prefix = self.projection.prefix
-        generation = await claim_live_generation(self.redis, prefix, self.projection.name)
+        generation = await claim_while_whole(self.redis, prefix, self.projection.name)
         base = generation_base(prefix, generation)
         raw_members: set[bytes] = await self.redis.smembers(parked_set_key(base))  # type: ignore[misc,assignment,unused-ignore]
         members = {m.decode() for m in raw_members}

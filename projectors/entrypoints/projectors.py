@@ -27,14 +27,30 @@ from redis.asyncio import Redis
 from events import Topics
 from events.log import EventsLog, events_collection
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
-from projectors.adapters.metrics import GAPS_REPAIRED, GAPS_UNFILLABLE, RETRIES, observe_batch, observe_lag
+from projectors.adapters.metrics import (
+    GAPS_REPAIRED,
+    GAPS_UNFILLABLE,
+    REDIS_LOSS,
+    RETRIES,
+    observe_batch,
+    observe_lag,
+)
 from projectors.adapters.redis_projection import all_projections
 from projectors.adapters.transient import is_transient
 from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
 from projectors.application.gap_repair import GapRepairer
 from projectors.domain.backoff import Backoff
 from projectors.monitoring.sampler import sampling
-from readmodels.generations import claim_live_generation
+from projectors.replay.application.ports import NoProgress
+from projectors.replay.bootstrap import replay
+from projectors.replay.domain.plan import SourceName
+from readmodels.generations import (
+    ReadModelsLost,
+    claim_live_generation,
+    claim_while_whole,
+    mark_whole,
+    read_models_whole,
+)
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
@@ -97,6 +113,7 @@ class Projectors:
             self.subscribers[projection.name] = self._subscribe(consumer, group)
         self._heartbeat: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -185,19 +202,23 @@ class Projectors:
     async def start(self) -> None:
         for name in self.consumers:
             await claim_live_generation(self.redis, self.settings.redis_prefix, name)
+        # A fresh start (or a deployment older than the sentinel). A loss while no projector ran
+        # is not seen here: `campaigns replay rebuild all` repairs it.
+        await mark_whole(self.redis, self.settings.redis_prefix, only_if_absent=True)
         await self.broker.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
         self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
+        self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._heartbeat, self._repairing):
+        for task in (self._heartbeat, self._repairing, self._watching):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._heartbeat = self._repairing = None
+        self._heartbeat = self._repairing = self._watching = None
         # Waits for a batch in progress to finish (and commit) before leaving the group.
         await self.broker.stop()
         if self._owns_redis:
@@ -221,6 +242,8 @@ class Projectors:
                 name = repairer.projection.name
                 try:
                     repairs = await repairer.scan(time.monotonic())
+                except ReadModelsLost:
+                    continue  # rebuilt by `_watch_for_loss`
                 except Exception:
                     log.warning("gap repair failed; tried again", exc_info=True, extra={"projection": name})
                     continue
@@ -230,6 +253,37 @@ class Projectors:
                     if repair.unfillable:
                         GAPS_UNFILLABLE.labels(name).inc()
             await asyncio.sleep(self.settings.gap_repair_scan_seconds)
+
+    async def _watch_for_loss(self) -> None:
+        """Every `redis_loss_check_seconds`: is the sentinel there? If not, Redis lost the read
+        models: rebuild every projection from the events log through the generation protocol
+        (batches wait meanwhile, readers get 503), then write the sentinel again."""
+        prefix = self.settings.redis_prefix
+        lost = False
+        while True:
+            await asyncio.sleep(self.settings.redis_loss_check_seconds)
+            try:
+                whole, _ = await read_models_whole(self.redis, prefix)
+                if whole:
+                    lost = False
+                    continue
+                if not lost:
+                    lost = True
+                    REDIS_LOSS.inc()
+                    log.error("Redis lost the read models: rebuilding every projection from the events log")
+                started = time.monotonic()
+                async with replay(self.settings) as tools:
+                    report = await tools.rebuild("all", SourceName.MONGO, NoProgress(), 0)
+                await mark_whole(self.redis, prefix)
+                lost = False
+                log.warning(
+                    "read models rebuilt after the Redis loss: %d events in %.1f s",
+                    report.events,
+                    time.monotonic() - started,
+                    extra={"generations": [p.new_generation for p in report.projections]},
+                )
+            except Exception:
+                log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
 
     async def _beat(self) -> None:
         while True:
@@ -246,7 +300,11 @@ class Projectors:
         if kafka is None or not subscriber.running:
             return  # no heartbeat: the query API's readiness sees the projector as stale
         prefix = self.settings.redis_prefix
-        generation = await claim_live_generation(self.redis, prefix, name)
+        try:
+            generation = await claim_while_whole(self.redis, prefix, name)
+        except ReadModelsLost:
+            await write_heartbeat(self.redis, prefix, name, {"projection": name, "state": "rebuilding"})
+            return
         parked_now = await self.redis.scard(parked_set_key(generation_base(prefix, generation)))
         lag = await _lag(kafka)
         observe_lag(name, lag)
