@@ -10,7 +10,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from readmodels.groups import PROJECTIONS
-from readmodels.keyspace import generations_channel, pointer_key, sentinel_key
+from readmodels.keyspace import generations_channel, pointer_key, rebuilding_key, sentinel_key
 
 
 def _text(value: bytes | str) -> str:
@@ -24,6 +24,7 @@ __all__ = [
     "claim_while_whole",
     "initial_generation",
     "live_generations",
+    "mark_rebuilding",
     "mark_whole",
     "read_models_whole",
     "swap_generation",
@@ -67,16 +68,26 @@ class ReadModelsLost(Exception):
 
 async def mark_whole(redis: Redis, prefix: str, *, only_if_absent: bool = False) -> bool:
     """Write the sentinel (after the pointers: a fresh start, or the rebuild after a loss)."""
-    return bool(await redis.set(sentinel_key(prefix), "1", nx=only_if_absent))
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(sentinel_key(prefix), "1", nx=only_if_absent)
+    if not only_if_absent:
+        pipe.delete(rebuilding_key(prefix))
+    written, *_ = await pipe.execute()
+    return bool(written)
+
+
+async def mark_rebuilding(redis: Redis, prefix: str) -> None:
+    """Say a rebuild after a loss is under way (readers that never saw the sentinel answer 503 too)."""
+    await redis.set(rebuilding_key(prefix), "1")
 
 
 async def read_models_whole(redis: Redis, prefix: str) -> tuple[bool, bool]:
-    """(the sentinel is present, some generation pointer is present)."""
+    """(the sentinel is present, a rebuild after a loss is under way)."""
     pipe = redis.pipeline(transaction=False)
     pipe.exists(sentinel_key(prefix))
-    pipe.exists(*[pointer_key(prefix, p) for p in PROJECTIONS])
-    sentinel, pointers = await pipe.execute()
-    return bool(sentinel), bool(pointers)
+    pipe.exists(rebuilding_key(prefix))
+    sentinel, rebuilding = await pipe.execute()
+    return bool(sentinel), bool(rebuilding)
 
 
 async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:

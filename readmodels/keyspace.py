@@ -49,6 +49,11 @@ def sentinel_key(prefix: str) -> str:
     return f"{prefix}:sentinel"
 
 
+def rebuilding_key(prefix: str) -> str:
+    """String: present while the projectors rebuild the read models after a loss."""
+    return f"{prefix}:rebuilding"
+
+
 def generations_channel(prefix: str) -> str:
     """Pub/sub channel announcing a swap, so readers drop their cached pointer at once."""
     return f"{prefix}:generations"

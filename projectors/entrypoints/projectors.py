@@ -48,6 +48,7 @@ from readmodels.generations import (
     ReadModelsLost,
     claim_live_generation,
     claim_while_whole,
+    mark_rebuilding,
     mark_whole,
     read_models_whole,
 )
@@ -271,6 +272,7 @@ class Projectors:
                     lost = True
                     REDIS_LOSS.inc()
                     log.error("Redis lost the read models: rebuilding every projection from the events log")
+                await mark_rebuilding(self.redis, prefix)
                 started = time.monotonic()
                 async with replay(self.settings) as tools:
                     report = await tools.rebuild("all", SourceName.MONGO, NoProgress(), 0)

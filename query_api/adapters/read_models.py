@@ -63,15 +63,12 @@ class GenerationCache:
         await self.check_whole()
 
     async def check_whole(self) -> None:
-        """Lost: the sentinel gone after it was seen, or pointers without it (a rebuild under way
-        after a Redis loss). Until the projectors rebuild the read models, every read is a 503
-        rather than a 404 or an empty page. (A fresh Redis, no pointer yet, is not a loss.)"""
-        sentinel, pointers = await read_models_whole(self.redis, self.prefix)
+        """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until
+        the projectors rebuild the read models, every read is a 503 rather than a 404 or an
+        empty page. (A fresh Redis, where no projector has written the sentinel yet, is not.)"""
+        sentinel, rebuilding = await read_models_whole(self.redis, self.prefix)
         self.seen_whole = self.seen_whole or sentinel
-        self.lost = not sentinel and (self.seen_whole or pointers)
-        if sentinel:
-            # The rebuild's generations are live now: later reads go there.
-            self.seen_whole = True
+        self.lost = not sentinel and (self.seen_whole or rebuilding)
 
     async def confirm(self, snapshot: Snapshot) -> Snapshot:
         """A read that found nothing checks the sentinel first: a 404 only if nothing was lost."""
