@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
+from readmodels.keyspace import sentinel_key
 from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
@@ -334,6 +335,38 @@ async def test_redis_stopped_briefly_under_traffic_dead_letters_nothing(
     counters = await projector_counters(redis, settings)
     assert all(int(c.get("dead_lettered_total", 0)) == 0 for c in counters.values()), counters
     assert_clean(await verdict(redis, settings), "Redis stopped 6 s under traffic: 0 dead letters")
+
+
+async def test_redis_flushall_under_traffic_is_rebuilt_with_no_operator_action(
+    private_services: RunningServices,
+    private_settings: Settings,
+    private_redis: Redis,
+) -> None:
+    """FLUSHALL (the private stack's own Redis): the projectors see the sentinel gone, rebuild
+    every projection from the log, and every acknowledged version is readable again."""
+    services, settings, redis = private_services, private_settings, private_redis
+    services.settings = services.settings.model_copy(update={"redis_loss_check_seconds": 0.5})
+    services.start(["command-api", "relay", "projectors"])
+    services.wait_ready()
+    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+        traffic = CommandTraffic(commands)
+        await traffic.sign_up(3)
+
+        async def flush() -> None:
+            await asyncio.sleep(4)
+            await redis.flushall()
+
+        await asyncio.gather(traffic.run(seconds=10, rate=10), flush())
+    await wait_for(lambda: _none_unpublished(settings), 60, "the relay to publish everything")
+    await wait_for(lambda: _sentinel_back(redis, settings), 60, "the rebuild after the FLUSHALL")
+    await wait_projected(redis, settings, within=60)
+    await _assert_acknowledged_projected(redis, settings, traffic)
+    assert await dead_letters(settings) == 0
+    assert_clean(await verdict(redis, settings), "Redis FLUSHALL under traffic: automatic rebuild")
+
+
+async def _sentinel_back(redis: Redis, settings: Settings) -> bool:
+    return bool(await redis.exists(sentinel_key(settings.redis_prefix)))
 
 
 async def dead_letters(settings: Settings) -> int:
