@@ -107,6 +107,30 @@ class DeadLetterOperations:
             clock=self.clock,
         )
 
+    async def replay_ref(self, ref: str | RecordRef, *, actor: str | None = None) -> ReplayReport | None:
+        """Re-drive one dead letter (and the other groups' copies of its original record); None
+        when no pending dead letter has that ref (absent, purged or already re-driven)."""
+        parsed = ref if isinstance(ref, RecordRef) else RecordRef.parse(ref)
+        shown = await self.show(parsed)
+        if shown is None or shown.purged or shown.redrive is not None:
+            return None
+        plan = await self.plan_replay(parsed.topic, shown.letter.aggregate_id)
+        plan.redrives = [r for r in plan.redrives if parsed in r.refs]
+        if not plan.redrives:
+            return None
+        return await operations.replay(
+            self.log,
+            self.redriver,
+            self.ledger,
+            plan,
+            actor=actor or default_actor(),
+            dry_run=False,
+            batch_size=self.settings.dlq_replay_batch_size,
+            confirm_above=self.settings.dlq_confirm_above,
+            confirm=_yes,
+            clock=self.clock,
+        )
+
     async def purge(
         self,
         topic: str,

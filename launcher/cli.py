@@ -261,6 +261,11 @@ def dlq(ctx: typer.Context) -> None:
     _forward(ctx, "deadletters.entrypoints.cli:dlq_app", "dlq")
 
 
+@app.command("kafka", context_settings=_FORWARD, add_help_option=False, help="Kafka topics: show, reconcile.")
+def kafka(ctx: typer.Context) -> None:
+    _forward(ctx, "service_runtime.kafka_cli:kafka_app", "kafka")
+
+
 @users_app.command("grant-admin")
 def grant_admin(email: str) -> None:
     """Make the user with this e-mail an admin (records UserRolesChanged)."""

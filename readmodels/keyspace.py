@@ -222,3 +222,19 @@ class ThrottleKeys:
 
     def registrations(self, group: str) -> str:
         return f"{self._base}:register:{throttle_digest(group)}"
+
+
+def console_operations_queue(prefix: str) -> str:
+    """List: operation requests from the console (JSON), pushed by the query API and claimed
+    (BRPOP, so by one process) by a projectors process."""
+    return f"{prefix}:console:operations:queue"
+
+
+def console_operations_recent(prefix: str) -> str:
+    """List: the ids of the newest console operations, newest first (capped)."""
+    return f"{prefix}:console:operations:recent"
+
+
+def console_operation_key(prefix: str, operation_id: str) -> str:
+    """String: one console operation's state as JSON (request, progress, result), with a TTL."""
+    return f"{prefix}:console:operation:{operation_id}"

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_min_insync_replicas: int = Field(default=1, ge=1)
+    # How often producers and consumers refresh the cluster's metadata: partitions added by
+    # `campaigns kafka topics --reconcile` are written to and consumed within this (Kafka's own
+    # default, 5 minutes, would leave them idle that long).
+    kafka_metadata_max_age_seconds: float = Field(default=30.0, gt=0)
+    # How long a service waits at start for Kafka to answer its topic check (kafka_topics.py)
+    kafka_topic_check_seconds: float = Field(default=60.0, gt=0)
     topic_prefix: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rm"
@@ -166,11 +172,22 @@ class Settings(BaseSettings):
     # page origins, comma-separated (empty: from none). `campaigns run` sets the query API's own.
     command_api_public_url: str = "http://127.0.0.1:8001"
     console_origins: str = ""
+    # Dead letters listed per topic, and audit lines shown, by the console's views.
+    console_dead_letters_shown: int = Field(default=100, ge=1, le=1000)
+    console_audit_shown: int = Field(default=100, ge=1, le=1000)
+    # Console operations (a verify run by a projectors process): how long each one's state is
+    # kept, and how many are listed.
+    console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    console_operations_shown: int = Field(default=20, ge=1, le=200)
 
     # Local stack
     local_dir: str = ".local"
     # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
     kafka_cluster_heap_mb: int = Field(default=384, ge=128)
+
+    @property
+    def kafka_metadata_max_age_ms(self) -> int:
+        return int(self.kafka_metadata_max_age_seconds * 1000)
 
     @property
     def kafka_bootstrap_servers(self) -> list[str]:

@@ -58,6 +58,7 @@ def kafka_producer_factory(settings: Settings) -> ProducerFactory:
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             max_request_size=settings.relay_max_message_bytes,
             linger_ms=2,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         )
 
     return create

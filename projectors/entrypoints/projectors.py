@@ -40,6 +40,7 @@ from projectors.adapters.transient import is_transient
 from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
 from projectors.application.gap_repair import GapRepairer
 from projectors.domain.backoff import Backoff
+from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
 from projectors.replay.application.ports import NoProgress
 from projectors.replay.bootstrap import replay
@@ -55,6 +56,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 
@@ -97,6 +99,7 @@ class Projectors:
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             allow_auto_create_topics=False,
             logger=logging.getLogger("projectors.faststream"),
             log_level=logging.DEBUG,
@@ -352,13 +355,17 @@ async def serve(settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """What `campaigns serve projectors` runs: until SIGTERM or SIGINT."""
     configure_logging("projectors")
+    await require_topics(settings, "projectors")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with Projectors(settings) as projectors:
-            async with sampling(settings, projectors.redis):
+            async with (
+                sampling(settings, projectors.redis),
+                console_operations(settings, projectors.redis),
+            ):
                 await stopping.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@
  * chart.js    the throughput chart
  * aggregate.js  the aggregate browser and time travel
  * pipeline.js the relay and projections view
+ * operations.js the dead letters (re-drive, confirmed) and the audit trail of console actions
  */
 
 import { forgetAggregate, installAggregate, openAggregate } from "./aggregate.js";
@@ -15,12 +16,13 @@ import * as auth from "./auth.js";
 import { drawChart } from "./chart.js";
 import { $, fmtInt } from "./format.js";
 import { hideSignIn, installSignIn, showSignIn } from "./login.js";
+import { forgetOperations, installOperations, loadAudit, loadDeadLetters, loadOperations, showOperation } from "./operations.js";
 import { renderPipeline } from "./pipeline.js";
 import * as render from "./render.js";
 import * as socket from "./socket.js";
 import * as state from "./state.js";
 
-const VIEWS = ["live", "aggregate", "pipeline"];
+const VIEWS = ["live", "aggregate", "pipeline", "deadletters", "audit"];
 
 function handle(m) {
   switch (m.type) {
@@ -54,6 +56,9 @@ function handle(m) {
       state.applyServices(m);
       renderSamples();
       break;
+    case "operation":
+      showOperation(m);
+      break;
     case "dropped":
       render.showNotice(fmtInt(m.count) + " messages were skipped: this tab fell behind the feed.");
       break;
@@ -76,6 +81,7 @@ function signedOut(message) {
   render.refilter();
   render.renderDropped(0);
   forgetAggregate();
+  forgetOperations();
   showView("live");
   render.setConnection(message ? "error" : "signed-out", message ? "Not connected" : "Signed out");
   showSignIn(message);
@@ -98,7 +104,12 @@ function showView(name) {
     tab.tabIndex = selected ? 0 : -1;
   }
   if (name === "live") render.queueRender(drawChart);
-  if (name === "pipeline") renderPipeline();
+  if (name === "pipeline") {
+    renderPipeline();
+    if (auth.signedIn()) loadOperations();
+  }
+  if (name === "deadletters" && auth.signedIn()) loadDeadLetters();
+  if (name === "audit" && auth.signedIn()) loadAudit();
 }
 
 function installTabs() {
@@ -155,6 +166,7 @@ function init() {
   installSignIn(() => socket.connect());
   installTabs();
   installAggregate();
+  installOperations();
 
   $("sign-out").addEventListener("click", () => auth.signOut(null));
   $("pause").addEventListener("click", () => setPaused(!state.feed.paused));

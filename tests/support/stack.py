@@ -8,9 +8,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
-from events.topics import Topics
+from service_runtime.kafka_topics import ensure_topics
 from service_runtime.settings import Settings
 from tests.support.keys import key_settings
 
@@ -66,17 +66,8 @@ def isolated_settings(**overrides: object) -> Settings:
 
 
 async def create_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
-                for name in Topics(settings.topic_prefix).all()
-            ]
-        )
-    finally:
-        await admin.close()
+    """This test's topics, shaped by its settings, as the services expect them at start."""
+    await ensure_topics(settings)
 
 
 async def delete_topics(settings: Settings) -> None:

@@ -21,7 +21,6 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events.topics import Topics
 from launcher.cli import SERVICES
 from service_runtime.keys import signing_key, verification_keys
 from service_runtime.settings import DefaultSecretInProduction, Settings
@@ -150,18 +149,21 @@ def test_kafka_is_apache_kafka_41_in_kraft_mode(services: dict[str, dict[str, An
     assert "healthcheck" in kafka
 
 
-def test_topics_are_created_with_the_configured_partitions(services: dict[str, dict[str, Any]]) -> None:
+def test_topics_are_created_with_the_configured_shape_and_nothing_auto_creates(
+    services: dict[str, dict[str, Any]],
+) -> None:
     init = services["kafka-init"]
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
-    script = _command_text(init)
-    assert "kafka-topics.sh" in script and "--if-not-exists" in script
-    loop = re.search(r"for topic in ([^;]+); do", script)
-    assert loop, "kafka-init should create the topics in a `for topic in ...; do` loop"
-    assert sorted(loop.group(1).split()) == sorted(Topics().all())
-    assert "--partitions 6" in script
+    assert init["build"]["dockerfile"] == APP_IMAGE_DOCKERFILE
+    # The same code as `campaigns kafka topics --reconcile` (service_runtime/kafka_topics.py).
+    assert init["command"] == ["kafka", "topics", "--reconcile"]
+    env = init["environment"]
+    assert (env["CAMPAIGNS_KAFKA_PARTITIONS"], env["CAMPAIGNS_KAFKA_REPLICATION_FACTOR"]) == ("6", "1")
+    assert env["CAMPAIGNS_KAFKA_MIN_INSYNC_REPLICAS"] == "1"
+    assert str(services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
 
     three = _resolved(CAMPAIGNS_KAFKA_PARTITIONS="3")["services"]
-    assert "--partitions 3" in _command_text(three["kafka-init"])
+    assert three["kafka-init"]["environment"]["CAMPAIGNS_KAFKA_PARTITIONS"] == "3"
     assert three["command-api"]["environment"]["CAMPAIGNS_KAFKA_PARTITIONS"] == "3"
 
 

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 from workers.adapters.dead_letters import KafkaDeadLetters
@@ -64,6 +65,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         client_id="campaigns-workers",
         acks="all",
         enable_idempotence=True,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         # Through the root logger, so FastStream's lines are JSON like ours; its per-message
         # "received/processed" lines at debug, or they would drown the rest.
         logger=logging.getLogger("faststream.workers"),
@@ -168,6 +170,7 @@ def _delivery(message: Any) -> Delivery:
 
 async def serve(settings: Settings) -> None:
     """Run both workers until cancelled; then stop consuming, finish in-flight work, close clients."""
+    await require_topics(settings, "workers")
     process = build_workers(settings)
     heartbeat: asyncio.Task[None] | None = None
     try:

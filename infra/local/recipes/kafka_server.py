@@ -302,32 +302,10 @@ def wait_for_brokers(bootstrap: str, count: int) -> None:
     raise StackError(f"the Kafka cluster shows {seen} of {count} brokers after {CLUSTER_READY_SECONDS:.0f}s")
 
 
-def create_topics(settings: Settings, prefix: str | None = None) -> None:
+def create_topics(settings: Settings) -> None:
     """Create every topic of the system with the configured partitions, replication factor and
-    min ISR (idempotent: existing topics are left as they are)."""
-    from events.topics import Topics
+    min ISR (idempotent: existing topics are left as they are; `campaigns kafka topics
+    --reconcile` grows them)."""
+    from service_runtime.kafka_topics import ensure_topics
 
-    async def create() -> None:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            topics = Topics(settings.topic_prefix if prefix is None else prefix).all()
-            missing = [
-                NewTopic(
-                    name,
-                    num_partitions=settings.kafka_partitions,
-                    replication_factor=settings.kafka_replication_factor,
-                    topic_configs={"min.insync.replicas": str(settings.kafka_min_insync_replicas)},
-                )
-                for name in topics
-                if name not in existing
-            ]
-            if missing:
-                await admin.create_topics(missing)
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    asyncio.run(ensure_topics(settings))

@@ -24,7 +24,7 @@ from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
-from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
+from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
 from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
@@ -42,6 +42,7 @@ TAGS = [
     {"name": "stats", "description": "Figures over every campaign and user (admin only)"},
     {"name": "reports", "description": "Reports of completed campaigns"},
     {"name": "monitor", "description": "The live monitor of the event flow (admin only)"},
+    {"name": "console", "description": "The operator console's actions, each audited (admin only)"},
     {"name": "ops", "description": "Liveness, readiness and the AsyncAPI document of the events"},
 ]
 # Metrics are Prometheus (service_runtime.http). FastAPI's own OpenTelemetry hooks (in versions
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 waiter_quota=WaiterQuota(
                     settings.min_version_waiters_per_user, settings.min_version_waiters_per_worker
                 ),
+                mongo=mongo,
                 tokens=TokenVerifier(
                     settings,
                     SessionCutoffs(
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(contract.router)
     app.include_router(monitor.router)
+    app.include_router(console.router)
     install_http_basics(app, settings, SERVICE)
     describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).

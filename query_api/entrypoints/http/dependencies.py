@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events.log import EventsLog
@@ -33,6 +34,8 @@ class ReadSide:
     events_log: EventsLog
     tokens: TokenVerifier
     waiter_quota: WaiterQuota
+    # The console's audit trail and operation requests (None: a read side without the console).
+    mongo: AsyncMongoClient[dict[str, Any]] | None = None
 
 
 async def read_side(request: Request) -> ReadSide:

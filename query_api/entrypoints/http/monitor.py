@@ -47,7 +47,7 @@ from query_api.adapters.monitor_state import MonitorState
 from query_api.domain.stats import window
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
-from readmodels.groups import monitored_groups, projection_names, worker_names
+from readmodels.groups import PROJECTIONS, monitored_groups, projection_names, worker_names
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import InvalidToken, Principal
@@ -150,6 +150,7 @@ async def monitor_page(request: Request, side: ReadSide = Depends(read_side)) ->
         "monitor.html",
         {
             "event_types": sorted(EVENT_TYPES),
+            "projections": list(PROJECTIONS),
             "command_api_url": command_api_url,
             "asset_version": {name: _asset(name)[1] for name in ENTRY_POINTS},
         },
