@@ -31,8 +31,9 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
             return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"3"
 
         await wait_until(at_v3, 20, "the gap to be filled from the log")
-    document = orjson.loads(await redis.hget(keys.campaign(campaign.aggregate_id), "doc") or b"{}")
-    assert (document["version"], document["status"]) == (3, "paused")
+    stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
+    document = orjson.loads(stored.get(b"doc") or b"{}")
+    assert (document.get("version"), document.get("status")) == (3, "paused"), stored
     assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
     status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
     assert status["gaps_repaired_total"] == "1"
