@@ -36,6 +36,7 @@ ASGI_SERVICES: dict[str, tuple[str, str, str]] = {
 ASYNC_SERVICES: dict[str, tuple[str, str]] = {
     # name: (coroutine function taking the settings, metrics port setting)
     "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
+    "scheduler": ("command_api.entrypoints.scheduler:run", "scheduler_metrics_port"),
     "projectors": ("projectors.entrypoints.projectors:run", "projectors_metrics_port"),
     "workers": ("projectors.entrypoints.workers:run", "workers_metrics_port"),
 }

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9101
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103
+    scheduler_metrics_port: int = 9104
 
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
@@ -70,6 +71,14 @@ class Settings(BaseSettings):
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
+
+    # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
+    # another scheduler may fire it) and fired at their due time; an idle scheduler polls.
+    scheduler_lookahead_seconds: float = Field(default=0.5, gt=0, le=60)
+    scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
+    scheduler_claim_seconds: float = Field(default=15.0, gt=0)
+    scheduler_batch_size: int = Field(default=500, ge=1)
+    scheduler_concurrency: int = Field(default=8, ge=1)
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)

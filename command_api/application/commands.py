@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from command_api.domain.campaign import Actor, CampaignChanges
+from command_api.domain.campaign import Actor, CampaignChanges, DueTimer
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,11 @@ class DeleteCampaign:
     actor: Actor
     campaign_id: str
     expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class FireDueTransition:
+    """The scheduler's command: fire this timer, deciding at `now` (the scheduler's clock)."""
+
+    timer: DueTimer
+    now: datetime

@@ -33,3 +33,10 @@ def relay_status_key(prefix: str) -> str:
 def worker_status_key(prefix: str, worker: str) -> str:
     """String: one worker's heartbeat (JSON, expires), as `RedisStatusBoard.key` writes it."""
     return f"{prefix}:status:worker:{worker}"
+
+
+def scheduler_status_key(prefix: str) -> str:
+    """Hash: each running scheduler's status (JSON, field = instance). Written by the command
+    side's scheduler (`command_api.adapters.scheduler_status.scheduler_status_key`); named here
+    too because the query side must not import the command side (a test keeps both names equal)."""
+    return f"{prefix}:status:scheduler"

@@ -217,7 +217,9 @@
   }
 
   function applyServices(m) {
-    state.services = { relay: m.relay, projectors: m.projectors || {}, workers: m.workers || {} };
+    state.services = {
+      relay: m.relay, scheduler: m.scheduler, projectors: m.projectors || {}, workers: m.workers || {}
+    };
     state.servicesAt = Date.now();
     renderProcesses();
   }
@@ -430,6 +432,16 @@
       : "backlog " + fmtInt(relay.backlog) + " · published " + fmtInt(relay.published_total) +
         (relay.lease_holder ? " · " + relay.lease_holder : "");
     rows.appendChild(processRow("relay", "outbox", relay, relay.backlog, relayDetail));
+    var sched = s.scheduler || { state: "down" };
+    var schedDetail = sched.state === "down"
+      ? "no scheduler is running: due transitions wait"
+      : "timers " + fmtInt(sched.pending || 0) +
+        (sched.next_due_at ? " · next due " + fmtClock(sched.next_due_at) : " · none due") +
+        " · fired " + fmtInt(sched.fired_total || 0) +
+        (sched.last_lateness_ms !== null && sched.last_lateness_ms !== undefined
+          ? " · lateness " + fmtInt(sched.last_lateness_ms) + " ms" : "") +
+        (sched.instances ? " · " + Object.keys(sched.instances).length + " instance(s)" : "");
+    rows.appendChild(processRow("scheduler", "timers", sched, sched.overdue, schedDetail));
     Object.keys(s.projectors).sort().forEach(function (name) {
       var p = s.projectors[name];
       var detail = p.state === "down" && p.heartbeat_age_seconds === null

@@ -46,6 +46,7 @@ def isolated_settings(**overrides: object) -> Settings:
         "relay_metrics_port": free_port(),
         "projectors_metrics_port": free_port(),
         "workers_metrics_port": free_port(),
+        "scheduler_metrics_port": free_port(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -162,7 +162,7 @@ def test_redis_7_and_a_mail_catcher(services: dict[str, dict[str, Any]]) -> None
 
 
 def test_every_cli_service_is_built_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
-    assert set(SERVICES) == {"command-api", "query-api", "relay", "projectors", "workers"}
+    assert set(SERVICES) == {"command-api", "query-api", "relay", "scheduler", "projectors", "workers"}
     for name in SERVICES:
         assert name in services, f"service {name} is missing from docker-compose.yml"
         service = services[name]

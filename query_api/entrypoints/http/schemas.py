@@ -7,11 +7,19 @@ these models describe what those bytes hold.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
 
 from events.types import Budget, CampaignStatus, Channel, Role
+
+
+class NextTransition(BaseModel):
+    """What the scheduler does to the campaign next: activate it at starts_at (scheduled) or
+    complete it at ends_at (active or paused)."""
+
+    to: Literal["active", "completed"]
+    at: AwareDatetime
 
 
 class CampaignView(BaseModel):
@@ -25,6 +33,7 @@ class CampaignView(BaseModel):
     ends_at: AwareDatetime
     tags: list[str]
     status: CampaignStatus
+    next_transition: NextTransition | None = None
     version: int
     created_at: AwareDatetime
     updated_at: AwareDatetime

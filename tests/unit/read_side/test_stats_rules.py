@@ -59,7 +59,7 @@ def test_stats_document_counts_live_campaigns_and_hides_emptied_currencies() -> 
     )
     assert document["campaigns"] == {
         "total": 2,
-        "by_status": {"draft": 0, "active": 2, "paused": 0, "completed": 0},
+        "by_status": {"draft": 0, "scheduled": 0, "active": 2, "paused": 0, "completed": 0},
         "by_channel": {"email": 0, "sms": 2, "push": 0, "social": 0},
         "deleted": 1,
     }

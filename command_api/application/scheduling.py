@@ -1,0 +1,132 @@
+"""The scheduler: fires campaigns' due transitions through the normal command path.
+
+A process manager with durable timers. Each pass claims the timers due within `lookahead`
+(earliest first), waits until each one is due on the injected clock, and fires it with
+`fire_due_transition` on a fresh unit of work: the same handler code, version check and events
+as any command. Nothing is kept only in memory: a timer leaves the store only in the
+transaction of the event it caused (or as provably stale), so a scheduler that dies before
+or during a firing leaves the timer to be fired, late, after its claim expires; and a timer that
+fell due while no scheduler ran is fired at once at the next start, its lateness recorded in the
+event (`timer.lateness_ms`) and in the lateness histogram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from command_api.application.campaign_handlers import fire_due_transition
+from command_api.application.commands import FireDueTransition
+from command_api.application.errors import NotFound
+from command_api.application.ports import CommandResult, UnitOfWork
+from command_api.domain.campaign import DueTimer
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class TimerStore(Protocol):
+    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]: ...
+    async def release(self, timer: DueTimer) -> None: ...
+    async def discard(self, timer: DueTimer) -> None: ...
+
+
+class FiringObserver(Protocol):
+    """Where each firing's outcome goes (metrics, the status report)."""
+
+    def fired(self, timer: DueTimer, lateness: timedelta) -> None: ...
+    def skipped(self, timer: DueTimer) -> None: ...
+    def failed(self, timer: DueTimer, error: BaseException) -> None: ...
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    lookahead_seconds: float = 0.5
+    poll_seconds: float = 0.25
+    batch_size: int = 500
+    concurrency: int = 8
+
+
+@dataclass
+class Scheduler:
+    store: TimerStore
+    unit_of_work: Callable[[], UnitOfWork]
+    clock: Clock
+    observer: FiringObserver
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+
+    async def run(self) -> None:
+        """Fire due transitions until cancelled; a failed pass is logged and the next one follows."""
+        try:
+            while True:
+                try:
+                    claimed = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("scheduler pass failed, trying again: %s", exc)
+                    claimed = 0
+                if claimed < self.config.batch_size:
+                    await self.clock.sleep(self.config.poll_seconds)
+        finally:
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim what falls due within the lookahead and start each firing when it is due.
+
+        Returns how many timers were claimed. Firings run concurrently (bounded); the pass
+        returns once the last claimed timer has been started, not finished."""
+        now = self.clock.now()
+        until = now + timedelta(seconds=self.config.lookahead_seconds)
+        timers = await self.store.claim_due(until, now, self.config.batch_size)
+        for timer in timers:
+            # A timer sleep may end a little early: the firing must not find its timer not yet due.
+            while (wait := (timer.due_at - self.clock.now()).total_seconds()) > 0:
+                await self.clock.sleep(wait)
+            while len(self._in_flight) >= self.config.concurrency:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self.fire(timer), name=f"fire-{timer.timer_id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(timers)
+
+    async def drain(self) -> None:
+        """Wait for the firings in flight (tests, and a clean stop)."""
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def fire(self, timer: DueTimer) -> None:
+        now = self.clock.now()
+        try:
+            result: CommandResult | None = await fire_due_transition(
+                FireDueTransition(timer=timer, now=now), self.unit_of_work()
+            )
+        except NotFound:
+            result = None
+        except Exception as exc:
+            self.observer.failed(timer, exc)
+            log.warning("firing %s failed; it is released for another try: %s", timer.timer_id, exc)
+            try:
+                await self.store.release(timer)
+            except Exception as release_error:
+                log.warning("could not release %s (its claim will expire): %s", timer.timer_id, release_error)
+            return
+        if result is not None:
+            self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
+            return
+        self.observer.skipped(timer)
+        if now < timer.due_at:
+            await self.store.release(timer)
+        else:
+            await self.store.discard(timer)
