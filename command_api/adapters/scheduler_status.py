@@ -101,8 +101,6 @@ class SchedulerReport:
             "last_lateness_ms": self.last_lateness_ms,
             "recent_max_lateness_ms": recent[-1] if recent else None,
             "recent_p99_lateness_ms": p99,
-            if recent
-            else None,
             "updated_at": _iso(now),
         }
 
