@@ -148,6 +148,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
             poll_seconds=settings.scheduler_poll_seconds,
             batch_size=settings.scheduler_batch_size,
             concurrency=settings.scheduler_concurrency,
+            fire_batch=settings.scheduler_fire_batch,
         ),
     )
     return SchedulerSide(

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     scheduler_claim_seconds: float = Field(default=15.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
-    scheduler_concurrency: int = Field(default=8, ge=1)
+    # Transactions in flight, and timers fired together in one (those due at the same moment).
+    scheduler_concurrency: int = Field(default=4, ge=1)
+    scheduler_fire_batch: int = Field(default=200, ge=1)
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)

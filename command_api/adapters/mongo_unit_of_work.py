@@ -219,7 +219,7 @@ def _envelope(event: DomainEvent, actor_id: str | None, causation_id: str | None
         aggregate_version=event.aggregate_version,
         payload=payload,
         correlation_id=correlation_id.get() or f"cmd-{uuid.uuid4().hex}",
-        causation_id=causation_id,
+        causation_id=event.causation_id or causation_id,
         actor_id=actor_id,
         occurred_at=event.occurred_at,
     )
@@ -266,6 +266,10 @@ class MongoCampaignRepository:
     async def get(self, campaign_id: str) -> Campaign | None:
         doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
         return docs.campaign_from_document(doc) if doc else None
+
+    async def get_many(self, campaign_ids: list[str]) -> dict[str, Campaign]:
+        found = await self._uow.db[CAMPAIGNS].find({"_id": {"$in": campaign_ids}}).to_list()
+        return {doc["_id"]: docs.campaign_from_document(doc) for doc in found}
 
     def add(self, campaign: Campaign) -> None:
         exists = ConcurrencyConflict(f"campaign {campaign.id} exists")

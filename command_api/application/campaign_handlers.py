@@ -15,6 +15,7 @@ from command_api.application.commands import (
     CreateCampaign,
     DeleteCampaign,
     FireDueTransition,
+    FireDueTransitions,
     UpdateCampaign,
 )
 from command_api.application.errors import (
@@ -123,7 +124,7 @@ async def fire_due_transition(command: FireDueTransition, uow: UnitOfWork) -> Co
             if campaign is None or not campaign.fire(timer, command.now):
                 return None
             uow.campaigns.save(campaign)
-            await uow.commit(actor_id=SCHEDULER_ACTOR_ID, causation_id=timer.timer_id)
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
             return CommandResult(campaign.id, campaign.version)
 
     for _ in range(CONFLICT_ATTEMPTS - 1):
@@ -132,6 +133,35 @@ async def fire_due_transition(command: FireDueTransition, uow: UnitOfWork) -> Co
         except ConcurrencyConflict:
             continue
     return await attempt()
+
+
+async def fire_due_transitions(command: FireDueTransitions, uow: UnitOfWork) -> list[CommandResult | None]:
+    """Fire a batch of timers in one transaction: one result per timer, None where it fired nothing.
+
+    Each campaign still passes its own version check; should any of them lose it (a command on
+    that campaign committed meanwhile), the batch commits nothing and every timer is fired on its
+    own instead, each decided again on fresh state. One commit for a burst of timers due
+    together is what lets the scheduler keep up with them: a transaction's commit costs more
+    than its writes."""
+    timers = command.timers
+    async with uow:
+        campaigns = await uow.campaigns.get_many([t.campaign_id for t in timers])
+        results: list[CommandResult | None] = []
+        for timer in timers:
+            campaign = campaigns.get(timer.campaign_id)
+            if campaign is None or not campaign.fire(timer, command.now):
+                results.append(None)
+                continue
+            uow.campaigns.save(campaign)
+            results.append(CommandResult(campaign.id, campaign.version))
+        if not any(results):
+            return results
+        try:
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+            return results
+        except ConcurrencyConflict:
+            pass
+    return [await fire_due_transition(FireDueTransition(timer, command.now), uow) for timer in timers]
 
 
 async def _changeable(uow: UnitOfWork, campaign_id: str, actor: Actor) -> Campaign:

@@ -80,3 +80,11 @@ class FireDueTransition:
 
     timer: DueTimer
     now: datetime
+
+
+@dataclass(frozen=True)
+class FireDueTransitions:
+    """Several due timers fired in one transaction (a burst of them due at the same moment)."""
+
+    timers: list[DueTimer]
+    now: datetime

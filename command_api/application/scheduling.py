@@ -1,9 +1,11 @@
 """The scheduler: fires campaigns' due transitions through the normal command path.
 
 A process manager with durable timers. Each pass claims the timers due within `lookahead`
-(earliest first), waits until each one is due on the injected clock, and fires it with
-`fire_due_transition` on a fresh unit of work: the same handler code, version check and events
-as any command. Nothing is kept only in memory: a timer leaves the store only in the
+(earliest first), waits until the next one is due on the injected clock, and fires every timer
+due by then (up to `fire_batch`) with `fire_due_transitions` on a fresh unit of work: the same
+handler code, version checks and events as any command, one transaction per batch. Batches grow
+by themselves under a burst: while `concurrency` batches are in flight, what falls due waits for
+the next one. Nothing is kept only in memory: a timer leaves the store only in the
 transaction of the event it caused (or as provably stale), so a scheduler that dies before
 or during a firing leaves the timer to be fired, late, after its claim expires; and a timer that
 fell due while no scheduler ran is fired at once at the next start, its lateness recorded in the
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from command_api.application.campaign_handlers import fire_due_transition
-from command_api.application.commands import FireDueTransition
+from command_api.application.campaign_handlers import fire_due_transition, fire_due_transitions
+from command_api.application.commands import FireDueTransition, FireDueTransitions
 from command_api.application.errors import NotFound
 from command_api.application.ports import CommandResult, UnitOfWork
 from command_api.domain.campaign import DueTimer
@@ -52,7 +55,8 @@ class SchedulerConfig:
     lookahead_seconds: float = 0.5
     poll_seconds: float = 0.25
     batch_size: int = 500
-    concurrency: int = 8
+    concurrency: int = 4
+    fire_batch: int = 200
 
 
 @dataclass
@@ -90,13 +94,18 @@ class Scheduler:
         now = self.clock.now()
         until = now + timedelta(seconds=self.config.lookahead_seconds)
         timers = await self.store.claim_due(until, now, self.config.batch_size)
-        for timer in timers:
+        waiting = deque(timers)
+        while waiting:
             # A timer sleep may end a little early: the firing must not find its timer not yet due.
-            while (wait := (timer.due_at - self.clock.now()).total_seconds()) > 0:
+            while (wait := (waiting[0].due_at - self.clock.now()).total_seconds()) > 0:
                 await self.clock.sleep(wait)
             while len(self._in_flight) >= self.config.concurrency:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(self.fire(timer), name=f"fire-{timer.timer_id}")
+            now = self.clock.now()
+            batch: list[DueTimer] = []
+            while waiting and waiting[0].due_at <= now and len(batch) < self.config.fire_batch:
+                batch.append(waiting.popleft())
+            task = asyncio.create_task(self.fire(batch), name=f"fire-{batch[0].timer_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(timers)
@@ -106,27 +115,40 @@ class Scheduler:
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
-    async def fire(self, timer: DueTimer) -> None:
+    async def fire(self, timers: list[DueTimer]) -> None:
+        """Fire these timers (one transaction), then report each and tidy what fired nothing."""
         now = self.clock.now()
+        results: list[CommandResult | None]
         try:
-            result: CommandResult | None = await fire_due_transition(
-                FireDueTransition(timer=timer, now=now), self.unit_of_work()
-            )
+            if len(timers) == 1:
+                results = [
+                    await fire_due_transition(
+                        FireDueTransition(timer=timers[0], now=now), self.unit_of_work()
+                    )
+                ]
+            else:
+                results = await fire_due_transitions(
+                    FireDueTransitions(timers=timers, now=now), self.unit_of_work()
+                )
         except NotFound:
-            result = None
+            results = [None]
         except Exception as exc:
-            self.observer.failed(timer, exc)
-            log.warning("firing %s failed; it is released for another try: %s", timer.timer_id, exc)
-            try:
+            log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
+            for timer in timers:
+                self.observer.failed(timer, exc)
+                try:
+                    await self.store.release(timer)
+                except Exception as release_error:
+                    log.warning(
+                        "could not release %s (its claim will expire): %s", timer.timer_id, release_error
+                    )
+            return
+        for timer, result in zip(timers, results, strict=True):
+            if result is not None:
+                self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
+                continue
+            self.observer.skipped(timer)
+            if now < timer.due_at:
                 await self.store.release(timer)
-            except Exception as release_error:
-                log.warning("could not release %s (its claim will expire): %s", timer.timer_id, release_error)
-            return
-        if result is not None:
-            self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
-            return
-        self.observer.skipped(timer)
-        if now < timer.due_at:
-            await self.store.release(timer)
-        else:
-            await self.store.discard(timer)
+            else:
+                await self.store.discard(timer)

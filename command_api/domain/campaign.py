@@ -332,7 +332,7 @@ class Campaign(Aggregate):
         )
         self.status = target
         self.updated_at = now
-        self._record(event(timer=firing), now)
+        self._record(event(timer=firing), now, causation_id=timer.timer_id)
         return True
 
     def due_timer(self) -> DueTimer | None:

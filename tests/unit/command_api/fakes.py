@@ -51,6 +51,9 @@ class _Repository:
         found = self._table.get(key)
         return copy.deepcopy(found)
 
+    async def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return {key: copy.deepcopy(self._table[key]) for key in keys if key in self._table}
+
     def add(self, aggregate: Aggregate) -> None:
         self._uow.staged.append(("add", self._table, aggregate))
 
@@ -133,7 +136,8 @@ class FakeUnitOfWork:
                         self.store.timers[item.id] = timer
                 for event in item.collect_events():
                     self.store.events.append((event, actor_id))
-                    self.store.causes[(event.aggregate_id, event.aggregate_version)] = causation_id
+                    cause = event.causation_id or causation_id
+                    self.store.causes[(event.aggregate_id, event.aggregate_version)] = cause
                 table[item.id] = copy.deepcopy(item)
             elif kind in ("token", "token-used"):
                 self.store.tokens[item.token_hash] = item

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from command_api.application import campaign_handlers
-from command_api.application.commands import ChangeCampaignStatus, CreateCampaign, FireDueTransition
+from command_api.application.commands import (
+    ChangeCampaignStatus,
+    CreateCampaign,
+    FireDueTransition,
+    FireDueTransitions,
+)
 from command_api.application.scheduling import Scheduler, SchedulerConfig
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, DueTimer
 from tests.unit.command_api.fakes import FakeStore, FakeUnitOfWork
@@ -216,3 +221,60 @@ async def test_a_campaign_scheduled_after_its_start_is_active_without_the_schedu
     campaign_id = await scheduled_campaign(store, now - timedelta(minutes=1), now + timedelta(hours=1))
     assert store.event_types(campaign_id)[-2:] == ["CampaignScheduled", "CampaignActivated"]
     assert store.timers[campaign_id].action == "complete"
+
+
+async def test_timers_due_together_fire_in_one_transaction_and_a_stale_one_fires_nothing() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(3)]
+    timers = [store.timers[i] for i in ids]
+    await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(actor=OWNER, campaign_id=ids[1], action="unschedule"), FakeUnitOfWork(store)
+    )
+    uow = FakeUnitOfWork(store)
+    results = await campaign_handlers.fire_due_transitions(FireDueTransitions(timers=timers, now=starts), uow)
+    assert [r is not None for r in results] == [True, False, True]
+    assert uow.commits == 1
+    assert [store.event_types(i)[-1] for i in ids] == [
+        "CampaignActivated",
+        "CampaignUnscheduled",
+        "CampaignActivated",
+    ]
+    assert store.causes[(ids[0], 3)] == timers[0].timer_id
+
+
+async def test_a_batch_that_loses_a_version_check_fires_each_timer_on_its_own() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(2)]
+    timers = [store.timers[i] for i in ids]
+
+    def someone_renames_the_first() -> None:
+        store.campaigns[ids[0]].version += 1  # a command committed on it meanwhile
+
+    store.before_commit = someone_renames_the_first
+    results = await campaign_handlers.fire_due_transitions(
+        FireDueTransitions(timers=timers, now=starts), FakeUnitOfWork(store)
+    )
+    assert all(r is not None for r in results)
+    assert [store.event_types(i).count("CampaignActivated") for i in ids] == [1, 1]
+
+
+async def test_a_burst_due_at_once_is_fired_in_few_transactions() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(50)]
+    clock = FakeClock(starts)
+    scheduler, observer = scheduler_on(store, clock, fire_batch=20)
+    used: list[FakeUnitOfWork] = []
+
+    def unit_of_work() -> FakeUnitOfWork:
+        used.append(FakeUnitOfWork(store))
+        return used[-1]
+
+    scheduler.unit_of_work = unit_of_work
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert len(observer.firings) == 50
+    assert sum(uow.commits for uow in used) == 3  # 20 + 20 + 10
+    assert all(store.event_types(i)[-1] == "CampaignActivated" for i in ids)
