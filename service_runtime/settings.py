@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
     # another scheduler may fire it) and fired at their due time; an idle scheduler polls.
-    scheduler_lookahead_seconds: float = Field(default=0.5, gt=0, le=60)
+    scheduler_lookahead_seconds: float = Field(default=1.0, gt=0, le=60)
     scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     scheduler_claim_seconds: float = Field(default=15.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)

@@ -15,8 +15,9 @@ event (`timer.lateness_ms`) and in the lateness histogram.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,7 +53,7 @@ class FiringObserver(Protocol):
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    lookahead_seconds: float = 0.5
+    lookahead_seconds: float = 1.0
     poll_seconds: float = 0.25
     batch_size: int = 500
     concurrency: int = 4
@@ -67,48 +68,91 @@ class Scheduler:
     observer: FiringObserver
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    # Claimed timers waiting for their due time, earliest first (heap of (due_at, timer_id, timer)).
+    _queue: list[tuple[datetime, str, DueTimer]] = field(default_factory=list, init=False, repr=False)
+    _queued: set[str] = field(default_factory=set, init=False, repr=False)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     async def run(self) -> None:
-        """Fire due transitions until cancelled; a failed pass is logged and the next one follows."""
+        """Claim and fire until cancelled: claiming runs ahead of firing, so a claim's round trips
+        to the database never delay a firing that is due (the next window is claimed while the
+        current one fires)."""
+        claiming = asyncio.create_task(self._keep_claiming(), name="scheduler-claims")
         try:
-            while True:
-                try:
-                    claimed = await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("scheduler pass failed, trying again: %s", exc)
-                    claimed = 0
-                if claimed < self.config.batch_size:
-                    await self.clock.sleep(self.config.poll_seconds)
+            await self._keep_firing()
         finally:
+            claiming.cancel()
             for task in self._in_flight:
                 task.cancel()
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await asyncio.gather(claiming, *self._in_flight, return_exceptions=True)
 
     async def run_once(self) -> int:
-        """Claim what falls due within the lookahead and start each firing when it is due.
+        """One claim, then every claimed timer fired at its due time (on the injected clock).
 
-        Returns how many timers were claimed. Firings run concurrently (bounded); the pass
-        returns once the last claimed timer has been started, not finished."""
+        Returns how many timers were claimed; firings may still be in flight (see `drain`)."""
+        claimed = await self.claim()
+        while self._queue:
+            # A timer sleep may end a little early: the firing must not find its timer not yet due.
+            while (wait := (self._queue[0][0] - self.clock.now()).total_seconds()) > 0:
+                await self.clock.sleep(wait)
+            await self.fire_due()
+        return claimed
+
+    async def claim(self) -> int:
+        """Claim the timers due within the lookahead and queue them by due time."""
         now = self.clock.now()
         until = now + timedelta(seconds=self.config.lookahead_seconds)
         timers = await self.store.claim_due(until, now, self.config.batch_size)
-        waiting = deque(timers)
-        while waiting:
-            # A timer sleep may end a little early: the firing must not find its timer not yet due.
-            while (wait := (waiting[0].due_at - self.clock.now()).total_seconds()) > 0:
-                await self.clock.sleep(wait)
-            while len(self._in_flight) >= self.config.concurrency:
-                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-            now = self.clock.now()
-            batch: list[DueTimer] = []
-            while waiting and waiting[0].due_at <= now and len(batch) < self.config.fire_batch:
-                batch.append(waiting.popleft())
+        for timer in timers:
+            if timer.timer_id not in self._queued:
+                self._queued.add(timer.timer_id)
+                heapq.heappush(self._queue, (timer.due_at, timer.timer_id, timer))
+        if timers:
+            self._arrived.set()
+        return len(timers)
+
+    async def fire_due(self) -> None:
+        """Start one firing of what is due now (up to `fire_batch`), once a slot is free."""
+        while len(self._in_flight) >= self.config.concurrency:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        now = self.clock.now()
+        batch: list[DueTimer] = []
+        while self._queue and self._queue[0][0] <= now and len(batch) < self.config.fire_batch:
+            timer = heapq.heappop(self._queue)[2]
+            self._queued.discard(timer.timer_id)
+            batch.append(timer)
+        if batch:
             task = asyncio.create_task(self.fire(batch), name=f"fire-{batch[0].timer_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        return len(timers)
+
+    async def _keep_claiming(self) -> None:
+        while True:
+            try:
+                claimed = await self.claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("claiming due timers failed, trying again: %s", exc)
+                claimed = 0
+            # A full claim means more is due soon: claim again at once, unless plenty is queued.
+            if claimed < self.config.batch_size or len(self._queue) >= 4 * self.config.batch_size:
+                await self.clock.sleep(self.config.poll_seconds)
+
+    async def _keep_firing(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            wait = (self._queue[0][0] - self.clock.now()).total_seconds()
+            if wait > 0:
+                # Woken early by a new claim: it may hold an earlier timer.
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=wait)
+                continue
+            await self.fire_due()
 
     async def drain(self) -> None:
         """Wait for the firings in flight (tests, and a clean stop)."""
