@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The official AsyncAPI parser for the contract tests, pinned by its package-lock.json.
+CONTRACT_NODE := tests/contracts/node
 
-.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench deps venv clean
+.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench deps venv clean snapshots
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -53,8 +55,16 @@ bench: venv
 	@bash infra/local/system-deps.sh wrk
 	$(BIN)/python -m bench
 
-deps:
+deps: $(CONTRACT_NODE)/node_modules/.package-lock.json
 	@bash infra/local/system-deps.sh chromium
+
+$(CONTRACT_NODE)/node_modules/.package-lock.json: $(CONTRACT_NODE)/package-lock.json
+	@bash infra/local/system-deps.sh nodejs
+	cd $(CONTRACT_NODE) && npm ci --no-audit --no-fund --loglevel=error
+
+## make snapshots: rewrite the published contracts' snapshots (commit them with the change)
+snapshots: venv
+	$(BIN)/python -m tests.contracts.documents
 
 venv: $(STAMP)
 

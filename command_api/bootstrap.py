@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from command_api.adapters.access_tokens import JwtAccessTokenIssuer
 from command_api.adapters.due_transitions import MongoDueTransitions
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
-from command_api.adapters.login_throttle import RedisLoginThrottle
+from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
 from command_api.adapters.mongo_schema import (
     DUE_TRANSITIONS,
     RELAY_STATE,
@@ -55,6 +55,19 @@ class CommandSide:
         await self.redis.aclose()
 
 
+def throttle_limits(settings: Settings) -> ThrottleLimits:
+    return ThrottleLimits(
+        address_max_failures=settings.login_address_max_failures,
+        address_window_seconds=settings.login_address_window_seconds,
+        account_max_guesses=settings.login_account_max_guesses,
+        account_window_seconds=settings.login_account_window_seconds,
+        trusted_max_failures=settings.login_trusted_max_failures,
+        device_seconds=settings.device_cookie_seconds,
+        register_max=settings.register_max_per_address,
+        register_window_seconds=settings.register_window_seconds,
+    )
+
+
 def open_command_side(settings: Settings) -> CommandSide:
     """Clients connect lazily, so this needs no server to be up yet."""
     mongo = mongo_client(settings)
@@ -69,10 +82,7 @@ def open_command_side(settings: Settings) -> CommandSide:
         credentials=Credentials(
             hasher=Argon2PasswordHasher(),
             throttle=RedisLoginThrottle(
-                redis,
-                prefix=settings.redis_prefix,
-                max_attempts=settings.login_max_attempts,
-                window_seconds=settings.login_window_seconds,
+                redis, prefix=settings.redis_prefix, limits=throttle_limits(settings)
             ),
             access_tokens=JwtAccessTokenIssuer(settings),
             refresh_lifetime=timedelta(seconds=settings.refresh_token_ttl_seconds),

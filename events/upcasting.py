@@ -24,6 +24,11 @@ def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaste
     return register
 
 
+def registered_steps() -> frozenset[tuple[str, int]]:
+    """Every (event type, from version) an upcaster is registered for."""
+    return frozenset(_UPCASTERS)
+
+
 def upcast(event_type: str, version: int, payload: Payload, target: int) -> Payload:
     """Apply upcasters from `version` up to `target`; fails if a step is missing."""
     if version > target:

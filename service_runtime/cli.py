@@ -25,6 +25,8 @@ users_app = typer.Typer(help="User administration.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 app.add_typer(replay_app, name="replay")
+keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
+app.add_typer(keys_app, name="keys")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
 # several workers; the others are "module:function" coroutines run in this process.
@@ -50,7 +52,25 @@ def _stack(action: str, servers: list[str]) -> int:
 @stack_app.command("up")
 def stack_up(servers: list[str] = typer.Argument(None, help="redis, kafka, mongo, smtp")) -> None:
     """Start the servers that are not running and wait until each answers."""
+    _ensure_keys()
     raise typer.Exit(_stack("up", servers or []))
+
+
+@keys_app.command("generate")
+def keys_generate(directory: Path = typer.Argument(..., help="where to write access-token.key/.pub")) -> None:
+    """Write a new key pair (private key mode 0600) and print its kid; see README for rotation."""
+    from service_runtime.keys import generate_key_pair
+
+    typer.echo(f"kid {generate_key_pair(directory)} written to {directory}/")
+
+
+def _ensure_keys() -> None:
+    """A per-install access-token key pair under .local/keys/, unless keys are configured."""
+    from service_runtime.keys import ensure_local_keys
+
+    written = ensure_local_keys(get_settings())
+    if written is not None:
+        typer.echo(f"generated an access-token key pair in {written}/ (private key mode 0600)")
 
 
 @stack_app.command("down")
@@ -84,6 +104,14 @@ def serve(
     if service in ASGI_SERVICES:
         import uvicorn
 
+        from service_runtime.keys import KeyUnavailable, signing_key, verification_keys
+
+        try:  # the command API signs access tokens, the query API only verifies them
+            signing_key(settings) if service == "command-api" else verification_keys(settings)
+        except KeyUnavailable as exc:
+            typer.echo(f"refusing to start {service}: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
         factory, host_key, port_key = ASGI_SERVICES[service]
         count = workers or settings.api_workers
         _prepare_multiprocess_metrics(service)
@@ -96,6 +124,10 @@ def serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # X-Forwarded-For only from the configured proxies (never "*", never loopback by
+            # default): a client that reaches the API directly cannot choose its address.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or "",
         )
         return
     if service in ASYNC_SERVICES:
@@ -133,6 +165,7 @@ def _prepare_multiprocess_metrics(service: str) -> None:
 @app.command()
 def run(detach: bool = typer.Option(False, help="start in the background and return")) -> None:
     """Start the stack and every service; in the foreground, Ctrl-C stops them all."""
+    _ensure_keys()
     code = _stack("up", [])
     if code:
         raise typer.Exit(code)

@@ -136,7 +136,8 @@ def _add_observations(child: Any, total: float, buckets: list[int]) -> None:
 
 
 class HttpBasicsMiddleware:
-    """One pure-ASGI layer: correlation id, body size and depth limits, request metrics.
+    """One pure-ASGI layer: correlation id, body size and depth limits, request metrics, and the
+    `X-Content-Type-Options: nosniff` / `Cache-Control: no-store` (authenticated) headers.
 
     Pure ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request, which
     keeps the read path close to the bare app's speed.
@@ -161,12 +162,17 @@ class HttpBasicsMiddleware:
         token = correlation_id.set(cid)
         started = time.perf_counter()
         status_holder = [500]
+        authenticated = _header(scope, "authorization") is not None
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-correlation-id", cid.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                # An answer to a caller with credentials may carry private data: never cached.
+                if authenticated and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import jwt
 
+from service_runtime.keys import KeyUnavailable, signing_key, verification_keys
 from service_runtime.settings import Settings
 
-ALGORITHM = "HS256"
+ALGORITHM = "EdDSA"
 ACCESS = "access"
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068: the header that tells an access token from any other JWT
 
 
 class InvalidToken(Exception):
@@ -46,15 +48,29 @@ def issue_access_token(
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
     }
-    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+    key = signing_key(settings)
+    return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
 
 
 def verify_access_token(settings: Settings, token: str) -> Principal:
-    """Check signature (pinned algorithm), expiry, issuer, audience and type; or raise."""
+    """Check the header (`typ`, `kid`), signature (pinned algorithm), expiry, issuer, audience and
+    type; or raise."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    if header.get("typ") != TOKEN_TYPE or header.get("alg") != ALGORITHM:
+        raise InvalidToken("not an EdDSA at+jwt access token")
+    try:
+        key = verification_keys(settings).get(str(header.get("kid")))
+    except KeyUnavailable as exc:
+        raise InvalidToken(str(exc)) from exc
+    if key is None:
+        raise InvalidToken("unknown key id")
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret,
+            key,
             algorithms=[ALGORITHM],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,

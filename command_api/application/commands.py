@@ -13,6 +13,7 @@ class RegisterUser:
     email: str
     password: str
     name: str
+    client: str = "unknown"  # the caller's network address, for throttling
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class LogIn:
     email: str
     password: str
     client: str  # the caller's network address, for throttling
+    device: str | None = None  # the device cookie a previous successful login set
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,22 @@ class InvalidCredentials(CommandRefused):
     pass
 
 
-class LoginThrottled(CommandRefused):
-    def __init__(self, retry_after: int) -> None:
+class Throttled(CommandRefused):
+    """Over a rate limit: 429 with Retry-After."""
+
+    def __init__(self, retry_after: int, what: str = "requests") -> None:
         self.retry_after = retry_after
-        super().__init__(f"too many login attempts; retry in {retry_after} s")
+        super().__init__(f"too many {what}; retry in {retry_after} s")
+
+
+class LoginThrottled(Throttled):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, "login attempts")
+
+
+class RegistrationThrottled(Throttled):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, "registrations from this address")
 
 
 class SessionRejected(CommandRefused):

@@ -98,13 +98,27 @@ class PasswordHasher(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LoginAdmission:
+    """A login attempt let through to the password check, and what a success gives back."""
+
+    account: str  # a digest of the e-mail
+    group: str  # the client's address group
+    take_back: tuple[str, ...]
+
+
 class LoginThrottle(Protocol):
-    async def attempt(self, email: str, client: str) -> None:
-        """Count one attempt for this e-mail and client address; raise LoginThrottled over the limit."""
+    async def admit(self, email: str, client: str, device: str | None) -> LoginAdmission:
+        """Reserve this attempt against the budgets that apply to this client; raise
+        LoginThrottled (counting nothing) when one is spent."""
         ...
 
-    async def succeeded(self, email: str, client: str) -> None:
-        """A successful login does not count against either limit."""
+    async def succeeded(self, admission: LoginAdmission, device: str | None) -> str:
+        """A successful login: give back what only failures use; return the device cookie."""
+        ...
+
+    async def admit_registration(self, client: str) -> None:
+        """Count one registration from this client; raise RegistrationThrottled over the limit."""
         ...
 
 

@@ -33,6 +33,7 @@ class SessionTokens:
     access_token: str
     refresh_token: str
     expires_in: int
+    device: str | None = None  # the device cookie to set (logins only)
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,16 @@ class Credentials:
     refresh_lifetime: timedelta
 
 
-async def register_user(command: RegisterUser, uow: UnitOfWork, hasher: PasswordHasher) -> CommandResult:
+async def register_user(command: RegisterUser, uow: UnitOfWork, credentials: Credentials) -> CommandResult:
     email = normalise_email(command.email)
     check_registration(email=email, name=command.name, password=command.password)
+    await credentials.throttle.admit_registration(command.client)
     async with uow:
+        # Hash first, whether or not the e-mail is taken: the answer for a registered e-mail
+        # costs the same work as for a new one, so its timing tells nothing.
+        password_hash = await credentials.hasher.hash(command.password)
         if await uow.users.get_by_email(email) is not None:
             raise EmailTaken(f"{email} is already registered")
-        password_hash = await hasher.hash(command.password)
         user = User.register(
             user_id=str(uuid.uuid4()),
             email=email,
@@ -67,7 +71,7 @@ async def register_user(command: RegisterUser, uow: UnitOfWork, hasher: Password
 
 async def log_in(command: LogIn, uow: UnitOfWork, credentials: Credentials) -> SessionTokens:
     email = normalise_email(command.email)
-    await credentials.throttle.attempt(email, command.client)
+    admission = await credentials.throttle.admit(email, command.client, command.device)
     for attempt in range(CONFLICT_ATTEMPTS):
         async with uow:
             user = await uow.users.get_by_email(email)
@@ -86,9 +90,9 @@ async def log_in(command: LogIn, uow: UnitOfWork, credentials: Credentials) -> S
                 if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
                 continue
-            await credentials.throttle.succeeded(email, command.client)
+            device = await credentials.throttle.succeeded(admission, command.device)
             access = credentials.access_tokens.issue(user.id, list(user.roles))
-            return SessionTokens(access.token, raw, access.expires_in)
+            return SessionTokens(access.token, raw, access.expires_in, device)
     raise AssertionError("unreachable")
 
 

@@ -11,6 +11,7 @@ for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null || need+=(chromium) ;;
     wrk) command -v wrk >/dev/null || need+=(wrk) ;;
+    nodejs) command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm) ;;
     *) need+=("$extra") ;;
   esac
 done

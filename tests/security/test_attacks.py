@@ -1,5 +1,5 @@
 """Attacks on the running APIs: forged tokens, stolen refresh tokens, other users' campaigns,
-privileged fields in bodies, secrets in logs and responses, default secrets in production."""
+privileged fields in bodies, secrets in logs and responses, weak or missing keys in production."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from service_runtime.settings import DEFAULT_JWT_SECRET
+from service_runtime.keys import generate_key_pair
 from tests.security.accounts import CAMPAIGN, create_campaign, forged_tokens, sign_up
 from tests.security.conftest import System
 from tests.support.services import settings_env
@@ -90,8 +93,9 @@ async def test_monitor_feed_refuses_forged_tokens_and_non_admins(system: System)
     async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
     url = system.query_url.replace("http://", "ws://") + "/monitor/ws"
+    forged = forged_tokens(system.settings, user.id)
     for token, code in (
-        (forged_tokens(system.settings, user.id)["wrong key"], 4401),
+        *[(token, 4401) for name, token in forged.items() if "HS256" in name or "attacker" in name],
         (user.access_token, 4403),
     ):
         async with websockets.connect(url) as ws:
@@ -235,18 +239,36 @@ async def test_passwords_and_tokens_never_appear_in_logs_or_in_other_responses(s
 
 
 @pytest.mark.parametrize("service", ["command-api", "query-api", "relay", "projectors", "workers"])
-def test_production_mode_refuses_default_and_short_secrets(system: System, service: str) -> None:
-    env = {**settings_env(system.settings), "APP_ENV": "production"}
-    for secret in (DEFAULT_JWT_SECRET, "too-short-secret"):
+def test_production_mode_refuses_missing_exposed_and_weak_keys(
+    system: System, service: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in settings_env(system.settings).items() if not k.startswith("CAMPAIGNS_JWT_")}
+    env.update({"APP_ENV": "production", "CAMPAIGNS_LOCAL_DIR": str(tmp_path)})
+    exposed = tmp_path / "exposed.key"
+    exposed.write_bytes(Path(system.settings.jwt_private_key_file).read_bytes())
+    exposed.chmod(0o644)
+    weak = Ed25519PrivateKey.from_private_bytes(bytes(32)).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Production never uses the per-install keys of .local/, even when they are there.
+    missing = {"command-api": "CAMPAIGNS_JWT_PRIVATE_KEY", "query-api": "CAMPAIGNS_JWT_PUBLIC_KEYS"}
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"CAMPAIGNS_JWT_PRIVATE_KEY_FILE": str(exposed)}, "chmod 600"),
+        ({"CAMPAIGNS_JWT_PRIVATE_KEY": weak.decode()}, "low-entropy"),
+    ]
+    if service in missing:
+        generate_key_pair(tmp_path / "keys")
+        cases.append(({}, missing[service]))
+    for extra, says in cases:
         started = subprocess.run(
             [sys.executable, "-m", "service_runtime", "serve", service],
             cwd=REPO,
-            env={**env, "CAMPAIGNS_JWT_SECRET": secret},
+            env={**env, **extra},
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
         assert started.returncode != 0
-        assert "CAMPAIGNS_JWT_SECRET" in started.stderr, started.stderr[-500:]
+        assert says in started.stderr, started.stderr[-500:]
     assert os.environ.get("APP_ENV") != "production"

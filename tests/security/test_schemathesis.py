@@ -37,7 +37,11 @@ EXAMPLES = {
 }
 # min_version cases mostly name versions never reached: keep each bounded wait short. Logins
 # with generated credentials would throttle every login from this address (tested elsewhere).
-SETTINGS = {"read_wait_seconds": 0.05, "login_max_attempts": 100_000}
+SETTINGS = {
+    "read_wait_seconds": 0.05,
+    "login_address_max_failures": 100_000,
+    "login_account_max_guesses": 100_000,
+}
 # Invalid input may be refused with any of these; 412 and 428 too, because a precondition
 # (If-Match) is judged before the body is read (RFC 9110, 13.2.1).
 REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "415", "422", "428", "429"]

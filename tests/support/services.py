@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from service_runtime.settings import Settings
 from tests.support.stack import REPO, free_port
@@ -24,6 +25,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if name == "app_env":
             env["APP_ENV"] = str(value)
+        elif isinstance(value, SecretStr):
+            env[f"CAMPAIGNS_{name.upper()}"] = value.get_secret_value()
         else:
             env[f"CAMPAIGNS_{name.upper()}"] = str(value)
     return env

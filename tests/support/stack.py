@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from events.topics import Topics
 from service_runtime.settings import Settings
+from tests.support.keys import key_settings
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "infra" / "local" / "stack.py"
@@ -47,6 +48,10 @@ def isolated_settings(**overrides: object) -> Settings:
         "projectors_metrics_port": free_port(),
         "workers_metrics_port": free_port(),
         "scheduler_metrics_port": free_port(),
+        # Tests register many users from 127.0.0.1; the registration throttle is tested on its own.
+        "register_max_per_address": 1_000_000,
+        # This run's own signing key (tests/support/keys.py), never a committed one.
+        **key_settings(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

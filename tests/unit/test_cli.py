@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.stack import REPO
 
@@ -22,11 +23,18 @@ def campaigns(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_service_refuses_to_start_in_production_on_the_default_secret() -> None:
-    result = campaigns("serve", "command-api", APP_ENV="production")
+def test_a_service_refuses_to_start_in_production_without_a_configured_key(tmp_path: Path) -> None:
+    result = campaigns("serve", "command-api", APP_ENV="production", CAMPAIGNS_LOCAL_DIR=str(tmp_path))
     assert result.returncode == 2
     assert "refusing to start command-api" in result.stderr
-    assert "CAMPAIGNS_JWT_SECRET" in result.stderr
+    assert "CAMPAIGNS_JWT_PRIVATE_KEY" in result.stderr
+
+
+def test_an_api_refuses_to_start_without_any_key(tmp_path: Path) -> None:
+    for service in ("command-api", "query-api"):
+        result = campaigns("serve", service, CAMPAIGNS_LOCAL_DIR=str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert f"refusing to start {service}: no access-token" in result.stderr
 
 
 def test_an_unknown_service_is_named_with_the_choices() -> None:

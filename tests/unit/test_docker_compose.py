@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events.topics import Topics
 from service_runtime.cli import SERVICES
-from service_runtime.settings import DEFAULT_JWT_SECRET, DefaultSecretInProduction, Settings
+from service_runtime.keys import signing_key, verification_keys
+from service_runtime.settings import DefaultSecretInProduction, Settings
+from tests.support.keys import run_keys
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -56,15 +60,24 @@ def _compose_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _run_compose(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+def _run_compose(*args: str, keys: bool = True, **overrides: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [_docker_compose(), "-f", str(COMPOSE_FILE), *args],
         cwd=REPO,
-        env=_compose_env(**overrides),
+        env=_compose_env(**{**(_keys_env() if keys else {}), **overrides}),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _keys_env() -> dict[str, str]:
+    """This run's key pair, as an operator exports it for compose."""
+    directory = run_keys()
+    return {
+        "CAMPAIGNS_JWT_PRIVATE_KEY": (directory / "access-token.key").read_text(),
+        "CAMPAIGNS_JWT_PUBLIC_KEYS": (directory / "access-token.pub").read_text(),
+    }
 
 
 def _resolved(**overrides: str) -> dict[str, Any]:
@@ -214,18 +227,45 @@ def test_app_environment_is_valid_settings(
     assert (settings.command_api_port, settings.query_api_port) == (APIS["command-api"], APIS["query-api"])
     assert settings.kafka_partitions == 6
 
-    # The dev default is the project's development secret, which production refuses.
-    assert settings.jwt_secret == DEFAULT_JWT_SECRET
+    # The keys came from the environment, and production refuses a weak one.
+    assert settings.jwt_private_key.get_secret_value() == _keys_env()["CAMPAIGNS_JWT_PRIVATE_KEY"]
+    assert signing_key(settings).kid in verification_keys(settings)
     monkeypatch.setenv("APP_ENV", "production")
+    weak = Ed25519PrivateKey.from_private_bytes(bytes(32)).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    monkeypatch.setenv("CAMPAIGNS_JWT_PRIVATE_KEY", weak.decode())
     with pytest.raises(DefaultSecretInProduction):
         Settings()
 
 
-def test_production_secret_comes_from_the_environment() -> None:
-    secret = "x" * 48
-    env = _resolved(APP_ENV="production", CAMPAIGNS_JWT_SECRET=secret)["services"]["query-api"]["environment"]
-    assert env["APP_ENV"] == "production"
-    assert env["CAMPAIGNS_JWT_SECRET"] == secret
+def test_compose_refuses_to_start_without_keys() -> None:
+    for missing in ("CAMPAIGNS_JWT_PRIVATE_KEY", "CAMPAIGNS_JWT_PUBLIC_KEYS"):
+        env = {k: v for k, v in _keys_env().items() if k != missing}
+        result = _run_compose("config", keys=False, **env)
+        assert result.returncode != 0
+        assert missing in result.stderr, result.stderr[-500:]
+
+
+def test_only_the_command_api_holds_the_private_key(services: dict[str, dict[str, Any]]) -> None:
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert ("CAMPAIGNS_JWT_PRIVATE_KEY" in env) == (name == "command-api"), name
+        assert ("CAMPAIGNS_JWT_PUBLIC_KEYS" in env) == (name in APIS), name
+        assert "CAMPAIGNS_JWT_SECRET" not in env, name
+
+
+def test_forwarded_addresses_are_trusted_from_nginx_network_only(config: dict[str, Any]) -> None:
+    services = config["services"]
+    subnets = [c["subnet"] for c in config["networks"]["edge"]["ipam"]["config"]]
+    assert list(services["nginx"]["networks"]) == ["edge"]
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert "FORWARDED_ALLOW_IPS" not in env, name
+        assert env["CAMPAIGNS_TRUSTED_PROXIES"] == subnets[0], name
+    conf = NGINX_CONF.read_text()
+    assert "$proxy_add_x_forwarded_for" not in conf
+    assert conf.count("X-Forwarded-For $remote_addr") >= 1
 
 
 def test_nginx_fronts_both_apis(services: dict[str, dict[str, Any]]) -> None:

@@ -12,9 +12,16 @@ from command_api.entrypoints.http import auth_routes, campaign_routes, health_ro
 from command_api.entrypoints.http.errors import install_command_error_handlers
 from service_runtime.http import install_http_basics
 from service_runtime.logs import configure_logging
+from service_runtime.openapi import describe_api
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "command-api"
+DEFAULT_PORT = Settings.model_fields["command_api_port"].default
+TAGS = [
+    {"name": "auth", "description": "Register, log in, rotate refresh tokens, log out"},
+    {"name": "campaigns", "description": "Create, change, run and delete campaigns (owner or admin)"},
+    {"name": "ops", "description": "Liveness and readiness"},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_http_basics(app, settings, SERVICE)
     install_command_error_handlers(app)
+    describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     app.include_router(auth_routes.router)
     app.include_router(campaign_routes.router)
     app.include_router(health_routes.router)

@@ -15,21 +15,29 @@ from command_api.entrypoints.http.schemas import (
     RegisterRequest,
     TokenPair,
 )
+from service_runtime.openapi import ok
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+DEVICE_COOKIE = "campaigns_device"
+
+
+def _client(request: Request) -> str:
+    """The TCP peer, or what a configured proxy says it is (uvicorn's trusted proxy headers)."""
+    return request.client.host if request.client else "unknown"
 
 
 @router.post(
     "/register",
     status_code=201,
     summary="Create a user",
-    responses=problem_responses(409, 413, 422, 503),
+    responses={**ok(201, "Registered"), **problem_responses(409, 413, 422, 429, 503)},
 )
-async def register(body: RegisterRequest, side: Side) -> CommandAccepted:
+async def register(body: RegisterRequest, request: Request, side: Side) -> CommandAccepted:
     result = await user_handlers.register_user(
-        RegisterUser(email=body.email, password=body.password, name=body.name),
+        RegisterUser(email=body.email, password=body.password, name=body.name, client=_client(request)),
         side.unit_of_work(),
-        side.credentials.hasher,
+        side.credentials,
     )
     return CommandAccepted(id=result.id, version=result.version)
 
@@ -40,13 +48,29 @@ async def register(body: RegisterRequest, side: Side) -> CommandAccepted:
     responses=problem_responses(401, 413, 422, 429, 503),
 )
 async def login(body: LoginRequest, request: Request, response: Response, side: Side) -> TokenPair:
-    client = request.client.host if request.client else "unknown"
     tokens = await user_handlers.log_in(
-        LogIn(email=body.email, password=body.password, client=client),
+        LogIn(
+            email=body.email,
+            password=body.password,
+            client=_client(request),
+            device=request.cookies.get(DEVICE_COOKIE) or None,
+        ),
         side.unit_of_work(),
         side.credentials,
     )
     response.headers["Cache-Control"] = "no-store"
+    if tokens.device is not None:
+        # OWASP's device cookie: this client logged in here before, so throttling aimed at the
+        # account or at its network lets it through (command_api/adapters/login_throttle.py).
+        response.set_cookie(
+            DEVICE_COOKIE,
+            tokens.device,
+            max_age=side.settings.device_cookie_seconds,
+            path="/auth",
+            httponly=True,
+            secure=side.settings.app_env == "production",
+            samesite="strict",
+        )
     return TokenPair(
         access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in
     )
@@ -73,7 +97,10 @@ async def refresh(body: RefreshTokenRequest, response: Response, side: Side) -> 
     status_code=204,
     response_class=Response,
     summary="Revoke the refresh token's whole family",
-    responses=problem_responses(413, 422, 503),
+    responses={
+        **ok(204, "Logged out (also when the token was unknown or already revoked)"),
+        **problem_responses(413, 422, 503),
+    },
 )
 async def logout(body: RefreshTokenRequest, side: Side) -> Response:
     await user_handlers.log_out(LogOut(refresh_token=body.refresh_token), side.unit_of_work())

@@ -15,13 +15,20 @@ from command_api.application.commands import (
 )
 from command_api.application.ports import CommandResult
 from command_api.domain.campaign import LIFECYCLE_ACTIONS, CampaignChanges
-from command_api.entrypoints.http.dependencies import CurrentActor, ExpectedVersion, Side
+from command_api.entrypoints.http.dependencies import (
+    REQUIRED_IF_MATCH,
+    CurrentActor,
+    ExpectedVersion,
+    RequiredVersion,
+    Side,
+)
 from command_api.entrypoints.http.errors import problem_responses
 from command_api.entrypoints.http.schemas import (
     CampaignCreateRequest,
     CampaignPatchRequest,
     CommandAccepted,
 )
+from service_runtime.openapi import ok
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -46,10 +53,7 @@ def _accepted(result: CommandResult, response: Response) -> CommandAccepted:
     status_code=201,
     summary="Create a campaign (a draft owned by the caller)",
     responses={
-        201: {
-            "description": "Created; Location names it",
-            "headers": {"Location": {"schema": {"type": "string"}}},
-        },
+        **ok(201, "Created (a draft); Location names it", headers=("Location", "ETag")),
         **problem_responses(401, 409, 413, 422, 503),
     },
 )
@@ -82,14 +86,18 @@ async def create_campaign(
 @router.patch(
     "/{campaign_id}",
     summary="Change some fields (If-Match required)",
-    responses=problem_responses(401, 404, 409, 412, 413, 422, 428, 503),
+    responses={
+        **ok(200, "Changed", headers=("ETag",)),
+        **problem_responses(401, 404, 409, 412, 413, 422, 428, 503),
+    },
+    openapi_extra=REQUIRED_IF_MATCH,
 )
 async def update_campaign(
     campaign_id: str,
     body: CampaignPatchRequest,
     response: Response,
     actor: CurrentActor,
-    version: ExpectedVersion,
+    version: RequiredVersion,
     side: Side,
 ) -> CommandAccepted:
     given = body.model_dump(exclude_unset=True)
@@ -135,7 +143,10 @@ def _lifecycle_route(action: str) -> None:
             "409 once ends_at has passed); unschedule: back to draft. An active or paused campaign "
             "is completed at its ends_at."
         ),
-        responses=problem_responses(401, 404, 409, 412, 413, 422, 503),
+        responses={
+            **ok(200, "Done", headers=("ETag",)),
+            **problem_responses(401, 404, 409, 412, 413, 422, 503),
+        },
     )
 
 
@@ -148,7 +159,7 @@ for _action in LIFECYCLE_ACTIONS:
     status_code=204,
     response_class=Response,
     summary="Delete the campaign (from any state; If-Match optional)",
-    responses=problem_responses(401, 404, 412, 413, 422, 503),
+    responses={**ok(204, "Deleted"), **problem_responses(401, 404, 409, 412, 413, 422, 503)},
 )
 async def delete_campaign(
     campaign_id: str, actor: CurrentActor, version: ExpectedVersion, side: Side

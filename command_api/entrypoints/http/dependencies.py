@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -44,16 +44,31 @@ def current_actor(
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
+IF_MATCH_DESCRIPTION = 'The version the command was decided on, as an entity tag: "3"'
+IF_MATCH_MAX = 64
+
+
 def if_match_version(
     if_match: Annotated[
         str | None,
-        Header(
-            alias="If-Match",
-            description='The version the command was decided on, as an entity tag: "3"',
-            max_length=64,
-        ),
+        Header(alias="If-Match", description=IF_MATCH_DESCRIPTION, max_length=IF_MATCH_MAX),
     ] = None,
 ) -> int | None:
+    return _version_of(if_match)
+
+
+def required_if_match_version(request: Request) -> int | None:
+    """If-Match where it is required: read here rather than declared as a required Header, so a
+    missing one reaches the handler's 428 problem instead of FastAPI's 422; the route's OpenAPI
+    declares it required (`REQUIRED_IF_MATCH`)."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None and len(if_match) > IF_MATCH_MAX:
+        reason = f"String should have at most {IF_MATCH_MAX} characters"
+        raise Problem(422, "invalid request: If-Match", errors=[{"field": "If-Match", "reason": reason}])
+    return _version_of(if_match)
+
+
+def _version_of(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     match = _ETAG.match(if_match.strip())
@@ -63,3 +78,15 @@ def if_match_version(
 
 
 ExpectedVersion = Annotated[int | None, Depends(if_match_version)]
+RequiredVersion = Annotated[int | None, Depends(required_if_match_version)]
+REQUIRED_IF_MATCH: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": True,
+            "description": IF_MATCH_DESCRIPTION + "; without it the answer is 428",
+            "schema": {"type": "string", "maxLength": IF_MATCH_MAX},
+        }
+    ]
+}

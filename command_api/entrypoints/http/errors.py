@@ -13,10 +13,13 @@ from starlette.responses import Response
 
 from command_api.application import errors as app_errors
 from command_api.domain import errors as domain_errors
-from command_api.entrypoints.http.schemas import ProblemDetails
-from service_runtime.problems import PROBLEM_JSON, problem_response
+from service_runtime.openapi import problem_responses
+from service_runtime.problems import problem_response
 
 log = logging.getLogger(__name__)
+
+# Routes declare their error statuses with the shared helper (one problem schema in components).
+__all__ = ["install_command_error_handlers", "problem_responses"]
 
 RETRY_AFTER_UNAVAILABLE = "2"
 
@@ -31,7 +34,7 @@ STATUS: dict[type[Exception], int] = {
     app_errors.ConcurrencyConflict: 409,
     app_errors.InvalidCredentials: 401,
     app_errors.SessionRejected: 401,
-    app_errors.LoginThrottled: 429,
+    app_errors.Throttled: 429,
     app_errors.IdempotencyKeyReused: 422,
     app_errors.IdempotencyKeyTaken: 409,
 }
@@ -55,7 +58,7 @@ def _field_errors(exc: Exception) -> list[dict[str, Any]] | None:
 
 
 def _headers(exc: Exception) -> dict[str, str] | None:
-    if isinstance(exc, app_errors.LoginThrottled):
+    if isinstance(exc, app_errors.Throttled):
         return {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, app_errors.StaleVersion) and exc.current is not None:
         return {"ETag": f'"{exc.current}"'}
@@ -86,28 +89,3 @@ def install_command_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(app_errors.CommandRefused, on_refusal)
     for unavailable in (ConnectionFailure, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(unavailable, on_unavailable)
-
-
-_DESCRIPTIONS = {
-    401: "Missing, expired or forged access token (or bad credentials)",
-    404: "No such campaign, or not yours",
-    409: "Conflicts with the current state",
-    412: "If-Match names a version that is no longer current",
-    413: "Request body too large",
-    422: "Invalid request; each bad field is named",
-    428: "If-Match is required",
-    429: "Too many attempts; see Retry-After",
-    503: "A server this API needs is unreachable; nothing was changed",
-}
-
-
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for these statuses, each a problem+json body."""
-    schema = ProblemDetails.model_json_schema()
-    return {
-        status: {
-            "description": _DESCRIPTIONS.get(status, "Problem"),
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
-        for status in statuses
-    }

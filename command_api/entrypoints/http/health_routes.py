@@ -14,7 +14,9 @@ router = APIRouter(tags=["ops"])
 @router.get(
     "/health/ready",
     summary="MongoDB and Kafka answer",
-    responses=problem_responses(503),
+    responses=problem_responses(
+        503, descriptions={503: "Not ready: each server that does not answer is named"}
+    ),
 )
 async def ready(side: Side) -> dict[str, object]:
     problems = await side.readiness.problems()

@@ -92,14 +92,3 @@ class CampaignPatchRequest(_Body):
         if value is None:
             raise PydanticCustomError("not_null", "may be left out, but not null")
         return value
-
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details, as every error of this API is answered."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[dict[str, str]] | None = Field(default=None, description="Each bad field as {field, reason}")

@@ -29,10 +29,20 @@ from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
+from service_runtime.openapi import describe_api
 from service_runtime.problems import problem_response
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "query-api"
+DEFAULT_PORT = Settings.model_fields["query_api_port"].default
+TAGS = [
+    {"name": "campaigns", "description": "Campaign reads: one, a filtered page, history, time travel"},
+    {"name": "users", "description": "The caller's profile"},
+    {"name": "stats", "description": "Figures over every campaign and user (admin only)"},
+    {"name": "reports", "description": "Reports of completed campaigns"},
+    {"name": "monitor", "description": "The live monitor of the event flow (admin only)"},
+    {"name": "ops", "description": "Liveness, readiness and the AsyncAPI document of the events"},
+]
 # Metrics are Prometheus (service_runtime.http). FastAPI's own OpenTelemetry hooks (in versions
 # that have them) otherwise look the providers up in the environment on every request: about
 # 7% of a query API worker on the read path.
@@ -101,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[reports.redis_client] = _redis_of
     app.dependency_overrides[reports.current_principal] = caller
     install_http_basics(app, settings, SERVICE)
+    describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).
     read = CampaignRead(_route(app, "/campaigns/{campaign_id}"))
     app.fast_read = HttpBasicsMiddleware(read, settings=settings, service=SERVICE)

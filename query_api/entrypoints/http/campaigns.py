@@ -23,6 +23,7 @@ from query_api.domain.listing import (
 )
 from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
+from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
 
@@ -78,7 +79,10 @@ def _version_argument(request: Request, name: str) -> int | None:
     "/campaigns/{campaign_id}",
     summary="A campaign (owner or admin); optionally once it reached a version, or as it was at one",
     response_model=None,
-    responses={200: {"model": CampaignView}, **problems(401, 404, 422, 503)},
+    responses={
+        **ok(200, "The campaign", model=CampaignView, headers=("ETag",)),
+        **problems(401, 404, 422, 503),
+    },
     openapi_extra=_DETAIL_PARAMETERS,
 )
 async def get_campaign(request: Request) -> Response:
@@ -149,7 +153,7 @@ async def _as_of(side: ReadSide, principal: Principal, campaign_id: str, version
     "/campaigns/{campaign_id}/history",
     summary="The campaign's events, in version order (owner or admin)",
     response_model=None,
-    responses={200: {"model": HistoryView}, **problems(401, 404, 422)},
+    responses={**ok(200, "The events, oldest first", model=HistoryView), **problems(401, 404, 422)},
 )
 async def get_history(
     campaign_id: str = CampaignId,
@@ -168,7 +172,7 @@ async def get_history(
     "/campaigns",
     summary="Campaigns, filtered and sorted, a page at a time (users: their own; admins: all)",
     response_model=None,
-    responses={200: {"model": CampaignPage}, **problems(401, 422)},
+    responses={**ok(200, "A page of campaigns", model=CampaignPage), **problems(401, 422, 503)},
 )
 async def list_campaigns(
     status: LiveStatus | None = None,

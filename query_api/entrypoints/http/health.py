@@ -9,12 +9,21 @@ from starlette.responses import Response
 from projectors.adapters.generations import PROJECTIONS
 from projectors.adapters.status import heartbeat_age, read_status
 from query_api.entrypoints.http.dependencies import ReadSide, read_side
+from service_runtime.openapi import ok, problem_responses
 from service_runtime.problems import problem_response
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health/ready", summary="Redis answers and the projections are fresh")
+@router.get(
+    "/health/ready",
+    summary="Redis answers and the projections are fresh",
+    response_model=None,
+    responses={
+        **ok(200, "Ready", content={"application/json": {"schema": {"type": "object"}}}),
+        **problem_responses(503, descriptions={503: "Not ready: what is missing or stale is named"}),
+    },
+)
 async def ready(side: ReadSide = Depends(read_side)) -> Response:
     limit = side.settings.freshness_limit_seconds
     try:

@@ -41,6 +41,7 @@ from query_api.adapters.monitor_state import MonitorState
 from query_api.domain.stats import window
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
+from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import InvalidToken, Principal
 
@@ -167,7 +168,10 @@ async def monitor_asset(name: str) -> Response:
         "throughput history; events per minute."
     ),
     response_model=None,
-    responses=problems(401, 403),
+    responses={
+        **ok(200, "The monitor's state", content={"application/json": {"schema": {"type": "object"}}}),
+        **problems(401, 403, 503),
+    },
 )
 async def monitor_state(
     request: Request, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from starlette.responses import Response
 
 from projectors.workers.adapters.report_store import RedisReportStore
+from projectors.workers.domain.campaign_report import CampaignReport
+from service_runtime.openapi import ok, problem_responses
 from service_runtime.problems import Problem
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, Principal, verify_access_token
@@ -62,13 +64,20 @@ async def current_principal(
 @router.get(
     "/campaigns/{campaign_id}/report",
     summary="The report of a completed campaign (JSON, or CSV with Accept: text/csv)",
+    response_model=None,
     responses={
-        200: {
-            "description": "The report: events by type, timeline, budget, planned and actual duration",
-            "content": {JSON: {}, CSV: {}},
-        },
-        401: {"description": "Missing, expired or forged token"},
-        404: {"description": "Unknown campaign, another user's, or not completed (no report yet)"},
+        **ok(
+            200,
+            "The report: events by type, timeline, budget, planned and actual duration",
+            model=CampaignReport,
+            content={CSV: {"schema": {"type": "string", "description": "Columns: " + ",".join(CSV_COLUMNS)}}},
+        ),
+        **problem_responses(
+            401,
+            404,
+            503,
+            descriptions={404: "Unknown campaign, another user's, or not completed (no report yet)"},
+        ),
     },
 )
 async def get_campaign_report(

@@ -6,12 +6,13 @@ these models describe what those bytes hold.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
 
+from events.envelope import EventEnvelope
 from events.types import Budget, CampaignStatus, Channel, Role
+from service_runtime.openapi import problem_responses
 
 
 class NextTransition(BaseModel):
@@ -45,7 +46,7 @@ class CampaignPage(BaseModel):
 
 
 class HistoryView(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[EventEnvelope]
 
 
 class UserView(BaseModel):
@@ -82,16 +83,6 @@ class StatsView(BaseModel):
     events_per_minute: list[MinuteCount]
 
 
-class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[dict[str, str]] | None = None
-
-
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for RFC 9457 problems (service_runtime.problems answers them)."""
-    content = {"application/problem+json": {"schema": Problem.model_json_schema()}}
-    return {status: {"description": HTTPStatus(status).phrase, "content": content} for status in statuses}
+    """OpenAPI `responses` entries for RFC 9457 problems (the shared schema in components)."""
+    return problem_responses(*statuses)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from query_api.domain.stats import stats_document, window
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import StatsView, problems
+from service_runtime.openapi import ok
 from service_runtime.tokens import Principal
 
 router = APIRouter(tags=["stats"])
@@ -18,7 +19,7 @@ router = APIRouter(tags=["stats"])
     "/stats",
     summary="Figures over all campaigns and users (admin only)",
     response_model=None,
-    responses={200: {"model": StatsView}, **problems(401, 403)},
+    responses={**ok(200, "The figures", model=StatsView), **problems(401, 403, 503)},
 )
 async def stats(principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)) -> Response:
     minutes = window()

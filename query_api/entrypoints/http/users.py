@@ -8,6 +8,7 @@ from starlette.responses import Response
 from query_api.application.read_your_writes import read_at_least
 from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import UserView, problems
+from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["users"])
     "/users/me",
     summary="The caller's profile",
     response_model=None,
-    responses={200: {"model": UserView}, **problems(401, 404, 422, 503)},
+    responses={**ok(200, "The profile", model=UserView, headers=("ETag",)), **problems(401, 404, 422, 503)},
 )
 async def me(
     min_version: int | None = Query(None, ge=1, description="wait (bounded) for this version"),

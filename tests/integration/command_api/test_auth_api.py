@@ -146,8 +146,8 @@ async def test_login_refuses_an_invalid_body(api: httpx.AsyncClient) -> None:
     assert fields_of(problem) == {"password"}
 
 
-async def test_login_is_throttled_per_email_with_retry_after(settings: Settings) -> None:
-    limited = settings.model_copy(update={"login_max_attempts": 3, "login_window_seconds": 30})
+async def test_login_is_throttled_per_account_with_retry_after(settings: Settings) -> None:
+    limited = settings.model_copy(update={"login_account_max_guesses": 3, "login_account_window_seconds": 30})
     async with running_api(limited) as api:
         _, email = await register(api)
         for _ in range(3):
@@ -157,13 +157,13 @@ async def test_login_is_throttled_per_email_with_retry_after(settings: Settings)
         throttled = await api.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert_problem(throttled, 429)
         assert 1 <= int(throttled.headers["retry-after"]) <= 30
-    # Another address is held back too, for this e-mail.
+    # Another address the account never logged in from is held back too, for this e-mail.
     async with running_api(limited, client_address="10.0.0.9") as other:
         assert_problem(await other.post("/auth/login", json={"email": email, "password": PASSWORD}), 429)
 
 
 async def test_login_is_throttled_per_client_address_across_emails(settings: Settings) -> None:
-    limited = settings.model_copy(update={"login_max_attempts": 3})
+    limited = settings.model_copy(update={"login_address_max_failures": 3})
     async with running_api(limited, client_address="10.0.0.7") as api:
         _, email = await register(api)
         for _ in range(3):
@@ -179,7 +179,7 @@ async def test_login_is_throttled_per_client_address_across_emails(settings: Set
 
 
 async def test_successful_logins_do_not_use_up_the_allowance(settings: Settings) -> None:
-    async with running_api(settings.model_copy(update={"login_max_attempts": 2})) as api:
+    async with running_api(settings.model_copy(update={"login_address_max_failures": 2})) as api:
         _, email = await register(api)
         for _ in range(5):
             await log_in(api, email)

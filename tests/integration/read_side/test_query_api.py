@@ -7,7 +7,9 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import jwt
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from events import encode_event
@@ -390,8 +392,12 @@ async def test_missing_or_forged_tokens_get_401_problems(query: QueryClient) -> 
         assert response.status_code == 401
         assert response.headers["content-type"] == PROBLEM
         assert response.headers["www-authenticate"].startswith("Bearer")
-    forged = query.settings.model_copy(update={"jwt_secret": "another-secret-another-secret-another-secret"})
-    token = issue_access_token(forged, "alice", ["admin"])
+    # Signed by a key that is not the command API's, under the real key's kid.
+    real = jwt.get_unverified_header(issue_access_token(query.settings, "alice", ["user"]))
+    claims = jwt.decode(
+        issue_access_token(query.settings, "alice", ["admin"]), options={"verify_signature": False}
+    )
+    token = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers=real)
     response = await query.http.get("/stats", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 

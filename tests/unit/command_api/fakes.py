@@ -14,8 +14,9 @@ from command_api.application.errors import (
     EmailTaken,
     IdempotencyKeyTaken,
     LoginThrottled,
+    RegistrationThrottled,
 )
-from command_api.application.ports import AccessToken, IdempotentOutcome
+from command_api.application.ports import AccessToken, IdempotentOutcome, LoginAdmission
 from command_api.application.user_handlers import Credentials
 from command_api.domain.aggregate import Aggregate, DomainEvent
 from command_api.domain.campaign import Campaign, DueTimer
@@ -162,7 +163,11 @@ class FakeUnitOfWork:
 
 
 class FakeHasher:
+    def __init__(self) -> None:
+        self.hashed = 0
+
     async def hash(self, password: str) -> str:
+        self.hashed += 1
         return f"hashed:{password}"
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
@@ -170,19 +175,30 @@ class FakeHasher:
 
 
 class FakeThrottle:
-    def __init__(self, limit: int = 100) -> None:
+    """Counts attempts per e-mail and hands a success's reservation back (no Redis, no clock)."""
+
+    def __init__(self, limit: int = 100, registrations: int = 100) -> None:
         self.limit = limit
+        self.registrations = registrations
         self.attempts: dict[str, int] = {}
         self.successes = 0
 
-    async def attempt(self, email: str, client: str) -> None:
-        self.attempts[email] = self.attempts.get(email, 0) + 1
-        if self.attempts[email] > self.limit:
+    async def admit(self, email: str, client: str, device: str | None) -> LoginAdmission:
+        if self.attempts.get(email, 0) >= self.limit:
             raise LoginThrottled(retry_after=30)
+        self.attempts[email] = self.attempts.get(email, 0) + 1
+        return LoginAdmission(account=email, group=client, take_back=(email,))
 
-    async def succeeded(self, email: str, client: str) -> None:
-        self.attempts[email] -= 1
+    async def succeeded(self, admission: LoginAdmission, device: str | None) -> str:
+        for key in admission.take_back:
+            self.attempts[key] -= 1
         self.successes += 1
+        return device or f"device-{self.successes}"
+
+    async def admit_registration(self, client: str) -> None:
+        if self.registrations <= 0:
+            raise RegistrationThrottled(retry_after=60)
+        self.registrations -= 1
 
 
 class FakeTokens:
@@ -190,9 +206,9 @@ class FakeTokens:
         return AccessToken(token=f"access:{user_id}:{','.join(roles)}", expires_in=900)
 
 
-def fake_credentials(throttle: FakeThrottle | None = None) -> Credentials:
+def fake_credentials(throttle: FakeThrottle | None = None, hasher: FakeHasher | None = None) -> Credentials:
     return Credentials(
-        hasher=FakeHasher(),
+        hasher=hasher or FakeHasher(),
         throttle=throttle or FakeThrottle(),
         access_tokens=FakeTokens(),
         refresh_lifetime=timedelta(days=1),

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 
 from query_api.entrypoints.http.authentication import TokenVerifier
+from service_runtime.keys import PRIVATE_FILE, generate_key_pair
 from service_runtime.problems import Problem
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, issue_access_token
+from tests.support.keys import key_settings
 
-SETTINGS = Settings(app_env="test", access_token_ttl_seconds=1)
+SETTINGS = Settings(app_env="test", access_token_ttl_seconds=1, **key_settings())  # type: ignore[arg-type]
 
 
 def test_a_remembered_token_is_refused_once_it_expires() -> None:
@@ -26,9 +29,11 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
         verifier.principal(token)
 
 
-def test_a_forged_token_is_refused_every_time() -> None:
+def test_a_forged_token_is_refused_every_time(tmp_path: Path) -> None:
     verifier = TokenVerifier(SETTINGS)
-    forged = issue_access_token(SETTINGS.model_copy(update={"jwt_secret": "x" * 40}), "alice", ["admin"])
+    generate_key_pair(tmp_path)
+    attacker = Settings(app_env="test", jwt_private_key_file=str(tmp_path / PRIVATE_FILE))
+    forged = issue_access_token(attacker, "alice", ["admin"])
     for _ in range(2):
         with pytest.raises(InvalidToken):
             verifier.principal(forged)
