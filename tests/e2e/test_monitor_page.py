@@ -13,7 +13,7 @@ from events import Topics
 from tests.e2e.monitor_session import change, create_campaigns, sign_in
 from tests.support.services import RunningServices
 
-ALL = ["command-api", "query-api", "relay", "projectors", "workers"]
+ALL = ["command-api", "query-api", "relay", "scheduler", "projectors", "workers"]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = [
@@ -103,8 +103,9 @@ async def test_an_admin_watches_campaigns_arrive_live_on_the_monitor(services: R
             await expect(page.locator("#kpi-rate .kpi-value")).not_to_have_text(
                 "\u2013", timeout=10_000
             )  # the placeholder dash
-            await expect(page.locator("#processes tr")).to_have_count(6)
-            await expect(page.locator("#processes .pill.running")).to_have_count(6, timeout=10_000)
+            # relay, scheduler, three projections, two workers
+            await expect(page.locator("#processes tr")).to_have_count(7)
+            await expect(page.locator("#processes .pill.running")).to_have_count(7, timeout=10_000)
 
             # More traffic of several kinds: activations and a pause.
             for campaign_id in ids[:3]:

@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
 from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
 from command_api.domain.campaign import Campaign, CampaignDetails
+from query_api.adapters.monitor_state import MonitorState
 from service_runtime.settings import Settings
 from tests.integration.command_api.accounts import Account, create_campaign, if_match, signed_up
 
@@ -271,3 +273,32 @@ async def test_claims_keep_a_timer_from_two_schedulers_and_expire_with_a_dead_on
     finally:
         await first.close()
         await second.close()
+
+
+async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_lateness(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    [soon] = await scheduled_campaigns(
+        settings, 1, now + timedelta(milliseconds=200), now + timedelta(hours=2)
+    )
+    async with running_scheduler(settings, "watched") as side:
+
+        async def fired() -> bool:
+            return side.report.fired_total == 1
+
+        await eventually(fired)
+        queue = await side.timers.queue(datetime.now(UTC))
+        await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
+        redis = aioredis.from_url(settings.redis_url)
+        try:
+            view = (await MonitorState(redis, settings.redis_prefix, [], []).services())["scheduler"]
+        finally:
+            await redis.aclose()
+    assert view["state"] == "running"
+    assert view["pending"] == 1  # the completion timer of the campaign just activated
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": soon})
+    assert timer is not None
+    assert datetime.fromisoformat(view["next_due_at"]) == timer["due_at"]
+    assert view["last_lateness_ms"] is not None and view["fired_total"] == 1
+    assert set(view["instances"]) == {"watched"}
