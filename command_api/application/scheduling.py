@@ -25,7 +25,6 @@ from typing import Protocol
 
 from command_api.application.campaign_handlers import fire_due_transition, fire_due_transitions
 from command_api.application.commands import FireDueTransition, FireDueTransitions
-from command_api.application.errors import NotFound
 from command_api.application.ports import CommandResult, UnitOfWork
 from command_api.domain.campaign import DueTimer
 
@@ -174,8 +173,6 @@ class Scheduler:
                 results = await fire_due_transitions(
                     FireDueTransitions(timers=timers, now=now), self.unit_of_work()
                 )
-        except NotFound:
-            results = [None]
         except Exception as exc:
             log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
             for timer in timers:
