@@ -159,6 +159,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
             batch_size=settings.scheduler_batch_size,
             concurrency=settings.scheduler_concurrency,
             fire_batch=settings.scheduler_fire_batch,
+            firing_timeout_seconds=settings.scheduler_firing_timeout_seconds,
         ),
     )
     return SchedulerSide(

@@ -55,8 +55,9 @@ class SchedulerConfig:
     lookahead_seconds: float = 1.0
     poll_seconds: float = 0.25
     batch_size: int = 500
-    concurrency: int = 4
+    concurrency: int = 1
     fire_batch: int = 200
+    firing_timeout_seconds: float = 10.0
 
 
 @dataclass
@@ -163,16 +164,14 @@ class Scheduler:
         now = self.clock.now()
         results: list[CommandResult | None]
         try:
-            if len(timers) == 1:
-                results = [
-                    await fire_due_transition(
-                        FireDueTransition(timer=timers[0], now=now), self.unit_of_work()
-                    )
-                ]
-            else:
-                results = await fire_due_transitions(
-                    FireDueTransitions(timers=timers, now=now), self.unit_of_work()
-                )
+            # A transaction the server never answers must not hold the scheduler.
+            async with asyncio.timeout(self.config.firing_timeout_seconds):
+                if len(timers) == 1:
+                    command = FireDueTransition(timer=timers[0], now=now)
+                    results = [await fire_due_transition(command, self.unit_of_work())]
+                else:
+                    batch = FireDueTransitions(timers=timers, now=now)
+                    results = await fire_due_transitions(batch, self.unit_of_work())
         except Exception as exc:
             log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
             for timer in timers:

@@ -278,3 +278,23 @@ async def test_a_burst_due_at_once_is_fired_in_few_transactions() -> None:
     assert len(observer.firings) == 50
     assert sum(uow.commits for uow in used) == 3  # 20 + 20 + 10
     assert all(store.event_types(i)[-1] == "CampaignActivated" for i in ids)
+
+
+async def test_a_firing_that_hangs_is_abandoned_and_its_timer_released_for_another_try() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    scheduler, observer = scheduler_on(store, FakeClock(starts), firing_timeout_seconds=0.05)
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+
+    class HangingUnitOfWork(FakeUnitOfWork):
+        async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
+            await asyncio.Event().wait()  # a server that never answers
+
+    scheduler.unit_of_work = lambda: HangingUnitOfWork(store)
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert observer.failures == [store.timers[campaign_id].timer_id]
+    assert timers.claimed == set()  # released: the next pass claims it again
+    assert "CampaignActivated" not in store.event_types(campaign_id)
