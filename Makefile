@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The official AsyncAPI parser for the contract tests, pinned by its package-lock.json.
 CONTRACT_NODE := tests/contracts/node
 
-.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench deps venv clean snapshots
+.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench mutation deps venv clean snapshots
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -45,10 +45,19 @@ test-e2e: venv deps
 chaos: venv deps
 	$(BIN)/pytest -p no:cacheprovider -m chaos
 
+## make mutation: mutmut on the pure code (command domain, projection planner, events contract),
+## running only the fast unit tests that cover it; writes tests/mutation-report.md, fails below 90%
+mutation: venv
+	@test -x $(BIN)/mutmut || $(BIN)/pip install -q -e '.[dev,mutation]'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $${MUTMUT_CHILDREN:-2}
+	$(BIN)/python -m tests.support.mutation_report --out tests/mutation-report.md --min-score 90
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make bench: every performance figure beside its limit, in one run (bench/suite.py; BENCH_* knobs)
 bench: venv
@@ -56,7 +65,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 deps: $(CONTRACT_NODE)/node_modules/.package-lock.json
-	@bash infra/local/system-deps.sh chromium
+	@bash infra/local/system-deps.sh chromium promtool
 
 $(CONTRACT_NODE)/node_modules/.package-lock.json: $(CONTRACT_NODE)/package-lock.json
 	@bash infra/local/system-deps.sh nodejs

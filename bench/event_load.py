@@ -17,16 +17,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from events import decode_event
+from events.envelope import utc_text
 from events.types import EVENT_TYPES
 
 LIFE = ("CampaignCreated", "CampaignUpdated", "CampaignActivated", "CampaignPaused", "CampaignActivated")
 CHANNELS = ("email", "sms", "push", "social")
 TAGS = ("sale", "launch", "retention", "b2b", "seasonal", "vip")
 OWNERS = 500
-
-
-def _time(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def campaign_events(count: int) -> Iterator[tuple[bytes, bytes]]:
@@ -65,7 +62,7 @@ def campaign_events(count: int) -> Iterator[tuple[bytes, bytes]]:
                 "aggregate_type": "campaign",
                 "aggregate_id": campaign_id,
                 "aggregate_version": wave + 1,
-                "occurred_at": _time(start + timedelta(milliseconds=produced)),
+                "occurred_at": utc_text(start + timedelta(milliseconds=produced)),
                 "correlation_id": f"bench-{produced}",
                 "causation_id": None,
                 "actor_id": owner,

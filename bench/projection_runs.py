@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from bench.environment import wait_for_group
 from bench.memory import process_tree_memory
 from bench.raw_limits import Rate
-from projectors.entrypoints.projectors import consumer_group
 from projectors.replay.application.ports import NoProgress
 from projectors.replay.bootstrap import replay
 from projectors.replay.domain.plan import SourceName
+from readmodels.groups import projection_group
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 
@@ -37,11 +37,13 @@ async def projector_process(
     spawned = time.perf_counter()
     services.start(["projectors"])
     samples = await wait_for_group(
-        settings, consumer_group(settings, "campaigns"), topic, total, limit_seconds=600
+        settings, projection_group(settings, "campaigns"), topic, total, limit_seconds=600
     )
     first = next((t, done) for t, done in samples if done > 0)
     end = samples[-1][0]
-    stats = await wait_for_group(settings, consumer_group(settings, "stats"), topic, total, limit_seconds=600)
+    stats = await wait_for_group(
+        settings, projection_group(settings, "stats"), topic, total, limit_seconds=600
+    )
     rss = sum(p.rss_mib for p in process_tree_memory(services.processes["projectors"].pid))
     return ProjectorRun(
         rate=Rate(total - first[1], end - first[0]),

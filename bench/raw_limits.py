@@ -34,8 +34,8 @@ from command_api.adapters.mongo_unit_of_work import _envelope
 from command_api.domain.campaign import Campaign, CampaignDetails
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
-from projectors.adapters.keys import CampaignKeys
-from projectors.domain.campaigns import campaign_document, membership_moves, next_campaign_state
+from readmodels.campaigns import campaign_document, membership_moves, next_campaign_state
+from readmodels.keyspace import CampaignKeys
 from service_runtime.settings import Settings
 
 FETCH_MAX_RECORDS = 500
@@ -78,10 +78,12 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
 
 
 def _one_key(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
+    keys = CampaignKeys(key_prefix)
+
     def write(pipe: Pipeline, value: bytes) -> None:
         event = orjson.loads(value)
         pipe.hset(
-            f"{key_prefix}:campaign:{event['aggregate_id']}",
+            keys.campaign(event["aggregate_id"]),
             mapping={"doc": value, "v": event["aggregate_version"]},
         )
 
@@ -103,6 +105,7 @@ async def _consume(settings: Settings, topic: str, write: Callable[[Pipeline, by
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     redis = aioredis.from_url(settings.redis_url)

@@ -52,7 +52,7 @@ from bench.projection_runs import projector_process, replay_rebuild
 from bench.raw_limits import raw_consume, raw_consume_one_key
 from bench.report import RESULTS, Figure, ratio_figure, show, write
 from events import Topics
-from projectors.entrypoints.projectors import consumer_group
+from readmodels.groups import projection_group
 from service_runtime.settings import Settings
 from tests.support.stack import REPO, create_topics
 
@@ -83,8 +83,8 @@ async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None
     """Wait until the relay published everything and every consumer group is at the end."""
     topics = Topics(settings.topic_prefix)
     groups = {
-        topics.campaigns: [consumer_group(settings, "campaigns"), consumer_group(settings, "stats")],
-        topics.users: [consumer_group(settings, "users"), consumer_group(settings, "stats")],
+        topics.campaigns: [projection_group(settings, "campaigns"), projection_group(settings, "stats")],
+        topics.users: [projection_group(settings, "users"), projection_group(settings, "stats")],
     }
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.access_tokens import JwtAccessTokenIssuer
+from command_api.adapters.command_rate import RedisCommandRate
 from command_api.adapters.due_transitions import MongoDueTransitions
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
 from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
@@ -28,10 +29,12 @@ from command_api.adapters.passwords import Argon2PasswordHasher
 from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import RelayLease
 from command_api.adapters.scheduler_status import RedisSchedulerStatus, SchedulerReport
+from command_api.adapters.sessions import RedisRefreshGrace
 from command_api.application.scheduling import Scheduler, SchedulerConfig
 from command_api.application.user_handlers import Credentials
 from events import Topics
 from events.envelope import utc_now
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 
 
@@ -45,6 +48,8 @@ class CommandSide:
     redis: aioredis.Redis
     indexes: IndexGate
     credentials: Credentials
+    cutoffs: SessionCutoffs
+    command_rate: RedisCommandRate
     readiness: Readiness
 
     def unit_of_work(self) -> MongoUnitOfWork:
@@ -68,11 +73,21 @@ def throttle_limits(settings: Settings) -> ThrottleLimits:
     )
 
 
+def session_cutoffs(settings: Settings, redis: aioredis.Redis) -> SessionCutoffs:
+    return SessionCutoffs(
+        redis,
+        prefix=settings.redis_prefix,
+        check_seconds=settings.session_check_seconds,
+        token_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+
+
 def open_command_side(settings: Settings) -> CommandSide:
     """Clients connect lazily, so this needs no server to be up yet."""
     mongo = mongo_client(settings)
     db = mongo[settings.mongo_db]
     redis = aioredis.from_url(settings.redis_url)
+    cutoffs = session_cutoffs(settings, redis)
     return CommandSide(
         settings=settings,
         mongo=mongo,
@@ -86,6 +101,19 @@ def open_command_side(settings: Settings) -> CommandSide:
             ),
             access_tokens=JwtAccessTokenIssuer(settings),
             refresh_lifetime=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            sessions=cutoffs,
+            grace=RedisRefreshGrace(
+                redis, prefix=settings.redis_prefix, grace_seconds=settings.refresh_grace_seconds
+            ),
+            family_lifetime=timedelta(seconds=settings.refresh_family_max_seconds),
+            refresh_grace=timedelta(seconds=settings.refresh_grace_seconds),
+        ),
+        cutoffs=cutoffs,
+        command_rate=RedisCommandRate(
+            redis,
+            prefix=settings.redis_prefix,
+            per_second=settings.command_rate_per_second,
+            burst=settings.command_burst,
         ),
         readiness=Readiness(db, settings.kafka_bootstrap),
     )

@@ -32,10 +32,20 @@ class EventEnvelope(BaseModel):
         return value.astimezone(UTC)
 
 
+def millisecond_utc(value: datetime) -> datetime:
+    """`value` in UTC, truncated to milliseconds (what MongoDB keeps)."""
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def utc_now() -> datetime:
-    """The current time in UTC, truncated to milliseconds (what MongoDB keeps)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    """The current time in UTC, truncated to milliseconds."""
+    return millisecond_utc(datetime.now(UTC))
+
+
+def utc_text(moment: datetime) -> str:
+    """A UTC time in the events' text form, to the millisecond: 2027-03-01T00:00:00.123Z."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_envelope(

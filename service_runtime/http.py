@@ -12,15 +12,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
     multiprocess,
 )
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service_runtime.logs import correlation_id
@@ -83,8 +80,8 @@ class RequestMetrics:
 
     In multiprocess mode every increment of a series is a locked write to a memory-mapped file,
     and a request made three (count, latency sum, latency bucket): about 8% of a hot read. The
-    tally is added within METRICS_FLUSH_SECONDS, and at once before this process serves
-    /metrics or shuts down; another worker's last half second may be missing from a scrape.
+    tally is added within METRICS_FLUSH_SECONDS, and at once before this process reads
+    its metrics or shuts down; another worker's last half second may be missing from a scrape.
     """
 
     _all: weakref.WeakSet[RequestMetrics] = weakref.WeakSet()
@@ -264,28 +261,24 @@ def _route_template(scope: Scope) -> str:
     return str(getattr(route, "path", None) or "unmatched")
 
 
-def metrics_response() -> Response:
-    """Prometheus text; aggregated over all uvicorn workers in multiprocess mode."""
+def metrics_text() -> bytes:
+    """This process's Prometheus text (all workers' in multiprocess mode), its tallies flushed
+    first. The services serve metrics on an internal listener (launcher/cli.py); this is
+    for in-process use (tests)."""
     RequestMetrics.flush_all()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        data = generate_latest(registry)
-    else:
-        from prometheus_client import REGISTRY
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
 
-        data = generate_latest(REGISTRY)
-    return Response(data, media_type=CONTENT_TYPE_LATEST)
+    return generate_latest(REGISTRY)
 
 
 def install_http_basics(app: FastAPI, settings: Settings, service: str) -> None:
     """problem+json handlers, X-Correlation-ID, 413 and depth limits, metrics, /health/live."""
     install_problem_handlers(app)
     app.add_middleware(HttpBasicsMiddleware, settings=settings, service=service)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics(request: Request) -> Response:
-        return metrics_response()
 
     @app.get("/health/live", tags=["ops"], summary="The process answers")
     async def live() -> dict[str, str]:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from service_runtime.problems import PROBLEM_JSON
+from service_runtime.settings import Settings
 
 SCHEMAS = "#/components/schemas/"
 PROBLEM_REF = {"$ref": SCHEMAS + "ProblemDetails"}
@@ -173,3 +174,11 @@ def _replace_validation_error(status: str, response: dict[str, Any]) -> None:
     if status == "422" and schema.get("$ref") == SCHEMAS + "HTTPValidationError":
         response.clear()
         response.update(problem_responses(422)[422])
+
+
+def documentation_routes(settings: Settings) -> dict[str, Any]:
+    """FastAPI's /docs, /redoc and /openapi.json: served in development and test, off with
+    APP_ENV=production (the contracts are published as snapshots instead; tests/contracts)."""
+    if settings.app_env == "production":
+        return {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    return {}

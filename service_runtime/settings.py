@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where the cluster topology's servers listen unless told otherwise (README, "Topologies").
+CLUSTER_REDIS_NODES = ",".join(f"127.0.0.1:{port}" for port in range(7000, 7006))
+CLUSTER_KAFKA_BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in (19092, 19093, 19094))
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?")
 
 
 class DefaultSecretInProduction(RuntimeError):
@@ -21,14 +29,30 @@ class Settings(BaseSettings):
         default="development", validation_alias="APP_ENV"
     )
 
-    # Servers
-    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # Servers. `topology` picks what the local stack runs: "single" (one node of each, the
+    # default) or "cluster" (a Redis Cluster of 3 primaries + 3 replicas and 3 Kafka nodes with
+    # replication 3 and min ISR 2); in "cluster", the Redis nodes, the Kafka bootstrap list,
+    # the replication factor and min ISR default to the cluster's unless set.
+    topology: Literal["single", "cluster"] = "single"
+    # A replica-set URL (no directConnection): the driver discovers the members from the one
+    # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int = Field(default=1, ge=1)
+    # How often producers and consumers refresh the cluster's metadata: partitions added by
+    # `campaigns kafka topics --reconcile` are written to and consumed within this (Kafka's own
+    # default, 5 minutes, would leave them idle that long).
+    kafka_metadata_max_age_seconds: float = Field(default=30.0, gt=0)
+    # How long a service waits at start for Kafka to answer its topic check (kafka_topics.py)
+    kafka_topic_check_seconds: float = Field(default=60.0, gt=0)
     topic_prefix: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rm"
+    # "host:port,host:port,...": the Redis Cluster's seed nodes (empty: standalone `redis_url`).
+    redis_cluster_nodes: str = ""
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "campaigns@localhost"
@@ -55,6 +79,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "campaigns-api"
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    # Sessions (service_runtime/sessions.py): a refresh family's absolute lifetime from its login;
+    # the window in which a second refresh of one token gets the first one's successor; how long
+    # an API process trusts the per-user "valid after" instant it read (a logout, logout-all or
+    # role change ends access tokens within about this long).
+    refresh_family_max_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    refresh_grace_seconds: float = Field(default=10.0, ge=0)
+    session_check_seconds: float = Field(default=1.0, gt=0, le=30)
     # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
     # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
     # clients it does not know; failures a known client (device cookie or earlier address) may make.
@@ -67,18 +98,31 @@ class Settings(BaseSettings):
     register_max_per_address: int = Field(default=10, ge=1)
     register_window_seconds: int = Field(default=3600, ge=1)
 
-    # Prometheus endpoints of the processes that serve no HTTP API (GET /metrics on each)
+    # Prometheus endpoints (GET /metrics), on an internal listener of each process, never on an
+    # API's public port: the APIs' listeners run in the uvicorn parent and read every worker's
+    # series (prometheus_client multiprocess mode)
     metrics_host: str = "127.0.0.1"
+    command_api_metrics_port: int = 9104
+    query_api_metrics_port: int = 9105
     relay_metrics_port: int = 9101
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103
-    scheduler_metrics_port: int = 9104
+    scheduler_metrics_port: int = 9106
 
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
+    # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
+    # a relay that starts publishing fences any older one still alive (its transactions fail).
+    relay_transactional_id: str = Field(default="campaigns-relay", min_length=1)
+    # Largest record the relay sends (the producer's max.request.size; Kafka's default topic
+    # limit is about 1 MiB). A larger event is quarantined, never retried forever.
+    relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
+    # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
+    min_version_waiters_per_user: int = Field(default=10, ge=1)
+    min_version_waiters_per_worker: int = Field(default=1000, ge=1)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
@@ -104,9 +148,98 @@ class Settings(BaseSettings):
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
+    # The monitor socket: its first (auth) message's size and deadline, and sockets per worker that
+    # have not authenticated yet (more are refused before the handshake completes)
+    monitor_first_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    monitor_auth_seconds: float = Field(default=5.0, gt=0)
+    monitor_preauth_sockets: int = Field(default=50, ge=1)
+
+    # Abuse limits of the command API, per user: a token bucket of commands (refill per second,
+    # burst), and campaigns neither deleted nor completed
+    command_rate_per_second: float = Field(default=5.0, gt=0)
+    command_burst: int = Field(default=30, ge=1)
+    max_live_campaigns: int = Field(default=1000, ge=1)
+
+    # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
+    # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending
+    # records one replay plans at most (summaries only, a few hundred bytes each; run it again
+    # for the rest).
+    dlq_page_records: int = Field(default=500, ge=1)
+    dlq_replay_batch_size: int = Field(default=100, ge=1)
+    dlq_confirm_above: int = Field(default=100, ge=0)
+    dlq_replay_max_records: int = Field(default=100_000, ge=1)
+
+    # Operator console (the monitor page). The page logs in on the command API at its address as
+    # a browser reaches it; the command API answers cross-origin requests (CORS) only from these
+    # page origins, comma-separated (empty: from none). `campaigns run` sets the query API's own.
+    command_api_public_url: str = "http://127.0.0.1:8001"
+    console_origins: str = ""
+    # Dead letters listed per topic, and audit lines shown, by the console's views.
+    console_dead_letters_shown: int = Field(default=100, ge=1, le=1000)
+    console_audit_shown: int = Field(default=100, ge=1, le=1000)
+    # Console operations (a verify run by a projectors process): how long each one's state is
+    # kept, and how many are listed.
+    console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    console_operations_shown: int = Field(default=20, ge=1, le=200)
 
     # Local stack
     local_dir: str = ".local"
+    # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
+    kafka_cluster_heap_mb: int = Field(default=384, ge=128)
+
+    @property
+    def kafka_metadata_max_age_ms(self) -> int:
+        return int(self.kafka_metadata_max_age_seconds * 1000)
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """`kafka_bootstrap` as a list: FastStream takes a string as one single address."""
+        return [address.strip() for address in self.kafka_bootstrap.split(",") if address.strip()]
+
+    @property
+    def redis_cluster_addresses(self) -> list[str]:
+        """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
+        return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
+
+    @field_validator("command_api_public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8001")
+        return value
+
+    @field_validator("console_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path, no wildcard)")
+        return ",".join(origins)
+
+    @property
+    def console_origin_list(self) -> list[str]:
+        return [origin for origin in self.console_origins.split(",") if origin]
+
+    @model_validator(mode="after")
+    def _cluster_topology_defaults(self) -> Settings:
+        if self.topology == "cluster":
+            given = self.model_fields_set
+            if not self.redis_cluster_nodes:
+                self.redis_cluster_nodes = CLUSTER_REDIS_NODES
+            if "kafka_bootstrap" not in given:
+                self.kafka_bootstrap = CLUSTER_KAFKA_BOOTSTRAP
+            if "kafka_replication_factor" not in given:
+                self.kafka_replication_factor = 3
+            if "kafka_min_insync_replicas" not in given:
+                self.kafka_min_insync_replicas = 2
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                "kafka_min_insync_replicas must not exceed kafka_replication_factor "
+                f"({self.kafka_min_insync_replicas} > {self.kafka_replication_factor})"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ class Principal:
     user_id: str
     roles: tuple[str, ...]
     token_id: str
+    issued_at: float = 0.0  # `iat`, epoch seconds (milliseconds kept: see service_runtime/sessions.py)
 
     @property
     def is_admin(self) -> bool:
@@ -43,7 +45,9 @@ def issue_access_token(
         "roles": roles,
         "type": ACCESS,
         "jti": uuid.uuid4().hex,
-        "iat": issued,
+        # Milliseconds, not PyJWT's whole seconds: a token issued just after a logout must not look
+        # issued before it (service_runtime/sessions.py compares `iat` with the logout's instant).
+        "iat": math.floor(issued.timestamp() * 1000) / 1000,
         "exp": issued + timedelta(seconds=settings.access_token_ttl_seconds),
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
@@ -85,4 +89,9 @@ def verify_access_token(settings: Settings, token: str) -> Principal:
         raise InvalidToken("malformed roles claim")
     if not isinstance(claims["sub"], str):
         raise InvalidToken("malformed subject")
-    return Principal(user_id=claims["sub"], roles=tuple(roles), token_id=str(claims["jti"]))
+    issued_at = claims["iat"]
+    if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
+        raise InvalidToken("malformed iat")
+    return Principal(
+        user_id=claims["sub"], roles=tuple(roles), token_id=str(claims["jti"]), issued_at=float(issued_at)
+    )

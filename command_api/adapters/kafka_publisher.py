@@ -1,16 +1,34 @@
-"""Publishing event envelopes to Kafka with an idempotent producer, in order per aggregate."""
+"""Publishing event envelopes to Kafka in transactions, in order per aggregate.
+
+The producer is transactional with a stable `transactional.id`: when a relay starts its producer,
+Kafka bumps the id's epoch and aborts whatever an older producer with the same id left open, and
+from then on that older producer's sends and commits fail with ProducerFenced. So a relay that was
+paused past its lease cannot publish what it had buffered, whatever its clock says. Consumers read
+`read_committed`, so a batch is seen whole or not at all.
+
+One batch is one transaction. Records to one partition leave in send order (the producer keeps a
+single request in flight per broker and is idempotent), and a batch that fails anywhere is
+aborted whole, so a retry can never put a later version ahead of an earlier one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
 
-from events import EventEnvelope, Topics, encode_event
+from events import EventEnvelope, Topics
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,75 +37,118 @@ ProducerFactory = Callable[[], AIOKafkaProducer]
 STOP_TIMEOUT_SECONDS = 5.0
 # How long one send may wait for the broker's acknowledgement before it counts as failed.
 REQUEST_TIMEOUT_MS = 10_000
+# Kafka aborts a transaction left open this long (a relay that stalled mid-batch).
+TRANSACTION_TIMEOUT_MS = 30_000
+FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
+
+
+def transactional_id(settings: Settings) -> str:
+    """Stable across restarts; the topic prefix keeps separate systems (and tests) apart."""
+    return f"{settings.topic_prefix}{settings.relay_transactional_id}"
 
 
 def kafka_producer_factory(settings: Settings) -> ProducerFactory:
     def create() -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
+            transactional_id=transactional_id(settings),
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             enable_idempotence=True,
             acks="all",
             request_timeout_ms=REQUEST_TIMEOUT_MS,
+            max_request_size=settings.relay_max_message_bytes,
             linger_ms=2,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         )
 
     return create
 
 
-class PublishInterrupted(Exception):
-    """Publishing stopped before every envelope was acknowledged (see `acknowledged`)."""
+@dataclass(frozen=True)
+class Outgoing:
+    """One event ready to send: its envelope and its serialised value."""
 
-    def __init__(self, acknowledged: list[str], cause: BaseException) -> None:
-        self.acknowledged = acknowledged
+    envelope: EventEnvelope
+    value: bytes
+
+
+class PublishFailed(Exception):
+    """Kafka did not take the batch; nothing of it is visible to read_committed consumers."""
+
+    def __init__(self, cause: BaseException) -> None:
         self.cause = cause
-        super().__init__(f"{len(acknowledged)} acknowledged before: {cause!r}")
+        super().__init__(repr(cause))
+
+
+class ProducerFencedOut(Exception):
+    """A newer producer with our transactional.id is live: this relay must stop publishing."""
+
+
+class Unpublishable(Exception):
+    """Kafka refuses this event itself (too large); the batch was not committed."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(f"event {event_id}: {reason}")
 
 
 class KafkaEventPublisher:
-    """Sends each aggregate's events one after another, each only after its predecessor was
-    acknowledged, so no failure or retry can ever put a later version ahead of an earlier one."""
-
     def __init__(self, producer_factory: ProducerFactory, topics: Topics) -> None:
         self._factory = producer_factory
         self._topics = topics
         self._producer: AIOKafkaProducer | None = None
 
-    async def publish(self, envelopes: list[EventEnvelope], may_continue: Callable[[], None]) -> list[str]:
-        """Publish in per-aggregate order; returns the acknowledged event ids.
+    async def publish(self, batch: Sequence[Outgoing], may_continue: Callable[[], None]) -> None:
+        """Publish the batch (in aggregate/version order) in one transaction, committed on return.
 
-        `may_continue` is called before each send and raises to stop (a lost lease). Raises
-        PublishInterrupted carrying what was acknowledged before the first failure.
+        `may_continue` is called before each send and before the commit, and raises to stop (a
+        lost lease); the transaction is then abandoned. Raises ProducerFencedOut, Unpublishable
+        or PublishFailed; on any of them nothing of the batch was committed.
         """
-        acknowledged: list[str] = []
+        if not batch:
+            return
         try:
             producer = await self._started()
+        except FENCED as exc:
+            raise ProducerFencedOut(str(exc)) from exc
         except (KafkaError, OSError) as exc:
-            raise PublishInterrupted(acknowledged, exc) from exc
-        chains: dict[str, list[EventEnvelope]] = {}
-        for envelope in envelopes:
-            chains.setdefault(envelope.aggregate_id, []).append(envelope)
-
-        async def send_chain(chain: list[EventEnvelope]) -> None:
-            for envelope in chain:
+            raise PublishFailed(exc) from exc
+        try:
+            await producer.begin_transaction()
+            deliveries = []
+            for item in batch:
                 may_continue()
-                delivery = await producer.send(
-                    self._topics.for_aggregate(envelope.aggregate_type),
-                    value=encode_event(envelope),
-                    key=envelope.aggregate_id.encode(),
-                    headers=_headers(envelope),
-                )
-                await delivery
-                acknowledged.append(str(envelope.event_id))
+                deliveries.append((item, await self._send(producer, item)))
+            for item, delivery in deliveries:
+                try:
+                    await delivery
+                except MessageSizeTooLargeError as exc:
+                    raise Unpublishable(str(item.envelope.event_id), f"too large for Kafka: {exc}") from exc
+            may_continue()
+            await producer.commit_transaction()
+        except BaseException as exc:
+            # Abandon the transaction with its producer: the next producer's start (same id)
+            # aborts it, and a fenced producer is of no further use anyway.
+            await asyncio.shield(self.close())
+            if isinstance(exc, FENCED):
+                raise ProducerFencedOut(str(exc)) from exc
+            if isinstance(exc, KafkaError | OSError):
+                raise PublishFailed(exc) from exc
+            raise
 
-        results = await asyncio.gather(*(send_chain(c) for c in chains.values()), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            if any(isinstance(f, KafkaError | OSError) for f in failures):
-                # The idempotent producer's sequence numbers may be out of step after a failed
-                # batch; a fresh producer (new producer id) starts clean.
-                await self.close()
-            raise PublishInterrupted(acknowledged, failures[0])
-        return acknowledged
+    async def _send(self, producer: AIOKafkaProducer, item: Outgoing) -> asyncio.Future[object]:
+        envelope = item.envelope
+        try:
+            delivery: asyncio.Future[object] = await producer.send(
+                self._topics.for_aggregate(envelope.aggregate_type),
+                value=item.value,
+                key=envelope.aggregate_id.encode(),
+                headers=_headers(envelope),
+            )
+        except MessageSizeTooLargeError as exc:
+            raise Unpublishable(str(envelope.event_id), f"too large for Kafka: {exc}") from exc
+        return delivery
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None

@@ -13,12 +13,11 @@ Stuffing cheat sheets (device cookies) and NIST SP 800-63B §5.2.2.
   out. It has a small failure budget of its own per account; spent, it is untrusted again.
 - Registration is limited per address group.
 
-Every key this module writes is named in `ThrottleKeys` (one place), under `<prefix>:throttle:`.
+Every key this module writes is named in `readmodels.keyspace.ThrottleKeys`, under `<prefix>:throttle:`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import secrets
 import time
@@ -28,6 +27,7 @@ import redis.asyncio as aioredis
 
 from command_api.application.errors import LoginThrottled, RegistrationThrottled
 from command_api.application.ports import LoginAdmission
+from readmodels.keyspace import ThrottleKeys, throttle_digest
 
 
 @dataclass(frozen=True)
@@ -56,36 +56,7 @@ def address_group(client: str) -> str:
     return str(address)
 
 
-def _digest(value: str) -> str:
-    # Key names show up in monitoring: neither e-mails nor addresses appear in them.
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
-class ThrottleKeys:
-    """Every Redis key of the throttles (plain keys, no hash tags)."""
-
-    def __init__(self, prefix: str) -> None:
-        self._base = f"{prefix}:throttle"
-
-    def address_failures(self, group: str) -> str:
-        return f"{self._base}:login:address:{_digest(group)}"
-
-    def account_guesses(self, account: str) -> str:
-        return f"{self._base}:login:account:{account}"
-
-    def device(self, device: str) -> str:
-        """The account digest a device cookie was issued to."""
-        return f"{self._base}:device:{_digest(device)}"
-
-    def known_addresses(self, account: str) -> str:
-        """Sorted set: address-group digests this account logged in from, scored by time."""
-        return f"{self._base}:known:{account}"
-
-    def trusted_failures(self, account: str, client_id: str) -> str:
-        return f"{self._base}:login:trusted:{account}:{client_id}"
-
-    def registrations(self, group: str) -> str:
-        return f"{self._base}:register:{_digest(group)}"
+_digest = throttle_digest
 
 
 class RedisLoginThrottle:

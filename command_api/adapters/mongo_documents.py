@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from command_api.application.ports import CommandResult, IdempotentOutcome
-from command_api.domain.campaign import Campaign, CampaignDetails, CampaignStatus, DueTimer, Money
+from command_api.domain.campaign import Campaign, CampaignDetails, DueTimer
 from command_api.domain.refresh_token import RefreshToken
 from command_api.domain.user import User
+from events.types import Budget as Money
+from events.types import CampaignStatus
 
 Document = dict[str, Any]
 
@@ -114,6 +116,7 @@ def refresh_token_document(token: RefreshToken) -> Document:
         "expires_at": token.expires_at,
         "used_at": token.used_at,
         "revoked_at": token.revoked_at,
+        "family_expires_at": token.family_expires_at,
     }
 
 
@@ -126,6 +129,7 @@ def refresh_token_from_document(doc: Document) -> RefreshToken:
         expires_at=doc["expires_at"],
         used_at=doc.get("used_at"),
         revoked_at=doc.get("revoked_at"),
+        family_expires_at=doc.get("family_expires_at"),
     )
 
 

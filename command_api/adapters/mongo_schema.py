@@ -10,13 +10,14 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from events.log import EVENTS_COLLECTION
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 USERS = "users"
 CAMPAIGNS = "campaigns"
-EVENTS = "events"
+EVENTS = EVENTS_COLLECTION
 REFRESH_TOKENS = "refresh_tokens"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 RELAY_STATE = "relay_state"
@@ -56,7 +57,9 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
         name=UNPUBLISHED_INDEX,
     )
     await db[DUE_TRANSITIONS].create_index([("due_at", ASCENDING)], name=DUE_INDEX)
+    await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
+    await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")
     await db[REFRESH_TOKENS].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")
     await db[IDEMPOTENCY_KEYS].create_index(
         [("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS, name="expiry"

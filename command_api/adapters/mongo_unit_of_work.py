@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOn
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
+from pymongo.write_concern import WriteConcern
 
 from command_api.adapters import mongo_documents as docs
 from command_api.adapters.mongo_schema import (
@@ -50,6 +51,8 @@ COMMIT_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 0.02
 
 DUPLICATE_KEY = 11000
+# Set explicitly: an acknowledged command survives a failover (a 2xx means durable).
+MAJORITY = WriteConcern("majority")
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class MongoUnitOfWork:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             async with self._client.start_session() as session:
                 try:
-                    await session.start_transaction()
+                    await session.start_transaction(write_concern=MAJORITY)
                     await self._write(writes, session)
                     await _commit(session)
                     return
@@ -211,7 +214,7 @@ async def _abort(session: AsyncClientSession) -> None:
 _SPARSE_PAYLOADS = (CampaignUpdated, CampaignActivated, CampaignCompleted)
 
 
-def _envelope(event: DomainEvent, actor_id: str | None, causation_id: str | None) -> EventEnvelope:
+def _envelope(event: DomainEvent, actor_id: str | None, causation_id: str | None = None) -> EventEnvelope:
     payload = event.payload.model_dump(mode="json")
     envelope = new_envelope(
         event_type=event.event_type,
@@ -270,6 +273,11 @@ class MongoCampaignRepository:
     async def get_many(self, campaign_ids: list[str]) -> dict[str, Campaign]:
         found = await self._uow.db[CAMPAIGNS].find({"_id": {"$in": campaign_ids}}).to_list()
         return {doc["_id"]: docs.campaign_from_document(doc) for doc in found}
+
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        return await self._uow.db[CAMPAIGNS].count_documents(
+            {"owner_id": owner_id, "status": {"$nin": ["deleted", "completed"]}}, limit=limit
+        )
 
     def add(self, campaign: Campaign) -> None:
         exists = ConcurrencyConflict(f"campaign {campaign.id} exists")
@@ -330,6 +338,11 @@ class MongoRefreshTokenRepository:
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         await self._uow.db[REFRESH_TOKENS].update_many(
             {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        await self._uow.db[REFRESH_TOKENS].update_many(
+            {"user_id": user_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
         )
 
 

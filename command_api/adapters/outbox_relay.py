@@ -1,8 +1,18 @@
 """The outbox relay: every event recorded in MongoDB reaches Kafka, in order per aggregate.
 
-It tails the `events` collection through a change stream whose resume token is persisted, and
-scans for unpublished events at start. An event is marked published only after Kafka
-acknowledged it, so a crash at any point leads to duplicates at worst, never to a gap.
+This module is its publishing loop; the change feed (relay_change_feed.py), the lease
+(relay_lease.py), the Kafka transactions (kafka_publisher.py) and the status (relay_status.py)
+are its parts. While it holds the lease, it opens the change stream, scans for unpublished events
+page by page (a backlog of any size in bounded memory), then publishes what each getMore brings.
+Each batch is one Kafka transaction, and its events are marked published only after the commit,
+so a crash at any point leads to duplicates at worst, never to a gap.
+
+An event Kafka can never take (it cannot be serialised, or is too large for the topic) is
+quarantined: marked in MongoDB with the reason, counted and logged; the others go on. (A
+projection that then misses that version fills the gap from the events log.)
+
+When a newer relay's producer fenced this one's, or the lease is lost, the relay steps down: its
+publishing loop ends, it logs, and it waits as a standby until it holds the lease again.
 
 Every MongoDB operation counts (a local SecantusDB serves the command API too), so the stream's
 changes are published as soon as a getMore brought them, straight from the inserted documents;
@@ -17,60 +27,43 @@ import time
 from datetime import datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
-from bson import Timestamp
-from prometheus_client import Counter, Gauge
-from pymongo import ASCENDING
-from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
-from redis.exceptions import RedisError
+from pymongo.errors import PyMongoError
 
-from command_api.adapters.kafka_publisher import KafkaEventPublisher, PublishInterrupted
-from command_api.adapters.mongo_schema import EVENTS, RELAY_STATE, Document, IndexGate
+from command_api.adapters.kafka_publisher import (
+    KafkaEventPublisher,
+    Outgoing,
+    ProducerFencedOut,
+    PublishFailed,
+    Unpublishable,
+)
+from command_api.adapters.mongo_schema import EVENTS, Document, IndexGate
+from command_api.adapters.relay_change_feed import ChangeFeed
 from command_api.adapters.relay_lease import LeaseLost, RelayLease
-from events import EventEnvelope, from_log_document
+from command_api.adapters.relay_status import (
+    FENCED,
+    HISTORY_LOST,
+    PUBLISH_FAILURES,
+    PUBLISHED,
+    QUARANTINED,
+    RelayProgress,
+    RelayStatusReporter,
+)
+from events import encode_event, from_log_document
 from events.envelope import utc_now
 
 log = logging.getLogger(__name__)
 
-RESUME_TOKEN_ID = "relay_resume_token"  # noqa: S105 - a document id, not a secret
-IN_ORDER = [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)]
-STREAM_WAIT_MS = 250
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
-STATUS_INTERVAL_SECONDS = 2.0
-# The saved resume token only spares a restarted relay some replay (the published flags and the
-# catch-up scan are what guarantee no gap), so it is written now and then, not per batch.
-TOKEN_SAVE_SECONDS = 5.0
+STREAM_WAIT_SECONDS = 0.25
 # Marks of events published from the stream wait this long to be written in one update; a relay
 # that dies first sends them again at restart (a duplicate, never a gap).
 MARK_INTERVAL_SECONDS = 0.2
 # While the stream is quiet, rescan now and then: a safety net should a stream ever skip an
 # insert (the scan is one indexed query; it finds nothing when all is well).
 IDLE_RESCAN_SECONDS = 15.0
-
-# Labelled, so nothing is created at import (prometheus multiprocess mode writes files then).
-PUBLISHED = Counter(
-    "relay_events_published_total", "Events the outbox relay published to Kafka", ["aggregate_type"]
-)
-PUBLISH_FAILURES = Counter(
-    "relay_publish_failures_total", "Publish attempts Kafka did not acknowledge", ["relay"]
-)
-BACKLOG = Gauge(
-    "relay_backlog_events", "Events in MongoDB not yet published", ["relay"], multiprocess_mode="livemax"
-)
-LEASE_HELD = Gauge(
-    "relay_lease_held",
-    "1 while this relay holds the publishing lease",
-    ["relay"],
-    multiprocess_mode="livemax",
-)
-
-
-def relay_status_key(redis_prefix: str) -> str:
-    return f"{redis_prefix}:status:relay"
 
 
 class OutboxRelay:
@@ -85,24 +78,24 @@ class OutboxRelay:
         redis_prefix: str,
         batch_size: int,
     ) -> None:
-        self._db = db
         self._events = db[EVENTS]
-        self._state = db[RELAY_STATE]
         self._gate = gate
         self._lease = lease
         self._publisher = publisher
-        self._redis = redis
-        self._status_key = relay_status_key(redis_prefix)
         self._batch_size = batch_size
-        self.published_total = 0
-        self.last_published_at: datetime | None = None
-        self._token_saved_at = 0.0
-        # Published from the stream, acknowledged by Kafka, not yet marked in MongoDB.
+        self.progress = RelayProgress()
+        self._feed = ChangeFeed(db, batch_size=batch_size, on_history_lost=self._history_lost)
+        # Published from the stream, committed in Kafka, not yet marked in MongoDB.
         self._unmarked: list[str] = []
         self._marked_at = 0.0
-        # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
-        # stream reports after it cannot have been published by a scan.
-        self._scanned_until: Timestamp | None = None
+        self._reporter = RelayStatusReporter(
+            lease=lease,
+            events=self._events,
+            progress=self.progress,
+            unmarked=lambda: len(self._unmarked),
+            redis=redis,
+            redis_prefix=redis_prefix,
+        )
 
     @property
     def holder(self) -> str:
@@ -112,10 +105,22 @@ class OutboxRelay:
     def lease(self) -> RelayLease:
         return self._lease
 
+    @property
+    def published_total(self) -> int:
+        return self.progress.published_total
+
+    @property
+    def last_published_at(self) -> datetime | None:
+        return self.progress.last_published_at
+
+    async def status(self) -> dict[str, Any]:
+        """What the monitor shows: backlog, who holds the lease, when this relay last published."""
+        return await self._reporter.status()
+
     async def run(self) -> None:
         """Publish while holding the lease, wait while another relay does; until cancelled."""
         keeper = asyncio.create_task(self._lease.keep(), name="relay-lease")
-        reporter = asyncio.create_task(self._report_status(), name="relay-status")
+        reporter = asyncio.create_task(self._reporter.run(), name="relay-status")
         backoff = FIRST_BACKOFF_SECONDS
         try:
             while True:
@@ -125,6 +130,10 @@ class OutboxRelay:
                     await self._relay_while_held()
                 except LeaseLost as exc:
                     log.warning("%s; publishing stops until the lease is back", exc)
+                except ProducerFencedOut as exc:
+                    await self._step_down(exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 except PyMongoError as exc:
                     log.warning("MongoDB error in the relay, starting over in %.1f s: %s", backoff, exc)
                     await asyncio.sleep(backoff)
@@ -137,8 +146,20 @@ class OutboxRelay:
             await asyncio.gather(keeper, reporter, return_exceptions=True)
             await asyncio.shield(self._shut_down())
 
+    async def _step_down(self, exc: ProducerFencedOut) -> None:
+        self.progress.fenced_total += 1
+        FENCED.labels(self.holder).inc()
+        log.warning(
+            "relay %s (lease epoch %d) was fenced off Kafka by a newer relay (%s); it steps down "
+            "and publishes nothing more until it holds the lease again",
+            self.holder,
+            self._lease.epoch,
+            exc,
+        )
+        self._lease.step_down()
+        await self._publisher.close()
+
     async def _shut_down(self) -> None:
-        LEASE_HELD.labels(self.holder).set(0)
         try:
             await self._write_marks()
         except PyMongoError as exc:
@@ -151,85 +172,96 @@ class OutboxRelay:
 
     async def _relay_while_held(self) -> None:
         # The stream is opened before the scan: whatever the scan does not see, the stream will.
-        self._scanned_until = None
-        stream = await self._open_stream()
-        async with stream:
+        async with self._feed as feed:
             await self._catch_up()
             scanned_at = time.monotonic()
             while True:
                 self._lease.ensure_held()
-                changes = await self._next_changes(stream)
+                changes = await feed.changes(STREAM_WAIT_SECONDS)
                 if changes:
-                    await self._publish(await self._not_yet_published(changes), mark_now=False)
+                    await self._publish(await feed.not_yet_published(changes), mark_now=False)
                 elif time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:
                     await self._catch_up()
                     scanned_at = time.monotonic()
                 await self._mark_when_due(idle=not changes)
-                await self._remember_position(stream)
-
-    async def _open_stream(self) -> AsyncCollectionChangeStream[Document]:
-        pipeline: list[dict[str, Any]] = [{"$match": {"operationType": "insert"}}]
-        saved = await self._state.find_one({"_id": RESUME_TOKEN_ID})
-        if saved is not None:
-            try:
-                return await self._events.watch(
-                    pipeline, resume_after=saved["token"], max_await_time_ms=STREAM_WAIT_MS
-                )
-            except OperationFailure as exc:
-                # Too old or unusable: the catch-up scan covers whatever lies in between.
-                log.warning("cannot resume the change stream (%s); starting from now", exc)
-                await self._state.delete_one({"_id": RESUME_TOKEN_ID})
-        return await self._events.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
+                await feed.remember_position()
 
     async def _catch_up(self) -> None:
+        """Publish every unpublished event, one page at a time (each page is published and marked
+        before the next is read, so memory holds one page whatever the backlog)."""
         # Events published but not yet marked would be found (and sent) again.
         await self._write_marks()
+        self._feed.forget_scan()
         while True:
             self._lease.ensure_held()
-            async with self._db.client.start_session() as session:
-                batch = (
-                    await self._events.find({"published": False}, session=session)
-                    .sort(IN_ORDER)
-                    .limit(self._batch_size)
-                    .to_list()
+            page = await self._feed.scan_page()
+            if not page:
+                return
+            log.info("catch-up: publishing a page of %d unpublished events", len(page))
+            await self._publish(page)
+
+    async def _publish(self, documents: list[Document], *, mark_now: bool = True) -> None:
+        """Publish these (in aggregate/version order) in one transaction, retrying until Kafka
+        committed them; quarantine any Kafka can never take.
+
+        Marked published at once, or (`mark_now=False`) with the next write of the marks."""
+        pending = await self._serialised(documents)
+        backoff = FIRST_BACKOFF_SECONDS
+        while pending:
+            self._lease.ensure_held()
+            try:
+                await self._publisher.publish(pending, self._lease.ensure_held)
+            except Unpublishable as exc:
+                await self._quarantine(exc.event_id, exc.reason)
+                pending = [o for o in pending if str(o.envelope.event_id) != exc.event_id]
+                continue
+            except PublishFailed as failure:
+                PUBLISH_FAILURES.labels(self.holder).inc()
+                log.warning(
+                    "Kafka did not take %d events (%s); retrying in %.1f s",
+                    len(pending),
+                    failure.cause,
+                    backoff,
                 )
-                if not batch:
-                    # Every event this catch-up published committed before this last scan began.
-                    self._scanned_until = session.operation_time
-                    return
-            log.info("catch-up: publishing %d unpublished events", len(batch))
-            await self._publish(batch)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            await self._published(pending, mark_now=mark_now)
+            return
 
-    async def _next_changes(self, stream: AsyncCollectionChangeStream[Document]) -> list[Document]:
-        """The changes one getMore brings: published at once, with no window to wait out.
+    async def _serialised(self, documents: list[Document]) -> list[Outgoing]:
+        ready: list[Outgoing] = []
+        for document in documents:
+            try:
+                envelope = from_log_document(document)
+                ready.append(Outgoing(envelope, encode_event(envelope)))
+            except Exception as exc:  # whatever the reason, this event can never be sent
+                await self._quarantine(document["_id"], f"cannot be serialised: {exc}")
+        return ready
 
-        Under load the next getMore finds what arrived meanwhile, so batches grow by themselves.
-        """
-        changes: list[Document] = []
-        first = await stream.try_next()
-        if first is None:
-            return changes
-        changes.append(first)
-        while len(changes) < self._batch_size and _buffered(stream):
-            change = await stream.try_next()
-            if change is None:
-                break
-            changes.append(change)
-        return changes
-
-    async def _not_yet_published(self, changes: list[Document]) -> list[Document]:
-        """The inserted events, less any a catch-up scan published; in aggregate/version order."""
-        documents = [change.get("fullDocument") for change in changes]
-        since = self._scanned_until
-        after_last_scan = since is not None and all(
-            isinstance(change.get("clusterTime"), Timestamp) and change["clusterTime"] > since
-            for change in changes
+    async def _quarantine(self, event_id: Any, reason: str) -> None:
+        kind = "too_large" if "too large" in reason else "unserialisable"
+        QUARANTINED.labels(kind).inc()
+        self.progress.quarantined_total += 1
+        log.error("ALERT: outbox event %s quarantined, it will not be published: %s", event_id, reason)
+        await self._events.update_one(
+            {"_id": event_id},
+            {"$set": {"quarantine": {"reason": reason[:2000], "kind": kind, "at": utc_now()}}},
         )
-        if after_last_scan and all(d is not None for d in documents):
-            return sorted((d for d in documents if d is not None), key=_in_order)
-        # A restarted stream replays from the saved token, and a scan may have published these.
-        ids = [change["documentKey"]["_id"] for change in changes]
-        return await self._events.find({"_id": {"$in": ids}, "published": False}).sort(IN_ORDER).to_list()
+
+    async def _published(self, sent: list[Outgoing], *, mark_now: bool) -> None:
+        now = utc_now()
+        ids = [str(o.envelope.event_id) for o in sent]
+        if mark_now:
+            await self._events.update_many(
+                {"_id": {"$in": ids}}, {"$set": {"published": True, "published_at": now}}
+            )
+        else:
+            self._unmarked.extend(ids)
+        for outgoing in sent:
+            PUBLISHED.labels(outgoing.envelope.aggregate_type).inc()
+        self.progress.published_total += len(ids)
+        self.progress.last_published_at = now
 
     async def _mark_when_due(self, *, idle: bool) -> None:
         if not self._unmarked:
@@ -248,106 +280,8 @@ class OutboxRelay:
         del self._unmarked[: len(ids)]
         self._marked_at = time.monotonic()
 
-    async def _remember_position(self, stream: AsyncCollectionChangeStream[Document]) -> None:
-        token = stream.resume_token
-        if token is None:
-            return
-        if time.monotonic() - self._token_saved_at < TOKEN_SAVE_SECONDS:
-            return
-        await self._state.update_one(
-            {"_id": RESUME_TOKEN_ID}, {"$set": {"token": token, "saved_at": utc_now()}}, upsert=True
-        )
-        self._token_saved_at = time.monotonic()
-
-    async def _publish(self, documents: list[Document], *, mark_now: bool = True) -> None:
-        """Publish these (in aggregate/version order) until Kafka acknowledged every one.
-
-        Marked published at once, or (`mark_now=False`) with the next write of the marks."""
-        pending: list[EventEnvelope] = [from_log_document(d) for d in documents]
-        backoff = FIRST_BACKOFF_SECONDS
-        while pending:
-            self._lease.ensure_held()
-            try:
-                acknowledged = await self._publisher.publish(pending, self._lease.ensure_held)
-                failure: PublishInterrupted | None = None
-            except PublishInterrupted as exc:
-                acknowledged, failure = exc.acknowledged, exc
-            if acknowledged:
-                await self._published(pending, acknowledged, mark_now=mark_now)
-            if failure is None:
-                return
-            if isinstance(failure.cause, LeaseLost):
-                raise failure.cause
-            done = set(acknowledged)
-            pending = [e for e in pending if str(e.event_id) not in done]
-            PUBLISH_FAILURES.labels(self.holder).inc()
-            log.warning(
-                "Kafka did not take %d events (%s); retrying in %.1f s", len(pending), failure.cause, backoff
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-
-    async def _published(
-        self, envelopes: list[EventEnvelope], acknowledged: list[str], *, mark_now: bool
-    ) -> None:
-        now = utc_now()
-        if mark_now:
-            await self._events.update_many(
-                {"_id": {"$in": acknowledged}}, {"$set": {"published": True, "published_at": now}}
-            )
-        else:
-            self._unmarked.extend(acknowledged)
-        done = set(acknowledged)
-        for envelope in envelopes:
-            if str(envelope.event_id) in done:
-                PUBLISHED.labels(envelope.aggregate_type).inc()
-        self.published_total += len(acknowledged)
-        self.last_published_at = now
-
-    async def status(self) -> dict[str, Any]:
-        """What the monitor shows: backlog, who holds the lease, when this relay last published."""
-        return {
-            "relay": self.holder,
-            "holds_lease": self._lease.held,
-            "lease_holder": await self._lease.current_holder(),
-            # Published but not yet marked is no backlog.
-            "backlog": max(0, await self._events.count_documents({"published": False}) - len(self._unmarked)),
-            "published_total": self.published_total,
-            "last_published_at": _iso(self.last_published_at) if self.last_published_at else None,
-            "updated_at": _iso(utc_now()),
-        }
-
-    async def _report_status(self) -> None:
-        while True:
-            LEASE_HELD.labels(self.holder).set(1 if self._lease.held else 0)
-            # Only the publishing relay reports; with none publishing, the key expires.
-            if self._lease.held:
-                try:
-                    status = await self.status()
-                    BACKLOG.labels(self.holder).set(status["backlog"])
-                    if self._redis is not None:
-                        await self._redis.set(
-                            self._status_key,
-                            orjson.dumps(status),
-                            ex=int(STATUS_INTERVAL_SECONDS * 3),
-                        )
-                except (PyMongoError, RedisError) as exc:
-                    log.warning("relay status not reported: %s", exc)
-                except Exception:
-                    log.exception("unexpected error reporting the relay status")
-            await asyncio.sleep(STATUS_INTERVAL_SECONDS)
-
-
-def _buffered(stream: AsyncCollectionChangeStream[Document]) -> bool:
-    """Whether the stream holds changes its last getMore brought (pymongo has no public way to
-    ask; try_next would send another getMore, which waits out the stream's max await)."""
-    return bool(stream._cursor._has_next())
-
-
-def _in_order(document: Document) -> tuple[Any, Any]:
-    return document["aggregate_id"], document["aggregate_version"]
-
-
-def _iso(moment: datetime) -> str:
-    """The same UTC form as the events' occurred_at: 2027-03-01T00:00:00.123Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    def _history_lost(self, reason: str) -> None:
+        self.progress.history_lost_total += 1
+        self.progress.history_lost_at = utc_now()
+        self.progress.history_lost_reason = reason
+        HISTORY_LOST.labels(self.holder).inc()

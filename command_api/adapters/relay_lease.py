@@ -1,4 +1,15 @@
-"""One publishing relay at a time: a lease document in MongoDB, renewed while held."""
+"""One publishing relay at a time: a lease document in MongoDB, renewed while held.
+
+Expiry is decided by the database's clock (`$$NOW` in an update pipeline), never by a host's:
+two relays on hosts whose clocks disagree still agree on who holds the lease. Each takeover
+increments the lease's `epoch`. The lease only decides who tries to publish; what stops a
+stale relay from publishing is Kafka's fencing of its transactional producer (see
+kafka_publisher.py): the lease keeps relays from fencing each other back and forth.
+
+Locally a holder believes it holds the lease for less than the stored term, counted on its own
+monotonic clock from before it asked (a duration, never a wall-clock time), so a slow renewal
+makes it stop before another relay may start.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +19,18 @@ import os
 import socket
 import time
 import uuid
-from datetime import timedelta
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.write_concern import WriteConcern
 
 from command_api.adapters.mongo_schema import Document
-from events.envelope import utc_now
 
 log = logging.getLogger(__name__)
 
 LEASE_ID = "relay_lease"
-# Believe we hold the lease for less than its stored term, so a slow renewal makes us stop
-# before another relay may start.
 SAFETY_FRACTION = 0.75
 
 
@@ -33,13 +42,21 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# Dates are compared as milliseconds: SecantusDB orders a stored date against $$NOW wrongly, and
+# the same expression means the same on MongoDB.
+_NOW_MS: dict[str, Any] = {"$toLong": "$$NOW"}
+_EXPIRES_MS: dict[str, Any] = {"$ifNull": [{"$toLong": "$expires_at"}, 0]}
+
+
 class RelayLease:
     def __init__(
         self, collection: AsyncCollection[Document], *, seconds: float, holder: str | None = None
     ) -> None:
-        self._collection = collection
+        # A lease a failover could roll back would let two relays hold it.
+        self._collection = collection.with_options(write_concern=WriteConcern("majority"))
         self._seconds = seconds
         self.holder = holder or new_holder_id()
+        self.epoch = 0
         self._held_until = 0.0
         self._acquired = asyncio.Event()
 
@@ -58,26 +75,48 @@ class RelayLease:
             await self._acquired.wait()
 
     async def try_acquire(self) -> bool:
-        """Take the lease if it is free or expired, or renew it if ours; False if another holds it."""
+        """Take the lease if it is free or expired (a new epoch), or renew it if ours (same epoch);
+        False if another relay holds it. The database decides, on its own clock."""
         asked_at = time.monotonic()
-        now = utc_now()
         try:
-            await self._collection.find_one_and_update(
-                {"_id": LEASE_ID, "$or": [{"holder": self.holder}, {"expires_at": {"$lte": now}}]},
-                {"$set": {"holder": self.holder, "expires_at": now + timedelta(seconds=self._seconds)}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+            lease = await self._collection.find_one_and_update(
+                {"_id": LEASE_ID}, self._take_or_renew(), upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:
-            # The upsert collided with the existing lease document: someone else holds it.
+            # Two first relays upserted at once; the other one's insert won.
+            self._lose()
+            return False
+        if lease is None or lease.get("holder") != self.holder:
             self._lose()
             return False
         was_held = self.held
+        if lease["epoch"] != self.epoch:
+            was_held = False
+            self.epoch = int(lease["epoch"])
         self._held_until = asked_at + self._seconds * SAFETY_FRACTION
         self._acquired.set()
         if not was_held:
-            log.info("relay %s holds the lease", self.holder)
+            log.info("relay %s holds the lease (epoch %d)", self.holder, self.epoch)
         return True
+
+    def _take_or_renew(self) -> list[dict[str, Any]]:
+        """An update pipeline: the database's clock decides whether the lease is free."""
+        ours = {"$and": [{"$eq": ["$holder", self.holder]}, {"$eq": ["$epoch", self.epoch]}]}
+        expired = {"$lte": [_EXPIRES_MS, _NOW_MS]}
+        next_epoch = {"$add": [{"$ifNull": ["$epoch", 0]}, 1]}
+        return [
+            {"$set": {"_take": {"$or": [ours, expired]}}},
+            {
+                "$set": {
+                    "epoch": {"$cond": ["$_take", {"$cond": [ours, "$epoch", next_epoch]}, "$epoch"]},
+                    "holder": {"$cond": ["$_take", self.holder, "$holder"]},
+                    "expires_at": {
+                        "$cond": ["$_take", {"$add": ["$$NOW", int(self._seconds * 1000)]}, "$expires_at"]
+                    },
+                }
+            },
+            {"$unset": "_take"},
+        ]
 
     async def keep(self) -> None:
         """Renew while held, or keep trying to take it; runs until cancelled."""
@@ -93,19 +132,37 @@ class RelayLease:
                 self._lose()
             await asyncio.sleep(self._seconds / 4)
 
+    async def current(self) -> Document | None:
+        """The lease as the database sees it now (holder, epoch), or None when it has expired."""
+        cursor = await self._collection.aggregate(
+            [
+                {"$match": {"_id": LEASE_ID}},
+                {"$set": {"_alive": {"$gt": [_EXPIRES_MS, _NOW_MS]}}},
+            ]
+        )
+        for lease in await cursor.to_list():
+            if lease.pop("_alive"):
+                return lease
+        return None
+
     async def current_holder(self) -> str | None:
-        doc = await self._collection.find_one({"_id": LEASE_ID, "expires_at": {"$gt": utc_now()}})
-        return str(doc["holder"]) if doc else None
+        lease = await self.current()
+        return str(lease["holder"]) if lease else None
 
     async def release(self) -> None:
         """Hand the lease over at once instead of letting it expire."""
         self._lose()
         await self._collection.update_one(
-            {"_id": LEASE_ID, "holder": self.holder}, {"$set": {"expires_at": utc_now()}}
+            {"_id": LEASE_ID, "holder": self.holder, "epoch": self.epoch},
+            [{"$set": {"expires_at": "$$NOW"}}],
         )
+
+    def step_down(self) -> None:
+        """Stop believing we hold the lease (the keeper may take it again if it is still ours)."""
+        self._lose()
 
     def _lose(self) -> None:
         if self._held_until:
-            log.info("relay %s does not hold the lease", self.holder)
+            log.info("relay %s does not hold the lease (epoch %d)", self.holder, self.epoch)
         self._held_until = 0.0
         self._acquired.clear()

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from command_api.adapters.due_transitions import TimerQueue
 from command_api.domain.campaign import DueTimer
+from readmodels.keyspace import scheduler_status_key
 
 # Reports older than this are dropped from the hash by the next scheduler that reports.
 FORGET_AFTER_SECONDS = 60.0
@@ -48,10 +49,6 @@ LATENESS = Histogram(
     ["action"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
 )
-
-
-def scheduler_status_key(redis_prefix: str) -> str:
-    return f"{redis_prefix}:status:scheduler"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 import orjson
+from pydantic import BaseModel
 
 from command_api.application.commands import (
     ChangeCampaignStatus,
@@ -24,6 +25,7 @@ from command_api.application.errors import (
     IdempotencyKeyTaken,
     NotFound,
     StaleVersion,
+    TooManyLiveCampaigns,
     VersionRequired,
 )
 from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
@@ -35,7 +37,9 @@ from events.envelope import utc_now
 CONFLICT_ATTEMPTS = 5
 
 
-async def create_campaign(command: CreateCampaign, uow: UnitOfWork) -> CommandResult:
+async def create_campaign(
+    command: CreateCampaign, uow: UnitOfWork, max_live: int | None = None
+) -> CommandResult:
     details = CampaignDetails.parse(
         name=command.name,
         description=command.description,
@@ -54,6 +58,11 @@ async def create_campaign(command: CreateCampaign, uow: UnitOfWork) -> CommandRe
             replay = await _replay(uow, scope, key, fingerprint)
             if replay is not None:
                 return replay
+        # Checked before the insert, outside its transaction: concurrent creates may pass it
+        # together, so the cap can be overshot by the user's in-flight requests (bounded by the
+        # command rate), never by more.
+        if max_live is not None and await uow.campaigns.count_live(scope, max_live) >= max_live:
+            raise TooManyLiveCampaigns(max_live)
         campaign = Campaign.create(
             campaign_id=str(uuid.uuid4()), owner_id=scope, details=details, now=utc_now()
         )
@@ -213,5 +222,12 @@ async def _replay(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> Co
 
 def _fingerprint(details: CampaignDetails) -> str:
     """The request as the domain understood it, so equivalent JSON gives the same fingerprint."""
-    canonical = orjson.dumps(asdict(details), option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    canonical = orjson.dumps(asdict(details), default=_plain, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """Values orjson does not know (the budget, a pydantic model) as plain data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

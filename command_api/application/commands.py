@@ -35,8 +35,14 @@ class LogOut:
 
 
 @dataclass(frozen=True)
-class GrantAdmin:
+class LogOutEverywhere:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ChangeRoles:
     email: str
+    admin: bool  # True: grant the admin role; False: revoke it
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,21 @@ class RegistrationThrottled(Throttled):
         super().__init__(retry_after, "registrations from this address")
 
 
+class CommandsThrottled(Throttled):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, "commands from this user")
+
+
+class TooManyLiveCampaigns(Throttled):
+    """The owner's cap on campaigns neither deleted nor completed (429: finish or delete one)."""
+
+    def __init__(self, limit: int) -> None:
+        CommandRefused.__init__(
+            self, f"at most {limit} campaigns may be live at once; complete or delete one first"
+        )
+        self.retry_after = 60
+
+
 class SessionRejected(CommandRefused):
     """The refresh token is unknown, expired, revoked or was already used."""
 

@@ -45,6 +45,10 @@ class CampaignRepository(Protocol):
         """The campaigns found among these ids, by id (one round trip for a batch of firings)."""
         ...
 
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        """The owner's campaigns neither deleted nor completed, counted up to `limit`."""
+        ...
+
     def add(self, campaign: Campaign) -> None: ...
     def save(self, campaign: Campaign) -> None: ...
 
@@ -58,6 +62,10 @@ class RefreshTokenRepository(Protocol):
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         """At once, outside any unit of work: a revocation must survive the refusal that follows."""
+        ...
+
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        """Every unrevoked family of the user, at once (logout-all, password change)."""
         ...
 
 
@@ -130,3 +138,20 @@ class AccessToken:
 
 class AccessTokenIssuer(Protocol):
     def issue(self, user_id: str, roles: list[str]) -> AccessToken: ...
+
+
+class SessionEnder(Protocol):
+    async def end_sessions(self, user_id: str) -> float:
+        """Refuse from now on (within seconds, on both APIs) every access token of this user
+        issued before now; return the instant."""
+        ...
+
+
+class RefreshGrace(Protocol):
+    """The successor of a refresh token rotated moments ago, for a second presenter of the same
+    token (two tabs refreshing at once) within the grace window."""
+
+    async def remember(self, presented: str, successor: str) -> None: ...
+    async def recall(self, presented: str) -> str | None:
+        """The successor, waiting briefly for a rotation still committing; None when none."""
+        ...

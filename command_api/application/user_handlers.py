@@ -1,4 +1,5 @@
-"""User commands: register, log in, rotate and revoke refresh tokens, grant the admin role."""
+"""User commands: register, log in, rotate and revoke refresh tokens, grant and revoke the admin
+role. Logout, logout-all and a role change also end the user's access tokens (`SessionEnder`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from command_api.application.commands import GrantAdmin, LogIn, LogOut, RefreshSession, RegisterUser
+from command_api.application.commands import (
+    ChangeRoles,
+    LogIn,
+    LogOut,
+    LogOutEverywhere,
+    RefreshSession,
+    RegisterUser,
+)
 from command_api.application.errors import (
     ConcurrencyConflict,
     EmailTaken,
@@ -19,6 +27,8 @@ from command_api.application.ports import (
     CommandResult,
     LoginThrottle,
     PasswordHasher,
+    RefreshGrace,
+    SessionEnder,
     UnitOfWork,
 )
 from command_api.domain.refresh_token import RefreshToken, RefreshVerdict, hash_refresh_token
@@ -44,6 +54,10 @@ class Credentials:
     throttle: LoginThrottle
     access_tokens: AccessTokenIssuer
     refresh_lifetime: timedelta
+    sessions: SessionEnder
+    grace: RefreshGrace
+    family_lifetime: timedelta = timedelta(days=30)  # a family's absolute end, from its login
+    refresh_grace: timedelta = timedelta(seconds=10)  # a second refresh of one token within it
 
 
 async def register_user(command: RegisterUser, uow: UnitOfWork, credentials: Credentials) -> CommandResult:
@@ -81,7 +95,7 @@ async def log_in(command: LogIn, uow: UnitOfWork, credentials: Credentials) -> S
                 raise InvalidCredentials("wrong e-mail or password")
             user.record_login(utc_now())
             uow.users.save(user)
-            raw, token = _new_family(user.id, credentials.refresh_lifetime)
+            raw, token = _new_family(user.id, credentials)
             uow.refresh_tokens.add(token)
             try:
                 await uow.commit(actor_id=user.id)
@@ -107,7 +121,13 @@ async def refresh_session(
         now = utc_now()
         verdict = token.verdict(now)
         if verdict is RefreshVerdict.REUSED:
-            # A rotated token presented again: either the client or a thief holds a copy.
+            # Within the grace window the same client refreshing twice (two tabs) gets the
+            # successor the first refresh made; otherwise a copy is held by the client or a thief.
+            used_at = token.used_at
+            if used_at is not None and now - used_at < credentials.refresh_grace:
+                repeated = await _repeat_rotation(command.refresh_token, token.user_id, uow, credentials)
+                if repeated is not None:
+                    return repeated
             await uow.refresh_tokens.revoke_family(token.family_id, now)
             raise SessionRejected("refresh token already used; every session of its family is revoked")
         if verdict is not RefreshVerdict.VALID:
@@ -124,33 +144,68 @@ async def refresh_session(
         try:
             await uow.commit(actor_id=user.id)
         except ConcurrencyConflict:
-            # Someone rotated this very token a moment ago: the same token used twice.
+            # Someone rotated this very token a moment ago: a second tab, or a copy.
+            repeated = await _repeat_rotation(command.refresh_token, token.user_id, uow, credentials)
+            if repeated is not None:
+                return repeated
             await uow.refresh_tokens.revoke_family(token.family_id, now)
             raise SessionRejected(
                 "refresh token already used; every session of its family is revoked"
             ) from None
+        await credentials.grace.remember(command.refresh_token, raw)
         # Roles come from the user as they are now, so a granted role arrives with the next refresh.
         access = credentials.access_tokens.issue(user.id, list(user.roles))
         return SessionTokens(access.token, raw, access.expires_in)
 
 
-async def log_out(command: LogOut, uow: UnitOfWork) -> None:
-    """Revoke the token's whole family; an unknown token is not an error (nothing to end)."""
+async def _repeat_rotation(
+    presented: str, user_id: str, uow: UnitOfWork, credentials: Credentials
+) -> SessionTokens | None:
+    """The answer for a token rotated within the grace window: the same successor, if it is still
+    usable, with a fresh access token; else None."""
+    successor_raw = await credentials.grace.recall(presented)
+    if successor_raw is None:
+        return None
+    successor = await uow.refresh_tokens.get(hash_refresh_token(successor_raw))
+    if successor is None or successor.revoked_at is not None:
+        return None
+    user = await uow.users.get(user_id)
+    if user is None:
+        return None
+    access = credentials.access_tokens.issue(user.id, list(user.roles))
+    return SessionTokens(access.token, successor_raw, access.expires_in)
+
+
+async def log_out(command: LogOut, uow: UnitOfWork, sessions: SessionEnder) -> None:
+    """Revoke the token's whole family and end the user's access tokens (other sessions get new
+    ones with their refresh tokens); an unknown token is not an error (nothing to end)."""
     async with uow:
         token = await uow.refresh_tokens.get(hash_refresh_token(command.refresh_token))
         if token is not None and token.revoked_at is None:
             await uow.refresh_tokens.revoke_family(token.family_id, utc_now())
+            await sessions.end_sessions(token.user_id)
 
 
-async def grant_admin(command: GrantAdmin, uow: UnitOfWork) -> str:
+async def log_out_everywhere(command: LogOutEverywhere, uow: UnitOfWork, sessions: SessionEnder) -> None:
+    """Revoke every refresh family of the user and end all their access tokens."""
+    async with uow:
+        await uow.refresh_tokens.revoke_user(command.user_id, utc_now())
+    await sessions.end_sessions(command.user_id)
+
+
+async def change_roles(command: ChangeRoles, uow: UnitOfWork, sessions: SessionEnder) -> str:
+    """Grant or revoke the admin role (records UserRolesChanged) and end the user's access
+    tokens, so the change holds within seconds rather than at their expiry."""
     email = normalise_email(command.email)
     for attempt in range(CONFLICT_ATTEMPTS):
         async with uow:
             user = await uow.users.get_by_email(email)
             if user is None:
                 raise LookupError(f"no user with e-mail {email}")
-            if not user.grant("admin", utc_now()):
-                return f"{email} is already an admin"
+            now = utc_now()
+            changed = user.grant("admin", now) if command.admin else user.revoke("admin", now)
+            if not changed:
+                return f"{email} is already an admin" if command.admin else f"{email} is not an admin"
             uow.users.save(user)
             try:
                 await uow.commit(actor_id=None)
@@ -158,7 +213,9 @@ async def grant_admin(command: GrantAdmin, uow: UnitOfWork) -> str:
                 if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
                 continue
-            return f"{email} is now an admin (user {user.id}, version {user.version})"
+            await sessions.end_sessions(user.id)
+            state = "now an admin" if command.admin else "no longer an admin"
+            return f"{email} is {state} (user {user.id}, version {user.version})"
     raise AssertionError("unreachable")
 
 
@@ -166,13 +223,14 @@ def _new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _new_family(user_id: str, lifetime: timedelta) -> tuple[str, RefreshToken]:
+def _new_family(user_id: str, credentials: Credentials) -> tuple[str, RefreshToken]:
     raw = _new_secret()
     token = RefreshToken.first_of_family(
         token_hash=hash_refresh_token(raw),
         family_id=str(uuid.uuid4()),
         user_id=user_id,
         now=utc_now(),
-        lifetime=lifetime,
+        lifetime=credentials.refresh_lifetime,
+        family_lifetime=credentials.family_lifetime,
     )
     return raw, token

@@ -12,21 +12,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, get_args
 
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
 from command_api.domain.currencies import ISO_4217
 from command_api.domain.errors import (
+    CONTROL_CHARACTERS_REASON,
     AggregateGone,
     FieldChecks,
     FieldError,
     InvalidInput,
     InvalidTransition,
+    has_control_characters,
 )
-from events.types import (
-    Budget as BudgetPayload,
-)
+from events.types import Budget as Money
 from events.types import (
     CampaignActivated,
     CampaignCompleted,
@@ -34,6 +33,7 @@ from events.types import (
     CampaignDeleted,
     CampaignPaused,
     CampaignScheduled,
+    CampaignStatus,
     CampaignUnscheduled,
     CampaignUpdated,
     Channel,
@@ -47,15 +47,6 @@ TAG_MAX = 50
 CHANNELS: tuple[str, ...] = get_args(Channel)
 # Same shape as the contract's Budget.amount: no sign, up to 15 integer and 4 decimal digits.
 AMOUNT_PATTERN = re.compile(r"^\d{1,15}(\.\d{1,4})?$")
-
-
-class CampaignStatus(StrEnum):
-    DRAFT = "draft"
-    SCHEDULED = "scheduled"
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    DELETED = "deleted"
 
 
 @dataclass(frozen=True)
@@ -93,12 +84,6 @@ class DueTimer:
     action: str
     target_at: datetime
     due_at: datetime
-
-
-@dataclass(frozen=True)
-class Money:
-    amount: str
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -213,7 +198,7 @@ class Campaign(Aggregate):
                 name=details.name,
                 description=details.description,
                 channel=details.channel,  # type: ignore[arg-type]  # checked against CHANNELS
-                budget=_budget_payload(details.budget),
+                budget=details.budget,
                 starts_at=details.starts_at,
                 ends_at=details.ends_at,
                 tags=list(details.tags),
@@ -242,7 +227,7 @@ class Campaign(Aggregate):
             if getattr(merged, name) != getattr(self.details, name):
                 changed[name] = getattr(merged, name)
         if merged.budget != self.details.budget:
-            changed["budget"] = _budget_payload(merged.budget)
+            changed["budget"] = merged.budget
         if merged.tags != self.details.tags:
             changed["tags"] = list(merged.tags)
         if not changed:
@@ -425,14 +410,12 @@ class Campaign(Aggregate):
         return merged
 
 
-def _budget_payload(budget: Money) -> BudgetPayload:
-    return BudgetPayload(amount=budget.amount, currency=budget.currency)
-
-
 def _checked_name(value: str, checks: FieldChecks) -> str:
     name = value.strip()
     if not 1 <= len(name) <= NAME_MAX:
         checks.fail("name", f"must be 1 to {NAME_MAX} characters (not counting surrounding spaces)")
+    if has_control_characters(value):
+        checks.fail("name", CONTROL_CHARACTERS_REASON)
     return name
 
 
@@ -456,7 +439,8 @@ def _checked_budget(amount: str, currency: str, checks: FieldChecks) -> Money:
         )
     if currency not in ISO_4217:
         checks.fail("budget.currency", "must be an ISO 4217 code of three capital letters, such as EUR")
-    return Money(amount=amount, currency=currency)
+    # Not validated again: a bad value was reported above, and the caller raises before using it.
+    return Money.model_construct(amount=amount, currency=currency)
 
 
 def _checked_instant(field: str, value: datetime, checks: FieldChecks) -> datetime:

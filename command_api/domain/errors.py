@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+# Bidirectional overrides and isolates: they make a name display as something it is not.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+CONTROL_CHARACTERS_REASON = "must not contain control characters (line breaks, tabs, NUL, bidi overrides)"
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether `value` holds a C0/C1 control (CR, LF, tab, NUL, ...), a line or paragraph
+    separator, or a bidi override: nothing a name needs, and each can break a header, a log line
+    or a display."""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS for ch in value)
 
 
 class DomainError(Exception):

@@ -1,4 +1,8 @@
-"""Refresh tokens: one-use, rotated within a family; a reused one means theft and ends the family."""
+"""Refresh tokens: one-use, rotated within a family; a reused one means theft and ends the family.
+
+A family lives at most its absolute lifetime from its first login, however often it is rotated:
+each successor expires at the sooner of its own lifetime and the family's end.
+"""
 
 from __future__ import annotations
 
@@ -31,13 +35,29 @@ class RefreshToken:
     expires_at: datetime
     used_at: datetime | None = None
     revoked_at: datetime | None = None
+    family_expires_at: datetime | None = None  # None: a token stored before families had an end
 
     @classmethod
     def first_of_family(
-        cls, *, token_hash: str, family_id: str, user_id: str, now: datetime, lifetime: timedelta
+        cls,
+        *,
+        token_hash: str,
+        family_id: str,
+        user_id: str,
+        now: datetime,
+        lifetime: timedelta,
+        family_lifetime: timedelta | None = None,
     ) -> RefreshToken:
         now = to_millisecond_utc(now)
-        return cls(token_hash, family_id, user_id, issued_at=now, expires_at=now + lifetime)
+        family_end = now + (family_lifetime if family_lifetime is not None else lifetime)
+        return cls(
+            token_hash,
+            family_id,
+            user_id,
+            issued_at=now,
+            expires_at=min(now + lifetime, family_end),
+            family_expires_at=family_end,
+        )
 
     def verdict(self, now: datetime) -> RefreshVerdict:
         if self.revoked_at is not None:
@@ -55,7 +75,14 @@ class RefreshToken:
         if self.verdict(now) is not RefreshVerdict.VALID:
             raise ValueError(f"cannot rotate a {self.verdict(now).value} refresh token")
         now = to_millisecond_utc(now)
+        # A family from before absolute lifetimes ends where its current token does.
+        family_end = self.family_expires_at or self.expires_at
         successor = RefreshToken(
-            token_hash, self.family_id, self.user_id, issued_at=now, expires_at=now + lifetime
+            token_hash,
+            self.family_id,
+            self.user_id,
+            issued_at=now,
+            expires_at=min(now + lifetime, family_end),
+            family_expires_at=family_end,
         )
         return replace(self, used_at=now), successor

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
-from command_api.domain.errors import FieldChecks
+from command_api.domain.errors import CONTROL_CHARACTERS_REASON, FieldChecks, has_control_characters
 from events.types import UserLoggedIn, UserRegistered, UserRolesChanged
 
 Role = Literal["user", "admin"]
@@ -56,6 +56,8 @@ def check_registration(*, email: str, name: str, password: str) -> None:
         checks.fail("email", "must be an e-mail address")
     if not 1 <= len(name.strip()) <= NAME_MAX:
         checks.fail("name", f"must be 1 to {NAME_MAX} characters")
+    if has_control_characters(name):
+        checks.fail("name", CONTROL_CHARACTERS_REASON)
     for reason in password_problems(password, email=email, name=name):
         checks.fail("password", reason)
     checks.raise_if_any()
@@ -118,5 +120,15 @@ class User(Aggregate):
         if role in self.roles:
             return False
         self.roles = (*self.roles, role)
+        self._record(UserRolesChanged(roles=list(self.roles)), to_millisecond_utc(now))
+        return True
+
+    def revoke(self, role: Role, now: datetime) -> bool:
+        """Remove `role` (never the base `user` role); False (and no event) when it is not held."""
+        if role == "user":
+            raise ValueError("the user role cannot be revoked")
+        if role not in self.roles:
+            return False
+        self.roles = tuple(r for r in self.roles if r != role)
         self._record(UserRolesChanged(roles=list(self.roles)), to_millisecond_utc(now))
         return True

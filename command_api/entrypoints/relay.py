@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from command_api.adapters.mongo_schema import mongo_client
 from command_api.bootstrap import build_outbox_relay
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging, correlation_id
 from service_runtime.settings import Settings
 
@@ -24,6 +25,7 @@ async def run(settings: Settings) -> None:
     configure_logging("relay")
     _prepare_metrics_directory()
     correlation_id.set(f"relay-{uuid.uuid4().hex[:12]}")
+    await require_topics(settings, "relay")
     mongo = mongo_client(settings)
     redis = aioredis.from_url(settings.redis_url)
     relay = build_outbox_relay(settings, mongo=mongo, redis=redis)

@@ -12,6 +12,8 @@ for extra in "$@"; do
     chromium) command -v chromium >/dev/null || need+=(chromium) ;;
     wrk) command -v wrk >/dev/null || need+=(wrk) ;;
     nodejs) command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm) ;;
+    # promtool checks and unit-tests the alerting rules; Debian ships it in prometheus.
+    promtool) command -v promtool >/dev/null || need+=(prometheus) ;;
     *) need+=("$extra") ;;
   esac
 done

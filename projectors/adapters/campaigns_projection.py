@@ -21,26 +21,26 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from events import EventEnvelope, InvalidEvent, decode_event, encode_event
-from projectors.adapters.keys import (
+from projectors.adapters.notices import notice_prefix
+from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
+from projectors.domain.outcomes import ApplyResult, EventOutcome
+from readmodels.campaigns import campaign_document, membership_moves
+from readmodels.groups import SPECS_BY_NAME
+from readmodels.json_form import json_time
+from readmodels.keyspace import (
     CampaignKeys,
     events_channel,
     generation_base,
     parked_key,
     parked_set_key,
 )
-from projectors.adapters.notices import notice_prefix
-from projectors.adapters.scripts import LuaScript, ScriptArg, lua_source
-from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
-from projectors.domain.campaigns import campaign_document, membership_moves
-from projectors.domain.json_form import json_time
-from projectors.domain.outcomes import ApplyResult, EventOutcome
+from readmodels.scripts import LuaScript, ScriptArg, cas_script, read_states_script
 
 # A campaign whose state keeps moving under us is planned again this many times, then the batch
 # fails (and is consumed again).
@@ -49,16 +49,6 @@ AGGREGATE_TYPE = "campaign"
 # Campaigns per script call: a call of 64 campaigns' writes keeps Redis busy ~2 ms.
 WRITE_CHUNK = 64
 READ_CHUNK = 256
-
-
-@cache
-def cas_script() -> LuaScript:
-    return LuaScript("cas", lua_source("cas").encode())
-
-
-@cache
-def read_script() -> LuaScript:
-    return LuaScript("read_states", lua_source("read_states").encode())
 
 
 @dataclass
@@ -71,8 +61,14 @@ class _Read:
 class CampaignsProjection:
     name: str
     prefix: str
-    aggregate_types: frozenset[str] = frozenset({AGGREGATE_TYPE})
-    announces: bool = True
+
+    @property
+    def aggregate_types(self) -> frozenset[str]:
+        return SPECS_BY_NAME[self.name].aggregate_types
+
+    @property
+    def announces(self) -> bool:
+        return SPECS_BY_NAME[self.name].announces
 
     @property
     def script(self) -> LuaScript:
@@ -121,7 +117,7 @@ class CampaignsProjection:
             for cid in campaign_ids[n : n + READ_CHUNK]:
                 names += [keys.campaign(cid), parked_key(base, AGGREGATE_TYPE, cid)]
             calls.append((len(names), names))
-        replies = [value for reply in await _run(redis, read_script(), calls) for value in reply]
+        replies = [value for reply in await _run(redis, read_states_script(), calls) for value in reply]
         with_parked = [cid for n, cid in enumerate(campaign_ids) if replies[5 * n + 4]]
         parked: dict[str, dict[int, EventEnvelope]] = {}
         if with_parked:

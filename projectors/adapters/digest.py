@@ -13,19 +13,14 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from projectors.adapters.keys import generation_base
+from readmodels.keyspace import generation_base, generation_pattern
 
-_GLOB_SPECIALS = "\\*?[]"
 _CHUNK = 500
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in text)
 
 
 async def generation_keys(redis: Redis, prefix: str, generation: str) -> list[bytes]:
     """Every key of the generation, sorted."""
-    pattern = _glob_escape(generation_base(prefix, generation)) + ":*"
+    pattern = generation_pattern(prefix, generation)
     return sorted({key async for key in redis.scan_iter(match=pattern, count=1000)})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from events import EventEnvelope
-from projectors.domain.json_form import json_time
+from readmodels.json_form import json_time
 
 
 def notice_prefix(envelope: EventEnvelope, projection: str) -> bytes:

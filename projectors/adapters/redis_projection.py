@@ -21,55 +21,32 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
-from projectors.adapters.keys import (
+from projectors.adapters.notices import notice_prefix
+from projectors.application.ports import Projection
+from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
+from readmodels.groups import SPECS_BY_NAME
+from readmodels.json_form import json_time
+from readmodels.keyspace import (
     StatsKeys,
     UserKeys,
     events_channel,
     generation_base,
     parked_key,
+    parked_set_key,
 )
-from projectors.adapters.notices import notice_prefix
-from projectors.adapters.scripts import LuaScript, ScriptArg, apply_script
-from projectors.domain.json_form import json_time
-from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
-from projectors.domain.stats import stats_change_args
-from projectors.domain.users import user_change_args
+from readmodels.scripts import LuaScript, ScriptArg, apply_script
+from readmodels.stats import stats_change_args
+from readmodels.users import user_change_args
 
 StateKey = Callable[[str, EventEnvelope], str]
 ChangeArgs = Callable[[EventEnvelope], Sequence[ScriptArg]]
-
-
-class Projection(Protocol):
-    """One read model: which events it reads, and how a batch of them is applied to Redis."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def aggregate_types(self) -> frozenset[str]: ...
-    @property
-    def announces(self) -> bool: ...
-    @property
-    def script(self) -> LuaScript: ...
-
-    def accepts(self, envelope: EventEnvelope) -> bool: ...
-
-    async def apply(
-        self,
-        redis: Redis,
-        generation: str,
-        envelopes: Sequence[EventEnvelope],
-        *,
-        announce: bool = True,
-    ) -> ApplyResult: ...
+OwnKeys = Callable[[str], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -78,12 +55,19 @@ class ScriptProjection:
 
     name: str
     prefix: str
-    aggregate_types: frozenset[str]
     state_key: StateKey
     change_args: ChangeArgs
-    # Whether applied events are announced on the events channel. Each event is announced by
-    # exactly one projection (the one owning its aggregate), so the feed carries it once.
-    announces: bool
+    # Keys of the generation the projection's script writes besides the aggregate's own.
+    own_keys: OwnKeys = lambda base: ()
+
+    @property
+    def aggregate_types(self) -> frozenset[str]:
+        return SPECS_BY_NAME[self.name].aggregate_types
+
+    @property
+    def announces(self) -> bool:
+        # Each event is announced by exactly one projection (see `readmodels.groups`).
+        return SPECS_BY_NAME[self.name].announces
 
     @property
     def script(self) -> LuaScript:
@@ -105,7 +89,8 @@ class ScriptProjection:
         channel = events_channel(self.prefix) if announce and self.announces else ""
         projected_at = json_time(datetime.now(UTC))
         outcomes: list[EventOutcome | None] = [None] * len(envelopes)
-        calls: list[tuple[int, list[ScriptArg]]] = []
+        calls: list[tuple[int, tuple[int, list[ScriptArg]]]] = []
+        shared_keys = [parked_set_key(base), *self.own_keys(base)]
         for position, envelope in enumerate(envelopes):
             try:
                 change = self.change_args(envelope)
@@ -116,20 +101,23 @@ class ScriptProjection:
             keys: list[ScriptArg] = [
                 self.state_key(base, envelope),
                 parked_key(base, envelope.aggregate_type, envelope.aggregate_id),
+                *shared_keys,
             ]
             notice = notice_prefix(envelope, self.name) if channel else b""
-            args = [base, channel, projected_at, member, str(envelope.aggregate_version), notice, *change]
-            calls.append((position, [*keys, *args]))
+            args = [channel, projected_at, member, str(envelope.aggregate_version), notice, *change]
+            calls.append((position, (len(keys), [*keys, *args])))
         if calls:
             replies = await self._execute(redis, calls)
             for (position, _), reply in zip(calls, replies, strict=True):
                 outcomes[position] = _outcome(reply)
         return ApplyResult([o for o in outcomes if o is not None])
 
-    async def _execute(self, redis: Redis, calls: list[tuple[int, list[ScriptArg]]]) -> list[object]:
+    async def _execute(
+        self, redis: Redis, calls: list[tuple[int, tuple[int, list[ScriptArg]]]]
+    ) -> list[object]:
         # After a lost script cache every call runs again: the ones that had run are duplicates
         # the second time, which the guard ignores.
-        return await self.script.run_pipelined(redis, [(2, call) for _, call in calls])
+        return await self.script.run_pipelined(redis, [call for _, call in calls])
 
 
 def _outcome(reply: object) -> EventOutcome:
@@ -150,10 +138,8 @@ def users_projection(prefix: str) -> Projection:
     return ScriptProjection(
         name="users",
         prefix=prefix,
-        aggregate_types=frozenset({"user"}),
         state_key=lambda base, e: UserKeys(base).user(e.aggregate_id),
         change_args=user_change_args,
-        announces=True,
     )
 
 
@@ -167,10 +153,9 @@ def stats_projection(prefix: str) -> Projection:
     return ScriptProjection(
         name="stats",
         prefix=prefix,
-        aggregate_types=frozenset({"user", "campaign"}),
         state_key=state_key,
         change_args=stats_change_args,
-        announces=False,
+        own_keys=lambda base: StatsKeys(base).counters,
     )
 
 

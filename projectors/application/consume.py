@@ -19,17 +19,17 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from events import EventEnvelope, InvalidEvent, Topics, decode_event
-from projectors.adapters.generations import claim_live_generation
-from projectors.adapters.redis_projection import Projection
-from projectors.adapters.status import record_batch
-from projectors.domain.json_form import json_time
+from events.dead_letters import DeadLetterOrigin, dead_letter_headers
+from projectors.application.ports import Projection
 from projectors.domain.outcomes import EventOutcome, Outcome
+from readmodels.generations import claim_live_generation
+from readmodels.json_form import json_time
+from readmodels.status import record_batch
 from service_runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
@@ -58,19 +58,11 @@ class DeadLetter:
 
     def headers(self) -> dict[str, str]:
         """The original headers plus why and where it failed."""
-        headers = {name: value.decode("utf-8", "replace") for name, value in self.record.headers}
-        headers.update(
-            {
-                "dlq_error": self.reason[:2000],
-                "dlq_error_type": self.error_type,
-                "dlq_original_topic": self.record.topic,
-                "dlq_original_partition": str(self.record.partition),
-                "dlq_original_offset": str(self.record.offset),
-                "dlq_consumer_group": self.consumer_group,
-                "dlq_failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            }
+        original = [(name, value.decode("utf-8", "replace")) for name, value in self.record.headers]
+        origin = DeadLetterOrigin(
+            self.record.topic, self.record.partition, self.record.offset, self.consumer_group
         )
-        return headers
+        return dead_letter_headers(original, origin, reason=self.reason, error_type=self.error_type)
 
 
 class DeadLetterSink(Protocol):

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from events import EventEnvelope
-from projectors.domain.campaigns import (
+from projectors.domain.outcomes import EventOutcome, Outcome
+from readmodels.campaigns import (
     CAMPAIGN_EVENT_TYPES,
     MissingCreation,
     NotACampaignEvent,
     next_campaign_state,
 )
-from projectors.domain.outcomes import EventOutcome, Outcome
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """The projectors process: one FastStream batch subscriber (own consumer group) per projection.
 
-`campaigns serve projectors` runs `run(settings)`; `build_broker(settings)` is the same broker,
-declared but not started, for the AsyncAPI document (`events.asyncapi.asyncapi_document`).
+`campaigns serve projectors` runs `run(settings)`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
@@ -26,12 +24,16 @@ from redis.asyncio import Redis
 
 from events import Topics
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
-from projectors.adapters.generations import claim_live_generation
-from projectors.adapters.keys import generation_base, parked_set_key
 from projectors.adapters.metrics import observe_batch, observe_lag
-from projectors.adapters.redis_projection import Projection, all_projections
-from projectors.adapters.status import write_heartbeat
+from projectors.adapters.redis_projection import all_projections
 from projectors.application.consume import EventRecord, ProjectionConsumer
+from projectors.entrypoints.console_operations import console_operations
+from projectors.monitoring.sampler import sampling
+from readmodels.generations import claim_live_generation
+from readmodels.groups import projection_group, projection_topics
+from readmodels.keyspace import generation_base, parked_set_key
+from readmodels.status import write_heartbeat
+from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
 
@@ -41,14 +43,6 @@ HEARTBEAT_SECONDS = 2.0
 # After a failed batch (Redis or Kafka unreachable), wait before the redelivery is tried, so an
 # outage is not met with a hot loop.
 RETRY_PAUSE_SECONDS = 1.0
-
-
-def consumer_group(settings: Settings, projection: str) -> str:
-    return f"{settings.topic_prefix}projector.{projection}"
-
-
-def projection_topics(projection: Projection, topics: Topics) -> list[str]:
-    return [topics.for_aggregate(kind) for kind in sorted(projection.aggregate_types, reverse=True)]
 
 
 async def _records(message: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> list[EventRecord]:
@@ -81,10 +75,11 @@ class Projectors:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self._owns_redis = redis is None
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            settings.kafka_bootstrap_servers,
             client_id=f"{settings.topic_prefix}projectors",
             acks="all",
             enable_idempotence=True,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             allow_auto_create_topics=False,
             logger=logging.getLogger("projectors.faststream"),
             log_level=logging.DEBUG,
@@ -96,7 +91,7 @@ class Projectors:
         self.consumers: dict[str, ProjectionConsumer] = {}
         self.subscribers: dict[str, Any] = {}
         for projection in all_projections(settings.redis_prefix):
-            group = consumer_group(settings, projection.name)
+            group = projection_group(settings, projection.name)
             consumer = ProjectionConsumer(projection, self.redis, dead_letters, group)
             self.consumers[projection.name] = consumer
             self.subscribers[projection.name] = self._subscribe(consumer, group)
@@ -105,11 +100,12 @@ class Projectors:
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
         projection = consumer.projection
         subscriber = self.broker.subscriber(
-            *projection_topics(projection, self.topics),
+            *projection_topics(projection.aggregate_types, self.topics),
             group_id=group,
             batch=True,
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -213,15 +209,6 @@ async def _lag(consumer: AIOKafkaConsumer) -> int:
     return lag
 
 
-def build_broker(settings: Settings) -> KafkaBroker:
-    """The projectors' broker with every subscriber and dead-letter publisher declared (not started)."""
-    return Projectors(settings).broker
-
-
-def build_app(settings: Settings) -> FastStream:
-    return FastStream(build_broker(settings))
-
-
 async def serve(settings: Settings) -> None:
     """Run every projection until cancelled, then leave the consumer groups cleanly."""
     async with Projectors(settings):
@@ -231,16 +218,17 @@ async def serve(settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """What `campaigns serve projectors` runs: until SIGTERM or SIGINT."""
     configure_logging("projectors")
+    await require_topics(settings, "projectors")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with Projectors(settings) as projectors:
-            # Imported here: the sampler names the consumer groups this module defines.
-            from projectors.monitoring.sampler import sampling
-
-            async with sampling(settings, projectors.redis):
+            async with (
+                sampling(settings, projectors.redis),
+                console_operations(settings, projectors.redis),
+            ):
                 await stopping.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from projectors.monitoring.groups import MonitoredGroup
+from events.envelope import utc_text
+from readmodels.groups import MonitoredGroup
 
 Partition = tuple[str, int]
 
@@ -25,11 +26,6 @@ class Offsets:
     starts: Mapping[Partition, int]
     ends: Mapping[Partition, int]
     committed: Mapping[str, Mapping[Partition, int]]  # group id -> partition -> offset, -1 for none
-
-
-def utc_text(moment: datetime) -> str:
-    """The events' UTC form: 2027-03-01T00:00:00.123Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def position(committed: int, start: int) -> int:

@@ -24,14 +24,14 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from events import Topics
-from projectors.monitoring.groups import MonitoredGroup, monitored_groups
-from projectors.monitoring.keys import (
+from projectors.monitoring.lag import Offsets, Partition, lag_sample, throughput_sample
+from readmodels.groups import MonitoredGroup, monitored_groups
+from readmodels.keyspace import (
     lag_sample_key,
     monitor_channel,
     sampler_slot_key,
     throughput_history_key,
 )
-from projectors.monitoring.lag import Offsets, Partition, lag_sample, throughput_sample
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,10 @@ class KafkaOffsetReader:
             await self.close()
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, client_id=self.client_id, enable_auto_commit=False
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
             )
             self._admin, self._consumer = admin, consumer
             await admin.start()

@@ -18,8 +18,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from events import Topics
-from projectors.adapters.generations import PROJECTIONS
-from projectors.adapters.redis_projection import Projection, all_projections
+from events.log import EventsLog, events_collection
+from projectors.adapters.redis_projection import all_projections
+from projectors.application.ports import Projection
 from projectors.replay.adapters.kafka_source import KafkaEventSource
 from projectors.replay.adapters.mongo_source import MongoEventSource
 from projectors.replay.adapters.redis_generations import RedisGenerations
@@ -37,7 +38,7 @@ from projectors.replay.application.rebuild import (
 from projectors.replay.application.verify import VerifyReport, verify
 from projectors.replay.domain.plan import SourceName, select_projections
 from projectors.replay.domain.time_travel import AsOf, Inspection
-from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
+from readmodels.generations import PROJECTIONS
 from service_runtime.settings import Settings
 
 # Errors that mean a server is unreachable or failing, as opposed to a bug (the CLI says which).
@@ -75,7 +76,7 @@ class Replay:
             return
         async with (
             self._mongo() as client,
-            MongoEventSource(client[self.settings.mongo_db][EVENTS_COLLECTION], kinds) as mongo,
+            MongoEventSource(events_collection(client, self.settings.mongo_db), kinds) as mongo,
         ):
             yield mongo
 
@@ -120,11 +121,12 @@ class Replay:
     @asynccontextmanager
     async def history(self) -> AsyncIterator[EventsLog]:
         async with self._mongo() as client:
-            yield EventsLog(client[self.settings.mongo_db][EVENTS_COLLECTION])
+            yield EventsLog(events_collection(client, self.settings.mongo_db))
 
     @asynccontextmanager
     async def _mongo(self) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-        options: dict[str, Any] = {}
+        # Read concern majority: replay never folds an event a failover could roll back.
+        options: dict[str, Any] = {"readConcernLevel": "majority"}
         if "serverselectiontimeoutms" not in self.settings.mongo_url.lower():
             options["serverSelectionTimeoutMS"] = MONGO_SELECTION_TIMEOUT_MS
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.settings.mongo_url, **options)

@@ -4,7 +4,7 @@ A hit answers `GET /campaigns/{id}` without a Redis round trip (the benchmarked 
 Why an entry is never served stale for longer than `ttl_seconds`, and normally not at all:
 
 - Every applied event is PUBLISHed by the projector from inside the atomic script that applied
-  it (`projectors/adapters/lua/cas.lua`, after the writes it announces); the notification
+  it (`readmodels/lua/cas.lua`, after the writes it announces); the notification
   listener calls `invalidate` for its aggregate, before it wakes `min_version` waiters, so a
   woken waiter reads Redis again.
 - A read that misses notes the `ticket` before asking Redis and is kept only if nothing was
@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from query_api.adapters.read_models import Snapshot
+from readmodels.snapshot import Snapshot
 
 # Per-entry cost beyond the document (measured with tracemalloc): dict slot, key and owner
 # strings, Snapshot, tuple and float objects.

@@ -22,8 +22,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from projectors.adapters.keys import events_channel
-from projectors.monitoring.keys import monitor_channel
+from readmodels.keyspace import events_channel, monitor_channel
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from projectors.adapters.status import heartbeat_age, read_status
-from projectors.monitoring.keys import (
+from events.envelope import utc_text
+from readmodels.keyspace import (
     lag_sample_key,
     relay_status_key,
     scheduler_status_key,
     throughput_history_key,
     worker_status_key,
 )
+from readmodels.status import heartbeat_age, read_status
 
 # Projectors beat every 2 s, workers every 5 s: a few missed beats and the process is "stale".
 STALE_AFTER_SECONDS = 15.0
@@ -38,10 +39,6 @@ _COUNTERS = {
     "partitions",
     "aggregates_with_parked_events",
 }
-
-
-def utc_text(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def liveness(age: float | None) -> str:

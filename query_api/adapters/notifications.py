@@ -22,9 +22,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from projectors.adapters.generations import generations_channel
-from projectors.adapters.keys import events_channel
 from query_api.adapters.campaign_cache import CampaignCache
+from readmodels.keyspace import events_channel, generations_channel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,38 @@ class VersionWaiters:
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._waiting.values())
+
+
+class TooManyWaiters(Exception):
+    """A `min_version` read over the quota (the argument says which)."""
+
+
+class WaiterQuota:
+    """Bounds `min_version` waits in this process: per user and in all. Over either, the request
+    is refused at once (429) rather than held: a wait costs a task and a future for seconds."""
+
+    def __init__(self, per_user: int, per_process: int) -> None:
+        self.per_user = per_user
+        self.per_process = per_process
+        self._by_user: dict[str, int] = {}
+        self._total = 0
+
+    @contextlib.contextmanager
+    def admit(self, user_id: str) -> Iterator[None]:
+        held = self._by_user.get(user_id, 0)
+        if held >= self.per_user or self._total >= self.per_process:
+            raise TooManyWaiters("for this user" if held >= self.per_user else "in this worker")
+        self._by_user[user_id] = held + 1
+        self._total += 1
+        try:
+            yield
+        finally:
+            self._total -= 1
+            left = self._by_user[user_id] - 1
+            if left:
+                self._by_user[user_id] = left
+            else:
+                del self._by_user[user_id]
 
 
 class NotificationListener:

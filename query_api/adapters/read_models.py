@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
 
-from projectors.adapters.generations import PROJECTIONS, initial_generation, live_generations
-from projectors.adapters.keys import CampaignKeys, StatsKeys, UserKeys, generation_base
-from projectors.adapters.scripts import list_campaigns_script
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.redis_multiplexer import RedisMultiplexer
 from query_api.domain.listing import CampaignFilters, SortOrder
+from readmodels.generations import PROJECTIONS, initial_generation, live_generations
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
+from readmodels.scripts import list_campaigns_script
+from readmodels.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,6 @@ log = logging.getLogger(__name__)
 # filter combination gets a short page with a cursor to continue.
 LIST_SCAN_BUDGET = 5000
 GENERATION_REFRESH_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """An aggregate's read model as stored: `doc` None if unknown or deleted; version 0 if unknown."""
-
-    doc: bytes | None
-    owner_id: str | None
-    version: int
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
@@ -136,17 +127,18 @@ class ReadModels:
         self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
     ) -> tuple[list[bytes], bytes | None]:
         """Up to `limit` documents after the member `after`, and the member to continue from."""
+        keys = CampaignKeys(self.generations.base("campaigns"))
+        indexes: list[bytes | str | int] = [
+            keys.filtered_index(sort.index_key, pair) for pair in filters.index_pairs()
+        ] or [keys.filtered_index(sort.index_key, None)]
         args: list[bytes | str | int] = [
-            self.generations.base("campaigns"),
-            sort.index_key,
+            keys.campaign_key_start,
             "1" if sort.descending else "0",
             limit,
             after or b"",
             LIST_SCAN_BUDGET,
         ]
-        for dimension, value in filters.index_pairs():
-            args += [dimension, value]
-        reply = await list_campaigns_script().run(self.redis, [], args)
+        reply = await list_campaigns_script().run(self.redis, indexes, args)
         next_member, *docs = reply
         return docs, next_member or None
 

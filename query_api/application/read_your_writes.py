@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from query_api.adapters.notifications import VersionWaiters
-from query_api.adapters.read_models import Snapshot
+from readmodels.snapshot import Snapshot
+
+
+class VersionWaiters(Protocol):
+    """Wakes a waiter once an aggregate reaches a version (`query_api.adapters.notifications`)."""
+
+    def watch(self, aggregate_id: str, min_version: int) -> AbstractContextManager[asyncio.Future[None]]: ...
 
 
 async def read_at_least(

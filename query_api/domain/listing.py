@@ -27,7 +27,7 @@ class SortOrder(StrEnum):
 
     @property
     def index_key(self) -> str:
-        """The sort key of the campaign indexes (see projectors.domain.campaigns.SORT_KEYS)."""
+        """The sort key of the campaign indexes (see readmodels.campaigns.SORT_KEYS)."""
         return {"created_at": "created", "updated_at": "updated", "name": "name"}[self.value.lstrip("-")]
 
     @property

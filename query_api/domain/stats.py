@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 from events.types import CampaignStatus, Channel
-from projectors.domain.stats import join_amount
+from readmodels.stats import join_amount
 
 WINDOW_MINUTES = 60
-LIVE_STATUSES = [s for s in get_args(CampaignStatus) if s != "deleted"]
+LIVE_STATUSES = [s.value for s in CampaignStatus if s is not CampaignStatus.DELETED]
 CHANNELS = list(get_args(Channel))
 
 

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
-from projectors.adapters.status import read_status
+from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.fault_table import record_fault
@@ -305,7 +305,7 @@ def replay(action: str, settings: Settings) -> None:
     """`campaigns replay ACTION all`, as an operator runs it."""
     extra = ["--grace-seconds", "0"] if action == "rebuild" else []
     done = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "replay", action, "all", *extra],
+        [sys.executable, "-m", "launcher", "replay", action, "all", *extra],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,

@@ -155,7 +155,7 @@ def test_asyncapi_lists_the_relays_sends_and_every_consumer_group(
 
 
 def test_the_table_names_the_groups_the_processes_join() -> None:
-    from projectors.monitoring.groups import monitored_groups
+    from readmodels.groups import monitored_groups
 
     settings = Settings(topic_prefix="p1.")
     topics = Topics(settings.topic_prefix)

@@ -64,12 +64,15 @@ async def _drive_every_event_type(services: RunningServices) -> int:
         return events
 
 
-async def _read_topics(bootstrap: str, topics: list[str], expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _read_topics(bootstrap: str, topics: list[str], partition_count: int, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata, partitions included
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        # The test's topics were made with the settings' partition count (the fixture); the
+        # consumer's own metadata may not know them yet, so nothing is read from it.
+        partitions = [TopicPartition(t, p) for t in topics for p in range(partition_count)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list[Any] = []
@@ -97,7 +100,12 @@ async def test_every_record_on_the_topics_matches_the_served_asyncapi_document(
 
     topics = Topics(services.settings.topic_prefix)
     records = await asyncio.wait_for(
-        _read_topics(services.settings.kafka_bootstrap, [topics.users, topics.campaigns], expected),
+        _read_topics(
+            services.settings.kafka_bootstrap,
+            [topics.users, topics.campaigns],
+            services.settings.kafka_partitions,
+            expected,
+        ),
         READ_SECONDS + 10,
     )
     assert len(records) >= expected, f"{len(records)} of {expected} events reached Kafka"

@@ -7,36 +7,45 @@ import uuid
 import httpx
 
 from command_api.entrypoints.admin import grant_admin
+from tests.support.factories import campaign_body
 from tests.support.services import RunningServices
 
 PASSWORD = "correct horse battery 9"
 
 
 def campaign(name: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "description": "watched on the monitor",
-        "channel": "email",
-        "budget": {"amount": "1200.00", "currency": "EUR"},
-        "starts_at": "2027-03-01T00:00:00Z",
-        "ends_at": "2027-03-31T00:00:00Z",
-        "tags": ["monitor"],
-    }
+    return campaign_body(
+        name=name,
+        description="watched on the monitor",
+        budget={"amount": "1200.00", "currency": "EUR"},
+        tags=["monitor"],
+    )
 
 
-async def sign_in(services: RunningServices, admin: bool = True) -> str:
-    """Register a user (an admin through the CLI's own function), log in, return the access token."""
+async def register(services: RunningServices, admin: bool = True) -> str:
+    """Register a user (made an admin through the CLI's own function); its e-mail."""
     email = f"{'ops' if admin else 'user'}-{uuid.uuid4().hex[:8]}@example.com"
     async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
         registered = await commands.post(
             "/auth/register", json={"email": email, "password": PASSWORD, "name": "Ops"}
         )
         assert registered.status_code == 201, registered.text
-        if admin:
-            await grant_admin(services.settings, email)
+    if admin:
+        await grant_admin(services.settings, email)
+    return email
+
+
+async def log_in(services: RunningServices, email: str) -> str:
+    """A fresh access token for this user."""
+    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
         login = await commands.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         return str(login.json()["access_token"])
+
+
+async def sign_in(services: RunningServices, admin: bool = True) -> str:
+    """Register a user (an admin through the CLI's own function), log in, return the access token."""
+    return await log_in(services, await register(services, admin))
 
 
 async def create_campaigns(

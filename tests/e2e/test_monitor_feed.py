@@ -109,8 +109,8 @@ async def test_every_process_exposes_the_pipelines_metrics(services: RunningServ
     # (metric, a label it must carry or None): each one has to show up on its process's endpoint.
     api = [("http_requests_total", 'route="/campaigns"'), ("http_request_duration_seconds_bucket", None)]
     expected: dict[str, list[tuple[str, str | None]]] = {
-        f"{services.command_url}/metrics": api,
-        f"{services.query_url}/metrics": [
+        f"http://{host}:{settings.command_api_metrics_port}/metrics": api,
+        f"http://{host}:{settings.query_api_metrics_port}/metrics": [
             ("http_requests_total", 'route="/monitor"'),
             ("http_request_duration_seconds_bucket", None),
         ],

@@ -1,31 +1,19 @@
-"""The monitor page in a real headless Chromium: sign in, watch campaigns arrive, filter, pause, reconnect."""
+"""The console page in a real headless Chromium: sign in, watch campaigns arrive, filter, pause, reconnect."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, async_playwright, expect
 
 from events import Topics
-from tests.e2e.monitor_session import change, create_campaigns, sign_in
+from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
+from tests.e2e.monitor_session import change, create_campaigns, log_in, register
 from tests.support.services import RunningServices
 
 ALL = ["command-api", "query-api", "relay", "scheduler", "projectors", "workers"]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"
@@ -38,10 +26,11 @@ async def rows_for(page: Page, aggregate_id: str) -> int:
 
 async def test_an_admin_watches_campaigns_arrive_live_on_the_monitor(services: RunningServices) -> None:
     # Frequent samples, so the chart and the lag panel fill within the test.
-    services.settings = services.settings.model_copy(update={"monitor_sample_seconds": 1.0})
+    for_the_console(services, monitor_sample_seconds=1.0)
     services.start(ALL)
     services.wait_ready()
-    token = await sign_in(services)
+    email = await register(services)
+    token = await log_in(services, email)
     ARTIFACTS.mkdir(exist_ok=True)
 
     async with async_playwright() as playwright:
@@ -53,10 +42,7 @@ async def test_an_admin_watches_campaigns_arrive_live_on_the_monitor(services: R
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
 
-            await page.goto(f"{services.query_url}/monitor")
-            await expect(page.locator("#sign-in")).to_be_visible()
-            await page.fill("#token", token)
-            await page.click("#connect")
+            await sign_in_on_page(page, services, email)
             await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10_000)
             await expect(page.locator("#console")).to_be_visible()
 

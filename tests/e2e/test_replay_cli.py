@@ -10,25 +10,24 @@ from collections import Counter
 import httpx
 import orjson
 
+from tests.support.factories import campaign_body
 from tests.support.services import RunningServices, settings_env
 from tests.support.stack import REPO
 
 ALL = ["command-api", "query-api", "relay", "projectors"]
-CAMPAIGN = {
-    "name": "Replayed",
-    "description": "built again from the log",
-    "channel": "sms",
-    "budget": {"amount": "120.50", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["replay"],
-}
+CAMPAIGN = campaign_body(
+    name="Replayed",
+    description="built again from the log",
+    channel="sms",
+    budget={"amount": "120.50", "currency": "EUR"},
+    tags=["replay"],
+)
 
 
 async def campaigns_cli(services: RunningServices, *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "service_runtime", "replay", *args],
+        [sys.executable, "-m", "launcher", "replay", *args],
         cwd=REPO,
         env=settings_env(services.settings),
         capture_output=True,

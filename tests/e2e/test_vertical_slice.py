@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import httpx
 
+from tests.support.factories import campaign_body
 from tests.support.services import RunningServices
 
 ALL = ["command-api", "query-api", "relay", "projectors"]
 
-CAMPAIGN = {
-    "name": "Spring launch",
-    "description": "first campaign",
-    "channel": "email",
-    "budget": {"amount": "2500.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["launch"],
-}
+CAMPAIGN = campaign_body()
 
 
 async def test_created_campaign_is_readable_through_the_query_api_with_min_version(

@@ -46,7 +46,7 @@ def test_status_names_every_server_and_where_it_listens(stack: None) -> None:
     for name, where in [
         ("redis", settings.redis_url.rsplit("/", 1)[0]),
         ("kafka", f"kafka://{settings.kafka_bootstrap}"),
-        ("mongo", settings.mongo_url.split("/?")[0]),
+        ("mongo", settings.mongo_url.split("?")[0].rstrip("/")),
         ("smtp", f"smtp://{settings.smtp_host}:{settings.smtp_port}"),
     ]:
         assert any(name in line and "up" in line and where in line for line in result.stdout.splitlines())

@@ -20,19 +20,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service_runtime.keys import signing_key
 from service_runtime.settings import Settings
+from tests.support.factories import campaign_body
 from tests.support.keys import hs256_token
 from tests.support.services import settings_env
 from tests.support.stack import REPO
 
-CAMPAIGN = {
-    "name": "Private plans",
-    "description": "nobody else's business",
-    "channel": "email",
-    "budget": {"amount": "1200.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["secret"],
-}
+CAMPAIGN = campaign_body(
+    name="Private plans",
+    description="nobody else's business",
+    budget={"amount": "1200.00", "currency": "EUR"},
+    tags=["secret"],
+)
 
 
 @dataclass
@@ -76,7 +74,7 @@ async def log_in(
 def grant_admin(settings: Settings, email: str) -> None:
     """`campaigns users grant-admin` as an operator runs it (roles are never an API field)."""
     result = subprocess.run(
-        [sys.executable, "-m", "service_runtime", "users", "grant-admin", email],
+        [sys.executable, "-m", "launcher", "users", "grant-admin", email],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,

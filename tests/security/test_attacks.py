@@ -25,6 +25,9 @@ from tests.support.stack import REPO
 pytestmark = [pytest.mark.security, pytest.mark.filterwarnings("ignore:The HMAC key")]
 
 PROBLEM_JSON = "application/problem+json"
+# A second refresh of one token within the grace window gets the same successor
+# (tests/security/test_sessions.py); reuse after it is theft.
+SETTINGS = {"refresh_grace_seconds": 1.0}
 
 
 def protected_requests(campaign_id: str) -> list[tuple[str, str, str, dict[str, object]]]:
@@ -117,6 +120,7 @@ async def test_reused_refresh_token_revokes_its_whole_family(system: System) -> 
         second = rotated.json()["refresh_token"]
         assert second != first
 
+        await asyncio.sleep(1.2)  # past the grace window
         reused = await commands.post("/auth/refresh", json={"refresh_token": first})
         assert reused.status_code == 401
         assert reused.headers["content-type"].startswith(PROBLEM_JSON)
@@ -215,6 +219,7 @@ async def test_passwords_and_tokens_never_appear_in_logs_or_in_other_responses(s
         refreshed = await commands.post(
             "/auth/refresh", json={"refresh_token": login.json()["refresh_token"]}
         )
+        await asyncio.sleep(1.2)  # past the grace window: a reuse, answered 401
         responses.append(
             await commands.post("/auth/refresh", json={"refresh_token": login.json()["refresh_token"]})
         )
@@ -261,7 +266,7 @@ def test_production_mode_refuses_missing_exposed_and_weak_keys(
         cases.append(({}, missing[service]))
     for extra, says in cases:
         started = subprocess.run(
-            [sys.executable, "-m", "service_runtime", "serve", service],
+            [sys.executable, "-m", "launcher", "serve", service],
             cwd=REPO,
             env={**env, **extra},
             capture_output=True,

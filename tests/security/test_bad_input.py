@@ -133,6 +133,7 @@ async def test_malformed_unknown_and_oversized_events_go_to_the_dead_letter_topi
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         group_id=None,
+        isolation_level="read_committed",
         fetch_max_bytes=10_000_000,
         max_partition_fetch_bytes=10_000_000,
     )
@@ -145,7 +146,7 @@ async def test_malformed_unknown_and_oversized_events_go_to_the_dead_letter_topi
             for messages in (await consumer.getmany(timeout_ms=500)).values():
                 for message in messages:
                     headers = {k: v.decode() for k, v in message.headers}
-                    assert headers["dlq_error"], headers
+                    assert headers["dlq_reason"], headers
                     assert headers["dlq_original_topic"] == topics.campaigns
                     assert message.value == poison[headers["poison"]]
                     letters.setdefault(headers["poison"], set()).add(headers["dlq_consumer_group"])

@@ -10,7 +10,6 @@ digests mean the live read models are exactly what the log says they should be.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics, from_log_document
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.generations import live_generations
-from projectors.adapters.keys import CampaignKeys, StatsKeys, UserKeys, generation_base
 from projectors.adapters.redis_projection import all_projections
+from readmodels.generations import live_generations
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from service_runtime.settings import Settings
+from tests.support.waiting import eventually
 
 OWNING_PROJECTION = {"campaign": "campaigns", "user": "users"}
 APPLY_CHUNK = 500
@@ -35,11 +35,7 @@ async def wait_for(
     check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.2
 ) -> None:
     """Poll `check` until true (test harness only); fail naming `what`."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
+    await eventually(check, timeout=within, interval=every, what=what)
 
 
 # ---------------------------------------------------------------------- MongoDB
@@ -134,6 +130,7 @@ async def kafka_event_ids(settings: Settings, expected: int, within: float = 30)
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     ids: list[str] = []

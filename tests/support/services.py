@@ -1,4 +1,4 @@
-"""Run the real services as processes (`python -m service_runtime serve NAME`) for end-to-end tests."""
+"""Run the real services as processes (`python -m launcher serve NAME`) for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class RunningServices:
             log = (self.log_dir / f"{name}.log").open("ab")
             metrics_dir = self.log_dir / f"metrics-{name}"
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "service_runtime", "serve", name],
+                [sys.executable, "-m", "launcher", "serve", name],
                 cwd=REPO,
                 env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
                 stdout=log,

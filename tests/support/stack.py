@@ -8,9 +8,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
-from events.topics import Topics
+from service_runtime.kafka_topics import ensure_topics
 from service_runtime.settings import Settings
 from tests.support.keys import key_settings
 
@@ -48,6 +48,15 @@ def isolated_settings(**overrides: object) -> Settings:
         "projectors_metrics_port": free_port(),
         "workers_metrics_port": free_port(),
         "scheduler_metrics_port": free_port(),
+        "command_api_metrics_port": free_port(),
+        "query_api_metrics_port": free_port(),
+        # Tests and the bench send many commands and waits as one user; these limits are tested
+        # on their own (tests/security/test_abuse_limits.py).
+        "command_rate_per_second": 1_000_000.0,
+        "command_burst": 1_000_000,
+        "max_live_campaigns": 1_000_000,
+        "min_version_waiters_per_user": 1_000_000,
+        "min_version_waiters_per_worker": 1_000_000,
         # Tests register many users from 127.0.0.1; the registration throttle is tested on its own.
         "register_max_per_address": 1_000_000,
         # This run's own signing key (tests/support/keys.py), never a committed one.
@@ -58,17 +67,8 @@ def isolated_settings(**overrides: object) -> Settings:
 
 
 async def create_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
-                for name in Topics(settings.topic_prefix).all()
-            ]
-        )
-    finally:
-        await admin.close()
+    """This test's topics, shaped by its settings, as the services expect them at start."""
+    await ensure_topics(settings)
 
 
 async def delete_topics(settings: Settings) -> None:

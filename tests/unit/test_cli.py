@@ -13,7 +13,7 @@ from tests.support.stack import REPO
 def campaigns(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_") and k != "APP_ENV"}
     return subprocess.run(
-        [sys.executable, "-m", "service_runtime", *args],
+        [sys.executable, "-m", "launcher", *args],
         cwd=REPO,
         env={**clean, **env},
         capture_output=True,
@@ -42,3 +42,16 @@ def test_an_unknown_service_is_named_with_the_choices() -> None:
     assert result.returncode == 2
     assert "unknown service 'mailman'" in result.stderr
     assert "command-api" in result.stderr
+
+
+def test_the_launcher_opens_the_command_api_to_the_local_console_only_unless_told() -> None:
+    from launcher.cli import console_defaults
+    from service_runtime.settings import Settings
+
+    environ: dict[str, str] = {}
+    console_defaults(Settings(query_api_port=9002, command_api_port=9001), environ)
+    assert environ["CAMPAIGNS_CONSOLE_ORIGINS"] == "http://127.0.0.1:9002,http://localhost:9002"
+    assert environ["CAMPAIGNS_COMMAND_API_PUBLIC_URL"] == "http://127.0.0.1:9001"
+    chosen = {"CAMPAIGNS_CONSOLE_ORIGINS": "https://ops.example.com"}
+    console_defaults(Settings(), chosen)
+    assert chosen["CAMPAIGNS_CONSOLE_ORIGINS"] == "https://ops.example.com"

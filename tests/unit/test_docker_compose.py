@@ -21,8 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events.topics import Topics
-from service_runtime.cli import SERVICES
+from launcher.cli import SERVICES
 from service_runtime.keys import signing_key, verification_keys
 from service_runtime.settings import DefaultSecretInProduction, Settings
 from tests.support.keys import run_keys
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"
 NGINX_CONF = REPO / "infra" / "docker" / "nginx.conf"
+NGINX_TLS_CONF = REPO / "infra" / "docker" / "nginx-tls.conf"
 DOCKERIGNORE = REPO / ".dockerignore"
 APP_IMAGE_DOCKERFILE = "infra/docker/Dockerfile"
 APIS = {"command-api": 8001, "query-api": 8002}
@@ -149,18 +149,21 @@ def test_kafka_is_apache_kafka_41_in_kraft_mode(services: dict[str, dict[str, An
     assert "healthcheck" in kafka
 
 
-def test_topics_are_created_with_the_configured_partitions(services: dict[str, dict[str, Any]]) -> None:
+def test_topics_are_created_with_the_configured_shape_and_nothing_auto_creates(
+    services: dict[str, dict[str, Any]],
+) -> None:
     init = services["kafka-init"]
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
-    script = _command_text(init)
-    assert "kafka-topics.sh" in script and "--if-not-exists" in script
-    loop = re.search(r"for topic in ([^;]+); do", script)
-    assert loop, "kafka-init should create the topics in a `for topic in ...; do` loop"
-    assert sorted(loop.group(1).split()) == sorted(Topics().all())
-    assert "--partitions 6" in script
+    assert init["build"]["dockerfile"] == APP_IMAGE_DOCKERFILE
+    # The same code as `campaigns kafka topics --reconcile` (service_runtime/kafka_topics.py).
+    assert init["command"] == ["kafka", "topics", "--reconcile"]
+    env = init["environment"]
+    assert (env["CAMPAIGNS_KAFKA_PARTITIONS"], env["CAMPAIGNS_KAFKA_REPLICATION_FACTOR"]) == ("6", "1")
+    assert env["CAMPAIGNS_KAFKA_MIN_INSYNC_REPLICAS"] == "1"
+    assert str(services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
 
     three = _resolved(CAMPAIGNS_KAFKA_PARTITIONS="3")["services"]
-    assert "--partitions 3" in _command_text(three["kafka-init"])
+    assert three["kafka-init"]["environment"]["CAMPAIGNS_KAFKA_PARTITIONS"] == "3"
     assert three["command-api"]["environment"]["CAMPAIGNS_KAFKA_PARTITIONS"] == "3"
 
 
@@ -268,6 +271,43 @@ def test_forwarded_addresses_are_trusted_from_nginx_network_only(config: dict[st
     assert conf.count("X-Forwarded-For $remote_addr") >= 1
 
 
+def test_prometheus_loads_the_alerting_rules_and_reaches_every_metrics_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:v2.")
+    mounts: dict[str, str] = {}
+    for volume in prometheus["volumes"]:  # "source:target:mode" (compose v1) or long form (v2)
+        source, target = (
+            (volume["source"], volume["target"]) if isinstance(volume, dict) else volume.split(":")[:2]
+        )
+        if source.startswith("/"):
+            mounts[str(Path(source).resolve().relative_to(REPO))] = target
+    assert mounts["infra/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    assert mounts["infra/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    targets = {
+        job["job_name"]: (sd["names"], sd["port"])
+        for job in config["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    defaults = Settings()
+    ports = {
+        "command-api": defaults.command_api_metrics_port,
+        "query-api": defaults.query_api_metrics_port,
+        "relay": defaults.relay_metrics_port,
+        "scheduler": defaults.scheduler_metrics_port,
+        "projectors": defaults.projectors_metrics_port,
+        "workers": defaults.workers_metrics_port,
+    }
+    assert targets == {name: ([name], port) for name, port in ports.items()}
+    # Every process serves /metrics on the metrics host (the APIs on an internal listener, not
+    # their public port): all interfaces of the container here.
+    for name in ("command-api", "query-api", "relay", "scheduler", "projectors", "workers"):
+        assert services[name]["environment"]["CAMPAIGNS_METRICS_HOST"] == "0.0.0.0"
+
+
 def test_nginx_fronts_both_apis(services: dict[str, dict[str, Any]]) -> None:
     nginx = services["nginx"]
     assert nginx["image"].startswith("nginx:")
@@ -329,6 +369,32 @@ def test_nginx_conf_upgrades_the_monitor_websocket() -> None:
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade", body)
     assert re.search(r"proxy_set_header\s+Connection\s+\$connection_upgrade", body)
     assert "map $http_upgrade $connection_upgrade" in conf
+
+
+def test_nginx_never_forwards_metrics() -> None:
+    for path in (NGINX_CONF, NGINX_TLS_CONF):
+        conf = re.sub(r"#[^\n]*", "", path.read_text())
+        for block in _servers(conf):
+            assert re.search(r"location\s+\^~\s*/metrics\s*\{\s*return\s+404;\s*\}", block), (
+                f"{path.name}: a server forwards /metrics: {block[:120]}"
+            )
+
+
+def test_nginx_tls_servers_send_hsts_with_mounted_certificates() -> None:
+    assert re.search(r"^\s*include\s+/etc/nginx/conf\.d/\*\.tls\.conf;", NGINX_CONF.read_text(), re.M)
+    conf = re.sub(r"#[^\n]*", "", NGINX_TLS_CONF.read_text())
+    servers = _servers(conf)
+    assert len(servers) == 2
+    for block in servers:
+        assert re.search(r"^\s*listen\s+\d+\s+ssl\s*;", block, re.M)
+        assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in block
+        assert "ssl_certificate_key /etc/nginx/certs/privkey.pem;" in block
+        hsts = re.search(r'add_header\s+Strict-Transport-Security\s+"max-age=(\d+)[^"]*"\s+always;', block)
+        assert hsts and int(hsts.group(1)) >= 180 * 24 * 3600
+    assert re.search(r"^\s*ssl_protocols\s+TLSv1\.2\s+TLSv1\.3\s*;", conf, re.M)
+    compose = COMPOSE_FILE.read_text()
+    assert "nginx-tls.conf:/etc/nginx/conf.d/campaigns.tls.conf:ro" in compose
+    assert "CAMPAIGNS_TLS_DIR" in compose
 
 
 # ------------------------------------------------------------------------------------ Dockerfile

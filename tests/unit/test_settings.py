@@ -93,3 +93,63 @@ def _pem(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def test_the_single_topology_is_the_default_and_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TOPOLOGY", "KAFKA_BOOTSTRAP", "REDIS_CLUSTER_NODES", "KAFKA_REPLICATION_FACTOR"):
+        monkeypatch.delenv(f"CAMPAIGNS_{name}", raising=False)
+    settings = Settings()
+    assert settings.topology == "single"
+    assert settings.redis_cluster_addresses == []
+    assert settings.kafka_bootstrap_servers == ["127.0.0.1:9092"]
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (1, 1)
+
+
+def test_the_cluster_topology_points_every_client_at_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "KAFKA_BOOTSTRAP",
+        "REDIS_CLUSTER_NODES",
+        "KAFKA_REPLICATION_FACTOR",
+        "KAFKA_MIN_INSYNC_REPLICAS",
+    ):
+        monkeypatch.delenv(f"CAMPAIGNS_{name}", raising=False)
+    monkeypatch.setenv("CAMPAIGNS_TOPOLOGY", "cluster")
+    settings = Settings()
+    assert settings.redis_cluster_addresses == [f"127.0.0.1:{port}" for port in range(7000, 7006)]
+    assert settings.kafka_bootstrap_servers == ["127.0.0.1:19092", "127.0.0.1:19093", "127.0.0.1:19094"]
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    # What is set explicitly wins over the cluster's defaults.
+    monkeypatch.setenv("CAMPAIGNS_KAFKA_BOOTSTRAP", "k1:9092, k2:9092")
+    monkeypatch.setenv("CAMPAIGNS_KAFKA_MIN_INSYNC_REPLICAS", "1")
+    settings = Settings()
+    assert settings.kafka_bootstrap_servers == ["k1:9092", "k2:9092"]
+    assert settings.kafka_min_insync_replicas == 1
+
+
+def test_min_isr_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ValueError, match="kafka_min_insync_replicas"):
+        Settings(kafka_replication_factor=2, kafka_min_insync_replicas=3)
+
+
+def test_no_console_origin_is_open_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAMPAIGNS_CONSOLE_ORIGINS", raising=False)
+    assert Settings().console_origin_list == []
+
+
+def test_console_origins_are_a_comma_separated_list_of_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGNS_CONSOLE_ORIGINS", " http://127.0.0.1:8002, https://ops.example.com/ ")
+    assert Settings().console_origin_list == ["http://127.0.0.1:8002", "https://ops.example.com"]
+
+
+@pytest.mark.parametrize("origin", ["*", "http://ops.example.com/console", "ops.example.com", "file://x"])
+def test_a_console_origin_that_is_not_an_origin_is_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="console_origins"):
+        Settings(console_origins=origin)
+
+
+def test_the_command_api_public_url_must_be_http() -> None:
+    assert Settings(command_api_public_url="https://api.example.com/").command_api_public_url == (
+        "https://api.example.com"
+    )
+    with pytest.raises(ValueError, match="command_api_public_url"):
+        Settings(command_api_public_url="javascript:alert(1)")

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from command_api.bootstrap import open_command_side
 from command_api.entrypoints.http import auth_routes, campaign_routes, health_routes
 from command_api.entrypoints.http.errors import install_command_error_handlers
 from service_runtime.http import install_http_basics
 from service_runtime.logs import configure_logging
-from service_runtime.openapi import describe_api
+from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "command-api"
@@ -48,11 +49,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "MongoDB and reaches Kafka through the outbox relay. Errors are application/problem+json."
         ),
         lifespan=lifespan,
+        **documentation_routes(settings),
     )
     install_http_basics(app, settings, SERVICE)
     install_command_error_handlers(app)
+    install_console_cors(app, settings)
     describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     app.include_router(auth_routes.router)
     app.include_router(campaign_routes.router)
     app.include_router(health_routes.router)
     return app
+
+
+def install_console_cors(app: FastAPI, settings: Settings) -> None:
+    """Let the operator console (a page on the query API's origin) call this API from a browser.
+
+    Only the configured origins (CAMPAIGNS_CONSOLE_ORIGINS; none by default) are answered, and
+    without credentials: the console sends its tokens in headers and bodies, never in cookies.
+    Added last, so it is the outermost middleware and problem responses carry its headers too.
+    """
+    origins = settings.console_origin_list
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["authorization", "content-type", "if-match", "x-correlation-id"],
+        expose_headers=["etag", "location", "retry-after", "x-correlation-id"],
+        allow_credentials=False,
+        max_age=600,
+    )

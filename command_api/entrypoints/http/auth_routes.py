@@ -5,8 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from command_api.application import user_handlers
-from command_api.application.commands import LogIn, LogOut, RefreshSession, RegisterUser
-from command_api.entrypoints.http.dependencies import Side
+from command_api.application.commands import (
+    LogIn,
+    LogOut,
+    LogOutEverywhere,
+    RefreshSession,
+    RegisterUser,
+)
+from command_api.entrypoints.http.dependencies import CurrentActor, Side
 from command_api.entrypoints.http.errors import problem_responses
 from command_api.entrypoints.http.schemas import (
     CommandAccepted,
@@ -96,12 +102,33 @@ async def refresh(body: RefreshTokenRequest, response: Response, side: Side) -> 
     "/logout",
     status_code=204,
     response_class=Response,
-    summary="Revoke the refresh token's whole family",
+    summary="Revoke the refresh token's whole family and end the user's access tokens",
+    description=(
+        "Every access token of the user issued before now is refused within seconds on both "
+        "APIs; the user's other sessions get new ones with their refresh tokens."
+    ),
     responses={
         **ok(204, "Logged out (also when the token was unknown or already revoked)"),
         **problem_responses(413, 422, 503),
     },
 )
 async def logout(body: RefreshTokenRequest, side: Side) -> Response:
-    await user_handlers.log_out(LogOut(refresh_token=body.refresh_token), side.unit_of_work())
+    await user_handlers.log_out(
+        LogOut(refresh_token=body.refresh_token), side.unit_of_work(), side.credentials.sessions
+    )
+    return Response(status_code=204)
+
+
+@router.post(
+    "/logout-all",
+    status_code=204,
+    response_class=Response,
+    summary="End every session of the caller: all refresh tokens and all access tokens",
+    description="Access tokens issued before now are refused within seconds on both APIs.",
+    responses={**ok(204, "Every session ended"), **problem_responses(401, 503)},
+)
+async def logout_all(actor: CurrentActor, side: Side) -> Response:
+    await user_handlers.log_out_everywhere(
+        LogOutEverywhere(user_id=actor.user_id), side.unit_of_work(), side.credentials.sessions
+    )
     return Response(status_code=204)

@@ -54,7 +54,7 @@ def _accepted(result: CommandResult, response: Response) -> CommandAccepted:
     summary="Create a campaign (a draft owned by the caller)",
     responses={
         **ok(201, "Created (a draft); Location names it", headers=("Location", "ETag")),
-        **problem_responses(401, 409, 413, 422, 503),
+        **problem_responses(401, 409, 413, 422, 429, 503),
     },
 )
 async def create_campaign(
@@ -78,6 +78,7 @@ async def create_campaign(
             idempotency_key=idempotency_key,
         ),
         side.unit_of_work(),
+        max_live=side.settings.max_live_campaigns,
     )
     response.headers["Location"] = f"/campaigns/{result.id}"
     return _accepted(result, response)

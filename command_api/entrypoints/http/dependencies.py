@@ -25,7 +25,7 @@ def command_side(request: Request) -> CommandSide:
 Side = Annotated[CommandSide, Depends(command_side)]
 
 
-def current_actor(
+async def current_actor(
     side: Side, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Actor:
     if credentials is None:
@@ -33,11 +33,20 @@ def current_actor(
     try:
         principal = verify_access_token(side.settings, credentials.credentials)
     except InvalidToken:
+        principal = None
+    # A token issued before its user's sessions were ended (logout, role change) is refused too.
+    if principal is None or not await side.cutoffs.allows(principal):
         raise Problem(
             401,
             "the access token is invalid or expired",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from None
+        )
+    # Every authenticated command takes from the user's bucket (a refusal takes nothing).
+    wait = await side.command_rate.take(principal.user_id)
+    if wait:
+        raise Problem(
+            429, f"too many commands from this user; retry in {wait} s", headers={"Retry-After": str(wait)}
+        )
     return Actor(user_id=principal.user_id, is_admin=principal.is_admin)
 
 

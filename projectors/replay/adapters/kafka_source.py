@@ -45,6 +45,7 @@ class KafkaEventSource:
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
+            isolation_level="read_committed",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )

@@ -16,13 +16,13 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
 from projectors.adapters.digest import generation_digest, generation_key_digests, generation_keys
-from projectors.adapters.generations import (
+from projectors.replay.application.ports import BusyError, LiveGenerationError
+from readmodels.generations import (
     claim_live_generation,
     live_generations,
     swap_generation,
 )
-from projectors.adapters.keys import replay_lock_key
-from projectors.replay.application.ports import BusyError, LiveGenerationError
+from readmodels.keyspace import replay_lock_key
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from events import EventEnvelope
-from projectors.adapters.redis_projection import Projection
+from projectors.application.ports import Projection
 from projectors.replay.domain.tally import ProjectionTally
 
 LANES = 4

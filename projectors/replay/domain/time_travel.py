@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events import EventEnvelope
-from projectors.domain.campaigns import fold_campaign
-from projectors.domain.json_form import json_time
-from projectors.domain.users import fold_user
+from readmodels.campaigns import fold_campaign
+from readmodels.json_form import json_time
+from readmodels.users import fold_user
 
 FOLDS = {"campaign": fold_campaign, "user": fold_user}
 

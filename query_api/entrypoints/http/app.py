@@ -12,25 +12,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from events.log import EventsLog, events_collection
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.events_log import EVENTS_COLLECTION, EventsLog
-from query_api.adapters.notifications import NotificationListener, VersionWaiters
+from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
-from query_api.entrypoints.http import campaigns, contract, health, monitor, reports, stats, users
+from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
-from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.dependencies import ReadSide
 from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
-from service_runtime.openapi import describe_api
+from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
 SERVICE = "query-api"
@@ -41,6 +42,7 @@ TAGS = [
     {"name": "stats", "description": "Figures over every campaign and user (admin only)"},
     {"name": "reports", "description": "Reports of completed campaigns"},
     {"name": "monitor", "description": "The live monitor of the event flow (admin only)"},
+    {"name": "console", "description": "The operator console's actions, each audited (admin only)"},
     {"name": "ops", "description": "Liveness, readiness and the AsyncAPI document of the events"},
 ]
 # Metrics are Prometheus (service_runtime.http). FastAPI's own OpenTelemetry hooks (in versions
@@ -75,8 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 read_models=ReadModels(redis, generations, multiplexer, cache),
                 waiters=waiters,
-                events_log=EventsLog(mongo[settings.mongo_db][EVENTS_COLLECTION]),
-                tokens=TokenVerifier(settings),
+                events_log=EventsLog(events_collection(mongo, settings.mongo_db)),
+                waiter_quota=WaiterQuota(
+                    settings.min_version_waiters_per_user, settings.min_version_waiters_per_worker
+                ),
+                mongo=mongo,
+                tokens=TokenVerifier(
+                    settings,
+                    SessionCutoffs(
+                        redis,
+                        prefix=settings.redis_prefix,
+                        check_seconds=settings.session_check_seconds,
+                        token_ttl_seconds=settings.access_token_ttl_seconds,
+                    ),
+                ),
             )
             yield {"read_side": side}
         finally:
@@ -96,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         **_WITHOUT_OPENTELEMETRY,
+        **documentation_routes(settings),
     )
     app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
     app.add_exception_handler(RedisConnectionError, _read_models_unavailable)
@@ -106,10 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(contract.router)
     app.include_router(monitor.router)
-    # The reports route (built with the workers) gets this app's clients and caller.
-    app.dependency_overrides[reports.app_settings] = _settings_of
-    app.dependency_overrides[reports.redis_client] = _redis_of
-    app.dependency_overrides[reports.current_principal] = caller
+    app.include_router(console.router)
     install_http_basics(app, settings, SERVICE)
     describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).
@@ -130,11 +142,3 @@ async def _read_models_unavailable(request: Request, exc: Exception) -> Response
         headers={"Retry-After": "1"},
         instance=request.url.path,
     )
-
-
-async def _settings_of(side: ReadSide = Depends(read_side)) -> Settings:
-    return side.settings
-
-
-async def _redis_of(side: ReadSide = Depends(read_side)) -> Redis:
-    return side.redis

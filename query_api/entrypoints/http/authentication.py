@@ -1,18 +1,21 @@
-"""The caller's identity: `verify_access_token` (the command side's own check), remembered per token.
+"""The caller's identity: `verify_access_token` (the command side's own check), remembered per token,
+then the user's "valid after" instant (service_runtime/sessions.py), read at most once a second.
 
-Access tokens are stateless JWTs with no revocation list, so a token verified once stays valid
-until its `exp`; remembering the answer until then changes no decision and takes the signature
-check (tens of microseconds) off every read after the first.
+A token's signature and claims do not change, so remembering that check until `exp` changes no
+decision and takes it (tens of microseconds) off every read after the first. What ends a token
+early (logout, logout-all, a role change) is the per-user instant, checked on every request.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 import orjson
 
 from service_runtime.problems import Problem
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, Principal, verify_access_token
 
@@ -20,28 +23,41 @@ MAX_REMEMBERED = 10_000
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, cutoffs: SessionCutoffs, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
+        self.cutoffs = cutoffs
+        self._clock = clock  # seconds since the epoch; injected by tests
         self._verified: dict[str, tuple[Principal, float]] = {}
 
-    def principal(self, token: str) -> Principal:
-        """The token's principal, or InvalidToken."""
+    async def principal(self, token: str) -> Principal:
+        """The token's principal, or InvalidToken (also for a token its user's sessions outlived)."""
+        principal = self._verified_principal(token)
+        if not await self.cutoffs.allows(principal):
+            raise InvalidToken("the session was ended")
+        return principal
+
+    def _verified_principal(self, token: str) -> Principal:
+        now = self._clock()
         remembered = self._verified.get(token)
-        if remembered is not None and time.time() < remembered[1]:
+        if remembered is not None and now < remembered[1]:
             return remembered[0]
         principal = verify_access_token(self.settings, token)
+        if now >= _expiry(token):  # the same wall clock as verify_access_token's, unless injected
+            raise InvalidToken("the token has expired")
         if len(self._verified) >= MAX_REMEMBERED:
             self._verified.clear()
         self._verified[token] = (principal, _expiry(token))
         return principal
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an `Authorization: Bearer` header, or a 401 problem."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "a bearer access token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
-            return self.principal(token.strip())
+            return await self.principal(token.strip())
         except InvalidToken as exc:
             raise Problem(
                 401,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Any, Literal
 
 import orjson
@@ -10,8 +13,7 @@ from starlette.responses import Response
 
 from events import encode_event
 from events.types import Channel
-from projectors.domain.campaigns import campaign_document, fold_campaign
-from query_api.adapters.read_models import Snapshot
+from query_api.adapters.notifications import TooManyWaiters
 from query_api.application.read_your_writes import read_at_least
 from query_api.domain.access import may_read
 from query_api.domain.listing import (
@@ -23,6 +25,8 @@ from query_api.domain.listing import (
 )
 from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
+from readmodels.campaigns import campaign_document, fold_campaign
+from readmodels.snapshot import Snapshot
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
@@ -45,7 +49,7 @@ def _version_parameter(name: str, description: str) -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "integer", "minimum": 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999},
     }
 
 
@@ -64,13 +68,16 @@ _DETAIL_PARAMETERS: dict[str, Any] = {
 }
 
 
+_VERSION = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes "²"), within int64
+
+
 def _version_argument(request: Request, name: str) -> int | None:
     """A positive integer query parameter, or a 422 problem naming it."""
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        reason = "must be an integer of at least 1"
+    if _VERSION.fullmatch(raw) is None or int(raw) < 1:
+        reason = "must be an integer from 1 to 999999999999999999 in ASCII digits"
         raise Problem(422, f"invalid request: {name}", errors=[{"field": name, "reason": reason}])
     return int(raw)
 
@@ -81,7 +88,7 @@ def _version_argument(request: Request, name: str) -> int | None:
     response_model=None,
     responses={
         **ok(200, "The campaign", model=CampaignView, headers=("ETag",)),
-        **problems(401, 404, 422, 503),
+        **problems(401, 404, 422, 429, 503),
     },
     openapi_extra=_DETAIL_PARAMETERS,
 )
@@ -89,7 +96,7 @@ async def get_campaign(request: Request) -> Response:
     # The benchmarked read path: nothing for FastAPI to solve or validate (parameters are read
     # here and documented above), one HMGET, and the stored bytes sent as they are.
     side: ReadSide = request.state.read_side
-    principal = side.tokens.authenticate(request.headers.get("authorization"))
+    principal = await side.tokens.authenticate(request.headers.get("authorization"))
     campaign_id: str = request.path_params["campaign_id"]
     min_version = as_of_version = None
     if request.scope["query_string"]:
@@ -109,13 +116,19 @@ async def get_campaign(request: Request) -> Response:
     if min_version is not None and snapshot.version < min_version:
         if snapshot.version and not may_read(principal, snapshot.owner_id):
             raise _not_found()
-        found = await read_at_least(
-            lambda: side.read_models.campaign(campaign_id),
-            side.waiters,
-            campaign_id,
-            min_version,
-            side.settings.read_wait_seconds,
-        )
+        try:
+            with side.waiter_quota.admit(principal.user_id):
+                found = await read_at_least(
+                    lambda: side.read_models.campaign(campaign_id),
+                    side.waiters,
+                    campaign_id,
+                    min_version,
+                    side.settings.read_wait_seconds,
+                )
+        except TooManyWaiters as exc:
+            raise Problem(
+                429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}
+            ) from None
         if found is None:
             raise Problem(
                 503,
@@ -149,22 +162,56 @@ async def _as_of(side: ReadSide, principal: Principal, campaign_id: str, version
     return Response(campaign_document(state), media_type=JSON, headers={"ETag": f'"{version}"'})
 
 
+HISTORY_MAX = 100
+
+
+def _history_cursor(version: int) -> str:
+    return base64.urlsafe_b64encode(f"h{version}".encode()).decode().rstrip("=")
+
+
+def _after_version(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith("h") or _VERSION.fullmatch(raw[1:]) is None:
+        raise Problem(
+            422, "invalid cursor", errors=[{"field": "cursor", "reason": "not a next_cursor of this history"}]
+        )
+    return int(raw[1:])
+
+
 @router.get(
     "/campaigns/{campaign_id}/history",
-    summary="The campaign's events, in version order (owner or admin)",
+    summary="The campaign's events, in version order, a page at a time (owner or admin)",
+    description=(
+        "At most `limit` events (oldest first) after `cursor`; `next_cursor` is null on the last "
+        "page, else pass it as `cursor` for the next one."
+    ),
     response_model=None,
-    responses={**ok(200, "The events, oldest first", model=HistoryView), **problems(401, 404, 422)},
+    responses={**ok(200, "A page of events, oldest first", model=HistoryView), **problems(401, 404, 422)},
 )
 async def get_history(
     campaign_id: str = CampaignId,
+    limit: int = Query(HISTORY_MAX, ge=1, le=HISTORY_MAX, description="events per page"),
+    cursor: str | None = Query(None, min_length=1, max_length=100, description="next_cursor of a page"),
     principal: Principal = Depends(caller),
     side: ReadSide = Depends(read_side),
 ) -> Response:
-    events = await side.events_log.aggregate_events("campaign", campaign_id)
-    state = fold_campaign(events)
+    after = _after_version(cursor) if cursor is not None else 0
+    # The owner is in the first event: check it before reading any page.
+    state = fold_campaign(await side.events_log.aggregate_events("campaign", campaign_id, up_to_version=1))
     if state is None or not may_read(principal, state.get("owner_id")):
         raise _not_found()
-    body = b'{"items":[' + b",".join(encode_event(e) for e in events) + b"]}"
+    events = await side.events_log.aggregate_page("campaign", campaign_id, after, limit + 1)
+    next_cursor = _history_cursor(events[limit - 1].aggregate_version) if len(events) > limit else None
+    body = (
+        b'{"items":['
+        + b",".join(encode_event(e) for e in events[:limit])
+        + b'],"next_cursor":'
+        + orjson.dumps(next_cursor)
+        + b"}"
+    )
     return Response(body, media_type=JSON)
 
 

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from events import Topics
 from events.asyncapi import asyncapi_document
 from query_api.entrypoints.http.dependencies import ReadSide, read_side
+from service_runtime.problems import Problem
 
 router = APIRouter(tags=["ops"])
 
@@ -20,6 +21,8 @@ router = APIRouter(tags=["ops"])
     responses={200: {"description": "The AsyncAPI document", "content": {"application/json": {}}}},
 )
 async def asyncapi(request: Request, side: ReadSide = Depends(read_side)) -> Response:
+    if side.settings.app_env == "production":  # like /openapi.json: not published in production
+        raise Problem(404, "not found")
     # Built once per process: it never changes while the process runs.
     document: bytes | None = getattr(request.app.state, "asyncapi", None)
     if document is None:

@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from query_api.adapters.events_log import EventsLog
-from query_api.adapters.notifications import VersionWaiters
+from events.log import EventsLog
+from query_api.adapters.notifications import VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import ReadModels
 from query_api.entrypoints.http.authentication import TokenVerifier
 from service_runtime.problems import Problem
@@ -32,6 +33,9 @@ class ReadSide:
     waiters: VersionWaiters
     events_log: EventsLog
     tokens: TokenVerifier
+    waiter_quota: WaiterQuota
+    # The console's audit trail and operation requests (None: a read side without the console).
+    mongo: AsyncMongoClient[dict[str, Any]] | None = None
 
 
 async def read_side(request: Request) -> ReadSide:
@@ -44,7 +48,7 @@ async def caller(
     side: ReadSide = Depends(read_side),
     credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> Principal:
-    return side.tokens.authenticate(request.headers.get("authorization"))
+    return await side.tokens.authenticate(request.headers.get("authorization"))
 
 
 async def admin(principal: Principal = Depends(caller)) -> Principal:

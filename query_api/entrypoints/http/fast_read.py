@@ -62,7 +62,7 @@ class CampaignRead:
                 authorization = value.decode("latin-1")
                 break
         try:
-            principal = side.tokens.authenticate(authorization)
+            principal = await side.tokens.authenticate(authorization)
             if len(campaign_id) > MAX_ID_LENGTH:
                 raise Problem(404, "no such campaign")
             snapshot = await side.read_models.campaign(campaign_id)

@@ -6,9 +6,9 @@ import orjson
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from projectors.adapters.generations import PROJECTIONS
-from projectors.adapters.status import heartbeat_age, read_status
 from query_api.entrypoints.http.dependencies import ReadSide, read_side
+from readmodels.generations import PROJECTIONS
+from readmodels.status import heartbeat_age, read_status
 from service_runtime.openapi import ok, problem_responses
 from service_runtime.problems import problem_response
 

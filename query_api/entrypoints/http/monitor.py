@@ -1,15 +1,21 @@
 """The live monitor: the page (GET /monitor), its feed (WebSocket /monitor/ws) and GET /monitor/state.
 
-The page holds no data, so anyone may load it; it asks for an admin access token and sends it as
-the WebSocket's first message (never in a URL). The protocol:
+The page holds no data, so anyone may load it. It signs in with an e-mail and password on the
+command API (CORS, for the origins in CAMPAIGNS_CONSOLE_ORIGINS), keeps the tokens in memory and
+sends the admin access token as the WebSocket's first message (never in a URL). The protocol:
 
-- client first: `{"type": "auth", "token": "<access JWT>"}` (within AUTH_SECONDS);
+- client first: `{"type": "auth", "token": "<access JWT>"}`, within `monitor_auth_seconds` (5 s)
+  and at most `monitor_first_frame_bytes` (64 KiB; a bigger one is closed with 1009 unparsed);
+  a worker holds at most `monitor_preauth_sockets` sockets that have not authenticated yet, and
+  refuses more before the handshake completes (HTTP 403);
 - server: `{"type": "ready", "worker": "<host:pid>", ...}`, or closes with 4401 (missing,
   invalid or expired token) or 4403 (not an admin);
 - then `{"type": "snapshot", ...}` (the body of GET /monitor/state), and as they happen
   `{"type": "event", ...}`, `{"type": "lag", ...}`, `{"type": "throughput", ...}`,
   `{"type": "status", ...}` and, for a client that fell behind, `{"type": "dropped", "count": n}`;
-- the server closes with 4401 when the token expires and 1013 when the client is too slow.
+- the server closes with 4401 when the token expires or its user's sessions end (logout,
+  logout-all, a role change: checked every `session_check_seconds`), and 1013 when the client is
+  too slow.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import orjson
@@ -35,12 +42,12 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from events.types import EVENT_TYPES
-from projectors.monitoring.groups import monitored_groups, projection_names, worker_names
 from query_api.adapters.monitor_feed import MonitorFeed, Subscriber
 from query_api.adapters.monitor_state import MonitorState
 from query_api.domain.stats import window
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
+from readmodels.groups import PROJECTIONS, monitored_groups, projection_names, worker_names
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import InvalidToken, Principal
@@ -48,23 +55,31 @@ from service_runtime.tokens import InvalidToken, Principal
 PACKAGE = Path(__file__).resolve().parents[2]
 TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
 STATIC = PACKAGE / "static"
-ASSETS = {"monitor.js": "text/javascript; charset=utf-8", "monitor.css": "text/css; charset=utf-8"}
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The page's style and its ES modules (monitor.js imports the others by relative URL).
+ASSETS = {p.name: MEDIA_TYPES[p.suffix] for p in sorted(STATIC.iterdir()) if p.suffix in MEDIA_TYPES}
+ENTRY_POINTS = ("monitor.js", "monitor.css")  # named with ?v=<digest> by the page, so cached long
 
-AUTH_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 # Application close codes (4000-4999), as HTTP's 401 and 403; 1013 is "try again later".
-UNAUTHENTICATED, FORBIDDEN, TRY_AGAIN_LATER = 4401, 4403, 1013
+UNAUTHENTICATED, FORBIDDEN, TRY_AGAIN_LATER, MESSAGE_TOO_BIG = 4401, 4403, 1013, 1009
 
-# The page loads nothing but its own script and style and talks only to its own origin.
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
-}
+
+def page_headers(command_api_url: str) -> dict[str, str]:
+    """The page loads nothing but its own modules and style, and talks to its own origin and to
+    the command API's (to sign in)."""
+    parts = urlsplit(command_api_url)
+    command_origin = f"{parts.scheme}://{parts.netloc}"
+    return {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self' {command_origin}; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+    }
 
 
 @dataclass(frozen=True)
@@ -126,36 +141,35 @@ def _asset(name: str) -> tuple[bytes, str]:
 @router.get(
     "/monitor",
     response_class=HTMLResponse,
-    summary="The live monitor page (it asks for an admin access token; its data comes over /monitor/ws)",
+    summary="The live monitor page (it signs in on the command API; its data comes over /monitor/ws)",
 )
 async def monitor_page(request: Request, side: ReadSide = Depends(read_side)) -> Response:
-    settings = side.settings
+    command_api_url = side.settings.command_api_public_url
     return TEMPLATES.TemplateResponse(
         request,
         "monitor.html",
         {
             "event_types": sorted(EVENT_TYPES),
-            "login_url": f"http://{settings.command_api_host}:{settings.command_api_port}/auth/login",
-            "asset_version": {name: _asset(name)[1] for name in ASSETS},
+            "projections": list(PROJECTIONS),
+            "command_api_url": command_api_url,
+            "asset_version": {name: _asset(name)[1] for name in ENTRY_POINTS},
         },
-        headers=PAGE_HEADERS,
+        headers=page_headers(command_api_url),
     )
 
 
 @router.get("/monitor/assets/{name}", include_in_schema=False)
-async def monitor_asset(name: str) -> Response:
+async def monitor_asset(name: str, request: Request) -> Response:
     if name not in ASSETS:
         raise Problem(404, "no such asset")
     body, digest = _asset(name)
-    return Response(
-        body,
-        media_type=ASSETS[name],
-        headers={
-            "ETag": f'"{digest}"',
-            "Cache-Control": "public, max-age=3600",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    # The entry points are versioned in the page's URLs; the modules they import are not, so
+    # those are revalidated on every load (a 304 when unchanged).
+    cache = "public, max-age=3600" if name in ENTRY_POINTS else "no-cache"
+    headers = {"ETag": f'"{digest}"', "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == f'"{digest}"':
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=ASSETS[name], headers=headers)
 
 
 @router.get(
@@ -180,13 +194,28 @@ async def monitor_state(
     return Response(orjson.dumps(document), media_type="application/json")
 
 
+class _PreAuth:
+    """Sockets of this worker that have not authenticated yet."""
+
+    count = 0
+
+
 @router.websocket("/monitor/ws")
 async def monitor_feed(websocket: WebSocket) -> None:
-    await websocket.accept()
     side: ReadSide = websocket.state.read_side
-    expires_at = await _authenticate(websocket, side)
-    if expires_at is None:
+    if _PreAuth.count >= side.settings.monitor_preauth_sockets:
+        # Refused before the handshake completes: the client gets HTTP 403 and holds nothing.
+        await websocket.close(TRY_AGAIN_LATER)
         return
+    _PreAuth.count += 1
+    try:
+        await websocket.accept()
+        authenticated = await _authenticate(websocket, side)
+    finally:
+        _PreAuth.count -= 1
+    if authenticated is None:
+        return
+    principal, expires_at = authenticated
     monitor = monitor_of(websocket.app, side)
     subscriber = await monitor.feed.join()
     try:
@@ -195,21 +224,26 @@ async def monitor_feed(websocket: WebSocket) -> None:
         )
         snapshot = await state_document(side, monitor)
         await websocket.send_text(orjson.dumps({"type": "snapshot", **snapshot}).decode())
-        await _stream(websocket, subscriber, expires_at)
+        await _stream(websocket, subscriber, expires_at, _session_ended(side, principal))
     except WebSocketDisconnect:
         pass
     finally:
         monitor.feed.leave(subscriber)
 
 
-async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
-    """The token's expiry (epoch seconds) if the first message authenticates an admin; else closes."""
+async def _authenticate(websocket: WebSocket, side: ReadSide) -> tuple[Principal, float] | None:
+    """The admin and its token's expiry (epoch seconds) if the first message authenticates an
+    admin; else closes."""
     try:
-        message = await asyncio.wait_for(websocket.receive(), AUTH_SECONDS)
+        message = await asyncio.wait_for(websocket.receive(), side.settings.monitor_auth_seconds)
     except TimeoutError:
         await _close(websocket, UNAUTHENTICATED, "no auth message")
         return None
     if message["type"] == "websocket.disconnect":
+        return None
+    frame = message.get("text") or message.get("bytes") or b""
+    if len(frame) > side.settings.monitor_first_frame_bytes:
+        await _close(websocket, MESSAGE_TOO_BIG, "the auth message is too big")
         return None
     try:
         first = orjson.loads(message.get("text") or message.get("bytes") or b"")
@@ -220,7 +254,7 @@ async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
         await _close(websocket, UNAUTHENTICATED, 'the first message must be {"type": "auth", "token": ...}')
         return None
     try:
-        principal = side.tokens.principal(token)
+        principal = await side.tokens.principal(token)
     except InvalidToken:
         await _close(websocket, UNAUTHENTICATED, "the access token is invalid or expired")
         return None
@@ -228,11 +262,22 @@ async def _authenticate(websocket: WebSocket, side: ReadSide) -> float | None:
         await _close(websocket, FORBIDDEN, "the monitor needs the admin role")
         return None
     claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
-    return float(claims["exp"])
+    return principal, float(claims["exp"])
 
 
-async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: float) -> None:
-    """Send the feed until the client leaves, falls too far behind, or its token expires."""
+async def _session_ended(side: ReadSide, principal: Principal) -> None:
+    """Returns once the user's sessions were ended after this token was issued."""
+    while True:
+        if not await side.tokens.cutoffs.allows(principal):
+            return
+        await asyncio.sleep(side.settings.session_check_seconds)
+
+
+async def _stream(
+    websocket: WebSocket, subscriber: Subscriber, expires_at: float, session_ended: Coroutine[Any, Any, None]
+) -> None:
+    """Send the feed until the client leaves, falls too far behind, its token expires or its
+    user's sessions end."""
 
     async def send() -> None:
         while True:
@@ -247,6 +292,7 @@ async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: floa
         asyncio.create_task(send()),
         asyncio.create_task(receive()),
         asyncio.create_task(subscriber.too_slow.wait()),
+        ended := asyncio.create_task(session_ended),
     }
     try:
         done, _ = await asyncio.wait(
@@ -258,6 +304,8 @@ async def _stream(websocket: WebSocket, subscriber: Subscriber, expires_at: floa
         await asyncio.gather(*tasks, return_exceptions=True)
     if not done:
         await _close(websocket, UNAUTHENTICATED, "the access token expired")
+    elif ended in done and ended.exception() is None:
+        await _close(websocket, UNAUTHENTICATED, "the session was ended")
     elif subscriber.too_slow.is_set():
         await _close(websocket, TRY_AGAIN_LATER, "too slow to keep up with the feed; reconnect")
 

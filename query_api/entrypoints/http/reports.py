@@ -1,10 +1,7 @@
 """`GET /campaigns/{id}/report`: a completed campaign's report, as JSON or CSV, for its owner or an admin.
 
 The reports worker builds the report when the campaign completes and stores it in Redis
-(`projectors.workers.adapters.report_store`, the one place that knows the key); this route only
-reads it. Until the query API's own dependency functions exist, the minimal ones below read the
-settings and the Redis client from `app.state.settings` and `app.state.redis`; an app may also
-replace them with `app.dependency_overrides`.
+(`readmodels.reports`, the one place that knows the key); this route only reads it.
 """
 
 from __future__ import annotations
@@ -15,50 +12,20 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 from starlette.responses import Response
 
-from projectors.workers.adapters.report_store import RedisReportStore
-from projectors.workers.domain.campaign_report import CampaignReport
+from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from readmodels.report_store import ReportStore
+from readmodels.reports import CampaignReport
 from service_runtime.openapi import ok, problem_responses
 from service_runtime.problems import Problem
-from service_runtime.settings import Settings
-from service_runtime.tokens import InvalidToken, Principal, verify_access_token
+from service_runtime.tokens import Principal
 
 CSV = "text/csv"
 JSON = "application/json"
 CSV_COLUMNS = ("section", "name", "value", "version", "occurred_at", "actor_id")
 
 router = APIRouter(tags=["reports"])
-_bearer = HTTPBearer(auto_error=False, description="The access JWT from POST /auth/login")
-
-
-def app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def redis_client(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
-    return redis
-
-
-async def current_principal(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    settings: Annotated[Settings, Depends(app_settings)],
-) -> Principal:
-    # The same answers as the command API's, and no PyJWT detail on what exactly was wrong.
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "an access token is required", headers={"WWW-Authenticate": "Bearer"})
-    try:
-        return verify_access_token(settings, credentials.credentials)
-    except InvalidToken:
-        raise Problem(
-            401,
-            "the access token is invalid or expired",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from None
 
 
 @router.get(
@@ -83,11 +50,10 @@ async def current_principal(
 async def get_campaign_report(
     campaign_id: str,
     request: Request,
-    principal: Annotated[Principal, Depends(current_principal)],
-    redis: Annotated[Redis, Depends(redis_client)],
-    settings: Annotated[Settings, Depends(app_settings)],
+    principal: Annotated[Principal, Depends(caller)],
+    side: Annotated[ReadSide, Depends(read_side)],
 ) -> Response:
-    stored = await RedisReportStore(redis, settings.redis_prefix).load(campaign_id)
+    stored = await ReportStore(side.redis, side.settings.redis_prefix).load(campaign_id)
     # One answer for "no such campaign", "not yours" and "not completed yet", so ids don't leak.
     if stored is None or not (principal.is_admin or stored[0] == principal.user_id):
         raise Problem(

@@ -6,13 +6,18 @@ these models describe what those bytes hold.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema
 
 from events.envelope import EventEnvelope
 from events.types import Budget, CampaignStatus, Channel, Role
 from service_runtime.openapi import problem_responses
+
+# The status inline, as the published document has always shown it (not a separate component).
+StatusField = Annotated[
+    str, WithJsonSchema({"type": "string", "enum": [status.value for status in CampaignStatus]})
+]
 
 
 class NextTransition(BaseModel):
@@ -33,7 +38,7 @@ class CampaignView(BaseModel):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     tags: list[str]
-    status: CampaignStatus
+    status: StatusField
     next_transition: NextTransition | None = None
     version: int
     created_at: AwareDatetime
@@ -47,6 +52,7 @@ class CampaignPage(BaseModel):
 
 class HistoryView(BaseModel):
     items: list[EventEnvelope]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
 
 
 class UserView(BaseModel):

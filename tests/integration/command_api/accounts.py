@@ -8,17 +8,11 @@ from typing import Any
 
 import httpx
 
+from tests.support.factories import campaign_body
+
 PASSWORD = "correct horse battery 9"
 
-CAMPAIGN: dict[str, Any] = {
-    "name": "Spring launch",
-    "description": "first campaign",
-    "channel": "email",
-    "budget": {"amount": "2500.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["launch"],
-}
+CAMPAIGN: dict[str, Any] = campaign_body()
 
 
 @dataclass

@@ -18,6 +18,7 @@ from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.bootstrap import build_outbox_relay
 from events import EventEnvelope, Topics, decode_event, new_envelope, to_log_document
 from service_runtime.settings import Settings
+from tests.support.waiting import eventually
 
 CREATED = {
     "owner_id": "owner",
@@ -51,11 +52,7 @@ def interleaved(aggregates: list[str], versions: range) -> list[Document]:
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await eventually(check, timeout=within, what=what)
 
 
 @asynccontextmanager
@@ -96,6 +93,7 @@ async def consume(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     received: list[Received] = []

@@ -204,17 +204,32 @@ async def test_refresh_rotates_the_pair_and_the_new_tokens_work(
     assert await db["refresh_tokens"].count_documents({"family_id": old["family_id"]}) == 3
 
 
-async def test_reused_refresh_token_revokes_family(api: httpx.AsyncClient) -> None:
+async def test_reused_refresh_token_revokes_family(settings: Settings) -> None:
+    # No grace window: any second presentation is a reuse.
+    async with running_api(settings.model_copy(update={"refresh_grace_seconds": 0.0})) as api:
+        account = await signed_up(api)
+        rotated = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
+        assert rotated.status_code == 200
+        current = rotated.json()["refresh_token"]
+
+        reuse = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
+        assert_problem(reuse, 401)
+
+        # The thief's replay also ended the legitimate holder's session: the family is gone.
+        assert_problem(await api.post("/auth/refresh", json={"refresh_token": current}), 401)
+
+
+async def test_a_second_refresh_within_the_grace_window_gets_the_same_successor(
+    api: httpx.AsyncClient,
+) -> None:
     account = await signed_up(api)
-    rotated = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
-    assert rotated.status_code == 200
-    current = rotated.json()["refresh_token"]
-
-    reuse = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
-    assert_problem(reuse, 401)
-
-    # The thief's replay also ended the legitimate holder's session: the family is gone.
-    assert_problem(await api.post("/auth/refresh", json={"refresh_token": current}), 401)
+    first = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
+    second = await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["refresh_token"] == second.json()["refresh_token"]
+    assert (
+        await api.post("/auth/refresh", json={"refresh_token": first.json()["refresh_token"]})
+    ).status_code == 200
 
 
 async def test_a_second_login_starts_its_own_family_untouched_by_revoking_another(

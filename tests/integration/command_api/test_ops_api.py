@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from service_runtime.http import metrics_text
 from service_runtime.settings import Settings
 from tests.integration.command_api.conftest import running_api
 from tests.integration.command_api.test_auth_api import assert_problem
@@ -31,10 +32,11 @@ async def test_not_ready_while_mongodb_is_unreachable(settings: Settings) -> Non
 
 async def test_metrics_count_the_command_apis_requests(api: httpx.AsyncClient) -> None:
     await api.get("/health/ready")
-    response = await api.get("/metrics")
-    assert response.status_code == 200
-    assert 'http_requests_total{method="GET"' in response.text
-    assert 'service="command-api"' in response.text
+    # Not on the public port: the services serve them on an internal listener.
+    assert (await api.get("/metrics")).status_code == 404
+    text = metrics_text().decode()
+    assert 'http_requests_total{method="GET"' in text
+    assert 'service="command-api"' in text
 
 
 async def test_openapi_documents_every_command_route_and_its_problem_answers(api: httpx.AsyncClient) -> None:

@@ -18,9 +18,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.kafka_publisher import kafka_producer_factory
 from command_api.adapters.mongo_schema import RELAY_STATE, Document
-from command_api.adapters.outbox_relay import RESUME_TOKEN_ID, relay_status_key
+from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
 from command_api.adapters.relay_lease import LEASE_ID
 from command_api.entrypoints import relay as relay_entrypoint
+from readmodels.keyspace import relay_status_key
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (
     consume,
@@ -124,7 +125,7 @@ async def test_a_relay_process_killed_mid_stream_leaves_no_gap(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service_runtime",
+        "launcher",
         "serve",
         "relay",
         cwd=REPO,

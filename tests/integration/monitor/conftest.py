@@ -59,6 +59,11 @@ async def query_api(settings: Settings) -> AsyncIterator[ServedQueryApi]:
         await asyncio.sleep(0.02)
     yield ServedQueryApi(settings, port, app)
     server.should_exit = True
+    # A graceful stop waits for open sockets (a client that stopped reading holds one until the
+    # server drops it); past a grace period, stop without waiting, as a second Ctrl-C would.
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        server.force_exit = True
     await asyncio.wait_for(task, 15)
 
 

@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from events import Topics
 from projectors.entrypoints.projectors import Projectors
-from projectors.monitoring.groups import monitored_groups
-from projectors.monitoring.keys import lag_sample_key, monitor_channel, throughput_history_key
 from projectors.monitoring.sampler import KafkaOffsetReader, LagSampler
+from readmodels.groups import monitored_groups
+from readmodels.keyspace import lag_sample_key, monitor_channel, throughput_history_key
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, wait_records, wait_until
 from tests.integration.read_side.workload import new_campaign, new_user

@@ -17,8 +17,7 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
-from projectors.adapters.keys import events_channel
-from projectors.monitoring.keys import monitor_channel
+from readmodels.keyspace import events_channel, monitor_channel
 from service_runtime.tokens import issue_access_token
 from tests.integration.monitor.conftest import ServedQueryApi
 
@@ -53,15 +52,30 @@ async def test_the_page_and_its_assets_are_served_without_a_token(query_api: Ser
         page = await client.get("/monitor")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert "script-src 'self'" in page.headers["content-security-policy"]
-        assert "/monitor/assets/monitor.js?v=" in page.text
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self';" in policy
+        # The page talks to its own origin and signs in on the command API's, nothing else.
+        assert "connect-src 'self' http://127.0.0.1:8001;" in policy
+        assert '<script type="module" src="/monitor/assets/monitor.js?v=' in page.text
+        assert 'data-command-api="http://127.0.0.1:8001"' in page.text
+        assert 'type="email"' in page.text and 'type="password"' in page.text
         assert 'value="CampaignCreated"' in page.text
-        script = await client.get("/monitor/assets/monitor.js")
-        assert script.status_code == 200
-        assert script.headers["content-type"].startswith("text/javascript")
-        assert "/monitor/ws" in script.text
+        entry = await client.get("/monitor/assets/monitor.js")
+        assert entry.status_code == 200
+        assert entry.headers["content-type"].startswith("text/javascript")
+        assert 'from "./socket.js"' in entry.text
+        # The modules the entry imports are revalidated on each load (their URLs carry no version).
+        module = await client.get("/monitor/assets/socket.js")
+        assert module.status_code == 200
+        assert "/monitor/ws" in module.text
+        assert module.headers["cache-control"] == "no-cache"
+        again = await client.get(
+            "/monitor/assets/socket.js", headers={"if-none-match": module.headers["etag"]}
+        )
+        assert again.status_code == 304
         assert (await client.get("/monitor/assets/monitor.css")).status_code == 200
         assert (await client.get("/monitor/assets/..%2Fapp.py")).status_code == 404
+        assert (await client.get("/monitor/assets/missing.js")).status_code == 404
 
 
 async def test_the_state_is_for_admins_only(query_api: ServedQueryApi) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,22 +15,19 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics, encode_event, to_log_document
-from projectors.adapters.status import read_status
 from projectors.entrypoints.projectors import Projectors
 from query_api.entrypoints.http.app import create_app
+from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
+from tests.support.waiting import eventually
 
 
 async def wait_until(
     check: Callable[[], Awaitable[bool]], within: float = 20, what: str = "condition"
 ) -> None:
-    """Poll `check` (test harness only: the code under test never polls)."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
+    """Poll `check` (tests.support.waiting.eventually under this module's old name)."""
+    await eventually(check, timeout=within, what=what)
 
 
 def headers_of(envelope: EventEnvelope) -> list[tuple[str, bytes]]:

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from projectors.adapters.generations import swap_generation
 from projectors.adapters.redis_projection import campaigns_projection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
+from readmodels.generations import swap_generation
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
 from tests.integration.read_side.workload import campaign_payload, new_campaign

@@ -6,10 +6,10 @@ import orjson
 from redis.asyncio import Redis
 
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.keys import CampaignKeys, StatsKeys, generation_base, parked_set_key
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
-from projectors.domain.campaigns import campaign_document, fold_campaign
 from projectors.domain.outcomes import Outcome
+from readmodels.campaigns import campaign_document, fold_campaign
+from readmodels.keyspace import CampaignKeys, StatsKeys, generation_base, parked_set_key
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
 

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 
 from events import Topics, encode_event
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.keys import CampaignKeys, events_channel, generation_base
 from projectors.adapters.redis_projection import all_projections
-from projectors.adapters.status import read_status
 from projectors.entrypoints.projectors import Projectors
+from readmodels.keyspace import CampaignKeys, events_channel, generation_base
+from readmodels.status import read_status
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -98,7 +98,10 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     consumer = AIOKafkaConsumer(
-        Topics.dlq(topics.campaigns), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        Topics.dlq(topics.campaigns),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -126,9 +129,9 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
         assert letters_of_group[b"bad-1"]["dlq_error_type"] == "InvalidEvent"
         assert letters_of_group[b"bad-1"]["dlq_original_topic"] == topics.campaigns
         assert letters_of_group[b"bad-2"]["dlq_error_type"] == "UnknownEventType"
-        assert "CampaignTeleported" in letters_of_group[b"bad-2"]["dlq_error"]
+        assert "CampaignTeleported" in letters_of_group[b"bad-2"]["dlq_reason"]
         assert letters_of_group[b"bad-3"]["dlq_error_type"] == "ApplyFailed"
-        assert "no creation event" in letters_of_group[b"bad-3"]["dlq_error"]
+        assert "no creation event" in letters_of_group[b"bad-3"]["dlq_reason"]
 
 
 async def test_a_projector_restarted_mid_stream_converges_to_the_clean_run(
@@ -241,7 +244,7 @@ async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
 async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Settings, redis: Redis) -> None:
     env = {**settings_env(settings), "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service_runtime", "serve", "projectors",
+        sys.executable, "-m", "launcher", "serve", "projectors",
         env={**env, "CAMPAIGNS_PROJECTORS_METRICS_PORT": str(free_port())},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from events import encode_event
-from projectors.adapters.generations import swap_generation
 from projectors.adapters.redis_projection import campaigns_projection
-from projectors.domain.campaigns import fold_campaign
 from projectors.entrypoints.projectors import Projectors
+from readmodels.campaigns import fold_campaign
+from readmodels.generations import swap_generation
+from service_runtime.http import metrics_text
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.integration.read_side.conftest import (
@@ -262,8 +263,7 @@ async def test_the_plain_read_and_the_routed_read_answer_alike(
         assert plain.headers["content-type"] == routed.headers["content-type"]
         assert plain.headers.get("etag") == routed.headers.get("etag")
         assert plain.headers["x-correlation-id"] == "c-1"
-    metrics = (await query.http.get("/metrics")).text
-    assert 'route="/campaigns/{campaign_id}"' in metrics
+    assert 'route="/campaigns/{campaign_id}"' in metrics_text().decode()
 
 
 async def test_a_deleted_campaign_is_gone_from_detail_and_lists_but_keeps_its_history(

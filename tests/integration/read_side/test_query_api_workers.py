@@ -28,7 +28,7 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[str]:
     served = settings.model_copy(update={"query_api_port": free_port(), "local_dir": str(tmp_path)})
     log = (tmp_path / "query-api.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service_runtime", "serve", "query-api", "--workers", "2"],
+        [sys.executable, "-m", "launcher", "serve", "query-api", "--workers", "2"],
         cwd=REPO,
         env={**settings_env(served), "PYTHONUNBUFFERED": "1"},
         stdout=log,

@@ -8,23 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from events import EventEnvelope, new_envelope
+from tests.support.factories import campaign_payload
 
 START = datetime(2027, 3, 1, tzinfo=UTC)
-
-
-def campaign_payload(owner_id: str, **overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "owner_id": owner_id,
-        "name": "Spring launch",
-        "description": "first campaign",
-        "channel": "email",
-        "budget": {"amount": "2500.00", "currency": "EUR"},
-        "starts_at": "2027-03-01T00:00:00Z",
-        "ends_at": "2027-03-31T00:00:00Z",
-        "tags": ["launch"],
-    }
-    payload.update(overrides)
-    return payload
 
 
 @dataclass

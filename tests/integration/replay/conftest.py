@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from events import EventEnvelope, to_log_document
+from launcher import cli as campaigns_cli
 from projectors.adapters.digest import generation_digest
-from projectors.adapters.generations import PROJECTIONS, live_generations
-from service_runtime import cli as campaigns_cli
+from readmodels.generations import PROJECTIONS, live_generations
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer
 

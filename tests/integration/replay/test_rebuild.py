@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from projectors.adapters.digest import generation_digest, generation_keys
-from projectors.adapters.generations import PROJECTIONS, live_generations, pointer_key
-from projectors.adapters.keys import CampaignKeys, UserKeys, generation_base, replay_lock_key
 from projectors.adapters.redis_projection import all_projections
+from readmodels.generations import PROJECTIONS, live_generations
+from readmodels.keyspace import CampaignKeys, UserKeys, generation_base, pointer_key, replay_lock_key
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import Aggregate, interleave, mixed_workload, new_campaign, new_user

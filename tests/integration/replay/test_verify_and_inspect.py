@@ -8,9 +8,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from projectors.adapters.generations import live_generations
-from projectors.adapters.keys import CampaignKeys, UserKeys, generation_base
-from projectors.domain.json_form import json_time
+from readmodels.generations import live_generations
+from readmodels.json_form import json_time
+from readmodels.keyspace import CampaignKeys, UserKeys, generation_base
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user

@@ -15,9 +15,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
-from projectors.entrypoints.workers import serve
 from service_runtime.settings import Settings
 from tests.support.stack import REPO
+from tests.support.waiting import eventually
+from workers.entrypoints.workers import serve
 
 SMTP_SINK = REPO / "infra" / "local" / "smtp_sink.py"
 
@@ -61,7 +62,9 @@ async def committed_offsets(settings: Settings, group: str, topic: str) -> int:
 
 async def read_topic(settings: Settings, topic: str, expected: int, within_seconds: float = 20) -> list[Any]:
     """The first `expected` records of `topic` (every partition, from the beginning)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -84,11 +87,7 @@ async def read_topic(settings: Settings, topic: str, expected: int, within_secon
 async def wait_for(
     condition: Callable[[], Awaitable[bool]], within_seconds: float = 30, what: str = "condition"
 ) -> None:
-    deadline = time.monotonic() + within_seconds
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_seconds}s waiting for {what}")
-        await asyncio.sleep(0.2)
+    await eventually(condition, timeout=within_seconds, interval=0.2, what=what)
 
 
 def mails_to(maildir: Path, recipient: str) -> list[str]:

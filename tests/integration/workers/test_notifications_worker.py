@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 
-from events import EventEnvelope, Topics, encode_event, new_envelope
-from projectors.entrypoints.workers import NOTIFICATIONS_GROUP, group_id
-from projectors.workers.adapters import dead_letters
+from events import EventEnvelope, Topics, dead_letters, encode_event, new_envelope
+from readmodels.groups import NOTIFICATIONS_GROUP
+from readmodels.groups import worker_group as group_id
 from service_runtime.settings import Settings
 from tests.integration.workers.harness import (
     committed_offsets,
@@ -128,9 +128,9 @@ async def test_after_max_attempts_the_event_is_dead_lettered_with_the_reason_and
     assert failed.key == key
     assert headers[dead_letters.ATTEMPTS] == "3"
     assert "gave up after 3 attempts" in headers[dead_letters.REASON]
-    assert headers[dead_letters.ERROR]  # the class of the last SMTP error
-    assert headers[dead_letters.SOURCE_TOPIC] == topic
-    assert headers[dead_letters.CONSUMER] == group_id(settings, NOTIFICATIONS_GROUP)
+    assert headers[dead_letters.ERROR_TYPE]  # the class of the last SMTP error
+    assert headers[dead_letters.ORIGINAL_TOPIC] == topic
+    assert headers[dead_letters.CONSUMER_GROUP] == group_id(settings, NOTIFICATIONS_GROUP)
     assert headers["source"] == "test"  # the original headers travel along
     invalid_headers = {name: value.decode() for name, value in invalid.headers}
     assert invalid_headers[dead_letters.REASON] == "invalid event: unknown event_type 'Nope'"

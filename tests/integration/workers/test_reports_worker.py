@@ -14,9 +14,13 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from events import EventEnvelope, Topics, encode_event, to_log_document
-from projectors.entrypoints.workers import REPORTS_GROUP, group_id
 from query_api.entrypoints.http import reports
+from query_api.entrypoints.http.authentication import TokenVerifier
+from query_api.entrypoints.http.dependencies import ReadSide, read_side
+from readmodels.groups import REPORTS_GROUP
+from readmodels.groups import worker_group as group_id
 from service_runtime.problems import PROBLEM_JSON, install_problem_handlers
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.integration.workers.harness import committed_offsets, metric, produce, running_workers, wait_for
@@ -29,8 +33,24 @@ async def query_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     redis = aioredis.from_url(settings.redis_url)
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.settings = settings
-    app.state.redis = redis
+    side = ReadSide(
+        settings=settings,
+        redis=redis,
+        read_models=None,  # type: ignore[arg-type]
+        waiters=None,  # type: ignore[arg-type]
+        events_log=None,  # type: ignore[arg-type]
+        waiter_quota=None,  # type: ignore[arg-type]
+        tokens=TokenVerifier(
+            settings,
+            SessionCutoffs(
+                redis,
+                prefix=settings.redis_prefix,
+                check_seconds=settings.session_check_seconds,
+                token_ttl_seconds=settings.access_token_ttl_seconds,
+            ),
+        ),
+    )
+    app.dependency_overrides[read_side] = lambda: side
     app.include_router(reports.router)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:

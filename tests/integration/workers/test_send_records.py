@@ -6,8 +6,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from projectors.workers.adapters.send_records import RedisSendRecords
 from service_runtime.settings import Settings
+from workers.adapters.send_records import RedisSendRecords
 
 
 async def test_a_claim_excludes_others_until_released_and_sent_is_kept_without_expiry(
@@ -23,7 +23,7 @@ async def test_a_claim_excludes_others_until_released_and_sent_is_kept_without_e
         await records.release("ev-1", "a")
         assert await records.claim("ev-1", "b") == "claimed"
 
-        await records.mark_sent("ev-1")
+        assert await records.mark_sent("ev-1", "b") == "marked"
         assert await records.claim("ev-1", "c") == "sent"
         assert await redis.ttl(records.key("ev-1")) == -1
     finally:
@@ -40,5 +40,30 @@ async def test_the_claim_of_a_crashed_sender_lapses_and_the_next_delivery_takes_
         assert await records.claim("ev-2", "next") == "held"
         await asyncio.sleep(0.5)
         assert await records.claim("ev-2", "next") == "claimed"
+    finally:
+        await redis.aclose()
+
+
+async def test_confirm_holds_for_the_owner_retakes_a_lapsed_claim_and_refuses_a_taken_one(
+    settings: Settings,
+) -> None:
+    redis = aioredis.from_url(settings.redis_url)
+    records = RedisSendRecords(redis, settings.redis_prefix, "welcome", claim_ttl_seconds=0.3)
+    try:
+        assert await records.claim("ev-3", "a") == "claimed"
+        assert await records.confirm("ev-3", "a") == "confirmed"
+        assert await records.confirm("ev-3", "b") == "held"
+        await asyncio.sleep(0.5)  # a's claim lapses, nobody takes it: a's confirm retakes it
+        assert await records.confirm("ev-3", "a") == "confirmed"
+        assert await records.claim("ev-3", "b") == "held"
+        await asyncio.sleep(0.5)  # lapses again, and b takes it over
+        assert await records.claim("ev-3", "b") == "claimed"
+        assert await records.confirm("ev-3", "a") == "held"
+        # a's message went out anyway (it stalled after its confirm): the mark says so, and b,
+        # which has not sent yet, stops at its own confirm.
+        assert await records.mark_sent("ev-3", "a") == "claim_lost"
+        assert await records.confirm("ev-3", "b") == "sent"
+        assert await records.mark_sent("ev-3", "b") == "already_sent"
+        assert await redis.ttl(records.key("ev-3")) == -1
     finally:
         await redis.aclose()

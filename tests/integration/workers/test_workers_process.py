@@ -25,7 +25,7 @@ async def test_workers_process_sends_mail_heartbeats_and_exits_cleanly_on_sigter
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service_runtime",
+        "launcher",
         "serve",
         "workers",
         cwd=REPO,

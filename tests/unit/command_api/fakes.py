@@ -62,6 +62,13 @@ class _Repository:
         self._uow.staged.append(("save", self._table, aggregate))
 
 
+class FakeCampaigns(_Repository):
+    async def count_live(self, owner_id: str, limit: int) -> int:
+        ended = ("deleted", "completed")
+        live = [c for c in self._table.values() if c.owner_id == owner_id and c.status.value not in ended]
+        return min(limit, len(live))
+
+
 class FakeUsers(_Repository):
     async def get_by_email(self, email: str) -> User | None:
         for user in self._table.values():
@@ -89,6 +96,12 @@ class FakeRefreshTokens:
             if token.family_id == family_id and token.revoked_at is None:
                 tokens[key] = replace(token, revoked_at=now)
 
+    async def revoke_user(self, user_id: str, now: datetime) -> None:
+        tokens = self._uow.store.tokens
+        for key, token in tokens.items():
+            if token.user_id == user_id and token.revoked_at is None:
+                tokens[key] = replace(token, revoked_at=now)
+
 
 class FakeIdempotency:
     def __init__(self, uow: FakeUnitOfWork) -> None:
@@ -108,7 +121,7 @@ class FakeUnitOfWork:
         self.store = store or FakeStore()
         self.staged: list[tuple[str, Any, Any]] = []
         self.users = FakeUsers(self, self.store.users)
-        self.campaigns = _Repository(self, self.store.campaigns)
+        self.campaigns = FakeCampaigns(self, self.store.campaigns)
         self.refresh_tokens = FakeRefreshTokens(self)
         self.idempotency = FakeIdempotency(self)
         self.commits = 0
@@ -206,10 +219,44 @@ class FakeTokens:
         return AccessToken(token=f"access:{user_id}:{','.join(roles)}", expires_in=900)
 
 
-def fake_credentials(throttle: FakeThrottle | None = None, hasher: FakeHasher | None = None) -> Credentials:
+class FakeSessions:
+    """Records whose sessions were ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    async def end_sessions(self, user_id: str) -> float:
+        self.ended.append(user_id)
+        return float(len(self.ended))
+
+
+class FakeGrace:
+    """The successors remembered per presented refresh token (the window is the handler's)."""
+
+    def __init__(self) -> None:
+        self.successors: dict[str, str] = {}
+
+    async def remember(self, presented: str, successor: str) -> None:
+        self.successors.setdefault(presented, successor)
+
+    async def recall(self, presented: str) -> str | None:
+        return self.successors.get(presented)
+
+
+def fake_credentials(
+    throttle: FakeThrottle | None = None,
+    hasher: FakeHasher | None = None,
+    *,
+    grace: timedelta = timedelta(seconds=10),
+    family_lifetime: timedelta = timedelta(days=30),
+) -> Credentials:
     return Credentials(
         hasher=hasher or FakeHasher(),
         throttle=throttle or FakeThrottle(),
         access_tokens=FakeTokens(),
         refresh_lifetime=timedelta(days=1),
+        sessions=FakeSessions(),
+        grace=FakeGrace(),
+        family_lifetime=family_lifetime,
+        refresh_grace=grace,
     )

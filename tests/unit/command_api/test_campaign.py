@@ -17,6 +17,7 @@ from command_api.domain.campaign import (
     Money,
 )
 from command_api.domain.errors import AggregateGone, InvalidInput, InvalidTransition
+from tests.support.factories import campaign_fields
 
 NOW = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
 STARTS = datetime(2027, 3, 1, tzinfo=UTC)
@@ -24,18 +25,7 @@ ENDS = datetime(2027, 3, 31, tzinfo=UTC)
 
 
 def fields(**overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "name": "Spring launch",
-        "description": "first campaign",
-        "channel": "email",
-        "budget_amount": "2500.00",
-        "budget_currency": "EUR",
-        "starts_at": STARTS,
-        "ends_at": ENDS,
-        "tags": ["launch"],
-    }
-    values.update(overrides)
-    return values
+    return campaign_fields(**overrides)
 
 
 def new_campaign(**overrides: Any) -> Campaign:
@@ -131,7 +121,7 @@ def test_values_are_normalised_name_trimmed_tags_lowercase_unique_times_utc_mill
     assert details.tags == ("launch", "q1")
     assert details.starts_at == datetime(2027, 3, 1, 0, 0, 0, 123000, tzinfo=UTC)
     assert details.starts_at.tzinfo is UTC
-    assert details.budget == Money("2500.00", "EUR")
+    assert details.budget == Money(amount="2500.00", currency="EUR")
 
 
 def test_zero_budget_and_whole_amounts_are_accepted() -> None:

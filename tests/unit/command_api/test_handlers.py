@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,11 +10,12 @@ import pytest
 from command_api.application import campaign_handlers, user_handlers
 from command_api.application.commands import (
     ChangeCampaignStatus,
+    ChangeRoles,
     CreateCampaign,
     DeleteCampaign,
-    GrantAdmin,
     LogIn,
     LogOut,
+    LogOutEverywhere,
     RefreshSession,
     RegisterUser,
     UpdateCampaign,
@@ -28,11 +29,20 @@ from command_api.application.errors import (
     RegistrationThrottled,
     SessionRejected,
     StaleVersion,
+    TooManyLiveCampaigns,
     VersionRequired,
 )
 from command_api.domain.campaign import Actor, CampaignChanges
 from command_api.domain.errors import InvalidInput, InvalidTransition
-from tests.unit.command_api.fakes import FakeHasher, FakeStore, FakeThrottle, FakeUnitOfWork, fake_credentials
+from command_api.domain.refresh_token import hash_refresh_token
+from tests.unit.command_api.fakes import (
+    FakeHasher,
+    FakeSessions,
+    FakeStore,
+    FakeThrottle,
+    FakeUnitOfWork,
+    fake_credentials,
+)
 
 OWNER = Actor("owner")
 PASSWORD = "correct horse battery 9"
@@ -204,7 +214,7 @@ async def test_reused_refresh_token_revokes_family_in_the_handler() -> None:
     store = FakeStore()
     uow = FakeUnitOfWork(store)
     await registered(uow)
-    credentials = fake_credentials()
+    credentials = fake_credentials(grace=timedelta(0))
     first = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
     second = await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
     with pytest.raises(SessionRejected, match="already used"):
@@ -214,22 +224,79 @@ async def test_reused_refresh_token_revokes_family_in_the_handler() -> None:
     assert all(token.revoked_at is not None for token in store.tokens.values())
 
 
-async def test_logout_revokes_the_family_and_ignores_unknown_tokens() -> None:
-    uow = FakeUnitOfWork()
+async def test_a_second_refresh_within_the_grace_window_gets_the_same_successor() -> None:
+    store = FakeStore()
+    uow = FakeUnitOfWork(store)
     await registered(uow)
     credentials = fake_credentials()
+    first = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    one = await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
+    two = await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
+    assert one.refresh_token == two.refresh_token
+    assert all(token.revoked_at is None for token in store.tokens.values())
+    await user_handlers.refresh_session(RefreshSession(two.refresh_token), uow, credentials)
+
+
+async def test_a_family_ends_at_its_absolute_lifetime_however_often_it_is_rotated() -> None:
+    store = FakeStore()
+    uow = FakeUnitOfWork(store)
+    await registered(uow)
+    credentials = fake_credentials(family_lifetime=timedelta(hours=1))
+    first = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    later = await user_handlers.refresh_session(RefreshSession(first.refresh_token), uow, credentials)
+    family_end = {token.family_expires_at for token in store.tokens.values()}
+    assert len(family_end) == 1
+    assert all(token.expires_at <= next(iter(family_end)) for token in store.tokens.values())  # type: ignore[operator]
+    successor = store.tokens[hash_refresh_token(later.refresh_token)]
+    assert successor.expires_at - successor.issued_at <= timedelta(hours=1)
+
+
+async def test_logout_revokes_the_family_ends_access_tokens_and_ignores_unknown_tokens() -> None:
+    uow = FakeUnitOfWork()
+    user_id = await registered(uow)
+    credentials = fake_credentials()
     session = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
-    await user_handlers.log_out(LogOut("unknown"), uow)
-    await user_handlers.log_out(LogOut(session.refresh_token), uow)
+    await user_handlers.log_out(LogOut("unknown"), uow, credentials.sessions)
+    assert credentials.sessions.ended == []  # type: ignore[attr-defined]
+    await user_handlers.log_out(LogOut(session.refresh_token), uow, credentials.sessions)
+    assert credentials.sessions.ended == [user_id]  # type: ignore[attr-defined]
     with pytest.raises(SessionRejected):
         await user_handlers.refresh_session(RefreshSession(session.refresh_token), uow, credentials)
 
 
-async def test_grant_admin_is_idempotent_and_refuses_unknown_users() -> None:
+async def test_logout_everywhere_revokes_every_family_of_the_user() -> None:
     uow = FakeUnitOfWork()
     user_id = await registered(uow)
-    assert "now an admin" in await user_handlers.grant_admin(GrantAdmin("ANA@example.com"), uow)
-    assert "already" in await user_handlers.grant_admin(GrantAdmin("ana@example.com"), uow)
-    assert uow.store.event_types(user_id) == ["UserRegistered", "UserRolesChanged"]
+    credentials = fake_credentials()
+    one = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    two = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    await user_handlers.log_out_everywhere(LogOutEverywhere(user_id), uow, credentials.sessions)
+    assert credentials.sessions.ended == [user_id]  # type: ignore[attr-defined]
+    for session in (one, two):
+        with pytest.raises(SessionRejected):
+            await user_handlers.refresh_session(RefreshSession(session.refresh_token), uow, credentials)
+
+
+async def test_grant_and_revoke_admin_are_idempotent_end_sessions_and_refuse_unknown_users() -> None:
+    uow = FakeUnitOfWork()
+    user_id = await registered(uow)
+    sessions = FakeSessions()
+    grant, revoke = ChangeRoles("ANA@example.com", admin=True), ChangeRoles("ana@example.com", admin=False)
+    assert "now an admin" in await user_handlers.change_roles(grant, uow, sessions)
+    assert "already" in await user_handlers.change_roles(grant, uow, sessions)
+    assert "no longer an admin" in await user_handlers.change_roles(revoke, uow, sessions)
+    assert "not an admin" in await user_handlers.change_roles(revoke, uow, sessions)
+    assert uow.store.event_types(user_id) == ["UserRegistered", "UserRolesChanged", "UserRolesChanged"]
+    assert sessions.ended == [user_id, user_id]
     with pytest.raises(LookupError):
-        await user_handlers.grant_admin(GrantAdmin("nobody@example.com"), uow)
+        await user_handlers.change_roles(ChangeRoles("nobody@example.com", admin=True), uow, sessions)
+
+
+async def test_a_user_over_the_live_campaign_cap_is_refused_until_one_is_completed_or_deleted() -> None:
+    uow = FakeUnitOfWork()
+    first = await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    with pytest.raises(TooManyLiveCampaigns):
+        await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    await campaign_handlers.delete_campaign(DeleteCampaign(OWNER, first.id, None), uow)
+    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from projectors.monitoring.groups import MonitoredGroup
 from projectors.monitoring.lag import Offsets, lag_sample, throughput_sample
+from readmodels.groups import MonitoredGroup
 
 USERS, CAMPAIGNS = "users.events", "campaigns.events"
 DLQ = ["users.events.dlq", "campaigns.events.dlq"]

@@ -6,7 +6,7 @@ import asyncio
 
 from query_api.adapters.campaign_cache import ENTRY_OVERHEAD_BYTES, CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
-from query_api.adapters.read_models import Snapshot
+from readmodels.snapshot import Snapshot
 
 BASE = "rm:campaigns.1"
 

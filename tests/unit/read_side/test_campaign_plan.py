@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from projectors.domain.campaign_plan import StoredCampaign, plan_campaign
-from projectors.domain.campaigns import fold_campaign
 from projectors.domain.outcomes import Outcome
+from readmodels.campaigns import fold_campaign
 from tests.integration.read_side.workload import new_campaign
 
 
@@ -92,3 +92,26 @@ def test_an_event_type_without_a_rule_fails_at_once() -> None:
     plan = plan_campaign(StoredCampaign(), [campaign.events[0], stray])
     assert plan.outcomes[1].outcome is Outcome.FAILED
     assert "no rule for UserLoggedIn" in (plan.outcomes[1].error or "")
+
+
+def test_two_parked_events_drained_at_once_are_counted_as_two() -> None:
+    campaign = new_campaign("owner-1")
+    for event_type in ("CampaignActivated", "CampaignPaused", "CampaignActivated"):
+        campaign.then(event_type)
+    v1, v2, v3, v4 = campaign.events
+    plan = plan_campaign(StoredCampaign(), [v1, v4, v3, v2])
+    assert outcomes(plan) == [
+        (Outcome.APPLIED, 0),
+        (Outcome.PARKED, 0),
+        (Outcome.PARKED, 0),
+        (Outcome.APPLIED, 2),
+    ]
+    assert [e.aggregate_version for e in plan.applied] == [1, 2, 3, 4]
+
+
+def test_a_deletion_keeps_the_owner_the_stored_document_names() -> None:
+    campaign = new_campaign("owner-1")
+    deleted = campaign.then("CampaignDeleted")
+    stored = StoredCampaign(version=1, state=fold_campaign(campaign.events[:1]))
+    plan = plan_campaign(stored, [deleted])
+    assert (plan.deleted, plan.owner, plan.state) == (True, "owner-1", None)

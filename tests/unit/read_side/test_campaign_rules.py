@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from events import encode_event
-from projectors.domain.campaigns import (
+from readmodels.campaigns import (
     CAMPAIGN_FIELDS,
     campaign_document,
     campaign_field_changes,
@@ -18,7 +18,7 @@ from projectors.domain.campaigns import (
     sort_member,
     time_sort_value,
 )
-from projectors.domain.json_form import epoch_millis, json_time
+from readmodels.json_form import epoch_millis, json_time
 from tests.integration.read_side.workload import new_campaign
 
 

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from query_api.adapters.notifications import VersionWaiters
-from query_api.adapters.read_models import Snapshot
 from query_api.application.read_your_writes import read_at_least
+from readmodels.snapshot import Snapshot
 
 
 class FakeModel:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from projectors.domain.stats import join_amount, split_amount, stats_change_args
 from query_api.domain.stats import stats_document, window
+from readmodels.stats import join_amount, split_amount, stats_change_args
 from tests.integration.read_side.workload import new_campaign, new_user
 
 

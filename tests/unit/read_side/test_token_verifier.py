@@ -1,7 +1,9 @@
-"""Remembered token checks never outlive the token: an expired token is refused, cached or not."""
+"""Remembered token checks never outlive the token: an expired token is refused, cached or not; a
+token issued before its user's sessions ended is refused within `session_check_seconds`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -11,37 +13,107 @@ import pytest
 from query_api.entrypoints.http.authentication import TokenVerifier
 from service_runtime.keys import PRIVATE_FILE, generate_key_pair
 from service_runtime.problems import Problem
+from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, issue_access_token
 from tests.support.keys import key_settings
 
-SETTINGS = Settings(app_env="test", access_token_ttl_seconds=1, **key_settings())  # type: ignore[arg-type]
+SETTINGS = Settings(app_env="test", access_token_ttl_seconds=60, **key_settings())  # type: ignore[arg-type]
 
 
-def test_a_remembered_token_is_refused_once_it_expires() -> None:
-    verifier = TokenVerifier(SETTINGS)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRedis:
+    """GET, and the EVAL that only raises an instant, over a dict; counts reads."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.reads = 0
+
+    async def get(self, key: str) -> str | None:
+        self.reads += 1
+        return self.values.get(key)
+
+    async def eval(self, script: str, numkeys: int, key: str, instant: str, ttl: str) -> int:
+        if float(instant) > float(self.values.get(key, "0")):
+            self.values[key] = instant
+        return 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cutoffs(redis: FakeRedis | None = None, clock: Clock | None = None) -> SessionCutoffs:
+    return SessionCutoffs(
+        redis or FakeRedis(),  # type: ignore[arg-type]
+        prefix="t",
+        check_seconds=1.0,
+        token_ttl_seconds=900,
+        clock=clock or Clock(),
+    )
+
+
+async def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, cutoffs(), clock=clock)
     token = issue_access_token(SETTINGS, "alice", ["user"])
-    assert verifier.principal(token).user_id == "alice"
-    assert verifier.principal(token).user_id == "alice"  # remembered
-    expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
-    time.sleep(max(0.0, expiry - time.time()) + 0.05)
+    assert (await verifier.principal(token)).user_id == "alice"
+    assert (await verifier.principal(token)).user_id == "alice"  # remembered
+    clock.now = jwt.decode(token, options={"verify_signature": False})["exp"]
     with pytest.raises(InvalidToken):
-        verifier.principal(token)
+        await verifier.principal(token)
 
 
-def test_a_forged_token_is_refused_every_time(tmp_path: Path) -> None:
-    verifier = TokenVerifier(SETTINGS)
+async def test_a_forged_token_is_refused_every_time(tmp_path: Path) -> None:
+    verifier = TokenVerifier(SETTINGS, cutoffs())
     generate_key_pair(tmp_path)
     attacker = Settings(app_env="test", jwt_private_key_file=str(tmp_path / PRIVATE_FILE))
     forged = issue_access_token(attacker, "alice", ["admin"])
     for _ in range(2):
         with pytest.raises(InvalidToken):
-            verifier.principal(forged)
+            await verifier.principal(forged)
+
+
+async def test_a_token_issued_before_its_users_sessions_ended_is_refused_after_the_check_interval() -> None:
+    redis, clock = FakeRedis(), Clock()
+    other_process = cutoffs(redis, clock)
+    verifier = TokenVerifier(SETTINGS, cutoffs(redis, clock))
+    old = issue_access_token(SETTINGS, "alice", ["user"])
+    assert (await verifier.principal(old)).user_id == "alice"
+    await asyncio.sleep(0.002)  # the instant has milliseconds: a later one
+    await other_process.end_sessions("alice")
+    assert (await verifier.principal(old)).user_id == "alice"  # remembered for check_seconds
+    clock.now += 1.01
+    with pytest.raises(InvalidToken, match="ended"):
+        await verifier.principal(old)
+    await asyncio.sleep(0.002)
+    new = issue_access_token(SETTINGS, "alice", ["user"])
+    assert (await verifier.principal(new)).user_id == "alice"
+    assert redis.reads == 2  # one read per user per interval, not per request
+
+
+async def test_an_instant_only_moves_forward() -> None:
+    redis = FakeRedis()
+    process = cutoffs(redis)
+    later = await process.end_sessions("bob", at=2000.0)
+    await process.end_sessions("bob", at=1000.0)
+    assert await process.valid_after("bob") == later
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc", "Token abc"])
-def test_anything_but_a_bearer_token_is_a_401(header: str | None) -> None:
+async def test_anything_but_a_bearer_token_is_a_401(header: str | None) -> None:
     with pytest.raises(Problem) as raised:
-        TokenVerifier(SETTINGS).authenticate(header)
+        await TokenVerifier(SETTINGS, cutoffs()).authenticate(header)
     assert raised.value.status == 401
     assert raised.value.headers["WWW-Authenticate"].startswith("Bearer")

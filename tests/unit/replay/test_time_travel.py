@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from projectors.domain.users import fold_user
 from projectors.replay.domain.time_travel import AsOf, inspect_events, parse_moment
+from readmodels.users import fold_user
 from tests.integration.read_side.workload import new_campaign, new_user
 
 START = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)

@@ -5,21 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from events import EventEnvelope, new_envelope
+from tests.support.factories import campaign_payload
 
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 OWNER = "user-owner-1"
 ADMIN = "user-admin-1"
 
-CREATED = {
-    "owner_id": OWNER,
-    "name": "Spring launch",
-    "description": "first campaign",
-    "channel": "email",
-    "budget": {"amount": "2500.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
-    "tags": ["launch"],
-}
+CREATED = campaign_payload(OWNER)
 
 # (event type, payload, minutes after T0, actor)
 STEPS: list[tuple[str, dict[str, object], int, str]] = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from projectors.workers.domain.campaign_report import ReportNotPossible, build_campaign_report
 from tests.unit.workers.campaign_history import ADMIN, OWNER, T0, completed_campaign
+from workers.domain.campaign_report import ReportNotPossible, build_campaign_report
 
 
 def test_report_counts_events_by_type_and_lists_the_timeline_in_version_order() -> None:

@@ -8,9 +8,9 @@ import io
 import orjson
 import pytest
 
-from projectors.workers.domain.campaign_report import build_campaign_report
 from query_api.entrypoints.http.reports import prefers_csv, report_csv
 from tests.unit.workers.campaign_history import completed_campaign
+from workers.domain.campaign_report import build_campaign_report
 
 
 def test_csv_has_summary_counts_and_timeline_rows_under_one_header() -> None:

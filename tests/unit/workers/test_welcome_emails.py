@@ -8,24 +8,27 @@ import orjson
 import pytest
 
 from events import encode_event, new_envelope
-from projectors.workers.application.event_worker import (
+from workers.application.event_worker import (
     DEAD_LETTERED,
     IGNORED,
     Delivery,
     EventWorker,
     WorkerStats,
 )
-from projectors.workers.application.retries import (
+from workers.application.retries import (
     AttemptsExhausted,
     Backoff,
     PermanentFailure,
     retry_with_backoff,
 )
-from projectors.workers.application.welcome_emails import (
+from workers.application.welcome_emails import (
     ALREADY_SENT,
     SENT,
     ClaimState,
+    ConfirmState,
+    Guard,
     MailRejected,
+    MarkState,
     WelcomeEmails,
 )
 
@@ -43,8 +46,21 @@ class MemorySendRecords:
             return "claimed"
         return "sent" if state[0] == "sent" else "held"
 
-    async def mark_sent(self, event_id: str) -> None:
+    async def confirm(self, event_id: str, owner: str) -> ConfirmState:
+        state = self.records.get(event_id)
+        if state is not None and state[0] == "sent":
+            return "sent"
+        if state is not None and state[1] != owner:
+            return "held"
+        self.records[event_id] = ("sending", owner)
+        return "confirmed"
+
+    async def mark_sent(self, event_id: str, owner: str) -> MarkState:
+        before = self.records.get(event_id)
         self.records[event_id] = ("sent", None)
+        if before is not None and before[0] == "sent":
+            return "already_sent"
+        return "marked" if before == ("sending", owner) else "claim_lost"
 
     async def release(self, event_id: str, owner: str) -> None:
         if self.records.get(event_id) == ("sending", owner):
@@ -57,10 +73,11 @@ class FlakyMailer:
         self.error = error or ConnectionRefusedError("smtp down")
         self.sent: list[EmailMessage] = []
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, guard: Guard) -> None:
         if self.failures:
             self.failures -= 1
             raise self.error
+        await guard()
         self.sent.append(message)
 
 
@@ -124,11 +141,64 @@ async def test_a_claim_held_by_another_consumer_is_awaited_and_its_send_not_repe
     records.records[str(event.event_id)] = ("sending", "someone-else")
 
     async def other_finishes(seconds: float) -> None:
-        await records.mark_sent(str(event.event_id))
+        await records.mark_sent(str(event.event_id), "someone-else")
 
     handler = WelcomeEmails(mailer, records, "campaigns@localhost", sleep=other_finishes)
     assert await handler(event) == ALREADY_SENT
     assert mailer.sent == []
+
+
+class StallingMailer(FlakyMailer):
+    """Stalls before handing the message over; meanwhile `during_stall` runs (another worker)."""
+
+    def __init__(self, during_stall) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.during_stall = during_stall
+
+    async def send(self, message: EmailMessage, guard: Guard) -> None:
+        if self.during_stall is not None:
+            during, self.during_stall = self.during_stall, None
+            await during()
+        await super().send(message, guard)
+
+
+async def test_a_worker_that_stalled_past_its_claim_does_not_send_what_another_sent() -> None:
+    records = MemorySendRecords()
+    event = registered()
+    event_id = str(event.event_id)
+    other = FlakyMailer()
+
+    async def another_worker_takes_over() -> None:
+        del records.records[event_id]  # the stalled worker's claim expired
+        taker = WelcomeEmails(other, records, "campaigns@localhost", sleep=no_sleep)
+        assert await taker(event) == SENT
+
+    stalled = StallingMailer(another_worker_takes_over)
+    handler = WelcomeEmails(stalled, records, "campaigns@localhost", sleep=no_sleep)
+    assert await handler(event) == ALREADY_SENT
+    assert (len(other.sent), len(stalled.sent)) == (1, 0)
+
+
+async def test_a_stalled_claim_nobody_took_is_retaken_and_sent_once() -> None:
+    records = MemorySendRecords()
+    event = registered()
+
+    async def claim_expires() -> None:
+        del records.records[str(event.event_id)]
+
+    mailer = StallingMailer(claim_expires)
+    handler = WelcomeEmails(mailer, records, "campaigns@localhost", sleep=no_sleep)
+    assert await handler(event) == SENT
+    assert len(mailer.sent) == 1
+    assert records.records[str(event.event_id)] == ("sent", None)
+
+
+async def test_a_mark_after_a_takeover_still_records_sent_so_the_taker_stops_at_its_confirm() -> None:
+    records = MemorySendRecords()
+    event_id = "ev-1"
+    records.records[event_id] = ("sending", "taker")  # took over while "stalled" was sending
+    assert await records.mark_sent(event_id, "stalled") == "claim_lost"
+    assert await records.confirm(event_id, "taker") == "sent"
 
 
 async def test_backoff_doubles_and_gives_up_after_max_attempts() -> None:
@@ -193,6 +263,19 @@ async def test_refused_recipient_is_dead_lettered_without_retrying() -> None:
     assert await w.consume(delivery_of(encode_event(registered()))) == DEAD_LETTERED
     assert dead.records[0][1].startswith("permanent failure: 550")
     assert w.stats.retries == 0
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@example.com", "Eve\nX", "Eve\rX"])
+async def test_an_unbuildable_welcome_email_is_dead_lettered_at_once_with_its_reason(name: str) -> None:
+    dead = MemoryDeadLetters()
+    mailer = FlakyMailer()
+    w = worker(mailer, dead, attempts=5)
+
+    assert await w.consume(delivery_of(encode_event(registered(name=name)))) == DEAD_LETTERED
+    [(_, reason, error, attempts)] = dead.records
+    assert reason.startswith("permanent failure: the welcome e-mail cannot be built")
+    assert error == "UnbuildableMessage" and attempts == 1
+    assert w.stats.retries == 0 and mailer.sent == []
 
 
 async def test_invalid_and_unknown_events_are_dead_lettered_and_other_types_ignored() -> None:

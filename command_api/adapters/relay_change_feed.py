@@ -1,0 +1,205 @@
+"""The outbox relay's view of the `events` collection: new inserts from a change stream, and the
+unpublished events a catch-up scan pages through.
+
+The change stream resumes from a persisted token. A reader task keeps one getMore outstanding
+and queues what each brings, so the publishing loop takes every change already arrived at once,
+without waiting out a getMore's max await (publishing and the next getMore overlap). Only
+public pymongo API is used: `try_next()` runs at most one getMore.
+
+When the stream cannot resume (its history is gone from the oplog: ChangeStreamHistoryLost, or
+the token is unknown or unusable), the token is dropped, an alert is raised, and the stream is
+opened anew; the catch-up scan that always follows an open then publishes every unpublished
+event, so nothing is skipped: the relay never just goes on "from now".
+
+Reads use read concern majority: an event a failover could roll back is never published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from bson import Timestamp
+from pymongo import ASCENDING
+from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+from pymongo.read_concern import ReadConcern
+
+from command_api.adapters.mongo_schema import EVENTS, RELAY_STATE, Document
+from events.envelope import utc_now
+
+log = logging.getLogger(__name__)
+
+RESUME_TOKEN_ID = "relay_resume_token"  # noqa: S105 - a document id, not a secret
+IN_ORDER = [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)]
+# Unpublished, and not set aside as unpublishable (the partial index on published=False serves it).
+UNPUBLISHED: Document = {"published": False, "quarantine": {"$exists": False}}
+STREAM_WAIT_MS = 250
+# The saved resume token only spares a restarted relay some replay (the published flags and the
+# catch-up scan are what guarantee no gap), so it is written now and then, not per batch.
+TOKEN_SAVE_SECONDS = 5.0
+# MongoDB's codes for a stream that cannot resume where it was: ChangeStreamHistoryLost, and
+# ChangeStreamFatalError (e.g. "resume token was not found").
+HISTORY_LOST_CODES = frozenset({286, 280})
+
+HistoryLost = Callable[[str], None]
+
+
+def is_history_lost(exc: OperationFailure) -> bool:
+    return exc.code in HISTORY_LOST_CODES or "resume" in str(exc).lower()
+
+
+class ChangeFeed:
+    """`async with feed:` opens the stream; then `changes()` and `scan_page()`. One per relay."""
+
+    def __init__(self, db: AsyncDatabase[Document], *, batch_size: int, on_history_lost: HistoryLost) -> None:
+        majority = ReadConcern("majority")
+        self._events = db.get_collection(EVENTS, read_concern=majority)
+        self._state = db[RELAY_STATE]
+        self._client = db.client
+        self._batch_size = batch_size
+        self._on_history_lost = on_history_lost
+        self._stream: AsyncCollectionChangeStream[Document] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Document | BaseException] = asyncio.Queue(maxsize=batch_size)
+        self._failure: BaseException | None = None
+        self._token_saved_at = 0.0
+        # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
+        # stream reports after it cannot have been published by a scan.
+        self._scanned_until: Timestamp | None = None
+
+    async def __aenter__(self) -> ChangeFeed:
+        self._scanned_until = None
+        self._failure = None
+        self._queue = asyncio.Queue(maxsize=self._batch_size)
+        self._stream = await self._open_stream()
+        self._reader = asyncio.create_task(self._read(self._stream), name="relay-change-stream")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.close()
+
+    async def _open_stream(self) -> AsyncCollectionChangeStream[Document]:
+        pipeline: list[dict[str, Any]] = [{"$match": {"operationType": "insert"}}]
+        saved = await self._state.find_one({"_id": RESUME_TOKEN_ID})
+        if saved is not None:
+            try:
+                return await self._events.watch(
+                    pipeline, resume_after=saved["token"], max_await_time_ms=STREAM_WAIT_MS
+                )
+            except OperationFailure as exc:
+                # Too old or unusable: the catch-up scan after this open covers what lies between.
+                await self._history_lost(exc)
+        return await self._events.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
+
+    async def _history_lost(self, exc: OperationFailure) -> None:
+        reason = f"code {exc.code}: {exc}"
+        log.error(
+            "ALERT: the change stream cannot resume from its saved position (%s); falling back to "
+            "a full scan of unpublished events",
+            reason,
+        )
+        self._on_history_lost(reason)
+        await self._state.delete_one({"_id": RESUME_TOKEN_ID})
+
+    async def _read(self, stream: AsyncCollectionChangeStream[Document]) -> None:
+        """Keep one getMore outstanding and queue what it brings (the queue bounds the read-ahead)."""
+        try:
+            while True:
+                change = await stream.try_next()
+                if change is not None:
+                    await self._queue.put(change)
+                elif not stream.alive:
+                    raise OperationFailure("the change stream was closed by the server")
+        except asyncio.CancelledError:
+            raise
+        except OperationFailure as exc:
+            if is_history_lost(exc):
+                await self._history_lost(exc)
+            await self._queue.put(exc)
+        except BaseException as exc:
+            await self._queue.put(exc)
+
+    async def changes(self, wait_seconds: float) -> list[Document]:
+        """Every change already arrived (up to the batch size), waiting at most `wait_seconds`
+        for the first one. Under load the reader gets ahead, so batches grow by themselves.
+        A failure of the stream is raised after the changes that came before it."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            item: Document | BaseException | None = await asyncio.wait_for(self._queue.get(), wait_seconds)
+        except TimeoutError:
+            return []
+        changes: list[Document] = []
+        while item is not None:
+            if isinstance(item, BaseException):
+                self._failure = item
+                if not changes:
+                    raise item
+                break
+            changes.append(item)
+            if len(changes) >= self._batch_size:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                item = None
+        return changes
+
+    async def remember_position(self) -> None:
+        stream = self._stream
+        token = stream.resume_token if stream is not None else None
+        if token is None or time.monotonic() - self._token_saved_at < TOKEN_SAVE_SECONDS:
+            return
+        await self._state.update_one(
+            {"_id": RESUME_TOKEN_ID}, {"$set": {"token": token, "saved_at": utc_now()}}, upsert=True
+        )
+        self._token_saved_at = time.monotonic()
+
+    async def scan_page(self) -> list[Document]:
+        """The first page of unpublished events, in aggregate/version order; an empty page
+        records the cluster time the scan found the log fully published at."""
+        async with self._client.start_session() as session:
+            page = (
+                await self._events.find(UNPUBLISHED, session=session)
+                .sort(IN_ORDER)
+                .limit(self._batch_size)
+                .to_list()
+            )
+            if not page:
+                self._scanned_until = session.operation_time
+        return page
+
+    def forget_scan(self) -> None:
+        self._scanned_until = None
+
+    async def not_yet_published(self, changes: list[Document]) -> list[Document]:
+        """The inserted events, less any a catch-up scan published; in aggregate/version order."""
+        documents = [change.get("fullDocument") for change in changes]
+        since = self._scanned_until
+        after_last_scan = since is not None and all(
+            isinstance(change.get("clusterTime"), Timestamp) and change["clusterTime"] > since
+            for change in changes
+        )
+        if after_last_scan and all(d is not None for d in documents):
+            return sorted((d for d in documents if d is not None), key=_in_order)
+        # A restarted stream replays from the saved token, and a scan may have published these.
+        ids = [change["documentKey"]["_id"] for change in changes]
+        return await self._events.find({"_id": {"$in": ids}, **UNPUBLISHED}).sort(IN_ORDER).to_list()
+
+
+def _in_order(document: Document) -> tuple[Any, Any]:
+    return document["aggregate_id"], document["aggregate_version"]

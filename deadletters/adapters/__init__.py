@@ -1,0 +1,1 @@
+"""Kafka and MongoDB behind the dead-letter ports."""

@@ -1,0 +1,1 @@
+"""The dead-letter use cases over their ports."""

@@ -1,0 +1,1 @@
+"""How people reach the dead-letter operations (the `campaigns dlq` commands)."""

@@ -1,0 +1,5 @@
+"""`python -m launcher ...` is the `campaigns` command."""
+
+from launcher.cli import app
+
+app()

@@ -1,0 +1,294 @@
+"""The operator console's actions (admin only), each audited: dead letters listed and re-driven
+(deadletters/ use cases, with their own `dlq_audit` record), projections verified (a request a
+projectors process claims: projectors/entrypoints/console_operations.py) and the audit trail.
+
+Every action, refused or failed ones included, writes one `console_audit` line (who: user id and
+e-mail; what; when; the result) and counts `console_actions_total{action,result}`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
+from deadletters.domain.records import InvalidRef, NotADeadLetterTopic, RecordRef
+from events import Topics
+from query_api.adapters.console_audit import ConsoleAction, ConsoleAudit
+from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
+from query_api.entrypoints.http.schemas import problems
+from readmodels.groups import PROJECTIONS
+from readmodels.keyspace import (
+    console_operation_key,
+    console_operations_queue,
+    console_operations_recent,
+    monitor_channel,
+)
+from service_runtime.openapi import ok
+from service_runtime.problems import Problem
+from service_runtime.tokens import Principal
+
+router = APIRouter(tags=["console"])
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+REDRIVE = "dead-letters.redrive"
+VERIFY = "projections.verify"
+
+
+class RedriveRequest(BaseModel):
+    """One dead letter (`ref`, as `topic:partition:offset`) or one aggregate's (`topic` + `aggregate`)."""
+
+    ref: str | None = Field(None, max_length=300, description="a dead letter, topic:partition:offset")
+    topic: str | None = Field(None, max_length=249, description="a dead-letter topic (…​.dlq)")
+    aggregate: str | None = Field(None, max_length=200, description="re-drive this aggregate's records")
+    confirm: bool = Field(False, description="must be true: the operator confirmed the re-drive")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _audit(side: ReadSide) -> ConsoleAudit:
+    if side.mongo is None:
+        raise Problem(503, "the console's audit store is not configured", headers={"Retry-After": "1"})
+    return ConsoleAudit(side.mongo[side.settings.mongo_db])
+
+
+async def _email(side: ReadSide, user_id: str) -> str | None:
+    try:
+        doc = (await side.read_models.user(user_id)).doc
+        email = orjson.loads(doc).get("email") if doc else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    except UNREACHABLE:
+        return None
+    return email if isinstance(email, str) else None
+
+
+async def record(
+    side: ReadSide,
+    principal: Principal,
+    action: str,
+    target: dict[str, Any],
+    result: str,
+    detail: dict[str, Any] | None = None,
+) -> str:
+    entry = ConsoleAction(
+        principal.user_id, await _email(side, principal.user_id), action, target, result, detail=detail or {}
+    )
+    return await _audit(side).record(entry)
+
+
+def _unreachable(exc: Exception) -> Problem:
+    return Problem(
+        503, f"Kafka or MongoDB is unavailable: {type(exc).__name__}", headers={"Retry-After": "1"}
+    )
+
+
+@router.get(
+    "/console/dead-letters",
+    summary="Dead letters per dead-letter topic, with their reason, attempts and time (admin only)",
+    response_model=None,
+    responses={
+        **ok(200, "Per topic: counts and the first records", content=JSON_OBJECT),
+        **problems(401, 403, 503),
+    },
+)
+async def dead_letters(
+    aggregate: str | None = Query(None, max_length=200, description="only this aggregate's records"),
+    principal: Principal = Depends(admin),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    try:
+        async with dead_letter_operations(side.settings) as dlq:
+            listings = await dlq.list(aggregate=aggregate, show=side.settings.console_dead_letters_shown)
+    except UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
+    return _json(
+        {
+            "topics": [
+                {
+                    "topic": listing.topic,
+                    "total": listing.counts.total,
+                    "pending": listing.counts.pending,
+                    "redriven": listing.counts.redriven,
+                    "records": [
+                        {
+                            "ref": str(r.summary.ref),
+                            "aggregate_id": r.summary.aggregate_id,
+                            "aggregate_version": r.summary.aggregate_version,
+                            "event_type": r.summary.event_type,
+                            "reason": r.summary.reason,
+                            "error_type": r.summary.error_type,
+                            "consumer_group": r.summary.consumer_group,
+                            "attempts": r.summary.attempts,
+                            "failed_at": r.summary.failed_at,
+                            "redriven": r.redriven,
+                        }
+                        for r in listing.records
+                    ],
+                }
+                for listing in listings
+            ]
+        }
+    )
+
+
+@router.post(
+    "/console/dead-letters/redrive",
+    summary="Re-drive one dead letter or one aggregate's dead letters (admin only, audited)",
+    description=(
+        "Produces the records back onto their original topic (once per original record; each "
+        "aggregate's in version order). Needs `confirm: true`. Writes a `dlq_audit` record and a "
+        "console audit line."
+    ),
+    response_model=None,
+    responses={**ok(200, "What was re-driven", content=JSON_OBJECT), **problems(401, 403, 404, 422, 503)},
+)
+async def redrive(
+    body: RedriveRequest, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
+) -> Response:
+    target = {"ref": body.ref} if body.ref else {"topic": body.topic, "aggregate": body.aggregate}
+    problem = _invalid(body, Topics(side.settings.topic_prefix))
+    if problem is not None:
+        await record(side, principal, REDRIVE, target, "refused", {"problem": problem.detail})
+        raise problem
+    actor = f"console:{principal.user_id}"
+    try:
+        async with dead_letter_operations(side.settings) as dlq:
+            if body.ref:
+                report = await dlq.replay_ref(RecordRef.parse(body.ref), actor=actor)
+            else:
+                assert body.topic is not None and body.aggregate is not None  # _invalid checked
+                report = await dlq.replay(body.topic, body.aggregate, actor=actor, yes=True)
+    except UNREACHABLE as exc:
+        await record(side, principal, REDRIVE, target, f"failed: {type(exc).__name__}")
+        raise _unreachable(exc) from exc
+    if report is None or not report.plan.redrives:
+        await record(side, principal, REDRIVE, target, "nothing", {"redriven": 0})
+        raise Problem(404, "no pending dead letter matches: absent, purged or already re-driven")
+    detail = {
+        "redriven": report.redriven,
+        "settled": report.settled,
+        "missing": [str(ref) for ref in report.missing],
+        "dlq_audit_id": report.audit_id,
+    }
+    audit_id = await record(side, principal, REDRIVE, target, "ok", detail)
+    return _json({**detail, "audit_id": audit_id})
+
+
+def _invalid(body: RedriveRequest, topics: Topics) -> Problem | None:
+    def field(name: str, reason: str) -> Problem:
+        return Problem(422, f"invalid request: {name}", errors=[{"field": name, "reason": reason}])
+
+    if not body.confirm:
+        return field("confirm", "a re-drive must be confirmed (confirm: true)")
+    if body.ref:
+        if body.topic or body.aggregate:
+            return field("ref", "give either ref, or topic and aggregate")
+        try:
+            ref = RecordRef.parse(body.ref)
+        except (InvalidRef, NotADeadLetterTopic) as exc:
+            return field("ref", str(exc))
+        if ref.topic not in {Topics.dlq(topics.users), Topics.dlq(topics.campaigns)}:
+            return field("ref", "not on one of this system's dead-letter topics")
+        return None
+    if not body.topic:
+        return field("topic", "give ref, or topic and aggregate")
+    if not body.aggregate:
+        return field("aggregate", "give ref, or topic and aggregate")
+    if body.topic not in {Topics.dlq(topics.users), Topics.dlq(topics.campaigns)}:
+        return field("topic", "not one of this system's dead-letter topics")
+    return None
+
+
+@router.get(
+    "/console/audit",
+    summary="The console's audit trail, newest first (admin only)",
+    response_model=None,
+    responses={**ok(200, "The newest actions", content=JSON_OBJECT), **problems(401, 403, 503)},
+)
+async def audit(principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)) -> Response:
+    try:
+        items = await _audit(side).recent(side.settings.console_audit_shown)
+    except UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
+    return _json({"items": items})
+
+
+class VerifyRequest(BaseModel):
+    projection: str = Field("all", max_length=100, description="a projection's name, or all")
+    source: Literal["mongo", "kafka"] = Field("mongo", description="where the replay reads the events")
+
+
+@router.post(
+    "/console/projections/verify",
+    status_code=202,
+    summary="Ask a projectors process to verify projections (admin only, audited)",
+    description=(
+        "Queues the request (Redis); a projectors process claims it, rebuilds the projections "
+        "into scratch generations and compares them with the live ones. Progress and the result "
+        'come over the monitor socket as `{"type": "operation", ...}` and from GET /console/operations.'
+    ),
+    response_model=None,
+    responses={**ok(202, "Queued: the operation's id", content=JSON_OBJECT), **problems(401, 403, 422, 503)},
+)
+async def verify(
+    body: VerifyRequest, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
+) -> Response:
+    target = {"projection": body.projection, "source": body.source}
+    if body.projection != "all" and body.projection not in PROJECTIONS:
+        problem = Problem(
+            422,
+            "invalid request: projection",
+            errors=[{"field": "projection", "reason": f"one of: {', '.join([*PROJECTIONS, 'all'])}"}],
+        )
+        await record(side, principal, VERIFY, target, "refused", {"problem": problem.detail})
+        raise problem
+    operation_id = uuid.uuid4().hex
+    prefix = side.settings.redis_prefix
+    request = {
+        "id": operation_id,
+        "kind": "verify",
+        **target,
+        "user_id": principal.user_id,
+        "requested_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    queued = {"type": "operation", **request, "state": "queued"}
+    async with side.redis.pipeline(transaction=True) as pipe:
+        pipe.set(
+            console_operation_key(prefix, operation_id),
+            orjson.dumps(queued),
+            ex=side.settings.console_operation_ttl_seconds,
+        )
+        pipe.lpush(console_operations_recent(prefix), operation_id)
+        pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
+        pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
+        pipe.publish(monitor_channel(prefix), orjson.dumps(queued))
+        await pipe.execute()
+    audit_id = await record(side, principal, VERIFY, target, "queued", {"operation_id": operation_id})
+    return _json({"id": operation_id, "state": "queued", "audit_id": audit_id}, status=202)
+
+
+@router.get(
+    "/console/operations",
+    summary="The newest console operations with their progress or result (admin only)",
+    response_model=None,
+    responses={**ok(200, "The newest operations", content=JSON_OBJECT), **problems(401, 403, 503)},
+)
+async def operations(principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)) -> Response:
+    prefix = side.settings.redis_prefix
+    ids = await side.redis.lrange(console_operations_recent(prefix), 0, -1)
+    docs = (
+        await side.redis.mget(
+            [console_operation_key(prefix, i.decode() if isinstance(i, bytes) else i) for i in ids]
+        )
+        if ids
+        else []
+    )
+    return _json({"items": [orjson.loads(doc) for doc in docs if doc]})

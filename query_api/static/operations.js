@@ -1,0 +1,260 @@
+/* The console's actions: the dead letters (listed, re-driven one record or one aggregate at a time,
+ * after a confirmation dialog) and the audit trail of every action. Both talk to the query API
+ * (/console/...) on this origin with the access token in the Authorization header. A verify is
+ * asked for here and run by a projectors process; its progress comes over the monitor socket. */
+
+import * as auth from "./auth.js";
+import { $, el, fmtDateTime, fmtInt, fmtValue, shortTopic } from "./format.js";
+
+async function call(path, init) {
+  const send = () => fetch(path, Object.assign({ cache: "no-store" }, init || {}, {
+    headers: Object.assign({ authorization: "Bearer " + auth.accessToken(), accept: "application/json" },
+      (init && init.headers) || {}),
+  }));
+  let response = await send();
+  if (response.status === 401 && (await auth.rotate())) response = await send();
+  let body = null;
+  try { body = await response.json(); } catch (err) { /* no body */ }
+  return { status: response.status, body: body };
+}
+
+function problem(status, body) {
+  return "The query API answered " + status + ". " + ((body && body.detail) || "");
+}
+
+function say(id, text) {
+  const box = $(id);
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+/* ---------- dead letters ---------- */
+
+export async function loadDeadLetters() {
+  say("dlq-error", "");
+  $("dlq-refresh").disabled = true;
+  const { status, body } = await call("/console/dead-letters");
+  $("dlq-refresh").disabled = false;
+  if (status !== 200) { say("dlq-error", problem(status, body)); return; }
+  const out = document.createDocumentFragment();
+  for (const topic of body.topics) out.appendChild(topicCard(topic));
+  $("dlq-topics").replaceChildren(out);
+}
+
+function topicCard(topic) {
+  const box = el("article", "card dlq-topic");
+  box.dataset.topic = topic.topic;
+  const head = el("div", "card-head");
+  head.appendChild(el("h3", null, topic.topic));
+  head.appendChild(el("span", "muted", fmtInt(topic.total) + " records · " + fmtInt(topic.pending) +
+    " pending · " + fmtInt(topic.redriven) + " re-driven"));
+  box.appendChild(head);
+  if (!topic.records.length) {
+    box.appendChild(el("p", "empty", "No dead letters"));
+    return box;
+  }
+  const wrap = el("div", "table-wide");
+  const table = el("table", "dlq");
+  const th = el("tr");
+  for (const name of ["Record", "Aggregate", "Ver", "Event", "Reason", "Group", "Attempts", "Failed at", ""]) th.appendChild(el("th", null, name));
+  table.appendChild(el("thead")).appendChild(th);
+  const tbody = el("tbody");
+  for (const r of topic.records) {
+    const tr = el("tr");
+    tr.dataset.ref = r.ref;
+    tr.appendChild(el("td", "mono", r.ref.slice(r.ref.lastIndexOf(":", r.ref.lastIndexOf(":") - 1) + 1)));
+    tr.appendChild(el("td", "mono", r.aggregate_id || "–"));
+    tr.appendChild(el("td", "num", fmtValue(r.aggregate_version)));
+    tr.appendChild(el("td", null, r.event_type || "–"));
+    const reason = el("td", "reason", r.reason);
+    reason.title = r.error_type + ": " + r.reason;
+    tr.appendChild(reason);
+    tr.appendChild(el("td", "mono", r.consumer_group ? shortGroup(r.consumer_group) : "–"));
+    tr.appendChild(el("td", "num", fmtValue(r.attempts)));
+    tr.appendChild(el("td", null, r.failed_at ? fmtDateTime(r.failed_at) : "–"));
+    const actions = el("td", "actions");
+    if (r.redriven) {
+      actions.appendChild(el("span", "pill running", "re-driven"));
+    } else {
+      const one = el("button", "button small", "Re-drive");
+      one.type = "button";
+      one.dataset.redrive = r.ref;
+      actions.appendChild(one);
+      if (r.aggregate_id) {
+        const all = el("button", "button small ghost", "Whole aggregate");
+        all.type = "button";
+        all.dataset.topic = topic.topic;
+        all.dataset.aggregate = r.aggregate_id;
+        actions.appendChild(all);
+      }
+    }
+    tr.appendChild(actions);
+    tbody.appendChild(tr);
+  }
+  table.appendChild(tbody);
+  wrap.appendChild(table);
+  box.appendChild(wrap);
+  return box;
+}
+
+function shortGroup(group) {
+  return group.slice(group.lastIndexOf(".", group.lastIndexOf(".") - 1) + 1);
+}
+
+let pending = null;  // the re-drive the dialog asks about
+
+function ask(request, text) {
+  pending = request;
+  $("confirm-text").textContent = text;
+  $("confirm-dialog").showModal();
+}
+
+async function redrive(request) {
+  say("dlq-error", "");
+  say("dlq-result", "");
+  const { status, body } = await call("/console/dead-letters/redrive", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(Object.assign({ confirm: true }, request)),
+  });
+  if (status === 200) {
+    say("dlq-result", "Re-driven: " + fmtInt(body.redriven) + " record" + (body.redriven === 1 ? "" : "s") +
+      " produced back" + (body.missing.length ? ", " + body.missing.length + " gone past retention" : "") + ". Audited.");
+  } else {
+    say("dlq-error", problem(status, body));
+  }
+  await Promise.all([loadDeadLetters(), loadAudit()]);
+}
+
+/* ---------- audit ---------- */
+
+export async function loadAudit() {
+  say("audit-error", "");
+  const { status, body } = await call("/console/audit");
+  if (status !== 200) { say("audit-error", problem(status, body)); return; }
+  const rows = document.createDocumentFragment();
+  for (const line of body.items) {
+    const tr = el("tr");
+    tr.dataset.action = line.action;
+    tr.dataset.result = line.result;
+    tr.appendChild(el("td", null, line.at ? fmtDateTime(line.at) : "–"));
+    const who = el("td", null, line.email || line.user_id);
+    who.title = line.user_id;
+    tr.appendChild(who);
+    tr.appendChild(el("td", null, line.action));
+    tr.appendChild(el("td", "mono", Object.entries(line.target).filter(([, v]) => v !== null).map(([k, v]) => k + "=" + v).join(" ")));
+    tr.appendChild(el("td", "result " + (line.result === "ok" ? "ok" : "bad"), line.result));
+    const detail = Object.entries(line.detail).filter(([k]) => k !== "dlq_audit_id").map(([k, v]) => k + " " + fmtValue(v)).join(", ");
+    tr.appendChild(el("td", null, detail));
+    rows.appendChild(tr);
+  }
+  $("audit").replaceChildren(rows);
+  $("audit-empty").hidden = body.items.length > 0;
+}
+
+export function forgetOperations() {
+  forgetProjectionOperations();
+  $("dlq-topics").replaceChildren();
+  $("audit").replaceChildren();
+  say("dlq-result", "");
+}
+
+export function installOperations() {
+  installProjectionOperations();
+  $("dlq-refresh").addEventListener("click", loadDeadLetters);
+  $("audit-refresh").addEventListener("click", loadAudit);
+  $("dlq-topics").addEventListener("click", (e) => {
+    const button = e.target.closest("button");
+    if (!button) return;
+    if (button.dataset.redrive) {
+      ask({ ref: button.dataset.redrive }, "Re-drive the dead letter " + button.dataset.redrive +
+        " onto its original topic? Every consumer group reads it again (each applies it at most once).");
+    } else if (button.dataset.aggregate) {
+      ask({ topic: button.dataset.topic, aggregate: button.dataset.aggregate },
+        "Re-drive every pending dead letter of aggregate " + button.dataset.aggregate + " on " +
+        shortTopic(button.dataset.topic) + ", in version order?");
+    }
+  });
+  $("confirm-yes").addEventListener("click", () => $("confirm-dialog").close("confirm"));
+  $("confirm-no").addEventListener("click", () => $("confirm-dialog").close("cancel"));
+  $("confirm-dialog").addEventListener("close", () => {
+    const request = pending;
+    pending = null;
+    if ($("confirm-dialog").returnValue === "confirm" && request) redrive(request);
+  });
+}
+
+/* ---------- projection operations (a verify run by a projectors process) ---------- */
+
+const MAX_OPERATIONS = 20;
+const operations = new Map();  // id -> the newest message, newest first in the list
+
+export function showOperation(m) {
+  const known = operations.get(m.id);
+  // A late "queued" (the query API's) never hides a projectors process's newer state.
+  if (known && m.state === "queued" && known.state !== "queued") return;
+  operations.delete(m.id);
+  operations.set(m.id, m);
+  while (operations.size > MAX_OPERATIONS) operations.delete(operations.keys().next().value);
+  renderOperations();
+}
+
+function describe(op) {
+  if (op.state === "queued") return "queued, waiting for a projectors process";
+  if (op.state === "running") {
+    const p = op.progress || {};
+    if (!p.pass) return "running";
+    return "running · " + p.pass + " · " + fmtInt(p.done) + (p.expected ? " of " + fmtInt(p.expected) : "") + " events" +
+      (p.message ? " · " + p.message : "");
+  }
+  if (op.state === "failed") return "failed: " + (op.error || "unknown error");
+  const r = op.result || { projections: [] };
+  const parts = r.projections.map((p) => p.projection + (p.matches ? " matches" : " DRIFTS"));
+  return (op.state === "ok" ? "finished: no drift" : "finished: drift") + " · " + fmtInt(r.events) + " events · " + parts.join(", ");
+}
+
+function renderOperations() {
+  const out = document.createDocumentFragment();
+  for (const op of Array.from(operations.values()).reverse()) {
+    const li = el("li", "operation " + op.state);
+    li.dataset.id = op.id;
+    li.dataset.state = op.state;
+    li.appendChild(el("span", "pill " + (op.state === "ok" ? "running" : op.state === "failed" || op.state === "drift" ? "down" : "stale"), op.state));
+    li.appendChild(el("span", null, " " + op.kind + " " + op.projection + " (" + op.source + ") · " + describe(op)));
+    li.appendChild(el("span", "muted", " · " + fmtDateTime(op.requested_at)));
+    out.appendChild(li);
+  }
+  $("operations").replaceChildren(out);
+}
+
+export async function loadOperations() {
+  const { status, body } = await call("/console/operations");
+  if (status !== 200) return;
+  for (const op of body.items.slice().reverse()) showOperation(op);
+}
+
+async function startVerify(e) {
+  e.preventDefault();
+  say("verify-error", "");
+  $("verify-start").disabled = true;
+  const { status, body } = await call("/console/projections/verify", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ projection: $("verify-projection").value, source: "mongo" }),
+  });
+  $("verify-start").disabled = false;
+  if (status !== 202) { say("verify-error", problem(status, body)); return; }
+  if (!operations.has(body.id)) {
+    showOperation({ id: body.id, kind: "verify", projection: $("verify-projection").value, source: "mongo",
+      state: "queued", requested_at: new Date().toISOString() });
+  }
+}
+
+export function installProjectionOperations() {
+  $("verify-form").addEventListener("submit", startVerify);
+}
+
+export function forgetProjectionOperations() {
+  operations.clear();
+  $("operations").replaceChildren();
+}

@@ -1,0 +1,201 @@
+"""The campaign read model: which fields each campaign event sets, its sort keys, and the fold.
+
+The same `campaign_field_changes` drives both the Redis projection (through `next_campaign_state`,
+planned per aggregate in `campaign_plan`) and the in-memory fold that serves `as_of_version`, so
+the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from events import EventEnvelope
+from readmodels.json_form import epoch_millis, json_time
+
+# The order of the fields in every campaign document (Redis assembles documents in this order).
+CAMPAIGN_FIELDS: tuple[str, ...] = (
+    "id",
+    "owner_id",
+    "name",
+    "description",
+    "channel",
+    "budget",
+    "starts_at",
+    "ends_at",
+    "tags",
+    "status",
+    "next_transition",
+    "version",
+    "created_at",
+    "updated_at",
+)
+SORT_KEYS: tuple[str, ...] = ("created", "updated", "name")
+# Filters the list query can combine; each has one sorted index per sort key.
+FILTER_DIMENSIONS: tuple[str, ...] = ("status", "channel", "tag", "owner")
+
+_CREATED_FIELDS = ("owner_id", "name", "description", "channel", "budget", "starts_at", "ends_at", "tags")
+_STATUS_AFTER = {
+    "CampaignScheduled": "scheduled",
+    "CampaignUnscheduled": "draft",
+    "CampaignActivated": "active",
+    "CampaignPaused": "paused",
+    "CampaignCompleted": "completed",
+    "CampaignDeleted": "deleted",
+}
+CAMPAIGN_EVENT_TYPES = frozenset({"CampaignCreated", "CampaignUpdated", *_STATUS_AFTER})
+# Separates the sort value from the id in an index member: below every printable character,
+# so "abc" sorts before "abcd" whatever follows.
+MEMBER_SEPARATOR = b"\x00"
+
+
+class NotACampaignEvent(ValueError):
+    """The projection was handed an event it has no rule for."""
+
+
+def campaign_field_changes(envelope: EventEnvelope) -> dict[str, Any]:
+    """The document fields (JSON form) this event sets; `version` is the envelope's own."""
+    payload = envelope.payload
+    kind = envelope.event_type
+    changes: dict[str, Any]
+    if kind == "CampaignCreated":
+        changes = {"id": envelope.aggregate_id, "status": "draft"}
+        changes.update((name, payload[name]) for name in _CREATED_FIELDS)
+        changes["created_at"] = json_time(envelope.occurred_at)
+    elif kind == "CampaignUpdated":
+        # Absent fields arrive as None after validation: only the ones present changed.
+        changes = {name: value for name, value in payload.items() if value is not None}
+    elif kind in _STATUS_AFTER:
+        changes = {"status": _STATUS_AFTER[kind]}
+    else:
+        raise NotACampaignEvent(f"the campaign projection has no rule for {kind}")
+    changes["updated_at"] = json_time(envelope.occurred_at)
+    return changes
+
+
+def next_transition(state: dict[str, Any]) -> dict[str, str] | None:
+    """What the scheduler will do to the campaign next, and when (the write side's
+    `Campaign.next_transition`, on the document's fields): a scheduled campaign becomes active at
+    its starts_at; an active or paused one completed at its ends_at."""
+    status = state.get("status")
+    if status == "scheduled" and "starts_at" in state:
+        return {"to": "active", "at": state["starts_at"]}
+    if status in ("active", "paused") and "ends_at" in state:
+        return {"to": "completed", "at": state["ends_at"]}
+    return None
+
+
+def fold_campaign(envelopes: Iterable[EventEnvelope]) -> dict[str, Any] | None:
+    """The campaign document after these events (in version order), or None if there were none."""
+    state: dict[str, Any] = {}
+    for envelope in envelopes:
+        state.update(campaign_field_changes(envelope))
+        state["version"] = envelope.aggregate_version
+        state["next_transition"] = next_transition(state)
+    if not state:
+        return None
+    return {name: state[name] for name in CAMPAIGN_FIELDS if name in state}
+
+
+def campaign_document(state: dict[str, Any]) -> bytes:
+    """The document's JSON bytes, byte for byte what the Redis projection stores."""
+    return orjson.dumps({name: state[name] for name in CAMPAIGN_FIELDS if name in state})
+
+
+def sort_member(sort_value: str, campaign_id: str) -> bytes:
+    return sort_value.encode() + MEMBER_SEPARATOR + campaign_id.encode()
+
+
+def time_sort_value(millis: int) -> str:
+    # Fixed width, so the lexicographic order of the index is the numeric order.
+    return f"{millis:013d}"
+
+
+def name_sort_value(name: str) -> str:
+    return name.casefold()
+
+
+class MissingCreation(ValueError):
+    """An event for a campaign the read model has never seen created."""
+
+
+# An index a campaign belongs to, by (dimension, value); None is the index of all campaigns.
+IndexFilter = tuple[str, str] | None
+REQUIRED_FIELDS = ("status", "channel", "owner_id", "tags")
+
+
+def next_campaign_state(state: dict[str, Any] | None, envelope: EventEnvelope) -> dict[str, Any]:
+    """The campaign's fields after `envelope`, from its fields before (None: never seen).
+
+    Raises `MissingCreation` for anything but a creation or a deletion on a campaign whose
+    fields are incomplete: the read model never shows a campaign it did not see created.
+    """
+    changes = campaign_field_changes(envelope)
+    new = dict(state) if state else {}
+    new.update(changes)
+    new["version"] = envelope.aggregate_version
+    new["next_transition"] = next_transition(new)
+    if envelope.event_type != "CampaignDeleted" and any(name not in new for name in REQUIRED_FIELDS):
+        raise MissingCreation(
+            f"campaign {envelope.aggregate_id} has no creation event before version "
+            f"{envelope.aggregate_version}"
+        )
+    return new
+
+
+def _millis(text: str) -> int:
+    return epoch_millis(datetime.fromisoformat(text))
+
+
+def campaign_memberships(state: dict[str, Any]) -> dict[str, tuple[bytes, list[IndexFilter]]]:
+    """For each sort key: the campaign's member in its indexes, and the indexes it belongs to.
+
+    Derived from the document's own fields, so what is stored (the document) is all a
+    projector needs to know which memberships an event moves.
+    """
+    filters: list[IndexFilter] = [
+        None,
+        ("status", state["status"]),
+        ("channel", state["channel"]),
+        ("owner", state["owner_id"]),
+    ]
+    filters += [("tag", tag) for tag in state["tags"]]
+    values = {
+        "created": time_sort_value(_millis(state["created_at"])),
+        "updated": time_sort_value(_millis(state["updated_at"])),
+        "name": name_sort_value(state["name"]),
+    }
+    return {sort: (sort_member(values[sort], state["id"]), filters) for sort in SORT_KEYS}
+
+
+class MembershipMove(NamedTuple):
+    """What one sort's indexes need when a campaign goes from one state to another."""
+
+    sort: str
+    old_member: bytes
+    leaves: list[IndexFilter]  # indexes `old_member` is removed from
+    new_member: bytes
+    joins: list[IndexFilter]  # indexes `new_member` is added to
+
+
+def membership_moves(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[MembershipMove]:
+    """Only the memberships that change: an index member moves only if its index or its sort
+    value changed (most events change one index of a sort, or none). None: no campaign (never
+    created, or deleted)."""
+    before = campaign_memberships(old) if old else {}
+    after = campaign_memberships(new) if new else {}
+    moves = []
+    for sort in SORT_KEYS:
+        if sort not in before and sort not in after:
+            continue
+        old_member, old_in = before.get(sort, (b"", []))
+        new_member, new_in = after.get(sort, (b"", []))
+        kept = set(old_in) & set(new_in) if old_member == new_member else set()
+        leaves = [where for where in old_in if where not in kept]
+        joins = [where for where in new_in if where not in kept]
+        if leaves or joins:
+            moves.append(MembershipMove(sort, old_member, leaves, new_member, joins))
+    return moves

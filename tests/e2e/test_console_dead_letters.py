@@ -1,0 +1,117 @@
+"""The console's dead letters and audit in Debian's Chromium against the real services: a dead
+letter re-driven from the page (after its confirmation dialog) is applied, and the audit line for
+it is read on the page; a verify started on the page finishes there; a non-admin gets 403 from
+the console's routes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from events import Topics
+from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
+from tests.e2e.monitor_session import log_in, register
+from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
+from tests.integration.read_side.workload import new_campaign
+from tests.support.services import RunningServices
+from tests.support.waiting import eventually
+
+DESKTOP = {"width": 1280, "height": 800}
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"
+)
+
+
+async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audit_line(
+    services: RunningServices,
+) -> None:
+    for_the_console(services)
+    services.start(["command-api", "query-api", "relay", "projectors"])
+    services.wait_ready()
+    email = await register(services)
+    settings = services.settings
+    dlq_topic = Topics.dlq(Topics(settings.topic_prefix).campaigns)
+    # A good event that a projector dead-lettered on a transient error (Redis timed out).
+    campaign = new_campaign("owner-1")
+    await dead_letter_written_on_a_timeout(settings, campaign.events[0], origin_offset=7)
+    admin = {"Authorization": f"Bearer {await log_in(services, email)}"}
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await sign_in_on_page(page, services, email)
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10_000)
+
+            await page.click("#tab-deadletters")
+            topic = page.locator(f'.dlq-topic[data-topic="{dlq_topic}"]')
+            row = topic.locator("tr", has_text=campaign.aggregate_id)
+            await expect(row).to_have_count(1, timeout=15_000)
+            await expect(row).to_contain_text("TimeoutError")
+            await expect(topic.locator(".card-head")).to_contain_text("1 pending")
+
+            # Cancelling the dialog re-drives nothing.
+            await row.locator("button[data-redrive]").click()
+            await expect(page.locator("#confirm-dialog")).to_be_visible()
+            await expect(page.locator("#confirm-text")).to_contain_text(dlq_topic)
+            await page.click("#confirm-no")
+            await expect(page.locator("#confirm-dialog")).to_be_hidden()
+            await expect(row.locator("button[data-redrive]")).to_be_visible()
+
+            await row.locator("button[data-redrive]").click()
+            await page.click("#confirm-yes")
+            await expect(page.locator("#dlq-result")).to_contain_text("Re-driven: 1 record", timeout=15_000)
+            await expect(row).to_contain_text("re-driven")
+            await page.screenshot(path=str(ARTIFACTS / "console-dead-letters.png"))
+
+            # It is applied: the campaign is in its read model.
+            async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as reads:
+
+                async def applied() -> bool:
+                    found = await reads.get(f"/campaigns/{campaign.aggregate_id}", headers=admin)
+                    return found.status_code == 200 and found.json()["version"] == 1
+
+                await eventually(applied, timeout=30, what="the re-driven campaign in the read model")
+
+            # The audit line for it, without leaving the page.
+            await page.click("#tab-audit")
+            line = page.locator('#audit tr[data-action="dead-letters.redrive"]')
+            await expect(line).to_have_count(1)
+            await expect(line).to_contain_text(email)
+            await expect(line.locator("td.result")).to_have_text("ok")
+            await expect(line).to_contain_text("redriven 1")
+
+            # A verify started from the projections view runs in a projectors process; its
+            # progress and result come over the socket.
+            await page.click("#tab-pipeline")
+            await page.select_option("#verify-projection", "users")
+            await page.click("#verify-start")
+            operation = page.locator("#operations li").first
+            await expect(operation).to_have_attribute("data-state", "ok", timeout=60_000)
+            await expect(operation).to_contain_text("finished: no drift")
+            await expect(operation).to_contain_text("users matches")
+            await page.screenshot(path=str(ARTIFACTS / "console-verify.png"))
+            await page.click("#tab-audit")
+            await expect(page.locator('#audit tr[data-action="projections.verify"]')).to_contain_text(
+                "queued"
+            )
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+    # A non-admin is refused by every console route.
+    user = {"Authorization": f"Bearer {await log_in(services, await register(services, admin=False))}"}
+    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+        assert (await client.get("/console/dead-letters", headers=user)).status_code == 403
+        assert (await client.get("/console/audit", headers=user)).status_code == 403
+        refused = await client.post(
+            "/console/dead-letters/redrive", headers=user, json={"ref": f"{dlq_topic}:0:0", "confirm": True}
+        )
+        assert refused.status_code == 403
+        verify = await client.post("/console/projections/verify", headers=user, json={})
+        assert verify.status_code == 403

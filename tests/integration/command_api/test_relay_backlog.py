@@ -1,0 +1,121 @@
+"""The relay's backlog on the real servers: paged catch-up, quarantine of what Kafka can never
+take, and the fall-back scan when the change stream cannot resume."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from command_api.adapters.mongo_schema import RELAY_STATE, Document
+from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
+from readmodels.keyspace import relay_status_key
+from service_runtime.settings import Settings
+from tests.integration.command_api.outbox import (
+    consume,
+    interleaved,
+    log_documents,
+    running_relay,
+    versions_by_key,
+    wait_until,
+)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def backlog_left(db: AsyncDatabase[Document]) -> bool:
+    return await db["events"].count_documents({"published": False, "quarantine": {"$exists": False}}) == 0
+
+
+async def test_a_backlog_larger_than_a_page_is_published_page_by_page_in_order(
+    settings: Settings,
+    mongo: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    paged = settings.model_copy(update={"relay_batch_size": 100})
+    aggregates = [f"p{i:02d}" for i in range(12)]
+    await db["events"].insert_many(interleaved(aggregates, range(1, 101)))  # 1200 events
+    caplog.set_level(logging.INFO, logger="command_api.adapters.outbox_relay")
+    async with running_relay(paged, mongo):
+        await wait_until(lambda: backlog_left(db), 120, "the backlog published")
+
+    pages = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"publishing a page of (\d+)", r.getMessage()))
+    ]
+    assert len(pages) >= 12 and max(pages) <= 100, pages  # never more than one page in memory
+    received = await consume(paged, 1200, settle=0.5)
+    assert versions_by_key(received) == {a: list(range(1, 101)) for a in aggregates}
+
+
+async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
+) -> None:
+    small = settings.model_copy(update={"relay_max_message_bytes": 2048, "relay_lease_seconds": 2.0})
+    documents = log_documents("q", range(1, 6))
+    documents[1]["payload"] = {"description": "x" * 5000}  # version 2: too large for the topic
+    broken = log_documents("r", range(1, 2))[0]
+    broken["event_type"] = "NoSuchEvent"  # cannot be serialised as any known event
+    await db["events"].insert_many([*documents, broken])
+
+    async with running_relay(small, mongo, redis=redis) as relay:
+        await wait_until(lambda: backlog_left(db), 30, "the other events published")
+        await db["events"].insert_many(log_documents("q", range(6, 8)))  # and the stream goes on
+        await wait_until(lambda: backlog_left(db), 30, "the later events published")
+
+        async def reported() -> bool:
+            raw = await redis.get(relay_status_key(small.redis_prefix))
+            return raw is not None and orjson.loads(raw)["quarantined"] == 2
+
+        await wait_until(reported, 10, "the status to show the quarantined events")
+        assert relay.progress.quarantined_total == 2
+
+    too_large = await db["events"].find_one({"aggregate_id": "q", "aggregate_version": 2})
+    unknown = await db["events"].find_one({"aggregate_id": "r"})
+    assert too_large is not None and "too large" in too_large["quarantine"]["reason"]
+    assert too_large["published"] is False
+    assert unknown is not None and "cannot be serialised" in unknown["quarantine"]["reason"]
+    received = await consume(small, 6, settle=0.5)
+    assert versions_by_key(received) == {"q": [1, 3, 4, 5, 6, 7]}
+
+
+async def test_a_resume_token_the_server_cannot_use_falls_back_to_the_scan_and_raises_the_alert(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
+) -> None:
+    # A token from a history the server no longer has (SecantusDB refuses it as unusable;
+    # MongoDB says ChangeStreamHistoryLost): events written meanwhile must still all go out.
+    lost = {"_data": "82" + "00" * 40}
+    await db[RELAY_STATE].insert_one({"_id": RESUME_TOKEN_ID, "token": lost})
+    await db["events"].insert_many(log_documents("h", range(1, 6)))
+
+    async with running_relay(settings, mongo, redis=redis) as relay:
+        await wait_until(lambda: backlog_left(db), 30, "the events written while the history was lost")
+        assert relay.progress.history_lost_total == 1
+
+        async def alerted() -> bool:
+            raw = await redis.get(relay_status_key(settings.redis_prefix))
+            return raw is not None and orjson.loads(raw)["change_stream_history_lost"] is not None
+
+        await wait_until(alerted, 10, "the status to carry the alert")
+        status = orjson.loads(await redis.get(relay_status_key(settings.redis_prefix)) or b"{}")
+        assert status["change_stream_history_lost"]["total"] == 1
+        await db["events"].insert_many(log_documents("h", range(6, 8)))  # the new stream works
+        await wait_until(lambda: backlog_left(db), 30, "events after the fall-back")
+
+    saved = await db[RELAY_STATE].find_one({"_id": RESUME_TOKEN_ID})
+    assert saved is None or saved["token"] != lost  # the unusable token is gone
+    received = await consume(settings, 7, settle=0.5)
+    assert versions_by_key(received) == {"h": list(range(1, 8))}

@@ -1,0 +1,164 @@
+"""The console's actions over HTTP on a served query API, against real Kafka, MongoDB and Redis:
+dead letters listed and re-driven by an admin, every action audited, non-admins refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from events import Topics
+from projectors.entrypoints.console_operations import console_operations
+from projectors.entrypoints.projectors import Projectors
+from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel
+from service_runtime.settings import Settings
+from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
+from tests.integration.monitor.conftest import ServedQueryApi
+from tests.integration.read_side.conftest import projectors, wait_until
+from tests.integration.read_side.workload import new_campaign
+
+__all__ = ["projectors"]
+
+
+async def collection(settings: Settings, name: str) -> list[dict[str, Any]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    try:
+        return await client[settings.mongo_db][name].find().to_list(None)
+    finally:
+        await client.close()
+
+
+def counted(action: str, result: str) -> float:
+    return REGISTRY.get_sample_value("console_actions_total", {"action": action, "result": result}) or 0.0
+
+
+async def test_a_non_admin_is_refused_every_console_route(query_api: ServedQueryApi) -> None:
+    user = query_api.bearer(query_api.token("a-user", ("user",)))
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        assert (await client.get("/console/dead-letters")).status_code == 401
+        assert (await client.get("/console/dead-letters", headers=user)).status_code == 403
+        assert (await client.get("/console/audit", headers=user)).status_code == 403
+        refused = await client.post(
+            "/console/dead-letters/redrive", headers=user, json={"ref": "x.dlq:0:0", "confirm": True}
+        )
+        assert refused.status_code == 403
+    assert await collection(query_api.settings, "console_audit") == []
+
+
+async def test_a_redrive_must_be_confirmed_and_name_a_record_and_the_refusal_is_audited(
+    query_api: ServedQueryApi,
+) -> None:
+    admin = query_api.bearer(query_api.token())
+    dlq_topic = Topics.dlq(Topics(query_api.settings.topic_prefix).campaigns)
+    before = counted("dead-letters.redrive", "refused")
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        unconfirmed = await client.post(
+            "/console/dead-letters/redrive", headers=admin, json={"ref": f"{dlq_topic}:0:0"}
+        )
+        assert unconfirmed.status_code == 422
+        assert unconfirmed.headers["content-type"].startswith("application/problem+json")
+        assert unconfirmed.json()["errors"][0]["field"] == "confirm"
+        foreign = await client.post(
+            "/console/dead-letters/redrive", headers=admin, json={"ref": "other.dlq:0:1", "confirm": True}
+        )
+        assert foreign.status_code == 422 and foreign.json()["errors"][0]["field"] == "ref"
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+    assert [line["result"] for line in audit] == ["refused", "refused"]
+    assert {line["user_id"] for line in audit} == {"the-admin"}
+    assert counted("dead-letters.redrive", "refused") == before + 2
+
+
+async def test_an_admin_re_drives_one_dead_letter_it_is_applied_and_both_audits_are_written(
+    query_api: ServedQueryApi, redis: Redis, projectors: Projectors
+) -> None:
+    settings = query_api.settings
+    dlq_topic = Topics.dlq(Topics(settings.topic_prefix).campaigns)
+    campaign = new_campaign("owner-1")
+    await dead_letter_written_on_a_timeout(settings, campaign.events[0], origin_offset=7)
+    admin = query_api.bearer(query_api.token())
+    before = counted("dead-letters.redrive", "ok")
+
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=60) as client:
+        listed = await client.get("/console/dead-letters", headers=admin)
+        assert listed.status_code == 200
+        (topic,) = [t for t in listed.json()["topics"] if t["topic"] == dlq_topic]
+        assert topic["pending"] == 1
+        (letter,) = topic["records"]
+        assert letter["aggregate_id"] == campaign.aggregate_id
+        assert letter["reason"].startswith("TimeoutError") and letter["attempts"] == 1
+        assert letter["redriven"] is False
+
+        redriven = await client.post(
+            "/console/dead-letters/redrive", headers=admin, json={"ref": letter["ref"], "confirm": True}
+        )
+        assert redriven.status_code == 200, redriven.text
+        assert redriven.json()["redriven"] == 1
+
+        keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+
+        async def applied() -> bool:
+            return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
+
+        await wait_until(applied, 30, "the re-driven campaign in its read model")
+
+        again = await client.post(
+            "/console/dead-letters/redrive", headers=admin, json={"ref": letter["ref"], "confirm": True}
+        )
+        assert again.status_code == 404
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+
+    assert [line["result"] for line in audit] == ["nothing", "ok"]
+    done = audit[1]
+    assert done["action"] == "dead-letters.redrive" and done["user_id"] == "the-admin"
+    assert done["target"] == {"ref": letter["ref"]} and done["detail"]["redriven"] == 1
+    assert done["at"].endswith("Z")
+    (dlq_audit,) = await collection(settings, "dlq_audit")
+    assert dlq_audit["actor"] == "console:the-admin" and dlq_audit["result"] == "ok"
+    assert str(dlq_audit["_id"]) == done["detail"]["dlq_audit_id"]
+    assert counted("dead-letters.redrive", "ok") == before + 1
+
+
+async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result_published(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    settings = query_api.settings
+    admin = query_api.bearer(query_api.token())
+    messages = redis.pubsub()
+    await messages.subscribe(monitor_channel(settings.redis_prefix))
+    assert (await messages.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        wrong = await client.post("/console/projections/verify", headers=admin, json={"projection": "nope"})
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "projection"
+        queued = await client.post("/console/projections/verify", headers=admin, json={"projection": "users"})
+        assert queued.status_code == 202
+        operation_id = queued.json()["id"]
+        listed = (await client.get("/console/operations", headers=admin)).json()["items"]
+        assert [(op["id"], op["state"]) for op in listed] == [(operation_id, "queued")]
+
+        async with console_operations(settings, redis):  # what `campaigns serve projectors` runs
+
+            async def finished() -> bool:
+                (op,) = (await client.get("/console/operations", headers=admin)).json()["items"]
+                return bool(op["state"] not in ("queued", "running"))
+
+            await wait_until(finished, 60, "the verify to finish")
+        (op,) = (await client.get("/console/operations", headers=admin)).json()["items"]
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+    # Nothing was ever projected: the empty live generation matches the empty events log.
+    assert op["state"] == "ok", op
+    assert op["result"]["projections"] == [{"projection": "users", "matches": True, "generation": "users.1"}]
+    published = []
+    while (message := await messages.get_message(ignore_subscribe_messages=True, timeout=1)) is not None:
+        published.append(orjson.loads(message["data"]))
+    await messages.aclose()
+    states = [m["state"] for m in published if m.get("type") == "operation" and m["id"] == operation_id]
+    assert states[0] == "queued" and "running" in states and states[-1] == "ok"
+    assert [(line["action"], line["result"]) for line in audit] == [
+        ("projections.verify", "queued"),
+        ("projections.verify", "refused"),
+    ]
+    assert audit[0]["detail"]["operation_id"] == operation_id
