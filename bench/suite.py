@@ -14,9 +14,11 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_FRESHNESS_SECONDS=60    its duration
   BENCH_FRESHNESS_LOW_RATE=25   the same first at a rate the local MongoDB server sustains
   BENCH_FRESHNESS_LOW_SECONDS=20  (0 skips it)
+  BENCH_SCHEDULER_CAMPAIGNS=10000  campaigns due within the same window for figure 7
+  BENCH_SCHEDULER_WINDOW=10     that window, in seconds
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
   BENCH_ONLY=read,projector     only these figures (read, projector, replay, commands,
-                                freshness, memory); written to bench/results/only-<names>.json,
+                                scheduler, freshness, memory); written to bench/results/only-<names>.json,
                                 so latest.json always holds a whole run
 """
 
@@ -33,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from bench import commands, freshness, read_path
+from bench import commands, freshness, read_path, scheduler
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -225,7 +227,7 @@ def memory_figure(env: BenchEnvironment) -> Figure:
     )
 
 
-FIGURE_KEYS = ("read", "projector", "commands", "freshness", "replay", "memory")
+FIGURE_KEYS = ("read", "projector", "commands", "scheduler", "freshness", "replay", "memory")
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -253,6 +255,8 @@ async def run_suite() -> int:
     fresh_seconds = knob("BENCH_FRESHNESS_SECONDS", 60)
     low_rate = knob("BENCH_FRESHNESS_LOW_RATE", 25)
     low_seconds = knob("BENCH_FRESHNESS_LOW_SECONDS", 20)
+    timed_campaigns = knob("BENCH_SCHEDULER_CAMPAIGNS", 10_000)
+    timed_window = knob("BENCH_SCHEDULER_WINDOW", 10)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -270,6 +274,8 @@ async def run_suite() -> int:
         "BENCH_FRESHNESS_SECONDS": fresh_seconds,
         "BENCH_FRESHNESS_LOW_RATE": low_rate,
         "BENCH_FRESHNESS_LOW_SECONDS": low_seconds,
+        "BENCH_SCHEDULER_CAMPAIGNS": timed_campaigns,
+        "BENCH_SCHEDULER_WINDOW": timed_window,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -299,6 +305,18 @@ async def run_suite() -> int:
             )
             figures["commands"] = command_figure
             say(f"  {command_figure.measured} vs {command_figure.limit}")
+
+        if "scheduler" in only:
+            say(f"scheduler: {timed_campaigns:,} campaigns due within the same {timed_window} s")
+            scheduler_figure = await scheduler.measure(
+                env.settings,
+                env.services,
+                lambda: processes(env),
+                count=timed_campaigns,
+                window=float(timed_window),
+            )
+            figures["scheduler"] = scheduler_figure
+            say(f"  {scheduler_figure.measured}; {scheduler_figure.limit}")
 
         if {"read", "freshness", "memory"} & set(only):
             say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
@@ -360,7 +378,16 @@ async def run_suite() -> int:
         await env.cleanup()
     context["machine"]["load_average_at_end"] = load_average()
     context["seconds"] = round(time.monotonic() - started, 1)
-    order = ["read", "projector", "commands", "freshness_low_rate", "freshness", "replay", "memory"]
+    order = [
+        "read",
+        "projector",
+        "commands",
+        "scheduler",
+        "freshness_low_rate",
+        "freshness",
+        "replay",
+        "memory",
+    ]
     ordered = [figures[key] for key in order if key in figures]
     whole = only == FIGURE_KEYS
     path = write(ordered, context, None if whole else RESULTS / f"only-{'-'.join(only)}.json")

@@ -1,9 +1,11 @@
-"""The composition root: the real adapters wired to the handlers, for the API, the relay and the CLI."""
+"""The composition root: the real adapters wired to the handlers, for the API, the relay, the
+scheduler and the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
@@ -11,17 +13,27 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.access_tokens import JwtAccessTokenIssuer
 from command_api.adapters.command_rate import RedisCommandRate
+from command_api.adapters.due_transitions import MongoDueTransitions
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
 from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
-from command_api.adapters.mongo_schema import RELAY_STATE, Document, IndexGate, mongo_client
+from command_api.adapters.mongo_schema import (
+    DUE_TRANSITIONS,
+    RELAY_STATE,
+    Document,
+    IndexGate,
+    mongo_client,
+)
 from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
 from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.adapters.passwords import Argon2PasswordHasher
 from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import RelayLease
+from command_api.adapters.scheduler_status import RedisSchedulerStatus, SchedulerReport
 from command_api.adapters.sessions import RedisRefreshGrace
+from command_api.application.scheduling import Scheduler, SchedulerConfig
 from command_api.application.user_handlers import Credentials
 from events import Topics
+from events.envelope import utc_now
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 
@@ -126,4 +138,64 @@ def build_outbox_relay(
         redis=redis,
         redis_prefix=settings.redis_prefix,
         batch_size=settings.relay_batch_size,
+    )
+
+
+class SystemClock:
+    """The scheduler's clock: UTC wall time (what due times are), and asyncio's sleep."""
+
+    def now(self) -> datetime:
+        return utc_now()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass
+class SchedulerSide:
+    instance: str
+    mongo: AsyncMongoClient[Document]
+    redis: aioredis.Redis
+    timers: MongoDueTransitions
+    report: SchedulerReport
+    status: RedisSchedulerStatus
+    scheduler: Scheduler
+
+    async def close(self) -> None:
+        await self.mongo.close()
+        await self.redis.aclose()
+
+
+def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
+    """The scheduler process: its timer store, the command side's unit of work, its reports."""
+    mongo = mongo_client(settings)
+    db = mongo[settings.mongo_db]
+    redis = aioredis.from_url(settings.redis_url)
+    gate = IndexGate(db)
+    timers = MongoDueTransitions(
+        db[DUE_TRANSITIONS], holder=instance, claim_seconds=settings.scheduler_claim_seconds
+    )
+    report = SchedulerReport(instance)
+    scheduler = Scheduler(
+        store=timers,
+        unit_of_work=lambda: MongoUnitOfWork(mongo, db, gate),
+        clock=SystemClock(),
+        observer=report,
+        config=SchedulerConfig(
+            lookahead_seconds=settings.scheduler_lookahead_seconds,
+            poll_seconds=settings.scheduler_poll_seconds,
+            batch_size=settings.scheduler_batch_size,
+            concurrency=settings.scheduler_concurrency,
+            fire_batch=settings.scheduler_fire_batch,
+            firing_timeout_seconds=settings.scheduler_firing_timeout_seconds,
+        ),
+    )
+    return SchedulerSide(
+        instance=instance,
+        mongo=mongo,
+        redis=redis,
+        timers=timers,
+        report=report,
+        status=RedisSchedulerStatus(redis, settings.redis_prefix),
+        scheduler=scheduler,
     )

@@ -15,6 +15,7 @@ Channel = Literal["email", "sms", "push", "social"]
 # Where a campaign is in its lifecycle (the command domain's rules move it between them).
 class CampaignStatus(StrEnum):
     DRAFT = "draft"
+    SCHEDULED = "scheduled"
     ACTIVE = "active"
     PAUSED = "paused"
     COMPLETED = "completed"
@@ -78,8 +79,32 @@ class CampaignUpdated(_Payload):
     tags: list[str] | None = Field(default=None, max_length=50)
 
 
+class CampaignScheduled(_Payload):
+    """The campaign will be activated at `starts_at` and completed at `ends_at` by the scheduler.
+
+    Both are the campaign's own dates as they stood when it was scheduled (an update may move them
+    later; the campaign's CampaignUpdated events say so)."""
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+class CampaignUnscheduled(_Payload):
+    """Back to draft: the pending activation is cancelled."""
+
+
+class TimerFiring(_Payload):
+    """Which durable timer caused a transition, when it was due, and how late it fired."""
+
+    timer_id: str = Field(min_length=1, max_length=200)
+    due_at: AwareDatetime
+    lateness_ms: int = Field(ge=0)
+
+
 class CampaignActivated(_Payload):
-    pass
+    """`timer` is present only when the scheduler fired it (v2; v1 had no fields)."""
+
+    timer: TimerFiring | None = None
 
 
 class CampaignPaused(_Payload):
@@ -87,7 +112,9 @@ class CampaignPaused(_Payload):
 
 
 class CampaignCompleted(_Payload):
-    pass
+    """`timer` is present only when the scheduler fired it (v2; v1 had no fields)."""
+
+    timer: TimerFiring | None = None
 
 
 class CampaignDeleted(_Payload):
@@ -120,9 +147,12 @@ EVENT_TYPES: dict[str, EventTypeSpec] = {
         # v2: budget became {amount, currency} (v1 had a float `budget` in EUR).
         _spec(CampaignCreated, "campaign", version=2),
         _spec(CampaignUpdated, "campaign"),
-        _spec(CampaignActivated, "campaign"),
+        _spec(CampaignScheduled, "campaign"),
+        _spec(CampaignUnscheduled, "campaign"),
+        # v2: an optional `timer` (the scheduler's firing); v1 payloads were empty.
+        _spec(CampaignActivated, "campaign", version=2),
         _spec(CampaignPaused, "campaign"),
-        _spec(CampaignCompleted, "campaign"),
+        _spec(CampaignCompleted, "campaign", version=2),
         _spec(CampaignDeleted, "campaign"),
     )
 }

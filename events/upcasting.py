@@ -50,3 +50,10 @@ def _campaign_created_v1_budget_to_money(payload: Payload) -> Payload:
     upgraded["budget"] = {"amount": f"{float(budget):.2f}", "currency": "EUR"}
     upgraded.setdefault("tags", [])
     return upgraded
+
+
+@upcaster("CampaignActivated", 1)
+@upcaster("CampaignCompleted", 1)
+def _lifecycle_v1_had_no_timer(payload: Payload) -> Payload:
+    """v1 was empty; v2 added the optional `timer` of a scheduled firing (absent: by hand)."""
+    return dict(payload)

@@ -42,6 +42,7 @@ ASGI_METRICS_PORTS = {"command-api": "command_api_metrics_port", "query-api": "q
 ASYNC_SERVICES: dict[str, tuple[str, str]] = {
     # name: (coroutine function taking the settings, metrics port setting)
     "relay": ("command_api.entrypoints.relay:run", "relay_metrics_port"),
+    "scheduler": ("command_api.entrypoints.scheduler:run", "scheduler_metrics_port"),
     "projectors": ("projectors.entrypoints.projectors:run", "projectors_metrics_port"),
     "workers": ("workers.entrypoints.workers:run", "workers_metrics_port"),
 }

@@ -28,6 +28,7 @@ CAMPAIGN_FIELDS: tuple[str, ...] = (
     "ends_at",
     "tags",
     "status",
+    "next_transition",
     "version",
     "created_at",
     "updated_at",
@@ -38,6 +39,8 @@ FILTER_DIMENSIONS: tuple[str, ...] = ("status", "channel", "tag", "owner")
 
 _CREATED_FIELDS = ("owner_id", "name", "description", "channel", "budget", "starts_at", "ends_at", "tags")
 _STATUS_AFTER = {
+    "CampaignScheduled": "scheduled",
+    "CampaignUnscheduled": "draft",
     "CampaignActivated": "active",
     "CampaignPaused": "paused",
     "CampaignCompleted": "completed",
@@ -73,12 +76,25 @@ def campaign_field_changes(envelope: EventEnvelope) -> dict[str, Any]:
     return changes
 
 
+def next_transition(state: dict[str, Any]) -> dict[str, str] | None:
+    """What the scheduler will do to the campaign next, and when (the write side's
+    `Campaign.next_transition`, on the document's fields): a scheduled campaign becomes active at
+    its starts_at; an active or paused one completed at its ends_at."""
+    status = state.get("status")
+    if status == "scheduled" and "starts_at" in state:
+        return {"to": "active", "at": state["starts_at"]}
+    if status in ("active", "paused") and "ends_at" in state:
+        return {"to": "completed", "at": state["ends_at"]}
+    return None
+
+
 def fold_campaign(envelopes: Iterable[EventEnvelope]) -> dict[str, Any] | None:
     """The campaign document after these events (in version order), or None if there were none."""
     state: dict[str, Any] = {}
     for envelope in envelopes:
         state.update(campaign_field_changes(envelope))
         state["version"] = envelope.aggregate_version
+        state["next_transition"] = next_transition(state)
     if not state:
         return None
     return {name: state[name] for name in CAMPAIGN_FIELDS if name in state}
@@ -121,6 +137,7 @@ def next_campaign_state(state: dict[str, Any] | None, envelope: EventEnvelope) -
     new = dict(state) if state else {}
     new.update(changes)
     new["version"] = envelope.aggregate_version
+    new["next_transition"] = next_transition(new)
     if envelope.event_type != "CampaignDeleted" and any(name not in new for name in REQUIRED_FIELDS):
         raise MissingCreation(
             f"campaign {envelope.aggregate_id} has no creation event before version "

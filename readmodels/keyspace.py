@@ -163,6 +163,12 @@ def worker_status_key(prefix: str, worker: str) -> str:
     return f"{prefix}:status:worker:{worker}"
 
 
+def scheduler_status_key(prefix: str) -> str:
+    """Hash: each running scheduler's status (JSON, field = instance), written by the command
+    side's scheduler (`command_api.adapters.scheduler_status`)."""
+    return f"{prefix}:status:scheduler"
+
+
 # ---------------------------------------------------------------- the workers' records
 
 

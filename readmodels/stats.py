@@ -15,6 +15,8 @@ from events import EventEnvelope
 BUDGET_SCALE = 10_000  # budgets carry at most four decimal places (events.types.Budget)
 _STATUS_AFTER = {
     "CampaignCreated": "draft",
+    "CampaignScheduled": "scheduled",
+    "CampaignUnscheduled": "draft",
     "CampaignActivated": "active",
     "CampaignPaused": "paused",
     "CampaignCompleted": "completed",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from command_api.application.ports import CommandResult, IdempotentOutcome
-from command_api.domain.campaign import Campaign, CampaignDetails
+from command_api.domain.campaign import Campaign, CampaignDetails, DueTimer
 from command_api.domain.refresh_token import RefreshToken
 from command_api.domain.user import User
 from events.types import Budget as Money
@@ -50,6 +51,33 @@ def campaign_from_document(doc: Document) -> Campaign:
         status=CampaignStatus(doc["status"]),
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
+    )
+
+
+# An unclaimed timer's claim expired long ago: one `claimed_until <= now` test finds it free.
+UNCLAIMED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def due_timer_document(timer: DueTimer) -> Document:
+    """One campaign's pending transition (`_id` is the campaign: at most one timer each)."""
+    return {
+        "_id": timer.campaign_id,
+        "timer_id": timer.timer_id,
+        "action": timer.action,
+        "target_at": timer.target_at,
+        "due_at": timer.due_at,
+        "claimed_until": UNCLAIMED,
+        "claimed_by": None,
+    }
+
+
+def due_timer_from_document(doc: Document) -> DueTimer:
+    return DueTimer(
+        campaign_id=doc["_id"],
+        timer_id=doc["timer_id"],
+        action=doc["action"],
+        target_at=doc["target_at"],
+        due_at=doc["due_at"],
     )
 
 

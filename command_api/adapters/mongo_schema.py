@@ -21,6 +21,10 @@ EVENTS = EVENTS_COLLECTION
 REFRESH_TOKENS = "refresh_tokens"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 RELAY_STATE = "relay_state"
+# The scheduler's durable timers: one per campaign with a pending transition, written in the
+# transaction of the command whose events set it (a read model of due transitions).
+DUE_TRANSITIONS = "due_transitions"
+DUE_INDEX = "due_at"
 
 UNPUBLISHED_INDEX = "unpublished_in_order"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -52,6 +56,7 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
         partialFilterExpression={"published": False},
         name=UNPUBLISHED_INDEX,
     )
+    await db[DUE_TRANSITIONS].create_index([("due_at", ASCENDING)], name=DUE_INDEX)
     await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
     await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
@@ -21,6 +21,7 @@ from pymongo.write_concern import WriteConcern
 from command_api.adapters import mongo_documents as docs
 from command_api.adapters.mongo_schema import (
     CAMPAIGNS,
+    DUE_TRANSITIONS,
     EVENTS,
     IDEMPOTENCY_KEYS,
     REFRESH_TOKENS,
@@ -40,7 +41,7 @@ from command_api.domain.refresh_token import RefreshToken
 from command_api.domain.user import User
 from events import EventEnvelope, new_envelope, to_log_document
 from events.envelope import utc_now
-from events.types import CampaignUpdated
+from events.types import CampaignActivated, CampaignCompleted, CampaignUpdated
 from service_runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Write:
     `conflict`, for a compare-and-set, is the conflict to raise when nothing matched.
     """
 
-    model: InsertOne[Document] | UpdateOne
+    model: InsertOne[Document] | UpdateOne | ReplaceOne[Document] | DeleteOne
     duplicate: Callable[[Document], Exception] | None = None
     conflict: str | None = None
 
@@ -102,10 +103,12 @@ class MongoUnitOfWork:
         if aggregate is not None:
             self._aggregates.append(aggregate)
 
-    async def commit(self, *, actor_id: str | None) -> None:
+    async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
         # Envelopes are built once, so a retried transaction inserts the very same event ids.
         envelopes = [
-            _envelope(event, actor_id) for aggregate in self._aggregates for event in aggregate.pending_events
+            _envelope(event, actor_id, causation_id)
+            for aggregate in self._aggregates
+            for event in aggregate.pending_events
         ]
         recorded_at = utc_now()
         writes = [*self._writes, *(self._event_insert(e, recorded_at) for e in envelopes)]
@@ -206,7 +209,12 @@ async def _abort(session: AsyncClientSession) -> None:
             await asyncio.shield(session.abort_transaction())
 
 
-def _envelope(event: DomainEvent, actor_id: str | None) -> EventEnvelope:
+# Payloads whose optional fields are present only when set (an update's changed fields; the
+# timer of a scheduled firing).
+_SPARSE_PAYLOADS = (CampaignUpdated, CampaignActivated, CampaignCompleted)
+
+
+def _envelope(event: DomainEvent, actor_id: str | None, causation_id: str | None = None) -> EventEnvelope:
     payload = event.payload.model_dump(mode="json")
     envelope = new_envelope(
         event_type=event.event_type,
@@ -214,10 +222,11 @@ def _envelope(event: DomainEvent, actor_id: str | None) -> EventEnvelope:
         aggregate_version=event.aggregate_version,
         payload=payload,
         correlation_id=correlation_id.get() or f"cmd-{uuid.uuid4().hex}",
+        causation_id=event.causation_id or causation_id,
         actor_id=actor_id,
         occurred_at=event.occurred_at,
     )
-    if isinstance(event.payload, CampaignUpdated):
+    if isinstance(event.payload, _SPARSE_PAYLOADS):
         # The contract: an update carries the fields that changed, and no others.
         changed = event.payload.model_fields_set
         envelope = envelope.model_copy(update={"payload": {k: envelope.payload[k] for k in sorted(changed)}})
@@ -261,6 +270,10 @@ class MongoCampaignRepository:
         doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
         return docs.campaign_from_document(doc) if doc else None
 
+    async def get_many(self, campaign_ids: list[str]) -> dict[str, Campaign]:
+        found = await self._uow.db[CAMPAIGNS].find({"_id": {"$in": campaign_ids}}).to_list()
+        return {doc["_id"]: docs.campaign_from_document(doc) for doc in found}
+
     async def count_live(self, owner_id: str, limit: int) -> int:
         return await self._uow.db[CAMPAIGNS].count_documents(
             {"owner_id": owner_id, "status": {"$nin": ["deleted", "completed"]}}, limit=limit
@@ -270,11 +283,26 @@ class MongoCampaignRepository:
         exists = ConcurrencyConflict(f"campaign {campaign.id} exists")
         model = InsertOne(docs.campaign_document(campaign), namespace=self._uow.namespace(CAMPAIGNS))
         self._uow.stage(Write(model, duplicate=lambda _: exists), campaign)
+        self._stage_timer(campaign)
 
     def save(self, campaign: Campaign) -> None:
         self._uow.stage(
             _compare_and_set(self._uow, CAMPAIGNS, campaign, docs.campaign_document(campaign)), campaign
         )
+        self._stage_timer(campaign)
+
+    def _stage_timer(self, campaign: Campaign) -> None:
+        """The campaign's durable timer, as its pending events leave it, in the same transaction
+        (after the version check, so a losing command writes no timer either)."""
+        if not campaign.moves_timer():
+            return
+        namespace = self._uow.namespace(DUE_TRANSITIONS)
+        timer = campaign.due_timer()
+        if timer is None:
+            self._uow.stage(Write(DeleteOne({"_id": campaign.id}, namespace=namespace)))
+            return
+        document = docs.due_timer_document(timer)
+        self._uow.stage(Write(ReplaceOne({"_id": campaign.id}, document, upsert=True, namespace=namespace)))
 
 
 def _compare_and_set(

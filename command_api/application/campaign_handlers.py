@@ -1,4 +1,5 @@
-"""Campaign commands: create (idempotently), edit, move through the lifecycle, delete."""
+"""Campaign commands: create (idempotently), edit, move through the lifecycle, delete; and the
+scheduler's firing of a due transition, through the same unit of work and version check."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from command_api.application.commands import (
     ChangeCampaignStatus,
     CreateCampaign,
     DeleteCampaign,
+    FireDueTransition,
+    FireDueTransitions,
     UpdateCampaign,
 )
 from command_api.application.errors import (
@@ -26,7 +29,7 @@ from command_api.application.errors import (
     VersionRequired,
 )
 from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
-from command_api.domain.campaign import Actor, Campaign, CampaignDetails
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, Campaign, CampaignDetails
 from command_api.domain.errors import AggregateGone
 from events.envelope import utc_now
 
@@ -114,6 +117,60 @@ async def delete_campaign(command: DeleteCampaign, uow: UnitOfWork) -> CommandRe
             return await _save(uow, campaign, command.actor)
 
     return await _decided_on_fresh_state(attempt, command.expected_version)
+
+
+async def fire_due_transition(command: FireDueTransition, uow: UnitOfWork) -> CommandResult | None:
+    """Record the transition `command.timer` stands for, or nothing if it is stale or not due.
+
+    The event names the scheduler as actor and the timer as causation. A concurrent command (or
+    another scheduler firing the same timer) loses the version check and is decided again on
+    the fresh state, where the timer is no longer pending: one event, however often it fires."""
+    timer = command.timer
+
+    async def attempt() -> CommandResult | None:
+        async with uow:
+            campaign = await uow.campaigns.get(timer.campaign_id)
+            if campaign is None or not campaign.fire(timer, command.now):
+                return None
+            uow.campaigns.save(campaign)
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+            return CommandResult(campaign.id, campaign.version)
+
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except ConcurrencyConflict:
+            continue
+    return await attempt()
+
+
+async def fire_due_transitions(command: FireDueTransitions, uow: UnitOfWork) -> list[CommandResult | None]:
+    """Fire a batch of timers in one transaction: one result per timer, None where it fired nothing.
+
+    Each campaign still passes its own version check; should any of them lose it (a command on
+    that campaign committed meanwhile), the batch commits nothing and every timer is fired on its
+    own instead, each decided again on fresh state. One commit for a burst of timers due
+    together is what lets the scheduler keep up with them: a transaction's commit costs more
+    than its writes."""
+    timers = command.timers
+    async with uow:
+        campaigns = await uow.campaigns.get_many([t.campaign_id for t in timers])
+        results: list[CommandResult | None] = []
+        for timer in timers:
+            campaign = campaigns.get(timer.campaign_id)
+            if campaign is None or not campaign.fire(timer, command.now):
+                results.append(None)
+                continue
+            uow.campaigns.save(campaign)
+            results.append(CommandResult(campaign.id, campaign.version))
+        if not any(results):
+            return results
+        try:
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+            return results
+        except ConcurrencyConflict:
+            pass
+    return [await fire_due_transition(FireDueTransition(timer, command.now), uow) for timer in timers]
 
 
 async def _changeable(uow: UnitOfWork, campaign_id: str, actor: Actor) -> Campaign:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from command_api.domain.campaign import Actor, CampaignChanges
+from command_api.domain.campaign import Actor, CampaignChanges, DueTimer
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,19 @@ class DeleteCampaign:
     actor: Actor
     campaign_id: str
     expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class FireDueTransition:
+    """The scheduler's command: fire this timer, deciding at `now` (the scheduler's clock)."""
+
+    timer: DueTimer
+    now: datetime
+
+
+@dataclass(frozen=True)
+class FireDueTransitions:
+    """Several due timers fired in one transaction (a burst of them due at the same moment)."""
+
+    timers: list[DueTimer]
+    now: datetime

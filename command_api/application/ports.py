@@ -37,7 +37,14 @@ class UserRepository(Protocol):
 
 
 class CampaignRepository(Protocol):
+    """`add` and `save` also stage the campaign's durable timer (`Campaign.due_timer`) when its
+    pending events move it, so the timer commits, or not, with them."""
+
     async def get(self, campaign_id: str) -> Campaign | None: ...
+    async def get_many(self, campaign_ids: list[str]) -> dict[str, Campaign]:
+        """The campaigns found among these ids, by id (one round trip for a batch of firings)."""
+        ...
+
     async def count_live(self, owner_id: str, limit: int) -> int:
         """The owner's campaigns neither deleted nor completed, counted up to `limit`."""
         ...
@@ -89,7 +96,7 @@ class UnitOfWork(Protocol):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
-    async def commit(self, *, actor_id: str | None) -> None: ...
+    async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None: ...
 
 
 class PasswordHasher(Protocol):

@@ -16,6 +16,8 @@ class DomainEvent:
     aggregate_version: int
     payload: BaseModel
     occurred_at: datetime
+    # What caused it when the domain knows (a timer's id for a scheduled transition).
+    causation_id: str | None = None
 
     @property
     def event_type(self) -> str:
@@ -34,9 +36,9 @@ class Aggregate:
         """The version as loaded: what the stored document must still say when this is saved."""
         return self.version - len(self.pending_events)
 
-    def _record(self, payload: BaseModel, now: datetime) -> None:
+    def _record(self, payload: BaseModel, now: datetime, causation_id: str | None = None) -> None:
         self.version += 1
-        self.pending_events.append(DomainEvent(self.id, self.version, payload, now))
+        self.pending_events.append(DomainEvent(self.id, self.version, payload, now, causation_id))
 
     def collect_events(self) -> list[DomainEvent]:
         events, self.pending_events = self.pending_events, []

@@ -1,10 +1,17 @@
-"""The campaign aggregate: its fields' invariants, its lifecycle, and who may change it."""
+"""The campaign aggregate: its fields' invariants, its lifecycle, and who may change it.
+
+Lifecycle: draft -> scheduled -> active <-> paused -> completed (and draft -> active by hand);
+delete from any state. A scheduled campaign is activated at `starts_at`, an active or paused one
+completed at `ends_at`: `next_transition` says which of those is pending, and `due_timer` turns it
+into the durable timer the unit of work keeps beside the campaign (derived from the events a
+command records, so a timer never lives only in memory). `fire` is what the scheduler calls.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, get_args
 
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
@@ -25,9 +32,12 @@ from events.types import (
     CampaignCreated,
     CampaignDeleted,
     CampaignPaused,
+    CampaignScheduled,
     CampaignStatus,
+    CampaignUnscheduled,
     CampaignUpdated,
     Channel,
+    TimerFiring,
 )
 
 NAME_MAX = 200
@@ -45,6 +55,35 @@ class Actor:
 
     user_id: str
     is_admin: bool = False
+
+
+# The scheduler acts on every campaign, by the system's authority: its events name it as actor.
+SCHEDULER_ACTOR_ID = "scheduler"
+SCHEDULER = Actor(SCHEDULER_ACTOR_ID, is_admin=True)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What happens to a campaign next without anyone asking: `action` at `at`."""
+
+    action: str  # "activate" | "complete"
+    to: CampaignStatus
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    """The durable timer of a campaign's next transition.
+
+    Due at the transition's time, or when the timer was set if that is later (a campaign
+    rescheduled into the past fires at once, and its lateness is the scheduler's, not the
+    user's). The id names the campaign version that set it: the causation of what it fires."""
+
+    campaign_id: str
+    timer_id: str
+    action: str
+    target_at: datetime
+    due_at: datetime
 
 
 @dataclass(frozen=True)
@@ -109,7 +148,7 @@ class CampaignChanges:
 # action -> (states it may start from, state it leads to, the event it records)
 _LIFECYCLE: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus, type[Any]]] = {
     "activate": (
-        frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}),
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED}),
         CampaignStatus.ACTIVE,
         CampaignActivated,
     ),
@@ -121,7 +160,16 @@ _LIFECYCLE: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus, type[Any]
         CampaignCompleted,
     ),
 }
-LIFECYCLE_ACTIONS: tuple[str, ...] = tuple(_LIFECYCLE)
+LIFECYCLE_ACTIONS: tuple[str, ...] = (*_LIFECYCLE, "schedule", "unschedule")
+# Events after which a campaign's next transition may differ (an update only if it moves a date).
+_TIMER_EVENTS = (
+    CampaignScheduled,
+    CampaignUnscheduled,
+    CampaignActivated,
+    CampaignPaused,
+    CampaignCompleted,
+    CampaignDeleted,
+)
 
 
 @dataclass(eq=False)
@@ -199,10 +247,104 @@ class Campaign(Aggregate):
         self._move("complete", now)
 
     def apply_lifecycle(self, action: str, now: datetime) -> None:
-        """One of LIFECYCLE_ACTIONS by name (what the HTTP routes /activate, /pause, /complete send)."""
-        if action not in _LIFECYCLE:
+        """One of LIFECYCLE_ACTIONS by name (what the HTTP routes /activate, /pause, /complete,
+        /schedule and /unschedule send)."""
+        if action == "schedule":
+            self.schedule(now)
+        elif action == "unschedule":
+            self.unschedule(now)
+        elif action in _LIFECYCLE:
+            self._move(action, now)
+        else:
             raise ValueError(f"unknown lifecycle action {action!r}")
-        self._move(action, now)
+
+    def schedule(self, now: datetime) -> None:
+        """Draft -> scheduled; activated in the same command when `starts_at` has already passed.
+
+        Refused once `ends_at` has passed: the campaign could only complete at once."""
+        self._ensure_exists()
+        if self.status is not CampaignStatus.DRAFT:
+            raise InvalidTransition(
+                f"cannot schedule the campaign: it is {self.status.value} (allowed from draft)"
+            )
+        now = to_millisecond_utc(now)
+        if self.details.ends_at <= now:
+            raise InvalidTransition("cannot schedule the campaign: its ends_at has passed")
+        self.status = CampaignStatus.SCHEDULED
+        self.updated_at = now
+        self._record(CampaignScheduled(starts_at=self.details.starts_at, ends_at=self.details.ends_at), now)
+        if self.details.starts_at <= now:
+            self._move("activate", now)
+
+    def unschedule(self, now: datetime) -> None:
+        """Scheduled -> draft: the pending activation is cancelled."""
+        self._ensure_exists()
+        if self.status is not CampaignStatus.SCHEDULED:
+            raise InvalidTransition(
+                f"cannot unschedule the campaign: it is {self.status.value} (allowed from scheduled)"
+            )
+        now = to_millisecond_utc(now)
+        self.status = CampaignStatus.DRAFT
+        self.updated_at = now
+        self._record(CampaignUnscheduled(), now)
+
+    def next_transition(self) -> Transition | None:
+        """Scheduled: activation at starts_at; active or paused: completion at ends_at; else none."""
+        if self.status is CampaignStatus.SCHEDULED:
+            return Transition("activate", CampaignStatus.ACTIVE, self.details.starts_at)
+        if self.status in (CampaignStatus.ACTIVE, CampaignStatus.PAUSED):
+            return Transition("complete", CampaignStatus.COMPLETED, self.details.ends_at)
+        return None
+
+    def fire(self, timer: DueTimer, now: datetime) -> bool:
+        """The scheduler's firing of `timer`: True if it recorded the transition.
+
+        A timer whose time has not come, or that is no longer the campaign's next transition
+        (fired already, rescheduled, unscheduled, deleted), changes nothing: firing twice, or
+        firing a stale timer, is a no-op rather than an error."""
+        if self.is_deleted:
+            return False
+        pending = self.next_transition()
+        now = to_millisecond_utc(now)
+        if pending is None or pending.action != timer.action or pending.at != timer.target_at:
+            return False
+        if now < timer.due_at:
+            return False
+        _sources, target, event = _LIFECYCLE[timer.action]
+        lateness = max(timedelta(0), now - timer.due_at)
+        firing = TimerFiring(
+            timer_id=timer.timer_id, due_at=timer.due_at, lateness_ms=lateness // timedelta(milliseconds=1)
+        )
+        self.status = target
+        self.updated_at = now
+        self._record(event(timer=firing), now, causation_id=timer.timer_id)
+        return True
+
+    def due_timer(self) -> DueTimer | None:
+        """The durable timer of the next transition, as the pending events leave the campaign."""
+        pending = self.next_transition()
+        if pending is None:
+            return None
+        set_at = self.pending_events[-1].occurred_at if self.pending_events else self.updated_at
+        return DueTimer(
+            campaign_id=self.id,
+            timer_id=f"timer:{self.id}:v{self.version}:{pending.action}",
+            action=pending.action,
+            target_at=pending.at,
+            due_at=max(pending.at, set_at),
+        )
+
+    def moves_timer(self) -> bool:
+        """Whether the pending events may change the next transition (the timer must be rewritten)."""
+        for event in self.pending_events:
+            payload = event.payload
+            if isinstance(payload, _TIMER_EVENTS):
+                return True
+            if isinstance(payload, CampaignUpdated) and (
+                payload.starts_at is not None or payload.ends_at is not None
+            ):
+                return True
+        return False
 
     def delete(self, now: datetime) -> None:
         """Allowed from any state; leaves a tombstone event."""

@@ -1,8 +1,9 @@
 """What the monitor shows besides the events: the processes' own reports and the lag samples in Redis.
 
-Projectors, workers and the relay each write their status to Redis; the projectors' lag sampler
-writes lag, dead letters and throughput. This reads them as they are *now*, so a process that
-stopped reporting shows up as stale or down rather than as its last good report.
+Projectors, workers, the relay and the schedulers each write their status to Redis; the
+projectors' lag sampler writes lag, dead letters and throughput. This reads them as they are
+*now*, so a process that stopped reporting shows up as stale or down rather than as its last
+good report.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from events.envelope import utc_text
 from readmodels.keyspace import (
     lag_sample_key,
     relay_status_key,
+    scheduler_status_key,
     throughput_history_key,
     worker_status_key,
 )
@@ -79,6 +81,38 @@ def relay_view(raw: bytes | None, now: float) -> dict[str, Any]:
     return status
 
 
+def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]:
+    """The schedulers as one process: the freshest report's timer queue (it is the same queue
+    for all), each instance's firings and lateness, and running | stale | down."""
+    instances: dict[str, dict[str, Any]] = {}
+    for name, raw in reports.items():
+        status: dict[str, Any] = orjson.loads(raw)
+        updated = status.get("updated_at")
+        age = now - datetime.fromisoformat(updated).timestamp() if isinstance(updated, str) else None
+        status["state"] = liveness(age)
+        status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
+        instances[name.decode()] = status
+    if not instances:
+        return {"state": "down", "pending": None, "next_due_at": None, "instances": {}}
+    freshest = min(instances.values(), key=lambda s: s["heartbeat_age_seconds"] or 0.0)
+    running = [s for s in instances.values() if s["state"] == "running"]
+    lateness = [s["last_lateness_ms"] for s in running if s.get("last_lateness_ms") is not None]
+    return {
+        "state": freshest["state"],
+        "heartbeat_age_seconds": freshest["heartbeat_age_seconds"],
+        "pending": freshest.get("pending"),
+        "overdue": freshest.get("overdue"),
+        "next_due_at": freshest.get("next_due_at"),
+        "fired_total": sum(s.get("fired_total") or 0 for s in running),
+        "last_lateness_ms": max(lateness) if lateness else None,
+        "recent_p99_lateness_ms": max(
+            (s["recent_p99_lateness_ms"] for s in running if s.get("recent_p99_lateness_ms") is not None),
+            default=None,
+        ),
+        "instances": instances,
+    }
+
+
 class MonitorState:
     def __init__(self, redis: Redis, prefix: str, projections: Sequence[str], workers: Sequence[str]) -> None:
         self.redis = redis
@@ -87,17 +121,19 @@ class MonitorState:
         self.workers = list(workers)
 
     async def services(self) -> dict[str, Any]:
-        """The state of each projector, worker and of the relay."""
+        """The state of each projector, worker, of the relay and of the scheduler."""
         projectors = await read_status(self.redis, self.prefix, self.projections)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(relay_status_key(self.prefix))
+        pipe.hgetall(scheduler_status_key(self.prefix))
         for worker in self.workers:
             pipe.get(worker_status_key(self.prefix, worker))
-        relay, *workers = await pipe.execute()
+        relay, schedulers, *workers = await pipe.execute()
         now = time.time()
         return {
             "at": utc_text(datetime.now(UTC)),
             "relay": relay_view(relay, now),
+            "scheduler": scheduler_view(schedulers, now),
             "projectors": {name: projector_view(status, now) for name, status in projectors.items()},
             "workers": {name: worker_view(raw, now) for name, raw in zip(self.workers, workers, strict=True)},
         }

@@ -209,6 +209,16 @@ export function renderProcesses() {
     : "backlog " + fmtInt(relay.backlog) + " · published " + fmtInt(relay.published_total) +
       (relay.lease_holder ? " · " + relay.lease_holder : "");
   rows.appendChild(processRow("relay", "outbox", relay, relay.backlog, relayDetail));
+  const sched = s.scheduler || { state: "down" };
+  const schedDetail = sched.state === "down"
+    ? "no scheduler is running: due transitions wait"
+    : "timers " + fmtInt(sched.pending || 0) +
+      (sched.next_due_at ? " · next due " + fmtClock(sched.next_due_at) : " · none due") +
+      " · fired " + fmtInt(sched.fired_total || 0) +
+      (sched.last_lateness_ms !== null && sched.last_lateness_ms !== undefined
+        ? " · lateness " + fmtInt(sched.last_lateness_ms) + " ms" : "") +
+      (sched.instances ? " · " + Object.keys(sched.instances).length + " instance(s)" : "");
+  rows.appendChild(processRow("scheduler", "timers", sched, sched.overdue, schedDetail));
   for (const name of Object.keys(s.projectors).sort()) {
     const p = s.projectors[name];
     const detail = p.state === "down" && p.heartbeat_age_seconds === null

@@ -80,7 +80,9 @@ export function resume() {
 }
 
 export function applyServices(m) {
-  samples.services = { relay: m.relay, projectors: m.projectors || {}, workers: m.workers || {} };
+  samples.services = {
+    relay: m.relay, scheduler: m.scheduler, projectors: m.projectors || {}, workers: m.workers || {},
+  };
   samples.servicesAt = Date.now();
 }
 

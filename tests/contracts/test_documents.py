@@ -190,7 +190,12 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "ends_at": "2027-03-31T00:00:00Z",
     },
     "CampaignUpdated": {"name": "Summer"},
-    "CampaignActivated": {},
+    "CampaignScheduled": {"starts_at": "2027-03-01T00:00:00Z", "ends_at": "2027-03-31T00:00:00Z"},
+    "CampaignUnscheduled": {},
+    # As the scheduler fires it (by hand the payload is empty).
+    "CampaignActivated": {
+        "timer": {"timer_id": "timer:c1:v2:activate", "due_at": "2027-03-01T00:00:00Z", "lateness_ms": 12}
+    },
     "CampaignPaused": {},
     "CampaignCompleted": {},
     "CampaignDeleted": {},

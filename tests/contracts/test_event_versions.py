@@ -21,6 +21,9 @@ OLD_PAYLOADS: dict[tuple[str, int], dict[str, Any]] = {
         "ends_at": "2027-03-31T00:00:00+00:00",
         "status": "draft",
     },
+    # v1 lifecycle events were empty; v2 may carry the scheduler's `timer`.
+    ("CampaignActivated", 1): {},
+    ("CampaignCompleted", 1): {},
 }
 
 

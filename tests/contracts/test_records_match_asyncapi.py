@@ -53,6 +53,7 @@ async def _drive_every_event_type(services: RunningServices) -> int:
             path = f"/campaigns/{created.json()['id']}"
             steps = [("PATCH", path, {"name": "Renamed", "tags": []}, {"If-Match": '"1"'})]
             if delete:
+                steps += [("POST", f"{path}/{a}", None, {}) for a in ("schedule", "unschedule")]
                 steps.append(("DELETE", path, None, {}))
             else:
                 steps += [(m, f"{path}/{a}", None, {}) for m, a in (("POST", "activate"), ("POST", "pause"))]

@@ -13,7 +13,7 @@ from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_th
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
 from tests.support.services import RunningServices
 
-ALL = ["command-api", "query-api", "relay", "projectors", "workers"]
+ALL = ["command-api", "query-api", "relay", "scheduler", "projectors", "workers"]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"
@@ -89,8 +89,9 @@ async def test_an_admin_watches_campaigns_arrive_live_on_the_monitor(services: R
             await expect(page.locator("#kpi-rate .kpi-value")).not_to_have_text(
                 "\u2013", timeout=10_000
             )  # the placeholder dash
-            await expect(page.locator("#processes tr")).to_have_count(6)
-            await expect(page.locator("#processes .pill.running")).to_have_count(6, timeout=10_000)
+            # relay, scheduler, three projections, two workers
+            await expect(page.locator("#processes tr")).to_have_count(7)
+            await expect(page.locator("#processes .pill.running")).to_have_count(7, timeout=10_000)
 
             # More traffic of several kinds: activations and a pause.
             for campaign_id in ids[:3]:

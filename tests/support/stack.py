@@ -47,6 +47,7 @@ def isolated_settings(**overrides: object) -> Settings:
         "relay_metrics_port": free_port(),
         "projectors_metrics_port": free_port(),
         "workers_metrics_port": free_port(),
+        "scheduler_metrics_port": free_port(),
         "command_api_metrics_port": free_port(),
         "query_api_metrics_port": free_port(),
         # Tests and the bench send many commands and waits as one user; these limits are tested

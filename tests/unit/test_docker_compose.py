@@ -178,7 +178,7 @@ def test_redis_7_and_a_mail_catcher(services: dict[str, dict[str, Any]]) -> None
 
 
 def test_every_cli_service_is_built_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
-    assert set(SERVICES) == {"command-api", "query-api", "relay", "projectors", "workers"}
+    assert set(SERVICES) == {"command-api", "query-api", "relay", "scheduler", "projectors", "workers"}
     for name in SERVICES:
         assert name in services, f"service {name} is missing from docker-compose.yml"
         service = services[name]
@@ -297,13 +297,14 @@ def test_prometheus_loads_the_alerting_rules_and_reaches_every_metrics_port(
         "command-api": defaults.command_api_metrics_port,
         "query-api": defaults.query_api_metrics_port,
         "relay": defaults.relay_metrics_port,
+        "scheduler": defaults.scheduler_metrics_port,
         "projectors": defaults.projectors_metrics_port,
         "workers": defaults.workers_metrics_port,
     }
     assert targets == {name: ([name], port) for name, port in ports.items()}
     # Every process serves /metrics on the metrics host (the APIs on an internal listener, not
     # their public port): all interfaces of the container here.
-    for name in ("command-api", "query-api", "relay", "projectors", "workers"):
+    for name in ("command-api", "query-api", "relay", "scheduler", "projectors", "workers"):
         assert services[name]["environment"]["CAMPAIGNS_METRICS_HOST"] == "0.0.0.0"
 
 

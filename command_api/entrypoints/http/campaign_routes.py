@@ -138,7 +138,12 @@ def _lifecycle_route(action: str) -> None:
         change_status,
         methods=["POST"],
         summary=f"{action.capitalize()} the campaign (If-Match optional)",
-        description="Lifecycle: draft → active ⇄ paused; active or paused → completed.",
+        description=(
+            "Lifecycle: draft → scheduled → active ⇄ paused → completed (draft → active by hand). "
+            "Schedule: the scheduler activates the campaign at starts_at (at once if it has passed; "
+            "409 once ends_at has passed); unschedule: back to draft. An active or paused campaign "
+            "is completed at its ends_at."
+        ),
         responses={
             **ok(200, "Done", headers=("ETag",)),
             **problem_responses(401, 404, 409, 412, 413, 422, 503),

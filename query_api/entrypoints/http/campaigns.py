@@ -34,7 +34,7 @@ from service_runtime.tokens import Principal
 router = APIRouter(tags=["campaigns"])
 
 JSON = "application/json"
-LiveStatus = Literal["draft", "active", "paused", "completed"]
+LiveStatus = Literal["draft", "scheduled", "active", "paused", "completed"]
 MAX_ID_LENGTH = 100
 CampaignId = Path(min_length=1, max_length=MAX_ID_LENGTH)
 

@@ -176,7 +176,8 @@ async def monitor_asset(name: str, request: Request) -> Response:
     "/monitor/state",
     summary="What the monitor shows, as JSON (admin only)",
     description=(
-        "The state of the relay, each projector and each worker; consumer lag per group and "
+        "The state of the relay, the scheduler (timers pending, next due time, lateness), each "
+        "projector and each worker; consumer lag per group and "
         "partition and dead letters per topic (sampled from Kafka by the projectors); the "
         "throughput history; events per minute."
     ),

@@ -6,7 +6,7 @@ these models describe what those bytes hold.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema
 
@@ -20,6 +20,14 @@ StatusField = Annotated[
 ]
 
 
+class NextTransition(BaseModel):
+    """What the scheduler does to the campaign next: activate it at starts_at (scheduled) or
+    complete it at ends_at (active or paused)."""
+
+    to: Literal["active", "completed"]
+    at: AwareDatetime
+
+
 class CampaignView(BaseModel):
     id: str
     owner_id: str
@@ -31,6 +39,7 @@ class CampaignView(BaseModel):
     ends_at: AwareDatetime
     tags: list[str]
     status: StatusField
+    next_transition: NextTransition | None = None
     version: int
     created_at: AwareDatetime
     updated_at: AwareDatetime

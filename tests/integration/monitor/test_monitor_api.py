@@ -90,6 +90,7 @@ async def test_the_state_is_for_admins_only(query_api: ServedQueryApi) -> None:
     body = state.json()
     assert set(body) >= {
         "relay",
+        "scheduler",
         "projectors",
         "workers",
         "lag",
@@ -101,6 +102,7 @@ async def test_the_state_is_for_admins_only(query_api: ServedQueryApi) -> None:
     assert body["projectors"]["campaigns"]["state"] == "down"  # no projector runs in this test
     assert set(body["workers"]) == {"notifications", "reports"}
     assert body["relay"]["state"] == "down"
+    assert body["scheduler"]["state"] == "down"  # nor a scheduler
     assert len(body["events_per_minute"]) == 60
 
 

@@ -19,7 +19,7 @@ from command_api.application.errors import (
 from command_api.application.ports import AccessToken, IdempotentOutcome, LoginAdmission
 from command_api.application.user_handlers import Credentials
 from command_api.domain.aggregate import Aggregate, DomainEvent
-from command_api.domain.campaign import Campaign
+from command_api.domain.campaign import Campaign, DueTimer
 from command_api.domain.refresh_token import RefreshToken
 from command_api.domain.user import User
 
@@ -33,6 +33,9 @@ class FakeStore:
         self.events: list[tuple[DomainEvent, str | None]] = []
         self.tokens: dict[str, RefreshToken] = {}
         self.outcomes: dict[tuple[str, str], IdempotentOutcome] = {}
+        # The durable timers, by campaign id, and each event's causation by (aggregate, version).
+        self.timers: dict[str, DueTimer] = {}
+        self.causes: dict[tuple[str, int], str | None] = {}
         # Runs just before a commit is checked: lets a test slip in a concurrent writer.
         self.before_commit: Callable[[], None] | None = None
 
@@ -48,6 +51,9 @@ class _Repository:
     async def get(self, key: str) -> Any:
         found = self._table.get(key)
         return copy.deepcopy(found)
+
+    async def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return {key: copy.deepcopy(self._table[key]) for key in keys if key in self._table}
 
     def add(self, aggregate: Aggregate) -> None:
         self._uow.staged.append(("add", self._table, aggregate))
@@ -129,15 +135,23 @@ class FakeUnitOfWork:
     ) -> None:
         self.staged = []
 
-    async def commit(self, *, actor_id: str | None) -> None:
+    async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
         if self.store.before_commit is not None:
             hook, self.store.before_commit = self.store.before_commit, None
             hook()
         self._check()
         for kind, table, item in self.staged:
             if kind in ("add", "save"):
+                if isinstance(item, Campaign) and item.moves_timer():
+                    timer = item.due_timer()
+                    if timer is None:
+                        self.store.timers.pop(item.id, None)
+                    else:
+                        self.store.timers[item.id] = timer
                 for event in item.collect_events():
                     self.store.events.append((event, actor_id))
+                    cause = event.causation_id or causation_id
+                    self.store.causes[(event.aggregate_id, event.aggregate_version)] = cause
                 table[item.id] = copy.deepcopy(item)
             elif kind in ("token", "token-used"):
                 self.store.tokens[item.token_hash] = item

@@ -40,6 +40,7 @@ def in_state(status: CampaignStatus) -> Campaign:
     campaign = new_campaign()
     path = {
         CampaignStatus.DRAFT: [],
+        CampaignStatus.SCHEDULED: ["schedule"],
         CampaignStatus.ACTIVE: ["activate"],
         CampaignStatus.PAUSED: ["activate", "pause"],
         CampaignStatus.COMPLETED: ["activate", "complete"],
@@ -130,18 +131,27 @@ def test_zero_budget_and_whole_amounts_are_accepted() -> None:
 
 ALLOWED = {
     ("activate", CampaignStatus.DRAFT): CampaignStatus.ACTIVE,
+    ("activate", CampaignStatus.SCHEDULED): CampaignStatus.ACTIVE,
+    ("schedule", CampaignStatus.DRAFT): CampaignStatus.SCHEDULED,
+    ("unschedule", CampaignStatus.SCHEDULED): CampaignStatus.DRAFT,
     ("activate", CampaignStatus.PAUSED): CampaignStatus.ACTIVE,
     ("pause", CampaignStatus.ACTIVE): CampaignStatus.PAUSED,
     ("complete", CampaignStatus.ACTIVE): CampaignStatus.COMPLETED,
     ("complete", CampaignStatus.PAUSED): CampaignStatus.COMPLETED,
 }
-EVENT_OF = {"activate": "CampaignActivated", "pause": "CampaignPaused", "complete": "CampaignCompleted"}
+EVENT_OF = {
+    "activate": "CampaignActivated",
+    "pause": "CampaignPaused",
+    "complete": "CampaignCompleted",
+    "schedule": "CampaignScheduled",
+    "unschedule": "CampaignUnscheduled",
+}
 LIVE_STATES = [s for s in CampaignStatus if s is not CampaignStatus.DELETED]
 
 
 @pytest.mark.parametrize("start", LIVE_STATES)
 @pytest.mark.parametrize("action", LIFECYCLE_ACTIONS)
-def test_lifecycle_transitions_follow_draft_active_paused_completed(
+def test_lifecycle_transitions_follow_draft_scheduled_active_paused_completed(
     action: str, start: CampaignStatus
 ) -> None:
     campaign = in_state(start)

@@ -37,6 +37,8 @@ SAMPLE_PAYLOADS = {
     "UserRolesChanged": {"roles": ["user", "admin"]},
     "CampaignCreated": CREATED,
     "CampaignUpdated": {"name": "Cyber Monday"},
+    "CampaignScheduled": {"starts_at": "2026-11-27T00:00:00Z", "ends_at": "2026-11-30T00:00:00Z"},
+    "CampaignUnscheduled": {},
     "CampaignActivated": {},
     "CampaignPaused": {},
     "CampaignCompleted": {},

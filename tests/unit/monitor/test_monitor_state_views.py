@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 
-from query_api.adapters.monitor_state import liveness, projector_view, relay_view, worker_view
+from command_api.adapters.due_transitions import TimerQueue
+from command_api.adapters.scheduler_status import SchedulerReport
+from command_api.domain.campaign import DueTimer
+from query_api.adapters.monitor_state import (
+    liveness,
+    projector_view,
+    relay_view,
+    scheduler_view,
+    worker_view,
+)
 
 NOW = 1_800_000_000.0
 
@@ -40,3 +51,21 @@ def test_a_worker_view_keeps_stopped_and_marks_missing_as_down() -> None:
     assert running["state"] == "running"
     stopped = worker_view(orjson.dumps({"state": "stopped", "updated_at": NOW - 1}), NOW)
     assert stopped["state"] == "stopped"
+
+
+def test_the_scheduler_view_shows_the_queue_lateness_and_which_instances_are_alive() -> None:
+    now = datetime.fromtimestamp(NOW, UTC)
+    due = now + timedelta(seconds=42)
+    live = SchedulerReport("live")
+    timer = DueTimer("c-1", "timer:c-1:v2:activate", "activate", now, now)
+    live.fired(timer, timedelta(milliseconds=120))
+    fresh = live.status(TimerQueue(pending=3, overdue=0, next_due_at=due), now - timedelta(seconds=1))
+    old = SchedulerReport("gone").status(TimerQueue(0, 0, None), now - timedelta(minutes=5))
+    view = scheduler_view({b"live": orjson.dumps(fresh), b"gone": orjson.dumps(old)}, NOW)
+    assert view["state"] == "running"
+    assert view["pending"] == 3
+    assert datetime.fromisoformat(view["next_due_at"]) == due
+    assert view["last_lateness_ms"] == 120
+    assert view["fired_total"] == 1
+    assert view["instances"]["gone"]["state"] == "stale"
+    assert scheduler_view({}, NOW)["state"] == "down"

@@ -57,6 +57,38 @@ def test_lifecycle_events_set_the_status() -> None:
     )
 
 
+def test_scheduling_shows_the_status_and_the_next_transition_with_its_time() -> None:
+    campaign = new_campaign("owner-1")
+    state = fold_campaign(campaign.events) or {}
+    assert state["next_transition"] is None
+    created = campaign.events[0].payload
+    dates = {"starts_at": created["starts_at"], "ends_at": created["ends_at"]}
+    campaign.then("CampaignScheduled", dates)
+    state = fold_campaign(campaign.events) or {}
+    assert state["status"] == "scheduled"
+    assert state["next_transition"] == {"to": "active", "at": created["starts_at"]}
+    campaign.then("CampaignUpdated", {"starts_at": "2031-01-01T00:00:00Z"})
+    assert (fold_campaign(campaign.events) or {})["next_transition"]["at"] == "2031-01-01T00:00:00Z"
+    timer = {"timer_id": "timer:x:v3:activate", "due_at": "2031-01-01T00:00:00Z", "lateness_ms": 12}
+    campaign.then("CampaignActivated", {"timer": timer}, actor="scheduler")
+    state = fold_campaign(campaign.events) or {}
+    assert state["status"] == "active"
+    assert state["next_transition"] == {"to": "completed", "at": created["ends_at"]}
+    # The live projection's step and the fold agree.
+    assert next_campaign_state(fold_campaign(campaign.events[:-1]), campaign.events[-1]) == state
+    campaign.then("CampaignCompleted")
+    assert (fold_campaign(campaign.events) or {})["next_transition"] is None
+
+
+def test_unscheduling_returns_to_draft_without_a_next_transition() -> None:
+    campaign = new_campaign("owner-1")
+    created = campaign.events[0].payload
+    campaign.then("CampaignScheduled", {"starts_at": created["starts_at"], "ends_at": created["ends_at"]})
+    campaign.then("CampaignUnscheduled")
+    state = fold_campaign(campaign.events) or {}
+    assert (state["status"], state["next_transition"]) == ("draft", None)
+
+
 def test_a_document_is_compact_json_in_field_order() -> None:
     campaign = new_campaign("owner-1")
     document = campaign_document(fold_campaign(campaign.events) or {})

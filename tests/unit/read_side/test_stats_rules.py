@@ -59,10 +59,21 @@ def test_stats_document_counts_live_campaigns_and_hides_emptied_currencies() -> 
     )
     assert document["campaigns"] == {
         "total": 2,
-        "by_status": {"draft": 0, "active": 2, "paused": 0, "completed": 0},
+        "by_status": {"draft": 0, "scheduled": 0, "active": 2, "paused": 0, "completed": 0},
         "by_channel": {"email": 0, "sms": 2, "push": 0, "social": 0},
         "deleted": 1,
     }
     assert document["budget_by_currency"] == {"EUR": "13.50"}
     assert document["users"] == {"total": 3}
     assert document["events_per_minute"][-1] == {"minute": "2027-01-01T12:30:00Z", "count": 7}
+
+
+def test_scheduling_moves_a_campaign_between_draft_and_scheduled_in_the_counters() -> None:
+    campaign = new_campaign("owner-1")
+    created = campaign.events[0].payload
+    scheduled = campaign.then(
+        "CampaignScheduled", {"starts_at": created["starts_at"], "ends_at": created["ends_at"]}
+    )
+    unscheduled = campaign.then("CampaignUnscheduled")
+    assert stats_change_args(scheduled)[2:] == ["status", "scheduled"]
+    assert stats_change_args(unscheduled)[2:] == ["status", "draft"]

@@ -1,0 +1,132 @@
+"""The scheduler's metrics and its status report for the monitor.
+
+Each scheduler instance writes its report as one field of a Redis hash (`{prefix}:status:scheduler`,
+field = instance), refreshed every few seconds; the monitor shows the instances whose report is
+fresh. A report carries the timer queue (pending, overdue, next due time) and this instance's
+firings and lateness.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge, Histogram
+
+from command_api.adapters.due_transitions import TimerQueue
+from command_api.domain.campaign import DueTimer
+from readmodels.keyspace import scheduler_status_key
+
+# Reports older than this are dropped from the hash by the next scheduler that reports.
+FORGET_AFTER_SECONDS = 60.0
+# The recent lateness the report summarises (max and p99 over the last firings).
+RECENT_FIRINGS = 1000
+
+TIMERS_PENDING = Gauge(
+    "scheduler_timers_pending", "Durable timers waiting to fire", ["scheduler"], multiprocess_mode="livemax"
+)
+TIMERS_OVERDUE = Gauge(
+    "scheduler_timers_overdue",
+    "Durable timers whose due time has passed and that have not fired yet",
+    ["scheduler"],
+    multiprocess_mode="livemax",
+)
+FIRED = Counter("scheduler_transitions_fired_total", "Transitions the scheduler fired", ["action"])
+SKIPPED = Counter(
+    "scheduler_firings_skipped_total",
+    "Timers that fired nothing (stale: the campaign moved on, or fired already)",
+    ["action"],
+)
+FAILED = Counter("scheduler_firings_failed_total", "Firings that failed and were released", ["action"])
+LATENESS = Histogram(
+    "scheduler_firing_lateness_seconds",
+    "How long after its due time each transition fired",
+    ["action"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+)
+
+
+@dataclass
+class SchedulerReport:
+    """This instance's firings, as metrics and as the numbers of its status report."""
+
+    instance: str
+    fired_total: int = 0
+    skipped_total: int = 0
+    failed_total: int = 0
+    last_fired_at: datetime | None = None
+    last_lateness_ms: int | None = None
+    recent_lateness_ms: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_FIRINGS))
+
+    def fired(self, timer: DueTimer, lateness: timedelta) -> None:
+        FIRED.labels(timer.action).inc()
+        LATENESS.labels(timer.action).observe(lateness.total_seconds())
+        millis = lateness // timedelta(milliseconds=1)
+        self.fired_total += 1
+        self.last_fired_at = timer.due_at + lateness
+        self.last_lateness_ms = millis
+        self.recent_lateness_ms.append(millis)
+
+    def skipped(self, timer: DueTimer) -> None:
+        SKIPPED.labels(timer.action).inc()
+        self.skipped_total += 1
+
+    def failed(self, timer: DueTimer, error: BaseException) -> None:
+        FAILED.labels(timer.action).inc()
+        self.failed_total += 1
+
+    def status(self, queue: TimerQueue, now: datetime) -> dict[str, Any]:
+        TIMERS_PENDING.labels(self.instance).set(queue.pending)
+        TIMERS_OVERDUE.labels(self.instance).set(queue.overdue)
+        recent = sorted(self.recent_lateness_ms)
+        p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))] if recent else None
+        return {
+            "scheduler": self.instance,
+            "state": "running",
+            "pending": queue.pending,
+            "overdue": queue.overdue,
+            "next_due_at": _iso(queue.next_due_at) if queue.next_due_at else None,
+            "fired_total": self.fired_total,
+            "skipped_total": self.skipped_total,
+            "failed_total": self.failed_total,
+            "last_fired_at": _iso(self.last_fired_at) if self.last_fired_at else None,
+            "last_lateness_ms": self.last_lateness_ms,
+            "recent_max_lateness_ms": recent[-1] if recent else None,
+            "recent_p99_lateness_ms": p99,
+            "updated_at": _iso(now),
+        }
+
+
+class RedisSchedulerStatus:
+    def __init__(self, redis: aioredis.Redis, redis_prefix: str) -> None:
+        self._redis = redis
+        self._key = scheduler_status_key(redis_prefix)
+
+    async def publish(self, instance: str, status: dict[str, Any]) -> None:
+        await self._redis.hset(self._key, instance, orjson.dumps(status))
+        # Forget instances gone for good (a restarted scheduler reports under a new name).
+        reports = await self._redis.hgetall(self._key)
+        cutoff = time.time() - FORGET_AFTER_SECONDS
+        gone = [name for name, raw in reports.items() if _reported_at(raw) < cutoff]
+        if gone:
+            await self._redis.hdel(self._key, *gone)
+
+    async def withdraw(self, instance: str) -> None:
+        await self._redis.hdel(self._key, instance)
+
+
+def _reported_at(raw: bytes | str) -> float:
+    try:
+        updated = orjson.loads(raw).get("updated_at")
+        return datetime.fromisoformat(updated).timestamp() if isinstance(updated, str) else 0.0
+    except (orjson.JSONDecodeError, ValueError, AttributeError):
+        return 0.0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,194 @@
+"""The scheduler: fires campaigns' due transitions through the normal command path.
+
+A process manager with durable timers. Each pass claims the timers due within `lookahead`
+(earliest first), waits until the next one is due on the injected clock, and fires every timer
+due by then (up to `fire_batch`) with `fire_due_transitions` on a fresh unit of work: the same
+handler code, version checks and events as any command, one transaction per batch. Batches grow
+by themselves under a burst: while `concurrency` batches are in flight, what falls due waits for
+the next one. Nothing is kept only in memory: a timer leaves the store only in the
+transaction of the event it caused (or as provably stale), so a scheduler that dies before
+or during a firing leaves the timer to be fired, late, after its claim expires; and a timer that
+fell due while no scheduler ran is fired at once at the next start, its lateness recorded in the
+event (`timer.lateness_ms`) and in the lateness histogram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from command_api.application.campaign_handlers import fire_due_transition, fire_due_transitions
+from command_api.application.commands import FireDueTransition, FireDueTransitions
+from command_api.application.ports import CommandResult, UnitOfWork
+from command_api.domain.campaign import DueTimer
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class TimerStore(Protocol):
+    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]: ...
+    async def release(self, timer: DueTimer) -> None: ...
+    async def discard(self, timer: DueTimer) -> None: ...
+
+
+class FiringObserver(Protocol):
+    """Where each firing's outcome goes (metrics, the status report)."""
+
+    def fired(self, timer: DueTimer, lateness: timedelta) -> None: ...
+    def skipped(self, timer: DueTimer) -> None: ...
+    def failed(self, timer: DueTimer, error: BaseException) -> None: ...
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    lookahead_seconds: float = 1.0
+    poll_seconds: float = 0.25
+    batch_size: int = 500
+    concurrency: int = 1
+    fire_batch: int = 200
+    firing_timeout_seconds: float = 10.0
+
+
+@dataclass
+class Scheduler:
+    store: TimerStore
+    unit_of_work: Callable[[], UnitOfWork]
+    clock: Clock
+    observer: FiringObserver
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    # Claimed timers waiting for their due time, earliest first (heap of (due_at, timer_id, timer)).
+    _queue: list[tuple[datetime, str, DueTimer]] = field(default_factory=list, init=False, repr=False)
+    _queued: set[str] = field(default_factory=set, init=False, repr=False)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    async def run(self) -> None:
+        """Claim and fire until cancelled: claiming runs ahead of firing, so a claim's round trips
+        to the database never delay a firing that is due (the next window is claimed while the
+        current one fires)."""
+        claiming = asyncio.create_task(self._keep_claiming(), name="scheduler-claims")
+        try:
+            await self._keep_firing()
+        finally:
+            claiming.cancel()
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(claiming, *self._in_flight, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """One claim, then every claimed timer fired at its due time (on the injected clock).
+
+        Returns how many timers were claimed; firings may still be in flight (see `drain`)."""
+        claimed = await self.claim()
+        while self._queue:
+            # A timer sleep may end a little early: the firing must not find its timer not yet due.
+            while (wait := (self._queue[0][0] - self.clock.now()).total_seconds()) > 0:
+                await self.clock.sleep(wait)
+            await self.fire_due()
+        return claimed
+
+    async def claim(self) -> int:
+        """Claim the timers due within the lookahead and queue them by due time."""
+        now = self.clock.now()
+        until = now + timedelta(seconds=self.config.lookahead_seconds)
+        timers = await self.store.claim_due(until, now, self.config.batch_size)
+        for timer in timers:
+            if timer.timer_id not in self._queued:
+                self._queued.add(timer.timer_id)
+                heapq.heappush(self._queue, (timer.due_at, timer.timer_id, timer))
+        if timers:
+            self._arrived.set()
+        return len(timers)
+
+    async def fire_due(self) -> None:
+        """Start one firing of what is due now (up to `fire_batch`), once a slot is free."""
+        while len(self._in_flight) >= self.config.concurrency:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        now = self.clock.now()
+        batch: list[DueTimer] = []
+        while self._queue and self._queue[0][0] <= now and len(batch) < self.config.fire_batch:
+            timer = heapq.heappop(self._queue)[2]
+            self._queued.discard(timer.timer_id)
+            batch.append(timer)
+        if batch:
+            task = asyncio.create_task(self.fire(batch), name=f"fire-{batch[0].timer_id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _keep_claiming(self) -> None:
+        while True:
+            try:
+                claimed = await self.claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("claiming due timers failed, trying again: %s", exc)
+                claimed = 0
+            # A full claim means more is due soon: claim again at once, unless plenty is queued.
+            if claimed < self.config.batch_size or len(self._queue) >= 4 * self.config.batch_size:
+                await self.clock.sleep(self.config.poll_seconds)
+
+    async def _keep_firing(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            wait = (self._queue[0][0] - self.clock.now()).total_seconds()
+            if wait > 0:
+                # Woken early by a new claim: it may hold an earlier timer.
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=wait)
+                continue
+            await self.fire_due()
+
+    async def drain(self) -> None:
+        """Wait for the firings in flight (tests, and a clean stop)."""
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def fire(self, timers: list[DueTimer]) -> None:
+        """Fire these timers (one transaction), then report each and tidy what fired nothing."""
+        now = self.clock.now()
+        results: list[CommandResult | None]
+        try:
+            # A transaction the server never answers must not hold the scheduler.
+            async with asyncio.timeout(self.config.firing_timeout_seconds):
+                if len(timers) == 1:
+                    command = FireDueTransition(timer=timers[0], now=now)
+                    results = [await fire_due_transition(command, self.unit_of_work())]
+                else:
+                    batch = FireDueTransitions(timers=timers, now=now)
+                    results = await fire_due_transitions(batch, self.unit_of_work())
+        except Exception as exc:
+            log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
+            for timer in timers:
+                self.observer.failed(timer, exc)
+                try:
+                    await self.store.release(timer)
+                except Exception as release_error:
+                    log.warning(
+                        "could not release %s (its claim will expire): %s", timer.timer_id, release_error
+                    )
+            return
+        for timer, result in zip(timers, results, strict=True):
+            if result is not None:
+                self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
+                continue
+            self.observer.skipped(timer)
+            if now < timer.due_at:
+                await self.store.release(timer)
+            else:
+                await self.store.discard(timer)

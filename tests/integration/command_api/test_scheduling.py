@@ -1,0 +1,304 @@
+"""Scheduling on real MongoDB: the routes keep the durable timer in the command's transaction, and
+real scheduler loops fire each due transition exactly once, late after an outage, never twice
+with two schedulers at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from pymongo.asynchronous.database import AsyncDatabase
+
+from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
+from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
+from command_api.domain.campaign import Campaign, CampaignDetails
+from query_api.adapters.monitor_state import MonitorState
+from service_runtime.settings import Settings
+from tests.integration.command_api.accounts import Account, create_campaign, if_match, signed_up
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def events_of(db: AsyncDatabase[Document], aggregate_id: str) -> list[Document]:
+    return await db["events"].find({"aggregate_id": aggregate_id}).sort("aggregate_version").to_list()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Wait for a condition (bounded, so a broken scheduler fails the test instead of hanging it)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not so after {within} s")
+        await asyncio.sleep(0.05)
+
+
+def fast(settings: Settings) -> Settings:
+    return settings.model_copy(update={"scheduler_poll_seconds": 0.05, "scheduler_claim_seconds": 5.0})
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(settings: Settings, instance: str) -> AsyncIterator[SchedulerSide]:
+    side = open_scheduler_side(fast(settings), instance=instance)
+    task = asyncio.create_task(side.scheduler.run())
+    try:
+        yield side
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await side.close()
+
+
+async def scheduled_campaigns(
+    settings: Settings, count: int, starts_at: datetime, ends_at: datetime
+) -> list[str]:
+    """`count` campaigns scheduled through the unit of work, as the schedule route does."""
+    side = open_command_side(settings)
+    details = CampaignDetails.parse(
+        name="Timed",
+        description="",
+        channel="push",
+        budget_amount="1.00",
+        budget_currency="EUR",
+        starts_at=starts_at,
+        ends_at=ends_at,
+        tags=[],
+    )
+    ids = []
+    now = datetime.now(UTC)
+    try:
+        for n in range(count):
+            async with side.unit_of_work() as uow:
+                campaign = Campaign.create(
+                    campaign_id=f"timed-{n}", owner_id="owner", details=details, now=now
+                )
+                campaign.schedule(now)
+                uow.campaigns.add(campaign)
+                await uow.commit(actor_id="owner")
+            ids.append(campaign.id)
+    finally:
+        await side.close()
+    return ids
+
+
+@pytest.fixture
+async def owner(api: httpx.AsyncClient) -> Account:
+    return await signed_up(api)
+
+
+# ---------------------------------------------------------------- routes and timers
+
+
+async def test_schedule_stores_the_timer_and_rescheduling_and_unscheduling_move_or_drop_it(
+    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
+) -> None:
+    campaign_id = await create_campaign(api, owner)
+    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+
+    scheduled = await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
+    assert scheduled.status_code == 200, scheduled.text
+    assert scheduled.json()["version"] == 2
+    state = await db["campaigns"].find_one({"_id": campaign_id})
+    assert state is not None and state["status"] == "scheduled"
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    assert timer is not None
+    assert (timer["action"], timer["due_at"]) == ("activate", datetime(2027, 3, 1, tzinfo=UTC))
+    assert timer["timer_id"] == f"timer:{campaign_id}:v2:activate"
+
+    moved = await api.patch(
+        f"/campaigns/{campaign_id}",
+        json={"starts_at": "2027-03-05T00:00:00Z"},
+        headers={**owner.auth, **if_match(2)},
+    )
+    assert moved.status_code == 200, moved.text
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    assert timer is not None and timer["due_at"] == datetime(2027, 3, 5, tzinfo=UTC)
+
+    unscheduled = await api.post(f"/campaigns/{campaign_id}/unschedule", headers=owner.auth)
+    assert unscheduled.status_code == 200, unscheduled.text
+    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+    types = [e["event_type"] for e in await events_of(db, campaign_id)]
+    assert types == ["CampaignCreated", "CampaignScheduled", "CampaignUpdated", "CampaignUnscheduled"]
+
+
+async def test_schedule_is_refused_with_409_once_ends_at_has_passed(
+    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
+) -> None:
+    campaign_id = await create_campaign(
+        api, owner, starts_at="2020-01-01T00:00:00Z", ends_at="2020-02-01T00:00:00Z"
+    )
+    refused = await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
+    assert refused.status_code == 409
+    assert "ends_at has passed" in refused.json()["detail"]
+    assert await db[DUE_TRANSITIONS].count_documents({}) == 0
+
+
+async def test_schedule_after_starts_at_activates_at_once_and_sets_the_completion_timer(
+    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
+) -> None:
+    campaign_id = await create_campaign(api, owner, starts_at="2020-01-01T00:00:00Z")
+    response = await api.post(f"/campaigns/{campaign_id}/schedule", headers={**owner.auth, **if_match(1)})
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 3
+    state = await db["campaigns"].find_one({"_id": campaign_id})
+    assert state is not None and state["status"] == "active"
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    assert timer is not None and timer["action"] == "complete"
+
+
+async def test_deleting_a_scheduled_campaign_cancels_its_timer_in_the_same_transaction(
+    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
+) -> None:
+    campaign_id = await create_campaign(api, owner)
+    await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
+    stale = await api.delete(f"/campaigns/{campaign_id}", headers={**owner.auth, **if_match(1)})
+    assert stale.status_code == 412
+    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is not None
+    deleted = await api.delete(f"/campaigns/{campaign_id}", headers=owner.auth)
+    assert deleted.status_code == 204
+    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+async def test_the_scheduler_activates_and_completes_through_the_command_path(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    [campaign_id] = await scheduled_campaigns(
+        settings, 1, now + timedelta(seconds=1), now + timedelta(seconds=2)
+    )
+    async with running_scheduler(settings, "s-1") as side:
+
+        async def completed() -> bool:
+            return len(await events_of(db, campaign_id)) == 4
+
+        await eventually(completed)
+        assert side.report.fired_total == 2
+    events = await events_of(db, campaign_id)
+    assert [e["event_type"] for e in events] == [
+        "CampaignCreated",
+        "CampaignScheduled",
+        "CampaignActivated",
+        "CampaignCompleted",
+    ]
+    activated, completed_ = events[2], events[3]
+    assert activated["actor_id"] == completed_["actor_id"] == "scheduler"
+    assert activated["causation_id"] == f"timer:{campaign_id}:v2:activate"
+    assert completed_["causation_id"] == f"timer:{campaign_id}:v3:complete"
+    assert activated["payload"]["timer"]["timer_id"] == activated["causation_id"]
+    due_at = datetime.fromisoformat(activated["payload"]["timer"]["due_at"])
+    assert due_at == datetime.fromisoformat(iso(now + timedelta(seconds=1)))
+    assert await db[DUE_TRANSITIONS].count_documents({}) == 0
+    state = await db["campaigns"].find_one({"_id": campaign_id})
+    assert state is not None and (state["status"], state["version"]) == ("completed", 4)
+
+
+async def test_a_transition_due_while_no_scheduler_ran_fires_once_at_start_with_its_lateness(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    due = now + timedelta(milliseconds=300)
+    [campaign_id] = await scheduled_campaigns(settings, 1, due, now + timedelta(hours=1))
+
+    async def overdue() -> bool:
+        return datetime.now(UTC) > due + timedelta(seconds=1)
+
+    await eventually(overdue)
+    async with running_scheduler(settings, "restarted"):
+
+        async def activated() -> bool:
+            return len(await events_of(db, campaign_id)) == 3
+
+        await eventually(activated)
+    [activation] = [e for e in await events_of(db, campaign_id) if e["event_type"] == "CampaignActivated"]
+    assert activation["payload"]["timer"]["lateness_ms"] >= 1000
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    assert timer is not None and timer["action"] == "complete"
+
+
+async def test_two_schedulers_at_once_fire_every_transition_exactly_once(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    count = 30
+    ids = await scheduled_campaigns(settings, count, now + timedelta(seconds=2), now + timedelta(hours=1))
+    async with running_scheduler(settings, "a") as first, running_scheduler(settings, "b") as second:
+
+        async def all_activated() -> bool:
+            return await db["events"].count_documents({"event_type": "CampaignActivated"}) >= count
+
+        await eventually(all_activated)
+        await first.scheduler.drain()
+        await second.scheduler.drain()
+        # A second firing would show as a second event, or as a firing counted twice.
+        await asyncio.sleep(0.5)
+        fired = first.report.fired_total + second.report.fired_total
+    per_campaign: dict[str, int] = {}
+    for event in await db["events"].find({"event_type": "CampaignActivated"}).to_list():
+        per_campaign[event["aggregate_id"]] = per_campaign.get(event["aggregate_id"], 0) + 1
+    assert per_campaign == dict.fromkeys(ids, 1)
+    assert fired == count
+
+
+async def test_claims_keep_a_timer_from_two_schedulers_and_expire_with_a_dead_one(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    [campaign_id] = await scheduled_campaigns(settings, 1, now + timedelta(hours=1), now + timedelta(hours=2))
+    far = now + timedelta(hours=2)
+    first = open_scheduler_side(settings.model_copy(update={"scheduler_claim_seconds": 0.5}), instance="x")
+    second = open_scheduler_side(settings, instance="y")
+    try:
+        [claimed] = await first.timers.claim_due(far, now, 10)
+        assert claimed.campaign_id == campaign_id
+        assert await second.timers.claim_due(far, now, 10) == []
+        doc: Any = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+
+        async def claim_expired() -> bool:
+            return datetime.now(UTC) > doc["claimed_until"] + timedelta(milliseconds=100)
+
+        await eventually(claim_expired)
+        [taken_over] = await second.timers.claim_due(far, datetime.now(UTC), 10)
+        assert taken_over.timer_id == claimed.timer_id
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_lateness(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    [soon] = await scheduled_campaigns(
+        settings, 1, now + timedelta(milliseconds=200), now + timedelta(hours=2)
+    )
+    async with running_scheduler(settings, "watched") as side:
+
+        async def fired() -> bool:
+            return side.report.fired_total == 1
+
+        await eventually(fired)
+        queue = await side.timers.queue(datetime.now(UTC))
+        await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
+        redis = aioredis.from_url(settings.redis_url)
+        try:
+            view = (await MonitorState(redis, settings.redis_prefix, [], []).services())["scheduler"]
+        finally:
+            await redis.aclose()
+    assert view["state"] == "running"
+    assert view["pending"] == 1  # the completion timer of the campaign just activated
+    timer = await db[DUE_TRANSITIONS].find_one({"_id": soon})
+    assert timer is not None
+    assert datetime.fromisoformat(view["next_due_at"]) == timer["due_at"]
+    assert view["last_lateness_ms"] is not None and view["fired_total"] == 1
+    assert set(view["instances"]) == {"watched"}

@@ -1,0 +1,300 @@
+"""The scheduler on an injected clock and in-memory ports: it fires each due transition once,
+at its due time, through the same handler and unit of work as any command."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from command_api.application import campaign_handlers
+from command_api.application.commands import (
+    ChangeCampaignStatus,
+    CreateCampaign,
+    FireDueTransition,
+    FireDueTransitions,
+)
+from command_api.application.scheduling import Scheduler, SchedulerConfig
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, DueTimer
+from tests.unit.command_api.fakes import FakeStore, FakeUnitOfWork
+
+OWNER = Actor("owner")
+START = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """Time stands still until someone sleeps; sleeping moves it on at once."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.current += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class FakeTimers:
+    """The timer store over FakeStore.timers, with claims like the MongoDB one."""
+
+    store: FakeStore
+    claimed: set[str] = field(default_factory=set)
+    discarded: list[str] = field(default_factory=list)
+
+    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]:
+        due = sorted(
+            (t for t in self.store.timers.values() if t.due_at <= until and t.timer_id not in self.claimed),
+            key=lambda t: t.due_at,
+        )[:limit]
+        self.claimed.update(t.timer_id for t in due)
+        return due
+
+    async def release(self, timer: DueTimer) -> None:
+        self.claimed.discard(timer.timer_id)
+
+    async def discard(self, timer: DueTimer) -> None:
+        current = self.store.timers.get(timer.campaign_id)
+        if current is not None and current.timer_id == timer.timer_id:
+            del self.store.timers[timer.campaign_id]
+        self.discarded.append(timer.timer_id)
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.firings: list[tuple[str, timedelta]] = []
+        self.skips: list[str] = []
+        self.failures: list[str] = []
+
+    def fired(self, timer: DueTimer, lateness: timedelta) -> None:
+        self.firings.append((timer.timer_id, lateness))
+
+    def skipped(self, timer: DueTimer) -> None:
+        self.skips.append(timer.timer_id)
+
+    def failed(self, timer: DueTimer, error: BaseException) -> None:
+        self.failures.append(timer.timer_id)
+
+
+async def new_campaign(store: FakeStore, starts_at: datetime, ends_at: datetime) -> str:
+    command = CreateCampaign(
+        actor=OWNER,
+        name="Spring",
+        description="",
+        channel="email",
+        budget_amount="1.00",
+        budget_currency="EUR",
+        starts_at=starts_at,
+        ends_at=ends_at,
+        tags=[],
+    )
+    return (await campaign_handlers.create_campaign(command, FakeUnitOfWork(store))).id
+
+
+async def scheduled_campaign(store: FakeStore, starts_at: datetime, ends_at: datetime) -> str:
+    campaign_id = await new_campaign(store, starts_at, ends_at)
+    await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(actor=OWNER, campaign_id=campaign_id, action="schedule"), FakeUnitOfWork(store)
+    )
+    return campaign_id
+
+
+def scheduler_on(store: FakeStore, clock: FakeClock, **config: float) -> tuple[Scheduler, RecordingObserver]:
+    observer = RecordingObserver()
+    scheduler = Scheduler(
+        store=FakeTimers(store),
+        unit_of_work=lambda: FakeUnitOfWork(store),
+        clock=clock,
+        observer=observer,
+        config=SchedulerConfig(**config),  # type: ignore[arg-type]
+    )
+    return scheduler, observer
+
+
+async def test_scheduling_through_the_handler_stores_the_timer_with_the_command() -> None:
+    store = FakeStore()
+    campaign_id = await scheduled_campaign(store, START + timedelta(hours=1), START + timedelta(hours=2))
+    timer = store.timers[campaign_id]
+    assert (timer.action, timer.due_at) == ("activate", START + timedelta(hours=1))
+    await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(actor=OWNER, campaign_id=campaign_id, action="unschedule"), FakeUnitOfWork(store)
+    )
+    assert campaign_id not in store.timers
+
+
+async def test_the_scheduler_fires_each_transition_at_its_due_time_as_the_scheduler() -> None:
+    store = FakeStore()
+    starts, ends = START + timedelta(seconds=2), START + timedelta(seconds=5)
+    campaign_id = await scheduled_campaign(store, starts, ends)
+    clock = FakeClock(START)
+    scheduler, observer = scheduler_on(store, clock, lookahead_seconds=0.5)
+    for _ in range(40):  # 40 passes of at most 0.5 s lookahead (and sleeps) cover the 5 s
+        await scheduler.run_once()
+        await scheduler.drain()
+        if clock.now() < ends:
+            await clock.sleep(0.25)
+    assert store.event_types(campaign_id) == [
+        "CampaignCreated",
+        "CampaignScheduled",
+        "CampaignActivated",
+        "CampaignCompleted",
+    ]
+    activated, completed = [(e, actor) for e, actor in store.events if e.aggregate_id == campaign_id][2:]
+    assert activated[0].occurred_at == starts
+    assert completed[0].occurred_at == ends
+    assert activated[1] == completed[1] == SCHEDULER_ACTOR_ID
+    assert store.causes[(campaign_id, 3)] == f"timer:{campaign_id}:v2:activate"
+    assert store.causes[(campaign_id, 4)] == f"timer:{campaign_id}:v3:complete"
+    assert [lateness for _, lateness in observer.firings] == [timedelta(0), timedelta(0)]
+    assert campaign_id not in store.timers
+
+
+async def test_a_transition_that_fell_due_while_no_scheduler_ran_fires_at_once_late() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    clock = FakeClock(starts + timedelta(seconds=30))  # the scheduler was down meanwhile
+    scheduler, observer = scheduler_on(store, clock)
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert observer.firings == [(f"timer:{campaign_id}:v2:activate", timedelta(seconds=30))]
+    activated = [e for e, _ in store.events if e.event_type == "CampaignActivated"]
+    assert activated[0].payload.model_dump()["timer"]["lateness_ms"] == 30_000
+
+
+async def test_firing_the_same_timer_twice_records_one_event() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    timer = store.timers[campaign_id]
+    command = FireDueTransition(timer=timer, now=starts)
+    first = await campaign_handlers.fire_due_transition(command, FakeUnitOfWork(store))
+    second = await campaign_handlers.fire_due_transition(command, FakeUnitOfWork(store))
+    assert first is not None
+    assert second is None
+    assert store.event_types(campaign_id).count("CampaignActivated") == 1
+
+
+async def test_a_firing_that_loses_the_race_to_another_is_decided_again_and_records_nothing() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    timer = store.timers[campaign_id]
+    command = FireDueTransition(timer=timer, now=starts)
+
+    def other_scheduler_fires_first() -> None:
+        campaign = store.campaigns[campaign_id]
+        assert campaign.fire(timer, starts)
+        store.events.extend((e, SCHEDULER_ACTOR_ID) for e in campaign.collect_events())
+
+    store.before_commit = other_scheduler_fires_first
+    assert await campaign_handlers.fire_due_transition(command, FakeUnitOfWork(store)) is None
+    assert store.event_types(campaign_id).count("CampaignActivated") == 1
+
+
+async def test_a_stale_timer_is_skipped_and_discarded() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    stale = store.timers[campaign_id]
+    # The campaign moved on (activated by hand) while the timer's replacement was not seen.
+    await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(actor=OWNER, campaign_id=campaign_id, action="activate"), FakeUnitOfWork(store)
+    )
+    store.timers[campaign_id] = stale
+    clock = FakeClock(starts)
+    scheduler, observer = scheduler_on(store, clock)
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert observer.skips == [stale.timer_id]
+    assert campaign_id not in store.timers
+    assert store.event_types(campaign_id).count("CampaignActivated") == 1
+
+
+async def test_a_campaign_scheduled_after_its_start_is_active_without_the_scheduler() -> None:
+    store = FakeStore()
+    now = datetime.now(UTC)
+    campaign_id = await scheduled_campaign(store, now - timedelta(minutes=1), now + timedelta(hours=1))
+    assert store.event_types(campaign_id)[-2:] == ["CampaignScheduled", "CampaignActivated"]
+    assert store.timers[campaign_id].action == "complete"
+
+
+async def test_timers_due_together_fire_in_one_transaction_and_a_stale_one_fires_nothing() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(3)]
+    timers = [store.timers[i] for i in ids]
+    await campaign_handlers.change_campaign_status(
+        ChangeCampaignStatus(actor=OWNER, campaign_id=ids[1], action="unschedule"), FakeUnitOfWork(store)
+    )
+    uow = FakeUnitOfWork(store)
+    results = await campaign_handlers.fire_due_transitions(FireDueTransitions(timers=timers, now=starts), uow)
+    assert [r is not None for r in results] == [True, False, True]
+    assert uow.commits == 1
+    assert [store.event_types(i)[-1] for i in ids] == [
+        "CampaignActivated",
+        "CampaignUnscheduled",
+        "CampaignActivated",
+    ]
+    assert store.causes[(ids[0], 3)] == timers[0].timer_id
+
+
+async def test_a_batch_that_loses_a_version_check_fires_each_timer_on_its_own() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(2)]
+    timers = [store.timers[i] for i in ids]
+
+    def someone_renames_the_first() -> None:
+        store.campaigns[ids[0]].version += 1  # a command committed on it meanwhile
+
+    store.before_commit = someone_renames_the_first
+    results = await campaign_handlers.fire_due_transitions(
+        FireDueTransitions(timers=timers, now=starts), FakeUnitOfWork(store)
+    )
+    assert all(r is not None for r in results)
+    assert [store.event_types(i).count("CampaignActivated") for i in ids] == [1, 1]
+
+
+async def test_a_burst_due_at_once_is_fired_in_few_transactions() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(50)]
+    clock = FakeClock(starts)
+    scheduler, observer = scheduler_on(store, clock, fire_batch=20)
+    used: list[FakeUnitOfWork] = []
+
+    def unit_of_work() -> FakeUnitOfWork:
+        used.append(FakeUnitOfWork(store))
+        return used[-1]
+
+    scheduler.unit_of_work = unit_of_work
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert len(observer.firings) == 50
+    assert sum(uow.commits for uow in used) == 3  # 20 + 20 + 10
+    assert all(store.event_types(i)[-1] == "CampaignActivated" for i in ids)
+
+
+async def test_a_firing_that_hangs_is_abandoned_and_its_timer_released_for_another_try() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    scheduler, observer = scheduler_on(store, FakeClock(starts), firing_timeout_seconds=0.05)
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+
+    class HangingUnitOfWork(FakeUnitOfWork):
+        async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
+            await asyncio.Event().wait()  # a server that never answers
+
+    scheduler.unit_of_work = lambda: HangingUnitOfWork(store)
+    await scheduler.run_once()
+    await scheduler.drain()
+    assert observer.failures == [store.timers[campaign_id].timer_id]
+    assert timers.claimed == set()  # released: the next pass claims it again
+    assert "CampaignActivated" not in store.event_types(campaign_id)
