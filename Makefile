@@ -30,7 +30,7 @@ stack-down: venv
 
 ## make test: every test, against real servers the stack starts itself
 test: venv deps
-	$(BIN)/pytest -p no:cacheprovider
+	$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider tests/unit
