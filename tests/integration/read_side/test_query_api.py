@@ -370,7 +370,8 @@ async def test_stats_right_after_a_mixed_workload(
     assert stats["campaigns"]["total"] == len(live)
     assert stats["campaigns"]["deleted"] == len(states) - len(live)
     assert stats["campaigns"]["by_status"] == {
-        s: sum(1 for c in live if c["status"] == s) for s in ("draft", "active", "paused", "completed")
+        s: sum(1 for c in live if c["status"] == s)
+        for s in ("draft", "scheduled", "active", "paused", "completed")
     }
     assert stats["campaigns"]["by_channel"] == {
         ch: sum(1 for c in live if c["channel"] == ch) for ch in ("email", "sms", "push", "social")
