@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,10 +80,22 @@ async def producer(settings: Settings) -> AsyncIterator[EventProducer]:
     await kafka.stop()
 
 
+# Leaving the consumer groups can stall on a loaded broker (LeaveGroup request timeouts seen in
+# a fresh-clone run); by then the test's outcome is decided, so a stop is waited on this long.
+STOP_SECONDS = 30
+
+
 @asynccontextmanager
 async def running_projectors(settings: Settings) -> AsyncIterator[Projectors]:
-    async with Projectors(settings) as projectors:
+    projectors = Projectors(settings)
+    await projectors.start()
+    try:
         yield projectors
+    finally:
+        try:
+            await asyncio.wait_for(projectors.stop(), STOP_SECONDS)
+        except TimeoutError:
+            logging.getLogger(__name__).warning("projectors did not stop within %d s", STOP_SECONDS)
 
 
 @pytest.fixture
