@@ -96,10 +96,14 @@ async def write_side_consistency(settings: Settings) -> list[str]:
 # ---------------------------------------------------------------------- Kafka
 
 
-async def kafka_messages(settings: Settings) -> int:
-    """Records on the users and campaigns topics (fresh per test, nothing ever deleted)."""
+async def kafka_messages(settings: Settings, within: float = 60) -> int:
+    """Records on the users and campaigns topics (fresh per test, nothing ever deleted), counted by
+    reading them committed: offsets over-count, since each relay transaction's commit marker takes
+    an offset too."""
     topics = Topics(settings.topic_prefix)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         partitions = [
@@ -107,9 +111,18 @@ async def kafka_messages(settings: Settings) -> int:
             for topic in (topics.users, topics.campaigns)
             for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
         ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        starts = await consumer.beginning_offsets(partitions)
-        return sum(ends[p] - starts[p] for p in partitions)
+        count = 0
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            behind = [p for p in partitions if await consumer.position(p) < ends[p]]
+            if not behind:
+                break
+            batch = await consumer.getmany(*behind, timeout_ms=500)
+            count += sum(len(records) for records in batch.values())
+        return count
     finally:
         await consumer.stop()
 
