@@ -31,6 +31,7 @@ from tests.support.ledger import (
     applied_by_stats,
     kafka_event_ids,
     kafka_messages,
+    kafka_offsets,
     log_envelopes,
     max_versions,
     projected_versions,
@@ -154,7 +155,7 @@ async def test_relay_killed_between_publish_and_mark_sends_duplicates_that_chang
     services.start(["relay"])
     await wait_for(lambda: _none_unpublished(settings), 120, "the restarted relay to publish the rest")
     await wait_projected(redis, settings, within=120)
-    on_kafka = await kafka_messages(settings)
+    on_kafka = await kafka_offsets(settings)
     result = await verdict(redis, settings)
     print(f"killed with {at_kill_marked}/{total} marked; Kafka holds {on_kafka} records for {total} events")
     assert_clean(result, "relay SIGKILL between publish and mark")

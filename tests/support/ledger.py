@@ -96,6 +96,25 @@ async def write_side_consistency(settings: Settings) -> list[str]:
 # ---------------------------------------------------------------------- Kafka
 
 
+async def kafka_offsets(settings: Settings) -> int:
+    """Offsets taken on the users and campaigns topics: records, aborted ones and the relay's
+    transaction markers included (what a kill between publish and mark shows as extra offsets)."""
+    topics = Topics(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (topics.users, topics.campaigns)
+            for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        ]
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        return sum(ends[p] - starts[p] for p in partitions)
+    finally:
+        await consumer.stop()
+
+
 async def kafka_messages(settings: Settings, within: float = 60) -> int:
     """Records on the users and campaigns topics (fresh per test, nothing ever deleted), counted by
     reading them committed: offsets over-count, since each relay transaction's commit marker takes
