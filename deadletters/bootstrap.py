@@ -94,18 +94,7 @@ class DeadLetterOperations:
         """Re-drive `topic`'s pending records; above `dlq_confirm_above` of them, `confirm` is asked
         unless `yes` (neither: ConfirmationRequired)."""
         plan = await self.plan_replay(topic, aggregate, limit)
-        return await operations.replay(
-            self.log,
-            self.redriver,
-            self.ledger,
-            plan,
-            actor=actor or default_actor(),
-            dry_run=dry_run,
-            batch_size=self.settings.dlq_replay_batch_size,
-            confirm_above=self.settings.dlq_confirm_above,
-            confirm=_yes if yes else confirm,
-            clock=self.clock,
-        )
+        return await self._replay(plan, actor, dry_run=dry_run, confirm=_yes if yes else confirm)
 
     async def replay_ref(self, ref: str | RecordRef, *, actor: str | None = None) -> ReplayReport | None:
         """Re-drive one dead letter (and the other groups' copies of its original record); None
@@ -118,16 +107,26 @@ class DeadLetterOperations:
         plan.redrives = [r for r in plan.redrives if parsed in r.refs]
         if not plan.redrives:
             return None
+        return await self._replay(plan, actor, dry_run=False, confirm=_yes)
+
+    async def _replay(
+        self,
+        plan: ReplayPlan,
+        actor: str | None,
+        *,
+        dry_run: bool,
+        confirm: Confirm | None,
+    ) -> ReplayReport:
         return await operations.replay(
             self.log,
             self.redriver,
             self.ledger,
             plan,
             actor=actor or default_actor(),
-            dry_run=False,
+            dry_run=dry_run,
             batch_size=self.settings.dlq_replay_batch_size,
             confirm_above=self.settings.dlq_confirm_above,
-            confirm=_yes,
+            confirm=confirm,
             clock=self.clock,
         )
 
