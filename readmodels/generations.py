@@ -10,7 +10,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from readmodels.groups import PROJECTIONS
-from readmodels.keyspace import generations_channel, pointer_key
+from readmodels.keyspace import generations_channel, pointer_key, rebuilding_key, sentinel_key
 
 
 def _text(value: bytes | str) -> str:
@@ -19,9 +19,14 @@ def _text(value: bytes | str) -> str:
 
 __all__ = [
     "PROJECTIONS",
+    "ReadModelsLost",
     "claim_live_generation",
+    "claim_while_whole",
     "initial_generation",
     "live_generations",
+    "mark_rebuilding",
+    "mark_whole",
+    "read_models_whole",
     "swap_generation",
 ]
 
@@ -54,3 +59,46 @@ async def swap_generation(redis: Redis, prefix: str, projection: str, generation
     old = await redis.getset(pointer_key(prefix, projection), generation)
     await redis.publish(generations_channel(prefix), projection)
     return _text(old) if old is not None else None
+
+
+class ReadModelsLost(Exception):
+    """The sentinel is gone: Redis lost the read models (flushed, emptied, a new server). Writers
+    wait (the batch is retried) and readers answer 503 until the projections are rebuilt."""
+
+
+async def mark_whole(redis: Redis, prefix: str, *, only_if_absent: bool = False) -> bool:
+    """Write the sentinel (after the pointers: a fresh start, or the rebuild after a loss)."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(sentinel_key(prefix), "1", nx=only_if_absent)
+    if not only_if_absent:
+        pipe.delete(rebuilding_key(prefix))
+    written, *_ = await pipe.execute()
+    return bool(written)
+
+
+async def mark_rebuilding(redis: Redis, prefix: str) -> None:
+    """Say a rebuild after a loss is under way (readers that never saw the sentinel answer 503 too)."""
+    await redis.set(rebuilding_key(prefix), "1")
+
+
+async def read_models_whole(redis: Redis, prefix: str) -> tuple[bool, bool]:
+    """(the sentinel is present, a rebuild after a loss is under way)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.exists(sentinel_key(prefix))
+    pipe.exists(rebuilding_key(prefix))
+    sentinel, rebuilding = await pipe.execute()
+    return bool(sentinel), bool(rebuilding)
+
+
+async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
+    """The live generation, as `claim_live_generation`; `ReadModelsLost` (and no pointer created
+    on an empty Redis) if the sentinel is gone."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.exists(sentinel_key(prefix))
+    pipe.get(pointer_key(prefix, projection))
+    sentinel, value = await pipe.execute()
+    if not sentinel:
+        raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
+    if value is None:
+        return await claim_live_generation(redis, prefix, projection)
+    return _text(value)

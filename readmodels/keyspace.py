@@ -42,6 +42,18 @@ def pointer_key(prefix: str, projection: str) -> str:
     return f"{prefix}:gen:{projection}"
 
 
+def sentinel_key(prefix: str) -> str:
+    """String: present while the read models under `prefix` are whole (see `generations`). Written
+    by the projectors beside the generation pointers; gone after a FLUSHALL, a new empty server or
+    the prefix's keys deleted, which is how such a loss is told from a fresh start."""
+    return f"{prefix}:sentinel"
+
+
+def rebuilding_key(prefix: str) -> str:
+    """String: present while the projectors rebuild the read models after a loss."""
+    return f"{prefix}:rebuilding"
+
+
 def generations_channel(prefix: str) -> str:
     """Pub/sub channel announcing a swap, so readers drop their cached pointer at once."""
     return f"{prefix}:generations"

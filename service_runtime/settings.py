@@ -120,6 +120,20 @@ class Settings(BaseSettings):
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
     read_wait_seconds: float = Field(default=2.0, ge=0)
+    # A batch the servers refused (Redis down, a timeout, a failover) is retried in place, holding
+    # its partition, after pauses from `projector_retry_initial_seconds` doubling up to
+    # `projector_retry_max_seconds`; after `projector_retry_hold_seconds` it is handed back to
+    # Kafka (not committed) so the consumer keeps polling within max.poll.interval.ms.
+    projector_retry_initial_seconds: float = Field(default=0.2, gt=0)
+    projector_retry_max_seconds: float = Field(default=10.0, gt=0)
+    projector_retry_hold_seconds: float = Field(default=120.0, gt=0)
+    # How long an event parked behind a missing version waits before the missing versions are
+    # read from the MongoDB events log; how often the parked aggregates are looked at.
+    gap_repair_delay_seconds: float = Field(default=2.0, ge=0)
+    gap_repair_scan_seconds: float = Field(default=1.0, gt=0)
+    # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
+    # a new empty server) is detected within this, and every projection rebuilt from the log.
+    redis_loss_check_seconds: float = Field(default=1.0, gt=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
     min_version_waiters_per_user: int = Field(default=10, ge=1)
     min_version_waiters_per_worker: int = Field(default=1000, ge=1)

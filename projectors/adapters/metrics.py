@@ -21,6 +21,30 @@ LAG = Gauge(
     ["projection"],
 )
 
+RETRIES = Counter(
+    "projector_batch_retries_total",
+    "Batches retried in place because a server refused them (never dead-lettered)",
+    ["projection"],
+)
+GAPS_REPAIRED = Counter(
+    "projector_gaps_repaired_total",
+    "Missing versions read from the events log and applied (gap repairs)",
+    ["projection"],
+)
+GAPS_UNFILLABLE = Counter(
+    "projector_gaps_unfillable_total",
+    "Gaps the events log could not fill: the parked events were dead-lettered",
+    ["projection"],
+)
+REDIS_LOSS = Counter(
+    "projector_redis_loss_detected_total",
+    "Times the read models' sentinel was found gone (Redis flushed or replaced): projections rebuilt",
+)
+for _name in ("campaigns", "users", "stats"):
+    GAPS_REPAIRED.labels(_name)
+    GAPS_UNFILLABLE.labels(_name)
+    RETRIES.labels(_name)
+
 
 def observe_batch(projection: str, report: BatchReport, seconds: float) -> None:
     BATCH_SECONDS.labels(projection).observe(seconds)

@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.adapters.notices import notice_prefix
+from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.groups import SPECS_BY_NAME
@@ -121,7 +122,9 @@ class ScriptProjection:
 
 
 def _outcome(reply: object) -> EventOutcome:
-    if isinstance(reply, ResponseError):
+    # A server's trouble (loading, a failover, a moved slot) raises: the batch is retried, never
+    # dead-lettered. Only the script's own refusal of the event is its failure.
+    if isinstance(reply, ResponseError) and not is_transient(reply):
         return EventOutcome(Outcome.FAILED, error=str(reply))
     if isinstance(reply, BaseException):
         raise reply

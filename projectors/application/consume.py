@@ -27,7 +27,7 @@ from events import EventEnvelope, InvalidEvent, Topics, decode_event
 from events.dead_letters import DeadLetterOrigin, dead_letter_headers
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import EventOutcome, Outcome
-from readmodels.generations import claim_live_generation
+from readmodels.generations import claim_while_whole
 from readmodels.json_form import json_time
 from readmodels.status import record_batch
 from service_runtime.logs import correlation_id
@@ -118,7 +118,8 @@ class ProjectionConsumer:
             sources.append(record)
 
         prefix = self.projection.prefix
-        generation = await claim_live_generation(self.redis, prefix, self.projection.name)
+        # On a Redis that lost the read models this raises: the batch waits for the rebuild.
+        generation = await claim_while_whole(self.redis, prefix, self.projection.name)
         result = await self.projection.apply(self.redis, generation, envelopes)
         live = len(records) <= PER_EVENT_INFO_UP_TO
         for outcome, record, envelope in zip(result.outcomes, sources, envelopes, strict=True):

@@ -20,16 +20,39 @@ from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.params import NoCast
+from pymongo import AsyncMongoClient
+from pymongo.read_concern import ReadConcern
 from redis.asyncio import Redis
 
 from events import Topics
+from events.log import EventsLog, events_collection
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
-from projectors.adapters.metrics import observe_batch, observe_lag
+from projectors.adapters.metrics import (
+    GAPS_REPAIRED,
+    GAPS_UNFILLABLE,
+    REDIS_LOSS,
+    RETRIES,
+    observe_batch,
+    observe_lag,
+)
 from projectors.adapters.redis_projection import all_projections
-from projectors.application.consume import EventRecord, ProjectionConsumer
+from projectors.adapters.transient import is_transient
+from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
+from projectors.application.gap_repair import GapRepairer
+from projectors.domain.backoff import Backoff
 from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
-from readmodels.generations import claim_live_generation
+from projectors.replay.application.ports import NoProgress
+from projectors.replay.bootstrap import replay
+from projectors.replay.domain.plan import SourceName
+from readmodels.generations import (
+    ReadModelsLost,
+    claim_live_generation,
+    claim_while_whole,
+    mark_rebuilding,
+    mark_whole,
+    read_models_whole,
+)
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
@@ -40,9 +63,6 @@ from service_runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
-# After a failed batch (Redis or Kafka unreachable), wait before the redelivery is tried, so an
-# outage is not met with a hot loop.
-RETRY_PAUSE_SECONDS = 1.0
 
 
 async def _records(message: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> list[EventRecord]:
@@ -96,6 +116,25 @@ class Projectors:
             self.consumers[projection.name] = consumer
             self.subscribers[projection.name] = self._subscribe(consumer, group)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._repairing: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+        events = events_collection(self.mongo, settings.mongo_db).with_options(
+            read_concern=ReadConcern("majority")
+        )
+        self.repairers = [
+            GapRepairer(
+                consumer.projection,
+                self.redis,
+                EventsLog(events),
+                dead_letters,
+                consumer.consumer_group,
+                self.topics,
+                settings.gap_repair_delay_seconds,
+            )
+            for consumer in self.consumers.values()
+        ]
+        self._stopping = asyncio.Event()
 
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
         projection = consumer.projection
@@ -115,37 +154,80 @@ class Projectors:
             description=f"The {projection.name} projection, consumer group {group}.",
         )
 
+        backoff = Backoff(
+            self.settings.projector_retry_initial_seconds, self.settings.projector_retry_max_seconds
+        )
+
         async def project(records: NoCast[list[EventRecord]]) -> None:
             started = time.perf_counter()
-            try:
-                report = await consumer.handle(records)
-            except Exception:
-                log.exception("batch not applied; it will be consumed again", extra={"group": group})
-                await asyncio.sleep(RETRY_PAUSE_SECONDS)
-                raise
+            report = await self._holding(consumer, records, backoff)
             observe_batch(projection.name, report, time.perf_counter() - started)
 
         project.__name__ = project.__qualname__ = f"project_{projection.name}"
         subscriber(project)
         return subscriber
 
+    async def _holding(
+        self, consumer: ProjectionConsumer, records: list[EventRecord], backoff: Backoff
+    ) -> BatchReport:
+        """The batch applied, retried in place while the servers refuse it (holding its partition,
+        nothing committed, nothing dead-lettered). An error that is not the servers', or one that
+        outlasts `projector_retry_hold_seconds`, is raised after a pause: the batch is not
+        committed and comes again, and the pauses keep growing, so a nack never spins."""
+        group = consumer.consumer_group
+        holding_until = time.monotonic() + self.settings.projector_retry_hold_seconds
+        while True:
+            try:
+                report = await consumer.handle(records)
+            except Exception as error:
+                pause = backoff.next_pause()
+                transient = is_transient(error)
+                if not transient or time.monotonic() + pause > holding_until or self._stopping.is_set():
+                    log.exception("batch not applied; it will be consumed again", extra={"group": group})
+                    await self._pause(pause)
+                    raise
+                RETRIES.labels(consumer.projection.name).inc()
+                log.warning(
+                    "batch not applied (%s: %s); retried in %.1f s, holding the partition",
+                    type(error).__name__,
+                    error,
+                    pause,
+                    extra={"group": group},
+                )
+                await self._pause(pause)
+                continue
+            backoff.reset()
+            return report
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def start(self) -> None:
         for name in self.consumers:
             await claim_live_generation(self.redis, self.settings.redis_prefix, name)
+        # A fresh start (or a deployment older than the sentinel). A loss while no projector ran
+        # is not seen here: `campaigns replay rebuild all` repairs it.
+        await mark_whole(self.redis, self.settings.redis_prefix, only_if_absent=True)
         await self.broker.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
+        self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
+        self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        self._stopping.set()
+        for task in (self._heartbeat, self._repairing, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = self._repairing = self._watching = None
         # Waits for a batch in progress to finish (and commit) before leaving the group.
         await self.broker.stop()
         if self._owns_redis:
             await self.redis.aclose()
+        await self.mongo.close()
         log.info("projectors stopped")
 
     async def __aenter__(self) -> Projectors:
@@ -156,6 +238,57 @@ class Projectors:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    async def _repair_gaps(self) -> None:
+        """Every `gap_repair_scan_seconds`: fill from the log the gaps older than the repair delay."""
+        while True:
+            for repairer in self.repairers:
+                name = repairer.projection.name
+                try:
+                    repairs = await repairer.scan(time.monotonic())
+                except ReadModelsLost:
+                    continue  # rebuilt by `_watch_for_loss`
+                except Exception:
+                    log.warning("gap repair failed; tried again", exc_info=True, extra={"projection": name})
+                    continue
+                for repair in repairs:
+                    if repair.filled:
+                        GAPS_REPAIRED.labels(name).inc()
+                    if repair.unfillable:
+                        GAPS_UNFILLABLE.labels(name).inc()
+            await asyncio.sleep(self.settings.gap_repair_scan_seconds)
+
+    async def _watch_for_loss(self) -> None:
+        """Every `redis_loss_check_seconds`: is the sentinel there? If not, Redis lost the read
+        models: rebuild every projection from the events log through the generation protocol
+        (batches wait meanwhile, readers get 503), then write the sentinel again."""
+        prefix = self.settings.redis_prefix
+        lost = False
+        while True:
+            await asyncio.sleep(self.settings.redis_loss_check_seconds)
+            try:
+                whole, _ = await read_models_whole(self.redis, prefix)
+                if whole:
+                    lost = False
+                    continue
+                if not lost:
+                    lost = True
+                    REDIS_LOSS.inc()
+                    log.error("Redis lost the read models: rebuilding every projection from the events log")
+                await mark_rebuilding(self.redis, prefix)
+                started = time.monotonic()
+                async with replay(self.settings) as tools:
+                    report = await tools.rebuild("all", SourceName.MONGO, NoProgress(), 0)
+                await mark_whole(self.redis, prefix)
+                lost = False
+                log.warning(
+                    "read models rebuilt after the Redis loss: %d events in %.1f s",
+                    report.events,
+                    time.monotonic() - started,
+                    extra={"generations": [p.new_generation for p in report.projections]},
+                )
+            except Exception:
+                log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
 
     async def _beat(self) -> None:
         while True:
@@ -172,7 +305,11 @@ class Projectors:
         if kafka is None or not subscriber.running:
             return  # no heartbeat: the query API's readiness sees the projector as stale
         prefix = self.settings.redis_prefix
-        generation = await claim_live_generation(self.redis, prefix, name)
+        try:
+            generation = await claim_while_whole(self.redis, prefix, name)
+        except ReadModelsLost:
+            await write_heartbeat(self.redis, prefix, name, {"projection": name, "state": "rebuilding"})
+            return
         parked_now = await self.redis.scard(parked_set_key(generation_base(prefix, generation)))
         lag = await _lag(kafka)
         observe_lag(name, lag)

@@ -15,9 +15,9 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.redis_multiplexer import RedisMultiplexer
+from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
 from query_api.domain.listing import CampaignFilters, SortOrder
-from readmodels.generations import PROJECTIONS, initial_generation, live_generations
+from readmodels.generations import PROJECTIONS, initial_generation, live_generations, read_models_whole
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from readmodels.scripts import list_campaigns_script
 from readmodels.snapshot import Snapshot
@@ -49,13 +49,33 @@ class GenerationCache:
         self.redis = redis
         self.prefix = prefix
         self.live = {p: initial_generation(p) for p in PROJECTIONS}
+        self.seen_whole = False
+        self.lost = False
         self._task: asyncio.Task[None] | None = None
 
     def base(self, projection: str) -> str:
+        if self.lost:
+            raise RedisUnavailable("the read models are being rebuilt after a Redis loss")
         return generation_base(self.prefix, self.live[projection])
 
     async def refresh(self) -> None:
         self.live = await live_generations(self.redis, self.prefix)
+        await self.check_whole()
+
+    async def check_whole(self) -> None:
+        """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until
+        the projectors rebuild the read models, every read is a 503 rather than a 404 or an
+        empty page. (A fresh Redis, where no projector has written the sentinel yet, is not.)"""
+        sentinel, rebuilding = await read_models_whole(self.redis, self.prefix)
+        self.seen_whole = self.seen_whole or sentinel
+        self.lost = not sentinel and (self.seen_whole or rebuilding)
+
+    async def confirm(self, snapshot: Snapshot) -> Snapshot:
+        """A read that found nothing checks the sentinel first: a 404 only if nothing was lost."""
+        if snapshot.version == 0:
+            await self.check_whole()
+            self.base("campaigns")  # raises if lost
+        return snapshot
 
     async def start(self) -> None:
         try:
@@ -104,14 +124,14 @@ class ReadModels:
         base = self.generations.base("campaigns")
         cache = self.cache
         if cache is None:
-            return await self._campaign(base, campaign_id)
+            return await self.generations.confirm(await self._campaign(base, campaign_id))
         cached = cache.get(base, campaign_id)
         if cached is not None:
             return cached
         ticket = cache.ticket()
         snapshot = await self._campaign(base, campaign_id)
         cache.put(base, campaign_id, snapshot, ticket)
-        return snapshot
+        return await self.generations.confirm(snapshot)
 
     async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
         key = CampaignKeys(base).campaign(campaign_id)
@@ -121,7 +141,8 @@ class ReadModels:
     async def user(self, user_id: str) -> Snapshot:
         key = UserKeys(self.generations.base("users")).user(user_id)
         doc, version = await self._hmget(key, "doc", "v")
-        return Snapshot(_bytes(doc), user_id if doc else None, int(version) if version else 0)
+        snapshot = Snapshot(_bytes(doc), user_id if doc else None, int(version) if version else 0)
+        return await self.generations.confirm(snapshot)
 
     async def campaign_page(
         self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None

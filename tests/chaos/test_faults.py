@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
+from readmodels.keyspace import sentinel_key
 from readmodels.status import read_status
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
@@ -300,6 +301,89 @@ async def test_redis_down_query_api_answers_503_and_recovers_after_a_rebuild(
     await _assert_acknowledged_projected(redis, settings, traffic)
     assert_clean(await verdict(redis, settings), "Redis SIGKILL, replay rebuild")
     replay("verify", settings)
+
+
+# ---------------------------------------------------------------------- Redis stopped briefly
+
+
+async def test_redis_stopped_briefly_under_traffic_dead_letters_nothing(
+    private_services: RunningServices,
+    private_settings: Settings,
+    private_redis: Redis,
+    private_stack: PrivateStack,
+) -> None:
+    """A transient outage is the servers' error, not the events': the batch is retried, holding
+    its partition, and every event is applied once Redis is back; nothing is dead-lettered."""
+    services, settings, redis = private_services, private_settings, private_redis
+    services.start(["command-api", "relay", "projectors"])
+    services.wait_ready()
+    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+        traffic = CommandTraffic(commands)
+        await traffic.sign_up(3)
+
+        async def outage() -> None:
+            await asyncio.sleep(3)
+            private_stack.stop("redis")  # SIGTERM: Redis saves its data set, as in a restart
+            await asyncio.sleep(6)
+            private_stack.start("redis")
+
+        await asyncio.gather(traffic.run(seconds=14, rate=10), outage())
+    await redis.connection_pool.disconnect()  # this test's own connections died with the server
+    await wait_for(lambda: _none_unpublished(settings), 60, "the relay to publish everything")
+    await wait_projected(redis, settings, within=90)
+    await _assert_acknowledged_projected(redis, settings, traffic)
+    assert await dead_letters(settings) == 0
+    counters = await projector_counters(redis, settings)
+    assert all(int(c.get("dead_lettered_total", 0)) == 0 for c in counters.values()), counters
+    assert_clean(await verdict(redis, settings), "Redis stopped 6 s under traffic: 0 dead letters")
+
+
+async def test_redis_flushall_under_traffic_is_rebuilt_with_no_operator_action(
+    private_services: RunningServices,
+    private_settings: Settings,
+    private_redis: Redis,
+) -> None:
+    """FLUSHALL (the private stack's own Redis): the projectors see the sentinel gone, rebuild
+    every projection from the log, and every acknowledged version is readable again."""
+    services, settings, redis = private_services, private_settings, private_redis
+    services.settings = services.settings.model_copy(update={"redis_loss_check_seconds": 0.5})
+    services.start(["command-api", "relay", "projectors"])
+    services.wait_ready()
+    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+        traffic = CommandTraffic(commands)
+        await traffic.sign_up(3)
+
+        async def flush() -> None:
+            await asyncio.sleep(4)
+            await redis.flushall()
+
+        await asyncio.gather(traffic.run(seconds=10, rate=10), flush())
+    await wait_for(lambda: _none_unpublished(settings), 60, "the relay to publish everything")
+    await wait_for(lambda: _sentinel_back(redis, settings), 60, "the rebuild after the FLUSHALL")
+    await wait_projected(redis, settings, within=60)
+    await _assert_acknowledged_projected(redis, settings, traffic)
+    assert await dead_letters(settings) == 0
+    assert_clean(await verdict(redis, settings), "Redis FLUSHALL under traffic: automatic rebuild")
+
+
+async def _sentinel_back(redis: Redis, settings: Settings) -> bool:
+    return bool(await redis.exists(sentinel_key(settings.redis_prefix)))
+
+
+async def dead_letters(settings: Settings) -> int:
+    """Records on the dead-letter topics."""
+    topics = Topics(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        names = [Topics.dlq(topics.users), Topics.dlq(topics.campaigns)]
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or set())
+        ]
+        return sum((await consumer.end_offsets(partitions)).values()) if partitions else 0
+    finally:
+        await consumer.stop()
 
 
 def replay(action: str, settings: Settings) -> None:

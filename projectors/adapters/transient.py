@@ -1,0 +1,76 @@
+"""Which errors are the infrastructure's (wait and retry) rather than the event's (dead-letter).
+
+A server down, a timeout, a failover or a cluster resharding says nothing about the event being
+applied: the batch is retried after a pause, holding its partition, and nothing is committed.
+Only errors of the event itself (malformed, unknown type or version, refused by the read model,
+a gap the log cannot fill) may dead-letter it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from readmodels.generations import ReadModelsLost
+
+_TRANSIENT = (
+    # Redis: unreachable, loading its dataset, timed out
+    RedisConnectionError,  # BusyLoadingError and MaxConnectionsError included
+    RedisTimeoutError,
+    BusyLoadingError,
+    # Redis Cluster or a failover: the slot moved, is moving, or the cluster is (re)forming
+    ClusterDownError,
+    ClusterError,
+    AskError,  # MovedError included
+    TryAgainError,
+    ReadOnlyError,
+    MasterDownError,
+    OutOfMemoryError,
+    # A script cache lost again after its reload (a failover in between)
+    NoScriptError,
+    # Kafka (dead letters not acknowledged) and MongoDB (gap repair) unreachable
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    ConnectionFailure,
+    AutoReconnect,
+    NetworkTimeout,
+    ExecutionTimeout,
+    asyncio.TimeoutError,
+    ConnectionError,
+    # The read models are being rebuilt after a Redis loss
+    ReadModelsLost,
+)
+# Error replies that redis-py leaves as a plain ResponseError.
+_TRANSIENT_REPLIES = (
+    "BUSY ",
+    "LOADING",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MOVED",
+    "ASK ",
+    "READONLY",
+    "MASTERDOWN",
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, _TRANSIENT):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(_TRANSIENT_REPLIES)

@@ -1,0 +1,82 @@
+"""Gap repair on real Kafka, Redis and MongoDB: a missing version comes from the events log."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from events import Topics
+from projectors.entrypoints.projectors import Projectors
+from readmodels.keyspace import CampaignKeys, generation_base, parked_set_key
+from readmodels.status import read_status
+from service_runtime.settings import Settings
+from tests.integration.read_side.conftest import EventProducer, record_in_log, wait_until
+from tests.integration.read_side.workload import new_campaign
+
+
+async def test_a_version_missing_from_kafka_is_filled_from_the_log(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    await record_in_log(settings, campaign.events)
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
+    async with Projectors(fast):
+        await producer.publish([campaign.events[0], campaign.events[2]])  # v2 never reaches Kafka
+
+        async def at_v3() -> bool:
+            return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"3"
+
+        await wait_until(at_v3, 20, "the gap to be filled from the log")
+    stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
+    document = orjson.loads(stored.get(b"doc") or b"{}")
+    assert (document.get("version"), document.get("status")) == (3, "paused"), stored
+    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
+    status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+    assert status["gaps_repaired_total"] == "1"
+    assert f"campaign:{campaign.aggregate_id} filled [2]" in status["last_gap"]
+
+
+async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    await record_in_log(settings, [campaign.events[0], campaign.events[2]])  # v2 exists nowhere
+    topics = Topics(settings.topic_prefix)
+    fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
+    consumer = AIOKafkaConsumer(
+        Topics.dlq(topics.campaigns),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    letters: list = []
+    try:
+        async with Projectors(fast):
+            await producer.publish([campaign.events[0], campaign.events[2]])
+
+            async def unfillable_letters() -> bool:
+                batch = await consumer.getmany(timeout_ms=200)
+                letters.extend(r for records in batch.values() for r in records)
+                groups = {dict(r.headers).get("dlq_consumer_group") for r in letters}
+                return len(groups) >= 2  # the campaigns and the stats projections each
+
+            await wait_until(unfillable_letters, 20, "the unfillable gap's dead letters")
+    finally:
+        await consumer.stop()
+    for record in letters:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["dlq_error_type"] == "gap_unfillable"
+        assert "versions [2]" in headers["dlq_reason"]
+        assert orjson.loads(record.value or b"{}")["aggregate_version"] == 3
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"  # never skipped
+    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
+    status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+    assert status["gaps_unfillable_total"] == "1"
