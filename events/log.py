@@ -34,11 +34,20 @@ class EventsLog:
         self.collection = collection
 
     async def aggregate_events(
-        self, aggregate_type: str, aggregate_id: str, up_to_version: int | None = None
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        up_to_version: int | None = None,
+        *,
+        published_only: bool = False,
     ) -> list[EventEnvelope]:
+        """The aggregate's events in version order; `published_only`: those the relay has
+        published to Kafka (not the ones still in flight)."""
         query: dict[str, Any] = {"aggregate_id": aggregate_id, "aggregate_type": aggregate_type}
         if up_to_version is not None:
             query["aggregate_version"] = {"$lte": up_to_version}
+        if published_only:
+            query["published"] = True
         cursor = self.collection.find(query).sort("aggregate_version", ASCENDING)
         # Decoding upcasts old schema versions, so a fold only ever sees current payloads.
         return [from_log_document(document) async for document in cursor]

@@ -134,6 +134,17 @@ class Settings(BaseSettings):
     # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
     # a new empty server) is detected within this, and every projection rebuilt from the log.
     redis_loss_check_seconds: float = Field(default=1.0, gt=0)
+    # Anti-entropy (projectors/application/anti_entropy.py): the projectors walk the write side's
+    # aggregates `anti_entropy_batch_size` at a time, reading at most
+    # `anti_entropy_keys_per_second` read-model keys a second, and rest
+    # `anti_entropy_interval_seconds` between two sweeps. A read model still behind the write
+    # side after `anti_entropy_grace_seconds` (longer than an event takes to be projected) is
+    # repaired from the events log; not while its consumers have more than a batch to read.
+    anti_entropy_enabled: bool = True
+    anti_entropy_batch_size: int = Field(default=200, ge=1, le=10_000)
+    anti_entropy_keys_per_second: float = Field(default=4000.0, gt=0)
+    anti_entropy_interval_seconds: float = Field(default=2.0, ge=0)
+    anti_entropy_grace_seconds: float = Field(default=5.0, ge=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
     min_version_waiters_per_user: int = Field(default=10, ge=1)
     min_version_waiters_per_worker: int = Field(default=1000, ge=1)

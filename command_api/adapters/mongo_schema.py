@@ -11,12 +11,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from events.log import EVENTS_COLLECTION
+from events.state_versions import CAMPAIGNS_COLLECTION, USERS_COLLECTION
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
-USERS = "users"
-CAMPAIGNS = "campaigns"
+USERS = USERS_COLLECTION
+CAMPAIGNS = CAMPAIGNS_COLLECTION
 EVENTS = EVENTS_COLLECTION
 REFRESH_TOKENS = "refresh_tokens"
 IDEMPOTENCY_KEYS = "idempotency_keys"

@@ -40,7 +40,21 @@ REDIS_LOSS = Counter(
     "projector_redis_loss_detected_total",
     "Times the read models' sentinel was found gone (Redis flushed or replaced): projections rebuilt",
 )
+ANTI_ENTROPY_REPAIRS = Counter(
+    "projector_anti_entropy_repairs_total",
+    "Aggregates whose read model was found behind the write side and repaired from the events log",
+    ["projection"],
+)
+ANTI_ENTROPY_CHECKED = Counter(
+    "projector_anti_entropy_keys_checked_total",
+    "Read-model keys whose version anti-entropy compared with the write side's",
+)
+ANTI_ENTROPY_SWEEPS = Counter(
+    "projector_anti_entropy_sweeps_total",
+    "Complete anti-entropy sweeps over every aggregate of the write side",
+)
 for _name in ("campaigns", "users", "stats"):
+    ANTI_ENTROPY_REPAIRS.labels(_name)
     GAPS_REPAIRED.labels(_name)
     GAPS_UNFILLABLE.labels(_name)
     RETRIES.labels(_name)

@@ -26,8 +26,12 @@ from redis.asyncio import Redis
 
 from events import Topics
 from events.log import EventsLog, events_collection
+from events.state_versions import StateVersions
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
 from projectors.adapters.metrics import (
+    ANTI_ENTROPY_CHECKED,
+    ANTI_ENTROPY_REPAIRS,
+    ANTI_ENTROPY_SWEEPS,
     GAPS_REPAIRED,
     GAPS_UNFILLABLE,
     REDIS_LOSS,
@@ -37,9 +41,11 @@ from projectors.adapters.metrics import (
 )
 from projectors.adapters.redis_projection import all_projections
 from projectors.adapters.transient import is_transient
+from projectors.application.anti_entropy import AntiEntropy
 from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
 from projectors.application.gap_repair import GapRepairer
 from projectors.domain.backoff import Backoff
+from projectors.domain.pacing import pause_after_step
 from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
 from projectors.replay.application.ports import NoProgress
@@ -55,7 +61,7 @@ from readmodels.generations import (
 )
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
-from readmodels.status import write_heartbeat
+from readmodels.status import record_batch, write_heartbeat
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
@@ -118,6 +124,9 @@ class Projectors:
         self._heartbeat: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
+        # Each projection's consumer lag, as the heartbeat last measured it.
+        self._lags: dict[str, int] = {}
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -134,6 +143,14 @@ class Projectors:
             )
             for consumer in self.consumers.values()
         ]
+        self.anti_entropy = AntiEntropy(
+            [consumer.projection for consumer in self.consumers.values()],
+            self.redis,
+            StateVersions(self.mongo.get_database(settings.mongo_db, read_concern=ReadConcern("majority"))),
+            EventsLog(events),
+            settings.anti_entropy_batch_size,
+            settings.anti_entropy_grace_seconds,
+        )
         self._stopping = asyncio.Event()
 
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
@@ -213,16 +230,18 @@ class Projectors:
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
         self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
         self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
+        if self.settings.anti_entropy_enabled:
+            self._checking = asyncio.create_task(self._anti_entropy(), name="projectors-anti-entropy")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._heartbeat, self._repairing, self._watching):
+        for task in (self._heartbeat, self._repairing, self._watching, self._checking):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._heartbeat = self._repairing = self._watching = None
+        self._heartbeat = self._repairing = self._watching = self._checking = None
         # Waits for a batch in progress to finish (and commit) before leaving the group.
         await self.broker.stop()
         if self._owns_redis:
@@ -290,6 +309,64 @@ class Projectors:
             except Exception:
                 log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
 
+    async def _anti_entropy(self) -> None:
+        """The anti-entropy pass, step after step, at most `anti_entropy_keys_per_second` keys
+        read a second, resting `anti_entropy_interval_seconds` after each sweep."""
+        settings = self.settings
+        checker = self.anti_entropy
+        while True:
+            started = time.monotonic()
+            try:
+                backlog = frozenset(
+                    name for name, lag in self._lags.items() if lag > settings.consumer_batch_size
+                )
+                step = await checker.step(started, backlog)
+            except ReadModelsLost:
+                await asyncio.sleep(settings.anti_entropy_interval_seconds or 1.0)
+                continue  # rebuilt by `_watch_for_loss`
+            except Exception:
+                log.warning("anti-entropy step failed; tried again", exc_info=True)
+                await asyncio.sleep(settings.anti_entropy_interval_seconds or 1.0)
+                continue
+            for repair in step.repairs:
+                ANTI_ENTROPY_REPAIRS.labels(repair.projection).inc()
+            ANTI_ENTROPY_CHECKED.inc(step.keys_checked)
+            if step.sweep_done:
+                ANTI_ENTROPY_SWEEPS.inc()
+            if checker.rebuilds:
+                await self._recount(sorted(checker.rebuilds))
+                checker.rebuilds.clear()
+            await asyncio.sleep(
+                pause_after_step(
+                    step.keys_checked,
+                    time.monotonic() - started,
+                    settings.anti_entropy_keys_per_second,
+                    sweep_done=step.sweep_done,
+                    interval=settings.anti_entropy_interval_seconds,
+                )
+            )
+
+    async def _recount(self, projections: list[str]) -> None:
+        """Rebuild projections whose shared counters anti-entropy cannot repair aggregate by aggregate."""
+        for name in projections:
+            log.error("anti-entropy: %s lost an aggregate's state; rebuilding it from the events log", name)
+            try:
+                async with replay(self.settings) as tools:
+                    report = await tools.rebuild(name, SourceName.MONGO, NoProgress(), 0)
+            except Exception:
+                log.warning(
+                    "anti-entropy rebuild failed; tried again", exc_info=True, extra={"projection": name}
+                )
+                continue
+            ANTI_ENTROPY_REPAIRS.labels(name).inc()
+            await record_batch(
+                self.redis,
+                self.settings.redis_prefix,
+                name,
+                counters={"anti_entropy_repairs_total": 1},
+                fields={"last_anti_entropy_repair": f"rebuilt ({report.events} events)"},
+            )
+
     async def _beat(self) -> None:
         while True:
             for name, consumer in self.consumers.items():
@@ -313,6 +390,7 @@ class Projectors:
         parked_now = await self.redis.scard(parked_set_key(generation_base(prefix, generation)))
         lag = await _lag(kafka)
         observe_lag(name, lag)
+        self._lags[name] = lag
         await write_heartbeat(
             self.redis,
             prefix,

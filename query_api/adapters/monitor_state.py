@@ -38,6 +38,9 @@ _COUNTERS = {
     "lag",
     "partitions",
     "aggregates_with_parked_events",
+    "gaps_repaired_total",
+    "gaps_unfillable_total",
+    "anti_entropy_repairs_total",
 }
 
 

@@ -224,7 +224,10 @@ export function renderProcesses() {
     const detail = p.state === "down" && p.heartbeat_age_seconds === null
       ? "has never reported"
       : "applied " + fmtInt(p.applied_total || 0) + " · beat " + fmtAge(p.heartbeat_age_seconds) +
-        (p.aggregates_with_parked_events ? " · parked " + fmtInt(p.aggregates_with_parked_events) : "");
+        (p.aggregates_with_parked_events ? " · parked " + fmtInt(p.aggregates_with_parked_events) : "") +
+        (p.gaps_repaired_total ? " · gaps filled " + fmtInt(p.gaps_repaired_total) : "") +
+        (p.gaps_unfillable_total ? " · \u26a0 gaps unfillable " + fmtInt(p.gaps_unfillable_total) : "") +
+        (p.anti_entropy_repairs_total ? " · drift repaired " + fmtInt(p.anti_entropy_repairs_total) : "");
     const lag = groupLag(name);
     rows.appendChild(processRow("projector", name, p, lag === null ? p.lag : lag, detail));
   }

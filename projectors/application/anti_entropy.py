@@ -1,0 +1,214 @@
+"""Anti-entropy: the read models' versions compared with the write side's, drift repaired from the log.
+
+A gap is noticed when a later event arrives; a read model that lost its last writes (a Redis
+failover, a restore from an old snapshot, keys deleted by hand) has nothing arriving to tell.
+This pass walks every aggregate the write side holds, page by page in id order (a cursor per
+aggregate type, so each step is small and the walk resumes where it stopped), and reads the
+version each projection holds of it. An aggregate a projection holds behind the write side is
+a suspect; a suspect still behind after `grace` seconds (longer than an event takes from the
+command to the read model) is repaired: its published events up to the write side's version
+are read from the events log and applied, the version guard skipping the ones present.
+
+Events the relay has not published yet are left to Kafka (they are in flight, not lost), so a
+Kafka outage is never "repaired" around the relay. A loss of the whole of Redis is the sentinel's
+business (`readmodels.generations`): while the read models are lost this pass does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from events import EventEnvelope
+from projectors.application.ports import Projection
+from projectors.domain.outcomes import Outcome
+from readmodels.generations import claim_while_whole
+from readmodels.status import record_batch
+from readmodels.versions import VERSIONED_STATES, read_versions
+
+log = logging.getLogger(__name__)
+
+# Aggregate types in the order a sweep walks them.
+AGGREGATE_TYPES: tuple[str, ...] = ("campaign", "user")
+# Projections whose per-aggregate states feed shared counters: a state missing altogether is
+# repaired by rebuilding the projection (see `_repair`).
+RECOUNTED = frozenset({"stats"})
+# Suspects remembered at most (more drift than this is found again by the next sweep).
+MAX_SUSPECTS = 10_000
+
+
+class WriteSideVersions(Protocol):
+    async def page(self, aggregate_type: str, after_id: str | None, limit: int) -> list[tuple[str, int]]: ...
+
+
+class PublishedLog(Protocol):
+    async def aggregate_events(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        up_to_version: int | None = None,
+        *,
+        published_only: bool = False,
+    ) -> list[EventEnvelope]: ...
+
+
+@dataclass(frozen=True)
+class AntiEntropyRepair:
+    projection: str
+    aggregate: str
+    from_version: int
+    to_version: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step did: aggregates read from the write side, read-model keys compared, repairs."""
+
+    aggregates: int
+    keys_checked: int
+    repairs: tuple[AntiEntropyRepair, ...]
+    sweep_done: bool
+
+
+@dataclass(frozen=True)
+class _Suspect:
+    write_version: int
+    first_seen: float
+
+
+@dataclass
+class AntiEntropy:
+    """One pass over the write side's aggregates, a page per `step(now)`."""
+
+    projections: Sequence[Projection]
+    redis: Redis
+    write_side: WriteSideVersions
+    log: PublishedLog
+    batch_size: int
+    grace: float
+    _type_index: int = 0
+    _cursor: str | None = None
+    _suspects: dict[tuple[str, str, str], _Suspect] = field(default_factory=dict)
+    # Projections to rebuild from the log (the caller rebuilds them and clears this).
+    rebuilds: set[str] = field(default_factory=set)
+
+    @property
+    def suspects(self) -> int:
+        return len(self._suspects)
+
+    async def step(self, now: float, behind_in_kafka: frozenset[str] = frozenset()) -> Step:
+        """Compare one page of aggregates, then repair the suspects whose grace is over.
+
+        `behind_in_kafka`: projections whose consumers have a backlog to read; their suspects
+        are most likely in that backlog, so their grace starts again rather than repairing
+        (under load, repairs would only add work to the overloaded servers)."""
+        aggregate_type = AGGREGATE_TYPES[self._type_index]
+        page = await self.write_side.page(aggregate_type, self._cursor, self.batch_size)
+        sweep_done = False
+        if len(page) < self.batch_size:
+            self._cursor = None
+            self._type_index = (self._type_index + 1) % len(AGGREGATE_TYPES)
+            sweep_done = self._type_index == 0
+        else:
+            self._cursor = page[-1][0]
+        checked = 0
+        generations: dict[str, str] = {}
+        for projection in self._holding(aggregate_type):
+            generation = await claim_while_whole(self.redis, projection.prefix, projection.name)
+            generations[projection.name] = generation
+            ids = [aggregate_id for aggregate_id, _ in page]
+            held = await read_versions(
+                self.redis, projection.prefix, generation, projection.name, aggregate_type, ids
+            )
+            checked += len(ids)
+            for (aggregate_id, write_version), read_version in zip(page, held, strict=True):
+                key = (projection.name, aggregate_type, aggregate_id)
+                if read_version >= write_version:
+                    self._suspects.pop(key, None)
+                elif key not in self._suspects and len(self._suspects) < MAX_SUSPECTS:
+                    self._suspects[key] = _Suspect(write_version, now)
+        for key, suspect in self._suspects.items():
+            if key[0] in behind_in_kafka:
+                self._suspects[key] = _Suspect(suspect.write_version, now)
+        repairs = await self._repair_due(now, generations)
+        return Step(len(page), checked, tuple(repairs), sweep_done)
+
+    def _holding(self, aggregate_type: str) -> list[Projection]:
+        return [p for p in self.projections if aggregate_type in VERSIONED_STATES.get(p.name, frozenset())]
+
+    async def _repair_due(self, now: float, generations: dict[str, str]) -> list[AntiEntropyRepair]:
+        due = [key for key, suspect in self._suspects.items() if now - suspect.first_seen >= self.grace]
+        repairs = []
+        by_name = {p.name: p for p in self.projections}
+        for key in due:
+            suspect = self._suspects.pop(key)
+            projection = by_name[key[0]]
+            if key[0] not in generations:
+                generations[key[0]] = await claim_while_whole(self.redis, projection.prefix, projection.name)
+            repair = await self._repair(
+                projection, generations[key[0]], key[1], key[2], suspect.write_version
+            )
+            if repair is not None:
+                repairs.append(repair)
+        return repairs
+
+    async def _repair(
+        self,
+        projection: Projection,
+        generation: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        write_version: int,
+    ) -> AntiEntropyRepair | None:
+        [held] = await read_versions(
+            self.redis, projection.prefix, generation, projection.name, aggregate_type, [aggregate_id]
+        )
+        if held >= write_version:
+            return None  # caught up by Kafka meanwhile
+        events = await self.log.aggregate_events(
+            aggregate_type, aggregate_id, up_to_version=write_version, published_only=True
+        )
+        missing: list[EventEnvelope] = []
+        for event in events:  # the run right after the version held (no event parked by a repair)
+            if event.aggregate_version == held + len(missing) + 1:
+                missing.append(event)
+        if not missing:
+            return None  # not published yet: in flight, Kafka brings it
+        if held == 0 and projection.name in RECOUNTED:
+            # A contribution to shared counters is gone: whether the counters still hold it (a
+            # key deleted by hand) or lost it with it (a lost write) cannot be told, so the
+            # projection is recounted from the log rather than risk counting it twice.
+            self.rebuilds.add(projection.name)
+            return None
+        result = await projection.apply(self.redis, generation, missing)
+        applied = [
+            e.aggregate_version
+            for e, outcome in zip(missing, result.outcomes, strict=True)
+            if outcome.outcome is Outcome.APPLIED
+        ]
+        if not applied:
+            return None
+        member = f"{aggregate_type}:{aggregate_id}"
+        repair = AntiEntropyRepair(projection.name, member, held, max(applied))
+        log.warning(
+            "read model drift repaired from the events log",
+            extra={
+                "projection": projection.name,
+                "aggregate": member,
+                "read_version": held,
+                "repaired_to_version": repair.to_version,
+                "write_version": write_version,
+            },
+        )
+        await record_batch(
+            self.redis,
+            projection.prefix,
+            projection.name,
+            counters={"anti_entropy_repairs_total": 1},
+            fields={"last_anti_entropy_repair": f"{member} v{held} -> v{repair.to_version}"},
+        )
+        return repair
