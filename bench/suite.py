@@ -16,10 +16,12 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_FRESHNESS_LOW_SECONDS=20  (0 skips it)
   BENCH_SCHEDULER_CAMPAIGNS=10000  campaigns due within the same window for figure 7
   BENCH_SCHEDULER_WINDOW=10     that window, in seconds
+  BENCH_AE_CAMPAIGNS=20000      campaigns (and a user per ten) the anti-entropy pass walks (figure 8)
+  BENCH_AE_SECONDS=20           how long its CPU is measured
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
   BENCH_ONLY=read,projector     only these figures (read, projector, replay, commands,
-                                scheduler, freshness, memory); written to bench/results/only-<names>.json,
-                                so latest.json always holds a whole run
+                                scheduler, anti_entropy, freshness, memory); written to
+                                bench/results/only-<names>.json, so latest.json always holds a whole run
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from bench import commands, freshness, read_path, scheduler
+from bench import anti_entropy, commands, freshness, read_path, scheduler
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -227,7 +229,7 @@ def memory_figure(env: BenchEnvironment) -> Figure:
     )
 
 
-FIGURE_KEYS = ("read", "projector", "commands", "scheduler", "freshness", "replay", "memory")
+FIGURE_KEYS = ("read", "projector", "commands", "scheduler", "anti_entropy", "freshness", "replay", "memory")
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -257,6 +259,8 @@ async def run_suite() -> int:
     low_seconds = knob("BENCH_FRESHNESS_LOW_SECONDS", 20)
     timed_campaigns = knob("BENCH_SCHEDULER_CAMPAIGNS", 10_000)
     timed_window = knob("BENCH_SCHEDULER_WINDOW", 10)
+    ae_campaigns = knob("BENCH_AE_CAMPAIGNS", 20_000)
+    ae_seconds = knob("BENCH_AE_SECONDS", 20)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -276,6 +280,8 @@ async def run_suite() -> int:
         "BENCH_FRESHNESS_LOW_SECONDS": low_seconds,
         "BENCH_SCHEDULER_CAMPAIGNS": timed_campaigns,
         "BENCH_SCHEDULER_WINDOW": timed_window,
+        "BENCH_AE_CAMPAIGNS": ae_campaigns,
+        "BENCH_AE_SECONDS": ae_seconds,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -317,6 +323,12 @@ async def run_suite() -> int:
             )
             figures["scheduler"] = scheduler_figure
             say(f"  {scheduler_figure.measured}; {scheduler_figure.limit}")
+
+        if "anti_entropy" in only:
+            say(f"anti-entropy: a pass over {ae_campaigns:,} campaigns for {ae_seconds} s")
+            ae_figure = await anti_entropy.measure(env.settings, campaigns=ae_campaigns, seconds=ae_seconds)
+            figures["anti_entropy"] = ae_figure
+            say(f"  {ae_figure.measured} vs {ae_figure.limit}")
 
         if {"read", "freshness", "memory"} & set(only):
             say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
@@ -383,6 +395,7 @@ async def run_suite() -> int:
         "projector",
         "commands",
         "scheduler",
+        "anti_entropy",
         "freshness_low_rate",
         "freshness",
         "replay",

@@ -2,14 +2,14 @@
 
 The command side keeps each aggregate's current state in its own collection (named here), with
 the version of its last event, written in the same transaction as the events. Anti-entropy reads
-these versions back, in `_id` order and in pages, to compare them with the read models'.
+these versions back, in pages, to compare them with the read models'.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 CAMPAIGNS_COLLECTION = "campaigns"
@@ -19,25 +19,23 @@ STATE_COLLECTIONS: dict[str, str] = {"campaign": CAMPAIGNS_COLLECTION, "user": U
 
 
 class StateVersions:
-    """Pages of (aggregate id, version) of one aggregate type, in id order."""
+    """Every (aggregate id, version) of one aggregate type, page by page from one cursor."""
 
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self.database = database
 
-    async def page(self, aggregate_type: str, after_id: str | None, limit: int) -> list[tuple[str, int]]:
-        """At most `limit` aggregates whose id sorts after `after_id` (from the first if None)."""
-        query: dict[str, Any] = {} if after_id is None else {"_id": {"$gt": after_id}}
-        cursor = (
-            self.database[STATE_COLLECTIONS[aggregate_type]]
-            .find(query, {"version": 1})
-            .sort("_id", ASCENDING)
-            .limit(limit)
-        )
-        return [(str(doc["_id"]), int(doc.get("version", 0))) async for doc in cursor]
-
-    async def version(self, aggregate_type: str, aggregate_id: str) -> int | None:
-        """The aggregate's version now (None if the write side does not hold it)."""
-        doc = await self.database[STATE_COLLECTIONS[aggregate_type]].find_one(
-            {"_id": aggregate_id}, {"version": 1}
-        )
-        return None if doc is None else int(doc.get("version", 0))
+    async def pages(self, aggregate_type: str, size: int) -> AsyncGenerator[list[tuple[str, int]], None]:
+        """Pages of at most `size`, in the collection's own order (one cursor for the whole walk:
+        a range query per page would cost a scan per page on some servers)."""
+        cursor = self.database[STATE_COLLECTIONS[aggregate_type]].find({}, {"version": 1}, batch_size=size)
+        page: list[tuple[str, int]] = []
+        try:
+            async for doc in cursor:
+                page.append((str(doc["_id"]), int(doc.get("version", 0))))
+                if len(page) == size:
+                    yield page
+                    page = []
+            if page:
+                yield page
+        finally:
+            await cursor.close()

@@ -2,8 +2,8 @@
 
 A gap is noticed when a later event arrives; a read model that lost its last writes (a Redis
 failover, a restore from an old snapshot, keys deleted by hand) has nothing arriving to tell.
-This pass walks every aggregate the write side holds, page by page in id order (a cursor per
-aggregate type, so each step is small and the walk resumes where it stopped), and reads the
+This pass walks every aggregate the write side holds, a page per step from one cursor per
+aggregate type (each step is small, and the walk goes on where it stopped), and reads the
 version each projection holds of it. An aggregate a projection holds behind the write side is
 a suspect; a suspect still behind after `grace` seconds (longer than an event takes from the
 command to the read model) is repaired: its published events up to the write side's version
@@ -17,7 +17,7 @@ business (`readmodels.generations`): while the read models are lost this pass do
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,7 +42,7 @@ MAX_SUSPECTS = 10_000
 
 
 class WriteSideVersions(Protocol):
-    async def page(self, aggregate_type: str, after_id: str | None, limit: int) -> list[tuple[str, int]]: ...
+    def pages(self, aggregate_type: str, size: int) -> AsyncGenerator[list[tuple[str, int]], None]: ...
 
 
 class PublishedLog(Protocol):
@@ -91,7 +91,7 @@ class AntiEntropy:
     batch_size: int
     grace: float
     _type_index: int = 0
-    _cursor: str | None = None
+    _pages: AsyncGenerator[list[tuple[str, int]], None] | None = None
     _suspects: dict[tuple[str, str, str], _Suspect] = field(default_factory=dict)
     # Projections to rebuild from the log (the caller rebuilds them and clears this).
     rebuilds: set[str] = field(default_factory=set)
@@ -107,14 +107,18 @@ class AntiEntropy:
         are most likely in that backlog, so their grace starts again rather than repairing
         (under load, repairs would only add work to the overloaded servers)."""
         aggregate_type = AGGREGATE_TYPES[self._type_index]
-        page = await self.write_side.page(aggregate_type, self._cursor, self.batch_size)
+        if self._pages is None:
+            self._pages = self.write_side.pages(aggregate_type, self.batch_size)
+        try:
+            page: list[tuple[str, int]] = await anext(self._pages, [])
+        except BaseException:
+            await self.close()  # a cursor lost (a server restarted): the walk starts again
+            raise
         sweep_done = False
-        if len(page) < self.batch_size:
-            self._cursor = None
+        if not page:
+            await self.close()
             self._type_index = (self._type_index + 1) % len(AGGREGATE_TYPES)
             sweep_done = self._type_index == 0
-        else:
-            self._cursor = page[-1][0]
         checked = 0
         generations: dict[str, str] = {}
         for projection in self._holding(aggregate_type):
@@ -136,6 +140,12 @@ class AntiEntropy:
                 self._suspects[key] = _Suspect(suspect.write_version, now)
         repairs = await self._repair_due(now, generations)
         return Step(len(page), checked, tuple(repairs), sweep_done)
+
+    async def close(self) -> None:
+        """Drop the walk's cursor (the next step starts the aggregate type again)."""
+        pages, self._pages = self._pages, None
+        if pages is not None:
+            await pages.aclose()
 
     def _holding(self, aggregate_type: str) -> list[Projection]:
         return [p for p in self.projections if aggregate_type in VERSIONED_STATES.get(p.name, frozenset())]

@@ -312,6 +312,12 @@ class Projectors:
     async def _anti_entropy(self) -> None:
         """The anti-entropy pass, step after step, at most `anti_entropy_keys_per_second` keys
         read a second, resting `anti_entropy_interval_seconds` after each sweep."""
+        try:
+            await self._anti_entropy_steps()
+        finally:
+            await self.anti_entropy.close()
+
+    async def _anti_entropy_steps(self) -> None:
         settings = self.settings
         checker = self.anti_entropy
         while True:

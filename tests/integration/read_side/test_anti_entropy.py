@@ -181,4 +181,8 @@ async def test_every_key_of_one_campaign_deleted_is_readable_again_at_its_versio
         await wait_until(readable, 15, "the campaign readable again at v3")
         answer = await query.http.get(f"/campaigns/{campaign.aggregate_id}", headers=headers)
         assert orjson.loads(answer.content)["status"] == "paused"
-        assert not await behind(redis, settings, aggregates)
+
+        async def stats_recounted() -> bool:  # its stats contribution, by a rebuild of stats
+            return not await behind(redis, settings, aggregates)
+
+        await wait_until(stats_recounted, 30, "the stats projection recounted")

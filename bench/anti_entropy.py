@@ -1,0 +1,162 @@
+"""Figure 8: what the anti-entropy pass costs, as a share of one core, at its default pace.
+
+`count` campaigns (and a user for every ten) are written as the command side leaves them (state
+documents in MongoDB) and as the projectors leave them (each read-model state at the same
+version), so the pass finds no drift and measures its steady cost: it walks every aggregate,
+page by page, at `anti_entropy_keys_per_second`, resting between sweeps. The projectors' pass
+(`Projectors._anti_entropy`, the code the process runs) runs alone in this process for
+`seconds`; its CPU is this process's CPU time over the window, MongoDB's and Redis's are read
+from /proc. The goal: at most `GOAL_SHARE` of a core for the pass itself.
+
+Alone: `python -m bench.anti_entropy` (BENCH_AE_CAMPAIGNS, BENCH_AE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from bench.memory import CpuWindow, server_pids
+from bench.report import Figure
+from events.state_versions import STATE_COLLECTIONS
+from projectors.adapters.metrics import ANTI_ENTROPY_CHECKED, ANTI_ENTROPY_REPAIRS, ANTI_ENTROPY_SWEEPS
+from projectors.entrypoints.projectors import Projectors
+from readmodels.generations import claim_live_generation, mark_whole
+from readmodels.groups import PROJECTIONS
+from readmodels.versions import aggregate_state_key
+from service_runtime.settings import Settings
+
+GOAL_SHARE = 0.10
+SEED_BATCH = 1000
+
+
+def _port(url: str) -> int:
+    return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
+async def seed(settings: Settings, redis: Redis, campaigns: int) -> dict[str, int]:
+    """State documents in MongoDB and the read models' states at the same version."""
+    prefix = settings.redis_prefix
+    generations = {name: await claim_live_generation(redis, prefix, name) for name in PROJECTIONS}
+    await mark_whole(redis, prefix, only_if_absent=True)
+    counts = {"campaign": campaigns, "user": max(1, campaigns // 10)}
+    holders = {"campaign": ("campaigns", "stats"), "user": ("users", "stats")}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    try:
+        db = client[settings.mongo_db]
+        for kind, count in counts.items():
+            for start in range(0, count, SEED_BATCH):
+                ids = [f"{kind}-{n:08d}" for n in range(start, min(count, start + SEED_BATCH))]
+                await db[STATE_COLLECTIONS[kind]].insert_many([{"_id": i, "version": 3} for i in ids])
+                pipe = redis.pipeline(transaction=False)
+                for aggregate_id in ids:
+                    for projection in holders[kind]:
+                        key = aggregate_state_key(
+                            prefix, generations[projection], projection, kind, aggregate_id
+                        )
+                        pipe.hset(key, "v", "3")
+                await pipe.execute()
+    finally:
+        await client.close()
+    return counts
+
+
+async def measure(settings: Settings, campaigns: int = 20_000, seconds: float = 20.0) -> Figure:
+    """The figure, on a database and key prefix of its own beside `settings`' (deleted after)."""
+    own = settings.model_copy(
+        update={"mongo_db": f"{settings.mongo_db}_ae", "redis_prefix": f"{settings.redis_prefix}-ae"}
+    )
+    try:
+        return await _measure(own, campaigns, seconds)
+    finally:
+        await _clean(own)
+
+
+async def _clean(settings: Settings) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    await client.drop_database(settings.mongo_db)
+    await client.close()
+    redis = Redis.from_url(settings.redis_url)
+    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await redis.delete(*keys[start : start + 1000])
+    await redis.aclose()
+
+
+async def _measure(settings: Settings, campaigns: int, seconds: float) -> Figure:
+    redis = Redis.from_url(settings.redis_url)
+    counts = await seed(settings, redis, campaigns)
+    servers = server_pids(_port(settings.mongo_url), _port(settings.redis_url), "kafka.properties")
+    projectors = Projectors(settings, redis)  # the broker is built, never started
+    checked_before = ANTI_ENTROPY_CHECKED._value.get()
+    sweeps_before = ANTI_ENTROPY_SWEEPS._value.get()
+    repairs_before = sum(ANTI_ENTROPY_REPAIRS.labels(p)._value.get() for p in PROJECTIONS)
+    window = CpuWindow({"mongodb": servers["mongodb"], "redis": servers["redis"]})
+    cpu_started, wall_started = time.process_time(), time.monotonic()
+    task = asyncio.create_task(projectors._anti_entropy())
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    wall = time.monotonic() - wall_started
+    share = (time.process_time() - cpu_started) / wall
+    shares = window.shares()
+    checked = ANTI_ENTROPY_CHECKED._value.get() - checked_before
+    sweeps = ANTI_ENTROPY_SWEEPS._value.get() - sweeps_before
+    repairs = sum(ANTI_ENTROPY_REPAIRS.labels(p)._value.get() for p in PROJECTIONS) - repairs_before
+    await projectors.mongo.close()
+    await redis.aclose()
+    keys_per_second = checked / wall
+    return Figure(
+        key="anti_entropy",
+        title=(
+            f"Anti-entropy pass over {counts['campaign']:,} campaigns and {counts['user']:,} users "
+            f"(default pace: {settings.anti_entropy_keys_per_second:,.0f} keys/s, "
+            f"pages of {settings.anti_entropy_batch_size})"
+        ),
+        measured=f"{share:.3f} core ({keys_per_second:,.0f} keys/s, {sweeps:.0f} sweeps in {wall:.0f} s)",
+        limit=f"{GOAL_SHARE:.2f} core; MongoDB {shares['mongodb']:.2f}, Redis {shares['redis']:.2f} core",
+        ratio=round(share / GOAL_SHARE, 3),
+        goal=f"≤ {GOAL_SHARE:.2f} core",
+        met=share <= GOAL_SHARE and repairs == 0,
+        how=(
+            "state documents in MongoDB and read-model states at the same version (no drift); the "
+            "projectors' own pass loop runs alone in the bench process; its CPU = process CPU time "
+            "/ wall time; the servers' from /proc (shared servers: other load counts too)"
+        ),
+        data={
+            "cpu_share": round(share, 4),
+            "keys_checked": int(checked),
+            "keys_per_second": round(keys_per_second),
+            "sweeps": int(sweeps),
+            "repairs": int(repairs),
+            "servers": shares,
+            "seconds": round(wall, 1),
+        },
+    )
+
+
+async def _main() -> None:
+    from rich.console import Console
+
+    from tests.support.stack import ensure_stack_up, isolated_settings
+
+    ensure_stack_up()
+    figure = await measure(
+        isolated_settings(),
+        campaigns=int(os.environ.get("BENCH_AE_CAMPAIGNS", 20_000)),
+        seconds=float(os.environ.get("BENCH_AE_SECONDS", 20)),
+    )
+    Console().print(figure)
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
