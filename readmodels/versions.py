@@ -7,7 +7,7 @@ working whatever shape the keyspace takes (buckets, hash tags).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
@@ -21,20 +21,25 @@ VERSIONED_STATES: dict[str, frozenset[str]] = {
 }
 
 
+def state_key_of(prefix: str, generation: str, projection: str, aggregate_type: str) -> Callable[[str], str]:
+    """The function naming one aggregate's state key in one projection's generation."""
+    base = generation_base(prefix, generation)
+    if projection == "campaigns" and aggregate_type == "campaign":
+        return CampaignKeys(base).campaign
+    if projection == "users" and aggregate_type == "user":
+        return UserKeys(base).user
+    if projection == "stats" and aggregate_type == "campaign":
+        return StatsKeys(base).campaign
+    if projection == "stats" and aggregate_type == "user":
+        return StatsKeys(base).user
+    raise ValueError(f"the {projection} projection keeps no {aggregate_type} state")
+
+
 def aggregate_state_key(
     prefix: str, generation: str, projection: str, aggregate_type: str, aggregate_id: str
 ) -> str:
     """The key of one aggregate's state in one projection's generation."""
-    base = generation_base(prefix, generation)
-    if projection == "campaigns" and aggregate_type == "campaign":
-        return CampaignKeys(base).campaign(aggregate_id)
-    if projection == "users" and aggregate_type == "user":
-        return UserKeys(base).user(aggregate_id)
-    if projection == "stats" and aggregate_type == "campaign":
-        return StatsKeys(base).campaign(aggregate_id)
-    if projection == "stats" and aggregate_type == "user":
-        return StatsKeys(base).user(aggregate_id)
-    raise ValueError(f"the {projection} projection keeps no {aggregate_type} state")
+    return state_key_of(prefix, generation, projection, aggregate_type)(aggregate_id)
 
 
 async def read_versions(
@@ -48,8 +53,9 @@ async def read_versions(
     """The version of each aggregate in the projection's generation (0 where it has no state)."""
     if not aggregate_ids:
         return []
+    key_of = state_key_of(prefix, generation, projection, aggregate_type)
     pipe = redis.pipeline(transaction=False)
     for aggregate_id in aggregate_ids:
-        pipe.hget(aggregate_state_key(prefix, generation, projection, aggregate_type, aggregate_id), "v")
+        pipe.hget(key_of(aggregate_id), "v")
     replies = await pipe.execute()
     return [int(reply) if reply is not None else 0 for reply in replies]

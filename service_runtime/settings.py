@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     gap_repair_delay_seconds: float = Field(default=2.0, ge=0)
     gap_repair_scan_seconds: float = Field(default=1.0, gt=0)
     # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
-    # a new empty server) is detected within this, and every projection rebuilt from the log.
+    # a new empty server) is detected within twice this (two checks in a row must find it gone),
+    # and every projection rebuilt from the log.
     redis_loss_check_seconds: float = Field(default=1.0, gt=0)
     # Anti-entropy (projectors/application/anti_entropy.py): the projectors walk the write side's
     # aggregates `anti_entropy_batch_size` at a time, reading at most

@@ -69,6 +69,8 @@ from service_runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Consecutive checks that must find the sentinel gone before the projections are rebuilt.
+LOSS_CONFIRMATIONS = 2
 
 
 async def _records(message: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> list[EventRecord]:
@@ -221,11 +223,18 @@ class Projectors:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def start(self) -> None:
+        prefix = self.settings.redis_prefix
+        _, rebuilding = await read_models_whole(self.redis, prefix)
         for name in self.consumers:
-            await claim_live_generation(self.redis, self.settings.redis_prefix, name)
-        # A fresh start (or a deployment older than the sentinel). A loss while no projector ran
-        # is not seen here: `campaigns replay rebuild all` repairs it.
-        await mark_whole(self.redis, self.settings.redis_prefix, only_if_absent=True)
+            await claim_live_generation(self.redis, prefix, name)
+        if rebuilding:
+            # A rebuild after a loss was cut short (a stop, a crash): the sentinel stays away, so
+            # readers keep answering 503 and `_watch_for_loss` rebuilds again.
+            log.error("a rebuild after a Redis loss was interrupted; it starts again")
+        else:
+            # A fresh start (or a deployment older than the sentinel). Aggregates lost while no
+            # projector ran are found by anti-entropy (`_anti_entropy`) and repaired one by one.
+            await mark_whole(self.redis, prefix, only_if_absent=True)
         await self.broker.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
         self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
@@ -283,12 +292,20 @@ class Projectors:
         (batches wait meanwhile, readers get 503), then write the sentinel again."""
         prefix = self.settings.redis_prefix
         lost = False
+        missing = 0
         while True:
             await asyncio.sleep(self.settings.redis_loss_check_seconds)
             try:
-                whole, _ = await read_models_whole(self.redis, prefix)
+                whole, rebuilding = await read_models_whole(self.redis, prefix)
                 if whole:
                     lost = False
+                    missing = 0
+                    continue
+                # A loss is acted on once seen twice in a row (a rebuild drops the live
+                # generation; one odd reply must not cause it), or at once after a rebuild that
+                # was cut short. A check that fails (a timeout, Redis down) is no evidence at all.
+                missing += 1
+                if missing < LOSS_CONFIRMATIONS and not rebuilding:
                     continue
                 if not lost:
                     lost = True
@@ -300,6 +317,7 @@ class Projectors:
                     report = await tools.rebuild("all", SourceName.MONGO, NoProgress(), 0)
                 await mark_whole(self.redis, prefix)
                 lost = False
+                missing = 0
                 log.warning(
                     "read models rebuilt after the Redis loss: %d events in %.1f s",
                     report.events,

@@ -7,8 +7,10 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from events import Topics
+from projectors.adapters.metrics import REDIS_LOSS
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, generation_base, parked_set_key
+from readmodels.generations import live_generations
+from readmodels.keyspace import CampaignKeys, generation_base, parked_set_key, sentinel_key
 from readmodels.status import read_status
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, record_in_log, wait_until
@@ -33,7 +35,16 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
         await wait_until(at_v3, 20, "the gap to be filled from the log")
     stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
     document = orjson.loads(stored.get(b"doc") or b"{}")
-    assert (document.get("version"), document.get("status")) == (3, "paused"), stored
+    # What the read models looked like, if the campaign is gone: a rebuild (the pointers moved,
+    # the loss counter grew) or something outside deleting keys (a FLUSHALL of the shared Redis).
+    context = {
+        "stored": stored,
+        "live": await live_generations(redis, settings.redis_prefix),
+        "sentinel": await redis.exists(sentinel_key(settings.redis_prefix)),
+        "losses_seen_by_this_process": REDIS_LOSS._value.get(),
+        "keys_under_prefix": len([k async for k in redis.scan_iter(match=f"{settings.redis_prefix}:*")]),
+    }
+    assert (document.get("version"), document.get("status")) == (3, "paused"), context
     assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
     status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
     assert status["gaps_repaired_total"] == "1"

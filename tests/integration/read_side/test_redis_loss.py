@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from projectors.adapters.metrics import REDIS_LOSS
 from projectors.entrypoints.projectors import Projectors
+from readmodels.generations import mark_rebuilding
 from readmodels.keyspace import sentinel_key
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, query_app, record_in_log, wait_until
@@ -78,3 +79,30 @@ async def test_after_the_read_models_are_lost_reads_are_503_until_the_rebuild_re
         await producer.publish([later])
         expected[campaigns[0].aggregate_id] = later.aggregate_version
         await wait_until(all_readable, 20, "an event after the rebuild")
+
+
+async def test_a_rebuild_cut_short_by_a_stop_is_done_again_at_the_next_start(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    """Stopped in the middle of a rebuild after a loss: the sentinel is still gone and the
+    rebuilding mark still set. The next start must not take Redis for a fresh one (writing the
+    sentinel over read models that lack everything): it rebuilds, and readers wait meanwhile."""
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    await record_in_log(settings, campaign.events)
+    fast = settings.model_copy(update={"redis_loss_check_seconds": 0.5, "campaign_cache_bytes": 0})
+    await mark_rebuilding(redis, settings.redis_prefix)  # what the interrupted rebuild left
+    losses = REDIS_LOSS._value.get()
+    async with Projectors(fast), query_app(fast) as query:
+        owner = query.token("owner-1")
+        first = await query.http.get(f"/campaigns/{campaign.aggregate_id}", headers=owner)
+        assert first.status_code in (200, 503), first.text  # never a 404 from the half-built Redis
+
+        async def readable() -> bool:
+            answer = await query.http.get(f"/campaigns/{campaign.aggregate_id}", headers=owner)
+            assert answer.status_code in (200, 503), answer.text
+            return answer.status_code == 200 and answer.json()["version"] == 2
+
+        await wait_until(readable, 30, "the campaign rebuilt from the log")
+    assert await redis.exists(sentinel_key(settings.redis_prefix))
+    assert REDIS_LOSS._value.get() == losses + 1
