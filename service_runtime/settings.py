@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     # repaired from the events log; not while its consumers have more than a batch to read.
     anti_entropy_enabled: bool = True
     anti_entropy_batch_size: int = Field(default=200, ge=1, le=10_000)
-    anti_entropy_keys_per_second: float = Field(default=4000.0, gt=0)
+    anti_entropy_keys_per_second: float = Field(default=2000.0, gt=0)
     anti_entropy_interval_seconds: float = Field(default=2.0, ge=0)
     anti_entropy_grace_seconds: float = Field(default=5.0, ge=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)

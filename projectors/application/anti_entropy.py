@@ -37,6 +37,18 @@ AGGREGATE_TYPES: tuple[str, ...] = ("campaign", "user")
 # Projections whose per-aggregate states feed shared counters: a state missing altogether is
 # repaired by rebuilding the projection (see `_repair`).
 RECOUNTED = frozenset({"stats"})
+# Projections that keep shared indexes beside each state: a state missing altogether may have
+# left its index entries behind (a key deleted by hand), which a replay from version 1 cannot
+# see; the state is repaired at once (readable again) and the projection rebuilt after.
+INDEXED = frozenset({"campaigns"})
+
+
+def needs_rebuild(projection: str, from_version: int) -> bool:
+    """Whether a repair that started from `from_version` (0: the state was missing altogether)
+    leaves the projection to be rebuilt from the log to be exact."""
+    return from_version == 0 and projection in RECOUNTED | INDEXED
+
+
 # Suspects remembered at most (more drift than this is found again by the next sweep).
 MAX_SUSPECTS = 10_000
 
@@ -202,6 +214,8 @@ class AntiEntropy:
         ]
         if not applied:
             return None
+        if needs_rebuild(projection.name, held):
+            self.rebuilds.add(projection.name)
         member = f"{aggregate_type}:{aggregate_id}"
         repair = AntiEntropyRepair(projection.name, member, held, max(applied))
         log.warning(

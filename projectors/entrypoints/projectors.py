@@ -41,7 +41,7 @@ from projectors.adapters.metrics import (
 )
 from projectors.adapters.redis_projection import all_projections
 from projectors.adapters.transient import is_transient
-from projectors.application.anti_entropy import AntiEntropy
+from projectors.application.anti_entropy import AntiEntropy, needs_rebuild
 from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
 from projectors.application.gap_repair import GapRepairer
 from projectors.domain.backoff import Backoff
@@ -282,8 +282,15 @@ class Projectors:
                 for repair in repairs:
                     if repair.filled:
                         GAPS_REPAIRED.labels(name).inc()
+                    if repair.filled and needs_rebuild(name, repair.filled[0] - 1):
+                        # Filled from version 1: its state was gone, maybe deleted by hand with
+                        # its index entries or its counted contribution left behind.
+                        self.anti_entropy.rebuilds.add(name)
                     if repair.unfillable:
                         GAPS_UNFILLABLE.labels(name).inc()
+            if self.anti_entropy.rebuilds and not self.settings.anti_entropy_enabled:
+                await self._recount(sorted(self.anti_entropy.rebuilds))
+                self.anti_entropy.rebuilds.clear()
             await asyncio.sleep(self.settings.gap_repair_scan_seconds)
 
     async def _watch_for_loss(self) -> None:
@@ -357,7 +364,7 @@ class Projectors:
             ANTI_ENTROPY_CHECKED.inc(step.keys_checked)
             if step.sweep_done:
                 ANTI_ENTROPY_SWEEPS.inc()
-            if checker.rebuilds:
+            if checker.rebuilds and step.sweep_done:  # at most one rebuild of each a sweep
                 await self._recount(sorted(checker.rebuilds))
                 checker.rebuilds.clear()
             await asyncio.sleep(
@@ -371,9 +378,10 @@ class Projectors:
             )
 
     async def _recount(self, projections: list[str]) -> None:
-        """Rebuild projections whose shared counters anti-entropy cannot repair aggregate by aggregate."""
+        """Rebuild projections whose shared keys (counters, indexes) a repair aggregate by
+        aggregate cannot make exact, after an aggregate's state was found gone altogether."""
         for name in projections:
-            log.error("anti-entropy: %s lost an aggregate's state; rebuilding it from the events log", name)
+            log.error("%s lost an aggregate's whole state; rebuilding it from the events log", name)
             try:
                 async with replay(self.settings) as tools:
                     report = await tools.rebuild(name, SourceName.MONGO, NoProgress(), 0)
