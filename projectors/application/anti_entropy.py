@@ -49,6 +49,9 @@ def needs_rebuild(projection: str, from_version: int) -> bool:
     return from_version == 0 and projection in RECOUNTED | INDEXED
 
 
+# Aggregates repaired per step at most (each costs a read of the log and a write), so a large
+# loss (a failover that dropped a minute of writes) is repaired at a bounded pace too.
+MAX_REPAIRS_PER_STEP = 50
 # Suspects remembered at most (more drift than this is found again by the next sweep).
 MAX_SUSPECTS = 10_000
 
@@ -164,6 +167,7 @@ class AntiEntropy:
 
     async def _repair_due(self, now: float, generations: dict[str, str]) -> list[AntiEntropyRepair]:
         due = [key for key, suspect in self._suspects.items() if now - suspect.first_seen >= self.grace]
+        del due[MAX_REPAIRS_PER_STEP:]  # the rest stay due, for the next steps
         repairs = []
         by_name = {p.name: p for p in self.projections}
         for key in due:
