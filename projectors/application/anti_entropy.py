@@ -26,9 +26,7 @@ from redis.asyncio import Redis
 from events import EventEnvelope
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import Outcome
-from readmodels.generations import claim_while_whole
-from readmodels.status import record_batch
-from readmodels.versions import VERSIONED_STATES, read_versions
+from readmodels.versions import VERSIONED_STATES
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,20 @@ MAX_SUSPECTS = 10_000
 
 class WriteSideVersions(Protocol):
     def pages(self, aggregate_type: str, size: int) -> AsyncGenerator[list[tuple[str, int]], None]: ...
+
+
+class ReadModelVersions(Protocol):
+    """The read models' side: the live generation, the versions held, and the status report."""
+
+    async def live_generation(self, projection: Projection) -> str:
+        """The live generation (`ReadModelsLost` when the read models are gone)."""
+        ...
+
+    async def versions(
+        self, projection: Projection, generation: str, aggregate_type: str, aggregate_ids: Sequence[str]
+    ) -> list[int]: ...
+
+    async def record_repair(self, projection: Projection, description: str) -> None: ...
 
 
 class PublishedLog(Protocol):
@@ -100,7 +112,8 @@ class AntiEntropy:
     """One pass over the write side's aggregates, a page per `step(now)`."""
 
     projections: Sequence[Projection]
-    redis: Redis
+    redis: Redis  # handed to `Projection.apply`
+    read_models: ReadModelVersions
     write_side: WriteSideVersions
     log: PublishedLog
     batch_size: int
@@ -137,12 +150,10 @@ class AntiEntropy:
         checked = 0
         generations: dict[str, str] = {}
         for projection in self._holding(aggregate_type):
-            generation = await claim_while_whole(self.redis, projection.prefix, projection.name)
+            generation = await self.read_models.live_generation(projection)
             generations[projection.name] = generation
             ids = [aggregate_id for aggregate_id, _ in page]
-            held = await read_versions(
-                self.redis, projection.prefix, generation, projection.name, aggregate_type, ids
-            )
+            held = await self.read_models.versions(projection, generation, aggregate_type, ids)
             checked += len(ids)
             for (aggregate_id, write_version), read_version in zip(page, held, strict=True):
                 key = (projection.name, aggregate_type, aggregate_id)
@@ -174,7 +185,7 @@ class AntiEntropy:
             suspect = self._suspects.pop(key)
             projection = by_name[key[0]]
             if key[0] not in generations:
-                generations[key[0]] = await claim_while_whole(self.redis, projection.prefix, projection.name)
+                generations[key[0]] = await self.read_models.live_generation(projection)
             repair = await self._repair(
                 projection, generations[key[0]], key[1], key[2], suspect.write_version
             )
@@ -190,9 +201,7 @@ class AntiEntropy:
         aggregate_id: str,
         write_version: int,
     ) -> AntiEntropyRepair | None:
-        [held] = await read_versions(
-            self.redis, projection.prefix, generation, projection.name, aggregate_type, [aggregate_id]
-        )
+        [held] = await self.read_models.versions(projection, generation, aggregate_type, [aggregate_id])
         if held >= write_version:
             return None  # caught up by Kafka meanwhile
         events = await self.log.aggregate_events(
@@ -232,11 +241,5 @@ class AntiEntropy:
                 "write_version": write_version,
             },
         )
-        await record_batch(
-            self.redis,
-            projection.prefix,
-            projection.name,
-            counters={"anti_entropy_repairs_total": 1},
-            fields={"last_anti_entropy_repair": f"{member} v{held} -> v{repair.to_version}"},
-        )
+        await self.read_models.record_repair(projection, f"{member} v{held} -> v{repair.to_version}")
         return repair

@@ -39,6 +39,7 @@ from projectors.adapters.metrics import (
     observe_batch,
     observe_lag,
 )
+from projectors.adapters.read_model_versions import RedisReadModelVersions
 from projectors.adapters.redis_projection import all_projections
 from projectors.adapters.transient import is_transient
 from projectors.application.anti_entropy import AntiEntropy, needs_rebuild
@@ -148,6 +149,7 @@ class Projectors:
         self.anti_entropy = AntiEntropy(
             [consumer.projection for consumer in self.consumers.values()],
             self.redis,
+            RedisReadModelVersions(self.redis),
             StateVersions(self.mongo.get_database(settings.mongo_db, read_concern=ReadConcern("majority"))),
             EventsLog(events),
             settings.anti_entropy_batch_size,

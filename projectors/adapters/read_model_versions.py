@@ -1,0 +1,36 @@
+"""Anti-entropy's view of the Redis read models (`projectors.application.anti_entropy.ReadModelVersions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from projectors.application.ports import Projection
+from readmodels.generations import claim_while_whole
+from readmodels.status import record_batch
+from readmodels.versions import read_versions
+
+
+class RedisReadModelVersions:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def live_generation(self, projection: Projection) -> str:
+        return await claim_while_whole(self.redis, projection.prefix, projection.name)
+
+    async def versions(
+        self, projection: Projection, generation: str, aggregate_type: str, aggregate_ids: Sequence[str]
+    ) -> list[int]:
+        return await read_versions(
+            self.redis, projection.prefix, generation, projection.name, aggregate_type, aggregate_ids
+        )
+
+    async def record_repair(self, projection: Projection, description: str) -> None:
+        await record_batch(
+            self.redis,
+            projection.prefix,
+            projection.name,
+            counters={"anti_entropy_repairs_total": 1},
+            fields={"last_anti_entropy_repair": description},
+        )
