@@ -7,6 +7,8 @@ these versions back, in pages, to compare them with the read models'.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -14,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 CAMPAIGNS_COLLECTION = "campaigns"
 USERS_COLLECTION = "users"
+CLOSE_SECONDS = 5.0
 # The collection holding each aggregate type's state.
 STATE_COLLECTIONS: dict[str, str] = {"campaign": CAMPAIGNS_COLLECTION, "user": USERS_COLLECTION}
 
@@ -38,4 +41,6 @@ class StateVersions:
             if page:
                 yield page
         finally:
-            await cursor.close()
+            # Bounded: a walk dropped while MongoDB does not answer must not hold up a stop.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cursor.close(), CLOSE_SECONDS)
