@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # a new empty server) is detected within twice this (two checks in a row must find it gone),
     # and every projection rebuilt from the log.
     redis_loss_check_seconds: float = Field(default=1.0, gt=0)
+    # How long a projectors stop waits for its consumers to finish their batch and leave their
+    # groups (a loaded broker can take minutes to answer LeaveGroup).
+    projectors_stop_seconds: float = Field(default=20.0, gt=0)
     # Anti-entropy (projectors/application/anti_entropy.py): the projectors walk the write side's
     # aggregates `anti_entropy_batch_size` at a time, reading at most
     # `anti_entropy_keys_per_second` read-model keys a second, and rest

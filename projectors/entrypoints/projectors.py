@@ -253,8 +253,17 @@ class Projectors:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._heartbeat = self._repairing = self._watching = self._checking = None
-        # Waits for a batch in progress to finish (and commit) before leaving the group.
-        await self.broker.stop()
+        # Waits for a batch in progress to finish (and commit) before leaving the groups, for
+        # `projectors_stop_seconds` at most: on a loaded broker LeaveGroup requests time out and
+        # are retried for minutes. Past the bound the process stops anyway; an uncommitted batch
+        # comes again to the next consumer, and the version guard makes that harmless.
+        try:
+            await asyncio.wait_for(self.broker.stop(), self.settings.projectors_stop_seconds)
+        except TimeoutError:
+            log.warning(
+                "the consumers did not leave their groups within %.0f s; stopped without them",
+                self.settings.projectors_stop_seconds,
+            )
         if self._owns_redis:
             await self.redis.aclose()
         await self.mongo.close()
