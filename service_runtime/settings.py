@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103
     scheduler_metrics_port: int = 9106
+    # Instances of each scaled-out service `campaigns run` starts (topology cluster: 2 unless
+    # set). Instance n (from 1) serves its metrics on the service's port + (n - 1) * step.
+    relay_instances: int = Field(default=1, ge=1, le=9)
+    projectors_instances: int = Field(default=1, ge=1, le=9)
+    workers_instances: int = Field(default=1, ge=1, le=9)
+    metrics_port_instance_step: int = Field(default=10, ge=1)
 
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
@@ -248,6 +254,9 @@ class Settings(BaseSettings):
                 self.kafka_replication_factor = 3
             if "kafka_min_insync_replicas" not in given:
                 self.kafka_min_insync_replicas = 2
+            for count in ("relay_instances", "projectors_instances", "workers_instances"):
+                if count not in given:
+                    setattr(self, count, 2)
         if self.kafka_min_insync_replicas > self.kafka_replication_factor:
             raise ValueError(
                 "kafka_min_insync_replicas must not exceed kafka_replication_factor "
