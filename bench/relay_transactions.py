@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
+import json
 import os
+import shutil
+import signal
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +40,8 @@ from pymongo import AsyncMongoClient
 
 from bench.environment import wait_for_leaders
 from bench.report import Figure
-from events import Topics, new_envelope, to_log_document
+from command_api.adapters.kafka_publisher import KafkaEventPublisher, Outgoing, kafka_producer_factory
+from events import EventEnvelope, Topics, encode_event, new_envelope, to_log_document
 from events.envelope import utc_now
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
@@ -62,11 +68,16 @@ def bench_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def progress(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
 @dataclass
 class ModeRun:
     transactional: bool
     backlog: int = 0
     backlog_seconds: float = 0.0
+    publisher_per_second: float = 0.0
     freshness_ms: list[float] = field(default_factory=list)
     scheduled: int = 0
 
@@ -148,6 +159,8 @@ async def measure_mode(
             "relay_metrics_port": free_port(),
         }
     )
+    mode = "on" if transactional else "off"
+    progress(f"transactions {mode}: topics, then a backlog in the log")
     await create_topics(settings)
     await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
     run = ModeRun(transactional)
@@ -160,6 +173,7 @@ async def measure_mode(
     services.log_dir.mkdir(parents=True, exist_ok=True)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     try:
+        progress(f"transactions {mode}: the relay publishes {run.backlog} events")
         services.start(["relay"])
         await arrivals.wait_for(run.backlog, within=300)
         last = max(arrivals.times.values())
@@ -184,10 +198,14 @@ async def measure_mode(
             await events_log.insert_one(document)
             inserted[str(envelope.event_id)] = time.perf_counter()
 
+        progress(f"transactions {mode}: {rate:.0f} inserts/s for {seconds:.0f} s")
         start = time.perf_counter() + 0.2
         await asyncio.gather(*(one(start + i / rate) for i in range(run.scheduled)))
         await arrivals.wait_for(run.backlog + run.scheduled, within=60)
         run.freshness_ms = [(arrivals.times[e] - at) * 1000 for e, at in inserted.items()]
+        services.stop_all()
+        progress(f"transactions {mode}: the publisher alone")
+        run.publisher_per_second = await publisher_rate(settings, backlog, transactional)
     finally:
         services.stop_all()
         await arrivals.stop()
@@ -195,6 +213,25 @@ async def measure_mode(
         await mongo.close()
         await delete_topics(settings)
     return run
+
+
+async def publisher_rate(settings: Settings, envelopes: list[EventEnvelope], transactional: bool) -> float:
+    """The relay's Kafka publisher alone (no MongoDB): the backlog again in batches of the relay's
+    size, each one transaction (or none), under a transactional.id of its own."""
+    own = settings.model_copy(update={"relay_transactional_id": f"bench-publisher-{uuid.uuid4().hex[:6]}"})
+    publisher = KafkaEventPublisher(
+        kafka_producer_factory(own), Topics(own.topic_prefix), transactional=transactional
+    )
+    items = [Outgoing(envelope, encode_event(envelope)) for envelope in envelopes]
+    size = settings.relay_batch_size
+    try:
+        await publisher.publish(items[:10], lambda: None)  # connections, producer id, metadata
+        started = time.perf_counter()
+        for start in range(0, len(items), size):
+            await publisher.publish(items[start : start + size], lambda: None)
+        return len(items) / (time.perf_counter() - started)
+    finally:
+        await publisher.close()
 
 
 async def measure(base: Settings, work_dir: Path) -> Figure:
@@ -220,6 +257,7 @@ def _summary(runs: list[ModeRun]) -> dict[str, float]:
         "backlog_events_per_second": round(max(run.per_second for run in runs)),
         "backlog_rounds_per_second": [round(run.per_second) for run in runs],  # type: ignore[dict-item]
         "backlog_events": runs[0].backlog,
+        "publisher_alone_events_per_second": round(max(run.publisher_per_second for run in runs)),
         "freshness_p50_ms": round(_q(fresh, 50), 1),
         "freshness_p99_ms": round(_q(fresh, 99), 1),
         "freshness_max_ms": round(max(fresh, default=0.0), 1),
@@ -234,37 +272,43 @@ def figure(runs: dict[bool, list[ModeRun]], rate: float, seconds: float) -> Figu
         key="relay_transactions",
         title="Relay: Kafka transactions on vs off",
         measured=(
-            f"on: {tx['backlog_events_per_second']:,.0f} events/s, freshness p50 {tx['freshness_p50_ms']} ms "
-            f"p99 {tx['freshness_p99_ms']} ms"
+            f"on: relay {tx['backlog_events_per_second']:,.0f} events/s, publisher alone "
+            f"{tx['publisher_alone_events_per_second']:,.0f} events/s, freshness p50 "
+            f"{tx['freshness_p50_ms']} ms p99 {tx['freshness_p99_ms']} ms"
         ),
         limit=(
-            f"off: {plain['backlog_events_per_second']:,.0f} events/s, freshness p50 "
+            f"off: relay {plain['backlog_events_per_second']:,.0f} events/s, publisher alone "
+            f"{plain['publisher_alone_events_per_second']:,.0f} events/s, freshness p50 "
             f"{plain['freshness_p50_ms']} ms p99 {plain['freshness_p99_ms']} ms"
         ),
-        ratio=ratio,
+        ratio=ratio,  # relay backlog throughput, on / off
         goal="a figure to know (fencing is not optional)",
         met=None,
         how=(
             "the relay process alone, best of the rounds; throughput: a backlog written to the log "
             "first, timed at a read_committed consumer from its first record to its last; freshness: "
-            f"{rate:.0f} single inserts/s for {seconds:.0f} s, MongoDB's insert ack to the consumer"
+            f"{rate:.0f} single inserts/s for {seconds:.0f} s, MongoDB's insert ack to the consumer; "
+            "publisher alone: the relay's KafkaEventPublisher sending the backlog again in batches "
+            "of relay_batch_size, no MongoDB"
         ),
         data={"transactional": tx, "plain": plain},
     )
 
 
 async def _main() -> None:
-    from bench.environment import BenchEnvironment
+    """Alone, on the servers the settings name (the local stack unless CAMPAIGNS_* say otherwise)."""
+    from bench.environment import bench_settings
     from bench.report import show
-    from bench.suite import console
 
-    env = await BenchEnvironment.create()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where it waits
+    tag = uuid.uuid4().hex[:8]
+    work_dir = Path(tempfile.mkdtemp(prefix=f"bench-relay-{tag}-"))
     try:
-        result = await measure(env.settings, env.work_dir)
+        result = await measure(bench_settings(tag), work_dir)
     finally:
-        await env.cleanup()
-    show([result], "Relay transactions", console)
-    print(result.data)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    show([result], "Relay transactions")
+    print(json.dumps(result.data, indent=2))
 
 
 if __name__ == "__main__":
