@@ -96,9 +96,24 @@ class ClusterRun:
         return self.services.processes[name].pid
 
     async def under_traffic(self, seconds: float, fault: Callable[[], Awaitable[Any]]) -> Any:
-        """Run the fault while commands keep coming for `seconds`; the fault's result."""
-        assert self.traffic is not None
-        _, result = await asyncio.gather(self.traffic.run(seconds=seconds, rate=RATE), fault())
+        """Run the fault while commands keep coming, for `seconds` and as long as the fault runs;
+        the fault's result."""
+        traffic = self.traffic
+        assert traffic is not None
+        finished = asyncio.Event()
+
+        async def commands() -> None:
+            await traffic.run(seconds=seconds, rate=RATE)
+            while not finished.is_set():
+                await traffic.run(seconds=1, rate=RATE)
+
+        async def injected() -> Any:
+            try:
+                return await fault()
+            finally:
+                finished.set()
+
+        _, result = await asyncio.gather(commands(), injected())
         return result
 
     async def account(self, fault: str, started: float) -> None:
@@ -296,16 +311,21 @@ async def _faults(run: ClusterRun, traffic: CommandTraffic, begun: float) -> Non
     # 6. Partitions grown from 6 to 12 under traffic.
     grown = settings.model_copy(update={"kafka_partitions": 2 * settings.kafka_partitions})
 
+    new = range(settings.kafka_partitions, grown.kafka_partitions)
+
+    async def new_partitions_used() -> bool:
+        return await records_in(settings, run.topics.campaigns, new) > 0
+
     async def grow() -> dict[str, Any]:
         await asyncio.sleep(2)
         done = await asyncio.to_thread(campaigns_cli, grown, "kafka", "topics", "--reconcile", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
+        # Traffic goes on until the producers have seen the new partitions and used them.
+        await wait_for(new_partitions_used, 60, "events in the new partitions")
         return dict(json.loads(done.stdout))
 
-    report = await run.under_traffic(14, grow)
+    report = await run.under_traffic(10, grow)
     assert {t["partitions"] for t in report["topics"]} == {grown.kafka_partitions}
-    new = range(settings.kafka_partitions, grown.kafka_partitions)
-    assert await records_in(settings, run.topics.campaigns, new) > 0, "no event went to a new partition"
     run.settings = grown
     await run.account(f"partitions grown {settings.kafka_partitions} -> {grown.kafka_partitions}", begun)
 
