@@ -21,6 +21,7 @@ letters (all the infrastructure's doing: the traffic sends only valid commands) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -180,6 +181,9 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
 ) -> None:
     cluster = private_cluster
     begun = time.monotonic()
+    for node in cluster.node_names():  # a rerun after a failure starts whole again
+        if cluster.pid(node) is None:
+            await asyncio.to_thread(cluster.start, node)
     settings = cluster.settings(
         relay_lease_seconds=LEASE_SECONDS,
         kafka_session_timeout_seconds=SESSION_SECONDS,
@@ -204,6 +208,9 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
             await traffic.run(seconds=4, rate=RATE)
             await _faults(run, traffic, begun)
     finally:
+        for proc in services.processes.values():  # one a failure left stopped must see its SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
         services.stop_all()
         await redis.aclose()
     print(f"cluster fault suite: {time.monotonic() - begun:.0f} s")
