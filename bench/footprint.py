@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.relay_transactions import bench_lock
+from bench.lock import bench_lock
 from infra.local.stack import Stack
 from launcher.cli import SERVICES, console_defaults
 from launcher.supervisor import Supervisor

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
-import fcntl
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from bench.environment import wait_for_leaders
+from bench.lock import bench_lock
 from bench.report import Figure
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, Outgoing, kafka_producer_factory
 from events import EventEnvelope, Topics, encode_event, new_envelope, to_log_document
@@ -47,25 +46,6 @@ from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 from tests.support.stack import create_topics, delete_topics, free_port
 from tests.support.synthetic_log import synthetic_events, write_to_log
-
-LOCK_FILE = Path("/tmp/campaigns-bench.lock")  # noqa: S108 - the machine-wide bench lock
-_HELD = "CAMPAIGNS_BENCH_LOCK_HELD"
-
-
-@contextlib.contextmanager
-def bench_lock() -> Iterator[None]:
-    """Hold the machine's bench lock (waits for another bench to finish); re-entrant per process."""
-    if os.environ.get(_HELD):
-        yield
-        return
-    with LOCK_FILE.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        os.environ[_HELD] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop(_HELD, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def progress(message: str) -> None:
