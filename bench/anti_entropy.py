@@ -1,4 +1,4 @@
-"""Figure 8: what the anti-entropy pass costs, as a share of one core, at its default pace.
+"""Figure 9: what the anti-entropy pass costs, as a share of one core, at its default pace.
 
 `count` campaigns (and a user for every ten) are written as the command side leaves them (state
 documents in MongoDB) and as the projectors leave them (each read-model state at the same
