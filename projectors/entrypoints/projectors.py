@@ -249,11 +249,15 @@ class Projectors:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._heartbeat, self._repairing, self._watching, self._checking):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._heartbeat, self._repairing, self._watching, self._checking) if t]
+        for task in tasks:
+            task.cancel()
+        # Bounded too: a task stuck in a call that does not give way to its cancellation (a
+        # server that does not answer) must not hold up the stop; it is left behind, cancelled.
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self.settings.projectors_stop_seconds)
+            if stuck:
+                log.warning("background tasks still ending at stop: %s", sorted(t.get_name() for t in stuck))
         self._heartbeat = self._repairing = self._watching = self._checking = None
         # Waits for a batch in progress to finish (and commit) before leaving the groups, for
         # `projectors_stop_seconds` at most: on a loaded broker LeaveGroup requests time out and
