@@ -33,6 +33,12 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
             return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"3"
 
         await wait_until(at_v3, 20, "the gap to be filled from the log")
+
+        async def counted() -> bool:  # the status is written right after the repair
+            status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+            return "last_gap" in status
+
+        await wait_until(counted, 20, "the repair in the projection's status")
     stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
     document = orjson.loads(stored.get(b"doc") or b"{}")
     # What the read models looked like, if the campaign is gone: a rebuild (the pointers moved,
@@ -79,6 +85,12 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
                 return len(groups) >= 2  # the campaigns and the stats projections each
 
             await wait_until(unfillable_letters, 20, "the unfillable gap's dead letters")
+
+            async def counted() -> bool:  # the status is written right after the dead letters
+                status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+                return "gaps_unfillable_total" in status
+
+            await wait_until(counted, 20, "the unfillable gap in the projection's status")
     finally:
         await consumer.stop()
     for record in letters:
