@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
+    # Records a worker consumes at once (one Kafka commit per batch; each record still in order).
+    worker_batch_size: int = Field(default=500, ge=1)
 
     # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
     # another scheduler may fire it) and fired at their due time; an idle scheduler polls.
