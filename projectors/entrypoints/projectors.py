@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
@@ -56,6 +55,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
+from service_runtime.kafka_batches import tolerant_headers
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
@@ -69,22 +69,6 @@ async def _records(message: StreamMessage[Any], original: Callable[..., Awaitabl
     """The batch as records: no JSON decoding here, each value is decoded (or dead-lettered) alone."""
     raw: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message
     return [EventRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ())) for r in raw]
-
-
-async def _tolerant_headers(
-    batch: tuple[ConsumerRecord[bytes, bytes], ...], original: Callable[..., Awaitable[Any]]
-) -> StreamMessage[Any]:
-    """FastStream decodes every header as UTF-8; one bad header must not sink a whole batch."""
-    try:
-        return await original(batch)  # type: ignore[no-any-return]
-    except UnicodeDecodeError:
-        cleaned = tuple(
-            dataclasses.replace(
-                r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in (r.headers or ())]
-            )
-            for r in batch
-        )
-        return await original(cleaned)  # type: ignore[no-any-return]
 
 
 class Projectors:
@@ -118,6 +102,7 @@ class Projectors:
         self._heartbeat: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -148,7 +133,7 @@ class Projectors:
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            parser=_tolerant_headers,
+            parser=tolerant_headers,
             decoder=_records,
             title=f"{group}:consume",
             description=f"The {projection.name} projection, consumer group {group}.",
@@ -213,18 +198,26 @@ class Projectors:
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
         self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
         self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
+        self._flushing = asyncio.create_task(self._flush_statuses(), name="projectors-status")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._heartbeat, self._repairing, self._watching):
+        for task in (self._heartbeat, self._repairing, self._watching, self._flushing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._heartbeat = self._repairing = self._watching = None
+        self._heartbeat = self._repairing = self._watching = self._flushing = None
         # Waits for a batch in progress to finish (and commit) before leaving the group.
         await self.broker.stop()
+        for consumer in self.consumers.values():
+            try:
+                await consumer.flush_status()
+            except Exception:
+                log.warning(
+                    "last status not written", exc_info=True, extra={"group": consumer.consumer_group}
+                )
         if self._owns_redis:
             await self.redis.aclose()
         await self.mongo.close()
@@ -238,6 +231,16 @@ class Projectors:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    async def _flush_statuses(self) -> None:
+        """Every `projector_status_seconds`: each projection's counters and last batch, if any."""
+        while True:
+            await asyncio.sleep(self.settings.projector_status_seconds)
+            for consumer in self.consumers.values():
+                try:
+                    await consumer.flush_status()
+                except Exception:
+                    log.warning("status not written; kept for the next flush", exc_info=True)
 
     async def _repair_gaps(self) -> None:
         """Every `gap_repair_scan_seconds`: fill from the log the gaps older than the repair delay."""
