@@ -21,13 +21,18 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_RATE_MAX=400            the last step tried (steps stop at the first that does not hold),
   BENCH_RATE_SECONDS=60         and each step's duration
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
+  BENCH_RELAY_EVENTS=6000       figure 8 (relay transactions on vs off; bench/relay_transactions.py):
+  BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
+  BENCH_RELAY_SECONDS=10
+  BENCH_RELAY_ROUNDS=2
   BENCH_ONLY=read,projector     only these figures (footprint, read, projector, replay, commands,
-                                scheduler, freshness, cpu, sustained, memory); written to
-                                bench/results/only-<names>.json, so latest.json always holds a whole run
+                                scheduler, freshness, cpu, sustained, memory, relay_transactions);
+                                written to bench/results/only-<names>.json, so latest.json always
+                                holds a whole run
 
 The idle footprint is measured first, on freshly started services; CPU per command comes from the
-100 commands/s freshness run; the sustained-rate steps run last, with every service running. The
-chart of the steps (bench/chart.py) is written beside the results as a PNG.
+100 commands/s freshness run; the sustained-rate steps run after it, with every service running.
+The chart of the steps (bench/chart.py) is written beside the results as a PNG.
 """
 
 from __future__ import annotations
@@ -43,7 +48,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from bench import chart, commands, cpu_cost, footprint, freshness, rate_steps, read_path, scheduler
+from bench import (
+    chart,
+    commands,
+    cpu_cost,
+    freshness,
+    idle_footprint,
+    rate_steps,
+    read_path,
+    relay_transactions,
+    scheduler,
+)
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -54,6 +69,7 @@ from bench.environment import (
     wait_for_leaders,
 )
 from bench.event_load import produce
+from bench.lock import bench_lock
 from bench.machine import describe, load_average
 from bench.memory import CpuWindow, process_tree_memory, server_pids, tree_pids
 from bench.projection_runs import projector_process, replay_rebuild
@@ -246,6 +262,7 @@ FIGURE_KEYS = (
     "sustained",
     "replay",
     "memory",
+    "relay_transactions",
 )
 
 
@@ -312,7 +329,7 @@ async def run_suite() -> int:
     try:
         if "footprint" in only:
             say("idle footprint: every service freshly started, idle")
-            idle = await footprint.measure(env.other_services(env.settings, "idle"))
+            idle = await idle_footprint.measure(env.other_services(env.settings, "idle"))
             figures["footprint"] = idle
             say(f"  {idle.measured}; {idle.limit}")
 
@@ -320,6 +337,12 @@ async def run_suite() -> int:
             load_figures, extra = await load_run(env, events, replay_too="replay" in only)
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
+
+        if "relay_transactions" in only:
+            say("relay: Kafka transactions on vs off (the relay process alone)")
+            relay_figure = await relay_transactions.measure(env.settings, env.work_dir)
+            figures["relay_transactions"] = relay_figure
+            say(f"  {relay_figure.measured}; {relay_figure.limit}")
 
         env.services.start(["command-api"])
         env.services.wait_ready()
@@ -456,6 +479,7 @@ async def run_suite() -> int:
         "freshness_low_rate",
         "freshness",
         "replay",
+        "relay_transactions",
         "memory",
     ]
     ordered = [figures[key] for key in order if key in figures]
@@ -476,4 +500,7 @@ async def run_suite() -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run_suite()))
+    # The whole run under the machine's bench lock: other benches on the shared cores wait.
+    with bench_lock():
+        code = asyncio.run(run_suite())
+    sys.exit(code)

@@ -127,6 +127,8 @@ def build_workers(settings: Settings) -> WorkersProcess:
             max_records=settings.worker_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=tolerant_headers,
             decoder=_deliveries,
