@@ -28,9 +28,18 @@ stack-up: venv deps
 stack-down: venv
 	$(BIN)/campaigns stack down
 
-## make test: every test, against real servers the stack starts itself
+## make test: every test, against real servers the stack starts itself, in two passes:
+## the tests isolated per test (own database, key prefix, topics) on TEST_WORKERS pytest-xdist
+## workers (the private-stack ones, tests/security, on one of them), then, alone, the tests that
+## stop servers, measure memory under load or drive a browser (SERIAL_TESTS). Both passes always run.
+TEST_WORKERS ?= 2
+SERIAL_TESTS := chaos or load or browser
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
 test: venv deps
-	$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
+	@status=0; \
+	$(PYTEST_RUN) -n $(TEST_WORKERS) --dist loadgroup -m "not ($(SERIAL_TESTS))" || status=$$?; \
+	$(PYTEST_RUN) -m "$(SERIAL_TESTS)" || status=$$?; \
+	exit $$status
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider tests/unit

@@ -15,6 +15,10 @@ from tests.support.stack import create_topics, delete_topics, ensure_stack_up, i
 HERE = Path(__file__).parent
 
 
+# The folders whose tests share the session's private stack (tests/support/private_stack.py).
+PRIVATE_STACK_FOLDERS = ("security", "chaos", "load")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
@@ -22,6 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if HERE / "e2e" in path.parents:
             item.add_marker(pytest.mark.e2e)
+        if any(HERE / folder in path.parents for folder in PRIVATE_STACK_FOLDERS):
+            # Under pytest-xdist (`make test`), one worker runs them all: one private stack, and
+            # each security module's services started once.
+            item.add_marker(pytest.mark.xdist_group("private-stack"))
 
 
 @pytest.fixture(scope="session")
