@@ -19,6 +19,11 @@ HERE = Path(__file__).parent
 PRIVATE_STACK_FOLDERS = ("security", "chaos", "load")
 
 
+def _on_private_stack(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    return any(HERE / folder in path.parents for folder in PRIVATE_STACK_FOLDERS)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
@@ -26,10 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if HERE / "e2e" in path.parents:
             item.add_marker(pytest.mark.e2e)
-        if any(HERE / folder in path.parents for folder in PRIVATE_STACK_FOLDERS):
+        if _on_private_stack(item):
             # Under pytest-xdist (`make test`), one worker runs them all: one private stack, and
             # each security module's services started once.
             item.add_marker(pytest.mark.xdist_group("private-stack"))
+    # The private-stack tests first (a stable sort: the rest keep their order): under xdist
+    # their group, the longest unit of work, starts at once on one worker while the other
+    # worker takes the rest, instead of starting last and running alone.
+    items.sort(key=lambda item: not _on_private_stack(item))
 
 
 @pytest.fixture(scope="session")
