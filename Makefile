@@ -34,7 +34,7 @@ stack-down: venv
 ## private stack, all on one worker), then, alone, the tests that stop servers, run the
 ## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
 TEST_WORKERS ?= 0
-SERIAL_TESTS := chaos or load or browser
+SERIAL_TESTS := chaos or load or browser or cluster
 PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
 test: venv deps
 ifeq ($(TEST_WORKERS),0)
