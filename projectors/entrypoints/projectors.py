@@ -187,8 +187,10 @@ class Projectors:
             return report
 
     async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less: a stop ends every pause at once."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def start(self) -> None:
         for name in self.consumers:
@@ -246,7 +248,7 @@ class Projectors:
 
     async def _repair_gaps(self) -> None:
         """Every `gap_repair_scan_seconds`: fill from the log the gaps older than the repair delay."""
-        while True:
+        while not self._stopping.is_set():
             for repairer in self.repairers:
                 name = repairer.projection.name
                 try:
@@ -261,7 +263,7 @@ class Projectors:
                         GAPS_REPAIRED.labels(name).inc()
                     if repair.unfillable:
                         GAPS_UNFILLABLE.labels(name).inc()
-            await asyncio.sleep(self.settings.gap_repair_scan_seconds)
+            await self._pause(self.settings.gap_repair_scan_seconds)
 
     async def _watch_for_loss(self) -> None:
         """Every `redis_loss_check_seconds`: is the sentinel there? If not, Redis lost the read
@@ -269,8 +271,10 @@ class Projectors:
         (batches wait meanwhile, readers get 503), then write the sentinel again."""
         prefix = self.settings.redis_prefix
         lost = False
-        while True:
-            await asyncio.sleep(self.settings.redis_loss_check_seconds)
+        while not self._stopping.is_set():
+            await self._pause(self.settings.redis_loss_check_seconds)
+            if self._stopping.is_set():
+                return
             try:
                 whole, _ = await read_models_whole(self.redis, prefix)
                 if whole:
@@ -296,13 +300,17 @@ class Projectors:
                 log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
 
     async def _beat(self) -> None:
-        while True:
+        # The loops end on `_stopping` as well as on cancellation: a cancellation that lands
+        # while a client library is finishing a call can be swallowed by it (Python 3.11's
+        # `asyncio.wait_for` does so), and a loop that only ends when cancelled then runs on
+        # and holds `stop()` (and a SIGTERM) forever.
+        while not self._stopping.is_set():
             for name, consumer in self.consumers.items():
                 try:
                     await self._beat_one(name, consumer)
                 except Exception:
                     log.warning("heartbeat not written", exc_info=True, extra={"projection": name})
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self._pause(HEARTBEAT_SECONDS)
 
     async def _beat_one(self, name: str, consumer: ProjectionConsumer) -> None:
         subscriber = self.subscribers[name]
@@ -343,7 +351,8 @@ async def _lag(consumer: AIOKafkaConsumer) -> int:
         if end is None:
             continue
         try:
-            position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+            async with asyncio.timeout(1):
+                position = await consumer.position(partition)
         except Exception:
             log.debug("position unknown", exc_info=True, extra={"partition": str(partition)})
             continue
