@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -31,6 +30,7 @@ from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
+from service_runtime.redis_client import connect_redis
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
@@ -60,9 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        redis = Redis.from_url(settings.redis_url)
+        redis = connect_redis(settings)
+        # The multiplexer is one connection to one server: on a cluster the hot reads go through
+        # redis-py's cluster client, which routes each by its slot.
         multiplexer = (
-            RedisMultiplexer(settings.redis_url) if RedisMultiplexer.supports(settings.redis_url) else None
+            RedisMultiplexer(settings.redis_url)
+            if RedisMultiplexer.supports(settings.redis_url) and not settings.redis_cluster_addresses
+            else None
         )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
@@ -75,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations, multiplexer, cache),
+                read_models=ReadModels(redis, generations, multiplexer, cache, settings.read_model_buckets),
                 waiters=waiters,
                 events_log=EventsLog(events_collection(mongo, settings.mongo_db)),
                 waiter_quota=WaiterQuota(

@@ -98,7 +98,9 @@ async def test_an_admin_re_drives_one_dead_letter_it_is_applied_and_both_audits_
         assert redriven.status_code == 200, redriven.text
         assert redriven.json()["redriven"] == 1
 
-        keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+        keys = CampaignKeys(
+            generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets
+        )
 
         async def applied() -> bool:
             return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"

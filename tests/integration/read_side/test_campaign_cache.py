@@ -15,6 +15,7 @@ from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from readmodels.generations import swap_generation
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
 from tests.integration.read_side.workload import campaign_payload, new_campaign
@@ -39,7 +40,7 @@ async def test_a_cached_campaign_shows_its_next_version_once_the_projector_annou
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
     await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
@@ -55,7 +56,7 @@ async def test_min_version_right_after_a_write_answers_the_new_version_not_the_c
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
     await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
@@ -72,7 +73,9 @@ async def test_a_cached_campaign_is_still_hidden_from_other_users(
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    await campaigns_projection(settings.redis_prefix).apply(redis, "campaigns.1", campaign.events)
+    await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, "campaigns.1", campaign.events
+    )
     path = f"/campaigns/{campaign.aggregate_id}"
     await wait_until(lambda: _cached(query, path, query.token("alice"), 1), 5, "the campaign to be cached")
 
@@ -87,7 +90,7 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice", name="Live name")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     rebuilt = new_campaign("alice")
     rebuilt.aggregate_id = campaign.aggregate_id
@@ -109,12 +112,12 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
 async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Settings, redis: Redis) -> None:
     # The listener's own client carries a name, so the test can cut exactly its connection.
     name = f"{settings.redis_prefix}-listener"
-    own = Redis.from_url(settings.redis_url, client_name=name)
+    own = connect_redis(settings, client_name=name)
     generations = GenerationCache(own, settings.redis_prefix)
     cache = CampaignCache(1 << 20, ttl_seconds=60)
     listener = NotificationListener(own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache)
     models = ReadModels(own, generations, None, cache)
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("alice")
     await projection.apply(redis, "campaigns.1", campaign.events)
     await generations.start()

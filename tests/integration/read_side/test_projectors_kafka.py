@@ -54,7 +54,7 @@ async def wait_all(redis: Redis, settings: Settings, campaign_records: int, user
 
 async def clean_run_digests(redis: Redis, settings: Settings, events: list) -> dict[str, str]:
     """What a replay would build: the same events applied once, in order, into generation 'clean'."""
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         mine = [e for e in events if projection.accepts(e)]
         await projection.apply(redis, f"{projection.name}.clean", mine, announce=False)
     return await digests(redis, settings, "clean")
@@ -95,7 +95,7 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
     await producer.publish(campaign.events)
 
     await wait_records(redis, settings, "campaigns", 4)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     consumer = AIOKafkaConsumer(
@@ -188,7 +188,7 @@ async def test_an_event_arriving_before_its_predecessor_waits_for_it(
     await record_in_log(settings, campaign.events)
     await producer.publish([campaign.events[0], campaign.events[2]])
     await wait_records(redis, settings, "campaigns", 2)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     await producer.publish([campaign.events[1]])

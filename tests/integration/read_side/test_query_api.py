@@ -479,7 +479,7 @@ async def test_reads_follow_the_generation_pointer_as_soon_as_it_is_swapped(
     settings: Settings, redis: Redis, query: QueryClient
 ) -> None:
     campaign = new_campaign("alice", name="Live name")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     rebuilt = new_campaign("alice", name="Rebuilt name")
     rebuilt.aggregate_id = campaign.aggregate_id

@@ -56,7 +56,9 @@ async def test_verify_finds_a_key_changed_by_hand_names_it_and_exits_non_zero(
 ) -> None:
     ids = await live_system(settings, redis, writer)
     live = await live_generations(redis, settings.redis_prefix)
-    key = CampaignKeys(generation_base(settings.redis_prefix, live["campaigns"])).campaign(ids[0])
+    key = CampaignKeys(
+        generation_base(settings.redis_prefix, live["campaigns"]), settings.read_model_buckets
+    ).campaign(ids[0])
     await redis.hset(key, "doc", b'{"name":"tampered"}')
     await redis.hset(f"{settings.redis_prefix}:{live['stats']}:counts", "campaigns.total", 999)
 
@@ -74,7 +76,13 @@ async def test_verify_names_keys_only_the_live_generation_has(
 ) -> None:
     await live_system(settings, redis, writer)
     live = await live_generations(redis, settings.redis_prefix)
-    await redis.hset(UserKeys(generation_base(settings.redis_prefix, live["users"])).user("ghost"), "v", "1")
+    await redis.hset(
+        UserKeys(generation_base(settings.redis_prefix, live["users"]), settings.read_model_buckets).user(
+            "ghost"
+        ),
+        "v",
+        "1",
+    )
 
     result = await replay_cli("verify", "users")
 
@@ -160,7 +168,10 @@ async def test_inspect_shows_a_user_exactly_as_the_users_read_model_holds_it(
     assert result.exit_code == 0, result.output
     live = await live_generations(redis, settings.redis_prefix)
     stored = await redis.hget(
-        UserKeys(generation_base(settings.redis_prefix, live["users"])).user(user.aggregate_id), "doc"
+        UserKeys(generation_base(settings.redis_prefix, live["users"]), settings.read_model_buckets).user(
+            user.aggregate_id
+        ),
+        "doc",
     )
     shown = orjson.loads(result.stdout)
     assert shown["aggregate_type"] == "user"
