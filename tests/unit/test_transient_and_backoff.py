@@ -45,7 +45,7 @@ from projectors.domain.backoff import Backoff
         ResponseError("ASK 3999 127.0.0.1:7001"),
         ResponseError("TRYAGAIN Multiple keys request during rehashing of slot"),
         SlotNotCoveredError("Slot 3999 is not covered by the cluster"),
-        RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+        RedisClusterException("Redis Cluster cannot be connected"),
         ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"),
         ResponseError("CROSSSLOT Keys in request don't hash to the same slot"),
         ResponseError("ERR Script attempted to access a non local key in a cluster node script: x"),
