@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # Buckets of the read models' keyspace (readmodels.keyspace): each aggregate belongs to one,
     # and a bucket's keys share one hash tag, so every script stays in one cluster slot while the
     # buckets spread over the primaries. 0 = the default: 1 on standalone Redis (no tags, one
-    # index to page through), 64 on a Redis Cluster (README, "Redis Cluster"). Changing it
+    # index to page through), 32 on a Redis Cluster (README, "Redis Cluster"). Changing it
     # moves every key: rebuild the projections (`campaigns replay rebuild`) after a change.
     redis_buckets: int = Field(default=0, ge=0, le=1024)
     smtp_host: str = "127.0.0.1"
@@ -226,7 +226,7 @@ class Settings(BaseSettings):
         """`redis_buckets`, or its default for the topology of Redis in use."""
         if self.redis_buckets:
             return self.redis_buckets
-        return 64 if self.redis_cluster_addresses else 1
+        return 32 if self.redis_cluster_addresses else 1
 
     @field_validator("command_api_public_url")
     @classmethod

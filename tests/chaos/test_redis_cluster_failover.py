@@ -73,7 +73,9 @@ async def test_a_primary_killed_mid_batch_dead_letters_nothing(
             update={"redis_cluster_nodes": ",".join(cluster.addresses), "gap_repair_delay_seconds": 0.5}
         )
         redis = connect_redis(on_cluster)
-        keys = CampaignKeys(generation_base(on_cluster.redis_prefix, "campaigns.1"), 64)
+        keys = CampaignKeys(
+            generation_base(on_cluster.redis_prefix, "campaigns.1"), on_cluster.read_model_buckets
+        )
         try:
             async with running_projectors(on_cluster):
                 await producer.publish(first)
