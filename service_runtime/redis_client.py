@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 
@@ -47,3 +48,12 @@ def connect_redis(settings: Settings, **options: Any) -> Redis:
     cluster = RedisCluster(startup_nodes=cluster_nodes(addresses), **options)
     # Same commands as Redis (see the module's docstring).
     return cast(Redis, cluster)
+
+
+async def open_pubsub(redis: Redis) -> PubSub:
+    """A pub/sub connection. On a cluster the client learns the slot map first (its pub/sub picks
+    a node by the channel's slot, and fails on a client that has sent nothing yet); classic
+    channels reach a subscriber on any node, the cluster relays every message."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    return redis.pubsub()

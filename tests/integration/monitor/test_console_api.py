@@ -15,6 +15,7 @@ from events import Topics
 from projectors.entrypoints.console_operations import console_operations
 from projectors.entrypoints.projectors import Projectors
 from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel
+from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
 from tests.integration.monitor.conftest import ServedQueryApi
@@ -129,7 +130,7 @@ async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result
 ) -> None:
     settings = query_api.settings
     admin = query_api.bearer(query_api.token())
-    messages = redis.pubsub()
+    messages = await open_pubsub(redis)
     await messages.subscribe(monitor_channel(settings.redis_prefix))
     assert (await messages.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
     async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:

@@ -17,6 +17,7 @@ from projectors.adapters.redis_projection import all_projections
 from projectors.entrypoints.projectors import Projectors
 from readmodels.keyspace import CampaignKeys, events_channel, generation_base
 from readmodels.status import read_status
+from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -214,7 +215,7 @@ async def test_projectors_write_a_heartbeat_with_their_position(
 async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
     settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
 ) -> None:
-    pubsub = redis.pubsub()
+    pubsub = await open_pubsub(redis)
     await pubsub.subscribe(events_channel(settings.redis_prefix))
     await pubsub.get_message(timeout=5)  # the subscription confirmation
     campaign = new_campaign("owner-1")
