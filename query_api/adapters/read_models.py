@@ -15,7 +15,7 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
 from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
 from readmodels.generations import PROJECTIONS, initial_generation, live_generations, read_models_whole
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
@@ -106,7 +106,7 @@ class ReadModels:
         self,
         redis: Redis,
         generations: GenerationCache,
-        multiplexer: RedisMultiplexer | None = None,
+        multiplexer: RedisMultiplexer | ClusterMultiplexer | None = None,
         cache: CampaignCache | None = None,
         buckets: int = 1,
     ) -> None:

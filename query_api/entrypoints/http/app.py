@@ -10,10 +10,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from pymongo import AsyncMongoClient
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -22,7 +23,7 @@ from events.log import EventsLog, events_collection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
-from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
 from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
@@ -30,7 +31,7 @@ from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
-from service_runtime.redis_client import connect_redis
+from service_runtime.redis_client import connect_redis, is_cluster
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
@@ -61,13 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = connect_redis(settings)
-        # The multiplexer is one connection to one server: on a cluster the hot reads go through
-        # redis-py's cluster client, which routes each by its slot.
-        multiplexer = (
-            RedisMultiplexer(settings.redis_url)
-            if RedisMultiplexer.supports(settings.redis_url) and not settings.redis_cluster_addresses
-            else None
-        )
+        multiplexer: RedisMultiplexer | ClusterMultiplexer | None = None
+        if RedisMultiplexer.supports(settings.redis_url):
+            multiplexer = (
+                ClusterMultiplexer(cast(RedisCluster, redis), settings.redis_url)
+                if is_cluster(redis)
+                else RedisMultiplexer(settings.redis_url)
+            )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
