@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from projectors.adapters.redis_projection import campaigns_projection
 from query_api.adapters.campaign_cache import CampaignCache
@@ -116,7 +117,7 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
     generations = GenerationCache(own, settings.redis_prefix)
     cache = CampaignCache(1 << 20, ttl_seconds=60)
     listener = NotificationListener(own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache)
-    models = ReadModels(own, generations, None, cache)
+    models = ReadModels(own, generations, None, cache, settings.read_model_buckets)
     projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("alice")
     await projection.apply(redis, "campaigns.1", campaign.events)
@@ -126,9 +127,10 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
         assert (await models.campaign(campaign.aggregate_id)).version == 1
         assert len(cache) == 1
 
-        subscribed = [c for c in await redis.client_list() if c["name"] == name and int(c["sub"]) > 0]
+        subscribed = await subscribers_named(redis, name)
         assert len(subscribed) == 1
-        await redis.client_kill_filter(_id=subscribed[0]["id"])
+        server, client = subscribed[0]
+        await server.client_kill_filter(_id=client["id"])
         # A change whose announcement the listener cannot have seen.
         await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")], announce=False)
 
@@ -151,6 +153,21 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
         await listener.stop()
         await generations.stop()
         await own.aclose()
+
+
+async def subscribers_named(redis: Redis, name: str) -> list[tuple[Redis, dict[str, str]]]:
+    """The pub/sub connections named `name`, with a client of the server each is on (on a cluster
+    the subscription sits on one node: every node is asked)."""
+    servers = [redis]
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        servers = [Redis(host=node.host, port=node.port) for node in redis.get_nodes()]
+    return [
+        (server, client)
+        for server in servers
+        for client in await server.client_list()
+        if client["name"] == name and int(client["sub"]) > 0
+    ]
 
 
 async def _version_is(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:
