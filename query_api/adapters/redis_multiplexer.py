@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import hiredis
 from redis.asyncio.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import RedisClusterException
+from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ Arg = bytes | str | int
 
 class RedisUnavailable(ConnectionError):
     pass
+
+
+# What a read meets when Redis is away (503 with Retry-After, never a 500): no connection, or a
+# Redis Cluster with no reachable node, a slot not covered or the cluster down.
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    RedisUnavailable,
+    RedisConnectionError,
+    RedisClusterException,
+    ClusterDownError,
+)
 
 
 class _Protocol(asyncio.Protocol):

@@ -15,7 +15,6 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -23,7 +22,7 @@ from events.log import EventsLog, events_collection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
-from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import REDIS_DOWN, ClusterMultiplexer, RedisMultiplexer
 from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
@@ -117,8 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **_WITHOUT_OPENTELEMETRY,
         **documentation_routes(settings),
     )
-    app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
-    app.add_exception_handler(RedisConnectionError, _read_models_unavailable)
+    for unavailable in REDIS_DOWN:
+        app.add_exception_handler(unavailable, _read_models_unavailable)
     app.include_router(campaigns.router)
     app.include_router(users.router)
     app.include_router(stats.router)

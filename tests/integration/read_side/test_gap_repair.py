@@ -49,6 +49,7 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
     await record_in_log(settings, [campaign.events[0], campaign.events[2]])  # v2 exists nowhere
     topics = Topics(settings.topic_prefix)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     consumer = AIOKafkaConsumer(
         Topics.dlq(topics.campaigns),
         bootstrap_servers=settings.kafka_bootstrap,
@@ -68,6 +69,14 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
                 return len(groups) >= 2  # the campaigns and the stats projections each
 
             await wait_until(unfillable_letters, 20, "the unfillable gap's dead letters")
+
+            # The parked set and the projector's status follow the dead letters (written after).
+            async def recorded() -> bool:
+                status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+                parked = await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id)))
+                return parked == 0 and status.get("gaps_unfillable_total") == "1"
+
+            await wait_until(recorded, 10, "the unfillable gap recorded in the projector's status")
     finally:
         await consumer.stop()
     for record in letters:
@@ -75,8 +84,4 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
         assert headers["dlq_error_type"] == "gap_unfillable"
         assert "versions [2]" in headers["dlq_reason"]
         assert orjson.loads(record.value or b"{}")["aggregate_version"] == 3
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"  # never skipped
-    assert await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id))) == 0
-    status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
-    assert status["gaps_unfillable_total"] == "1"

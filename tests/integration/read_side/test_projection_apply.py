@@ -9,7 +9,7 @@ from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
 from projectors.domain.outcomes import Outcome
 from readmodels.campaigns import campaign_document, fold_campaign
-from readmodels.keyspace import CampaignKeys, StatsKeys, generation_base, parked_set_key_of
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base, parked_set_key_of
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
 from tests.support.redis_keys import summed_hashes
@@ -175,7 +175,8 @@ async def test_user_profile_document_follows_registration_login_and_roles(
     await users_projection(settings.redis_prefix, settings.read_model_buckets).apply(
         redis, "users.1", user.events
     )
-    raw = await redis.hget(f"{settings.redis_prefix}:users.1:user:{user.aggregate_id}", "doc")
+    users = UserKeys(generation_base(settings.redis_prefix, "users.1"), settings.read_model_buckets)
+    raw = await redis.hget(users.user(user.aggregate_id), "doc")
     profile = orjson.loads(raw or b"{}")
     assert profile["email"] == "mixed.case@example.com"
     assert profile["roles"] == ["user", "admin"]

@@ -199,8 +199,9 @@ async def test_drop_removes_a_leftover_generation_and_refuses_the_live_one(
     settings: Settings, redis: Redis, replay_cli: RunReplay
 ) -> None:
     await redis.set(pointer_key(settings.redis_prefix, "users"), "users.1")
-    await redis.hset(f"{settings.redis_prefix}:users.1:user:u1", "v", "1")
-    await redis.hset(f"{settings.redis_prefix}:users.7:user:u1", "v", "1")
+    for generation in ("users.1", "users.7"):
+        users = UserKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+        await redis.hset(users.user("u1"), "v", "1")
 
     dropped = await replay_cli("drop", "users.7")
     refused = await replay_cli("drop", "users.1")

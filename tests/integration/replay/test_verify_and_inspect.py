@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from readmodels.generations import live_generations
 from readmodels.json_form import json_time
-from readmodels.keyspace import CampaignKeys, UserKeys, generation_base
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
@@ -60,7 +60,8 @@ async def test_verify_finds_a_key_changed_by_hand_names_it_and_exits_non_zero(
         generation_base(settings.redis_prefix, live["campaigns"]), settings.read_model_buckets
     ).campaign(ids[0])
     await redis.hset(key, "doc", b'{"name":"tampered"}')
-    await redis.hset(f"{settings.redis_prefix}:{live['stats']}:counts", "campaigns.total", 999)
+    stats = StatsKeys(generation_base(settings.redis_prefix, live["stats"]), settings.read_model_buckets)
+    await redis.hset(stats.counts(), "campaigns.total", 999)
 
     result = await replay_cli("verify", "all")
 
