@@ -24,7 +24,7 @@ async def test_after_300_campaigns_each_primary_holds_a_tenth_of_the_keys(
 
     spread = await keys_per_primary(redis, f"{settings.redis_prefix}:*")
     total = sum(spread.values())
-    assert total > 1000, spread
-    expected = len(settings.redis_cluster_addresses) // 2 or 1  # 3 primaries + 3 replicas
-    assert len(spread) == expected, spread
+    assert total >= 2 * 300, spread  # every campaign has its document and its stats state at least
+    # The cluster topology has 3 primaries (and 3 replicas); standalone Redis is one server.
+    assert len(spread) == (3 if settings.redis_cluster_addresses else 1), spread
     assert all(count >= total / 10 for count in spread.values()), spread
