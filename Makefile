@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The official AsyncAPI parser for the contract tests, pinned by its package-lock.json.
 CONTRACT_NODE := tests/contracts/node
 
-.PHONY: up start stop status stack-up stack-down test test-redis-cluster test-unit test-integration test-e2e lint bench mutation deps venv clean snapshots
+.PHONY: up start stop status stack-up stack-down test test-redis-cluster test-unit test-integration test-e2e test-cluster chaos lint bench mutation deps venv clean snapshots
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -55,6 +55,11 @@ test-e2e: venv deps
 ## make chaos: the fault tests alone, on a private stack of their own ports, then the fault table
 chaos: venv deps
 	$(BIN)/pytest -p no:cacheprovider -m chaos
+
+## make test-cluster: the cluster topology's tests (its servers, then faults on a private
+## 3-node Kafka cluster under traffic), then the cluster fault table; part of `make test`
+test-cluster: venv deps
+	$(BIN)/pytest -p no:cacheprovider -m cluster
 
 ## make mutation: mutmut on the pure code (command domain, projection planner, events contract),
 ## running only the fast unit tests that cover it; writes tests/mutation-report.md, fails below 90%

@@ -17,9 +17,13 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_SCHEDULER_CAMPAIGNS=10000  campaigns due within the same window for figure 7
   BENCH_SCHEDULER_WINDOW=10     that window, in seconds
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
+  BENCH_RELAY_EVENTS=6000       figure 8 (relay transactions on vs off; bench/relay_transactions.py):
+  BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
+  BENCH_RELAY_SECONDS=10
+  BENCH_RELAY_ROUNDS=2
   BENCH_ONLY=read,projector     only these figures (read, projector, replay, commands,
-                                scheduler, freshness, memory); written to bench/results/only-<names>.json,
-                                so latest.json always holds a whole run
+                                scheduler, freshness, memory, relay_transactions); written to
+                                bench/results/only-<names>.json, so latest.json always holds a whole run
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from bench import commands, freshness, read_path, scheduler
+from bench import commands, freshness, read_path, relay_transactions, scheduler
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -227,7 +231,16 @@ def memory_figure(env: BenchEnvironment) -> Figure:
     )
 
 
-FIGURE_KEYS = ("read", "projector", "commands", "scheduler", "freshness", "replay", "memory")
+FIGURE_KEYS = (
+    "read",
+    "projector",
+    "commands",
+    "scheduler",
+    "freshness",
+    "replay",
+    "memory",
+    "relay_transactions",
+)
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -287,6 +300,12 @@ async def run_suite() -> int:
             load_figures, extra = await load_run(env, events, replay_too="replay" in only)
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
+
+        if "relay_transactions" in only:
+            say("relay: Kafka transactions on vs off (the relay process alone)")
+            relay_figure = await relay_transactions.measure(env.settings, env.work_dir)
+            figures["relay_transactions"] = relay_figure
+            say(f"  {relay_figure.measured}; {relay_figure.limit}")
 
         env.services.start(["command-api"])
         env.services.wait_ready()
@@ -386,6 +405,7 @@ async def run_suite() -> int:
         "freshness_low_rate",
         "freshness",
         "replay",
+        "relay_transactions",
         "memory",
     ]
     ordered = [figures[key] for key in order if key in figures]

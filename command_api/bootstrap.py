@@ -134,7 +134,9 @@ def build_outbox_relay(
         gate=IndexGate(db),
         lease=RelayLease(db[RELAY_STATE], seconds=settings.relay_lease_seconds, holder=holder),
         publisher=KafkaEventPublisher(
-            producer_factory or kafka_producer_factory(settings), Topics(settings.topic_prefix)
+            producer_factory or kafka_producer_factory(settings),
+            Topics(settings.topic_prefix),
+            transactional=settings.relay_transactions,
         ),
         redis=redis,
         redis_prefix=settings.redis_prefix,

@@ -146,6 +146,8 @@ class Projectors:
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,

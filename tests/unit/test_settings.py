@@ -167,3 +167,10 @@ def test_read_model_buckets_default_to_one_on_standalone_redis_and_32_on_a_clust
     # One bucket means untagged keys: on a cluster, scripts over them would cross slots.
     with pytest.raises(ValidationError, match="redis_buckets"):
         Settings(redis_cluster_nodes="r1:6379", redis_buckets=1)
+
+
+def test_a_heartbeat_not_below_the_consumer_session_is_refused() -> None:
+    with pytest.raises(ValueError, match="kafka_heartbeat_interval_seconds"):
+        Settings(kafka_session_timeout_seconds=6, kafka_heartbeat_interval_seconds=6)
+    settings = Settings(kafka_session_timeout_seconds=6, kafka_heartbeat_interval_seconds=1.5)
+    assert (settings.kafka_session_timeout_ms, settings.kafka_heartbeat_interval_ms) == (6000, 1500)
