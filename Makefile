@@ -28,10 +28,24 @@ stack-up: venv deps
 stack-down: venv
 	$(BIN)/campaigns stack down
 
-## make test: every test, against real servers the stack starts itself; then the read side again
-## on the Redis Cluster (test-redis-cluster)
+## make test: every test, against real servers the stack starts itself, in one pytest session,
+## then the read side again on the Redis Cluster (test-redis-cluster).
+## `make test TEST_WORKERS=2` runs two passes instead: the tests isolated per test (own database,
+## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
+## private stack, all on one worker), then, alone, the tests that stop servers, run the
+## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
+TEST_WORKERS ?= 0
+SERIAL_TESTS := chaos or load or browser or cluster
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
 test: venv deps
-	$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
+ifeq ($(TEST_WORKERS),0)
+	$(PYTEST_RUN)
+else
+	@status=0; \
+	$(PYTEST_RUN) -n $(TEST_WORKERS) --dist loadgroup -m "not ($(SERIAL_TESTS))" || status=$$?; \
+	$(PYTEST_RUN) -m "$(SERIAL_TESTS)" || status=$$?; \
+	exit $$status
+endif
 	$(MAKE) --no-print-directory test-redis-cluster
 
 ## make test-redis-cluster: the read-side and query API integration tests and a few end-to-end

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # limit is about 1 MiB). A larger event is quarantined, never retried forever.
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
+    # How often each projection writes its counters and last batch to its status hash (not per
+    # batch: live batches are mostly one event, and the monitor refreshes once a second).
+    projector_status_seconds: float = Field(default=0.5, gt=0, le=60)
     read_wait_seconds: float = Field(default=2.0, ge=0)
     # A batch the servers refused (Redis down, a timeout, a failover) is retried in place, holding
     # its partition, after pauses from `projector_retry_initial_seconds` doubling up to
@@ -166,6 +169,8 @@ class Settings(BaseSettings):
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
+    # Records a worker consumes at once (one Kafka commit per batch; each record still in order).
+    worker_batch_size: int = Field(default=500, ge=1)
 
     # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
     # another scheduler may fire it) and fired at their due time; an idle scheduler polls.

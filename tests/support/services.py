@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -96,8 +97,20 @@ class RunningServices:
             proc.wait()
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+        """SIGTERM to every process at once, then wait for each (SIGKILL after 20 s)."""
+        stopping = list(self.processes.items())
+        self.processes.clear()
+        for _, proc in stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        deadline = time.monotonic() + 20
+        for _, proc in stopping:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                proc.wait()
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"
