@@ -47,6 +47,7 @@ async def seed(settings: Settings, redis: Redis, campaigns: int) -> dict[str, in
     await mark_whole(redis, prefix, only_if_absent=True)
     counts = {"campaign": campaigns, "user": max(1, campaigns // 10)}
     holders = {"campaign": ("campaigns", "stats"), "user": ("users", "stats")}
+    buckets = settings.read_model_buckets
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     try:
         db = client[settings.mongo_db]
@@ -58,7 +59,7 @@ async def seed(settings: Settings, redis: Redis, campaigns: int) -> dict[str, in
                 for aggregate_id in ids:
                     for projection in holders[kind]:
                         key = aggregate_state_key(
-                            prefix, generations[projection], projection, kind, aggregate_id
+                            prefix, generations[projection], projection, kind, aggregate_id, buckets
                         )
                         pipe.hset(key, "v", "3")
                 await pipe.execute()

@@ -21,17 +21,20 @@ VERSIONED_STATES: dict[str, frozenset[str]] = {
 }
 
 
-def state_key_of(prefix: str, generation: str, projection: str, aggregate_type: str) -> Callable[[str], str]:
-    """The function naming one aggregate's state key in one projection's generation."""
+def state_key_of(
+    prefix: str, generation: str, projection: str, aggregate_type: str, buckets: int = 1
+) -> Callable[[str], str]:
+    """The function naming one aggregate's state key in one projection's generation (keys in
+    `buckets` buckets: `Settings.read_model_buckets`)."""
     base = generation_base(prefix, generation)
     if projection == "campaigns" and aggregate_type == "campaign":
-        return CampaignKeys(base).campaign
+        return CampaignKeys(base, buckets).campaign
     if projection == "users" and aggregate_type == "user":
-        return UserKeys(base).user
+        return UserKeys(base, buckets).user
     if projection == "stats" and aggregate_type == "campaign":
-        return StatsKeys(base).campaign
+        return StatsKeys(base, buckets).campaign
     if projection == "stats" and aggregate_type == "user":
-        return StatsKeys(base).user
+        return StatsKeys(base, buckets).user
     raise ValueError(f"the {projection} projection keeps no {aggregate_type} state")
 
 
@@ -49,11 +52,12 @@ async def read_versions(
     projection: str,
     aggregate_type: str,
     aggregate_ids: Sequence[str],
+    buckets: int = 1,
 ) -> list[int]:
     """The version of each aggregate in the projection's generation (0 where it has no state)."""
     if not aggregate_ids:
         return []
-    key_of = state_key_of(prefix, generation, projection, aggregate_type)
+    key_of = state_key_of(prefix, generation, projection, aggregate_type, buckets)
     pipe = redis.pipeline(transaction=False)
     for aggregate_id in aggregate_ids:
         pipe.hget(key_of(aggregate_id), "v")

@@ -13,8 +13,9 @@ from readmodels.versions import read_versions
 
 
 class RedisReadModelVersions:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, buckets: int) -> None:
         self.redis = redis
+        self.buckets = buckets
 
     async def live_generation(self, projection: Projection) -> str:
         return await claim_while_whole(self.redis, projection.prefix, projection.name)
@@ -23,7 +24,13 @@ class RedisReadModelVersions:
         self, projection: Projection, generation: str, aggregate_type: str, aggregate_ids: Sequence[str]
     ) -> list[int]:
         return await read_versions(
-            self.redis, projection.prefix, generation, projection.name, aggregate_type, aggregate_ids
+            self.redis,
+            projection.prefix,
+            generation,
+            projection.name,
+            aggregate_type,
+            aggregate_ids,
+            self.buckets,
         )
 
     async def record_repair(self, projection: Projection, description: str) -> None:

@@ -396,7 +396,12 @@ async def test_read_model_keys_deleted_under_traffic_are_repaired_by_anti_entrop
                 for campaign_id in rng.sample(sorted(traffic.campaigns), min(3, len(traffic.campaigns))):
                     projection = rng.choice(["campaigns", "stats"])
                     key = aggregate_state_key(
-                        settings.redis_prefix, live[projection], projection, "campaign", campaign_id
+                        settings.redis_prefix,
+                        live[projection],
+                        projection,
+                        "campaign",
+                        campaign_id,
+                        settings.read_model_buckets,
                     )
                     deleted.append(key)
                     await redis.delete(key)

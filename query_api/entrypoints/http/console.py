@@ -278,8 +278,9 @@ async def verify(
         pipe.lpush(console_operations_recent(prefix), operation_id)
         pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
         pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
-        pipe.publish(monitor_channel(prefix), orjson.dumps(queued))
         await pipe.execute()
+    # After the MULTI, not in it: a channel has no slot, and the MULTI's keys share one.
+    await side.redis.publish(monitor_channel(prefix), orjson.dumps(queued))
     audit_id = await record(side, principal, VERIFY, target, "queued", {"operation_id": operation_id})
     return _json({"id": operation_id, "state": "queued", "audit_id": audit_id}, status=202)
 

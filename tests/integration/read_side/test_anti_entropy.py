@@ -74,6 +74,7 @@ async def behind(redis: Redis, settings: Settings, aggregates: Sequence[Aggregat
                 projection,
                 aggregate.kind,
                 [aggregate.aggregate_id],
+                settings.read_model_buckets,
             )
             if held != aggregate.version:
                 found.append(
@@ -122,6 +123,7 @@ async def test_random_read_model_keys_deleted_under_traffic_are_repaired_with_no
                     projection,
                     aggregate.kind,
                     aggregate.aggregate_id,
+                    settings.read_model_buckets,
                 )
                 deleted.append(key)
                 await redis.delete(key)
@@ -134,10 +136,14 @@ async def test_random_read_model_keys_deleted_under_traffic_are_repaired_with_no
         # Nothing counted twice: the stats counters hold each campaign once.
         async def stats_exact() -> bool:
             gens = await live_generations(redis, settings.redis_prefix)
-            counts = await redis.hgetall(
-                StatsKeys(generation_base(settings.redis_prefix, gens["stats"])).counts
-            )
-            return (counts.get(b"campaigns.total"), counts.get(b"users.total")) == (b"30", b"6")
+            buckets = settings.read_model_buckets
+            keys = StatsKeys(generation_base(settings.redis_prefix, gens["stats"]), buckets)
+            totals = {b"campaigns.total": 0, b"users.total": 0}
+            for bucket in range(buckets):  # the counters are sharded by bucket
+                counts = await redis.hgetall(keys.counts(bucket))
+                for name in totals:
+                    totals[name] += int(counts.get(name, 0))
+            return (totals[b"campaigns.total"], totals[b"users.total"]) == (30, 6)
 
         await wait_until(stats_exact, 30, "the stats counters exact")
         assert not await behind(redis, settings, aggregates)
@@ -172,7 +178,12 @@ async def test_every_key_of_one_campaign_deleted_is_readable_again_at_its_versio
         for projection in ("campaigns", "stats"):
             await redis.delete(
                 aggregate_state_key(
-                    settings.redis_prefix, live[projection], projection, "campaign", campaign.aggregate_id
+                    settings.redis_prefix,
+                    live[projection],
+                    projection,
+                    "campaign",
+                    campaign.aggregate_id,
+                    settings.read_model_buckets,
                 )
             )
         answer = await query.http.get(f"/campaigns/{campaign.aggregate_id}", headers=headers)

@@ -10,7 +10,7 @@ from events import Topics
 from projectors.adapters.metrics import REDIS_LOSS
 from projectors.entrypoints.projectors import Projectors
 from readmodels.generations import live_generations
-from readmodels.keyspace import CampaignKeys, generation_base, parked_set_key, sentinel_key
+from readmodels.keyspace import CampaignKeys, generation_base, sentinel_key
 from readmodels.status import read_status
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, record_in_log, wait_until
@@ -24,7 +24,7 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
     campaign.then("CampaignActivated")
     campaign.then("CampaignPaused")
     await record_in_log(settings, campaign.events)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
     async with Projectors(fast):
         await producer.publish([campaign.events[0], campaign.events[2]])  # v2 never reaches Kafka
@@ -51,7 +51,7 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
         "keys_under_prefix": len([k async for k in redis.scan_iter(match=f"{settings.redis_prefix}:*")]),
     }
     assert (document.get("version"), document.get("status")) == (3, "paused"), context
-    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
+    assert await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id))) == 0
     status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
     assert status["gaps_repaired_total"] == "1"
     assert f"campaign:{campaign.aggregate_id} filled [2]" in status["last_gap"]
@@ -66,6 +66,7 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
     await record_in_log(settings, [campaign.events[0], campaign.events[2]])  # v2 exists nowhere
     topics = Topics(settings.topic_prefix)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     consumer = AIOKafkaConsumer(
         Topics.dlq(topics.campaigns),
         bootstrap_servers=settings.kafka_bootstrap,
@@ -86,11 +87,13 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
 
             await wait_until(unfillable_letters, 20, "the unfillable gap's dead letters")
 
-            async def counted() -> bool:  # the status is written right after the dead letters
+            # The parked set and the projector's status follow the dead letters (written after).
+            async def recorded() -> bool:
                 status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
-                return "gaps_unfillable_total" in status
+                parked = await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id)))
+                return parked == 0 and status.get("gaps_unfillable_total") == "1"
 
-            await wait_until(counted, 20, "the unfillable gap in the projection's status")
+            await wait_until(recorded, 10, "the unfillable gap recorded in the projector's status")
     finally:
         await consumer.stop()
     for record in letters:
@@ -98,8 +101,4 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
         assert headers["dlq_error_type"] == "gap_unfillable"
         assert "versions [2]" in headers["dlq_reason"]
         assert orjson.loads(record.value or b"{}")["aggregate_version"] == 3
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"  # never skipped
-    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
-    status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
-    assert status["gaps_unfillable_total"] == "1"
