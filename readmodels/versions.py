@@ -39,10 +39,10 @@ def state_key_of(
 
 
 def aggregate_state_key(
-    prefix: str, generation: str, projection: str, aggregate_type: str, aggregate_id: str
+    prefix: str, generation: str, projection: str, aggregate_type: str, aggregate_id: str, buckets: int = 1
 ) -> str:
     """The key of one aggregate's state in one projection's generation."""
-    return state_key_of(prefix, generation, projection, aggregate_type)(aggregate_id)
+    return state_key_of(prefix, generation, projection, aggregate_type, buckets)(aggregate_id)
 
 
 async def read_versions(
