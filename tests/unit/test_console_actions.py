@@ -10,8 +10,8 @@ import pytest
 
 from events import Topics
 from projectors.entrypoints.console_operations import PublishedProgress
-from query_api.adapters.console_audit import result_label
 from query_api.entrypoints.http.console import RedriveRequest, _invalid
+from service_runtime.console_audit import result_label
 
 TOPICS = Topics("t1.")
 DLQ = Topics.dlq(TOPICS.campaigns)

@@ -20,7 +20,6 @@ from starlette.responses import Response
 from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
 from deadletters.domain.records import InvalidRef, NotADeadLetterTopic, RecordRef
 from events import Topics
-from query_api.adapters.console_audit import ConsoleAction, ConsoleAudit
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
 from readmodels.groups import PROJECTIONS
@@ -30,6 +29,7 @@ from readmodels.keyspace import (
     console_operations_recent,
     monitor_channel,
 )
+from service_runtime.console_audit import ConsoleAction, ConsoleAudit
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
