@@ -3,10 +3,11 @@
 The timers themselves are written by the unit of work, in the transaction of the command whose
 events set them (`MongoCampaignRepository`); firing one replaces or deletes it in the firing's
 own transaction. Here several schedulers share the work: a scheduler claims a batch of timers
-due soon with one `update_many`, each timer for `claim_seconds`, so no two schedulers hold one
-timer at once, and a scheduler that died lets its claims expire (another then fires them, late).
-The claim only spares work: the campaign's version check and state already make a second
-firing a no-op.
+due soon in one transaction of per-timer updates, each guarded by the timer's id and its claim
+having expired, each timer for `claim_seconds`, so no two schedulers hold one timer at once, and
+a scheduler that died lets its claims expire (another then fires them, late). The claim only
+spares work: the campaign's version check and state already make a second firing a no-op.
+Every write here is transactional (see `_transact` for why).
 
 Claims expire on the database's clock, the one every scheduler shares: its offset from this
 host's clock is read (`hello.localTime`) now and then, and claims are written and compared in
@@ -16,16 +17,22 @@ every timer: 1.7 s instead of 0.13 s per claim of 200 among 5,000.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import ClientBulkWriteException, PyMongoError
+from pymongo.results import UpdateResult
 
 from command_api.adapters.mongo_documents import UNCLAIMED, due_timer_from_document
 from command_api.adapters.mongo_schema import Document
+from command_api.adapters.mongo_unit_of_work import MAJORITY, RETRY_BACKOFF_SECONDS, TRANSACTION_ATTEMPTS
 from command_api.domain.campaign import DueTimer
 from events.envelope import utc_now
 
@@ -49,6 +56,7 @@ class MongoDueTransitions:
         self._claim = timedelta(seconds=claim_seconds)
         self._offset = timedelta(0)
         self._offset_read_at = float("-inf")
+        self._namespace = f"{collection.database.name}.{collection.name}"
 
     async def database_now(self) -> datetime:
         """The database server's current time, from its offset to this host's clock."""
@@ -67,46 +75,87 @@ class MongoDueTransitions:
         scheduler's clock; whether a claim has expired is decided on the database's)."""
         database_now = await self.database_now()
         candidates = (
-            await self._timers.find(
-                {"due_at": {"$lte": until}, "claimed_until": {"$lte": database_now}}, {"_id": 1}
-            )
+            await self._timers.find({"due_at": {"$lte": until}, "claimed_until": {"$lte": database_now}})
             .sort("due_at", ASCENDING)
             .limit(limit)
             .to_list()
         )
         if not candidates:
             return []
-        ids = [c["_id"] for c in candidates]
         token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
-        await self._timers.update_many(
-            {
-                "_id": {"$in": ids},
-                # Replaced meanwhile by a later timer: not due, not ours to hold.
-                "due_at": {"$lte": until},
-                "claimed_until": {"$lte": database_now},
-            },
-            {"$set": {"claimed_by": token, "claimed_until": database_now + self._claim}},
-        )
-        # By id, not by token alone: an index lookup, however many timers are waiting.
-        claimed = (
-            await self._timers.find({"_id": {"$in": ids}, "claimed_by": token})
-            .sort("due_at", ASCENDING)
-            .to_list()
-        )
-        return [due_timer_from_document(doc) for doc in claimed]
+        claims = [
+            UpdateOne(
+                # Replaced meanwhile by a later timer, or claimed by another scheduler: not ours.
+                {"_id": doc["_id"], "timer_id": doc["timer_id"], "claimed_until": {"$lte": database_now}},
+                {"$set": {"claimed_by": token, "claimed_until": database_now + self._claim}},
+                namespace=self._namespace,
+            )
+            for doc in candidates
+        ]
+        updated = await self._transact(claims)
+        return [
+            due_timer_from_document(doc)
+            for index, doc in enumerate(candidates)
+            if index in updated and updated[index].matched_count == 1
+        ]
 
-    async def release(self, timer: DueTimer) -> None:
-        """Give a claimed timer back at once (its firing failed, or it was not due after all)."""
-        await self._timers.update_one(
-            {"_id": timer.campaign_id, "timer_id": timer.timer_id},
-            {"$set": {"claimed_until": UNCLAIMED, "claimed_by": None}},
+    async def release(self, timers: Sequence[DueTimer]) -> None:
+        """Give claimed timers back at once (their firing failed, or they were not due after all)."""
+        await self._transact(
+            [
+                UpdateOne(
+                    {"_id": t.campaign_id, "timer_id": t.timer_id},
+                    {"$set": {"claimed_until": UNCLAIMED, "claimed_by": None}},
+                    namespace=self._namespace,
+                )
+                for t in timers
+            ]
         )
 
-    async def discard(self, timer: DueTimer) -> None:
-        """Drop a timer that fired nothing and never will (its campaign has moved on without it).
+    async def discard(self, timers: Sequence[DueTimer]) -> None:
+        """Drop timers that fired nothing and never will (their campaigns moved on without them).
 
-        Only that very timer: one a command wrote meanwhile has another id and stays."""
-        await self._timers.delete_one({"_id": timer.campaign_id, "timer_id": timer.timer_id})
+        Only those very timers: one a command wrote meanwhile has another id and stays."""
+        await self._transact(
+            [
+                DeleteOne({"_id": t.campaign_id, "timer_id": t.timer_id}, namespace=self._namespace)
+                for t in timers
+            ]
+        )
+
+    async def _transact(self, writes: Sequence[UpdateOne | DeleteOne]) -> Mapping[int, UpdateResult]:
+        """Per-timer writes in one transaction, the update results by index.
+
+        Never a plain (non-transactional) write: on SecantusDB such a write that meets a timer an
+        open transaction has written retries without end while holding the collection's lock, and
+        a firing transaction that writes its next timer then waits on that lock for ever. Inside a
+        transaction the conflict is an error at once (`TransientTransactionError`): the whole
+        claim is tried again, on fresh data."""
+        if not writes:
+            return {}
+        client = self._timers.database.client
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            async with client.start_session() as session:
+                try:
+                    await session.start_transaction(write_concern=MAJORITY)
+                    try:
+                        result = await client.bulk_write(list(writes), session=session, verbose_results=True)
+                    except ClientBulkWriteException as wrapped:
+                        # The server's own error carries the labels; the wrapper does not.
+                        raise (
+                            wrapped.error if isinstance(wrapped.error, PyMongoError) else wrapped
+                        ) from None
+                    await session.commit_transaction()
+                    return result.update_results
+                except PyMongoError as exc:
+                    if session.in_transaction:
+                        with contextlib.suppress(PyMongoError):
+                            await session.abort_transaction()
+                    transient = exc.has_error_label("TransientTransactionError")
+                    if not transient or attempt == TRANSACTION_ATTEMPTS:
+                        raise
+                await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
+        raise AssertionError("unreachable")
 
     async def queue(self, now: datetime) -> TimerQueue:
         first = await self._timers.find_one({}, {"due_at": 1}, sort=[("due_at", ASCENDING)])

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -38,8 +38,8 @@ class Clock(Protocol):
 
 class TimerStore(Protocol):
     async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]: ...
-    async def release(self, timer: DueTimer) -> None: ...
-    async def discard(self, timer: DueTimer) -> None: ...
+    async def release(self, timers: Sequence[DueTimer]) -> None: ...
+    async def discard(self, timers: Sequence[DueTimer]) -> None: ...
 
 
 class FiringObserver(Protocol):
@@ -176,19 +176,27 @@ class Scheduler:
             log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
             for timer in timers:
                 self.observer.failed(timer, exc)
-                try:
-                    await self.store.release(timer)
-                except Exception as release_error:
-                    log.warning(
-                        "could not release %s (its claim will expire): %s", timer.timer_id, release_error
-                    )
+            await self._tidy(self.store.release, timers)
             return
+        not_yet: list[DueTimer] = []
+        stale: list[DueTimer] = []
         for timer, result in zip(timers, results, strict=True):
             if result is not None:
                 self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
                 continue
             self.observer.skipped(timer)
-            if now < timer.due_at:
-                await self.store.release(timer)
-            else:
-                await self.store.discard(timer)
+            (not_yet if now < timer.due_at else stale).append(timer)
+        await self._tidy(self.store.release, not_yet)
+        await self._tidy(self.store.discard, stale)
+
+    @staticmethod
+    async def _tidy(
+        action: Callable[[Sequence[DueTimer]], Awaitable[None]], timers: Sequence[DueTimer]
+    ) -> None:
+        """Release or discard timers in one go; should that fail, their claims simply expire."""
+        if not timers:
+            return
+        try:
+            await action(timers)
+        except Exception as exc:
+            log.warning("could not tidy %d timer(s) (their claims will expire): %s", len(timers), exc)

@@ -4,6 +4,7 @@ at its due time, through the same handler and unit of work as any command."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -54,14 +55,16 @@ class FakeTimers:
         self.claimed.update(t.timer_id for t in due)
         return due
 
-    async def release(self, timer: DueTimer) -> None:
-        self.claimed.discard(timer.timer_id)
+    async def release(self, timers: Sequence[DueTimer]) -> None:
+        for timer in timers:
+            self.claimed.discard(timer.timer_id)
 
-    async def discard(self, timer: DueTimer) -> None:
-        current = self.store.timers.get(timer.campaign_id)
-        if current is not None and current.timer_id == timer.timer_id:
-            del self.store.timers[timer.campaign_id]
-        self.discarded.append(timer.timer_id)
+    async def discard(self, timers: Sequence[DueTimer]) -> None:
+        for timer in timers:
+            current = self.store.timers.get(timer.campaign_id)
+            if current is not None and current.timer_id == timer.timer_id:
+                del self.store.timers[timer.campaign_id]
+            self.discarded.append(timer.timer_id)
 
 
 class RecordingObserver:
