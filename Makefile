@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The official AsyncAPI parser for the contract tests, pinned by its package-lock.json.
 CONTRACT_NODE := tests/contracts/node
 
-.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e lint bench mutation deps venv clean snapshots
+.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e test-cluster chaos lint bench mutation deps venv clean snapshots
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -28,9 +28,23 @@ stack-up: venv deps
 stack-down: venv
 	$(BIN)/campaigns stack down
 
-## make test: every test, against real servers the stack starts itself
+## make test: every test, against real servers the stack starts itself, in one pytest session.
+## `make test TEST_WORKERS=2` runs two passes instead: the tests isolated per test (own database,
+## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
+## private stack, all on one worker), then, alone, the tests that stop servers, run the
+## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
+TEST_WORKERS ?= 0
+SERIAL_TESTS := chaos or load or browser or cluster
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
 test: venv deps
-	$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
+ifeq ($(TEST_WORKERS),0)
+	$(PYTEST_RUN)
+else
+	@status=0; \
+	$(PYTEST_RUN) -n $(TEST_WORKERS) --dist loadgroup -m "not ($(SERIAL_TESTS))" || status=$$?; \
+	$(PYTEST_RUN) -m "$(SERIAL_TESTS)" || status=$$?; \
+	exit $$status
+endif
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider tests/unit
@@ -44,6 +58,11 @@ test-e2e: venv deps
 ## make chaos: the fault tests alone, on a private stack of their own ports, then the fault table
 chaos: venv deps
 	$(BIN)/pytest -p no:cacheprovider -m chaos
+
+## make test-cluster: the cluster topology's tests (its servers, then faults on a private
+## 3-node Kafka cluster under traffic), then the cluster fault table; part of `make test`
+test-cluster: venv deps
+	$(BIN)/pytest -p no:cacheprovider -m cluster
 
 ## make mutation: mutmut on the pure code (command domain, projection planner, events contract),
 ## running only the fast unit tests that cover it; writes tests/mutation-report.md, fails below 90%

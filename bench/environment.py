@@ -27,6 +27,7 @@ from tests.support.services import RunningServices
 from tests.support.stack import REPO, create_topics, ensure_stack_up, free_port, isolated_settings
 
 ALL_SERVICES = ("command-api", "query-api", "relay", "projectors", "workers")
+CLEANUP_SECONDS = 30
 
 
 def bench_settings(tag: str) -> Settings:
@@ -96,7 +97,10 @@ class BenchEnvironment:
             await admin.close()
         mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(self.settings.mongo_url)
         try:
-            await mongo.drop_database(self.settings.mongo_db)
+            # Bounded: a wedged MongoDB must not keep the bench (and its lock) from ending.
+            await asyncio.wait_for(mongo.drop_database(self.settings.mongo_db), CLEANUP_SECONDS)
+        except TimeoutError:
+            print(f"database {self.settings.mongo_db} not dropped within {CLEANUP_SECONDS} s; drop it later")
         finally:
             await mongo.close()
         await delete_keys(self.settings, f"bench{self.tag}")

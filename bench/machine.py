@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import re
@@ -49,12 +48,10 @@ def load_average() -> list[float]:
 
 
 def _kafka_version() -> str:
-    spec = importlib.util.spec_from_file_location("_bench_stack", REPO / "infra" / "local" / "stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return str(module.kafka_version())
+    # The stack's Kafka recipe pins the version it downloads (infra/local/recipes/kafka_server.py).
+    from infra.local.recipes.kafka_server import kafka_version
+
+    return kafka_version()
 
 
 def _secantus_version() -> str | None:

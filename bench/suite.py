@@ -16,10 +16,23 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_FRESHNESS_LOW_SECONDS=20  (0 skips it)
   BENCH_SCHEDULER_CAMPAIGNS=10000  campaigns due within the same window for figure 7
   BENCH_SCHEDULER_WINDOW=10     that window, in seconds
+  BENCH_RATE_START=100          the sustained-rate steps: first offered rate (commands/s),
+  BENCH_RATE_STEP=50            the step up,
+  BENCH_RATE_MAX=400            the last step tried (steps stop at the first that does not hold),
+  BENCH_RATE_SECONDS=60         and each step's duration
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
-  BENCH_ONLY=read,projector     only these figures (read, projector, replay, commands,
-                                scheduler, freshness, memory); written to bench/results/only-<names>.json,
-                                so latest.json always holds a whole run
+  BENCH_RELAY_EVENTS=6000       figure 8 (relay transactions on vs off; bench/relay_transactions.py):
+  BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
+  BENCH_RELAY_SECONDS=10
+  BENCH_RELAY_ROUNDS=2
+  BENCH_ONLY=read,projector     only these figures (footprint, read, projector, replay, commands,
+                                scheduler, freshness, cpu, sustained, memory, relay_transactions);
+                                written to bench/results/only-<names>.json, so latest.json always
+                                holds a whole run
+
+The idle footprint is measured first, on freshly started services; CPU per command comes from the
+100 commands/s freshness run; the sustained-rate steps run after it, with every service running.
+The chart of the steps (bench/chart.py) is written beside the results as a PNG.
 """
 
 from __future__ import annotations
@@ -35,7 +48,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from bench import commands, freshness, read_path, scheduler
+from bench import (
+    chart,
+    commands,
+    cpu_cost,
+    freshness,
+    idle_footprint,
+    rate_steps,
+    read_path,
+    relay_transactions,
+    scheduler,
+)
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -46,10 +69,11 @@ from bench.environment import (
     wait_for_leaders,
 )
 from bench.event_load import produce
+from bench.lock import bench_lock
 from bench.machine import describe, load_average
 from bench.memory import CpuWindow, process_tree_memory, server_pids, tree_pids
 from bench.projection_runs import projector_process, replay_rebuild
-from bench.raw_limits import raw_consume, raw_consume_one_key
+from bench.raw_limits import raw_consume, raw_consume_one_key, raw_transactions
 from bench.report import RESULTS, Figure, ratio_figure, show, write
 from events import Topics
 from readmodels.groups import projection_group
@@ -227,7 +251,19 @@ def memory_figure(env: BenchEnvironment) -> Figure:
     )
 
 
-FIGURE_KEYS = ("read", "projector", "commands", "scheduler", "freshness", "replay", "memory")
+FIGURE_KEYS = (
+    "footprint",
+    "read",
+    "projector",
+    "commands",
+    "scheduler",
+    "freshness",
+    "cpu",
+    "sustained",
+    "replay",
+    "memory",
+    "relay_transactions",
+)
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -257,6 +293,10 @@ async def run_suite() -> int:
     low_seconds = knob("BENCH_FRESHNESS_LOW_SECONDS", 20)
     timed_campaigns = knob("BENCH_SCHEDULER_CAMPAIGNS", 10_000)
     timed_window = knob("BENCH_SCHEDULER_WINDOW", 10)
+    rate_start = knob("BENCH_RATE_START", 100)
+    rate_step = knob("BENCH_RATE_STEP", 50)
+    rate_max = knob("BENCH_RATE_MAX", 400)
+    rate_seconds = knob("BENCH_RATE_SECONDS", 60)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -276,6 +316,10 @@ async def run_suite() -> int:
         "BENCH_FRESHNESS_LOW_SECONDS": low_seconds,
         "BENCH_SCHEDULER_CAMPAIGNS": timed_campaigns,
         "BENCH_SCHEDULER_WINDOW": timed_window,
+        "BENCH_RATE_START": rate_start,
+        "BENCH_RATE_STEP": rate_step,
+        "BENCH_RATE_MAX": rate_max,
+        "BENCH_RATE_SECONDS": rate_seconds,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -283,10 +327,22 @@ async def run_suite() -> int:
     )
     figures: dict[str, Figure] = {}
     try:
+        if "footprint" in only:
+            say("idle footprint: every service freshly started, idle")
+            idle = await idle_footprint.measure(env.other_services(env.settings, "idle"))
+            figures["footprint"] = idle
+            say(f"  {idle.measured}; {idle.limit}")
+
         if {"projector", "replay"} & set(only):
             load_figures, extra = await load_run(env, events, replay_too="replay" in only)
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
+
+        if "relay_transactions" in only:
+            say("relay: Kafka transactions on vs off (the relay process alone)")
+            relay_figure = await relay_transactions.measure(env.settings, env.work_dir)
+            figures["relay_transactions"] = relay_figure
+            say(f"  {relay_figure.measured}; {relay_figure.limit}")
 
         env.services.start(["command-api"])
         env.services.wait_ready()
@@ -318,7 +374,7 @@ async def run_suite() -> int:
             figures["scheduler"] = scheduler_figure
             say(f"  {scheduler_figure.measured}; {scheduler_figure.limit}")
 
-        if {"read", "freshness", "memory"} & set(only):
+        if {"read", "freshness", "cpu", "sustained", "memory"} & set(only):
             say("whole pipeline: relay, projectors, query API, workers; waiting until it caught up")
             env.services.start(["query-api", "relay", "projectors", "workers"])
             env.services.wait_ready()
@@ -351,11 +407,11 @@ async def run_suite() -> int:
             figures["read"] = read_figure
             say(f"  {read_figure.measured} vs {read_figure.limit}")
 
-        if "freshness" in only:
-            for rate, duration, key in (
-                (low_rate, low_seconds, "freshness_low_rate"),
-                (fresh_rate, fresh_seconds, "freshness"),
-            ):
+        if {"freshness", "cpu"} & set(only):
+            runs = [(fresh_rate, fresh_seconds, "freshness")]
+            if "freshness" in only:
+                runs.insert(0, (low_rate, low_seconds, "freshness_low_rate"))
+            for rate, duration, key in runs:
                 if rate <= 0 or duration <= 0:
                     continue
                 await _pipeline_idle(env.settings)
@@ -364,8 +420,42 @@ async def run_suite() -> int:
                 fresh = await freshness.run(
                     env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
                 )
-                figures[key] = freshness.figure(fresh, rate, duration, window.shares(), key)
-                say(f"  {figures[key].measured}; {figures[key].limit}")
+                cores = window.shares()
+                if key == "freshness" and "cpu" in only:
+                    figures["cpu"] = cpu_cost.figure(cores, rate, duration)
+                    say(f"  CPU per command: {figures['cpu'].measured}; {figures['cpu'].limit}")
+                if "freshness" in only:
+                    figures[key] = freshness.figure(fresh, rate, duration, cores, key)
+                    say(f"  {figures[key].measured}; {figures[key].limit}")
+
+        if "sustained" in only:
+            raw_concurrency = knob("BENCH_CONCURRENCY", 16)
+            raw = await raw_transactions(env.settings, raw_concurrency * 100, raw_concurrency, user_id)
+            say(f"sustained rate: raw transaction loop {raw.per_second:,.0f} txn/s; stepping up")
+            steps: list[rate_steps.Step] = []
+            for rate in range(rate_start, rate_max + 1, rate_step):
+                left = await rate_steps.wait_drained(env.settings)
+                if left:
+                    say(f"  backlog of {left} still there before the {rate}/s step; stopping")
+                    break
+                step = await rate_steps.one_step(
+                    env.settings,
+                    env.services.command_url,
+                    env.services.query_url,
+                    token,
+                    rate,
+                    rate_seconds,
+                    lambda: processes(env),
+                )
+                steps.append(step)
+                say(
+                    f"  {rate}/s: {step.achieved_per_second}/s accepted, freshness p99 "
+                    f"{step.freshness_p99_ms} ms, backlog at end {step.backlog_samples[-1]}"
+                    + ("" if step.held else f" — does not hold: {step.why_not}")
+                )
+                if not step.held:
+                    break
+            figures["sustained"] = rate_steps.figure(steps, raw.per_second, raw_concurrency)
 
         if "memory" in only:
             await _pipeline_idle(env.settings)
@@ -379,6 +469,9 @@ async def run_suite() -> int:
     context["machine"]["load_average_at_end"] = load_average()
     context["seconds"] = round(time.monotonic() - started, 1)
     order = [
+        "footprint",
+        "cpu",
+        "sustained",
         "read",
         "projector",
         "commands",
@@ -386,11 +479,13 @@ async def run_suite() -> int:
         "freshness_low_rate",
         "freshness",
         "replay",
+        "relay_transactions",
         "memory",
     ]
     ordered = [figures[key] for key in order if key in figures]
     whole = only == FIGURE_KEYS
     path = write(ordered, context, None if whole else RESULTS / f"only-{'-'.join(only)}.json")
+    picture = chart.draw(ordered, path.with_suffix(".png"))
     show(
         ordered,
         f"Campaigns CQRS bench — {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -398,9 +493,14 @@ async def run_suite() -> int:
         console,
     )
     console.print(f"written {path.relative_to(path.parents[2])} in {context['seconds']:.0f} s")
+    if picture is not None:
+        console.print(f"chart {picture.relative_to(picture.parents[2])}")
     # A missed goal is a result, shown in the table; only a run that could not finish fails.
     return 0
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run_suite()))
+    # The whole run under the machine's bench lock: other benches on the shared cores wait.
+    with bench_lock():
+        code = asyncio.run(run_suite())
+    sys.exit(code)

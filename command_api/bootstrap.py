@@ -1,5 +1,10 @@
 """The composition root: the real adapters wired to the handlers, for the API, the relay, the
-scheduler and the CLI."""
+scheduler and the CLI.
+
+What only one side uses is imported inside the function that builds it, so a process loads only
+its own side: the relay, say, never loads the password hasher or the token signer (argon2,
+PyJWT and cryptography are megabytes of resident memory per process).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from command_api.adapters.access_tokens import JwtAccessTokenIssuer
 from command_api.adapters.command_rate import RedisCommandRate
 from command_api.adapters.due_transitions import MongoDueTransitions
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
@@ -25,7 +29,6 @@ from command_api.adapters.mongo_schema import (
 )
 from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
 from command_api.adapters.outbox_relay import OutboxRelay
-from command_api.adapters.passwords import Argon2PasswordHasher
 from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import RelayLease
 from command_api.adapters.scheduler_status import RedisSchedulerStatus, SchedulerReport
@@ -93,6 +96,9 @@ def session_cutoffs(settings: Settings, redis: aioredis.Redis) -> SessionCutoffs
 
 def open_command_side(settings: Settings) -> CommandSide:
     """Clients connect lazily, so this needs no server to be up yet."""
+    from command_api.adapters.access_tokens import JwtAccessTokenIssuer
+    from command_api.adapters.passwords import Argon2PasswordHasher
+
     mongo = mongo_client(settings)
     db = mongo[settings.mongo_db]
     redis = aioredis.from_url(settings.redis_url)
@@ -143,7 +149,9 @@ def build_outbox_relay(
         gate=IndexGate(db),
         lease=RelayLease(db[RELAY_STATE], seconds=settings.relay_lease_seconds, holder=holder),
         publisher=KafkaEventPublisher(
-            producer_factory or kafka_producer_factory(settings), Topics(settings.topic_prefix)
+            producer_factory or kafka_producer_factory(settings),
+            Topics(settings.topic_prefix),
+            transactional=settings.relay_transactions,
         ),
         redis=redis,
         redis_prefix=settings.redis_prefix,

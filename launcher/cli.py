@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -111,8 +112,6 @@ def serve(
         typer.echo(f"refusing to start {service}: {exc}", err=True)
         raise typer.Exit(2) from exc
     if service in ASGI_SERVICES:
-        import uvicorn
-
         from service_runtime.keys import KeyUnavailable, signing_key, verification_keys
 
         try:  # the command API signs access tokens, the query API only verifies them
@@ -122,38 +121,31 @@ def serve(
             raise typer.Exit(2) from exc
 
         factory, host_key, port_key = ASGI_SERVICES[service]
-        count = workers or settings.api_workers
         _prepare_multiprocess_metrics(service)
-        # Metrics on an internal listener of the uvicorn parent (which outlives its workers and
-        # reads all their series from the multiprocess directory), not on the public port.
-        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        _serve_metrics(
-            service,
-            settings,
-            ASGI_METRICS_PORTS[service],
-            lambda port: start_http_server(port, addr=settings.metrics_host, registry=registry),
-        )
-        uvicorn.run(
-            factory,
-            factory=True,
-            host=getattr(settings, host_key),
-            port=getattr(settings, port_key),
-            workers=count,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
+        metrics_key = ASGI_METRICS_PORTS[service]
+        config = {
+            "service": service,
+            "factory": factory,
+            "host": getattr(settings, host_key),
+            "port": getattr(settings, port_key),
+            "workers": workers or settings.api_workers,
+            "metrics_host": settings.metrics_host,
+            "metrics_port": getattr(settings, metrics_key),
+            "metrics_setting": f"CAMPAIGNS_{metrics_key.upper()}",
             # No client frame is bigger than the monitor's auth message: a bigger one is refused
             # by the protocol layer (1009) before anything parses it.
-            ws_max_size=settings.monitor_first_frame_bytes,
+            "ws_max_size": settings.monitor_first_frame_bytes,
             # X-Forwarded-For only from the configured proxies (never "*", never loopback by
             # default): a client that reaches the API directly cannot choose its address.
-            proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=settings.trusted_proxies or "",
-        )
-        return
+            "proxy_headers": bool(settings.trusted_proxies),
+            "forwarded_allow_ips": settings.trusted_proxies or "",
+        }
+        # The supervisor needs none of what was imported to check the settings and keys: it
+        # becomes a lean process of its own (same pid, same environment; see asgi_server).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        argv = [sys.executable, "-m", "launcher.asgi_server", json.dumps(config)]
+        os.execv(sys.executable, argv)  # noqa: S606 (our own interpreter, fixed arguments)
     if service in ASYNC_SERVICES:
         target, metrics_port_key = ASYNC_SERVICES[service]
         # One process: its own registry, served on its own port (GET /metrics).

@@ -1,12 +1,16 @@
 """Runs every service as a child process: in the foreground with their logs, or detached.
 
 Process control (sessions, pid files, SIGTERM then SIGKILL) is `service_runtime.processes`,
-the same code the local stack uses for its servers. Stopping is shielded: a second Ctrl-C, a
-closed terminal or a closed output pipe (`make up | tee up.log`, then Ctrl-C) cannot abort it.
+the same code the local stack uses for its servers. A scaled-out service runs as several
+instances (`launcher/instances.py`), each with its own pid file, log and metrics port; beside
+each pid file a small JSON file says which service and instance it is (`campaigns stack status
+--json`). Stopping is shielded: a second Ctrl-C, a closed terminal or a closed output pipe
+(`make up | tee up.log`, then Ctrl-C) cannot abort it.
 """
 
 from __future__ import annotations
 
+import json
 import selectors
 import subprocess
 import sys
@@ -15,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from launcher.instances import Instance, plan_instances
 from service_runtime import processes
 from service_runtime.processes import say
 from service_runtime.settings import Settings
@@ -40,6 +45,7 @@ class Supervisor:
         self.settings = settings
         self.services = services
         self.commands = dict(commands or {})
+        self.instances: list[Instance] = plan_instances(settings, services)
         local = repo / settings.local_dir
         self.run_dir = local / "run" / "services"
         self.log_dir = local / "logs"
@@ -55,8 +61,16 @@ class Supervisor:
     def command(self, service: str) -> list[str]:
         return self.commands.get(service) or [sys.executable, "-m", "launcher", "serve", service]
 
-    def pid_file(self, service: str) -> Path:
-        return self.run_dir / f"{service}.pid"
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def _record(self, instance: Instance, pid: int) -> None:
+        processes.write_pid(self.pid_file(instance.name), pid)
+        self.pid_file(instance.name).with_suffix(".json").write_text(json.dumps(instance.describe()))
+
+    def _forget(self, name: str) -> None:
+        self.pid_file(name).unlink(missing_ok=True)
+        self.pid_file(name).with_suffix(".json").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ with the stack
 
@@ -101,13 +115,15 @@ class Supervisor:
         selector = selectors.DefaultSelector()
         code = 0
         try:
-            for service in self.services:
-                proc = processes.spawn(self.command(service), cwd=self.repo, pipe_output=True)
-                running[service] = proc
-                processes.write_pid(self.pid_file(service), proc.pid)
+            for instance in self.instances:
+                proc = processes.spawn(
+                    self.command(instance.service), cwd=self.repo, pipe_output=True, env=instance.env
+                )
+                running[instance.name] = proc
+                self._record(instance, proc.pid)
                 assert proc.stdout is not None
-                selector.register(proc.stdout, selectors.EVENT_READ, service)
-            width = max(len(s) for s in self.services)
+                selector.register(proc.stdout, selectors.EVENT_READ, instance.name)
+            width = max(len(i.name) for i in self.instances)
             say(f"[run] {len(running)} services starting; Ctrl-C stops everything")
             self.wait_healthy({name: proc.pid for name, proc in running.items()})
             say(
@@ -139,8 +155,8 @@ class Supervisor:
             with processes.shutdown_shield():
                 selector.close()
                 processes.terminate_all([p.pid for p in running.values()], timeout=15)
-                for service in running:
-                    self.pid_file(service).unlink(missing_ok=True)
+                for name in running:
+                    self._forget(name)
         return code
 
     # ------------------------------------------------------------------ detached
@@ -149,27 +165,33 @@ class Supervisor:
         """Start every service not running; returns name -> pid of all of them."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pids: dict[str, int] = {}
-        for service in self.services:
-            pid = processes.read_pid(self.pid_file(service))
+        for instance in self.instances:
+            name = instance.name
+            pid = processes.read_pid(self.pid_file(name))
             if pid is not None:
-                say(f"[run] {service} already running (pid {pid})")
-                pids[service] = pid
+                say(f"[run] {name} already running (pid {pid})")
+                pids[name] = pid
                 continue
-            log = self.log_dir / f"{service}.log"
-            proc = processes.spawn(self.command(service), cwd=self.repo, log=log)
-            processes.write_pid(self.pid_file(service), proc.pid)
-            pids[service] = proc.pid
-            say(f"[run] {service} started (pid {proc.pid}), log {log}")
+            log = self.log_dir / f"{name}.log"
+            proc = processes.spawn(self.command(instance.service), cwd=self.repo, log=log, env=instance.env)
+            self._record(instance, proc.pid)
+            pids[name] = proc.pid
+            port = f", metrics :{instance.metrics_port}" if instance.metrics_port else ""
+            say(f"[run] {name} started (pid {proc.pid}{port}), log {log}")
         return pids
 
     def stop_detached(self) -> None:
+        """Stop every instance this plan names and any other a pid file names (one started with
+        other instance counts), all at once."""
         with processes.shutdown_shield():
-            pids = {service: processes.read_pid(self.pid_file(service)) for service in self.services}
+            names = [instance.name for instance in self.instances]
+            others = sorted(p.stem for p in self.run_dir.glob("*.pid") if p.stem not in names)
+            pids = {name: processes.read_pid(self.pid_file(name)) for name in [*names, *others]}
             processes.terminate_all([pid for pid in pids.values() if pid is not None], timeout=15)
-            for service, pid in pids.items():
-                self.pid_file(service).unlink(missing_ok=True)
+            for name, pid in pids.items():
+                self._forget(name)
                 if pid is not None:
-                    say(f"[run] {service} stopped")
+                    say(f"[run] {name} stopped")
 
     def wait_healthy(self, pids: Mapping[str, int] | None = None, timeout: float = 90) -> None:
         """Wait until every ready URL answers 200; a service that exits meanwhile is named."""

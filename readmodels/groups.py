@@ -1,8 +1,10 @@
 """The projections, the consumer groups that feed the read models, and the ones the monitor watches.
 
-Which events each projection reads, whether it announces what it applied, and every consumer
-group's name are declared here, so the projectors (which subscribe), the workers and the
-monitor (which measures their lag) agree without importing each other.
+Every consumer group (its name, kind and the aggregates it reads) is declared once, in the event
+contract's table `events.catalogue.CONSUMERS`; this module derives from it what the read side
+needs: each projection's events and whether it announces what it applied, and the groups the
+monitor measures. So the projectors (which subscribe), the workers and the monitor (which
+measures their lag) agree without importing each other, and no group name is written twice.
 """
 
 from __future__ import annotations
@@ -11,35 +13,44 @@ from dataclasses import dataclass
 from typing import Literal
 
 from events import Topics
+from events.catalogue import CONSUMERS, Consumer
 from service_runtime.settings import Settings
 
 GroupKind = Literal["projection", "worker"]
+
+# The projections whose applied events are announced on the events channel. Each event is
+# announced by exactly one projection (the one owning its aggregate), so the feed carries it once.
+ANNOUNCING = frozenset({"campaigns", "users"})
 
 
 @dataclass(frozen=True)
 class ProjectionSpec:
     name: str
     aggregate_types: frozenset[str]
-    # Whether applied events are announced on the events channel. Each event is announced by
-    # exactly one projection (the one owning its aggregate), so the feed carries it once.
+    # Whether applied events are announced on the events channel.
     announces: bool
 
 
-PROJECTION_SPECS: tuple[ProjectionSpec, ...] = (
-    ProjectionSpec("campaigns", frozenset({"campaign"}), announces=True),
-    ProjectionSpec("users", frozenset({"user"}), announces=True),
-    ProjectionSpec("stats", frozenset({"user", "campaign"}), announces=False),
+def _consumer(name: str) -> Consumer:
+    return next(consumer for consumer in CONSUMERS if consumer.name == name)
+
+
+PROJECTION_SPECS: tuple[ProjectionSpec, ...] = tuple(
+    ProjectionSpec(consumer.name, frozenset(consumer.aggregates), announces=consumer.name in ANNOUNCING)
+    for consumer in CONSUMERS
+    if consumer.kind == "projection"
 )
 PROJECTIONS: tuple[str, ...] = tuple(spec.name for spec in PROJECTION_SPECS)
 SPECS_BY_NAME = {spec.name: spec for spec in PROJECTION_SPECS}
 
-NOTIFICATIONS_GROUP = "worker.notifications"
-REPORTS_GROUP = "worker.reports"
+# The workers' groups, unprefixed (as the catalogue declares them).
+NOTIFICATIONS_GROUP = _consumer("notifications").group
+REPORTS_GROUP = _consumer("reports").group
 
 
 def projection_group(settings: Settings, projection: str) -> str:
     """The consumer group of one projection's projectors."""
-    return f"{settings.topic_prefix}projector.{projection}"
+    return _consumer(projection).group_id(settings.topic_prefix)
 
 
 def worker_group(settings: Settings, name: str) -> str:
@@ -63,27 +74,18 @@ class MonitoredGroup:
 
 
 def monitored_groups(settings: Settings) -> list[MonitoredGroup]:
+    """Every consumer group of the catalogue, as the monitor measures it (the projections first)."""
     topics = Topics(settings.topic_prefix)
-    groups = [
+    return [
         MonitoredGroup(
-            name=spec.name,
-            kind="projection",
-            group_id=projection_group(settings, spec.name),
-            topics=tuple(projection_topics(spec.aggregate_types, topics)),
-            counts_projected=spec.announces,
+            name=consumer.name,
+            kind=consumer.kind,
+            group_id=consumer.group_id(settings.topic_prefix),
+            topics=tuple(projection_topics(frozenset(consumer.aggregates), topics)),
+            counts_projected=consumer.kind == "projection" and consumer.name in ANNOUNCING,
         )
-        for spec in PROJECTION_SPECS
+        for consumer in CONSUMERS
     ]
-    # The workers' subscriptions (see `workers.entrypoints.workers.build_workers`).
-    groups.append(
-        MonitoredGroup(
-            "notifications", "worker", worker_group(settings, NOTIFICATIONS_GROUP), (topics.users,)
-        )
-    )
-    groups.append(
-        MonitoredGroup("reports", "worker", worker_group(settings, REPORTS_GROUP), (topics.campaigns,))
-    )
-    return groups
 
 
 def worker_names(groups: list[MonitoredGroup]) -> list[str]:

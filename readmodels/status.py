@@ -35,7 +35,7 @@ async def record_batch(
         if amount:
             pipe.hincrby(key, name, amount)
     values: dict[Any, Any] = {name: str(value) for name, value in fields.items()}
-    values["last_batch_at"] = f"{time.time():.3f}"
+    values.setdefault("last_batch_at", f"{time.time():.3f}")
     pipe.hset(key, mapping=values)
     await pipe.execute()
 

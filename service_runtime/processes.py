@@ -116,6 +116,39 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def tree_pids(root: int) -> list[int]:
+    """`root` and all its descendants (an API's uvicorn workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def resident_bytes(root: int) -> int:
+    """Resident memory (VmRSS) of `root` and its descendants; 0 for a process that is gone."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 # ---------------------------------------------------------------------- pid files
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
-from service_runtime.tokens import Principal
+if TYPE_CHECKING:  # only an annotation here: the relay and the scheduler load no JWT library
+    from service_runtime.tokens import Principal
 
 MAX_REMEMBERED = 10_000
 

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # `campaigns kafka topics --reconcile` are written to and consumed within this (Kafka's own
     # default, 5 minutes, would leave them idle that long).
     kafka_metadata_max_age_seconds: float = Field(default=30.0, gt=0)
+    # Consumer groups (projectors, workers): a member that sends no heartbeat for the session
+    # timeout (a stalled process) is dropped and its partitions go to the others; heartbeats are
+    # sent every heartbeat interval (the broker allows 6-300 s of session by default).
+    kafka_session_timeout_seconds: float = Field(default=10.0, ge=1)
+    kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
     # How long a service waits at start for Kafka to answer its topic check (kafka_topics.py)
     kafka_topic_check_seconds: float = Field(default=60.0, gt=0)
     topic_prefix: str = ""
@@ -114,6 +119,12 @@ class Settings(BaseSettings):
     projectors_metrics_port: int = 9102
     workers_metrics_port: int = 9103
     scheduler_metrics_port: int = 9106
+    # Instances of each scaled-out service `campaigns run` starts (topology cluster: 2 unless
+    # set). Instance n (from 1) serves its metrics on the service's port + (n - 1) * step.
+    relay_instances: int = Field(default=1, ge=1, le=9)
+    projectors_instances: int = Field(default=1, ge=1, le=9)
+    workers_instances: int = Field(default=1, ge=1, le=9)
+    metrics_port_instance_step: int = Field(default=10, ge=1)
 
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
@@ -121,10 +132,18 @@ class Settings(BaseSettings):
     # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
     # a relay that starts publishing fences any older one still alive (its transactions fail).
     relay_transactional_id: str = Field(default="campaigns-relay", min_length=1)
+    # Off only to measure what the transactions cost (bench/relay_transactions.py): without them a
+    # relay paused past its lease is not fenced, and a failed batch may leave part of itself
+    # visible (the version guards make the resent duplicates harmless, but nothing stops the stale
+    # relay). Keep it on.
+    relay_transactions: bool = True
     # Largest record the relay sends (the producer's max.request.size; Kafka's default topic
     # limit is about 1 MiB). A larger event is quarantined, never retried forever.
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
+    # How often each projection writes its counters and last batch to its status hash (not per
+    # batch: live batches are mostly one event, and the monitor refreshes once a second).
+    projector_status_seconds: float = Field(default=0.5, gt=0, le=60)
     read_wait_seconds: float = Field(default=2.0, ge=0)
     # A batch the servers refused (Redis down, a timeout, a failover) is retried in place, holding
     # its partition, after pauses from `projector_retry_initial_seconds` doubling up to
@@ -150,6 +169,8 @@ class Settings(BaseSettings):
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
+    # Records a worker consumes at once (one Kafka commit per batch; each record still in order).
+    worker_batch_size: int = Field(default=500, ge=1)
 
     # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
     # another scheduler may fire it) and fired at their due time; an idle scheduler polls.
@@ -215,6 +236,14 @@ class Settings(BaseSettings):
         return int(self.kafka_metadata_max_age_seconds * 1000)
 
     @property
+    def kafka_session_timeout_ms(self) -> int:
+        return int(self.kafka_session_timeout_seconds * 1000)
+
+    @property
+    def kafka_heartbeat_interval_ms(self) -> int:
+        return int(self.kafka_heartbeat_interval_seconds * 1000)
+
+    @property
     def kafka_bootstrap_servers(self) -> list[str]:
         """`kafka_bootstrap` as a list: FastStream takes a string as one single address."""
         return [address.strip() for address in self.kafka_bootstrap.split(",") if address.strip()]
@@ -257,6 +286,11 @@ class Settings(BaseSettings):
                 self.kafka_replication_factor = 3
             if "kafka_min_insync_replicas" not in given:
                 self.kafka_min_insync_replicas = 2
+            for count in ("relay_instances", "projectors_instances", "workers_instances"):
+                if count not in given:
+                    setattr(self, count, 2)
+        if self.kafka_heartbeat_interval_seconds >= self.kafka_session_timeout_seconds:
+            raise ValueError("kafka_heartbeat_interval_seconds must be below kafka_session_timeout_seconds")
         if self.kafka_min_insync_replicas > self.kafka_replication_factor:
             raise ValueError(
                 "kafka_min_insync_replicas must not exceed kafka_replication_factor "

@@ -15,6 +15,15 @@ from tests.support.stack import create_topics, delete_topics, ensure_stack_up, i
 HERE = Path(__file__).parent
 
 
+# The folders whose tests share the session's private stack (tests/support/private_stack.py).
+PRIVATE_STACK_FOLDERS = ("security", "chaos", "load")
+
+
+def _on_private_stack(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    return any(HERE / folder in path.parents for folder in PRIVATE_STACK_FOLDERS)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
@@ -22,6 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if HERE / "e2e" in path.parents:
             item.add_marker(pytest.mark.e2e)
+        if _on_private_stack(item):
+            # Under pytest-xdist (`make test`), one worker runs them all: one private stack, and
+            # each security module's services started once.
+            item.add_marker(pytest.mark.xdist_group("private-stack"))
+    # The private-stack tests first (a stable sort: the rest keep their order): under xdist
+    # their group, the longest unit of work, starts at once on one worker while the other
+    # worker takes the rest, instead of starting last and running alone.
+    items.sort(key=lambda item: not _on_private_stack(item))
 
 
 @pytest.fixture(scope="session")

@@ -48,11 +48,16 @@ def transactional_id(settings: Settings) -> str:
 
 
 def kafka_producer_factory(settings: Settings) -> ProducerFactory:
+    transactions: dict[str, object] = (
+        {"transactional_id": transactional_id(settings), "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        if settings.relay_transactions
+        else {}
+    )
+
     def create() -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
-            transactional_id=transactional_id(settings),
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            **transactions,
             enable_idempotence=True,
             acks="all",
             request_timeout_ms=REQUEST_TIMEOUT_MS,
@@ -94,9 +99,14 @@ class Unpublishable(Exception):
 
 
 class KafkaEventPublisher:
-    def __init__(self, producer_factory: ProducerFactory, topics: Topics) -> None:
+    def __init__(
+        self, producer_factory: ProducerFactory, topics: Topics, *, transactional: bool = True
+    ) -> None:
         self._factory = producer_factory
         self._topics = topics
+        # Off only for the bench's comparison (settings.relay_transactions): then a batch is sent
+        # and awaited, with no transaction around it.
+        self._transactional = transactional
         self._producer: AIOKafkaProducer | None = None
 
     async def publish(self, batch: Sequence[Outgoing], may_continue: Callable[[], None]) -> None:
@@ -115,7 +125,8 @@ class KafkaEventPublisher:
         except (KafkaError, OSError) as exc:
             raise PublishFailed(exc) from exc
         try:
-            await producer.begin_transaction()
+            if self._transactional:
+                await producer.begin_transaction()
             deliveries = []
             for item in batch:
                 may_continue()
@@ -126,7 +137,8 @@ class KafkaEventPublisher:
                 except MessageSizeTooLargeError as exc:
                     raise Unpublishable(str(item.envelope.event_id), f"too large for Kafka: {exc}") from exc
             may_continue()
-            await producer.commit_transaction()
+            if self._transactional:
+                await producer.commit_transaction()
         except BaseException as exc:
             # Abandon the transaction with its producer: the next producer's start (same id)
             # aborts it, and a fenced producer is of no further use anyway.

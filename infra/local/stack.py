@@ -29,6 +29,7 @@ from service_runtime import processes  # noqa: E402
 from service_runtime.settings import Settings  # noqa: E402
 
 KINDS = ("redis", "kafka", "mongo", "smtp")
+MIB = 1024 * 1024
 
 
 class Stack:
@@ -175,7 +176,24 @@ class Stack:
             else:
                 other = " (port taken by another process)" if state == "taken" else ""
                 say(f"{server.name:6} down{other}")
+        for service in self.services_running():
+            port = f", metrics :{service['metrics_port']}" if service.get("metrics_port") else ""
+            say(f"{service['name']:6} {service['state']:4} (pid {service['pid']}{port})")
         return 1 if down else 0
+
+    def services_running(self) -> list[dict[str, Any]]:
+        """Every service instance `campaigns run` recorded: name, pid, and which service and
+        instance it is with its metrics port (the JSON file beside its pid file)."""
+        found = []
+        for pid_file in sorted((self.run_dir / "services").glob("*.pid")):
+            pid = processes.read_pid(pid_file)
+            entry: dict[str, Any] = {"name": pid_file.stem, "pid": pid, "state": "up" if pid else "down"}
+            try:
+                entry.update(json.loads(pid_file.with_suffix(".json").read_text()))
+            except (OSError, ValueError):
+                entry.update({"service": pid_file.stem, "instance": 1})
+            found.append(entry)
+        return found
 
     def status_document(self) -> dict[str, Any]:
         """What `status --json` prints (its shape is documented in the README, 'Topologies')."""
@@ -192,15 +210,20 @@ class Stack:
             }
             entry.update(server.describe() if state == "up" else {})
             servers.append(entry)
-        services = []
-        for pid_file in sorted((self.run_dir / "services").glob("*.pid")):
-            pid = processes.read_pid(pid_file)
-            services.append({"name": pid_file.stem, "pid": pid, "state": "up" if pid else "down"})
+        services = self.services_running()
+        for entry in [*servers, *services]:
+            entry["rss_mib"] = round(processes.resident_bytes(entry["pid"]) / MIB, 1) if entry["pid"] else 0.0
         settings = self.settings
         return {
             "topology": settings.topology,
             "ok": all(s["state"] == "up" for s in servers),
             "local_dir": str(self.root),
+            # Resident memory of every server and service (process trees: an API's workers count)
+            "rss_mib": {
+                "servers": round(sum(s["rss_mib"] for s in servers), 1),
+                "services": round(sum(s["rss_mib"] for s in services), 1),
+                "total": round(sum(s["rss_mib"] for s in [*servers, *services]), 1),
+            },
             "clients": {
                 "redis_url": settings.redis_url if not settings.redis_cluster_nodes else None,
                 "redis_cluster_nodes": [n for n in settings.redis_cluster_nodes.split(",") if n],

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,6 +96,22 @@ class ProjectionConsumer:
         self.dead_letters = dead_letters
         self.consumer_group = consumer_group
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._pending_counters: Counter[str] = Counter()
+        self._pending_fields: dict[str, str] = {}
+
+    async def flush_status(self) -> None:
+        """Write the counters and fields of the batches handled since the last flush (if any) to
+        the projector status. If the write fails they are kept for the next flush."""
+        if not self._pending_fields:
+            return
+        counters, fields = self._pending_counters, self._pending_fields
+        self._pending_counters, self._pending_fields = Counter(), {}
+        try:
+            await record_batch(self.redis, self.projection.prefix, self.projection.name, counters, fields)
+        except BaseException:
+            self._pending_counters = counters + self._pending_counters
+            self._pending_fields = {**fields, **self._pending_fields}
+            raise
 
     def _letter(self, record: EventRecord, reason: str, error_type: str) -> DeadLetter:
         return DeadLetter(record, reason, error_type, self.consumer_group)
@@ -169,24 +187,24 @@ class ProjectionConsumer:
             report.dead_lettered,
             extra={"projection": self.projection.name, "generation": generation},
         )
-        await record_batch(
-            self.redis,
-            prefix,
-            self.projection.name,
-            counters={
-                "records_total": report.records,
-                "applied_total": report.applied,
-                "duplicates_total": report.duplicates,
-                "parked_total": report.parked,
-                "dead_lettered_total": report.dead_lettered,
-            },
-            fields={
+        # The status (counters, last batch) is written by `flush_status`, on an interval rather
+        # than per batch: three projections each writing it per one-event live batch was a
+        # Redis round trip per event per projection for a monitor that refreshes once a second.
+        pending = self._pending_counters
+        pending["records_total"] += report.records
+        pending["applied_total"] += report.applied
+        pending["duplicates_total"] += report.duplicates
+        pending["parked_total"] += report.parked
+        pending["dead_lettered_total"] += report.dead_lettered
+        self._pending_fields.update(
+            {
                 "generation": generation,
                 "consumer_group": self.consumer_group,
                 "instance": self.instance,
+                "last_batch_at": f"{time.time():.3f}",
                 **({"last_occurred_at": json_time(envelopes[-1].occurred_at)} if envelopes else {}),
                 **({"last_topic": last.topic} if last else {}),
-            },
+            }
         )
         return report
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
@@ -56,6 +55,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_key
 from readmodels.status import write_heartbeat
+from service_runtime.kafka_batches import tolerant_headers
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
@@ -69,22 +69,6 @@ async def _records(message: StreamMessage[Any], original: Callable[..., Awaitabl
     """The batch as records: no JSON decoding here, each value is decoded (or dead-lettered) alone."""
     raw: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message
     return [EventRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ())) for r in raw]
-
-
-async def _tolerant_headers(
-    batch: tuple[ConsumerRecord[bytes, bytes], ...], original: Callable[..., Awaitable[Any]]
-) -> StreamMessage[Any]:
-    """FastStream decodes every header as UTF-8; one bad header must not sink a whole batch."""
-    try:
-        return await original(batch)  # type: ignore[no-any-return]
-    except UnicodeDecodeError:
-        cleaned = tuple(
-            dataclasses.replace(
-                r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in (r.headers or ())]
-            )
-            for r in batch
-        )
-        return await original(cleaned)  # type: ignore[no-any-return]
 
 
 class Projectors:
@@ -118,6 +102,7 @@ class Projectors:
         self._heartbeat: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -145,10 +130,12 @@ class Projectors:
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            parser=_tolerant_headers,
+            parser=tolerant_headers,
             decoder=_records,
             title=f"{group}:consume",
             description=f"The {projection.name} projection, consumer group {group}.",
@@ -200,8 +187,10 @@ class Projectors:
             return report
 
     async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less: a stop ends every pause at once."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def start(self) -> None:
         for name in self.consumers:
@@ -213,18 +202,26 @@ class Projectors:
         self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
         self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
         self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
+        self._flushing = asyncio.create_task(self._flush_statuses(), name="projectors-status")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._heartbeat, self._repairing, self._watching):
+        for task in (self._heartbeat, self._repairing, self._watching, self._flushing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._heartbeat = self._repairing = self._watching = None
+        self._heartbeat = self._repairing = self._watching = self._flushing = None
         # Waits for a batch in progress to finish (and commit) before leaving the group.
         await self.broker.stop()
+        for consumer in self.consumers.values():
+            try:
+                await consumer.flush_status()
+            except Exception:
+                log.warning(
+                    "last status not written", exc_info=True, extra={"group": consumer.consumer_group}
+                )
         if self._owns_redis:
             await self.redis.aclose()
         await self.mongo.close()
@@ -239,9 +236,19 @@ class Projectors:
     ) -> None:
         await self.stop()
 
+    async def _flush_statuses(self) -> None:
+        """Every `projector_status_seconds`: each projection's counters and last batch, if any."""
+        while True:
+            await asyncio.sleep(self.settings.projector_status_seconds)
+            for consumer in self.consumers.values():
+                try:
+                    await consumer.flush_status()
+                except Exception:
+                    log.warning("status not written; kept for the next flush", exc_info=True)
+
     async def _repair_gaps(self) -> None:
         """Every `gap_repair_scan_seconds`: fill from the log the gaps older than the repair delay."""
-        while True:
+        while not self._stopping.is_set():
             for repairer in self.repairers:
                 name = repairer.projection.name
                 try:
@@ -256,7 +263,7 @@ class Projectors:
                         GAPS_REPAIRED.labels(name).inc()
                     if repair.unfillable:
                         GAPS_UNFILLABLE.labels(name).inc()
-            await asyncio.sleep(self.settings.gap_repair_scan_seconds)
+            await self._pause(self.settings.gap_repair_scan_seconds)
 
     async def _watch_for_loss(self) -> None:
         """Every `redis_loss_check_seconds`: is the sentinel there? If not, Redis lost the read
@@ -264,8 +271,10 @@ class Projectors:
         (batches wait meanwhile, readers get 503), then write the sentinel again."""
         prefix = self.settings.redis_prefix
         lost = False
-        while True:
-            await asyncio.sleep(self.settings.redis_loss_check_seconds)
+        while not self._stopping.is_set():
+            await self._pause(self.settings.redis_loss_check_seconds)
+            if self._stopping.is_set():
+                return
             try:
                 whole, _ = await read_models_whole(self.redis, prefix)
                 if whole:
@@ -291,13 +300,17 @@ class Projectors:
                 log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
 
     async def _beat(self) -> None:
-        while True:
+        # The loops end on `_stopping` as well as on cancellation: a cancellation that lands
+        # while a client library is finishing a call can be swallowed by it (Python 3.11's
+        # `asyncio.wait_for` does so), and a loop that only ends when cancelled then runs on
+        # and holds `stop()` (and a SIGTERM) forever.
+        while not self._stopping.is_set():
             for name, consumer in self.consumers.items():
                 try:
                     await self._beat_one(name, consumer)
                 except Exception:
                     log.warning("heartbeat not written", exc_info=True, extra={"projection": name})
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self._pause(HEARTBEAT_SECONDS)
 
     async def _beat_one(self, name: str, consumer: ProjectionConsumer) -> None:
         subscriber = self.subscribers[name]
@@ -338,7 +351,8 @@ async def _lag(consumer: AIOKafkaConsumer) -> int:
         if end is None:
             continue
         try:
-            position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+            async with asyncio.timeout(1):
+                position = await consumer.position(partition)
         except Exception:
             log.debug("position unknown", exc_info=True, extra={"partition": str(partition)})
             continue

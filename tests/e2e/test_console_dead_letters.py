@@ -20,9 +20,10 @@ from tests.support.waiting import eventually
 
 DESKTOP = {"width": 1280, "height": 800}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"),
+]
 
 
 async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audit_line(

@@ -15,9 +15,10 @@ from tests.support.services import RunningServices
 
 ALL = ["command-api", "query-api", "relay", "scheduler", "projectors", "workers"]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make deps)"),
+]
 
 
 async def rows_for(page: Page, aggregate_id: str) -> int:

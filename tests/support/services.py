@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,19 +48,24 @@ class RunningServices:
         return f"http://127.0.0.1:{self.settings.query_api_port}"
 
     def start(self, names: Iterable[str]) -> None:
-        env = settings_env(self.settings)
-        env["PYTHONUNBUFFERED"] = "1"
         for name in names:
-            log = (self.log_dir / f"{name}.log").open("ab")
-            metrics_dir = self.log_dir / f"metrics-{name}"
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "launcher", "serve", name],
-                cwd=REPO,
-                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.start_instance(name, name)
+
+    def start_instance(self, name: str, service: str, **overrides: object) -> None:
+        """One more process of `service` under its own `name` (e.g. "projectors-3"), with these
+        settings changed (its own metrics port)."""
+        env = settings_env(self.settings.model_copy(update=overrides) if overrides else self.settings)
+        env["PYTHONUNBUFFERED"] = "1"
+        log = (self.log_dir / f"{name}.log").open("ab")
+        metrics_dir = self.log_dir / f"metrics-{name}"
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "serve", service],
+            cwd=REPO,
+            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         urls = []
@@ -91,8 +97,20 @@ class RunningServices:
             proc.wait()
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+        """SIGTERM to every process at once, then wait for each (SIGKILL after 20 s)."""
+        stopping = list(self.processes.items())
+        self.processes.clear()
+        for _, proc in stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        deadline = time.monotonic() + 20
+        for _, proc in stopping:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                proc.wait()
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import sys
@@ -19,10 +20,18 @@ STACK = REPO / "infra" / "local" / "stack.py"
 
 
 def ensure_stack_up() -> None:
-    """Start every server not yet running (a no-op for running ones); fail loudly if one can't."""
-    result = subprocess.run(
-        [sys.executable, str(STACK), "up"], cwd=REPO, capture_output=True, text=True, check=False
-    )
+    """Start every server not yet running (a no-op for running ones); fail loudly if one can't.
+
+    `make test` runs pytest-xdist workers, each a session calling this at once: a lock beside the
+    stack's directory lets one of them start what is missing while the others wait for it.
+    """
+    root = (REPO / Settings().local_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".tests-stack-up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(
+            [sys.executable, str(STACK), "up"], cwd=REPO, capture_output=True, text=True, check=False
+        )
     if result.returncode != 0:
         raise RuntimeError(f"the local stack did not start:\n{result.stdout}\n{result.stderr}")
 

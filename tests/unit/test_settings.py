@@ -153,3 +153,10 @@ def test_the_command_api_public_url_must_be_http() -> None:
     )
     with pytest.raises(ValueError, match="command_api_public_url"):
         Settings(command_api_public_url="javascript:alert(1)")
+
+
+def test_a_heartbeat_not_below_the_consumer_session_is_refused() -> None:
+    with pytest.raises(ValueError, match="kafka_heartbeat_interval_seconds"):
+        Settings(kafka_session_timeout_seconds=6, kafka_heartbeat_interval_seconds=6)
+    settings = Settings(kafka_session_timeout_seconds=6, kafka_heartbeat_interval_seconds=1.5)
+    assert (settings.kafka_session_timeout_ms, settings.kafka_heartbeat_interval_ms) == (6000, 1500)

@@ -1,11 +1,17 @@
-"""One Kafka delivery through a worker: decode, skip other types, retry, dead-letter, count."""
+"""Kafka deliveries through a worker: skip other types early, decode, retry, dead-letter, count.
+
+The workers consume in batches (one Kafka commit per batch, after every record in it is dealt
+with) and most records are of types a worker does not handle: those are recognised by the
+relay's `event_type` header and skipped without decoding the value. A record without that
+header is decoded and judged as before (an undecodable one is dead-lettered).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +41,11 @@ class Delivery:
     key: bytes | None
     value: bytes
     headers: Mapping[str, str]
+
+    @property
+    def event_type(self) -> str | None:
+        """The relay's `event_type` header (a copy of the envelope's), if the record has one."""
+        return self.headers.get("event_type")
 
 
 class DeadLetters(Protocol):
@@ -89,8 +100,34 @@ class EventWorker:
         self.backoff = backoff
         self.stats = stats
 
+    async def consume_batch(self, deliveries: Sequence[Delivery]) -> list[str]:
+        """Each delivery in order (order per aggregate is kept: a partition's records stay in
+        order), those of other types counted as ignored without being decoded. Returns once every
+        one is dealt with, when the caller commits the batch; raises only if a dead-letter
+        publish failed, and then the whole batch comes again (send records and version-guarded
+        reports make the redelivered ones harmless)."""
+        if not deliveries:
+            return []
+        self.stats.last_event_at = time.time()
+        outcomes: list[str] = []
+        ignored = 0
+        handles = self.handler.handles
+        for delivery in deliveries:
+            hint = delivery.event_type
+            if hint is not None and hint not in handles:
+                ignored += 1
+                outcomes.append(IGNORED)
+                continue
+            outcomes.append(await self._consume(delivery))
+        if ignored:
+            self._count(IGNORED, ignored)
+        return outcomes
+
     async def consume(self, delivery: Delivery) -> str:
         self.stats.last_event_at = time.time()
+        return await self._consume(delivery)
+
+    async def _consume(self, delivery: Delivery) -> str:
         try:
             event = decode_event(delivery.value)
         except InvalidEvent as exc:
@@ -113,9 +150,9 @@ class EventWorker:
             correlation_id.reset(token)
         return self._count(outcome)
 
-    def _count(self, outcome: str) -> str:
-        self.stats.outcomes[outcome] += 1
-        metrics.EVENTS.labels(self.handler.name, outcome).inc()
+    def _count(self, outcome: str, amount: int = 1) -> str:
+        self.stats.outcomes[outcome] += amount
+        metrics.EVENTS.labels(self.handler.name, outcome).inc(amount)
         return outcome
 
     def _on_retry(self, attempt: int, error: Exception) -> None:

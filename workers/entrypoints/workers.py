@@ -1,10 +1,13 @@
 """The workers process: welcome e-mails and campaign reports, as FastStream consumers on Kafka.
 
-Each worker has its own consumer group, so instances scale out to the number of partitions, and
-commits a record's offset only once the record is dealt with: done, skipped, or dead-lettered
-(ack policy NACK_ON_ERROR; offsets are not auto-committed). A consumer takes the raw record rather
-than a typed payload because a record that does not decode must still reach the dead-letter topic
-with its reason; `events.decode_event` is the validation, and it upcasts old schema versions.
+Each worker has its own consumer group, so instances scale out to the number of partitions. It
+consumes batches (up to `worker_batch_size` records) and commits a batch's offsets once, after
+every record in it is dealt with: done, skipped, or dead-lettered (ack policy NACK_ON_ERROR;
+offsets are not auto-committed; a batch that fails is consumed again whole). Records of types a
+worker does not handle (most of them) are skipped by their `event_type` header, undecoded. A
+consumer takes the raw records rather than typed payloads because a record that does not decode
+must still reach the dead-letter topic with its reason; `events.decode_event` is the validation,
+and it upcasts old schema versions.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from faststream.params import NoCast
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
+from service_runtime.kafka_batches import tolerant_headers
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.settings import Settings
@@ -112,37 +119,45 @@ def build_workers(settings: Settings) -> WorkersProcess:
     # it); the pause keeps that from spinning while Kafka is away.
     retry_pause = settings.worker_backoff_seconds
 
-    @broker.subscriber(
-        topics.users,
-        group_id=notifications_group,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title=f"{topics.users}:subscribe:{notifications_group}",
-        description="Sends each new user one welcome e-mail (UserRegistered); other types are skipped.",
-    )
-    async def send_welcome_emails(message: KafkaMessage) -> None:
-        try:
-            await notifications.consume(_delivery(message))
-        except Exception:
-            await asyncio.sleep(retry_pause)
-            raise
+    def subscribe(worker: EventWorker, topic: str, group: str, description: str) -> None:
+        subscriber = broker.subscriber(
+            topic,
+            group_id=group,
+            batch=True,
+            max_records=settings.worker_batch_size,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=tolerant_headers,
+            decoder=_deliveries,
+            title=f"{topic}:subscribe:{group}",
+            description=description,
+        )
 
-    @broker.subscriber(
-        topics.campaigns,
-        group_id=reports_group,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title=f"{topics.campaigns}:subscribe:{reports_group}",
-        description="Builds the report of each completed campaign (CampaignCompleted) from the events log.",
+        async def consume(deliveries: NoCast[list[Delivery]]) -> None:
+            try:
+                await worker.consume_batch(deliveries)
+            except Exception:
+                await asyncio.sleep(retry_pause)
+                raise
+
+        consume.__name__ = consume.__qualname__ = f"consume_{worker.handler.name}"
+        subscriber(consume)
+
+    subscribe(
+        notifications,
+        topics.users,
+        notifications_group,
+        "Sends each new user one welcome e-mail (UserRegistered); other types are skipped.",
     )
-    async def build_campaign_reports(message: KafkaMessage) -> None:
-        try:
-            await reports.consume(_delivery(message))
-        except Exception:
-            await asyncio.sleep(retry_pause)
-            raise
+    subscribe(
+        reports,
+        topics.campaigns,
+        reports_group,
+        "Builds the report of each completed campaign (CampaignCompleted) from the events log.",
+    )
 
     return WorkersProcess(
         broker=broker,
@@ -156,16 +171,20 @@ def build_workers(settings: Settings) -> WorkersProcess:
     )
 
 
-def _delivery(message: Any) -> Delivery:
-    record = message.raw_message
-    return Delivery(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=message.body,
-        headers=dict(message.headers),
-    )
+async def _deliveries(message: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> list[Delivery]:
+    """The batch as deliveries, values undecoded (each is decoded, skipped or dead-lettered alone)."""
+    raw: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message
+    return [
+        Delivery(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value or b"",
+            headers={k: v.decode("utf-8", "replace") for k, v in (r.headers or ())},
+        )
+        for r in raw
+    ]
 
 
 async def serve(settings: Settings) -> None:

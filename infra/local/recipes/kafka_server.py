@@ -30,6 +30,7 @@ from infra.local.recipes.base import (
     run_checked,
     say,
 )
+from service_runtime import processes
 from service_runtime.settings import Settings
 
 KAFKA_POM = REPO / "infra" / "kafka" / "pom.xml"
@@ -247,7 +248,10 @@ def cluster(ctx: Context) -> Group:
     ]
 
     def after_start() -> None:
-        wait_for_brokers(settings.kafka_bootstrap, len(nodes))
+        # Every node that runs now must have joined (a node started alone while another is down,
+        # as the cluster fault tests do, waits for the ones running, at least a quorum).
+        running = sum(processes.port_open(host, port) for host, port in nodes)
+        wait_for_brokers(settings.kafka_bootstrap, max(running, len(nodes) // 2 + 1))
         create_topics(settings)
 
     return Group("kafka", servers, after_start=after_start)
@@ -306,6 +310,18 @@ def create_topics(settings: Settings) -> None:
     """Create every topic of the system with the configured partitions, replication factor and
     min ISR (idempotent: existing topics are left as they are; `campaigns kafka topics
     --reconcile` grows them)."""
+    from aiokafka.errors import KafkaError
+
     from service_runtime.kafka_topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
+    # A node started while another is down: until the controller has fenced the dead one (its
+    # broker session, ~9 s), metadata still names it and a request sent to it fails; try again.
+    deadline = time.monotonic() + CLUSTER_READY_SECONDS
+    while True:
+        try:
+            asyncio.run(ensure_topics(settings))
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise StackError(f"the topics could not be created or checked: {exc}") from exc
+            time.sleep(1.0)

@@ -10,6 +10,8 @@ a rebuild's line says `queued` until the projectors process that ran it writes i
 
 from __future__ import annotations
 
+# The dead-letter operations (deadletters.bootstrap, and with it the Kafka client library) are
+# imported by the console routes that use them, not by every query-API worker at start.
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +21,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
 from deadletters.domain.records import InvalidRef, NotADeadLetterTopic, RecordRef
 from events import Topics
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
@@ -63,6 +64,8 @@ def _audit(side: ReadSide) -> ConsoleAudit:
 
 
 async def _email(side: ReadSide, user_id: str) -> str | None:
+    from deadletters.bootstrap import UNREACHABLE
+
     try:
         doc = (await side.read_models.user(user_id)).doc
         email = orjson.loads(doc).get("email") if doc else None
@@ -107,6 +110,8 @@ async def dead_letters(
     principal: Principal = Depends(admin),
     side: ReadSide = Depends(read_side),
 ) -> Response:
+    from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
+
     try:
         async with dead_letter_operations(side.settings) as dlq:
             listings = await dlq.list(aggregate=aggregate, show=side.settings.console_dead_letters_shown)
@@ -162,6 +167,8 @@ async def redrive(
         await record(side, principal, REDRIVE, target, "refused", {"problem": problem.detail})
         raise problem
     actor = f"console:{principal.user_id}"
+    from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
+
     try:
         async with dead_letter_operations(side.settings) as dlq:
             if body.ref:
@@ -217,6 +224,8 @@ def _invalid(body: RedriveRequest, topics: Topics) -> Problem | None:
     responses={**ok(200, "The newest actions", content=JSON_OBJECT), **problems(401, 403, 503)},
 )
 async def audit(principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)) -> Response:
+    from deadletters.bootstrap import UNREACHABLE
+
     try:
         items = await _audit(side).recent(side.settings.console_audit_shown)
     except UNREACHABLE as exc:

@@ -31,6 +31,7 @@ from tests.integration.command_api.outbox import (
     versions_by_key,
     wait_until,
 )
+from tests.support.ledger import kafka_offsets
 from tests.support.services import settings_env
 from tests.support.stack import REPO
 
@@ -90,6 +91,21 @@ async def test_1000_events_over_20_aggregates_arrive_in_version_order_per_key(
     }
     published = await db["events"].find_one({"_id": str(sample.envelope.event_id)})
     assert published is not None and published["published"] is True and published["published_at"]
+
+
+async def test_with_transactions_off_the_relay_publishes_every_event_in_order_with_no_markers(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document]
+) -> None:
+    """The bench's comparison mode (`relay_transactions` off): the same events, in order, and no
+    transaction commit markers taking offsets."""
+    plain = settings.model_copy(update={"relay_transactions": False})
+    aggregates = [f"campaign-{i:02d}" for i in range(5)]
+    await db["events"].insert_many(interleaved(aggregates, range(1, 11)))
+    async with running_relay(plain, mongo):
+        await wait_until(lambda: all_published(db), 60, "every event published")
+    received = await consume(settings, 50, settle=0.5)
+    assert versions_by_key(received) == {a: list(range(1, 11)) for a in aggregates}
+    assert await kafka_offsets(settings) == 50
 
 
 async def test_events_written_while_kafka_is_unreachable_all_arrive_after_it_comes_back(

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from readmodels.keyspace import events_channel, monitor_channel
 from service_runtime.tokens import issue_access_token
 from tests.integration.monitor.conftest import ServedQueryApi
+from tests.support.waiting import eventually
 
 
 async def next_of(ws: Any, kind: str, within: float = 10) -> dict[str, Any]:
@@ -232,7 +233,11 @@ async def test_a_client_that_stops_reading_is_dropped_without_slowing_the_others
         # A client that reads nothing after its handshake, with a small receive buffer: the
         # server's sends to it soon block.
         slow = await asyncio.to_thread(stuck_client, query_api.port, auth)  # the server runs in this loop
-        await asyncio.sleep(0.5)  # joined
+
+        def joined() -> bool:
+            return any(s.queue.maxsize == 5 for s in feed.subscribers)
+
+        await eventually(joined, what="the stuck client to join the feed")
         slow_subscriber = next(s for s in feed.subscribers if s.queue.maxsize == 5)
 
         bulky = {"type": "lag", "groups": [], "dead_letters": {}, "padding": "x" * 65_536}

@@ -18,6 +18,7 @@ from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import Aggregate, interleave, mixed_workload, new_campaign, new_user
 from tests.integration.replay.conftest import EventWriter, RunReplay, delete_prefix, live_digests
+from tests.support.waiting import eventually
 
 OWNERS = ["owner-a", "owner-b", "owner-c"]
 
@@ -130,9 +131,12 @@ async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflecte
     async with running_projectors(settings):
         await projected(redis, settings, written)
         traffic = asyncio.create_task(keep_writing())
-        await asyncio.sleep(0.5)
+        before = len(written)
+        await eventually(lambda: len(written) >= before + 40, what="writes before the rebuild")
         result = await replay_cli("rebuild", "all", "--source", source, "--grace-seconds", "1")
-        await asyncio.sleep(0.5)  # writes after the swap land in the new generation
+        swapped = len(written)
+        # Writes after the swap land in the new generation.
+        await eventually(lambda: len(written) >= swapped + 40, what="writes after the swap")
         stop.set()
         await traffic
         await projected(redis, settings, written, within=60)

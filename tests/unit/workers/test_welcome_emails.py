@@ -293,3 +293,35 @@ async def test_invalid_and_unknown_events_are_dead_lettered_and_other_types_igno
     reasons = [r[1] for r in dead.records]
     assert reasons[0].startswith("invalid event: not JSON")
     assert "unknown event_type 'UserVanished'" in reasons[1]
+
+
+async def test_a_batch_skips_other_types_by_header_undecoded_and_handles_the_rest_in_order() -> None:
+    dead = MemoryDeadLetters()
+    mailer = FlakyMailer()
+    w = worker(mailer, dead)
+    first, second = registered(name="First"), registered(name="Second")
+    batch = [
+        Delivery("t.users.events", 0, 1, b"u-1", encode_event(first), {"event_type": "UserRegistered"}),
+        # Another type by its header: skipped without decoding (this value would not decode).
+        Delivery("t.users.events", 0, 2, b"u-1", b"{not json", {"event_type": "UserLoggedIn"}),
+        # No header: decoded and judged as a single delivery would be.
+        Delivery("t.users.events", 0, 3, b"u-1", b"{not json", {}),
+        Delivery("t.users.events", 0, 4, b"u-2", encode_event(second), {"event_type": "UserRegistered"}),
+    ]
+
+    outcomes = await w.consume_batch(batch)
+
+    assert outcomes == [SENT, IGNORED, DEAD_LETTERED, SENT]
+    assert [m["To"].split("<")[0].strip() for m in mailer.sent] == ["First", "Second"]
+    assert [r[0].offset for r in dead.records] == [3]
+    assert w.stats.outcomes[IGNORED] == 1 and w.stats.outcomes[SENT] == 2
+
+
+async def test_a_batch_whose_dead_letter_publish_fails_raises_so_it_is_consumed_again() -> None:
+    class BrokenDeadLetters(MemoryDeadLetters):
+        async def publish(self, delivery: Delivery, *, reason: str, error: str, attempts: int) -> None:
+            raise ConnectionError("kafka away")
+
+    w = worker(FlakyMailer(), BrokenDeadLetters())
+    with pytest.raises(ConnectionError):
+        await w.consume_batch([delivery_of(b"{not json")])

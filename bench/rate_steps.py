@@ -1,0 +1,215 @@
+"""Sustained pipeline rate: the offered command rate stepped up until the pipeline stops keeping up.
+
+Each step runs the freshness client (bench/freshness.py: open-loop POST /campaigns at the step's
+rate, each 201 followed by `GET /campaigns/{id}?min_version=V`) for `seconds` with every service
+running, and samples the backlog every 2 s: events the relay has not published yet plus, for
+every consumer group (three projections, two workers), records between its committed offset and
+the end of its topic. A step holds when
+
+- every command is accepted (no failure, and the achieved rate is at least 97% of the offered
+  one: an open-loop client whose commands queue behind a slow server falls behind),
+- freshness p99 stays under 100 ms and every read found its version,
+- the backlog does not grow: at the end of the step it is at most one second of commands, and
+  the last quarter's samples are no higher on average than the second quarter's plus that.
+
+The figure is the highest rate of a step that held (steps stop at the first that did not); the
+reference beside it is the raw MongoDB transaction loop of bench/raw_limits.py on the same
+database (the local server's limit for the command's transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from bench import freshness
+from bench.environment import committed_total, topic_partitions
+from bench.memory import CpuWindow
+from bench.report import Figure
+from events import Topics
+from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, projection_group, worker_group
+from service_runtime.settings import Settings
+
+FRESHNESS_GOAL_MS = 100.0
+RATE_GOAL = 200
+
+
+@dataclass
+class Step:
+    rate: int
+    seconds: float
+    accepted: int
+    scheduled: int
+    command_failures: int
+    reads_not_fresh: int
+    achieved_per_second: float
+    freshness_p50_ms: float
+    freshness_p99_ms: float
+    command_p99_ms: float
+    backlog_samples: list[int] = field(default_factory=list)
+    cpu_cores: dict[str, float] = field(default_factory=dict)
+    held: bool = False
+    why_not: str = ""
+
+
+class Backlog:
+    """Unpublished events plus every consumer group's lag, summed."""
+
+    def __init__(self, settings: Settings) -> None:
+        topics = Topics(settings.topic_prefix)
+        self.settings = settings
+        self.groups = {
+            topics.campaigns: [
+                projection_group(settings, "campaigns"),
+                projection_group(settings, "stats"),
+                worker_group(settings, REPORTS_GROUP),
+            ],
+            topics.users: [
+                projection_group(settings, "users"),
+                projection_group(settings, "stats"),
+                worker_group(settings, NOTIFICATIONS_GROUP),
+            ],
+        }
+        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        self.partitions: dict[str, list[TopicPartition]] = {}
+
+    async def __aenter__(self) -> Backlog:
+        await self.admin.start()
+        await self.consumer.start()
+        for topic in self.groups:
+            self.partitions[topic] = await topic_partitions(self.consumer, topic)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+        await self.mongo.close()
+
+    async def now(self) -> int:
+        # The unpublished_in_order partial index serves this count.
+        behind = await self.mongo[self.settings.mongo_db]["events"].count_documents({"published": False})
+        for topic, names in self.groups.items():
+            end = sum((await self.consumer.end_offsets(self.partitions[topic])).values())
+            for group in names:
+                behind += max(0, end - await committed_total(self.admin, group, topic))
+        return behind
+
+
+def _growing(samples: list[int], rate: int) -> str:
+    """Why the backlog counts as growing, or "" if it held (see the module's docstring)."""
+    if not samples:
+        return ""
+    allowance = max(rate, 20)
+    if samples[-1] > allowance:
+        return f"backlog {samples[-1]} at the end (> {allowance})"
+    quarter = max(1, len(samples) // 4)
+    second = samples[quarter : 2 * quarter] or samples[:quarter]
+    last = samples[-quarter:]
+    if statistics.fmean(last) > statistics.fmean(second) + allowance:
+        return f"backlog grew from {statistics.fmean(second):.0f} to {statistics.fmean(last):.0f}"
+    return ""
+
+
+async def one_step(
+    settings: Settings,
+    command_url: str,
+    query_url: str,
+    token: str,
+    rate: int,
+    seconds: float,
+    processes: Callable[[], dict[str, list[int]]],
+) -> Step:
+    samples: list[int] = []
+    async with Backlog(settings) as backlog:
+
+        async def sample() -> None:
+            while True:
+                await asyncio.sleep(2.0)
+                samples.append(await backlog.now())
+
+        window = CpuWindow(processes())
+        sampler = asyncio.create_task(sample())
+        try:
+            run = await freshness.run(command_url, query_url, token, rate=rate, seconds=seconds)
+        finally:
+            sampler.cancel()
+            try:
+                await sampler
+            except asyncio.CancelledError:
+                pass
+        cpu = window.shares()
+        samples.append(await backlog.now())
+    values = run.freshness_ms
+    q = freshness._q
+    achieved = run.accepted / run.seconds if run.seconds else 0.0
+    step = Step(
+        rate=rate,
+        seconds=seconds,
+        accepted=run.accepted,
+        scheduled=run.scheduled,
+        command_failures=run.failed,
+        reads_not_fresh=run.read_failed,
+        achieved_per_second=round(achieved, 1),
+        freshness_p50_ms=round(q(values, 50), 1),
+        freshness_p99_ms=round(q(values, 99), 1),
+        command_p99_ms=round(q(run.command_ms, 99), 1),
+        backlog_samples=samples,
+        cpu_cores=cpu,
+    )
+    reasons = []
+    if run.failed or achieved < rate * 0.97:
+        reasons.append(f"{run.failed} commands failed, {achieved:.1f}/s accepted")
+    if step.freshness_p99_ms >= FRESHNESS_GOAL_MS or run.read_failed:
+        reasons.append(f"freshness p99 {step.freshness_p99_ms:.0f} ms, {run.read_failed} reads not fresh")
+    growing = _growing(samples, rate)
+    if growing:
+        reasons.append(growing)
+    step.held = not reasons
+    step.why_not = "; ".join(reasons)
+    return step
+
+
+async def wait_drained(settings: Settings, limit_seconds: float = 120) -> int:
+    """Until the backlog is empty (or the limit passed): what is left."""
+    deadline = time.monotonic() + limit_seconds
+    async with Backlog(settings) as backlog:
+        while True:
+            left = await backlog.now()
+            if left == 0 or time.monotonic() > deadline:
+                return left
+            await asyncio.sleep(0.5)
+
+
+def figure(steps: list[Step], raw_limit: float, raw_concurrency: int) -> Figure:
+    held = [s.rate for s in steps if s.held]
+    best = max(held, default=0)
+    failed = next((s for s in steps if not s.held), None)
+    return Figure(
+        key="sustained",
+        title="Sustained pipeline rate (every service running)",
+        measured=f"{best} commands/s"
+        + (f" (at {failed.rate}/s: {failed.why_not})" if failed else " (no step failed)"),
+        limit=f"{raw_limit:,.0f} txn/s (raw MongoDB transaction loop, concurrency {raw_concurrency})",
+        ratio=None,
+        goal=f"≥ {RATE_GOAL} commands/s",
+        met=best >= RATE_GOAL,
+        how=(
+            "offered rates stepped up (BENCH_RATE_START, +BENCH_RATE_STEP, to BENCH_RATE_MAX), "
+            "BENCH_RATE_SECONDS each, open loop as the freshness figure; a step holds if every "
+            "command is accepted (≥ 97% of the offered rate achieved, none failed), freshness p99 "
+            "< 100 ms, and the backlog (unpublished events + every consumer group's lag, sampled "
+            "every 2 s) ends at most one second of commands and does not grow; stops at the "
+            "first step that does not hold"
+        ),
+        data={"steps": [asdict(s) for s in steps], "raw_transactions_per_second": round(raw_limit, 1)},
+    )
