@@ -257,6 +257,8 @@ async def _queue_operation(
 ) -> Response:
     """Audit the request (`queued`), then queue it for a projectors process with the audit line's
     id, so the process that runs it can write the result there."""
+    from deadletters.bootstrap import UNREACHABLE
+
     operation_id = uuid.uuid4().hex
     audit_id = await record(side, principal, action, target, "queued", {"operation_id": operation_id})
     prefix = side.settings.redis_prefix
@@ -354,6 +356,8 @@ async def rebuild(
 async def last_operations(
     principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
 ) -> Response:
+    from deadletters.bootstrap import UNREACHABLE
+
     audit = _audit(side)
     try:
         return _json(
