@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The official AsyncAPI parser for the contract tests, pinned by its package-lock.json.
 CONTRACT_NODE := tests/contracts/node
 
-.PHONY: up start stop status stack-up stack-down test test-unit test-integration test-e2e test-cluster chaos lint bench mutation deps venv clean snapshots
+.PHONY: up start stop status stack-up stack-down test test-redis-cluster test-unit test-integration test-e2e test-cluster chaos lint bench mutation deps venv clean snapshots
 
 ## make up: install what is missing, start the stack and every service in the foreground (Ctrl-C stops all)
 up: venv deps
@@ -28,7 +28,8 @@ stack-up: venv deps
 stack-down: venv
 	$(BIN)/campaigns stack down
 
-## make test: every test, against real servers the stack starts itself, in one pytest session.
+## make test: every test, against real servers the stack starts itself, in one pytest session,
+## then the read side again on the Redis Cluster (test-redis-cluster).
 ## `make test TEST_WORKERS=2` runs two passes instead: the tests isolated per test (own database,
 ## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
 ## private stack, all on one worker), then, alone, the tests that stop servers, run the
@@ -45,6 +46,16 @@ else
 	$(PYTEST_RUN) -m "$(SERIAL_TESTS)" || status=$$?; \
 	exit $$status
 endif
+	$(MAKE) --no-print-directory test-redis-cluster
+
+## make test-redis-cluster: the read-side and query API integration tests and a few end-to-end
+## tests with the read models on the cluster topology's Redis Cluster (3+3 nodes on 7000-7005,
+## started here if they are not running); Kafka and MongoDB stay the single-node stack's
+REDIS_CLUSTER_TESTS := tests/integration/read_side tests/e2e/test_vertical_slice.py tests/e2e/test_monitor_feed.py
+test-redis-cluster: venv deps
+	CAMPAIGNS_TOPOLOGY=cluster $(BIN)/python infra/local/stack.py up redis
+	CAMPAIGNS_REDIS_CLUSTER_NODES=$$(CAMPAIGNS_TOPOLOGY=cluster $(BIN)/python -c 'from service_runtime.settings import Settings; print(Settings().redis_cluster_nodes)') \
+		$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 $(REDIS_CLUSTER_TESTS)
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider tests/unit

@@ -15,13 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from pymongo import AsyncMongoClient
 
 from events import Topics
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 from tests.support.stack import REPO, create_topics, ensure_stack_up, free_port, isolated_settings
@@ -158,7 +158,7 @@ async def wait_for_group(
 
 async def delete_keys(settings: Settings, prefix: str) -> int:
     """Unlink every key under `prefix` (the bench's own prefixes only)."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     deleted = 0
     try:
         batch: list[bytes] = []

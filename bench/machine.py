@@ -13,9 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.stack import REPO
 
@@ -71,7 +71,7 @@ def _wrk_version() -> str:
 
 
 async def describe(settings: Settings) -> dict[str, Any]:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     try:
         redis_version = (await redis.info("server"))["redis_version"]
     finally:

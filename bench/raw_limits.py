@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from pymongo import InsertOne
 from redis.asyncio.client import Pipeline
@@ -36,6 +35,7 @@ from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
 from readmodels.campaigns import campaign_document, membership_moves, next_campaign_state
 from readmodels.keyspace import CampaignKeys
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 
 FETCH_MAX_RECORDS = 500
@@ -108,7 +108,7 @@ async def _consume(settings: Settings, topic: str, write: Callable[[Pipeline, by
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, topic)

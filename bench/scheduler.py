@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from bench.memory import CpuWindow
@@ -27,6 +26,7 @@ from command_api.adapters.mongo_documents import campaign_document, due_timer_do
 from command_api.adapters.mongo_schema import CAMPAIGNS, DUE_TRANSITIONS, EVENTS, ensure_indexes
 from command_api.adapters.scheduler_status import scheduler_status_key
 from command_api.domain.campaign import Campaign, CampaignDetails
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 
@@ -85,7 +85,7 @@ async def seed(settings: Settings, count: int, window: float) -> tuple[datetime,
 async def _reported(settings: Settings, limit_seconds: float = 120) -> None:
     """Wait until the scheduler process runs (its first status report), so its start-up is not
     counted as lateness."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     deadline = time.monotonic() + limit_seconds
     try:
         while not await redis.hlen(scheduler_status_key(settings.redis_prefix)):

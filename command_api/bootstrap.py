@@ -38,6 +38,7 @@ from command_api.application.user_handlers import Credentials
 from command_api.domain.user import PasswordPolicy
 from events import Topics
 from events.envelope import utc_now
+from service_runtime.redis_client import connect_redis
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 
@@ -101,7 +102,7 @@ def open_command_side(settings: Settings) -> CommandSide:
 
     mongo = mongo_client(settings)
     db = mongo[settings.mongo_db]
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     cutoffs = session_cutoffs(settings, redis)
     return CommandSide(
         settings=settings,
@@ -188,7 +189,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
     """The scheduler process: its timer store, the command side's unit of work, its reports."""
     mongo = mongo_client(settings)
     db = mongo[settings.mongo_db]
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     gate = IndexGate(db)
     timers = MongoDueTransitions(
         db[DUE_TRANSITIONS], holder=instance, claim_seconds=settings.scheduler_claim_seconds

@@ -37,7 +37,11 @@ def initial_generation(projection: str) -> str:
 
 async def live_generations(redis: Redis, prefix: str) -> dict[str, str]:
     """The live generation of every projection (the initial one where none was ever set)."""
-    values = await redis.mget([pointer_key(prefix, p) for p in PROJECTIONS])
+    # GETs in a pipeline, not one MGET: on a cluster the pointers sit in different slots.
+    pipe = redis.pipeline(transaction=False)
+    for projection in PROJECTIONS:
+        pipe.get(pointer_key(prefix, projection))
+    values = await pipe.execute()
     return {
         projection: _text(value) if value is not None else initial_generation(projection)
         for projection, value in zip(PROJECTIONS, values, strict=True)
@@ -67,12 +71,13 @@ class ReadModelsLost(Exception):
 
 
 async def mark_whole(redis: Redis, prefix: str, *, only_if_absent: bool = False) -> bool:
-    """Write the sentinel (after the pointers: a fresh start, or the rebuild after a loss)."""
-    pipe = redis.pipeline(transaction=True)
-    pipe.set(sentinel_key(prefix), "1", nx=only_if_absent)
+    """Write the sentinel (after the pointers: a fresh start, or the rebuild after a loss).
+
+    Then the rebuilding mark goes, as a second command (the two keys may sit in different cluster
+    slots): in between, both are there, which readers take as whole (the sentinel decides)."""
+    written = await redis.set(sentinel_key(prefix), "1", nx=only_if_absent)
     if not only_if_absent:
-        pipe.delete(rebuilding_key(prefix))
-    written, *_ = await pipe.execute()
+        await redis.delete(rebuilding_key(prefix))
     return bool(written)
 
 

@@ -2,16 +2,58 @@
 
 Everything a projection writes lives under its generation's base, `{prefix}:{generation}`,
 so a new generation can be built beside the live one and swapped in (see `generations`).
-The Lua scripts build no key names: every key they touch (or, for keys found while they run,
-the key's beginning) is passed to them from here. Outside the generations live the pointers,
-the processes' status and heartbeats, the monitor's feed, the workers' records and the
-command side's login throttle.
+Outside the generations live the pointers, the processes' status and heartbeats, the monitor's
+feed, the workers' records and the command side's login throttle.
+
+Buckets (Redis Cluster). Each aggregate belongs to one of B buckets (`bucket_of`: CRC-32 of its
+id, mod B). Every key of a bucket carries the bucket's hash tag right after the generation's
+base — `{prefix}:{generation}:{b7.40}:campaign:<id>` — so an aggregate's document, its parked
+events, its bucket's indexes, parked set and stats counters hash to one slot: every script and
+atomic write touches one slot, while the B slots spread over the primaries. The generation sits
+outside the tag, so a rebuilt generation's keys land on the same slots and a swap moves nothing.
+Each tag is chosen so that its slot falls in the bucket's own 1/B share of the 16384 slots: any
+contiguous split of the slots between primaries (what `redis-cli --cluster create` and most
+managed services do) gives each primary its share of buckets. With one bucket (standalone Redis's
+default) the segment is empty and the keys are the untagged ones of before.
+
+The Lua scripts build no key names: every key they touch is declared in KEYS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+
+@cache
+def bucket_segments(buckets: int) -> tuple[str, ...]:
+    """Each bucket's key segment, `{tag}:` ('' for a single bucket: untagged keys)."""
+    if buckets <= 1:
+        return ("",)
+    segments = []
+    for bucket in range(buckets):
+        low = bucket * REDIS_CLUSTER_HASH_SLOTS // buckets
+        high = (bucket + 1) * REDIS_CLUSTER_HASH_SLOTS // buckets
+        n = 0
+        while not low <= key_slot(f"b{bucket}.{n}".encode()) < high:
+            n += 1
+        segments.append(f"{{b{bucket}.{n}}}:")
+    return tuple(segments)
+
+
+def bucket_of(aggregate_id: str, buckets: int) -> int:
+    """The bucket an aggregate belongs to (stable: it decides where its keys live)."""
+    if buckets <= 1:
+        return 0
+    return zlib.crc32(aggregate_id.encode()) % buckets
+
+
+def bucket_segment(aggregate_id: str, buckets: int) -> str:
+    return bucket_segments(buckets)[bucket_of(aggregate_id, buckets)]
 
 
 def generation_base(prefix: str, generation: str) -> str:
@@ -28,7 +70,8 @@ def generation_pattern(prefix: str, generation: str) -> str:
 
 
 def events_channel(prefix: str) -> str:
-    """Pub/sub channel: one JSON message per applied event (wakes `min_version`, feeds the monitor)."""
+    """Pub/sub channel: one JSON message per applied event (wakes `min_version`, feeds the monitor).
+    A classic channel: on a cluster each message reaches every node's subscribers."""
     return f"{prefix}:events"
 
 
@@ -64,79 +107,103 @@ def replay_lock_key(prefix: str, projection: str) -> str:
     return f"{prefix}:replay:lock:{projection}"
 
 
-def parked_key(base: str, aggregate_type: str, aggregate_id: str) -> str:
+def parked_key(base: str, aggregate_type: str, aggregate_id: str, buckets: int = 1) -> str:
     """Hash version -> packed change: events that arrived before a missing version."""
-    return f"{base}:parked:{aggregate_type}:{aggregate_id}"
+    return f"{base}:{bucket_segment(aggregate_id, buckets)}parked:{aggregate_type}:{aggregate_id}"
 
 
-def parked_set_key(base: str) -> str:
-    """Set of `{aggregate_type}:{id}` that have parked events (what an operator looks at)."""
-    return f"{base}:parked"
+def parked_set_key(base: str, buckets: int = 1, bucket: int = 0) -> str:
+    """Set of `{aggregate_type}:{id}` of one bucket that have parked events (what an operator
+    looks at: `parked_set_keys` are all of them)."""
+    return f"{base}:{bucket_segments(buckets)[bucket]}parked"
+
+
+def parked_set_key_of(base: str, aggregate_id: str, buckets: int = 1) -> str:
+    """The parked set of the aggregate's bucket (in the slot of its parked hash)."""
+    return parked_set_key(base, buckets, bucket_of(aggregate_id, buckets))
+
+
+def parked_set_keys(base: str, buckets: int = 1) -> list[str]:
+    return [parked_set_key(base, buckets, bucket) for bucket in range(buckets)]
 
 
 @dataclass(frozen=True)
 class CampaignKeys:
     base: str
+    buckets: int = 1
+
+    def bucket_of(self, campaign_id: str) -> int:
+        return bucket_of(campaign_id, self.buckets)
 
     def campaign(self, campaign_id: str) -> str:
         """Hash: `doc` (ready-to-send JSON), `v`, `x:owner`; a deleted one keeps `deleted`, `x:owner`, `v`."""
-        return f"{self.campaign_key_start}{campaign_id}"
+        return f"{self.base}:{bucket_segment(campaign_id, self.buckets)}campaign:{campaign_id}"
 
-    @property
-    def campaign_key_start(self) -> str:
-        """What every `campaign` key begins with (a script that finds ids as it runs appends them)."""
-        return f"{self.base}:campaign:"
+    def parked(self, campaign_id: str) -> str:
+        return parked_key(self.base, "campaign", campaign_id, self.buckets)
 
-    def index(self, sort: str, dimension: str | None = None, value: str | None = None) -> str:
-        """Sorted set, scores 0, members `sortvalue\\0id` in order: all campaigns or one filter value."""
+    def parked_set(self, bucket: int) -> str:
+        return parked_set_key(self.base, self.buckets, bucket)
+
+    def index(
+        self, sort: str, dimension: str | None = None, value: str | None = None, bucket: int = 0
+    ) -> str:
+        """Sorted set of one bucket, scores 0, members `sortvalue\\0id` in order: all its campaigns
+        or those of one filter value."""
+        segment = bucket_segments(self.buckets)[bucket]
         if dimension is None:
-            return f"{self.base}:cidx:{sort}:all"
-        return f"{self.base}:cidx:{sort}:{dimension}:{value}"
+            return f"{self.base}:{segment}cidx:{sort}:all"
+        return f"{self.base}:{segment}cidx:{sort}:{dimension}:{value}"
 
-    def filtered_index(self, sort: str, where: tuple[str, str] | None) -> str:
-        """`index` of a (dimension, value) filter, or of all campaigns for None."""
-        return self.index(sort) if where is None else self.index(sort, *where)
+    def filtered_index(self, sort: str, where: tuple[str, str] | None, bucket: int = 0) -> str:
+        """`index` of a (dimension, value) filter, or of all campaigns for None, in one bucket."""
+        return self.index(sort, bucket=bucket) if where is None else self.index(sort, *where, bucket=bucket)
 
 
 @dataclass(frozen=True)
 class UserKeys:
     base: str
+    buckets: int = 1
 
     def user(self, user_id: str) -> str:
         """Hash: `doc` (ready-to-send JSON), `v`, JSON fragments of each field."""
-        return f"{self.base}:user:{user_id}"
+        return f"{self.base}:{bucket_segment(user_id, self.buckets)}user:{user_id}"
 
 
 @dataclass(frozen=True)
 class StatsKeys:
+    """The stats counters are sharded per bucket (an event increments its aggregate's bucket's,
+    in the slot of the aggregate's state) and summed on read."""
+
     base: str
+    buckets: int = 1
 
-    @property
-    def counts(self) -> str:
+    def _in(self, bucket: int) -> str:
+        return f"{self.base}:{bucket_segments(self.buckets)[bucket]}"
+
+    def counts(self, bucket: int = 0) -> str:
         """Hash: campaigns.total, campaigns.deleted, status:<s>, channel:<c>, users.total."""
-        return f"{self.base}:counts"
+        return f"{self._in(bucket)}counts"
 
-    @property
-    def budget(self) -> str:
+    def budget(self, bucket: int = 0) -> str:
         """Hash: <currency>:units and <currency>:frac (ten-thousandths) of live campaigns."""
-        return f"{self.base}:budget"
+        return f"{self._in(bucket)}budget"
 
-    @property
-    def events_per_minute(self) -> str:
+    def events_per_minute(self, bucket: int = 0) -> str:
         """Hash: minute of occurred_at (YYYY-MM-DDTHH:MM, UTC) -> events applied."""
-        return f"{self.base}:events_per_minute"
+        return f"{self._in(bucket)}events_per_minute"
 
-    @property
-    def counters(self) -> tuple[str, str, str]:
-        """The keys every stats apply increments (lua/stats.lua's KEYS[4..6], in this order)."""
-        return (self.counts, self.budget, self.events_per_minute)
+    def counters(self, aggregate_id: str) -> tuple[str, str, str]:
+        """The keys an event of this aggregate increments (lua/stats.lua's KEYS[4..6], in this order)."""
+        bucket = bucket_of(aggregate_id, self.buckets)
+        return (self.counts(bucket), self.budget(bucket), self.events_per_minute(bucket))
 
     def campaign(self, campaign_id: str) -> str:
         """Hash: the campaign's current contribution (status, channel, budget) and `v`."""
-        return f"{self.base}:campaign:{campaign_id}"
+        return f"{self.base}:{bucket_segment(campaign_id, self.buckets)}campaign:{campaign_id}"
 
     def user(self, user_id: str) -> str:
-        return f"{self.base}:user:{user_id}"
+        return f"{self.base}:{bucket_segment(user_id, self.buckets)}user:{user_id}"
 
 
 # ---------------------------------------------------------------- the monitor's feed
@@ -204,10 +271,12 @@ def throttle_digest(value: str) -> str:
 
 
 class ThrottleKeys:
-    """Every Redis key of the throttles (plain keys, no hash tags)."""
+    """Every Redis key of the throttles, under one hash tag: a login reserves an address budget
+    and an account budget in one script, so all of them share one slot (one primary carries the
+    throttle; logins are few beside reads)."""
 
     def __init__(self, prefix: str) -> None:
-        self._base = f"{prefix}:throttle"
+        self._base = f"{prefix}:{{throttle}}"
 
     def address_failures(self, group: str) -> str:
         return f"{self._base}:login:address:{throttle_digest(group)}"
@@ -230,17 +299,21 @@ class ThrottleKeys:
         return f"{self._base}:register:{throttle_digest(group)}"
 
 
+# The console's operation keys share one hash tag: a request is queued, listed and stored in one
+# MULTI.
+
+
 def console_operations_queue(prefix: str) -> str:
     """List: operation requests from the console (JSON), pushed by the query API and claimed
     (BRPOP, so by one process) by a projectors process."""
-    return f"{prefix}:console:operations:queue"
+    return f"{prefix}:{{console}}:operations:queue"
 
 
 def console_operations_recent(prefix: str) -> str:
     """List: the ids of the newest console operations, newest first (capped)."""
-    return f"{prefix}:console:operations:recent"
+    return f"{prefix}:{{console}}:operations:recent"
 
 
 def console_operation_key(prefix: str, operation_id: str) -> str:
     """String: one console operation's state as JSON (request, progress, result), with a TTL."""
-    return f"{prefix}:console:operation:{operation_id}"
+    return f"{prefix}:{{console}}:operation:{operation_id}"

@@ -7,6 +7,7 @@ code, and a restarted Redis that lost its script cache is handled by reloading o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodels.users import USER_FIELDS
 
@@ -82,7 +86,13 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
     Packed by hiredis (C) rather than redis-py's asyncio packer (Python, 0.8 us an argument;
     a batch of 500 campaign events is ~40,000 arguments): the packing was a third of the
     projector's time.
+
+    On a Redis Cluster the same packing is done per primary (`_pipelined_by_node`): each command
+    goes to the primary of its first key's slot (EVALSHA: its first KEYS entry; every command
+    names its keys, all in one slot).
     """
+    if isinstance(redis, RedisCluster):
+        return await _pipelined_by_node(redis, commands)
     # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
     packed = b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
     pool = redis.connection_pool
@@ -102,6 +112,79 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
         raise
     finally:
         await pool.release(connection)
+
+
+_REDIRECTED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _first_key(command: tuple[ScriptArg, ...]) -> ScriptArg:
+    if command[0] in ("EVALSHA", "EVAL"):
+        return command[3]  # EVALSHA sha numkeys key...
+    return command[1]
+
+
+async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[ScriptArg, ...]]) -> list[Any]:
+    """`pipelined` on a cluster: one hiredis-packed write per primary, all primaries at once.
+
+    A command whose slot moved or is moving (MOVED, ASK, TRYAGAIN, CLUSTERDOWN: it did not run)
+    is sent again through redis-py's cluster pipeline, which follows the redirection and
+    refreshes the slot map. If a node cannot be reached, the whole batch goes through that
+    pipeline instead: it refreshes the slot map after a failover (or raises, and the batch is
+    retried). Commands that had run on other nodes then run twice, which callers make harmless
+    (version guards, see `LuaScript.run_pipelined`).
+    """
+    if not commands:
+        return []
+    await redis.initialize()  # a no-op once the slot map is known
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for position, command in enumerate(commands):
+        key = _first_key(command)
+        node = redis.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+        if node is None:
+            return await _through_cluster_pipeline(redis, commands)
+        by_node.setdefault(node.name, (node, []))[1].append(position)
+    replies: list[Any] = [None] * len(commands)
+
+    async def send(node: Any, positions: list[int]) -> None:
+        # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
+        packed = b"".join(hiredis.pack_command(commands[p]) for p in positions)  # type: ignore[arg-type]
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(packed)
+            for position in positions:
+                try:
+                    replies[position] = await connection.read_response()
+                except ResponseError as error:
+                    replies[position] = error
+        except BaseException:
+            await connection.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            node.release(connection)
+
+    try:
+        await asyncio.gather(*(send(node, positions) for node, positions in by_node.values()))
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return await _through_cluster_pipeline(redis, commands)
+    redirected = [
+        position
+        for position, reply in enumerate(replies)
+        if isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
+    ]
+    if redirected:
+        again = await _through_cluster_pipeline(redis, [commands[p] for p in redirected])
+        for position, reply in zip(redirected, again, strict=True):
+            replies[position] = reply
+    return replies
+
+
+async def _through_cluster_pipeline(
+    redis: RedisCluster, commands: Sequence[tuple[ScriptArg, ...]]
+) -> list[Any]:
+    pipe = redis.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 @cache

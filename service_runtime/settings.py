@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     redis_prefix: str = "rm"
     # "host:port,host:port,...": the Redis Cluster's seed nodes (empty: standalone `redis_url`).
     redis_cluster_nodes: str = ""
+    # Buckets of the read models' keyspace (readmodels.keyspace): each aggregate belongs to one,
+    # and a bucket's keys share one hash tag, so every script stays in one cluster slot while the
+    # buckets spread over the primaries. 0 = the default: 1 on standalone Redis (no tags, one
+    # index to page through), 32 on a Redis Cluster (README, "Redis Cluster"). Changing it
+    # moves every key: rebuild the projections (`campaigns replay rebuild`) after a change.
+    redis_buckets: int = Field(default=0, ge=0, le=1024)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "campaigns@localhost"
@@ -253,6 +259,13 @@ class Settings(BaseSettings):
         """The Redis Cluster's seed nodes; empty when Redis is the standalone `redis_url`."""
         return [address.strip() for address in self.redis_cluster_nodes.split(",") if address.strip()]
 
+    @property
+    def read_model_buckets(self) -> int:
+        """`redis_buckets`, or its default for the topology of Redis in use."""
+        if self.redis_buckets:
+            return self.redis_buckets
+        return 32 if self.redis_cluster_addresses else 1
+
     @field_validator("command_api_public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -291,6 +304,8 @@ class Settings(BaseSettings):
                     setattr(self, count, 2)
         if self.kafka_heartbeat_interval_seconds >= self.kafka_session_timeout_seconds:
             raise ValueError("kafka_heartbeat_interval_seconds must be below kafka_session_timeout_seconds")
+        if self.redis_cluster_nodes and self.redis_buckets == 1:
+            raise ValueError("redis_buckets must be at least 2 on a Redis Cluster (1 = untagged keys)")
         if self.kafka_min_insync_replicas > self.kafka_replication_factor:
             raise ValueError(
                 "kafka_min_insync_replicas must not exceed kafka_replication_factor "

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.stack import create_topics, delete_topics, ensure_stack_up, isolated_settings
 
@@ -57,10 +57,11 @@ async def settings(stack: None) -> AsyncIterator[Settings]:
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
     await client.drop_database(settings.mongo_db)
     await client.close()
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
+    # On a cluster, scan_iter walks every primary and delete splits the keys by slot.
     keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    if keys:
-        await redis.delete(*keys)
+    for start in range(0, len(keys), 1000):
+        await redis.delete(*keys[start : start + 1000])
     await redis.aclose()
 
 

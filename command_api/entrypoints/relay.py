@@ -10,12 +10,11 @@ import signal
 import uuid
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from command_api.adapters.mongo_schema import mongo_client
 from command_api.bootstrap import build_outbox_relay
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging, correlation_id
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ async def run(settings: Settings) -> None:
     correlation_id.set(f"relay-{uuid.uuid4().hex[:12]}")
     await require_topics(settings, "relay")
     mongo = mongo_client(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     relay = build_outbox_relay(settings, mongo=mongo, redis=redis)
     log.info("relay %s starting", relay.holder)
     stop = asyncio.Event()

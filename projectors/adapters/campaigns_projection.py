@@ -33,14 +33,9 @@ from projectors.domain.outcomes import ApplyResult, EventOutcome
 from readmodels.campaigns import campaign_document, membership_moves
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
-from readmodels.keyspace import (
-    CampaignKeys,
-    events_channel,
-    generation_base,
-    parked_key,
-    parked_set_key,
-)
+from readmodels.keyspace import CampaignKeys, events_channel, generation_base
 from readmodels.scripts import LuaScript, ScriptArg, cas_script, read_states_script
+from service_runtime.redis_client import is_cluster
 
 # A campaign whose state keeps moving under us is planned again this many times, then the batch
 # fails (and is consumed again).
@@ -57,10 +52,39 @@ class _Read:
     parked_count: int  # as Redis holds it, unreadable entries included
 
 
+def _calls(campaign_ids: list[str], keys: CampaignKeys, chunk: int, cluster: bool) -> list[list[str]]:
+    """The campaigns of each script call: `chunk` at most, and on a cluster all of one bucket
+    (a script's keys must share a slot)."""
+    if not cluster:
+        return [campaign_ids[n : n + chunk] for n in range(0, len(campaign_ids), chunk)]
+    by_bucket: dict[int, list[str]] = defaultdict(list)
+    for cid in campaign_ids:
+        by_bucket[keys.bucket_of(cid)].append(cid)
+    return [ids[n : n + chunk] for ids in by_bucket.values() for n in range(0, len(ids), chunk)]
+
+
+class _KeyTable:
+    """The KEYS of one cas.lua call: each key once, named in ARGV by its position."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        position = self.positions.get(key)
+        if position is None:
+            position = self.positions[key] = len(self.positions) + 1
+        return position
+
+    @property
+    def keys(self) -> list[ScriptArg]:
+        return list(self.positions)
+
+
 @dataclass(frozen=True)
 class CampaignsProjection:
     name: str
     prefix: str
+    buckets: int = 1
 
     @property
     def aggregate_types(self) -> frozenset[str]:
@@ -88,18 +112,19 @@ class CampaignsProjection:
         """Apply `envelopes` in order: the version guard per event, one guarded write per campaign."""
         base = generation_base(self.prefix, generation)
         channel = events_channel(self.prefix) if announce and self.announces else ""
+        cluster = is_cluster(redis)
         by_campaign: dict[str, list[int]] = defaultdict(list)
         for position, envelope in enumerate(envelopes):
             by_campaign[envelope.aggregate_id].append(position)
         outcomes: list[EventOutcome | None] = [None] * len(envelopes)
         pending = list(by_campaign)
         for _ in range(MAX_ATTEMPTS):
-            reads = await self._read(redis, base, pending)
+            reads = await self._read(redis, base, pending, cluster)
             plans = {
                 cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
                 for cid in pending
             }
-            stale = await self._write(redis, base, channel, plans, reads)
+            stale = await self._write(redis, base, channel, plans, reads, cluster)
             for cid in pending:
                 if cid not in stale:
                     for position, outcome in zip(by_campaign[cid], plans[cid].outcomes, strict=True):
@@ -109,21 +134,25 @@ class CampaignsProjection:
             pending = stale
         raise RuntimeError(f"campaigns kept changing while being projected: {', '.join(pending[:5])}")
 
-    async def _read(self, redis: Redis, base: str, campaign_ids: list[str]) -> dict[str, _Read]:
-        keys = CampaignKeys(base)
+    async def _read(
+        self, redis: Redis, base: str, campaign_ids: list[str], cluster: bool
+    ) -> dict[str, _Read]:
+        keys = CampaignKeys(base, self.buckets)
         calls: list[tuple[int, list[ScriptArg]]] = []
-        for n in range(0, len(campaign_ids), READ_CHUNK):
+        grouped = _calls(campaign_ids, keys, READ_CHUNK, cluster)
+        for group in grouped:
             names: list[ScriptArg] = []
-            for cid in campaign_ids[n : n + READ_CHUNK]:
-                names += [keys.campaign(cid), parked_key(base, AGGREGATE_TYPE, cid)]
+            for cid in group:
+                names += [keys.campaign(cid), keys.parked(cid)]
             calls.append((len(names), names))
+        campaign_ids = [cid for group in grouped for cid in group]
         replies = [value for reply in await _run(redis, read_states_script(), calls) for value in reply]
         with_parked = [cid for n, cid in enumerate(campaign_ids) if replies[5 * n + 4]]
         parked: dict[str, dict[int, EventEnvelope]] = {}
         if with_parked:
             pipe = redis.pipeline(transaction=False)
             for cid in with_parked:
-                pipe.hgetall(parked_key(base, AGGREGATE_TYPE, cid))
+                pipe.hgetall(keys.parked(cid))
             for cid, entries in zip(with_parked, await pipe.execute(), strict=True):
                 parked[cid] = _readable(entries)
         reads = {}
@@ -146,21 +175,29 @@ class CampaignsProjection:
         channel: str,
         plans: dict[str, CampaignPlan],
         reads: dict[str, _Read],
+        cluster: bool,
     ) -> list[str]:
         """Run every plan's guarded write; the campaigns whose state had moved (nothing written)."""
         projected_at = f',"projected_at":"{json_time(datetime.now(UTC))}"}}'.encode()
-        keys = CampaignKeys(base)
-        blocks: list[list[ScriptArg]] = []
-        for cid, plan in plans.items():
-            if not plan.changed:
-                continue
-            notices = [notice_prefix(e, self.name) + projected_at for e in plan.applied] if channel else []
-            writes = _writes(base, cid, plan, reads[cid].parked_count)
-            blocks.append(
-                [
+        keys = CampaignKeys(base, self.buckets)
+        changed = [cid for cid, plan in plans.items() if plan.changed]
+        if not changed:
+            return []
+        # Several calls, not one: a script blocks Redis while it runs, and readers are waiting.
+        calls: list[tuple[int, list[ScriptArg]]] = []
+        for group in _calls(changed, keys, WRITE_CHUNK, cluster):
+            table = _KeyTable()
+            args: list[ScriptArg] = [channel]
+            for cid in group:
+                plan = plans[cid]
+                notices = (
+                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if channel else []
+                )
+                writes = _writes(keys, table, cid, plan, reads[cid].parked_count)
+                args += [
                     cid,
-                    keys.campaign(cid),
-                    parked_key(base, AGGREGATE_TYPE, cid),
+                    table(keys.campaign(cid)),
+                    table(keys.parked(cid)),
                     plan.before.version,
                     reads[cid].parked_count,
                     len(notices),
@@ -168,16 +205,9 @@ class CampaignsProjection:
                     *notices,
                     *writes,
                 ]
-            )
-        if not blocks:
-            return []
-        script = self.script
-        # Several calls, not one: a script blocks Redis while it runs, and readers are waiting.
-        calls = [
-            (0, [channel, *(arg for block in blocks[n : n + WRITE_CHUNK] for arg in block)])
-            for n in range(0, len(blocks), WRITE_CHUNK)
-        ]
-        replies = await _run(redis, script, calls)
+            names = table.keys
+            calls.append((len(names), [*names, *args]))
+        replies = await _run(redis, self.script, calls)
         return [stale.decode() for reply in replies for stale in reply]
 
 
@@ -205,17 +235,20 @@ def _command(*parts: ScriptArg) -> list[ScriptArg]:
     return [parts[0], len(parts) - 1, *parts[1:]]
 
 
-def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[ScriptArg]:
-    keys = CampaignKeys(base)
-    key = keys.campaign(cid)
+def _writes(
+    keys: CampaignKeys, table: _KeyTable, cid: str, plan: CampaignPlan, parked_count: int
+) -> list[ScriptArg]:
+    """cas.lua's writes of one campaign, each key named by its position in the call's KEYS."""
+    bucket = keys.bucket_of(cid)
+    key = table(keys.campaign(cid))
     writes: list[ScriptArg] = []
     before = plan.before
     for move in membership_moves(before.state, plan.state):
         if move.leaves:
-            removed = [keys.filtered_index(move.sort, where) for where in move.leaves]
+            removed = [table(keys.filtered_index(move.sort, where, bucket)) for where in move.leaves]
             writes += _command("ZREMFROM", move.old_member, *removed)
         if move.joins:
-            added = [keys.filtered_index(move.sort, where) for where in move.joins]
+            added = [table(keys.filtered_index(move.sort, where, bucket)) for where in move.joins]
             writes += _command("ZADDTO", move.new_member, *added)
 
     if plan.deleted and not before.deleted:
@@ -227,7 +260,7 @@ def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[
     elif plan.version != before.version:
         writes += _command("HSET", key, "v", plan.version)
 
-    parked = parked_key(base, AGGREGATE_TYPE, cid)
+    parked = table(keys.parked(cid))
     member = f"{AGGREGATE_TYPE}:{cid}"
     if plan.unparked:
         writes += _command("HDEL", parked, *plan.unparked)
@@ -235,7 +268,7 @@ def _writes(base: str, cid: str, plan: CampaignPlan, parked_count: int) -> list[
         writes += _command("HSET", parked, version, encode_event(envelope))
     left = parked_count - len(plan.unparked) + len(plan.newly_parked)
     if plan.newly_parked:
-        writes += _command("SADD", parked_set_key(base), member)
+        writes += _command("SADD", table(keys.parked_set(bucket)), member)
     elif left == 0 and parked_count:
-        writes += _command("SREM", parked_set_key(base), member)
+        writes += _command("SREM", table(keys.parked_set(bucket)), member)
     return writes

@@ -39,7 +39,7 @@ from readmodels.keyspace import (
     events_channel,
     generation_base,
     parked_key,
-    parked_set_key,
+    parked_set_key_of,
 )
 from readmodels.scripts import LuaScript, ScriptArg, apply_script
 from readmodels.stats import stats_change_args
@@ -47,7 +47,9 @@ from readmodels.users import user_change_args
 
 StateKey = Callable[[str, EventEnvelope], str]
 ChangeArgs = Callable[[EventEnvelope], Sequence[ScriptArg]]
-OwnKeys = Callable[[str], Sequence[str]]
+# The keys of the generation (`base`) the script writes besides the aggregate's own: all in the
+# aggregate's bucket, so one call stays in one slot.
+OwnKeys = Callable[[str, EventEnvelope], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ class ScriptProjection:
     prefix: str
     state_key: StateKey
     change_args: ChangeArgs
-    # Keys of the generation the projection's script writes besides the aggregate's own.
-    own_keys: OwnKeys = lambda base: ()
+    own_keys: OwnKeys = lambda base, envelope: ()
+    buckets: int = 1
 
     @property
     def aggregate_types(self) -> frozenset[str]:
@@ -91,7 +93,6 @@ class ScriptProjection:
         projected_at = json_time(datetime.now(UTC))
         outcomes: list[EventOutcome | None] = [None] * len(envelopes)
         calls: list[tuple[int, tuple[int, list[ScriptArg]]]] = []
-        shared_keys = [parked_set_key(base), *self.own_keys(base)]
         for position, envelope in enumerate(envelopes):
             try:
                 change = self.change_args(envelope)
@@ -99,10 +100,12 @@ class ScriptProjection:
                 outcomes[position] = EventOutcome(Outcome.FAILED, error=f"{self.name}: {exc}")
                 continue
             member = f"{envelope.aggregate_type}:{envelope.aggregate_id}"
+            aggregate_id = envelope.aggregate_id
             keys: list[ScriptArg] = [
                 self.state_key(base, envelope),
-                parked_key(base, envelope.aggregate_type, envelope.aggregate_id),
-                *shared_keys,
+                parked_key(base, envelope.aggregate_type, aggregate_id, self.buckets),
+                parked_set_key_of(base, aggregate_id, self.buckets),
+                *self.own_keys(base, envelope),
             ]
             notice = notice_prefix(envelope, self.name) if channel else b""
             args = [channel, projected_at, member, str(envelope.aggregate_version), notice, *change]
@@ -133,22 +136,23 @@ def _outcome(reply: object) -> EventOutcome:
     return EventOutcome(Outcome(status.decode()), drained=int(drained))
 
 
-def campaigns_projection(prefix: str) -> CampaignsProjection:
-    return CampaignsProjection(name="campaigns", prefix=prefix)
+def campaigns_projection(prefix: str, buckets: int = 1) -> CampaignsProjection:
+    return CampaignsProjection(name="campaigns", prefix=prefix, buckets=buckets)
 
 
-def users_projection(prefix: str) -> Projection:
+def users_projection(prefix: str, buckets: int = 1) -> Projection:
     return ScriptProjection(
         name="users",
         prefix=prefix,
-        state_key=lambda base, e: UserKeys(base).user(e.aggregate_id),
+        state_key=lambda base, e: UserKeys(base, buckets).user(e.aggregate_id),
         change_args=user_change_args,
+        buckets=buckets,
     )
 
 
-def stats_projection(prefix: str) -> Projection:
+def stats_projection(prefix: str, buckets: int = 1) -> Projection:
     def state_key(base: str, envelope: EventEnvelope) -> str:
-        keys = StatsKeys(base)
+        keys = StatsKeys(base, buckets)
         if envelope.aggregate_type == "user":
             return keys.user(envelope.aggregate_id)
         return keys.campaign(envelope.aggregate_id)
@@ -158,9 +162,15 @@ def stats_projection(prefix: str) -> Projection:
         prefix=prefix,
         state_key=state_key,
         change_args=stats_change_args,
-        own_keys=lambda base: StatsKeys(base).counters,
+        own_keys=lambda base, envelope: StatsKeys(base, buckets).counters(envelope.aggregate_id),
+        buckets=buckets,
     )
 
 
-def all_projections(prefix: str) -> list[Projection]:
-    return [campaigns_projection(prefix), users_projection(prefix), stats_projection(prefix)]
+def all_projections(prefix: str, buckets: int = 1) -> list[Projection]:
+    """The three projections; `buckets` is `Settings.read_model_buckets` (readmodels.keyspace)."""
+    return [
+        campaigns_projection(prefix, buckets),
+        users_projection(prefix, buckets),
+        stats_projection(prefix, buckets),
+    ]

@@ -22,7 +22,7 @@ from projectors.application.consume import DeadLetter, DeadLetterSink, EventReco
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import Outcome
 from readmodels.generations import claim_while_whole
-from readmodels.keyspace import generation_base, parked_key, parked_set_key
+from readmodels.keyspace import generation_base, parked_key, parked_set_key_of, parked_set_keys
 from readmodels.status import record_batch
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ class GapRepairer:
         prefix = self.projection.prefix
         generation = await claim_while_whole(self.redis, prefix, self.projection.name)
         base = generation_base(prefix, generation)
-        raw_members: set[bytes] = await self.redis.smembers(parked_set_key(base))  # type: ignore[misc,assignment,unused-ignore]
-        members = {m.decode() for m in raw_members}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in parked_set_keys(base, self.projection.buckets):
+            pipe.smembers(key)
+        members = {m.decode() for raw_members in await pipe.execute() for m in raw_members}
         self._first_seen = {m: t for m, t in self._first_seen.items() if m in members}
         due = []
         for member in sorted(members):
@@ -83,7 +85,7 @@ class GapRepairer:
         base = generation_base(self.projection.prefix, generation)
         parked = await self._parked(base, aggregate_type, aggregate_id)
         if not parked:
-            await self.redis.srem(parked_set_key(base), member)
+            await self.redis.srem(parked_set_key_of(base, aggregate_id, self.projection.buckets), member)
             return None
         events = await self.log.aggregate_events(aggregate_type, aggregate_id, up_to_version=max(parked))
         missing = [e for e in events if e.aggregate_version not in parked]
@@ -124,7 +126,7 @@ class GapRepairer:
 
     async def _parked(self, base: str, aggregate_type: str, aggregate_id: str) -> dict[int, bytes]:
         entries: dict[bytes, bytes] = await self.redis.hgetall(  # type: ignore[misc,assignment,unused-ignore]
-            parked_key(base, aggregate_type, aggregate_id)
+            parked_key(base, aggregate_type, aggregate_id, self.projection.buckets)
         )
         return {int(version): raw for version, raw in entries.items()}
 
@@ -160,8 +162,10 @@ class GapRepairer:
             record = EventRecord(topic, -1, -1, aggregate_id.encode(), raw, headers)
             letters.append(DeadLetter(record, reason, GAP_UNFILLABLE, self.consumer_group))
         await self.dead_letters.send(letters)
-        key = parked_key(base, aggregate_type, aggregate_id)
+        buckets = self.projection.buckets
+        key = parked_key(base, aggregate_type, aggregate_id, buckets)
+        # One MULTI: the parked hash and its bucket's parked set share a slot.
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(key, *[str(v) for v in left])
-        pipe.srem(parked_set_key(base), f"{aggregate_type}:{aggregate_id}")
+        pipe.srem(parked_set_key_of(base, aggregate_id, buckets), f"{aggregate_type}:{aggregate_id}")
         await pipe.execute()

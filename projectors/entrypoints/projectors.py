@@ -53,11 +53,12 @@ from readmodels.generations import (
     read_models_whole,
 )
 from readmodels.groups import projection_group, projection_topics
-from readmodels.keyspace import generation_base, parked_set_key
+from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import write_heartbeat
 from service_runtime.kafka_batches import tolerant_headers
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Projectors:
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
+        self.redis = redis if redis is not None else connect_redis(settings)
         self._owns_redis = redis is None
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
@@ -94,7 +95,7 @@ class Projectors:
         dead_letters = KafkaDeadLetters(self.broker)
         self.consumers: dict[str, ProjectionConsumer] = {}
         self.subscribers: dict[str, Any] = {}
-        for projection in all_projections(settings.redis_prefix):
+        for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
             group = projection_group(settings, projection.name)
             consumer = ProjectionConsumer(projection, self.redis, dead_letters, group)
             self.consumers[projection.name] = consumer
@@ -323,7 +324,10 @@ class Projectors:
         except ReadModelsLost:
             await write_heartbeat(self.redis, prefix, name, {"projection": name, "state": "rebuilding"})
             return
-        parked_now = await self.redis.scard(parked_set_key(generation_base(prefix, generation)))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in parked_set_keys(generation_base(prefix, generation), self.settings.read_model_buckets):
+            pipe.scard(key)
+        parked_now = sum(await pipe.execute())
         lag = await _lag(kafka)
         observe_lag(name, lag)
         await write_heartbeat(

@@ -150,14 +150,17 @@ class LagSampler:
         expiry = max(60, int(self.interval_seconds * 12))
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(lag_sample_key(self.prefix), orjson.dumps(sample), ex=expiry)
-        pipe.publish(monitor_channel(self.prefix), orjson.dumps({"type": "lag", **_without_totals(sample)}))
+        messages = [orjson.dumps({"type": "lag", **_without_totals(sample)})]
         if throughput is not None:
             history = throughput_history_key(self.prefix)
             pipe.lpush(history, orjson.dumps(throughput))
             pipe.ltrim(history, 0, self.history_length - 1)
             pipe.expire(history, HISTORY_SECONDS)
-            pipe.publish(monitor_channel(self.prefix), orjson.dumps({"type": "throughput", **throughput}))
+            messages.append(orjson.dumps({"type": "throughput", **throughput}))
         await pipe.execute()
+        # Published after the pipeline, not in it: redis-py's cluster pipeline refuses PUBLISH.
+        for message in messages:
+            await self.redis.publish(monitor_channel(self.prefix), message)
         return sample
 
     def _observe(self, sample: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from projectors.replay.application.verify import VerifyReport, verify
 from projectors.replay.domain.plan import SourceName, select_projections
 from projectors.replay.domain.time_travel import AsOf, Inspection
 from readmodels.generations import PROJECTIONS
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 
 # Errors that mean a server is unreachable or failing, as opposed to a bug (the CLI says which).
@@ -138,9 +139,9 @@ class Replay:
 
 @asynccontextmanager
 async def replay(settings: Settings) -> AsyncIterator[Replay]:
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     try:
-        projections = {p.name: p for p in all_projections(settings.redis_prefix)}
+        projections = {p.name: p for p in all_projections(settings.redis_prefix, settings.read_model_buckets)}
         yield Replay(settings, redis, projections, RedisGenerations(redis, settings.redis_prefix))
     finally:
         await redis.aclose()

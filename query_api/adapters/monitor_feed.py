@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from readmodels.keyspace import events_channel, monitor_channel
+from service_runtime.redis_client import open_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class MonitorFeed:
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _subscribe(self) -> PubSub:
-        pubsub = self.redis.pubsub()
+        pubsub = await open_pubsub(self.redis)
         await pubsub.subscribe(*self.channels)
         confirmed = 0
         while confirmed < len(self.channels):

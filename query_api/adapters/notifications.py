@@ -24,6 +24,7 @@ from redis.asyncio.client import PubSub
 
 from query_api.adapters.campaign_cache import CampaignCache
 from readmodels.keyspace import events_channel, generations_channel
+from service_runtime.redis_client import open_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class NotificationListener:
             self._task = None
 
     async def _subscribe(self) -> PubSub:
-        pubsub = self.redis.pubsub()
+        pubsub = await open_pubsub(self.redis)
         await pubsub.subscribe(self.events, self.generations)
         # Read both confirmations: from here on no published message can be missed.
         confirmed = 0

@@ -15,11 +15,11 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
-from query_api.domain.listing import CampaignFilters, SortOrder
+from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
+from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
 from readmodels.generations import PROJECTIONS, initial_generation, live_generations, read_models_whole
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
-from readmodels.scripts import list_campaigns_script
+from readmodels.scripts import ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,12 @@ class ReadModels:
         self,
         redis: Redis,
         generations: GenerationCache,
-        multiplexer: RedisMultiplexer | None = None,
+        multiplexer: RedisMultiplexer | ClusterMultiplexer | None = None,
         cache: CampaignCache | None = None,
+        buckets: int = 1,
     ) -> None:
         self.redis = redis
+        self.buckets = buckets
         self.generations = generations
         self.multiplexer = multiplexer
         self.cache = cache
@@ -134,12 +136,12 @@ class ReadModels:
         return await self.generations.confirm(snapshot)
 
     async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
-        key = CampaignKeys(base).campaign(campaign_id)
+        key = CampaignKeys(base, self.buckets).campaign(campaign_id)
         doc, owner, version = await self._hmget(key, "doc", "x:owner", "v")
         return Snapshot(_bytes(doc), _str(owner), int(version) if version else 0)
 
     async def user(self, user_id: str) -> Snapshot:
-        key = UserKeys(self.generations.base("users")).user(user_id)
+        key = UserKeys(self.generations.base("users"), self.buckets).user(user_id)
         doc, version = await self._hmget(key, "doc", "v")
         snapshot = Snapshot(_bytes(doc), user_id if doc else None, int(version) if version else 0)
         return await self.generations.confirm(snapshot)
@@ -147,32 +149,54 @@ class ReadModels:
     async def campaign_page(
         self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
     ) -> tuple[list[bytes], bytes | None]:
-        """Up to `limit` documents after the member `after`, and the member to continue from."""
-        keys = CampaignKeys(self.generations.base("campaigns"))
-        indexes: list[bytes | str | int] = [
-            keys.filtered_index(sort.index_key, pair) for pair in filters.index_pairs()
-        ] or [keys.filtered_index(sort.index_key, None)]
-        args: list[bytes | str | int] = [
-            keys.campaign_key_start,
-            "1" if sort.descending else "0",
-            limit,
-            after or b"",
-            LIST_SCAN_BUDGET,
+        """Up to `limit` documents after the member `after`, and the member to continue from.
+
+        Every bucket's share of the page (lua/list_campaigns.lua, one call per bucket, pipelined:
+        one write per node), merged k-way by member, then the documents in a second pipeline.
+        """
+        keys = CampaignKeys(self.generations.base("campaigns"), self.buckets)
+        script = list_campaigns_script()
+        budget = max(LIST_SCAN_BUDGET // self.buckets, 2 * (limit + 1))
+        calls: list[tuple[int, list[ScriptArg]]] = []
+        for bucket in range(self.buckets):
+            indexes: list[ScriptArg] = [
+                keys.filtered_index(sort.index_key, pair, bucket) for pair in filters.index_pairs()
+            ] or [keys.filtered_index(sort.index_key, None, bucket)]
+            args: list[ScriptArg] = ["1" if sort.descending else "0", limit, after or b"", budget]
+            calls.append((len(indexes), [*indexes, *args]))
+        shares = []
+        for reply in await script.run_pipelined(self.redis, calls):
+            if isinstance(reply, BaseException):
+                raise reply
+            frontier, *members = reply
+            shares.append((frontier, members))
+        members, next_member = merge_bucket_pages(shares, limit, sort.descending)
+        if not members:
+            return [], next_member
+        fetches: list[tuple[ScriptArg, ...]] = [
+            ("HGET", keys.campaign(member.rpartition(b"\0")[2].decode()), "doc") for member in members
         ]
-        reply = await list_campaigns_script().run(self.redis, indexes, args)
-        next_member, *docs = reply
-        return docs, next_member or None
+        docs = [doc for doc in await pipelined(self.redis, fetches) if isinstance(doc, bytes)]
+        return docs, next_member
 
     async def stats(self, minutes: list[datetime]) -> tuple[dict[str, int], dict[str, int], list[int]]:
-        """Counters, budget counters, and the events of each of `minutes`."""
-        keys = StatsKeys(self.generations.base("stats"))
+        """Counters, budget counters, and the events of each of `minutes`: each bucket's, summed."""
+        keys = StatsKeys(self.generations.base("stats"), self.buckets)
+        fields = [m.strftime("%Y-%m-%dT%H:%M") for m in minutes]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.counts)
-        pipe.hgetall(keys.budget)
-        pipe.hmget(keys.events_per_minute, [m.strftime("%Y-%m-%dT%H:%M") for m in minutes])
-        counts, budget, per_minute = await pipe.execute()
-        return (
-            {k.decode(): int(v) for k, v in counts.items()},
-            {k.decode(): int(v) for k, v in budget.items()},
-            [int(v) if v else 0 for v in per_minute],
-        )
+        for bucket in range(self.buckets):
+            pipe.hgetall(keys.counts(bucket))
+            pipe.hgetall(keys.budget(bucket))
+            pipe.hmget(keys.events_per_minute(bucket), fields)
+        replies = await pipe.execute()
+        counts: dict[str, int] = {}
+        budget: dict[str, int] = {}
+        per_minute = [0] * len(minutes)
+        for n in range(0, len(replies), 3):
+            for total, reply in ((counts, replies[n]), (budget, replies[n + 1])):
+                for name, value in reply.items():
+                    total[name.decode()] = total.get(name.decode(), 0) + int(value)
+            for position, value in enumerate(replies[n + 2]):
+                if value:
+                    per_minute[position] += int(value)
+        return counts, budget, per_minute

@@ -4,7 +4,8 @@ The detail read is one HMGET. Through redis-py each call checks a connection out
 and back, about 60 µs of Python per call at 64 concurrent requests on this machine; written
 straight onto one shared connection (Redis answers in order, so a FIFO of futures pairs each
 reply with its request) it is about 9 µs. Everything else (scripts, pipelines, pub/sub) stays
-on redis-py; this is only the read path's transport, for `redis://` URLs.
+on redis-py; this is only the read path's transport, for `redis://` URLs. On a Redis Cluster,
+`ClusterMultiplexer` keeps one per primary.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import asyncio
 import collections
 import logging
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import hiredis
+from redis.asyncio.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,16 @@ Arg = bytes | str | int
 
 class RedisUnavailable(ConnectionError):
     pass
+
+
+# What a read meets when Redis is away (503 with Retry-After, never a 500): no connection, or a
+# Redis Cluster with no reachable node, a slot not covered or the cluster down.
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    RedisUnavailable,
+    RedisConnectionError,
+    RedisClusterException,
+    ClusterDownError,
+)
 
 
 class _Protocol(asyncio.Protocol):
@@ -178,3 +193,49 @@ class RedisMultiplexer:
 
 class RedisCommandError(RuntimeError):
     """Redis answered the command with an error."""
+
+
+class ClusterMultiplexer:
+    """The multiplexer on a Redis Cluster: one shared connection per primary, each hot read sent
+    to the primary of its key's slot (redis-py's slot map). A read whose slot moved (MOVED, ASK,
+    a failover) or whose node is unreachable is answered through redis-py's cluster client
+    instead, which follows the redirection and refreshes the slot map for the next reads."""
+
+    _MOVED = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+    def __init__(self, cluster: RedisCluster, url: str, timeout: float = 5.0) -> None:
+        self.cluster = cluster
+        # Credentials (and the scheme) of `redis_url` apply to every node.
+        parts = urlsplit(url)
+        self._credentials = parts.netloc.rpartition("@")[0]
+        self.timeout = timeout
+        self._nodes: dict[str, RedisMultiplexer] = {}
+
+    def _node(self, host: str, port: int) -> RedisMultiplexer:
+        name = f"{host}:{port}"
+        node = self._nodes.get(name)
+        if node is None:
+            credentials = f"{self._credentials}@" if self._credentials else ""
+            node = self._nodes[name] = RedisMultiplexer(f"redis://{credentials}{name}/0", self.timeout)
+        return node
+
+    async def execute(self, *args: Arg) -> Any:
+        key = args[1]
+        try:
+            target = self.cluster.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+        except (KeyError, IndexError, RedisClusterException):
+            target = None  # no slot map yet (nothing sent so far), or the slot is not covered
+        if target is not None:
+            try:
+                return await self._node(target.host, int(target.port)).execute(*args)
+            except RedisCommandError as error:
+                if not str(error).startswith(self._MOVED):
+                    raise
+            except RedisUnavailable:
+                pass
+        return await self.cluster.execute_command(*args)
+
+    async def close(self) -> None:
+        for node in self._nodes.values():
+            await node.close()
+        self._nodes.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -86,3 +87,35 @@ class CampaignFilters:
             ("owner", self.owner_id),
         ]
         return [(dimension, value) for dimension, value in pairs if value is not None]
+
+
+def merge_bucket_pages(
+    shares: list[tuple[bytes, list[bytes]]], limit: int, descending: bool
+) -> tuple[list[bytes], bytes | None]:
+    """One page from every bucket's share (lua/list_campaigns.lua): the first `limit` members of
+    all buckets in sort order, and the member the next page starts after (None: no more).
+
+    A share is (frontier, members in order): frontier b"" when its bucket has nothing more, else
+    the last member it examined. Only members up to the nearest frontier are known to be complete
+    across buckets, so the page stops there (a bucket stopped by its scan budget makes a short
+    page whose cursor is that frontier, as one index would).
+    """
+
+    def ahead(a: bytes, b: bytes) -> bool:
+        """`a` comes before `b` in the page's order."""
+        return a > b if descending else a < b
+
+    bound: bytes | None = None
+    for frontier, _ in shares:
+        if frontier and (bound is None or ahead(frontier, bound)):
+            bound = frontier
+    streams = [members for _, members in shares]
+    merged = heapq.merge(*streams, reverse=descending)
+    eligible: list[bytes] = []
+    for member in merged:
+        if bound is not None and ahead(bound, member):
+            break
+        eligible.append(member)
+        if len(eligible) > limit:
+            return eligible[:limit], eligible[limit - 1]
+    return eligible, bound

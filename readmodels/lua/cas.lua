@@ -3,18 +3,21 @@
 -- memory (projectors/domain/campaign_plan.py) and sends the resulting commands here: no reads
 -- beyond the guard, no JSON work inside Redis, one reply for many aggregates.
 --
+-- KEYS every key the call touches (on a cluster: one bucket's, so one slot); ARGV names a key
+-- by its position in KEYS.
 -- ARGV[1] pub/sub channel; then one block per aggregate:
---   id, state hash key, parked hash key, version read ('0' = none), parked count read,
---   n notices, n write arguments, the notices, the writes (command, argument count, arguments...);
+--   id, state key position, parked key position, version read ('0' = none), parked count read,
+--   n notices, n write arguments, the notices, the writes (command, argument count, arguments...)
+--   where a command's first argument is the position of its key;
 --   two commands of this script's own move one member through several sorted sets (scores 0):
---   ZADDTO member key...  and  ZREMFROM member key...
+--   ZADDTO member position...  and  ZREMFROM member position...
 -- Returns the ids of the aggregates whose version or parked count moved since they were read:
 -- nothing was written for those, the caller plans them again.
 local channel = ARGV[1]
 local stale = {}
 local i = 2
 while i <= #ARGV do
-  local id, state, parked = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local id, state, parked = ARGV[i], KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]
   local notices, writes = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   local first = i + 7
   local last = first + notices + writes - 1
@@ -27,12 +30,12 @@ while i <= #ARGV do
       local command, count = ARGV[w], tonumber(ARGV[w + 1])
       if command == 'ZADDTO' then
         local member = ARGV[w + 2]
-        for k = w + 3, w + 1 + count do redis.call('ZADD', ARGV[k], 0, member) end
+        for k = w + 3, w + 1 + count do redis.call('ZADD', KEYS[tonumber(ARGV[k])], 0, member) end
       elseif command == 'ZREMFROM' then
         local member = ARGV[w + 2]
-        for k = w + 3, w + 1 + count do redis.call('ZREM', ARGV[k], member) end
+        for k = w + 3, w + 1 + count do redis.call('ZREM', KEYS[tonumber(ARGV[k])], member) end
       else
-        redis.call(command, unpack(ARGV, w + 2, w + 1 + count))
+        redis.call(command, KEYS[tonumber(ARGV[w + 2])], unpack(ARGV, w + 3, w + 1 + count))
       end
       w = w + 2 + count
     end

@@ -1,14 +1,17 @@
 #!lua flags=no-writes
--- One page of campaigns, read-only, in one round trip. Walks the smallest of the filter indexes
--- (all of them share members) from the cursor, keeps members present in every other filter
--- index, and returns the documents. The cursor is the last member returned: keyset pagination,
--- so campaigns created meanwhile never shift a page.
--- KEYS the indexes of the filters, of the sort asked for (the index of all campaigns: no filter)
--- ARGV[1] the beginning of a campaign's key (the id follows)  ARGV[2] '1' descending
--- ARGV[3] limit  ARGV[4] cursor member or ''  ARGV[5] most members to examine in this call
--- Returns {next cursor member or '', doc, doc, ...}.
-local campaign_key, desc = ARGV[1], ARGV[2] == '1'
-local limit, cursor, budget = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+-- One bucket's share of a page of campaigns, read-only: up to limit + 1 index members, in order,
+-- after the cursor. Walks the smallest of the filter indexes (all of them share members) from the cursor
+-- and keeps members present in every other filter index. The caller merges the buckets' shares
+-- (k-way, by member) and reads the documents. The cursor is a member: keyset pagination, so
+-- campaigns created meanwhile never shift a page.
+-- KEYS the bucket's indexes of the filters, of the sort asked for (the index of all campaigns:
+-- no filter)
+-- ARGV[1] '1' descending  ARGV[2] limit  ARGV[3] cursor member or ''  ARGV[4] most members to
+-- examine in this call
+-- Returns {frontier, member, member, ...}: frontier '' when the bucket has nothing more after the
+-- last member examined, else that last member examined (every member up to it was looked at).
+local desc = ARGV[1] == '1'
+local limit, cursor, budget = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 
 local indexes = {}
 for i = 1, #KEYS do indexes[i] = KEYS[i] end
@@ -39,7 +42,7 @@ while #found <= limit and examined < budget do
   else
     members = redis.call('ZRANGE', walk, from, to, 'BYLEX', 'LIMIT', 0, chunk)
   end
-  for _, member in ipairs(members) do
+  for n, member in ipairs(members) do
     examined = examined + 1
     last = member
     local keep = true
@@ -48,26 +51,16 @@ while #found <= limit and examined < budget do
     end
     if keep then
       found[#found + 1] = member
-      if #found > limit then break end
+      if #found > limit then
+        if n == #members and #members < chunk then exhausted = true end
+        break
+      end
     end
   end
-  if #members < chunk then exhausted = true break end
+  if #found <= limit and #members < chunk then exhausted = true break end
   from = '(' .. last
 end
 
-local next_cursor = ''
-if #found > limit then
-  found[#found] = nil
-  next_cursor = found[#found]
-elseif not exhausted and last then
-  -- Stopped by the budget: the page is short, and the next one resumes after what was examined.
-  next_cursor = last
-end
-
-local result = {next_cursor}
-for _, member in ipairs(found) do
-  local id = string.match(member, '^.*%z(.*)$')
-  local doc = redis.call('HGET', campaign_key .. id, 'doc')
-  if doc then result[#result + 1] = doc end
-end
+local result = {exhausted and '' or (last or '')}
+for _, member in ipairs(found) do result[#result + 1] = member end
 return result

@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from events import Topics
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.chaos.test_faults import (
     _assert_acknowledged_projected,
@@ -194,7 +195,7 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
     )
     await create_topics(settings)
     services = RunningServices(settings, tmp_path)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     run = ClusterRun(cluster, settings, services, redis)
     try:
         services.start(["command-api"])

@@ -13,9 +13,9 @@ import httpx
 import orjson
 import pytest
 from playwright.async_api import Page, Response, async_playwright, expect
-from redis.asyncio import Redis
 
 from readmodels.keyspace import events_channel
+from service_runtime.redis_client import connect_redis
 from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
 from tests.support.services import RunningServices
@@ -202,7 +202,7 @@ async def test_a_burst_of_events_keeps_rows_memory_and_layout_bounded(services: 
     services.start(["command-api", "query-api", "projectors"])
     services.wait_ready()
     email = await register(services)
-    redis = Redis.from_url(services.settings.redis_url)
+    redis = connect_redis(services.settings)
     channel = events_channel(services.settings.redis_prefix)
 
     async def burst(count: int) -> str:

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.private_fixtures import private_stack  # noqa: F401 - a fixture, found by name
 from tests.support.private_stack import PrivateStack, release_private_stack
@@ -64,7 +64,7 @@ async def system(
         client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
         await client.drop_database(settings.mongo_db)
         await client.close()
-        redis = aioredis.from_url(settings.redis_url)
+        redis = connect_redis(settings)
         keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
         for start in range(0, len(keys), 1000):
             await redis.delete(*keys[start : start + 1000])

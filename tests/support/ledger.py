@@ -23,8 +23,9 @@ from events import EventEnvelope, Topics, from_log_document
 from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import all_projections
 from readmodels.generations import live_generations
-from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
+from readmodels.keyspace import StatsKeys, generation_base
 from service_runtime.settings import Settings
+from tests.support.redis_keys import summed_hashes
 from tests.support.waiting import eventually
 
 OWNING_PROJECTION = {"campaign": "campaigns", "user": "users"}
@@ -188,7 +189,7 @@ async def _versions_under(redis: Redis, pattern: str, strip: str) -> dict[str, i
         pipe.hget(key, "v")
     values = await pipe.execute()
     return {
-        key.decode().removeprefix(strip): int(value)
+        key.decode().rpartition(strip)[2]: int(value)
         for key, value in zip(keys, values, strict=True)
         if value is not None
     }
@@ -197,24 +198,17 @@ async def _versions_under(redis: Redis, pattern: str, strip: str) -> dict[str, i
 async def projected_versions(redis: Redis, settings: Settings) -> dict[str, dict[tuple[str, str], int]]:
     """Per live projection: the version each aggregate's read model has reached."""
     generations = await live_generations(redis, settings.redis_prefix)
+    buckets = settings.read_model_buckets
     reached: dict[str, dict[tuple[str, str], int]] = {}
     for projection, generation in generations.items():
         base = generation_base(settings.redis_prefix, generation)
         found: dict[tuple[str, str], int] = {}
-        if projection == "campaigns":
-            prefix = CampaignKeys(base).campaign("")
-            found = {
-                ("campaign", k): v for k, v in (await _versions_under(redis, prefix + "*", prefix)).items()
-            }
-        elif projection == "users":
-            prefix = UserKeys(base).user("")
-            found = {("user", k): v for k, v in (await _versions_under(redis, prefix + "*", prefix)).items()}
-        else:
-            stats = StatsKeys(base)
-            for kind, prefix in (("campaign", stats.campaign("")), ("user", stats.user(""))):
-                found |= {
-                    (kind, k): v for k, v in (await _versions_under(redis, prefix + "*", prefix)).items()
-                }
+        # An aggregate's key is `<base>:<its bucket's segment><kind>:<id>`: one SCAN per kind,
+        # the bucket segment matched by the pattern and stripped with the rest.
+        kinds = {"campaigns": ("campaign",), "users": ("user",)}.get(projection, ("campaign", "user"))
+        for kind in kinds:
+            pattern = f"{base}:{kind}:*" if buckets == 1 else f"{base}:{{*}}:{kind}:*"
+            found |= {(kind, k): v for k, v in (await _versions_under(redis, pattern, f"{kind}:")).items()}
         reached[projection] = found
     return reached
 
@@ -222,10 +216,9 @@ async def projected_versions(redis: Redis, settings: Settings) -> dict[str, dict
 async def applied_by_stats(redis: Redis, settings: Settings) -> int:
     """Events the live stats projection applied (its per-minute counters, summed)."""
     generation = (await live_generations(redis, settings.redis_prefix))["stats"]
-    counters = await redis.hgetall(
-        StatsKeys(generation_base(settings.redis_prefix, generation)).events_per_minute
-    )
-    return sum(int(v) for v in counters.values())
+    keys = StatsKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+    counters = await summed_hashes(redis, [keys.events_per_minute(b) for b in range(keys.buckets)])
+    return sum(counters.values())
 
 
 async def live_digests(redis: Redis, settings: Settings) -> dict[str, str]:
@@ -238,7 +231,7 @@ async def rebuild(
 ) -> dict[str, str]:
     """Apply the whole log into a scratch generation of every projection; their names by projection."""
     generations: dict[str, str] = {}
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         generation = f"{projection.name}.{tag}"
         mine = [e for e in envelopes if projection.accepts(e)]
         for start in range(0, len(mine), APPLY_CHUNK):

@@ -7,9 +7,10 @@ The Kafka nodes come from the `cluster` topology's recipe (`stack.py up kafka` w
 CAMPAIGNS_TOPOLOGY=cluster); MongoDB, the SMTP sink and the read side's Redis from the `single`
 recipe in the same directory.
 
-`READ_SIDE` says which Redis the read side uses: `standalone` (one node; the services have no
-Redis Cluster client yet). Once they have, `cluster` starts the cluster recipe's six Redis nodes
-here instead and points `redis_cluster_nodes` at them (see `settings()` and `fresh_up()`).
+`READ_SIDE` says which Redis the read side uses: `standalone` (one node, the default) or
+`cluster` (`CAMPAIGNS_CHAOS_READ_SIDE=cluster`), which starts the cluster recipe's six Redis
+nodes here instead and points `redis_cluster_nodes` at them (see `settings()` and `fresh_up()`);
+the services and the ledger reach either through `service_runtime.redis_client.connect_redis`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.private_stack import SERVERS, PrivateStack, acquire_private_stack
 from tests.support.services import RunningServices, free_port
@@ -38,7 +39,7 @@ async def private_settings(private_stack: PrivateStack) -> AsyncIterator[Setting
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
     await client.drop_database(settings.mongo_db)
     await client.close()
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
     for start in range(0, len(keys), 1000):
         await redis.delete(*keys[start : start + 1000])
@@ -47,7 +48,7 @@ async def private_settings(private_stack: PrivateStack) -> AsyncIterator[Setting
 
 @pytest.fixture
 async def private_redis(private_settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(private_settings.redis_url)
+    client = connect_redis(private_settings)
     yield client
     await client.aclose()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from service_runtime.keys import KeyUnavailable, ensure_local_keys, signing_key, verification_keys
 from service_runtime.settings import DefaultSecretInProduction, Settings
@@ -153,6 +154,19 @@ def test_the_command_api_public_url_must_be_http() -> None:
     )
     with pytest.raises(ValueError, match="command_api_public_url"):
         Settings(command_api_public_url="javascript:alert(1)")
+
+
+def test_read_model_buckets_default_to_one_on_standalone_redis_and_32_on_a_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("TOPOLOGY", "REDIS_CLUSTER_NODES", "REDIS_BUCKETS"):
+        monkeypatch.delenv(f"CAMPAIGNS_{name}", raising=False)
+    assert Settings().read_model_buckets == 1
+    assert Settings(redis_cluster_nodes="r1:6379,r2:6379").read_model_buckets == 32
+    assert Settings(redis_cluster_nodes="r1:6379", redis_buckets=128).read_model_buckets == 128
+    # One bucket means untagged keys: on a cluster, scripts over them would cross slots.
+    with pytest.raises(ValidationError, match="redis_buckets"):
+        Settings(redis_cluster_nodes="r1:6379", redis_buckets=1)
 
 
 def test_a_heartbeat_not_below_the_consumer_session_is_refused() -> None:

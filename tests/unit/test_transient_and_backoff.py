@@ -6,10 +6,14 @@ import pytest
 from redis.exceptions import (
     AskError,
     BusyLoadingError,
+    ClusterCrossSlotError,
     ClusterDownError,
+    MasterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,6 +37,18 @@ from projectors.domain.backoff import Backoff
         ResponseError("BUSY Redis is busy running a script"),
         ResponseError("READONLY You can't write against a read only replica."),
         TimeoutError(),
+        # A Redis Cluster: a failover, a slot moving or not covered, no node reachable, and
+        # this code's own bug (keys across slots), which must hold the partition, not lose events.
+        MasterDownError("MASTERDOWN Link with MASTER is down"),
+        ResponseError("CLUSTERDOWN The cluster is down"),
+        ResponseError("MOVED 3999 127.0.0.1:7001"),
+        ResponseError("ASK 3999 127.0.0.1:7001"),
+        ResponseError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        SlotNotCoveredError("Slot 3999 is not covered by the cluster"),
+        RedisClusterException("Redis Cluster cannot be connected"),
+        ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"),
+        ResponseError("CROSSSLOT Keys in request don't hash to the same slot"),
+        ResponseError("ERR Script attempted to access a non local key in a cluster node script: x"),
     ],
 )
 def test_server_trouble_is_transient(error: BaseException) -> None:

@@ -35,6 +35,7 @@ from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
 from service_runtime.kafka_batches import tolerant_headers
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from workers.adapters.dead_letters import KafkaDeadLetters
 from workers.adapters.event_log import MongoEventLog
@@ -78,7 +79,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
         logger=logging.getLogger("faststream.workers"),
         log_level=logging.DEBUG,
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     backoff = Backoff(settings.worker_backoff_seconds, settings.worker_max_attempts)
     notifications_group = worker_group(settings, NOTIFICATIONS_GROUP)

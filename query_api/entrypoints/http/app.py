@@ -10,12 +10,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -23,7 +22,7 @@ from events.log import EventsLog, events_collection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import GenerationCache, ReadModels
-from query_api.adapters.redis_multiplexer import RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import REDIS_DOWN, ClusterMultiplexer, RedisMultiplexer
 from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
@@ -31,6 +30,7 @@ from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
+from service_runtime.redis_client import connect_redis, is_cluster
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings, get_settings
 
@@ -60,10 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        redis = Redis.from_url(settings.redis_url)
-        multiplexer = (
-            RedisMultiplexer(settings.redis_url) if RedisMultiplexer.supports(settings.redis_url) else None
-        )
+        redis = connect_redis(settings)
+        multiplexer: RedisMultiplexer | ClusterMultiplexer | None = None
+        if RedisMultiplexer.supports(settings.redis_url):
+            multiplexer = (
+                ClusterMultiplexer(cast(RedisCluster, redis), settings.redis_url)
+                if is_cluster(redis)
+                else RedisMultiplexer(settings.redis_url)
+            )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
@@ -75,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations, multiplexer, cache),
+                read_models=ReadModels(redis, generations, multiplexer, cache, settings.read_model_buckets),
                 waiters=waiters,
                 events_log=EventsLog(events_collection(mongo, settings.mongo_db)),
                 waiter_quota=WaiterQuota(
@@ -112,8 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **_WITHOUT_OPENTELEMETRY,
         **documentation_routes(settings),
     )
-    app.add_exception_handler(RedisUnavailable, _read_models_unavailable)
-    app.add_exception_handler(RedisConnectionError, _read_models_unavailable)
+    for unavailable in REDIS_DOWN:
+        app.add_exception_handler(unavailable, _read_models_unavailable)
     app.include_router(campaigns.router)
     app.include_router(users.router)
     app.include_router(stats.router)

@@ -281,8 +281,9 @@ async def _queue_operation(
             pipe.lpush(console_operations_recent(prefix), operation_id)
             pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
             pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
-            pipe.publish(monitor_channel(prefix), orjson.dumps(queued))
             await pipe.execute()
+        # After the MULTI, not in it: a channel has no slot, and the MULTI's keys share one.
+        await side.redis.publish(monitor_channel(prefix), orjson.dumps(queued))
     except UNREACHABLE as exc:
         await _audit(side).finish(audit_id, action, f"failed: {type(exc).__name__}", {})
         raise _unreachable(exc) from exc

@@ -13,11 +13,10 @@ rules apply through the same functions (`TokenVerifier.authenticate`, `ReadModel
 from __future__ import annotations
 
 from fastapi import FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from query_api.adapters.redis_multiplexer import RedisUnavailable
+from query_api.adapters.redis_multiplexer import REDIS_DOWN
 from query_api.entrypoints.http.campaigns import MAX_ID_LENGTH, etag, readable_document
 from query_api.entrypoints.http.dependencies import ReadSide
 from service_runtime.problems import Problem, problem_response
@@ -73,7 +72,7 @@ class CampaignRead:
             )
             await response(scope, receive, send)
             return
-        except (RedisUnavailable, RedisConnectionError):
+        except REDIS_DOWN:
             response = problem_response(
                 503,
                 "the read models are unavailable; retry shortly",

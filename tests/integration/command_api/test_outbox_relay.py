@@ -22,6 +22,7 @@ from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
 from command_api.adapters.relay_lease import LEASE_ID
 from command_api.entrypoints import relay as relay_entrypoint
 from readmodels.keyspace import relay_status_key
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (
     consume,
@@ -46,7 +47,7 @@ def quick(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     yield client
     await client.aclose()
 

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from command_api.adapters.mongo_schema import RELAY_STATE, Document
 from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
 from readmodels.keyspace import relay_status_key
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (
     consume,
@@ -29,7 +30,7 @@ from tests.integration.command_api.outbox import (
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     yield client
     await client.aclose()
 

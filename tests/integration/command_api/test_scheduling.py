@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
 from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
 from command_api.domain.campaign import Campaign, CampaignDetails
 from query_api.adapters.monitor_state import MonitorState
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.command_api.accounts import Account, create_campaign, if_match, signed_up
 
@@ -290,7 +290,7 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
         await eventually(fired)
         queue = await side.timers.queue(datetime.now(UTC))
         await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
-        redis = aioredis.from_url(settings.redis_url)
+        redis = connect_redis(settings)
         try:
             view = (await MonitorState(redis, settings.redis_prefix, [], []).services())["scheduler"]
         finally:

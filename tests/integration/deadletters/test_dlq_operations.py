@@ -162,7 +162,7 @@ async def test_a_record_re_driven_after_the_fix_is_applied_audited_and_not_re_dr
 
     assert report.redriven == 2 and report.audit_id is not None
     assert [r.aggregate_version for r in report.plan.redrives] == [1, 2]
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
 
     async def applied() -> bool:
         return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"2"

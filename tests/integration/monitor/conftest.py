@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from query_api.entrypoints.http import monitor
 from query_api.entrypoints.http.app import create_app
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.services import free_port
@@ -69,6 +70,6 @@ async def query_api(settings: Settings) -> AsyncIterator[ServedQueryApi]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     yield client
     await client.aclose()

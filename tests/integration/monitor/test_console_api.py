@@ -15,6 +15,7 @@ from events import Topics
 from projectors.entrypoints.console_operations import console_operations
 from projectors.entrypoints.projectors import Projectors
 from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel, pointer_key
+from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
 from tests.integration.monitor.conftest import ServedQueryApi
@@ -98,7 +99,9 @@ async def test_an_admin_re_drives_one_dead_letter_it_is_applied_and_both_audits_
         assert redriven.status_code == 200, redriven.text
         assert redriven.json()["redriven"] == 1
 
-        keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+        keys = CampaignKeys(
+            generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets
+        )
 
         async def applied() -> bool:
             return await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
@@ -127,7 +130,7 @@ async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result
 ) -> None:
     settings = query_api.settings
     admin = query_api.bearer(query_api.token())
-    messages = redis.pubsub()
+    messages = await open_pubsub(redis)
     await messages.subscribe(monitor_channel(settings.redis_prefix))
     assert (await messages.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
     async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:

@@ -17,6 +17,7 @@ from projectors.entrypoints.projectors import Projectors
 from projectors.monitoring.sampler import KafkaOffsetReader, LagSampler
 from readmodels.groups import monitored_groups
 from readmodels.keyspace import lag_sample_key, monitor_channel, throughput_history_key
+from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, wait_records, wait_until
 from tests.integration.read_side.workload import new_campaign, new_user
@@ -57,7 +58,7 @@ async def test_lag_dead_letters_and_throughput_are_sampled_stored_and_published(
 ) -> None:
     topics = Topics(settings.topic_prefix)
     lag_sampler = sampler(settings, redis, reader)
-    pubsub = redis.pubsub()
+    pubsub = await open_pubsub(redis)
     await pubsub.subscribe(monitor_channel(settings.redis_prefix))
 
     campaigns = [new_campaign("alice") for _ in range(3)]

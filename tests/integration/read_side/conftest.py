@@ -19,6 +19,7 @@ from events import EventEnvelope, Topics, encode_event, to_log_document
 from projectors.entrypoints.projectors import Projectors
 from query_api.entrypoints.http.app import create_app
 from readmodels.status import read_status
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.waiting import eventually
@@ -67,7 +68,7 @@ class EventProducer:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     yield client
     await client.aclose()
 

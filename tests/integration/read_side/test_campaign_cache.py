@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from projectors.adapters.redis_projection import campaigns_projection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
 from readmodels.generations import swap_generation
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
 from tests.integration.read_side.workload import campaign_payload, new_campaign
@@ -39,7 +41,7 @@ async def test_a_cached_campaign_shows_its_next_version_once_the_projector_annou
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
     await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
@@ -55,7 +57,7 @@ async def test_min_version_right_after_a_write_answers_the_new_version_not_the_c
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
     await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
@@ -72,7 +74,9 @@ async def test_a_cached_campaign_is_still_hidden_from_other_users(
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice")
-    await campaigns_projection(settings.redis_prefix).apply(redis, "campaigns.1", campaign.events)
+    await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, "campaigns.1", campaign.events
+    )
     path = f"/campaigns/{campaign.aggregate_id}"
     await wait_until(lambda: _cached(query, path, query.token("alice"), 1), 5, "the campaign to be cached")
 
@@ -87,7 +91,7 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
 ) -> None:
     query = cached_query
     campaign = new_campaign("alice", name="Live name")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     rebuilt = new_campaign("alice")
     rebuilt.aggregate_id = campaign.aggregate_id
@@ -109,12 +113,12 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
 async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Settings, redis: Redis) -> None:
     # The listener's own client carries a name, so the test can cut exactly its connection.
     name = f"{settings.redis_prefix}-listener"
-    own = Redis.from_url(settings.redis_url, client_name=name)
+    own = connect_redis(settings, client_name=name)
     generations = GenerationCache(own, settings.redis_prefix)
     cache = CampaignCache(1 << 20, ttl_seconds=60)
     listener = NotificationListener(own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache)
-    models = ReadModels(own, generations, None, cache)
-    projection = campaigns_projection(settings.redis_prefix)
+    models = ReadModels(own, generations, None, cache, settings.read_model_buckets)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("alice")
     await projection.apply(redis, "campaigns.1", campaign.events)
     await generations.start()
@@ -123,9 +127,10 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
         assert (await models.campaign(campaign.aggregate_id)).version == 1
         assert len(cache) == 1
 
-        subscribed = [c for c in await redis.client_list() if c["name"] == name and int(c["sub"]) > 0]
+        subscribed = await subscribers_named(redis, name)
         assert len(subscribed) == 1
-        await redis.client_kill_filter(_id=subscribed[0]["id"])
+        server, client = subscribed[0]
+        await server.client_kill_filter(_id=client["id"])
         # A change whose announcement the listener cannot have seen.
         await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")], announce=False)
 
@@ -148,6 +153,21 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
         await listener.stop()
         await generations.stop()
         await own.aclose()
+
+
+async def subscribers_named(redis: Redis, name: str) -> list[tuple[Redis, dict[str, str]]]:
+    """The pub/sub connections named `name`, with a client of the server each is on (on a cluster
+    the subscription sits on one node: every node is asked)."""
+    servers = [redis]
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        servers = [Redis(host=node.host, port=node.port) for node in redis.get_nodes()]
+    return [
+        (server, client)
+        for server in servers
+        for client in await server.client_list()
+        if client["name"] == name and int(client["sub"]) > 0
+    ]
 
 
 async def _version_is(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from events import Topics
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, generation_base, parked_set_key
+from readmodels.keyspace import CampaignKeys, generation_base
 from readmodels.status import read_status
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, record_in_log, wait_until
@@ -22,7 +22,7 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
     campaign.then("CampaignActivated")
     campaign.then("CampaignPaused")
     await record_in_log(settings, campaign.events)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
     async with Projectors(fast):
         await producer.publish([campaign.events[0], campaign.events[2]])  # v2 never reaches Kafka
@@ -34,7 +34,7 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
     stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
     document = orjson.loads(stored.get(b"doc") or b"{}")
     assert (document.get("version"), document.get("status")) == (3, "paused"), stored
-    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
+    assert await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id))) == 0
     status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
     assert status["gaps_repaired_total"] == "1"
     assert f"campaign:{campaign.aggregate_id} filled [2]" in status["last_gap"]
@@ -49,6 +49,7 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
     await record_in_log(settings, [campaign.events[0], campaign.events[2]])  # v2 exists nowhere
     topics = Topics(settings.topic_prefix)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     consumer = AIOKafkaConsumer(
         Topics.dlq(topics.campaigns),
         bootstrap_servers=settings.kafka_bootstrap,
@@ -68,6 +69,14 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
                 return len(groups) >= 2  # the campaigns and the stats projections each
 
             await wait_until(unfillable_letters, 20, "the unfillable gap's dead letters")
+
+            # The parked set and the projector's status follow the dead letters (written after).
+            async def recorded() -> bool:
+                status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
+                parked = await redis.scard(keys.parked_set(keys.bucket_of(campaign.aggregate_id)))
+                return parked == 0 and status.get("gaps_unfillable_total") == "1"
+
+            await wait_until(recorded, 10, "the unfillable gap recorded in the projector's status")
     finally:
         await consumer.stop()
     for record in letters:
@@ -75,8 +84,4 @@ async def test_a_gap_the_log_cannot_fill_is_dead_lettered_with_its_reason(
         assert headers["dlq_error_type"] == "gap_unfillable"
         assert "versions [2]" in headers["dlq_reason"]
         assert orjson.loads(record.value or b"{}")["aggregate_version"] == 3
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"  # never skipped
-    assert await redis.scard(parked_set_key(generation_base(settings.redis_prefix, "campaigns.1"))) == 0
-    status = (await read_status(redis, settings.redis_prefix, ["campaigns"]))["campaigns"]
-    assert status["gaps_unfillable_total"] == "1"

@@ -9,16 +9,20 @@ from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
 from projectors.domain.outcomes import Outcome
 from readmodels.campaigns import campaign_document, fold_campaign
-from readmodels.keyspace import CampaignKeys, StatsKeys, generation_base, parked_set_key
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base, parked_set_key_of
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
+from tests.support.redis_keys import summed_hashes
 
 GEN = "campaigns.1"
 
 
 async def doc(redis: Redis, settings: Settings, campaign_id: str) -> dict | None:
     raw = await redis.hget(
-        CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(campaign_id), "doc"
+        CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets).campaign(
+            campaign_id
+        ),
+        "doc",
     )
     return orjson.loads(raw) if raw else None
 
@@ -29,8 +33,12 @@ async def test_stored_document_is_byte_identical_to_the_fold_of_the_same_events(
     campaign = new_campaign("owner-1", tags=["spring", "ünïcode"])
     campaign.then("CampaignUpdated", {"name": "Renamed", "budget": {"amount": "10.5", "currency": "USD"}})
     campaign.then("CampaignActivated")
-    await campaigns_projection(settings.redis_prefix).apply(redis, GEN, campaign.events)
-    key = CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(campaign.aggregate_id)
+    await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, GEN, campaign.events
+    )
+    key = CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets).campaign(
+        campaign.aggregate_id
+    )
     stored = await redis.hget(key, "doc")
     assert stored == campaign_document(fold_campaign(campaign.events) or {})
     body = orjson.loads(stored or b"{}")
@@ -42,7 +50,7 @@ async def test_stored_document_is_byte_identical_to_the_fold_of_the_same_events(
 
 
 async def test_duplicate_and_older_versions_change_nothing(settings: Settings, redis: Redis) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("owner-1")
     campaign.then("CampaignUpdated", {"name": "Second name"})
     await projection.apply(redis, GEN, campaign.events)
@@ -61,7 +69,7 @@ async def test_duplicate_and_older_versions_change_nothing(settings: Settings, r
 async def test_a_gap_is_parked_not_applied_and_drained_when_the_missing_version_arrives(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("owner-1")
     campaign.then("CampaignActivated")
     campaign.then("CampaignPaused")
@@ -70,19 +78,21 @@ async def test_a_gap_is_parked_not_applied_and_drained_when_the_missing_version_
     first = await projection.apply(redis, GEN, [campaign.events[0], campaign.events[2]])
     assert [o.outcome for o in first.outcomes] == [Outcome.APPLIED, Outcome.PARKED]
     assert (await doc(redis, settings, campaign.aggregate_id) or {})["status"] == "draft"
-    assert await redis.smembers(parked_set_key(base)) == {f"campaign:{campaign.aggregate_id}".encode()}
+    assert await redis.smembers(
+        parked_set_key_of(base, campaign.aggregate_id, settings.read_model_buckets)
+    ) == {f"campaign:{campaign.aggregate_id}".encode()}
 
     filled = await projection.apply(redis, GEN, [campaign.events[1]])
     assert filled.outcomes[0].outcome is Outcome.APPLIED and filled.outcomes[0].drained == 1
     body = await doc(redis, settings, campaign.aggregate_id) or {}
     assert (body["status"], body["version"]) == ("paused", 3)
-    assert await redis.scard(parked_set_key(base)) == 0
+    assert await redis.scard(parked_set_key_of(base, campaign.aggregate_id, settings.read_model_buckets)) == 0
 
 
 async def test_an_update_without_a_creation_is_refused_and_writes_nothing(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     orphan = new_campaign("owner-1")
     orphan.events.clear()
     orphan.then("CampaignUpdated", {"name": "no creation"})
@@ -93,35 +103,38 @@ async def test_an_update_without_a_creation_is_refused_and_writes_nothing(
     assert "no creation event" in (result.outcomes[0].error or "")
     assert (
         await redis.exists(
-            CampaignKeys(generation_base(settings.redis_prefix, GEN)).campaign(orphan.aggregate_id)
+            CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets).campaign(
+                orphan.aggregate_id
+            )
         )
         == 0
     )
 
 
 async def test_indexes_follow_status_channel_tags_and_deletion(settings: Settings, redis: Redis) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, GEN))
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    keys = CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets)
     campaign = new_campaign("owner-1", channel="sms", tags=["a", "b"])
+    bucket = keys.bucket_of(campaign.aggregate_id)
     await projection.apply(redis, GEN, campaign.events)
-    assert await redis.zcard(keys.index("created", "status", "draft")) == 1
-    assert await redis.zcard(keys.index("name", "tag", "b")) == 1
+    assert await redis.zcard(keys.index("created", "status", "draft", bucket)) == 1
+    assert await redis.zcard(keys.index("name", "tag", "b", bucket)) == 1
 
     campaign.then("CampaignUpdated", {"channel": "push", "tags": ["c"]})
     campaign.then("CampaignActivated")
     await projection.apply(redis, GEN, campaign.events[1:])
-    assert await redis.zcard(keys.index("created", "status", "draft")) == 0
-    assert await redis.zcard(keys.index("created", "status", "active")) == 1
-    assert await redis.zcard(keys.index("updated", "channel", "sms")) == 0
-    assert await redis.zcard(keys.index("updated", "channel", "push")) == 1
-    assert await redis.zcard(keys.index("name", "tag", "b")) == 0
-    assert await redis.zcard(keys.index("name", "tag", "c")) == 1
+    assert await redis.zcard(keys.index("created", "status", "draft", bucket)) == 0
+    assert await redis.zcard(keys.index("created", "status", "active", bucket)) == 1
+    assert await redis.zcard(keys.index("updated", "channel", "sms", bucket)) == 0
+    assert await redis.zcard(keys.index("updated", "channel", "push", bucket)) == 1
+    assert await redis.zcard(keys.index("name", "tag", "b", bucket)) == 0
+    assert await redis.zcard(keys.index("name", "tag", "c", bucket)) == 1
 
     campaign.then("CampaignDeleted")
     await projection.apply(redis, GEN, campaign.events[3:])
     assert await doc(redis, settings, campaign.aggregate_id) is None
     for sort in ("created", "updated", "name"):
-        assert await redis.zcard(keys.index(sort)) == 0
+        assert await redis.zcard(keys.index(sort, bucket=bucket)) == 0
     # The tombstone keeps the version: a redelivered creation cannot resurrect it.
     again = await projection.apply(redis, GEN, campaign.events[:1])
     assert again.outcomes[0].outcome is Outcome.DUPLICATE
@@ -131,7 +144,7 @@ async def test_indexes_follow_status_channel_tags_and_deletion(settings: Setting
 async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = stats_projection(settings.redis_prefix)
+    projection = stats_projection(settings.redis_prefix, settings.read_model_buckets)
     workload = mixed_workload(30, ["u1", "u2"])
     users = [new_user() for _ in range(4)]
     users[0].then("UserLoggedIn")
@@ -139,8 +152,9 @@ async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     await projection.apply(redis, "stats.1", events)
     await projection.apply(redis, "stats.1", events)  # redelivered: counted once
 
-    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"))
-    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(keys.counts)).items()}
+    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
+    buckets = range(settings.read_model_buckets)
+    counts = await summed_hashes(redis, [keys.counts(b) for b in buckets])
     live = [fold_campaign(c.events) for c in workload]
     live = [c for c in live if c and c["status"] != "deleted"]
     assert counts["campaigns.total"] == len(live)
@@ -148,7 +162,7 @@ async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     assert counts["status:active"] == sum(1 for c in live if c["status"] == "active")
     assert counts["channel:sms"] == sum(1 for c in live if c["channel"] == "sms")
     assert counts["users.total"] == 4
-    per_minute = await redis.hgetall(keys.events_per_minute)
+    per_minute = await summed_hashes(redis, [keys.events_per_minute(b) for b in buckets])
     assert sum(int(v) for v in per_minute.values()) == len(events)
 
 
@@ -159,8 +173,11 @@ async def test_user_profile_document_follows_registration_login_roles_and_passwo
     user.then("UserLoggedIn")
     user.then("UserRolesChanged", {"roles": ["user", "admin"]})
     user.then("UserPasswordChanged")
-    await users_projection(settings.redis_prefix).apply(redis, "users.1", user.events)
-    raw = await redis.hget(f"{settings.redis_prefix}:users.1:user:{user.aggregate_id}", "doc")
+    await users_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, "users.1", user.events
+    )
+    users = UserKeys(generation_base(settings.redis_prefix, "users.1"), settings.read_model_buckets)
+    raw = await redis.hget(users.user(user.aggregate_id), "doc")
     profile = orjson.loads(raw or b"{}")
     assert profile["email"] == "mixed.case@example.com"
     assert profile["roles"] == ["user", "admin"]
@@ -171,7 +188,7 @@ async def test_user_profile_document_follows_registration_login_roles_and_passwo
 async def test_replaying_into_a_new_generation_gives_the_live_digest(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     events = interleave(mixed_workload(40, ["u1", "u2", "u3"]))
     for start in range(0, len(events), 7):  # live: in small batches, with redeliveries
         await projection.apply(redis, GEN, events[start : start + 7])
@@ -188,9 +205,13 @@ async def test_a_redis_that_lost_its_scripts_gets_them_again(settings: Settings,
     campaign = new_campaign("owner-1")
     user = new_user()
     await redis.script_flush()
-    applied = await campaigns_projection(settings.redis_prefix).apply(redis, GEN, campaign.events)
+    applied = await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, GEN, campaign.events
+    )
     assert [o.outcome for o in applied.outcomes] == [Outcome.APPLIED]
     await redis.script_flush()
-    profile = await users_projection(settings.redis_prefix).apply(redis, "users.1", user.events)
+    profile = await users_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, "users.1", user.events
+    )
     assert [o.outcome for o in profile.outcomes] == [Outcome.APPLIED]
     assert (await doc(redis, settings, campaign.aggregate_id) or {})["version"] == 1

@@ -15,8 +15,9 @@ from events import Topics, encode_event
 from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import all_projections
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, events_channel, generation_base
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, events_channel, generation_base
 from readmodels.status import read_status
+from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -27,6 +28,7 @@ from tests.integration.read_side.conftest import (
     wait_until,
 )
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
+from tests.support.redis_keys import summed_hashes
 from tests.support.services import free_port, settings_env
 
 
@@ -54,7 +56,7 @@ async def wait_all(redis: Redis, settings: Settings, campaign_records: int, user
 
 async def clean_run_digests(redis: Redis, settings: Settings, events: list) -> dict[str, str]:
     """What a replay would build: the same events applied once, in order, into generation 'clean'."""
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         mine = [e for e in events if projection.accepts(e)]
         await projection.apply(redis, f"{projection.name}.clean", mine, announce=False)
     return await digests(redis, settings, "clean")
@@ -95,7 +97,7 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
     await producer.publish(campaign.events)
 
     await wait_records(redis, settings, "campaigns", 4)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     consumer = AIOKafkaConsumer(
@@ -165,12 +167,18 @@ async def _all_applied(redis: Redis, settings: Settings, events: list) -> bool:
     for e in events:
         last[e.aggregate_id] = max(last.get(e.aggregate_id, 0), e.aggregate_version)
     pipe = redis.pipeline(transaction=False)
-    prefix = settings.redis_prefix
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    campaigns = CampaignKeys(generation_base(prefix, "campaigns.1"), buckets)
+    users = UserKeys(generation_base(prefix, "users.1"), buckets)
+    stats = StatsKeys(generation_base(prefix, "stats.1"), buckets)
     for e in events:
         if e.aggregate_version == last[e.aggregate_id]:
-            base = "campaign" if e.aggregate_type == "campaign" else "user"
-            pipe.hget(f"{prefix}:{base}s.1:{base}:{e.aggregate_id}", "v")
-            pipe.hget(f"{prefix}:stats.1:{base}:{e.aggregate_id}", "v")
+            if e.aggregate_type == "campaign":
+                pipe.hget(campaigns.campaign(e.aggregate_id), "v")
+                pipe.hget(stats.campaign(e.aggregate_id), "v")
+            else:
+                pipe.hget(users.user(e.aggregate_id), "v")
+                pipe.hget(stats.user(e.aggregate_id), "v")
     values = await pipe.execute()
     expected = [
         str(e.aggregate_version).encode() for e in events if e.aggregate_version == last[e.aggregate_id]
@@ -188,7 +196,7 @@ async def test_an_event_arriving_before_its_predecessor_waits_for_it(
     await record_in_log(settings, campaign.events)
     await producer.publish([campaign.events[0], campaign.events[2]])
     await wait_records(redis, settings, "campaigns", 2)
-    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"))
+    keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     assert await redis.hget(keys.campaign(campaign.aggregate_id), "v") == b"1"
 
     await producer.publish([campaign.events[1]])
@@ -214,7 +222,7 @@ async def test_projectors_write_a_heartbeat_with_their_position(
 async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
     settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
 ) -> None:
-    pubsub = redis.pubsub()
+    pubsub = await open_pubsub(redis)
     await pubsub.subscribe(events_channel(settings.redis_prefix))
     await pubsub.get_message(timeout=5)  # the subscription confirmation
     campaign = new_campaign("owner-1")
@@ -291,16 +299,22 @@ async def test_a_batch_that_cannot_reach_redis_is_not_committed_and_is_consumed_
         await producer.publish([c.events[0] for c in campaigns])
         await wait_until(lambda: _at_least(attempts, 2), 10, "a failed batch to come again")
         assert await committed_offsets(settings, group) == 0
-        assert await redis.exists(f"{settings.redis_prefix}:stats.1:counts") == 0
+        assert await summed_hashes(redis, stats_counts(settings)) == {}
         for consumer in projectors.consumers.values():
             consumer.redis = redis  # and comes back
         await wait_until(
             lambda: _all_applied(redis, settings, [c.events[0] for c in campaigns]), 30, "recovery"
         )
         await wait_until(lambda: _committed(settings, group, 10), 10, "the commit")
-    counts = await redis.hgetall(f"{settings.redis_prefix}:stats.1:counts")
-    assert counts[b"campaigns.total"] == b"10"  # applied once, though delivered several times
+    counts = await summed_hashes(redis, stats_counts(settings))
+    assert counts["campaigns.total"] == 10  # applied once, though delivered several times
     await unreachable.aclose()
+
+
+def stats_counts(settings: Settings) -> list[str]:
+    """Every bucket's counts hash of the first stats generation."""
+    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
+    return [keys.counts(bucket) for bucket in range(keys.buckets)]
 
 
 async def _at_least(attempts: list[int], count: int) -> bool:

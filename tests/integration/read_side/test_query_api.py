@@ -479,7 +479,7 @@ async def test_reads_follow_the_generation_pointer_as_soon_as_it_is_swapped(
     settings: Settings, redis: Redis, query: QueryClient
 ) -> None:
     campaign = new_campaign("alice", name="Live name")
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     await projection.apply(redis, "campaigns.1", campaign.events)
     rebuilt = new_campaign("alice", name="Rebuilt name")
     rebuilt.aggregate_id = campaign.aggregate_id
@@ -498,7 +498,13 @@ async def test_reads_follow_the_generation_pointer_as_soon_as_it_is_swapped(
 
 
 async def test_without_redis_the_api_is_live_but_not_ready(settings: Settings) -> None:
-    unreachable = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    nowhere = f"127.0.0.1:{free_port()}"
+    unreachable = settings.model_copy(
+        update={
+            "redis_url": f"redis://{nowhere}/0",
+            "redis_cluster_nodes": nowhere if settings.redis_cluster_addresses else "",
+        }
+    )
     async with query_app(unreachable) as query:
         assert (await query.http.get("/health/live")).status_code == 200
         ready = await query.http.get("/health/ready")

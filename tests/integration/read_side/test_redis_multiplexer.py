@@ -7,21 +7,46 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from query_api.adapters.redis_multiplexer import RedisCommandError, RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import (
+    ClusterMultiplexer,
+    RedisCommandError,
+    RedisMultiplexer,
+    RedisUnavailable,
+)
 from service_runtime.settings import Settings
 from tests.support.services import free_port
 
 
 @pytest.fixture
-async def multiplexer(settings: Settings) -> AsyncIterator[RedisMultiplexer]:
-    mux = RedisMultiplexer(settings.redis_url, timeout=2)
+async def multiplexer(
+    settings: Settings, redis: Redis
+) -> AsyncIterator[RedisMultiplexer | ClusterMultiplexer]:
+    """What the query API reads through: one connection, or one per primary on a cluster."""
+    mux: RedisMultiplexer | ClusterMultiplexer
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        mux = ClusterMultiplexer(redis, settings.redis_url, timeout=2)
+    else:
+        mux = RedisMultiplexer(settings.redis_url, timeout=2)
     yield mux
     await mux.close()
 
 
+async def server_of(settings: Settings, redis: Redis, key: str) -> tuple[RedisMultiplexer, Redis]:
+    """A multiplexer and a client on the one server holding `key` (its primary on a cluster)."""
+    if not isinstance(redis, RedisCluster):
+        return RedisMultiplexer(settings.redis_url, timeout=2), redis
+    await redis.initialize()
+    node = redis.get_node_from_key(key)
+    return RedisMultiplexer(f"redis://{node.host}:{node.port}/0", timeout=2), Redis(
+        host=node.host, port=node.port
+    )
+
+
 async def test_concurrent_reads_each_get_their_own_reply(
-    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer | ClusterMultiplexer
 ) -> None:
     keys = [f"{settings.redis_prefix}:mux:{n}" for n in range(200)]
     pipe = redis.pipeline(transaction=False)
@@ -38,7 +63,7 @@ async def test_concurrent_reads_each_get_their_own_reply(
 
 
 async def test_an_error_reply_fails_only_its_own_command(
-    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer | ClusterMultiplexer
 ) -> None:
     key = f"{settings.redis_prefix}:mux:string"
     await redis.set(key, "not a hash")
@@ -49,16 +74,18 @@ async def test_an_error_reply_fails_only_its_own_command(
     assert right == b"not a hash"
 
 
-async def test_a_lost_connection_is_replaced_on_the_next_read(
-    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer
-) -> None:
+async def test_a_lost_connection_is_replaced_on_the_next_read(settings: Settings, redis: Redis) -> None:
     key = f"{settings.redis_prefix}:mux:k"
     await redis.set(key, "v")
-    own_id = await multiplexer.execute("CLIENT", "ID")
-    await redis.client_kill_filter(_id=str(own_id))
-    await asyncio.sleep(0.05)
-    assert await multiplexer.execute("GET", key) == b"v"
-    assert await multiplexer.execute("CLIENT", "ID") != own_id
+    multiplexer, server = await server_of(settings, redis, key)
+    try:
+        own_id = await multiplexer.execute("CLIENT", "ID")
+        await server.client_kill_filter(_id=str(own_id))
+        await asyncio.sleep(0.05)
+        assert await multiplexer.execute("GET", key) == b"v"
+        assert await multiplexer.execute("CLIENT", "ID") != own_id
+    finally:
+        await multiplexer.close()
 
 
 async def test_an_unreachable_server_is_reported_not_waited_on() -> None:

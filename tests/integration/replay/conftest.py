@@ -21,6 +21,7 @@ from events import EventEnvelope, to_log_document
 from launcher import cli as campaigns_cli
 from projectors.adapters.digest import generation_digest
 from readmodels.generations import PROJECTIONS, live_generations
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer
 
@@ -31,7 +32,7 @@ RunReplay = Callable[..., Awaitable[Result]]
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     yield client
     await client.aclose()
 

@@ -14,7 +14,7 @@ from tests.integration.read_side.workload import Aggregate, interleave, mixed_wo
 async def test_lanes_keep_each_aggregates_order_so_nothing_is_parked_and_the_result_is_the_plain_apply(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     events = interleave(mixed_workload(150, ["owner-a", "owner-b"]))
     writer = LaneWriter(redis, [(projection, "campaigns.lanes")], lanes=4, batch_size=16)
     await writer.start()
@@ -36,7 +36,7 @@ async def test_lanes_keep_each_aggregates_order_so_nothing_is_parked_and_the_res
 async def test_an_event_the_read_model_refuses_is_counted_with_its_reason_and_the_rest_applies(
     settings: Settings, redis: Redis
 ) -> None:
-    projection = campaigns_projection(settings.redis_prefix)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     (good,) = mixed_workload(1, ["owner-a"])
     orphan = Aggregate("campaign")
     orphan.then("CampaignUpdated", {"name": "never created"})

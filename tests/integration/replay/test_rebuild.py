@@ -75,7 +75,7 @@ async def test_a_rebuild_swaps_in_a_new_generation_and_removes_the_old_one_after
     campaign = new_campaign("owner-a")
     campaign.then("CampaignActivated")
     await writer.write(campaign.events)
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         await projection.apply(
             redis, f"{projection.name}.1", [e for e in campaign.events if projection.accepts(e)]
         )
@@ -91,7 +91,9 @@ async def test_a_rebuild_swaps_in_a_new_generation_and_removes_the_old_one_after
     }
     assert await generation_keys(redis, settings.redis_prefix, "campaigns.1") == []
     doc = await redis.hget(
-        CampaignKeys(generation_base(settings.redis_prefix, "campaigns.2")).campaign(campaign.aggregate_id),
+        CampaignKeys(
+            generation_base(settings.redis_prefix, "campaigns.2"), settings.read_model_buckets
+        ).campaign(campaign.aggregate_id),
         "doc",
     )
     assert doc is not None and b'"status":"active"' in doc
@@ -144,14 +146,16 @@ async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflecte
     assert result.exit_code == 0, result.output
     live = await live_generations(redis, settings.redis_prefix)
     assert live == {p: f"{p}.2" for p in PROJECTIONS}
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         mine = [e for e in written if projection.accepts(e)]
         await projection.apply(redis, f"{projection.name}.clean", mine, announce=False)
         assert await generation_digest(redis, settings.redis_prefix, live[projection.name]) == (
             await generation_digest(redis, settings.redis_prefix, f"{projection.name}.clean")
         ), projection.name
-    campaign_keys = CampaignKeys(generation_base(settings.redis_prefix, live["campaigns"]))
-    user_keys = UserKeys(generation_base(settings.redis_prefix, live["users"]))
+    campaign_keys = CampaignKeys(
+        generation_base(settings.redis_prefix, live["campaigns"]), settings.read_model_buckets
+    )
+    user_keys = UserKeys(generation_base(settings.redis_prefix, live["users"]), settings.read_model_buckets)
     for aggregate in aggregates:
         key = (
             campaign_keys.campaign(aggregate.aggregate_id)
@@ -199,8 +203,9 @@ async def test_drop_removes_a_leftover_generation_and_refuses_the_live_one(
     settings: Settings, redis: Redis, replay_cli: RunReplay
 ) -> None:
     await redis.set(pointer_key(settings.redis_prefix, "users"), "users.1")
-    await redis.hset(f"{settings.redis_prefix}:users.1:user:u1", "v", "1")
-    await redis.hset(f"{settings.redis_prefix}:users.7:user:u1", "v", "1")
+    for generation in ("users.1", "users.7"):
+        users = UserKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+        await redis.hset(users.user("u1"), "v", "1")
 
     dropped = await replay_cli("drop", "users.7")
     refused = await replay_cli("drop", "users.1")
@@ -234,7 +239,7 @@ async def test_a_record_in_kafka_that_is_no_event_is_skipped_and_reported_and_th
     assert result.exit_code == 0, result.output
     assert "1 records in the source are not valid events and were skipped" in result.output
     live = await live_generations(redis, settings.redis_prefix)
-    for projection in all_projections(settings.redis_prefix):
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
         await projection.apply(
             redis, f"{projection.name}.clean", [e for e in events if projection.accepts(e)]
         )

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from readmodels.generations import live_generations
 from readmodels.json_form import json_time
-from readmodels.keyspace import CampaignKeys, UserKeys, generation_base
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
@@ -56,15 +56,19 @@ async def test_verify_finds_a_key_changed_by_hand_names_it_and_exits_non_zero(
 ) -> None:
     ids = await live_system(settings, redis, writer)
     live = await live_generations(redis, settings.redis_prefix)
-    key = CampaignKeys(generation_base(settings.redis_prefix, live["campaigns"])).campaign(ids[0])
+    base = generation_base(settings.redis_prefix, live["campaigns"])
+    key = CampaignKeys(base, settings.read_model_buckets).campaign(ids[0])
     await redis.hset(key, "doc", b'{"name":"tampered"}')
-    await redis.hset(f"{settings.redis_prefix}:{live['stats']}:counts", "campaigns.total", 999)
+    stats_base = generation_base(settings.redis_prefix, live["stats"])
+    counts = StatsKeys(stats_base, settings.read_model_buckets).counts()
+    await redis.hset(counts, "campaigns.total", 999)
 
     result = await replay_cli("verify", "all")
 
     assert result.exit_code == 1, result.output
-    assert f"changed: campaign:{ids[0]}" in result.stdout
-    assert "changed: counts" in result.stdout
+    # Keys are named relative to their generation (a bucket's hash tag included on a cluster).
+    assert f"changed: {relative(key, base)}" in result.stdout
+    assert f"changed: {relative(counts, stats_base)}" in result.stdout
     assert "users" in result.stdout and result.stdout.count("same") == 1
     assert await scratch_keys(redis, settings) == []
 
@@ -74,12 +78,18 @@ async def test_verify_names_keys_only_the_live_generation_has(
 ) -> None:
     await live_system(settings, redis, writer)
     live = await live_generations(redis, settings.redis_prefix)
-    await redis.hset(UserKeys(generation_base(settings.redis_prefix, live["users"])).user("ghost"), "v", "1")
+    base = generation_base(settings.redis_prefix, live["users"])
+    ghost = UserKeys(base, settings.read_model_buckets).user("ghost")
+    await redis.hset(ghost, "v", "1")
 
     result = await replay_cli("verify", "users")
 
     assert result.exit_code == 1
-    assert "only in the live generation: user:ghost" in result.stdout
+    assert f"only in the live generation: {relative(ghost, base)}" in result.stdout
+
+
+def relative(key: str, base: str) -> str:
+    return key.removeprefix(f"{base}:")
 
 
 async def written_campaign(writer: EventWriter):  # type: ignore[no-untyped-def]
@@ -160,7 +170,10 @@ async def test_inspect_shows_a_user_exactly_as_the_users_read_model_holds_it(
     assert result.exit_code == 0, result.output
     live = await live_generations(redis, settings.redis_prefix)
     stored = await redis.hget(
-        UserKeys(generation_base(settings.redis_prefix, live["users"])).user(user.aggregate_id), "doc"
+        UserKeys(generation_base(settings.redis_prefix, live["users"]), settings.read_model_buckets).user(
+            user.aggregate_id
+        ),
+        "doc",
     )
     shown = orjson.loads(result.stdout)
     assert shown["aggregate_type"] == "user"

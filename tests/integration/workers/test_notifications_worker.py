@@ -6,11 +6,11 @@ import uuid
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 
 from events import EventEnvelope, Topics, dead_letters, encode_event, new_envelope
 from readmodels.groups import NOTIFICATIONS_GROUP
 from readmodels.groups import worker_group as group_id
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.workers.harness import (
     committed_offsets,
@@ -54,7 +54,7 @@ async def test_registration_delivered_twice_sends_exactly_one_welcome_email(sett
 
         await wait_for(both_committed, what="both deliveries processed and committed")
 
-        redis = aioredis.from_url(settings.redis_url)
+        redis = connect_redis(settings)
         try:
             status = orjson.loads(await redis.get(f"{settings.redis_prefix}:status:worker:notifications"))
         finally:

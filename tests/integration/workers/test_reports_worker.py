@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
@@ -20,6 +19,7 @@ from query_api.entrypoints.http.dependencies import ReadSide, read_side
 from readmodels.groups import REPORTS_GROUP
 from readmodels.groups import worker_group as group_id
 from service_runtime.problems import PROBLEM_JSON, install_problem_handlers
+from service_runtime.redis_client import connect_redis
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
@@ -30,7 +30,7 @@ from tests.unit.workers.campaign_history import completed_campaign
 @pytest.fixture
 async def query_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The report router in a small FastAPI app, called in-process."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     app = FastAPI()
     install_problem_handlers(app)
     side = ReadSide(

@@ -7,9 +7,8 @@ import asyncio
 from email.message import EmailMessage
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from events import new_envelope
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.workers.harness import mails_to, smtp_sink
 from tests.support.factories import new_email
@@ -51,7 +50,7 @@ async def test_a_worker_stalled_past_its_claim_sends_nothing_and_the_email_goes_
         payload={"email": recipient, "name": "Stella", "roles": ["user"]},
         correlation_id="corr-stall",
     )
-    first_redis, second_redis = aioredis.from_url(settings.redis_url), aioredis.from_url(settings.redis_url)
+    first_redis, second_redis = connect_redis(settings), connect_redis(settings)
     lost_before = metrics.CLAIMS_LOST.labels("notifications", "send")._value.get()
     try:
         async with smtp_sink(port, maildir):

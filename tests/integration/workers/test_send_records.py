@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from workers.adapters.send_records import RedisSendRecords
 
@@ -13,7 +12,7 @@ from workers.adapters.send_records import RedisSendRecords
 async def test_a_claim_excludes_others_until_released_and_sent_is_kept_without_expiry(
     settings: Settings,
 ) -> None:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     records = RedisSendRecords(redis, settings.redis_prefix, "welcome")
     try:
         assert await records.claim("ev-1", "a") == "claimed"
@@ -33,7 +32,7 @@ async def test_a_claim_excludes_others_until_released_and_sent_is_kept_without_e
 async def test_the_claim_of_a_crashed_sender_lapses_and_the_next_delivery_takes_it(
     settings: Settings,
 ) -> None:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     records = RedisSendRecords(redis, settings.redis_prefix, "welcome", claim_ttl_seconds=0.3)
     try:
         assert await records.claim("ev-2", "crashed") == "claimed"
@@ -47,7 +46,7 @@ async def test_the_claim_of_a_crashed_sender_lapses_and_the_next_delivery_takes_
 async def test_confirm_holds_for_the_owner_retakes_a_lapsed_claim_and_refuses_a_taken_one(
     settings: Settings,
 ) -> None:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     records = RedisSendRecords(redis, settings.redis_prefix, "welcome", claim_ttl_seconds=0.3)
     try:
         assert await records.claim("ev-3", "a") == "claimed"

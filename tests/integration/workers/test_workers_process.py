@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 
 from events import Topics, encode_event, new_envelope
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.workers.harness import mails_to, produce, wait_for
 from tests.support.services import settings_env
@@ -33,7 +33,7 @@ async def test_workers_process_sends_mail_heartbeats_and_exits_cleanly_on_sigter
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect_redis(settings)
     status_key = f"{settings.redis_prefix}:status:worker:notifications"
     try:
 
