@@ -35,6 +35,7 @@ from command_api.adapters.scheduler_status import RedisSchedulerStatus, Schedule
 from command_api.adapters.sessions import RedisRefreshGrace
 from command_api.application.scheduling import Scheduler, SchedulerConfig
 from command_api.application.user_handlers import Credentials
+from command_api.domain.user import PasswordPolicy
 from events import Topics
 from events.envelope import utc_now
 from service_runtime.redis_client import connect_redis
@@ -77,6 +78,14 @@ def throttle_limits(settings: Settings) -> ThrottleLimits:
     )
 
 
+def password_policy(settings: Settings) -> PasswordPolicy:
+    return PasswordPolicy(
+        min_length=settings.password_min_length,
+        max_length=settings.password_max_length,
+        min_distinct=settings.password_min_distinct,
+    )
+
+
 def session_cutoffs(settings: Settings, redis: aioredis.Redis) -> SessionCutoffs:
     return SessionCutoffs(
         redis,
@@ -114,6 +123,7 @@ def open_command_side(settings: Settings) -> CommandSide:
             ),
             family_lifetime=timedelta(seconds=settings.refresh_family_max_seconds),
             refresh_grace=timedelta(seconds=settings.refresh_grace_seconds),
+            password_policy=password_policy(settings),
         ),
         cutoffs=cutoffs,
         command_rate=RedisCommandRate(

@@ -55,6 +55,11 @@ class UserRolesChanged(_Payload):
     roles: list[Role]
 
 
+class UserPasswordChanged(_Payload):
+    """The user changed their password (the hash is never in an event); every session that
+    existed before it was ended."""
+
+
 class CampaignCreated(_Payload):
     owner_id: str
     name: str = Field(min_length=1, max_length=200)
@@ -144,6 +149,7 @@ EVENT_TYPES: dict[str, EventTypeSpec] = {
         _spec(UserRegistered, "user"),
         _spec(UserLoggedIn, "user"),
         _spec(UserRolesChanged, "user"),
+        _spec(UserPasswordChanged, "user"),
         # v2: budget became {amount, currency} (v1 had a float `budget` in EUR).
         _spec(CampaignCreated, "campaign", version=2),
         _spec(CampaignUpdated, "campaign"),

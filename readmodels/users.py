@@ -43,6 +43,8 @@ def user_field_changes(envelope: EventEnvelope) -> dict[str, Any]:
         changes = {"last_login_at": occurred}
     elif kind == "UserRolesChanged":
         changes = {"roles": payload["roles"]}
+    elif kind == "UserPasswordChanged":
+        changes = {}  # nothing the profile shows but the time of the change
     else:
         raise NotAUserEvent(f"the user projection has no rule for {kind}")
     changes["updated_at"] = occurred

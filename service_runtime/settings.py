@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     device_cookie_seconds: int = Field(default=90 * 24 * 3600, ge=60)
     register_max_per_address: int = Field(default=10, ge=1)
     register_window_seconds: int = Field(default=3600, ge=1)
+    # Password policy (NIST SP 800-63B §5.1.1.2), for registration and POST /auth/password: length
+    # bounds (the ceiling keeps argon2 from being fed megabytes; request bodies allow 512) and the
+    # distinct characters a password needs at least.
+    password_min_length: int = Field(default=10, ge=8, le=64)
+    password_max_length: int = Field(default=128, ge=64, le=512)
+    password_min_distinct: int = Field(default=5, ge=1, le=16)
 
     # Prometheus endpoints (GET /metrics), on an internal listener of each process, never on an
     # API's public port: the APIs' listeners run in the uvicorn parent and read every worker's
@@ -237,6 +243,9 @@ class Settings(BaseSettings):
     # kept, and how many are listed.
     console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     console_operations_shown: int = Field(default=20, ge=1, le=200)
+    # A rebuild started from the console: how long the replaced generation stays readable before
+    # it is deleted (as `campaigns replay rebuild --grace-seconds`).
+    console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
 
     # Local stack
     local_dir: str = ".local"

@@ -340,10 +340,11 @@ class MongoRefreshTokenRepository:
             {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
         )
 
-    async def revoke_user(self, user_id: str, now: datetime) -> None:
-        await self._uow.db[REFRESH_TOKENS].update_many(
-            {"user_id": user_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
-        )
+    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+        query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
+        if keep_family is not None:
+            query["family_id"] = {"$ne": keep_family}
+        await self._uow.db[REFRESH_TOKENS].update_many(query, {"$set": {"revoked_at": now}})
 
 
 class MongoIdempotencyRepository:

@@ -40,6 +40,15 @@ class LogOutEverywhere:
 
 
 @dataclass(frozen=True)
+class ChangePassword:
+    user_id: str  # the caller, from their access token
+    current_password: str
+    new_password: str
+    client: str  # the caller's network address, for throttling the current-password check
+    device: str | None = None  # the device cookie a previous successful login set
+
+
+@dataclass(frozen=True)
 class ChangeRoles:
     email: str
     admin: bool  # True: grant the admin role; False: revoke it

@@ -35,6 +35,13 @@ class InvalidCredentials(CommandRefused):
     pass
 
 
+class WrongCurrentPassword(CommandRefused):
+    """A signed-in user's proof of the password they want to change failed (403, naming the field)."""
+
+    def __init__(self) -> None:
+        super().__init__("the current password is wrong")
+
+
 class Throttled(CommandRefused):
     """Over a rate limit: 429 with Retry-After."""
 

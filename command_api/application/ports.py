@@ -64,8 +64,9 @@ class RefreshTokenRepository(Protocol):
         """At once, outside any unit of work: a revocation must survive the refusal that follows."""
         ...
 
-    async def revoke_user(self, user_id: str, now: datetime) -> None:
-        """Every unrevoked family of the user, at once (logout-all, password change)."""
+    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+        """Every unrevoked family of the user but `keep_family`, at once (logout-all, password
+        change: the session that changed it goes on in a new family)."""
         ...
 
 

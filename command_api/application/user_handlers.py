@@ -1,5 +1,6 @@
-"""User commands: register, log in, rotate and revoke refresh tokens, grant and revoke the admin
-role. Logout, logout-all and a role change also end the user's access tokens (`SessionEnder`)."""
+"""User commands: register, log in, rotate and revoke refresh tokens, change the password, grant
+and revoke the admin role. Logout, logout-all, a password change and a role change also end the
+user's access tokens (`SessionEnder`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from command_api.application.commands import (
+    ChangePassword,
     ChangeRoles,
     LogIn,
     LogOut,
@@ -21,6 +23,7 @@ from command_api.application.errors import (
     EmailTaken,
     InvalidCredentials,
     SessionRejected,
+    WrongCurrentPassword,
 )
 from command_api.application.ports import (
     AccessTokenIssuer,
@@ -32,7 +35,14 @@ from command_api.application.ports import (
     UnitOfWork,
 )
 from command_api.domain.refresh_token import RefreshToken, RefreshVerdict, hash_refresh_token
-from command_api.domain.user import User, check_registration, normalise_email
+from command_api.domain.user import (
+    DEFAULT_POLICY,
+    PasswordPolicy,
+    User,
+    check_new_password,
+    check_registration,
+    normalise_email,
+)
 from events.envelope import utc_now
 
 CONFLICT_ATTEMPTS = 5
@@ -58,11 +68,14 @@ class Credentials:
     grace: RefreshGrace
     family_lifetime: timedelta = timedelta(days=30)  # a family's absolute end, from its login
     refresh_grace: timedelta = timedelta(seconds=10)  # a second refresh of one token within it
+    password_policy: PasswordPolicy = DEFAULT_POLICY
 
 
 async def register_user(command: RegisterUser, uow: UnitOfWork, credentials: Credentials) -> CommandResult:
     email = normalise_email(command.email)
-    check_registration(email=email, name=command.name, password=command.password)
+    check_registration(
+        email=email, name=command.name, password=command.password, policy=credentials.password_policy
+    )
     await credentials.throttle.admit_registration(command.client)
     async with uow:
         # Hash first, whether or not the e-mail is taken: the answer for a registered e-mail
@@ -191,6 +204,51 @@ async def log_out_everywhere(command: LogOutEverywhere, uow: UnitOfWork, session
     async with uow:
         await uow.refresh_tokens.revoke_user(command.user_id, utc_now())
     await sessions.end_sessions(command.user_id)
+
+
+async def change_password(
+    command: ChangePassword, uow: UnitOfWork, credentials: Credentials
+) -> SessionTokens:
+    """Check the current password (throttled like a login: it is a guess at the password, made
+    with an access token that may be stolen), apply the policy to the new one, store its argon2
+    hash with a UserPasswordChanged event, and end every session but this one: every other
+    refresh family is revoked and every access token issued before now is refused within
+    seconds on both APIs (monitor sockets close). This client continues in a new family."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        async with uow:
+            user = await uow.users.get(command.user_id)
+            if user is None:
+                raise SessionRejected("the token's user no longer exists")
+            # Before the throttle and the hashing: a refused new password costs no guess.
+            check_new_password(
+                user=user,
+                current_password=command.current_password,
+                new_password=command.new_password,
+                policy=credentials.password_policy,
+            )
+            admission = await credentials.throttle.admit(user.email, command.client, command.device)
+            if not await credentials.hasher.verify(user.password_hash, command.current_password):
+                raise WrongCurrentPassword()
+            now = utc_now()
+            user.change_password(await credentials.hasher.hash(command.new_password), now)
+            uow.users.save(user)
+            raw, token = _new_family(user.id, credentials)
+            uow.refresh_tokens.add(token)
+            try:
+                await uow.commit(actor_id=user.id)
+            except ConcurrencyConflict:
+                # The user changed meanwhile (a login, another change): decide again on the new state.
+                await credentials.throttle.succeeded(admission, command.device)
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                continue
+            await uow.refresh_tokens.revoke_user(user.id, now, keep_family=token.family_id)
+            await credentials.sessions.end_sessions(user.id)
+            device = await credentials.throttle.succeeded(admission, command.device)
+            # Issued after the sessions ended, so it is not refused with the others.
+            access = credentials.access_tokens.issue(user.id, list(user.roles))
+            return SessionTokens(access.token, raw, access.expires_in, device)
+    raise AssertionError("unreachable")
 
 
 async def change_roles(command: ChangeRoles, uow: UnitOfWork, sessions: SessionEnder) -> str:

@@ -1,19 +1,21 @@
-"""The user aggregate: e-mail identity, password policy, logins and roles."""
+"""The user aggregate: e-mail identity, password policy, logins, password changes and roles."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from command_api.domain.aggregate import Aggregate, to_millisecond_utc
 from command_api.domain.errors import CONTROL_CHARACTERS_REASON, FieldChecks, has_control_characters
-from events.types import UserLoggedIn, UserRegistered, UserRolesChanged
+from events.types import UserLoggedIn, UserPasswordChanged, UserRegistered, UserRolesChanged
 
 Role = Literal["user", "admin"]
 NAME_MAX = 200
+# The policy's defaults (each is a setting: CAMPAIGNS_PASSWORD_MIN_LENGTH, ..._MAX_LENGTH,
+# ..._MIN_DISTINCT). argon2 takes any length, but an unbounded password is a cheap way to burn
+# server CPU.
 PASSWORD_MIN = 10
-# argon2 takes any length, but an unbounded password is a cheap way to burn server CPU.
 PASSWORD_MAX = 128
 PASSWORD_MIN_DISTINCT = 5
 # The passwords every credential-stuffing list starts with; refused whatever their length.
@@ -48,7 +50,23 @@ def normalise_email(raw: str) -> str:
     return raw.strip().lower()
 
 
-def check_registration(*, email: str, name: str, password: str) -> None:
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """NIST SP 800-63B §5.1.1.2: a length floor and ceiling, no composition rules beyond a few
+    distinct characters, and a blocklist of common and personal values."""
+
+    min_length: int = PASSWORD_MIN
+    max_length: int = PASSWORD_MAX
+    min_distinct: int = PASSWORD_MIN_DISTINCT
+    blocked: frozenset[str] = field(default=frozenset(), repr=False)  # beyond COMMON_PASSWORDS
+
+
+DEFAULT_POLICY = PasswordPolicy()
+
+
+def check_registration(
+    *, email: str, name: str, password: str, policy: PasswordPolicy = DEFAULT_POLICY
+) -> None:
     """The password policy and the name's bounds; raises InvalidInput naming each bad field."""
     checks = FieldChecks()
     local, _, domain = email.partition("@")
@@ -58,22 +76,37 @@ def check_registration(*, email: str, name: str, password: str) -> None:
         checks.fail("name", f"must be 1 to {NAME_MAX} characters")
     if has_control_characters(name):
         checks.fail("name", CONTROL_CHARACTERS_REASON)
-    for reason in password_problems(password, email=email, name=name):
+    for reason in password_problems(password, email=email, name=name, policy=policy):
         checks.fail("password", reason)
     checks.raise_if_any()
 
 
-def password_problems(password: str, *, email: str, name: str) -> list[str]:
+def check_new_password(
+    *, user: User, current_password: str, new_password: str, policy: PasswordPolicy = DEFAULT_POLICY
+) -> None:
+    """A new password must meet the policy and differ from the current one; raises InvalidInput
+    naming `new_password`."""
+    checks = FieldChecks()
+    for reason in password_problems(new_password, email=user.email, name=user.name, policy=policy):
+        checks.fail("new_password", reason)
+    if new_password == current_password:
+        checks.fail("new_password", "must differ from the current password")
+    checks.raise_if_any()
+
+
+def password_problems(
+    password: str, *, email: str, name: str, policy: PasswordPolicy = DEFAULT_POLICY
+) -> list[str]:
     """Every way `password` breaks the policy (an empty list when it is acceptable)."""
     problems = []
-    if len(password) < PASSWORD_MIN:
-        problems.append(f"must be at least {PASSWORD_MIN} characters")
-    if len(password) > PASSWORD_MAX:
-        problems.append(f"must be at most {PASSWORD_MAX} characters")
-    if len(set(password)) < PASSWORD_MIN_DISTINCT:
-        problems.append(f"must use at least {PASSWORD_MIN_DISTINCT} different characters")
+    if len(password) < policy.min_length:
+        problems.append(f"must be at least {policy.min_length} characters")
+    if len(password) > policy.max_length:
+        problems.append(f"must be at most {policy.max_length} characters")
+    if len(set(password)) < policy.min_distinct:
+        problems.append(f"must use at least {policy.min_distinct} different characters")
     lowered = password.strip().lower()
-    if lowered in COMMON_PASSWORDS:
+    if lowered in COMMON_PASSWORDS or lowered in policy.blocked:
         problems.append("is one of the most common passwords")
     personal = {email.lower(), email.lower().partition("@")[0], name.strip().lower()}
     if lowered in {p for p in personal if p}:
@@ -114,6 +147,11 @@ class User(Aggregate):
         now = to_millisecond_utc(now)
         self.last_login_at = now
         self._record(UserLoggedIn(), now)
+
+    def change_password(self, password_hash: str, now: datetime) -> None:
+        """Replace the password hash; the event carries no hash, only that it changed and when."""
+        self.password_hash = password_hash
+        self._record(UserPasswordChanged(), to_millisecond_utc(now))
 
     def grant(self, role: Role, now: datetime) -> bool:
         """Add `role`; False (and no event) when the user already has it."""

@@ -1,10 +1,13 @@
-"""Console operations run by a projectors process: a verify the operator console asked for.
+"""Console operations run by a projectors process: a verify or a rebuild the operator console
+asked for.
 
 The query API cannot import the projectors, so the console pushes a request on a Redis list
 (`console_operations_queue`); each projectors process waits on it (BRPOP: one process claims a
-request), runs the replay's verify use case, keeps the operation's state (progress, then the
+request), runs the replay's use case through its composition root (`replay(settings)`: the same
+`verify` and `rebuild` as `campaigns replay`), keeps the operation's state (progress, then the
 result) under `console_operation_key` and publishes each change on the monitor channel as
-`{"type": "operation", ...}`, which the query API relays to every console over its socket.
+`{"type": "operation", ...}`, which the query API relays to every console over its socket. At the
+end it completes the request's `console_audit` line with the result (`ConsoleAudit.finish`).
 """
 
 from __future__ import annotations
@@ -18,18 +21,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from projectors.replay.bootstrap import UNREACHABLE, replay
+from projectors.replay.application.ports import BusyError
+from projectors.replay.application.rebuild import RebuildReport
+from projectors.replay.application.verify import VerifyReport
+from projectors.replay.bootstrap import UNREACHABLE, Replay, replay
 from projectors.replay.domain.plan import SourceName, UnknownProjection
 from readmodels.keyspace import console_operation_key, console_operations_queue, monitor_channel
+from service_runtime.console_audit import ConsoleAudit
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT_SECONDS = 1
 PROGRESS_EVERY_SECONDS = 0.5
-KINDS = ("verify",)
+KINDS = ("verify", "rebuild")
+# The audit line's action for each kind (query_api/entrypoints/http/console.py writes it).
+ACTIONS = {"verify": "projections.verify", "rebuild": "projections.rebuild"}
+AUDIT_MONGO_TIMEOUT_MS = 5000
 
 
 def _now() -> str:
@@ -91,8 +102,54 @@ class PublishedProgress:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
 
+def verify_result(report: VerifyReport) -> tuple[str, dict[str, Any]]:
+    return "drift" if report.drift else "ok", {
+        "drift": report.drift,
+        "events": report.events,
+        "invalid": report.invalid,
+        "projections": [
+            {"projection": p.projection, "matches": p.matches, "generation": p.live_generation}
+            for p in report.projections
+        ],
+    }
+
+
+def rebuild_result(report: RebuildReport) -> tuple[str, dict[str, Any]]:
+    return "ok", {
+        "events": report.events,
+        "passes": report.passes,
+        "seconds": round(report.seconds, 3),
+        "invalid": report.invalid,
+        "projections": [
+            {
+                "projection": p.projection,
+                "old_generation": p.old_generation,
+                "generation": p.new_generation,
+                "applied": p.tally.applied,
+                "duplicates": p.tally.duplicates,
+                "parked": p.tally.parked,
+                "refused": p.tally.refused,
+                "old_keys_removed": p.old_keys_removed,
+            }
+            for p in report.projections
+        ],
+    }
+
+
+async def _carry_out(
+    tools: Replay, settings: Settings, request: dict[str, Any], progress: PublishedProgress
+) -> tuple[str, dict[str, Any]]:
+    projection = str(request.get("projection", "all"))
+    source = SourceName(request.get("source", "mongo"))
+    if request["kind"] == "rebuild":
+        report = await tools.rebuild(projection, source, progress, settings.console_rebuild_grace_seconds)
+        return rebuild_result(report)
+    return verify_result(await tools.verify(projection, source, progress))
+
+
 async def run_operation(redis: Redis, settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one requested operation to its end; its final document (also saved and published)."""
+    """Run one requested operation to its end; its final document (also saved and published, and
+    written into the request's audit line)."""
     state = OperationState(redis, settings, request)
     await state.save()
     progress = PublishedProgress(state)
@@ -100,28 +157,37 @@ async def run_operation(redis: Redis, settings: Settings, request: dict[str, Any
         if request.get("kind") not in KINDS:
             raise UnknownProjection(f"unknown operation {request.get('kind')!r}")
         async with replay(settings) as tools:
-            report = await tools.verify(
-                str(request.get("projection", "all")), SourceName(request.get("source", "mongo")), progress
-            )
-        state.doc["result"] = {
-            "drift": report.drift,
-            "events": report.events,
-            "invalid": report.invalid,
-            "projections": [
-                {"projection": p.projection, "matches": p.matches, "generation": p.live_generation}
-                for p in report.projections
-            ],
-        }
-        state.doc["state"] = "drift" if report.drift else "ok"
+            state.doc["state"], state.doc["result"] = await _carry_out(tools, settings, request, progress)
     except Exception as exc:  # reported to the console, not lost in a background task
-        if not isinstance(exc, (UnknownProjection, ValueError, *UNREACHABLE)):
+        if not isinstance(exc, (UnknownProjection, BusyError, ValueError, *UNREACHABLE)):
             log.exception("console operation failed", extra={"operation": request.get("id")})
         state.doc["state"] = "failed"
         state.doc["error"] = f"{type(exc).__name__}: {exc}"
     await progress.settle()
     state.doc["finished_at"] = _now()
+    # The audit line first: a console that sees the final state finds its audit line complete.
+    await _audit(settings, state.doc)
     await state.save()
     return state.doc
+
+
+async def _audit(settings: Settings, doc: dict[str, Any]) -> None:
+    """Complete the request's audit line; a MongoDB that is down loses only this completion (the
+    operation's own state keeps the result), and says so in the log."""
+    audit_id, action = doc.get("audit_id"), ACTIONS.get(str(doc.get("kind")))
+    if not isinstance(audit_id, str) or action is None:
+        return
+    result = doc["state"] if doc["state"] != "failed" else f"failed: {doc.get('error', '')}"[:300]
+    detail: dict[str, Any] = {"result": doc["result"]} if "result" in doc else {}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url, serverSelectionTimeoutMS=AUDIT_MONGO_TIMEOUT_MS
+    )
+    try:
+        await ConsoleAudit(client[settings.mongo_db]).finish(audit_id, action, result, detail)
+    except UNREACHABLE:
+        log.warning("console audit line not completed", exc_info=True, extra={"operation": doc["id"]})
+    finally:
+        await client.close()
 
 
 async def serve_operations(redis: Redis, settings: Settings) -> None:

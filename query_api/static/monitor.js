@@ -7,8 +7,8 @@
  * render.js   the live view (figures, events, processes, lag, dead letters)
  * chart.js    the throughput chart
  * aggregate.js  the aggregate browser and time travel
- * pipeline.js the relay and projections view
- * operations.js the dead letters (re-drive, confirmed) and the audit trail of console actions
+ * pipeline.js the relay and projections view, and the gaps and repairs view
+ * operations.js the dead letters (re-drive, confirmed), verify and rebuild, and the audit trail
  */
 
 import { forgetAggregate, installAggregate, openAggregate } from "./aggregate.js";
@@ -16,13 +16,13 @@ import * as auth from "./auth.js";
 import { drawChart } from "./chart.js";
 import { $, fmtInt } from "./format.js";
 import { hideSignIn, installSignIn, showSignIn } from "./login.js";
-import { forgetOperations, installOperations, loadAudit, loadDeadLetters, loadOperations, showOperation } from "./operations.js";
-import { renderPipeline } from "./pipeline.js";
+import { forgetOperations, installOperations, loadAudit, loadDeadLetters, loadLastOperations, loadOperations, showOperation } from "./operations.js";
+import { renderGaps, renderPipeline } from "./pipeline.js";
 import * as render from "./render.js";
 import * as socket from "./socket.js";
 import * as state from "./state.js";
 
-const VIEWS = ["live", "aggregate", "pipeline", "deadletters", "audit"];
+const VIEWS = ["live", "aggregate", "pipeline", "gaps", "deadletters", "audit"];
 
 function handle(m) {
   switch (m.type) {
@@ -71,6 +71,7 @@ function renderSamples() {
     render.renderLag();
     render.renderDeadLetters();
     renderPipeline();
+    renderGaps();
   });
 }
 
@@ -106,8 +107,9 @@ function showView(name) {
   if (name === "live") render.queueRender(drawChart);
   if (name === "pipeline") {
     renderPipeline();
-    if (auth.signedIn()) loadOperations();
+    if (auth.signedIn()) { loadOperations(); loadLastOperations(); }
   }
+  if (name === "gaps") renderGaps();
   if (name === "deadletters" && auth.signedIn()) loadDeadLetters();
   if (name === "audit" && auth.signedIn()) loadAudit();
 }

@@ -1,7 +1,8 @@
 /* The console's actions: the dead letters (listed, re-driven one record or one aggregate at a time,
  * after a confirmation dialog) and the audit trail of every action. Both talk to the query API
- * (/console/...) on this origin with the access token in the Authorization header. A verify is
- * asked for here and run by a projectors process; its progress comes over the monitor socket. */
+ * (/console/...) on this origin with the access token in the Authorization header. A verify or a
+ * rebuild (confirmed) is asked for here and run by a projectors process; its progress comes over
+ * the monitor socket, and the last of each with its result from the audit. */
 
 import * as auth from "./auth.js";
 import { $, el, fmtDateTime, fmtInt, fmtValue, shortTopic } from "./format.js";
@@ -101,10 +102,12 @@ function shortGroup(group) {
   return group.slice(group.lastIndexOf(".", group.lastIndexOf(".") - 1) + 1);
 }
 
-let pending = null;  // the re-drive the dialog asks about
+let pending = null;  // what the dialog asks about: {run: function}
 
-function ask(request, text) {
-  pending = request;
+function ask(run, text, title, yes) {
+  pending = { run: run };
+  $("confirm-title").textContent = title || "Re-drive dead letters?";
+  $("confirm-yes").textContent = yes || "Re-drive";
   $("confirm-text").textContent = text;
   $("confirm-dialog").showModal();
 }
@@ -167,10 +170,12 @@ export function installOperations() {
     const button = e.target.closest("button");
     if (!button) return;
     if (button.dataset.redrive) {
-      ask({ ref: button.dataset.redrive }, "Re-drive the dead letter " + button.dataset.redrive +
+      const request = { ref: button.dataset.redrive };
+      ask(() => redrive(request), "Re-drive the dead letter " + button.dataset.redrive +
         " onto its original topic? Every consumer group reads it again (each applies it at most once).");
     } else if (button.dataset.aggregate) {
-      ask({ topic: button.dataset.topic, aggregate: button.dataset.aggregate },
+      const request = { topic: button.dataset.topic, aggregate: button.dataset.aggregate };
+      ask(() => redrive(request),
         "Re-drive every pending dead letter of aggregate " + button.dataset.aggregate + " on " +
         shortTopic(button.dataset.topic) + ", in version order?");
     }
@@ -178,9 +183,9 @@ export function installOperations() {
   $("confirm-yes").addEventListener("click", () => $("confirm-dialog").close("confirm"));
   $("confirm-no").addEventListener("click", () => $("confirm-dialog").close("cancel"));
   $("confirm-dialog").addEventListener("close", () => {
-    const request = pending;
+    const asked = pending;
     pending = null;
-    if ($("confirm-dialog").returnValue === "confirm" && request) redrive(request);
+    if ($("confirm-dialog").returnValue === "confirm" && asked) asked.run();
   });
 }
 
@@ -188,6 +193,8 @@ export function installOperations() {
 
 const MAX_OPERATIONS = 20;
 const operations = new Map();  // id -> the newest message, newest first in the list
+
+const ENDED = new Set(["ok", "drift", "failed"]);
 
 export function showOperation(m) {
   const known = operations.get(m.id);
@@ -197,6 +204,8 @@ export function showOperation(m) {
   operations.set(m.id, m);
   while (operations.size > MAX_OPERATIONS) operations.delete(operations.keys().next().value);
   renderOperations();
+  // Its audit line is complete before the final state is published.
+  if (ENDED.has(m.state) && (!known || !ENDED.has(known.state))) loadLastOperations();
 }
 
 function describe(op) {
@@ -208,9 +217,39 @@ function describe(op) {
       (p.message ? " · " + p.message : "");
   }
   if (op.state === "failed") return "failed: " + (op.error || "unknown error");
+  if (op.kind === "rebuild") return "finished: " + rebuilt(op.result);
   const r = op.result || { projections: [] };
   const parts = r.projections.map((p) => p.projection + (p.matches ? " matches" : " DRIFTS"));
   return (op.state === "ok" ? "finished: no drift" : "finished: drift") + " · " + fmtInt(r.events) + " events · " + parts.join(", ");
+}
+
+function rebuilt(r) {
+  r = r || { projections: [] };
+  const parts = r.projections.map((p) => p.projection + " → " + p.generation + " (" + fmtInt(p.applied) + " applied" +
+    (p.parked ? ", " + fmtInt(p.parked) + " parked" : "") + (p.refused ? ", " + fmtInt(p.refused) + " refused" : "") + ")");
+  return fmtInt(r.events) + " events · " + parts.join(", ");
+}
+
+function verified(r) {
+  r = r || { projections: [] };
+  return fmtInt(r.events) + " events · " + r.projections.map((p) => p.projection + (p.matches ? " matches" : " DRIFTS")).join(", ");
+}
+
+function lastLine(id, line, summary) {
+  const box = $(id);
+  if (!line) { box.textContent = "none yet"; box.dataset.result = ""; return; }
+  box.dataset.result = line.result;
+  const result = line.detail && line.detail.result;
+  box.textContent = line.result + " · " + (line.finished_at ? fmtDateTime(line.finished_at) : fmtDateTime(line.at)) +
+    " · " + (line.email || line.user_id) + " · " + (line.target.projection || "all") +
+    (result ? " · " + summary(result) : "");
+}
+
+export async function loadLastOperations() {
+  const { status, body } = await call("/console/projections/last");
+  if (status !== 200) return;
+  lastLine("last-verify", body.verify, verified);
+  lastLine("last-rebuild", body.rebuild, rebuilt);
 }
 
 function renderOperations() {
@@ -233,28 +272,41 @@ export async function loadOperations() {
   for (const op of body.items.slice().reverse()) showOperation(op);
 }
 
-async function startVerify(e) {
-  e.preventDefault();
+async function startOperation(kind, projection) {
   say("verify-error", "");
-  $("verify-start").disabled = true;
-  const { status, body } = await call("/console/projections/verify", {
+  $("verify-start").disabled = $("rebuild-start").disabled = true;
+  const request = { projection: projection, source: "mongo" };
+  if (kind === "rebuild") request.confirm = true;
+  const { status, body } = await call("/console/projections/" + kind, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ projection: $("verify-projection").value, source: "mongo" }),
+    body: JSON.stringify(request),
   });
-  $("verify-start").disabled = false;
+  $("verify-start").disabled = $("rebuild-start").disabled = false;
   if (status !== 202) { say("verify-error", problem(status, body)); return; }
   if (!operations.has(body.id)) {
-    showOperation({ id: body.id, kind: "verify", projection: $("verify-projection").value, source: "mongo",
+    showOperation({ id: body.id, kind: kind, projection: projection, source: "mongo",
       state: "queued", requested_at: new Date().toISOString() });
   }
 }
 
 export function installProjectionOperations() {
-  $("verify-form").addEventListener("submit", startVerify);
+  $("verify-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    startOperation("verify", $("verify-projection").value);
+  });
+  $("rebuild-start").addEventListener("click", () => {
+    const projection = $("verify-projection").value;
+    ask(() => startOperation("rebuild", projection),
+      "Rebuild " + (projection === "all" ? "every projection" : "the " + projection + " projection") +
+      " from the events log into a new generation and swap it in? Reads go on from the live generation until the swap.",
+      "Rebuild projections?", "Rebuild");
+  });
 }
 
 export function forgetProjectionOperations() {
   operations.clear();
   $("operations").replaceChildren();
+  $("last-verify").textContent = "–";
+  $("last-rebuild").textContent = "–";
 }

@@ -52,3 +52,41 @@ export function renderPipeline() {
     $("pipeline-age").textContent = "lag sampled " + fmtAge((Date.now() - Date.parse(samples.lag.sampled_at)) / 1000);
   }
 }
+
+/* Gaps and repairs, per projection: parked events, gap repairs, and whatever the anti-entropy
+ * pass reports (any status field whose name starts with anti_entropy, shown as it comes). */
+
+const GAP_FIELDS = ["aggregates_with_parked_events", "parked_total", "gaps_repaired_total", "gaps_unfillable_total"];
+
+function antiEntropy(status) {
+  const keys = Object.keys(status).filter((k) => k.startsWith("anti_entropy")).sort();
+  if (!keys.length) return "–";
+  return keys.map((k) => humanise(k.slice("anti_entropy".length).replace(/^_/, "") || k) + " " + fmtValue(status[k])).join(" · ");
+}
+
+export function renderGaps() {
+  if ($("view-gaps").hidden || !samples.services) return;
+  const projectors = samples.services.projectors || {};
+  const rows = document.createDocumentFragment();
+  for (const name of Object.keys(projectors).sort()) {
+    const p = projectors[name];
+    const tr = el("tr");
+    tr.dataset.projection = name;
+    tr.appendChild(el("td", null, name));
+    for (const key of GAP_FIELDS) {
+      const td = el("td", "num", fmtValue(p[key] === undefined ? 0 : p[key]));
+      td.dataset.field = key;
+      tr.appendChild(td);
+    }
+    const last = el("td", "mono", p.last_gap || "–");
+    last.dataset.field = "last_gap";
+    tr.appendChild(last);
+    const repairs = el("td", null, antiEntropy(p));
+    repairs.dataset.field = "anti_entropy";
+    tr.appendChild(repairs);
+    rows.appendChild(tr);
+  }
+  $("gaps").replaceChildren(rows);
+  $("gaps-empty").hidden = Object.keys(projectors).length > 0;
+  $("gaps-age").textContent = samples.servicesAt ? "reported " + fmtAge((Date.now() - samples.servicesAt) / 1000) : "";
+}

@@ -181,6 +181,7 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "UserRegistered": {"email": "ana@example.com", "name": "Ana", "roles": ["user"]},
     "UserLoggedIn": {},
     "UserRolesChanged": {"roles": ["user", "admin"]},
+    "UserPasswordChanged": {},
     "CampaignCreated": {
         "owner_id": "u1",
         "name": "Spring",

@@ -1,7 +1,8 @@
 """The console's dead letters and audit in Debian's Chromium against the real services: a dead
 letter re-driven from the page (after its confirmation dialog) is applied, and the audit line for
-it is read on the page; a verify started on the page finishes there; a non-admin gets 403 from
-the console's routes."""
+it is read on the page; a verify and a rebuild (confirmed) started on the page finish there, are
+shown as the last ones with their results and audited with them; the gaps and repairs view lists
+every projection's report; a non-admin gets 403 from the console's routes."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ pytestmark = [
 async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audit_line(
     services: RunningServices,
 ) -> None:
-    for_the_console(services)
+    for_the_console(services, console_rebuild_grace_seconds=0.0)
     services.start(["command-api", "query-api", "relay", "projectors"])
     services.wait_ready()
     email = await register(services)
@@ -96,11 +97,41 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
             await expect(operation).to_have_attribute("data-state", "ok", timeout=60_000)
             await expect(operation).to_contain_text("finished: no drift")
             await expect(operation).to_contain_text("users matches")
-            await page.screenshot(path=str(ARTIFACTS / "console-verify.png"))
-            await page.click("#tab-audit")
-            await expect(page.locator('#audit tr[data-action="projections.verify"]')).to_contain_text(
-                "queued"
+            # The last verify, with its result, from its audit line.
+            await expect(page.locator("#last-verify")).to_have_attribute("data-result", "ok", timeout=10_000)
+            await expect(page.locator("#last-verify")).to_contain_text("users matches")
+            await expect(page.locator("#last-rebuild")).to_have_text("none yet")
+
+            # A rebuild, confirmed in the dialog (cancelling starts nothing).
+            await page.select_option("#verify-projection", "campaigns")
+            await page.click("#rebuild-start")
+            await expect(page.locator("#confirm-title")).to_have_text("Rebuild projections?")
+            await page.click("#confirm-no")
+            await expect(page.locator("#operations li")).to_have_count(1)
+            await page.click("#rebuild-start")
+            await page.click("#confirm-yes")
+            rebuild = page.locator("#operations li").first
+            await expect(rebuild).to_contain_text("rebuild campaigns", timeout=10_000)
+            await expect(rebuild).to_have_attribute("data-state", "ok", timeout=60_000)
+            await expect(rebuild).to_contain_text("campaigns → campaigns.2")
+            await expect(page.locator("#last-rebuild")).to_contain_text(
+                "campaigns → campaigns.2", timeout=10_000
             )
+            await page.screenshot(path=str(ARTIFACTS / "console-verify.png"))
+
+            # Gaps and repairs: every projection's parked events and repairs, from its report.
+            await page.click("#tab-gaps")
+            for projection in ("campaigns", "stats", "users"):
+                row = page.locator(f'#gaps tr[data-projection="{projection}"]')
+                await expect(row).to_have_count(1, timeout=10_000)
+                await expect(row.locator('td[data-field="aggregates_with_parked_events"]')).to_have_text("0")
+
+            await page.click("#tab-audit")
+            for action in ("projections.verify", "projections.rebuild"):
+                line = page.locator(f'#audit tr[data-action="{action}"]')
+                await expect(line).to_have_count(1)
+                await expect(line.locator("td.result")).to_have_text("ok")
+                await expect(line).to_contain_text(email)
             assert not errors, errors
         finally:
             await browser.close()
@@ -116,3 +147,5 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
         assert refused.status_code == 403
         verify = await client.post("/console/projections/verify", headers=user, json={})
         assert verify.status_code == 403
+        rebuild = await client.post("/console/projections/rebuild", headers=user, json={"confirm": True})
+        assert rebuild.status_code == 403

@@ -1,6 +1,6 @@
-"""Revocable sessions, tried over HTTP against the running services: logout, logout-all and a role
-change end access tokens within seconds on both APIs and close the user's monitor sockets; two
-refreshes of one token within the grace window share a successor."""
+"""Revocable sessions, tried over HTTP against the running services: logout, logout-all, a password
+change and a role change end access tokens within seconds on both APIs and close the user's
+monitor sockets; two refreshes of one token within the grace window share a successor."""
 
 from __future__ import annotations
 
@@ -164,3 +164,47 @@ async def test_granting_admin_also_ends_the_users_tokens(system: System) -> None
         user = await sign_up(commands)
         grant_admin(system.settings, user.email)
         await refused_everywhere(system, user)
+
+
+async def test_a_password_change_ends_every_other_session_and_closes_the_monitor_sockets(
+    system: System,
+) -> None:
+    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+        admin = await sign_up_admin(commands, system.settings)
+        other = await log_in(commands, admin.id, admin.email, admin.password)
+        url = system.query_url.replace("http://", "ws://") + "/monitor/ws"
+        async with websockets.connect(url) as ws:
+            await ws.send(orjson.dumps({"type": "auth", "token": other.access_token}).decode())
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+            new_password = f"a brand new phrase {time.time_ns()}"
+            wrong = await commands.post(
+                "/auth/password",
+                headers=admin.auth,
+                json={"current_password": "not the password", "new_password": new_password},
+            )
+            assert wrong.status_code == 403
+            assert [e["field"] for e in wrong.json()["errors"]] == ["current_password"]
+            changed = await commands.post(
+                "/auth/password",
+                headers=admin.auth,
+                json={"current_password": admin.password, "new_password": new_password},
+            )
+            assert changed.status_code == 200, changed.text
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), ENDS_WITHIN_SECONDS)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        await refused_everywhere(system, admin)
+        await refused_everywhere(system, other)
+        for session in (admin, other):
+            refused = await commands.post("/auth/refresh", json={"refresh_token": session.refresh_token})
+            assert refused.status_code == 401
+        old = await commands.post("/auth/login", json={"email": admin.email, "password": admin.password})
+        assert old.status_code == 401
+        # The client that changed it goes on with the pair it got back.
+        admin.access_token = changed.json()["access_token"]
+        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+            assert (await queries.get("/stats", headers=admin.auth)).status_code == 200
+        onward = await commands.post("/auth/refresh", json={"refresh_token": changed.json()["refresh_token"]})
+        assert onward.status_code == 200, onward.text
+        await log_in(commands, admin.id, admin.email, new_password)

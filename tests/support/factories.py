@@ -68,6 +68,7 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "UserRegistered": {"email": "ana@example.com", "name": "Ana", "roles": ["user"]},
     "UserLoggedIn": {},
     "UserRolesChanged": {"roles": ["user", "admin"]},
+    "UserPasswordChanged": {},
     "CampaignCreated": campaign_payload("u-1"),
     "CampaignUpdated": {"name": "Renamed"},
     "CampaignActivated": {},

@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service_runtime.settings import Settings
-from tests.support.private_stack import PRIVATE_ROOT, _alive
+from tests.support.private_stack import PRIVATE_ROOT, _alive, kill_server, server_pid
 from tests.support.stack import REPO, STACK, free_port, isolated_settings
 
 READ_SIDE = os.environ.get("CAMPAIGNS_CHAOS_READ_SIDE", "standalone")
@@ -198,26 +197,10 @@ class PrivateCluster:
     # ------------------------------------------------------------------ one server
 
     def pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.root / "run" / f"{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return server_pid(self.root, name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 40) -> None:
-        pid = self.pid(name)
-        if pid is None:
-            raise RuntimeError(f"private {name} is not running")
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                os.killpg(pid, signal.SIGKILL)
-                deadline = time.monotonic() + timeout
-            time.sleep(0.05)
+        kill_server(self.root, name, sig, timeout)
 
     def start(self, name: str) -> None:
         """Start one node again (no-op if it runs) and wait until it has joined."""

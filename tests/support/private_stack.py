@@ -133,28 +133,11 @@ class PrivateStack:
     # ------------------------------------------------------------------ one server
 
     def pid(self, name: str) -> int | None:
-        path = self.root / "run" / f"{name}.pid"
-        try:
-            pid = int(path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return server_pid(self.root, name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 40) -> None:
         """Send `sig` to the server's process group and wait until it is gone (SIGKILL after `timeout`)."""
-        pid = self.pid(name)
-        if pid is None:
-            raise RuntimeError(f"private {name} is not running")
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                os.killpg(pid, signal.SIGKILL)
-                deadline = time.monotonic() + timeout
-            time.sleep(0.05)
+        kill_server(self.root, name, sig, timeout)
 
     def stop(self, name: str) -> None:
         """A clean stop: SIGTERM, as an operator would."""
@@ -167,6 +150,32 @@ class PrivateStack:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.root / "logs" / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def server_pid(root: Path, name: str) -> int | None:
+    """The pid of a private server `name` under `root`, if it runs."""
+    try:
+        pid = int((root / "run" / f"{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def kill_server(root: Path, name: str, sig: int = signal.SIGKILL, timeout: float = 40) -> None:
+    """Send `sig` to a private server's process group and wait until it is gone (SIGKILL after `timeout`)."""
+    pid = server_pid(root, name)
+    if pid is None:
+        raise RuntimeError(f"private {name} is not running")
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

@@ -10,8 +10,8 @@ import pytest
 
 from events import Topics
 from projectors.entrypoints.console_operations import PublishedProgress
-from query_api.adapters.console_audit import result_label
 from query_api.entrypoints.http.console import RedriveRequest, _invalid
+from service_runtime.console_audit import result_label
 
 TOPICS = Topics("t1.")
 DLQ = Topics.dlq(TOPICS.campaigns)
@@ -72,3 +72,50 @@ async def test_progress_is_published_on_each_pass_and_then_at_most_every_half_se
 @pytest.mark.parametrize("text", ["x.dlq:a:1", ":0:1"])
 def test_malformed_refs_are_refused_by_field(text: str) -> None:
     assert field_of(ref=text, confirm=True) == "ref"
+
+
+def test_a_rebuilds_result_names_each_projections_generations_and_tally() -> None:
+    from projectors.entrypoints.console_operations import rebuild_result
+    from projectors.replay.application.rebuild import ProjectionRebuilt, RebuildReport
+    from projectors.replay.domain.tally import ProjectionTally
+
+    tally = ProjectionTally(applied=7, duplicates=1, parked=2, refused=0)
+    report = RebuildReport(
+        source="mongo",
+        events=10,
+        passes=3,
+        seconds=1.23456,
+        invalid=0,
+        projections=[ProjectionRebuilt("users", "users.1", "users.2", tally, 4)],
+    )
+    assert rebuild_result(report) == (
+        "ok",
+        {
+            "events": 10,
+            "passes": 3,
+            "seconds": 1.235,
+            "invalid": 0,
+            "projections": [
+                {
+                    "projection": "users",
+                    "old_generation": "users.1",
+                    "generation": "users.2",
+                    "applied": 7,
+                    "duplicates": 1,
+                    "parked": 2,
+                    "refused": 0,
+                    "old_keys_removed": 4,
+                }
+            ],
+        },
+    )
+
+
+def test_a_verify_or_rebuild_names_a_known_projection() -> None:
+    from query_api.entrypoints.http.console import _unknown_projection
+
+    assert _unknown_projection("all") is None and _unknown_projection("users") is None
+    problem = _unknown_projection("nope")
+    assert problem is not None and problem.errors == [
+        {"field": "projection", "reason": "one of: campaigns, users, stats, all"}
+    ]

@@ -1,4 +1,4 @@
-"""/auth: register, log in, refresh (rotating), log out."""
+"""/auth: register, log in, refresh (rotating), log out, log out everywhere, change the password."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from command_api.application import user_handlers
 from command_api.application.commands import (
+    ChangePassword,
     LogIn,
     LogOut,
     LogOutEverywhere,
@@ -17,6 +18,7 @@ from command_api.entrypoints.http.errors import problem_responses
 from command_api.entrypoints.http.schemas import (
     CommandAccepted,
     LoginRequest,
+    PasswordChangeRequest,
     RefreshTokenRequest,
     RegisterRequest,
     TokenPair,
@@ -64,6 +66,10 @@ async def login(body: LoginRequest, request: Request, response: Response, side: 
         side.unit_of_work(),
         side.credentials,
     )
+    return _signed_in(tokens, response, side)
+
+
+def _signed_in(tokens: user_handlers.SessionTokens, response: Response, side: Side) -> TokenPair:
     response.headers["Cache-Control"] = "no-store"
     if tokens.device is not None:
         # OWASP's device cookie: this client logged in here before, so throttling aimed at the
@@ -132,3 +138,34 @@ async def logout_all(actor: CurrentActor, side: Side) -> Response:
         LogOutEverywhere(user_id=actor.user_id), side.unit_of_work(), side.credentials.sessions
     )
     return Response(status_code=204)
+
+
+@router.post(
+    "/password",
+    summary="Change the caller's password; every other session ends",
+    description=(
+        "Needs the current password (a wrong one is 403 naming `current_password`, and counts "
+        "against the same budgets as a failed login, so 429 with Retry-After when they are spent). "
+        "The new password follows the registration policy (422 naming `new_password`). On success "
+        "the password is stored as an argon2id hash with a `UserPasswordChanged` event; every "
+        "refresh token of the user is revoked and every access token issued before now is "
+        "refused within seconds on both APIs (open monitor sockets close). The caller gets a "
+        "new token pair, so this client stays signed in."
+    ),
+    responses=problem_responses(401, 403, 413, 422, 429, 503),
+)
+async def change_password(
+    body: PasswordChangeRequest, request: Request, response: Response, actor: CurrentActor, side: Side
+) -> TokenPair:
+    tokens = await user_handlers.change_password(
+        ChangePassword(
+            user_id=actor.user_id,
+            current_password=body.current_password,
+            new_password=body.new_password,
+            client=_client(request),
+            device=request.cookies.get(DEVICE_COOKIE) or None,
+        ),
+        side.unit_of_work(),
+        side.credentials,
+    )
+    return _signed_in(tokens, response, side)

@@ -33,6 +33,7 @@ STATUS: dict[type[Exception], int] = {
     app_errors.StaleVersion: 412,
     app_errors.ConcurrencyConflict: 409,
     app_errors.InvalidCredentials: 401,
+    app_errors.WrongCurrentPassword: 403,
     app_errors.SessionRejected: 401,
     app_errors.Throttled: 429,
     app_errors.IdempotencyKeyReused: 422,
@@ -52,6 +53,8 @@ def _field_errors(exc: Exception) -> list[dict[str, Any]] | None:
         return [{"field": e.field, "reason": e.reason} for e in exc.errors]
     if isinstance(exc, app_errors.EmailTaken):
         return [{"field": "email", "reason": "is already registered"}]
+    if isinstance(exc, app_errors.WrongCurrentPassword):
+        return [{"field": "current_password", "reason": "is not your current password"}]
     if isinstance(exc, app_errors.IdempotencyKeyReused):
         return [{"field": "Idempotency-Key", "reason": str(exc)}]
     return None

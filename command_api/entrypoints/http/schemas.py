@@ -27,8 +27,8 @@ class RegisterRequest(_Body):
     password: str = Field(
         max_length=SECRET_MAX,
         description=(
-            f"{user_rules.PASSWORD_MIN} to {user_rules.PASSWORD_MAX} characters, at least "
-            f"{user_rules.PASSWORD_MIN_DISTINCT} different ones, not a common password, "
+            f"By default {user_rules.PASSWORD_MIN} to {user_rules.PASSWORD_MAX} characters, at least "
+            f"{user_rules.PASSWORD_MIN_DISTINCT} different ones (settings), not a common password, "
             "not your e-mail or name"
         ),
     )
@@ -38,6 +38,19 @@ class RegisterRequest(_Body):
 class LoginRequest(_Body):
     email: str = Field(min_length=1, max_length=EMAIL_MAX)
     password: str = Field(min_length=1, max_length=SECRET_MAX)
+
+
+class PasswordChangeRequest(_Body):
+    current_password: str = Field(min_length=1, max_length=SECRET_MAX)
+    new_password: str = Field(
+        max_length=SECRET_MAX,
+        description=(
+            "The registration policy applies (by default "
+            f"{user_rules.PASSWORD_MIN} to {user_rules.PASSWORD_MAX} characters, at least "
+            f"{user_rules.PASSWORD_MIN_DISTINCT} different ones; the bounds are settings), "
+            "and it must differ from the current password"
+        ),
+    )
 
 
 class RefreshTokenRequest(_Body):

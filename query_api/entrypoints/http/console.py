@@ -1,9 +1,11 @@
 """The operator console's actions (admin only), each audited: dead letters listed and re-driven
-(deadletters/ use cases, with their own `dlq_audit` record), projections verified (a request a
-projectors process claims: projectors/entrypoints/console_operations.py) and the audit trail.
+(deadletters/ use cases, with their own `dlq_audit` record), projections verified or rebuilt (a
+request a projectors process claims: projectors/entrypoints/console_operations.py) and the audit
+trail.
 
 Every action, refused or failed ones included, writes one `console_audit` line (who: user id and
-e-mail; what; when; the result) and counts `console_actions_total{action,result}`.
+e-mail; what; when; the result) and counts `console_actions_total{action,result}`. A verify's or
+a rebuild's line says `queued` until the projectors process that ran it writes its result there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from starlette.responses import Response
 
 from deadletters.domain.records import InvalidRef, NotADeadLetterTopic, RecordRef
 from events import Topics
-from query_api.adapters.console_audit import ConsoleAction, ConsoleAudit
 from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
 from query_api.entrypoints.http.schemas import problems
 from readmodels.groups import PROJECTIONS
@@ -31,6 +32,7 @@ from readmodels.keyspace import (
     console_operations_recent,
     monitor_channel,
 )
+from service_runtime.console_audit import ConsoleAction, ConsoleAudit
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
 from service_runtime.tokens import Principal
@@ -39,6 +41,7 @@ router = APIRouter(tags=["console"])
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 REDRIVE = "dead-letters.redrive"
 VERIFY = "projections.verify"
+REBUILD = "projections.rebuild"
 
 
 class RedriveRequest(BaseModel):
@@ -235,6 +238,58 @@ class VerifyRequest(BaseModel):
     source: Literal["mongo", "kafka"] = Field("mongo", description="where the replay reads the events")
 
 
+class RebuildRequest(VerifyRequest):
+    confirm: bool = Field(False, description="must be true: the operator confirmed the rebuild")
+
+
+def _unknown_projection(name: str) -> Problem | None:
+    if name == "all" or name in PROJECTIONS:
+        return None
+    return Problem(
+        422,
+        "invalid request: projection",
+        errors=[{"field": "projection", "reason": f"one of: {', '.join([*PROJECTIONS, 'all'])}"}],
+    )
+
+
+async def _queue_operation(
+    side: ReadSide, principal: Principal, kind: str, action: str, target: dict[str, Any]
+) -> Response:
+    """Audit the request (`queued`), then queue it for a projectors process with the audit line's
+    id, so the process that runs it can write the result there."""
+    from deadletters.bootstrap import UNREACHABLE
+
+    operation_id = uuid.uuid4().hex
+    audit_id = await record(side, principal, action, target, "queued", {"operation_id": operation_id})
+    prefix = side.settings.redis_prefix
+    request = {
+        "id": operation_id,
+        "kind": kind,
+        **target,
+        "user_id": principal.user_id,
+        "audit_id": audit_id,
+        "requested_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    queued = {"type": "operation", **request, "state": "queued"}
+    try:
+        async with side.redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                console_operation_key(prefix, operation_id),
+                orjson.dumps(queued),
+                ex=side.settings.console_operation_ttl_seconds,
+            )
+            pipe.lpush(console_operations_recent(prefix), operation_id)
+            pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
+            pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
+            await pipe.execute()
+        # After the MULTI, not in it: a channel has no slot, and the MULTI's keys share one.
+        await side.redis.publish(monitor_channel(prefix), orjson.dumps(queued))
+    except UNREACHABLE as exc:
+        await _audit(side).finish(audit_id, action, f"failed: {type(exc).__name__}", {})
+        raise _unreachable(exc) from exc
+    return _json({"id": operation_id, "state": "queued", "audit_id": audit_id}, status=202)
+
+
 @router.post(
     "/console/projections/verify",
     status_code=202,
@@ -242,7 +297,8 @@ class VerifyRequest(BaseModel):
     description=(
         "Queues the request (Redis); a projectors process claims it, rebuilds the projections "
         "into scratch generations and compares them with the live ones. Progress and the result "
-        'come over the monitor socket as `{"type": "operation", ...}` and from GET /console/operations.'
+        'come over the monitor socket as `{"type": "operation", ...}` and from GET /console/operations; '
+        "the result is written into the request's audit line."
     ),
     response_model=None,
     responses={**ok(202, "Queued: the operation's id", content=JSON_OBJECT), **problems(401, 403, 422, 503)},
@@ -251,38 +307,65 @@ async def verify(
     body: VerifyRequest, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
 ) -> Response:
     target = {"projection": body.projection, "source": body.source}
-    if body.projection != "all" and body.projection not in PROJECTIONS:
-        problem = Problem(
-            422,
-            "invalid request: projection",
-            errors=[{"field": "projection", "reason": f"one of: {', '.join([*PROJECTIONS, 'all'])}"}],
-        )
+    problem = _unknown_projection(body.projection)
+    if problem is not None:
         await record(side, principal, VERIFY, target, "refused", {"problem": problem.detail})
         raise problem
-    operation_id = uuid.uuid4().hex
-    prefix = side.settings.redis_prefix
-    request = {
-        "id": operation_id,
-        "kind": "verify",
-        **target,
-        "user_id": principal.user_id,
-        "requested_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }
-    queued = {"type": "operation", **request, "state": "queued"}
-    async with side.redis.pipeline(transaction=True) as pipe:
-        pipe.set(
-            console_operation_key(prefix, operation_id),
-            orjson.dumps(queued),
-            ex=side.settings.console_operation_ttl_seconds,
+    return await _queue_operation(side, principal, "verify", VERIFY, target)
+
+
+@router.post(
+    "/console/projections/rebuild",
+    status_code=202,
+    summary="Ask a projectors process to rebuild projections (admin only, confirmed, audited)",
+    description=(
+        "Queues the request (Redis); a projectors process claims it and runs `campaigns replay "
+        "rebuild`'s use case: a new generation built beside the live one from the events log, "
+        "caught up, swapped in, and the old one deleted after "
+        "`CAMPAIGNS_CONSOLE_REBUILD_GRACE_SECONDS`. Reads keep being served throughout. Needs "
+        "`confirm: true`. Progress and the result come as for a verify."
+    ),
+    response_model=None,
+    responses={**ok(202, "Queued: the operation's id", content=JSON_OBJECT), **problems(401, 403, 422, 503)},
+)
+async def rebuild(
+    body: RebuildRequest, principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
+) -> Response:
+    target = {"projection": body.projection, "source": body.source}
+    problem = _unknown_projection(body.projection)
+    if problem is None and not body.confirm:
+        problem = Problem(
+            422,
+            "invalid request: confirm",
+            errors=[{"field": "confirm", "reason": "a rebuild must be confirmed (confirm: true)"}],
         )
-        pipe.lpush(console_operations_recent(prefix), operation_id)
-        pipe.ltrim(console_operations_recent(prefix), 0, side.settings.console_operations_shown - 1)
-        pipe.lpush(console_operations_queue(prefix), orjson.dumps(request))
-        await pipe.execute()
-    # After the MULTI, not in it: a channel has no slot, and the MULTI's keys share one.
-    await side.redis.publish(monitor_channel(prefix), orjson.dumps(queued))
-    audit_id = await record(side, principal, VERIFY, target, "queued", {"operation_id": operation_id})
-    return _json({"id": operation_id, "state": "queued", "audit_id": audit_id}, status=202)
+    if problem is not None:
+        await record(side, principal, REBUILD, target, "refused", {"problem": problem.detail})
+        raise problem
+    return await _queue_operation(side, principal, "rebuild", REBUILD, target)
+
+
+@router.get(
+    "/console/projections/last",
+    summary="The last verify and the last rebuild that ran to an outcome, from the audit (admin only)",
+    response_model=None,
+    responses={
+        **ok(200, "Their audit lines (null: none yet)", content=JSON_OBJECT),
+        **problems(401, 403, 503),
+    },
+)
+async def last_operations(
+    principal: Principal = Depends(admin), side: ReadSide = Depends(read_side)
+) -> Response:
+    from deadletters.bootstrap import UNREACHABLE
+
+    audit = _audit(side)
+    try:
+        return _json(
+            {"verify": await audit.last_finished(VERIFY), "rebuild": await audit.last_finished(REBUILD)}
+        )
+    except UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
 
 
 @router.get(

@@ -294,3 +294,92 @@ async def test_register_answers_503_when_mongodb_is_unreachable(settings: Settin
         )
         assert_problem(response, 503)
         assert response.headers["retry-after"]
+
+
+NEW_PASSWORD = "a brand new pass phrase 42"
+
+
+async def test_a_password_change_stores_a_new_hash_and_ends_every_other_session(
+    api: httpx.AsyncClient, db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    account = await signed_up(api)
+    other = await log_in(api, account.email)
+    before = await db["users"].find_one({"_id": account.user_id})
+    assert before is not None
+    changed = await api.post(
+        "/auth/password",
+        headers=account.auth,
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["cache-control"] == "no-store"
+    pair = changed.json()
+    assert verify_access_token(settings, pair["access_token"]).user_id == account.user_id
+
+    stored = await db["users"].find_one({"_id": account.user_id})
+    assert stored is not None and stored["version"] == before["version"] + 1
+    assert stored["password_hash"].startswith("$argon2id$")
+    assert stored["password_hash"] != before["password_hash"]
+    last = await db["events"].find_one({"aggregate_id": account.user_id}, sort=[("aggregate_version", -1)])
+    assert last is not None and last["event_type"] == "UserPasswordChanged"
+    assert last["payload"] == {} and last["actor_id"] == account.user_id
+
+    # Every access token issued before the change is refused, and every other refresh token.
+    stale = await api.post("/auth/logout-all", headers=account.auth)
+    assert_problem(stale, 401)
+    for refresh_token in (account.refresh_token, other["refresh_token"]):
+        assert_problem(await api.post("/auth/refresh", json={"refresh_token": refresh_token}), 401)
+    # The old password no longer opens the account; the new one does, and the new pair works.
+    wrong = await api.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    assert_problem(wrong, 401)
+    await log_in(api, account.email, NEW_PASSWORD)
+    refreshed = await api.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
+    fresh = {"Authorization": f"Bearer {pair['access_token']}"}
+    assert (await api.post("/auth/logout-all", headers=fresh)).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"current_password": "not my password", "new_password": NEW_PASSWORD}, 403, "current_password"),
+        ({"current_password": PASSWORD, "new_password": "short"}, 422, "new_password"),
+        ({"current_password": PASSWORD, "new_password": PASSWORD}, 422, "new_password"),
+        ({"current_password": PASSWORD, "new_password": "password123"}, 422, "new_password"),
+        ({"current_password": PASSWORD}, 422, "new_password"),
+        ({"current_password": "", "new_password": NEW_PASSWORD}, 422, "current_password"),
+        ({"current_password": PASSWORD, "new_password": NEW_PASSWORD, "roles": ["admin"]}, 422, "roles"),
+    ],
+)
+async def test_a_refused_password_change_names_the_field_and_changes_nothing(
+    api: httpx.AsyncClient,
+    db: AsyncDatabase[Document],
+    body: dict[str, object],
+    status: int,
+    field: str,
+) -> None:
+    account = await signed_up(api)
+    problem = assert_problem(await api.post("/auth/password", headers=account.auth, json=body), status)
+    assert fields_of(problem) == {field}
+    assert await db["events"].count_documents({"aggregate_id": account.user_id}) == 2
+    assert (await api.post("/auth/refresh", json={"refresh_token": account.refresh_token})).status_code == 200
+
+
+async def test_a_password_change_needs_an_access_token(api: httpx.AsyncClient) -> None:
+    body = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    assert_problem(await api.post("/auth/password", json=body), 401)
+
+
+async def test_guesses_at_the_current_password_are_throttled_like_failed_logins(settings: Settings) -> None:
+    limited = settings.model_copy(update={"login_trusted_max_failures": 2, "login_account_max_guesses": 2})
+    async with running_api(limited) as api:
+        account = await signed_up(api)
+        guess = {"current_password": "a wrong guess 123", "new_password": NEW_PASSWORD}
+        # This client logged in before (a known address): its own small budget first, then the
+        # account's, as for logins.
+        for _ in range(4):
+            assert_problem(await api.post("/auth/password", headers=account.auth, json=guess), 403)
+        right = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        throttled = await api.post("/auth/password", headers=account.auth, json=right)
+        assert "login attempts" in str(assert_problem(throttled, 429)["detail"])
+        assert int(throttled.headers["retry-after"]) >= 1

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from events import Topics
 from projectors.entrypoints.console_operations import console_operations
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel
+from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel, pointer_key
 from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
@@ -160,8 +160,58 @@ async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result
     await messages.aclose()
     states = [m["state"] for m in published if m.get("type") == "operation" and m["id"] == operation_id]
     assert states[0] == "queued" and "running" in states and states[-1] == "ok"
+    # The projectors process wrote the result into the request's audit line.
     assert [(line["action"], line["result"]) for line in audit] == [
-        ("projections.verify", "queued"),
+        ("projections.verify", "ok"),
         ("projections.verify", "refused"),
     ]
     assert audit[0]["detail"]["operation_id"] == operation_id
+    assert audit[0]["detail"]["result"] == op["result"] and audit[0]["finished_at"].endswith("Z")
+    assert audit[0]["id"] == queued.json()["audit_id"]
+
+
+async def test_a_rebuild_must_be_confirmed_then_runs_in_a_projectors_process_and_is_audited_with_its_result(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    settings = query_api.settings.model_copy(update={"console_rebuild_grace_seconds": 0.0})
+    admin = query_api.bearer(query_api.token())
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        assert (await client.get("/console/projections/last", headers=admin)).json() == {
+            "verify": None,
+            "rebuild": None,
+        }
+        user = query_api.bearer(query_api.token("a-user", ("user",)))
+        assert (await client.post("/console/projections/rebuild", headers=user, json={})).status_code == 403
+        unconfirmed = await client.post(
+            "/console/projections/rebuild", headers=admin, json={"projection": "users"}
+        )
+        assert unconfirmed.status_code == 422 and unconfirmed.json()["errors"][0]["field"] == "confirm"
+        queued = await client.post(
+            "/console/projections/rebuild", headers=admin, json={"projection": "users", "confirm": True}
+        )
+        assert queued.status_code == 202, queued.text
+        operation_id = queued.json()["id"]
+
+        async with console_operations(settings, redis):
+
+            async def finished() -> bool:
+                ops = (await client.get("/console/operations", headers=admin)).json()["items"]
+                return bool(ops[0]["state"] not in ("queued", "running"))
+
+            await wait_until(finished, 60, "the rebuild to finish")
+        (op,) = (await client.get("/console/operations", headers=admin)).json()["items"]
+        last = (await client.get("/console/projections/last", headers=admin)).json()
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+    assert op["id"] == operation_id and op["kind"] == "rebuild" and op["state"] == "ok", op
+    (rebuilt,) = op["result"]["projections"]
+    assert rebuilt["projection"] == "users" and rebuilt["generation"] != rebuilt["old_generation"]
+    assert [(line["action"], line["result"]) for line in audit] == [
+        ("projections.rebuild", "ok"),
+        ("projections.rebuild", "refused"),
+    ]
+    assert last["verify"] is None
+    assert last["rebuild"]["id"] == queued.json()["audit_id"]
+    assert last["rebuild"]["detail"]["result"]["projections"][0]["generation"] == rebuilt["generation"]
+    # The swap happened: the live generation is the rebuilt one.
+    live = await redis.get(pointer_key(settings.redis_prefix, "users"))
+    assert live is not None and live.decode() == rebuilt["generation"]

@@ -166,12 +166,13 @@ async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     assert sum(int(v) for v in per_minute.values()) == len(events)
 
 
-async def test_user_profile_document_follows_registration_login_and_roles(
+async def test_user_profile_document_follows_registration_login_roles_and_password_change(
     settings: Settings, redis: Redis
 ) -> None:
     user = new_user("Mixed.Case@Example.com")
     user.then("UserLoggedIn")
     user.then("UserRolesChanged", {"roles": ["user", "admin"]})
+    user.then("UserPasswordChanged")
     await users_projection(settings.redis_prefix, settings.read_model_buckets).apply(
         redis, "users.1", user.events
     )
@@ -180,7 +181,7 @@ async def test_user_profile_document_follows_registration_login_and_roles(
     profile = orjson.loads(raw or b"{}")
     assert profile["email"] == "mixed.case@example.com"
     assert profile["roles"] == ["user", "admin"]
-    assert profile["version"] == 3
+    assert profile["version"] == 4
     assert profile["last_login_at"] is not None
 
 

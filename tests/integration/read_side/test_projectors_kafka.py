@@ -140,7 +140,8 @@ async def test_poison_unknown_and_refused_events_are_dead_lettered_and_the_next_
 async def test_a_projector_restarted_mid_stream_converges_to_the_clean_run(
     settings: Settings, redis: Redis, producer: EventProducer
 ) -> None:
-    settings = settings.model_copy(update={"consumer_batch_size": 25})
+    # Status every 20 ms (not the default 0.5 s): the stop must come when about 100 are seen.
+    settings = settings.model_copy(update={"consumer_batch_size": 25, "projector_status_seconds": 0.02})
     events = five_hundred_events()
     await producer.publish(events)
 

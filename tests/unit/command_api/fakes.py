@@ -96,10 +96,10 @@ class FakeRefreshTokens:
             if token.family_id == family_id and token.revoked_at is None:
                 tokens[key] = replace(token, revoked_at=now)
 
-    async def revoke_user(self, user_id: str, now: datetime) -> None:
+    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
         tokens = self._uow.store.tokens
         for key, token in tokens.items():
-            if token.user_id == user_id and token.revoked_at is None:
+            if token.user_id == user_id and token.revoked_at is None and token.family_id != keep_family:
                 tokens[key] = replace(token, revoked_at=now)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from command_api.application import campaign_handlers, user_handlers
 from command_api.application.commands import (
     ChangeCampaignStatus,
+    ChangePassword,
     ChangeRoles,
     CreateCampaign,
     DeleteCampaign,
@@ -31,10 +33,12 @@ from command_api.application.errors import (
     StaleVersion,
     TooManyLiveCampaigns,
     VersionRequired,
+    WrongCurrentPassword,
 )
 from command_api.domain.campaign import Actor, CampaignChanges
 from command_api.domain.errors import InvalidInput, InvalidTransition
 from command_api.domain.refresh_token import hash_refresh_token
+from command_api.domain.user import PasswordPolicy
 from tests.unit.command_api.fakes import (
     FakeHasher,
     FakeSessions,
@@ -275,6 +279,66 @@ async def test_logout_everywhere_revokes_every_family_of_the_user() -> None:
     for session in (one, two):
         with pytest.raises(SessionRejected):
             await user_handlers.refresh_session(RefreshSession(session.refresh_token), uow, credentials)
+
+
+NEW_PASSWORD = "a new and long passphrase 7"
+
+
+async def test_a_password_change_stores_the_new_hash_and_ends_every_other_session() -> None:
+    store = FakeStore()
+    uow = FakeUnitOfWork(store)
+    user_id = await registered(uow)
+    credentials = fake_credentials()
+    other = await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    changed = await user_handlers.change_password(
+        ChangePassword(user_id, PASSWORD, NEW_PASSWORD, "ip"), uow, credentials
+    )
+    assert store.users[user_id].password_hash == f"hashed:{NEW_PASSWORD}"
+    assert store.event_types(user_id) == ["UserRegistered", "UserLoggedIn", "UserPasswordChanged"]
+    assert credentials.sessions.ended == [user_id]  # type: ignore[attr-defined]
+    # Every other session's refresh token is revoked; this client's new one goes on.
+    with pytest.raises(SessionRejected):
+        await user_handlers.refresh_session(RefreshSession(other.refresh_token), uow, credentials)
+    await user_handlers.refresh_session(RefreshSession(changed.refresh_token), uow, credentials)
+    with pytest.raises(InvalidCredentials):
+        await user_handlers.log_in(LogIn("ana@example.com", PASSWORD, "ip"), uow, credentials)
+    await user_handlers.log_in(LogIn("ana@example.com", NEW_PASSWORD, "ip"), uow, credentials)
+
+
+async def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_guess() -> None:
+    store = FakeStore()
+    uow = FakeUnitOfWork(store)
+    user_id = await registered(uow)
+    throttle = FakeThrottle(limit=1)
+    credentials = fake_credentials(throttle)
+    with pytest.raises(WrongCurrentPassword):
+        await user_handlers.change_password(
+            ChangePassword(user_id, "not my password", NEW_PASSWORD, "ip"), uow, credentials
+        )
+    assert store.users[user_id].password_hash == f"hashed:{PASSWORD}"
+    assert store.event_types(user_id) == ["UserRegistered"]
+    assert credentials.sessions.ended == []  # type: ignore[attr-defined]
+    # The failure used the account's budget: the next guess, even the right one, is throttled.
+    with pytest.raises(LoginThrottled):
+        await user_handlers.change_password(
+            ChangePassword(user_id, PASSWORD, NEW_PASSWORD, "ip"), uow, credentials
+        )
+
+
+async def test_a_new_password_breaking_the_policy_is_refused_naming_the_field_before_any_guess() -> None:
+    uow = FakeUnitOfWork()
+    user_id = await registered(uow)
+    hasher, throttle = FakeHasher(), FakeThrottle()
+    credentials = replace(fake_credentials(throttle, hasher), password_policy=PasswordPolicy(min_length=30))
+    for new in (NEW_PASSWORD, PASSWORD, "ana@example.com"):
+        with pytest.raises(InvalidInput) as refused:
+            await user_handlers.change_password(
+                ChangePassword(user_id, PASSWORD, new, "ip"), uow, credentials
+            )
+        assert {e.field for e in refused.value.errors} == {"new_password"}
+    assert "must be at least 30 characters" in str(refused.value)
+    assert throttle.attempts == {} and hasher.hashed == 0
+    assert uow.store.event_types(user_id) == ["UserRegistered"]
 
 
 async def test_grant_and_revoke_admin_are_idempotent_end_sessions_and_refuse_unknown_users() -> None:

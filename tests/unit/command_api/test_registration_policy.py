@@ -99,3 +99,38 @@ def test_refresh_tokens_are_issued_at_the_command_time_and_an_expired_one_says_s
     assert successor.issued_at == used.used_at == NOW_MS + timedelta(days=1)
     with pytest.raises(ValueError, match=r"^cannot rotate a expired refresh token$"):
         successor.rotate(token_hash="h3", now=NOW + timedelta(days=9), lifetime=lifetime)
+
+
+def test_the_policy_bounds_are_settings_the_registration_check_follows() -> None:
+    from command_api.bootstrap import password_policy
+    from command_api.domain.user import check_new_password
+    from service_runtime.settings import Settings
+
+    strict = password_policy(
+        Settings(password_min_length=16, password_max_length=64, password_min_distinct=12)
+    )
+    assert password_problems(GOOD, email="ana@example.com", name="Ana", policy=strict) == [
+        "must be at least 16 characters",
+        "must use at least 12 different characters",
+    ]
+    assert password_problems("abcdefghijklm" * 5, email="a@b", name="A", policy=strict) == [
+        "must be at most 64 characters"
+    ]
+    with pytest.raises(InvalidInput) as excinfo:
+        check_registration(email="ana@example.com", name="Ana", password=GOOD, policy=strict)
+    assert {e.field for e in excinfo.value.errors} == {"password"}
+    user = User.register(user_id="u", email="ana@example.com", name="Ana", password_hash="h", now=NOW)
+    check_new_password(user=user, current_password=GOOD, new_password="abcdefghijkl5678", policy=strict)
+    with pytest.raises(InvalidInput) as excinfo:
+        check_new_password(user=user, current_password=GOOD, new_password=GOOD)
+    assert excinfo.value.errors == [FieldError("new_password", "must differ from the current password")]
+
+
+def test_a_password_change_records_an_event_without_the_hash() -> None:
+    user = User.register(user_id="u", email="ana@example.com", name="Ana", password_hash="old", now=NOW)
+    user.collect_events()
+    user.change_password("new-hash", NOW)
+    (event,) = user.collect_events()
+    assert event.event_type == "UserPasswordChanged" and event.aggregate_version == 2
+    assert event.payload.model_dump() == {} and event.occurred_at == NOW_MS
+    assert user.password_hash == "new-hash"

@@ -35,6 +35,7 @@ SAMPLE_PAYLOADS = {
     "UserRegistered": {"email": "ana@example.com", "name": "Ana", "roles": ["user"]},
     "UserLoggedIn": {},
     "UserRolesChanged": {"roles": ["user", "admin"]},
+    "UserPasswordChanged": {},
     "CampaignCreated": CREATED,
     "CampaignUpdated": {"name": "Cyber Monday"},
     "CampaignScheduled": {"starts_at": "2026-11-27T00:00:00Z", "ends_at": "2026-11-30T00:00:00Z"},

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from projectors.replay.domain.time_travel import AsOf, inspect_events, parse_moment
+from readmodels.json_form import json_time
 from readmodels.users import fold_user
 from tests.integration.read_side.workload import new_campaign, new_user
 
@@ -111,3 +112,14 @@ def test_a_user_folds_into_the_profile_fields_in_document_order() -> None:
     assert profile["roles"] == ["user", "admin"]
     assert profile["version"] == 3
     assert fold_user([]) is None
+
+
+def test_a_password_change_moves_only_the_profiles_version_and_updated_at() -> None:
+    user = new_user()
+    user.then("UserLoggedIn")
+    before = fold_user(user.events)
+    changed = user.then("UserPasswordChanged")
+    after = fold_user(user.events)
+    assert before is not None and after is not None
+    assert {k for k in after if after[k] != before[k]} <= {"version", "updated_at"}
+    assert after["version"] == 3 and after["updated_at"] == json_time(changed.occurred_at)
