@@ -17,6 +17,27 @@ from collections import Counter
 from pathlib import Path
 
 SAMPLES_PER_SECOND = 100
+# Frames every sample of a process passes through (start-up, the event loop's run): left out of
+# the inclusive list, where they would only push the informative entries off it.
+ENTRY_FILES = frozenset(
+    {
+        "runners.py",
+        "base_events.py",
+        "process.py",
+        "spawn.py",
+        "core.py",
+        "main.py",
+        "__main__.py",
+        "<frozen runpy>",
+        "server.py",
+        "_subprocess.py",
+        "_compat.py",
+        "multiprocess.py",
+        "cli.py",
+        "<string>",
+        "asgi_server.py",
+    }
+)
 
 
 def py_spy() -> str | None:
@@ -88,7 +109,8 @@ def summarise(path: Path, top: int = 25) -> str:
         total += count
         own[frames[-1]] += count
         for function in set(frames):
-            inclusive[function] += count
+            if function.rsplit(" (", 1)[-1].rstrip(")") not in ENTRY_FILES:
+                inclusive[function] += count
     if not total:
         return f"{path.name}: no samples"
     lines = [f"{path.name}: {total} samples ({total / SAMPLES_PER_SECOND:.1f} CPU s)", "  own time:"]

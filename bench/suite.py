@@ -435,25 +435,18 @@ async def run_suite() -> int:
                 await _pipeline_idle(env.settings)
                 say(f"freshness: {rate} commands/s for {duration} s, open loop")
                 window = CpuWindow(processes(env))
-                profile = os.environ.get("BENCH_PROFILE") if key == "freshness" else None
-                recorders = (
-                    profiles.start(
-                        {name: proc.pid for name, proc in env.services.processes.items()},
-                        duration,
-                        Path(profile),
-                    )
-                    if profile
-                    else []
-                )
+                profile = os.environ.get("BENCH_PROFILE", "") if key == "freshness" else ""
+                pids = {name: proc.pid for name, proc in env.services.processes.items()}
+                recorders = profiles.start(pids, duration, Path(profile)) if profile else []
                 fresh = await freshness.run(
                     env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
                 )
                 cores = window.shares()
                 if recorders:
                     await asyncio.to_thread(profiles.finish, recorders)
-                    for name in env.services.processes:
-                        if (Path(profile or ".") / f"{name}.txt").exists():
-                            console.print(profiles.summarise(Path(profile or ".") / f"{name}.txt", top=12))
+                    for name in pids:
+                        if (Path(profile) / f"{name}.txt").exists():
+                            console.print(profiles.summarise(Path(profile) / f"{name}.txt", top=12))
                 if key == "freshness" and "cpu" in only:
                     figures["cpu"] = cpu_cost.figure(cores, rate, duration)
                     say(f"  CPU per command: {figures['cpu'].measured}; {figures['cpu'].limit}")

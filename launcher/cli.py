@@ -106,7 +106,6 @@ def serve(
     workers: int = typer.Option(None, help="uvicorn worker processes (APIs only)"),
 ) -> None:
     """Run one service in the foreground."""
-    _few_malloc_arenas()
     try:
         settings = get_settings()
     except DefaultSecretInProduction as exc:
@@ -163,26 +162,6 @@ def serve(
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)
     raise typer.Exit(2)
-
-
-# glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory
-# freed in one is not reused by another: the services' threads (the metrics listener, the
-# default executor, DNS lookups) each kept a mostly empty arena resident. MALLOC_ARENA_MAX set
-# in the environment wins.
-MALLOC_ARENAS = "2"
-_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
-
-
-def _few_malloc_arenas() -> None:
-    """At most MALLOC_ARENA_MAX arenas: for the processes this one execs or spawns (glibc reads
-    the variable at their start) and, through mallopt, for this one."""
-    arenas = os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, int(arenas))
-    except (OSError, AttributeError, ValueError):
-        pass  # not glibc, or a value glibc would not take either: its default arenas
 
 
 def _serve_metrics(service: str, settings: Settings, port_key: str, start: Callable[[int], object]) -> None:
