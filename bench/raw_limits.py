@@ -270,7 +270,10 @@ async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
     client = mongo_client(settings)
     db = client[settings.mongo_db]
     await ensure_indexes(db)
-    campaigns = _scheduled_campaigns(f"raw-firing-{uuid.uuid4().hex[:8]}", count, utc_now())
+    # Due later than the loop runs (a start already passed would activate at once on scheduling);
+    # the writes are built for a firing at the due time, whatever the clock.
+    starts_at = utc_now() + timedelta(minutes=10)
+    campaigns = _scheduled_campaigns(f"raw-firing-{uuid.uuid4().hex[:8]}", count, starts_at)
     try:
         for start in range(0, count, 1000):
             chunk = campaigns[start : start + 1000]
