@@ -18,8 +18,8 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodels.users import USER_FIELDS
@@ -114,7 +114,17 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
         await pool.release(connection)
 
 
+# What a command whose slot moved or is moving gets. redis-py parses these replies into their own
+# classes (MovedError's text is "<slot> <host:port>", without the word MOVED); a reply it did
+# not parse keeps its text.
+_REDIRECTED_ERRORS = (AskError, TryAgainError, ClusterDownError)  # AskError: MovedError too
 _REDIRECTED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _redirected(reply: object) -> bool:
+    return isinstance(reply, _REDIRECTED_ERRORS) or (
+        isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
+    )
 
 
 def _first_key(command: tuple[ScriptArg, ...]) -> ScriptArg:
@@ -166,11 +176,7 @@ async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[Scrip
         await asyncio.gather(*(send(node, positions) for node, positions in by_node.values()))
     except (RedisConnectionError, RedisTimeoutError, OSError):
         return await _through_cluster_pipeline(redis, commands)
-    redirected = [
-        position
-        for position, reply in enumerate(replies)
-        if isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
-    ]
+    redirected = [position for position, reply in enumerate(replies) if _redirected(reply)]
     if redirected:
         again = await _through_cluster_pipeline(redis, [commands[p] for p in redirected])
         for position, reply in zip(redirected, again, strict=True):
