@@ -27,8 +27,9 @@ export function hideSignIn() {
   $("tabs").hidden = false;
 }
 
-/* onSignedIn() runs once the command API has given a token pair. */
-export function installSignIn(onSignedIn) {
+/* onSignedIn() runs once the command API has given a token pair and the query API recorded the
+ * sign-in; onRefused() when the query API refused it (not an admin). */
+export function installSignIn(onSignedIn, onRefused) {
   $("sign-in-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const email = $("email").value.trim();
@@ -38,13 +39,15 @@ export function installSignIn(onSignedIn) {
     button.disabled = true;
     button.textContent = "Signing in…";
     $("sign-in-error").hidden = true;
+    let admin;
     try {
-      await auth.signIn(email, password);
+      admin = await auth.signIn(email, password);
     } catch (err) {
       showSignIn(err instanceof auth.AuthError ? err.message : "Sign-in failed: " + err);
       return;
     }
     $("password").value = "";
+    if (!admin) { onRefused(); return; }
     button.textContent = "Connecting…";
     onSignedIn();
   });

@@ -170,6 +170,14 @@ async def test_a_non_admin_is_refused_with_a_clear_message(services: RunningServ
         finally:
             await browser.close()
 
+    # The refused sign-in is audited, in the name its verified token carries.
+    admin = {"Authorization": f"Bearer {await log_in(services, await register(services))}"}
+    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+        lines = (await client.get("/console/audit", headers=admin)).json()["items"]
+    assert [(line["action"], line["result"], line["email"]) for line in lines] == [
+        ("console.sign-in", "refused", email)
+    ]
+
 
 def notice(run: str, i: int) -> bytes:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
