@@ -77,12 +77,20 @@ export async function signIn(userEmail, password) {
   if (response.status === 422) throw new AuthError("Check the e-mail address and the password. " + (await problem(response)));
   if (!response.ok) throw new AuthError("The command API answered " + response.status + ". " + (await problem(response)));
   start(userEmail, await response.json());
-  // Recorded before the page shows anything; a non-admin is refused (and audited) here. An audit
-  // store that cannot be reached (503) does not lock operators out of the console they would use
-  // to see the outage: every action they take there is audited (or refused) on its own.
-  const status = await audit("sign-in", session.access);
-  session.admin = status !== 403;
-  return session.admin;
+  session.admin = null;  // known once the query API recorded the sign-in (recordSignIn)
+}
+
+/* The sign-in recorded by the query API; false if it refused it (not an admin: its refusal is
+ * audited too). Run beside the feed's connection, not before it, so the page is as quick to go
+ * live as without it. An audit store out of reach (503) does not lock operators out of the
+ * console they would use to see the outage: every action they take there is audited (or
+ * refused) on its own. */
+export async function recordSignIn() {
+  const current = session;
+  if (!current) return false;
+  const status = await audit("sign-in", current.access);
+  current.admin = status !== 403;
+  return current.admin;
 }
 
 /* Exchange the refresh token for a new pair; true if the session goes on. */
@@ -120,7 +128,8 @@ export async function signOut(reason) {
   clearTimeout(rotateTimer);
   session = null;
   if (current) {
-    if (current.admin) await audit("sign-out", current.access);
+    // Only a recorded sign-in has a sign-out to record.
+    if (current.admin === true) await audit("sign-out", current.access);
     try { await post("/auth/logout", { refresh_token: current.refresh }); } catch (err) { /* forgotten here anyway */ }
   }
   for (const fn of listeners.ended) fn(reason || null);

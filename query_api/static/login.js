@@ -39,16 +39,15 @@ export function installSignIn(onSignedIn, onRefused) {
     button.disabled = true;
     button.textContent = "Signing in…";
     $("sign-in-error").hidden = true;
-    let admin;
     try {
-      admin = await auth.signIn(email, password);
+      await auth.signIn(email, password);
     } catch (err) {
       showSignIn(err instanceof auth.AuthError ? err.message : "Sign-in failed: " + err);
       return;
     }
     $("password").value = "";
-    if (!admin) { onRefused(); return; }
     button.textContent = "Connecting…";
     onSignedIn();
+    if (!(await auth.recordSignIn())) onRefused();
   });
 }

@@ -90,6 +90,7 @@ function signedOut(message) {
 }
 
 function forbidden() {
+  if (!auth.signedIn()) return;  // told twice (the socket's 4403 and the sign-in's 403)
   const who = auth.email();
   auth.signOut("Signed in as " + who + ", but this account is not an admin: the console needs the admin role " +
     "(campaigns users grant-admin " + who + ").");
