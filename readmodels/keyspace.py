@@ -95,6 +95,12 @@ def projector_status_key(prefix: str, projection: str) -> str:
     return f"{prefix}:projector:{projection}"
 
 
+def repairs_key(prefix: str, projection: str) -> str:
+    """List: the projector's newest repairs of one projection (gap repairs, anti-entropy
+    repairs; JSON), newest first, capped (outside generations: it describes the process)."""
+    return f"{prefix}:projector:{projection}:repairs"
+
+
 def pointer_key(prefix: str, projection: str) -> str:
     """String: the live generation of a projection (see `generations`)."""
     return f"{prefix}:gen:{projection}"

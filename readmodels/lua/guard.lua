@@ -3,7 +3,8 @@
 -- record the version, announce it; then apply any parked events that have become contiguous.
 --
 -- KEYS[1] the aggregate's state hash (field `v` = last applied version)
--- KEYS[2] the aggregate's parked hash (version -> packed {notice, change...})
+-- KEYS[2] the aggregate's parked hash (version -> packed notice, {change...}, parked_at; see
+--         readmodels/parked.py, which reads it for the console)
 -- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script),
 --   then, when announcing, the aggregate's bucket's announcement channel (a shard channel: on a
 --   cluster it must be in this call's slot, so it is declared like a key)
@@ -40,8 +41,8 @@ for i = 6, #ARGV do change[#change + 1] = ARGV[i] end
 
 if version > last + 1 then
   -- A gap: never applied out of order. Kept here (so the offset can be committed) until the
-  -- missing version arrives; then the loop below applies it.
-  redis.call('HSET', parked, ARGV[4], cmsgpack.pack(ARGV[5], change))
+  -- missing version arrives; then the loop below applies it. projected_at is when it was parked.
+  redis.call('HSET', parked, ARGV[4], cmsgpack.pack(ARGV[5], change, projected_at))
   redis.call('SADD', parked_set, parked_member)
   return {'parked', 0}
 end
