@@ -246,8 +246,8 @@ async def _move_and_back(
     assert traffic.server_error_count(allow_503=False) == 0, traffic.statuses
     assert traffic.transport_errors == 0
     await run.account(
-        f"Redis Cluster: {SLOTS} slots ({len(tagged)} bucket tags) resharded there and back "
-        f"({took['there']:.0f} s + {took['back']:.0f} s, reads: 0 errors)",
+        f"Redis Cluster reshard: {SLOTS} slots ({len(tagged)} buckets) there and back "
+        f"({took['there']:.0f} s + {took['back']:.0f} s; {sum(reads.seen.values())} reads, 0 errors)",
         begun,
     )
 
