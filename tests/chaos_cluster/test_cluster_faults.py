@@ -2,12 +2,13 @@
 
 A private cluster of 3 Kafka KRaft nodes (replication 3, min ISR 2; `tests/support/private_cluster.py`)
 and, for the read models, a private Redis Cluster of 3 primaries + 3 replicas (a standalone Redis
-with CAMPAIGNS_CHAOS_READ_SIDE=standalone) serves two relays (one holds the lease, the other waits to take over) and two projectors (one
-consumer group, partitions split between them) behind one command API. Traffic runs through
-every fault; after each one the test waits until the pipeline has caught up, accounts for every
-event (accepted in the MongoDB log, projected, lost, applied twice, dead-lettered), records a row
-of the fault table and runs `campaigns replay verify all`. Lost, duplicates applied and dead
-letters (all the infrastructure's doing: the traffic sends only valid commands) must be 0.
+with CAMPAIGNS_CHAOS_READ_SIDE=standalone) serves two relays (one holds the lease, the other
+waits to take over) and two projectors (one consumer group, partitions split between them)
+behind one command API. Traffic runs through every fault; after each one the test waits until
+the pipeline has caught up, accounts for every event (accepted in the MongoDB log, projected,
+lost, applied twice, dead-lettered), records a row of the fault table and runs
+`campaigns replay verify all`. Lost, duplicates applied and dead letters (all the
+infrastructure's doing: the traffic sends only valid commands) must be 0.
 
 1. SIGKILL the broker that leads the most partitions: publishing and projecting go on with two.
 2. Then SIGKILL a second broker: one node is left (no quorum, no ISR of 2). Commands are still
