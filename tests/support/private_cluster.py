@@ -51,13 +51,29 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def ports_with_partner(count: int, offset: int) -> list[int]:
-    """Free ports whose port + `offset` is free too (a Kafka node's controller listener)."""
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def ports_with_partner(count: int, offset: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+    """Free ports whose port + `offset` is free too (a Kafka node's controller listener, a Redis
+    Cluster node's bus), both below the kernel's ephemeral range when it leaves room: a port in
+    it can be taken by any outgoing connection on the machine between choosing it and the
+    server binding it (a Kafka node of this cluster once failed to start so on a busy machine)."""
+    low, high = 10000, _ephemeral_low() - 1 - offset
+    if high - low < 1000:
+        low, high = 20000, 45000
     found: list[int] = []
+    taken = set(avoid)
     while len(found) < count:
-        port = random.randint(20000, 45000)
-        if port not in found and port + offset not in found and _bindable(port) and _bindable(port + offset):
+        port = random.randint(low, high)
+        if port not in taken and port + offset not in taken and _bindable(port) and _bindable(port + offset):
             found.append(port)
+            taken.update((port, port + offset))
     return found
 
 
@@ -73,11 +89,13 @@ class PrivateCluster:
 
     @classmethod
     def for_this_session(cls) -> PrivateCluster:
+        kafka = ports_with_partner(3, CONTROLLER_OFFSET)
+        controllers = [port + partner for port in kafka for partner in (0, CONTROLLER_OFFSET)]
         return cls(
             local_dir=f"{PRIVATE_ROOT}/cluster-{os.getpid()}",
-            kafka_ports=tuple(ports_with_partner(3, CONTROLLER_OFFSET)),
+            kafka_ports=tuple(kafka),
             redis_port=free_port(),
-            redis_cluster_ports=tuple(ports_with_partner(6, REDIS_BUS_OFFSET)),
+            redis_cluster_ports=tuple(ports_with_partner(6, REDIS_BUS_OFFSET, avoid=frozenset(controllers))),
             mongo_port=free_port(),
             smtp_port=free_port(),
         )

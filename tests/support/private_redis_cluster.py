@@ -8,32 +8,15 @@ but a short node timeout, so a replica takes over a killed primary within second
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from infra.local.recipes.redis_server import form_cluster, ping, redis_server, role
+from tests.support.private_cluster import ports_with_partner
 from tests.support.waiting import eventually_sync
 
 NODE_TIMEOUT_MS = 2000
-
-
-def _free_pair() -> int:
-    """A port whose cluster-bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _info(host: str, port: int) -> bytes:
@@ -60,7 +43,8 @@ def _cli(port: int, *args: str) -> str:
 class PrivateRedisCluster:
     def __init__(self, root: Path, nodes: int = 6) -> None:
         self.root = root
-        self.ports = [_free_pair() for _ in range(nodes)]
+        # Below the ephemeral range, each with its bus port (+10000) free too.
+        self.ports = ports_with_partner(nodes, 10000)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
