@@ -192,6 +192,7 @@ async def test_redis_cluster_resharded_under_traffic_clients_see_no_error(
                 await _move_and_back(run, redis_cluster, reads, settings.read_model_buckets, begun)
                 assert steady.server_error_count(allow_503=False) == 0, steady.statuses
                 await _assert_steady_unchanged(reads)
+                await _assert_final_versions_readable(queries, traffic)
         finally:
             services.stop_all()
             await redis.aclose()
@@ -340,3 +341,16 @@ async def test_a_slot_held_half_moved_is_read_and_written_through_ask_tryagain_a
 async def _cli_all(redis_cluster: PrivateRedisCluster, *args: str) -> None:
     for port in redis_cluster.ports:
         await asyncio.to_thread(_cli, port, *args)
+
+
+async def _assert_final_versions_readable(queries: httpx.AsyncClient, traffic: CommandTraffic) -> None:
+    """Every campaign the traffic left (not deleted), through the query API, at the version its
+    last accepted command returned."""
+    wrong = []
+    for campaign in list(traffic.campaigns.values()):
+        response = await queries.get(f"/campaigns/{campaign.id}", headers=campaign.owner.auth)
+        expected = f'"{traffic.acknowledged[campaign.id]}"'
+        if response.status_code != 200 or response.headers.get("etag") != expected:
+            wrong.append((campaign.id, response.status_code, response.headers.get("etag"), expected))
+    assert not wrong, wrong[:5]
+    assert traffic.campaigns, "the traffic left no campaign to read"
