@@ -18,7 +18,14 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -123,6 +130,18 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
 REDIRECT_ROUNDS = 16
 TRYAGAIN_PAUSES = (0.02, 0.05, 0.1, 0.2)  # then 0.2 s per round: about 2.5 s in all
 
+# What a command whose slot moved or is moving gets. redis-py parses these replies into their own
+# classes (MovedError's text is "<slot> <host:port>", without the word MOVED); a reply it did
+# not parse keeps its text.
+_REDIRECTED_ERRORS = (AskError, TryAgainError, ClusterDownError)  # AskError: MovedError too
+_REDIRECTED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _redirected(reply: object) -> bool:
+    return isinstance(reply, _REDIRECTED_ERRORS) or (
+        isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
+    )
+
 
 def _first_key(command: tuple[ScriptArg, ...]) -> ScriptArg:
     if command[0] in ("EVALSHA", "EVAL"):
@@ -140,9 +159,10 @@ async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[Scrip
 
     Redirections are followed here, per node and still packed (see `REDIRECT_ROUNDS`): MOVED
     updates the client's slot map, ASK sends ASKING and the command in one write on one
-    connection of the importing node, TRYAGAIN waits a little. If a node cannot be reached, what
-    is left goes through redis-py's cluster pipeline instead: it refreshes the slot map after a
-    failover (or raises, and the batch is retried). Commands that had run on other nodes may
+    connection of the importing node, TRYAGAIN waits a little. What is still redirected after
+    that (CLUSTERDOWN too), and everything left if a node cannot be reached, goes through
+    redis-py's cluster pipeline: it refreshes the slot map after a failover (or raises, and the
+    batch is retried). Commands that had run on other nodes may
     then run twice, which callers make harmless (version guards, see `LuaScript.run_pipelined`).
     """
     if not commands:
@@ -206,6 +226,11 @@ async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[Scrip
             break
         if wait:
             await asyncio.sleep(TRYAGAIN_PAUSES[min(round_, len(TRYAGAIN_PAUSES) - 1)])
+    # Still redirected (the cluster down, a reply redis-py did not parse, an ASK to a node the
+    # map does not know): once through redis-py's cluster pipeline, which refreshes the slot map.
+    left = [position for position, reply in enumerate(replies) if _redirected(reply)]
+    if left:
+        return await _rest_through_cluster_pipeline(redis, commands, replies, left)
     return replies
 
 

@@ -33,7 +33,7 @@ from projectors.domain.outcomes import ApplyResult, EventOutcome
 from readmodels.campaigns import campaign_document, membership_moves
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
-from readmodels.keyspace import CampaignKeys, events_channel, generation_base
+from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
 from readmodels.scripts import LuaScript, ScriptArg, cas_script, read_states_script
 from service_runtime.redis_client import is_cluster
 
@@ -111,7 +111,7 @@ class CampaignsProjection:
     ) -> ApplyResult:
         """Apply `envelopes` in order: the version guard per event, one guarded write per campaign."""
         base = generation_base(self.prefix, generation)
-        channel = events_channel(self.prefix) if announce and self.announces else ""
+        announcing = announce and self.announces
         cluster = is_cluster(redis)
         by_campaign: dict[str, list[int]] = defaultdict(list)
         for position, envelope in enumerate(envelopes):
@@ -124,7 +124,7 @@ class CampaignsProjection:
                 cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
                 for cid in pending
             }
-            stale = await self._write(redis, base, channel, plans, reads, cluster)
+            stale = await self._write(redis, base, announcing, plans, reads, cluster)
             for cid in pending:
                 if cid not in stale:
                     for position, outcome in zip(by_campaign[cid], plans[cid].outcomes, strict=True):
@@ -172,7 +172,7 @@ class CampaignsProjection:
         self,
         redis: Redis,
         base: str,
-        channel: str,
+        announcing: bool,
         plans: dict[str, CampaignPlan],
         reads: dict[str, _Read],
         cluster: bool,
@@ -187,16 +187,19 @@ class CampaignsProjection:
         calls: list[tuple[int, list[ScriptArg]]] = []
         for group in _calls(changed, keys, WRITE_CHUNK, cluster):
             table = _KeyTable()
-            args: list[ScriptArg] = [channel]
+            args: list[ScriptArg] = []
             for cid in group:
                 plan = plans[cid]
                 notices = (
-                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if channel else []
+                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if announcing else []
                 )
+                # The campaign's key first: a call is routed by its first key.
                 writes = _writes(keys, table, cid, plan, reads[cid].parked_count)
+                channel = table(announcement_channel_of(self.prefix, cid, self.buckets)) if notices else 0
                 args += [
                     cid,
                     table(keys.campaign(cid)),
+                    channel,
                     table(keys.parked(cid)),
                     plan.before.version,
                     reads[cid].parked_count,

@@ -4,15 +4,19 @@
 --
 -- KEYS[1] the aggregate's state hash (field `v` = last applied version)
 -- KEYS[2] the aggregate's parked hash (version -> packed {notice, change...})
--- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script)
--- ARGV[1] pub/sub channel ('' = announce nothing)   ARGV[2] projected_at (ISO)
+-- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script),
+--   then, when announcing, the aggregate's bucket's announcement channel (a shard channel: on a
+--   cluster it must be in this call's slot, so it is declared like a key)
+-- ARGV[1] position in KEYS of the announcement channel ('' = announce nothing)
+-- ARGV[2] projected_at (ISO)
 -- ARGV[3] member of the parked set ("type:id")      ARGV[4] the event's version
 -- ARGV[5] notice: a JSON object without its closing brace ('' = none)
 -- ARGV[6..] the projection's change
 -- Returns {outcome, drained}: outcome is 'applied', 'duplicate' or 'parked'; or an error reply
 -- (nothing written) when the projection refuses the change.
 local state, parked, parked_set = KEYS[1], KEYS[2], KEYS[3]
-local channel, projected_at, parked_member = ARGV[1], ARGV[2], ARGV[3]
+local projected_at, parked_member = ARGV[2], ARGV[3]
+local channel = ARGV[1] ~= '' and KEYS[tonumber(ARGV[1])] or nil
 local version = tonumber(ARGV[4])
 
 -- `apply_change` returns an error message, without having written anything, when it refuses.
@@ -20,8 +24,8 @@ local function apply_one(vtext, notice, change)
   local refused = apply_change(state, vtext, change)
   if refused then return refused end
   redis.call('HSET', state, 'v', vtext)
-  if channel ~= '' and notice ~= '' then
-    redis.call('PUBLISH', channel, notice .. ',"projected_at":"' .. projected_at .. '"}')
+  if channel and notice ~= '' then
+    redis.call('SPUBLISH', channel, notice .. ',"projected_at":"' .. projected_at .. '"}')
   end
   return nil
 end

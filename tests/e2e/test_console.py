@@ -14,7 +14,7 @@ import orjson
 import pytest
 from playwright.async_api import Page, Response, async_playwright, expect
 
-from readmodels.keyspace import events_channel
+from readmodels.keyspace import announcement_channel
 from service_runtime.redis_client import connect_redis
 from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
@@ -203,14 +203,15 @@ async def test_a_burst_of_events_keeps_rows_memory_and_layout_bounded(services: 
     services.wait_ready()
     email = await register(services)
     redis = connect_redis(services.settings)
-    channel = events_channel(services.settings.redis_prefix)
+    # One bucket's announcement channel (a pipeline on a cluster sends it to that bucket's node).
+    channel = announcement_channel(services.settings.redis_prefix, services.settings.read_model_buckets)
 
     async def burst(count: int) -> str:
         run = uuid.uuid4().hex[:8]
         for start in range(0, count, 250):
             pipe = redis.pipeline(transaction=False)
             for i in range(start, min(count, start + 250)):
-                pipe.publish(channel, notice(run, i))
+                pipe.spublish(channel, notice(run, i))
             await pipe.execute()
             await asyncio.sleep(0.05)  # about 5,000 events/s: paced, not waited on
         return run
