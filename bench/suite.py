@@ -384,7 +384,11 @@ async def run_suite() -> int:
                 window=float(timed_window),
             )
             figures["scheduler"] = scheduler_figure
-            say(f"  {scheduler_figure.measured}; {scheduler_figure.limit}")
+            say(
+                f"  {scheduler_figure.measured}; limit {scheduler_figure.limit}; ratio "
+                f"{scheduler_figure.ratio}; goal {scheduler_figure.goal}: "
+                + ("met" if scheduler_figure.met else "NOT met")
+            )
 
         if "anti_entropy" in only:
             say(f"anti-entropy: a pass over {ae_campaigns:,} campaigns for {ae_seconds} s")
