@@ -69,6 +69,12 @@ def generation_pattern(prefix: str, generation: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in base) + ":*"
 
 
+def prefix_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern of every key under `prefix`: its generations and what lives beside them
+    (what a measurement sums over, whatever the layout inside)."""
+    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in prefix) + ":*"
+
+
 def events_channel(prefix: str) -> str:
     """Pub/sub channel: one JSON message per applied event (wakes `min_version`, feeds the monitor).
     A classic channel: on a cluster each message reaches every node's subscribers."""
