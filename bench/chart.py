@@ -93,13 +93,15 @@ def _scale_costs(ax: Any, sizes: list[dict[str, Any]]) -> None:
     ax.set_ylabel("p99 (ms)")
     ax.set_title("Costs as data grows: latency and throughput")
     rates = ax.twinx()
-    rates.plot(campaigns, [s["projector_events_per_second"] for s in sizes], marker="s", color="tab:green")
-    rates.plot(campaigns, [s["replay_events_per_second"] for s in sizes], marker="^", color="tab:purple")
+    projector = [s["projector_events_per_second"] for s in sizes]
+    replayed = [s["replay_events_per_second"] for s in sizes]
+    rates.plot(campaigns, projector, marker="s", color="tab:green", label="projector events/s")
+    rates.plot(campaigns, replayed, marker="^", color="tab:purple", label="replay events/s")
     rates.set_ylim(bottom=0)
     rates.set_ylabel("events/s")
     lines = ax.get_legend_handles_labels()
     more = rates.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + ["projector events/s", "replay events/s"], fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
 
 
 def _scale_memory(ax: Any, sizes: list[dict[str, Any]]) -> None:
@@ -118,9 +120,10 @@ def _scale_memory(ax: Any, sizes: list[dict[str, Any]]) -> None:
     ax.set_ylabel("bytes per campaign")
     ax.set_title("Costs as data grows: memory")
     rss = ax.twinx()
-    rss.plot(campaigns, [s["replay_peak_rss_mib"] for s in sizes], marker="s", color="tab:purple")
+    peaks = [s["replay_peak_rss_mib"] for s in sizes]
+    rss.plot(campaigns, peaks, marker="s", color="tab:purple", label="replay peak RSS")
     rss.set_ylim(bottom=0)
     rss.set_ylabel("replay peak RSS (MiB)")
     lines = ax.get_legend_handles_labels()
     more = rss.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + ["replay peak RSS"], fontsize=8, loc="lower left")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower left")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -44,6 +45,7 @@ from readmodels.keyspace import prefix_pattern
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
+from tests.support.services import RunningServices
 from tests.support.stack import create_topics, free_port
 
 LIFE = ("CampaignCreated", "CampaignActivated")
@@ -153,6 +155,24 @@ async def _projector_rate(
     return (counted / (end_t - first_t) if end_t > first_t else 0.0), counted
 
 
+def _wait_answering(services: RunningServices, timeout: float = 120) -> None:
+    """Until the query API answers HTTP at all: its readiness (200) needs a projector that
+    reported recently, and the projector runs only while it has events to consume."""
+    deadline = time.monotonic() + timeout
+    while True:
+        process = services.processes["query-api"]
+        if process.poll() is not None:
+            tail = services.log_tail("query-api")
+            raise RuntimeError(f"the query API exited with {process.returncode}:\n{tail}")
+        try:
+            httpx.get(f"{services.query_url}/health/ready", timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the query API did not answer in {timeout:.0f} s") from None
+            time.sleep(0.3)
+
+
 def _document_bytes(query_url: str, token: str, ids: list[str]) -> float:
     sizes = []
     with httpx.Client(base_url=query_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
@@ -197,7 +217,7 @@ async def measure(
     queries.start(["query-api"])
     rows: list[SizeRow] = []
     try:
-        await asyncio.to_thread(queries.wait_ready)
+        await asyncio.to_thread(_wait_answering, queries)
         memory_at_start = await used_memory(settings)
         done = 0
         for size in sorted(sizes):
