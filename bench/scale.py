@@ -40,8 +40,9 @@ from bench.machine import load_average
 from bench.report import Figure
 from bench.wrk import WrkResult, run_wrk
 from events import Topics
+from readmodels.generations import live_generations
 from readmodels.groups import projection_group
-from readmodels.keyspace import prefix_pattern
+from readmodels.keyspace import generation_base, prefix_pattern
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
@@ -70,6 +71,7 @@ class SizeRow:
     redis_bytes: int
     redis_keys: int
     bytes_per_campaign: float
+    bytes_per_campaign_by_projection: dict[str, float]
     used_memory_delta_per_campaign: float
     json_document_bytes: float
     list_p99_ms: float
@@ -99,19 +101,27 @@ def scale_settings(main: Settings) -> Settings:
     )
 
 
-async def redis_bytes(settings: Settings) -> tuple[int, int]:
-    """(bytes, keys): MEMORY USAGE (SAMPLES 0: every element counted) summed over the prefix's keys."""
+async def redis_bytes(settings: Settings) -> tuple[int, int, dict[str, int]]:
+    """(bytes, keys, bytes per projection): MEMORY USAGE (SAMPLES 0: every element counted) summed
+    over the prefix's keys, and split by the projections' live generations (the rest: "other")."""
     redis = connect_redis(settings)
     total = keys = 0
+    per: dict[str, int] = {}
     try:
-        batch: list[bytes] = []
+        live = await live_generations(redis, settings.redis_prefix)
+        bases = {name: (generation_base(settings.redis_prefix, g) + ":").encode() for name, g in live.items()}
 
         async def add(names: list[bytes]) -> int:
             pipe = redis.pipeline(transaction=False)
             for name in names:
                 pipe.memory_usage(name, samples=0)
-            return sum(size or 0 for size in await pipe.execute())
+            sizes = [size or 0 for size in await pipe.execute()]
+            for name, size in zip(names, sizes, strict=True):
+                owner = next((p for p, base in bases.items() if name.startswith(base)), "other")
+                per[owner] = per.get(owner, 0) + size
+            return sum(sizes)
 
+        batch: list[bytes] = []
         async for key in redis.scan_iter(match=prefix_pattern(settings.redis_prefix), count=5000):
             batch.append(key)
             if len(batch) >= 2000:
@@ -123,7 +133,7 @@ async def redis_bytes(settings: Settings) -> tuple[int, int]:
             keys += len(batch)
     finally:
         await redis.aclose()
-    return total, keys
+    return total, keys, per
 
 
 async def used_memory(settings: Settings) -> int:
@@ -233,11 +243,12 @@ async def measure(
             total = sum((await end_offsets(settings, topic)).values())
             rate, counted = await _projector_rate(env, settings, topic, before, total)
             say(f"  produced in {produced_in:.1f} s; projector {rate:,.0f} events/s")
-            used, keys = await redis_bytes(settings)
+            used, keys, per_projection = await redis_bytes(settings)
             delta = await used_memory(settings) - memory_at_start
             sample = [campaign_id(n) for n in random.Random(size).sample(range(size), min(SAMPLED_IDS, size))]
             document = await asyncio.to_thread(_document_bytes, queries.query_url, token, sample[:100])
-            say(f"  {used / size:,.0f} B/campaign in Redis ({keys:,} keys); JSON document {document:,.0f} B")
+            split = ", ".join(f"{name} {b / size:,.0f}" for name, b in sorted(per_projection.items()))
+            say(f"  {used / size:,.0f} B/campaign ({keys:,} keys; {split}); document {document:,.0f} B")
             listed, by_id = await asyncio.to_thread(
                 _reads, queries.query_url, token, sample, connections=connections, seconds=seconds
             )
@@ -257,6 +268,9 @@ async def measure(
                     redis_bytes=used,
                     redis_keys=keys,
                     bytes_per_campaign=round(used / size, 1),
+                    bytes_per_campaign_by_projection={
+                        name: round(b / size, 1) for name, b in sorted(per_projection.items())
+                    },
                     used_memory_delta_per_campaign=round(delta / size, 1),
                     json_document_bytes=round(document, 1),
                     list_p99_ms=listed.p99_ms,

@@ -78,6 +78,7 @@ def size_row(campaigns: int, *, list_p99: float, rate: float, rss: float, bytes_
         redis_bytes=int(bytes_each * campaigns),
         redis_keys=campaigns + 40,
         bytes_per_campaign=bytes_each,
+        bytes_per_campaign_by_projection={"campaigns": bytes_each * 0.8, "stats": bytes_each * 0.2},
         used_memory_delta_per_campaign=bytes_each * 1.1,
         json_document_bytes=500.0,
         list_p99_ms=list_p99,
