@@ -28,8 +28,12 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
   BENCH_RELAY_SECONDS=10
   BENCH_RELAY_ROUNDS=2
-  BENCH_ONLY=read,projector     only these figures (footprint, read, projector, replay, commands,
-                                scheduler, anti_entropy, freshness, cpu, sustained, memory,
+  BENCH_SCALE_SIZES=10000,100000  the scale figures' sizes in campaigns (bench/scale.py),
+  BENCH_SCALE=1                 with 1,000,000 campaigns added (minutes: kept out of the default run),
+  BENCH_SCALE_CONNECTIONS=16    wrk connections and seconds of each of their list and by-id rounds
+  BENCH_SCALE_SECONDS=5
+  BENCH_ONLY=read,projector     only these figures (footprint, read, projector, replay, scale,
+                                commands, scheduler, anti_entropy, freshness, cpu, sustained, memory,
                                 relay_transactions);
                                 written to bench/results/only-<names>.json, so latest.json always
                                 holds a whole run
@@ -64,6 +68,7 @@ from bench import (
     rate_steps,
     read_path,
     relay_transactions,
+    scale,
     scheduler,
 )
 from bench.environment import (
@@ -269,9 +274,20 @@ FIGURE_KEYS = (
     "cpu",
     "sustained",
     "replay",
+    "scale",
     "memory",
     "relay_transactions",
 )
+
+
+def scale_sizes() -> tuple[int, ...]:
+    listed = os.environ.get("BENCH_SCALE_SIZES", "").strip()
+    sizes = [int(n) for n in listed.split(",") if n.strip()] if listed else list(scale.SIZES)
+    if os.environ.get("BENCH_SCALE") == "1":
+        sizes.append(scale.LARGE)
+    if len(set(sizes)) < 2 or min(sizes) <= 0:
+        raise SystemExit(f"BENCH_SCALE_SIZES: two or more positive sizes, not {sizes}")
+    return tuple(sorted(set(sizes)))
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -307,6 +323,9 @@ async def run_suite() -> int:
     rate_step = knob("BENCH_RATE_STEP", 50)
     rate_max = knob("BENCH_RATE_MAX", 400)
     rate_seconds = knob("BENCH_RATE_SECONDS", 60)
+    sizes = scale_sizes()
+    scale_connections = knob("BENCH_SCALE_CONNECTIONS", 16)
+    scale_seconds = knob("BENCH_SCALE_SECONDS", 5)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -332,6 +351,9 @@ async def run_suite() -> int:
         "BENCH_RATE_STEP": rate_step,
         "BENCH_RATE_MAX": rate_max,
         "BENCH_RATE_SECONDS": rate_seconds,
+        "BENCH_SCALE_SIZES": list(sizes),
+        "BENCH_SCALE_CONNECTIONS": scale_connections,
+        "BENCH_SCALE_SECONDS": scale_seconds,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -349,6 +371,15 @@ async def run_suite() -> int:
             load_figures, extra = await load_run(env, events, replay_too="replay" in only)
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
+
+        if "scale" in only:
+            say(f"costs as data grows: {', '.join(f'{n:,}' for n in sizes)} campaigns")
+            scale_figures, _ = await scale.measure(
+                env, sizes, connections=scale_connections, seconds=scale_seconds, say=say
+            )
+            figures.update((f.key, f) for f in scale_figures)
+            for figure in scale_figures:
+                say(f"  {figure.title}: {figure.measured} vs {figure.limit}")
 
         if "relay_transactions" in only:
             say("relay: Kafka transactions on vs off (the relay process alone)")
@@ -510,6 +541,7 @@ async def run_suite() -> int:
         "freshness_low_rate",
         "freshness",
         "replay",
+        *scale.FIGURE_KEYS,
         "relay_transactions",
         "memory",
     ]
