@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     command_api_port: int = 8001
     query_api_host: str = "127.0.0.1"
     query_api_port: int = 8002
-    api_workers: int = Field(default=2, ge=1)
+    # uvicorn workers per API. One by default: uvicorn then runs the app in its own process (no
+    # supervisor, no resource tracker), 370 MiB idle for all five services against 620 with two
+    # (issue 21's footprint goal is 500), and on two cores a second worker read no faster
+    # (README, Performance). More where there are cores to spare.
+    api_workers: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
     # Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For is believed
@@ -162,6 +166,9 @@ class Settings(BaseSettings):
     # read from the MongoDB events log; how often the parked aggregates are looked at.
     gap_repair_delay_seconds: float = Field(default=2.0, ge=0)
     gap_repair_scan_seconds: float = Field(default=1.0, gt=0)
+    # Repairs (gap repairs, anti-entropy repairs) each projection keeps a line of, newest first,
+    # for the console's gaps view.
+    repairs_kept: int = Field(default=100, ge=1, le=10_000)
     # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
     # a new empty server) is detected within twice this (two checks in a row must find it gone),
     # and every projection rebuilt from the log.
@@ -221,6 +228,11 @@ class Settings(BaseSettings):
     command_rate_per_second: float = Field(default=5.0, gt=0)
     command_burst: int = Field(default=30, ge=1)
     max_live_campaigns: int = Field(default=1000, ge=1)
+    # How old an owner's live-campaign count may get before a create counts again (it is counted
+    # again anyway once the owner's tally reaches the cap), and how many owners' tallies each
+    # process keeps (command_api/application/live_cap.py)
+    live_campaigns_recount_seconds: float = Field(default=2.0, ge=0)
+    live_campaigns_tracked_owners: int = Field(default=10_000, ge=1)
 
     # Dead-letter operations (`campaigns dlq`, deadletters/): records per page of a scan, per
     # re-driven batch, how many a replay may re-drive without a confirmation, and how many pending
@@ -243,6 +255,11 @@ class Settings(BaseSettings):
     # kept, and how many are listed.
     console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     console_operations_shown: int = Field(default=20, ge=1, le=200)
+    # The gaps view: aggregates with parked events listed per page (at most; a client asks for
+    # fewer with `limit`), parked entries shown per aggregate, and repairs listed per projection.
+    console_parked_page_max: int = Field(default=100, ge=1, le=1000)
+    console_parked_entries_shown: int = Field(default=20, ge=1, le=1000)
+    console_repairs_shown: int = Field(default=20, ge=1, le=10_000)
     # A rebuild started from the console: how long the replaced generation stays readable before
     # it is deleted (as `campaigns replay rebuild --grace-seconds`).
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)

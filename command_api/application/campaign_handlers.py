@@ -25,9 +25,9 @@ from command_api.application.errors import (
     IdempotencyKeyTaken,
     NotFound,
     StaleVersion,
-    TooManyLiveCampaigns,
     VersionRequired,
 )
+from command_api.application.live_cap import LiveCampaignCap
 from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, Campaign, CampaignDetails
 from command_api.domain.errors import AggregateGone
@@ -38,7 +38,7 @@ CONFLICT_ATTEMPTS = 5
 
 
 async def create_campaign(
-    command: CreateCampaign, uow: UnitOfWork, max_live: int | None = None
+    command: CreateCampaign, uow: UnitOfWork, live_cap: LiveCampaignCap | None = None
 ) -> CommandResult:
     details = CampaignDetails.parse(
         name=command.name,
@@ -59,10 +59,10 @@ async def create_campaign(
             if replay is not None:
                 return replay
         # Checked before the insert, outside its transaction: concurrent creates may pass it
-        # together, so the cap can be overshot by the user's in-flight requests (bounded by the
-        # command rate), never by more.
-        if max_live is not None and await uow.campaigns.count_live(scope, max_live) >= max_live:
-            raise TooManyLiveCampaigns(max_live)
+        # together, so the cap can be overshot by the user's in-flight requests and by what the
+        # cap's tally has not seen yet (live_cap.py; both bounded by the command rate).
+        if live_cap is not None:
+            await live_cap.admit(scope, lambda limit: uow.campaigns.count_live(scope, limit))
         campaign = Campaign.create(
             campaign_id=str(uuid.uuid4()), owner_id=scope, details=details, now=utc_now()
         )
@@ -79,6 +79,8 @@ async def create_campaign(
             if replay is None:
                 raise
             return replay
+        if live_cap is not None:
+            live_cap.created(scope)
         return result
 
 
@@ -150,21 +152,24 @@ async def fire_due_transitions(command: FireDueTransitions, uow: UnitOfWork) -> 
     Each campaign still passes its own version check; should any of them lose it (a command on
     that campaign committed meanwhile), the batch commits nothing and every timer is fired on its
     own instead, each decided again on fresh state. One commit for a burst of timers due
-    together is what lets the scheduler keep up with them: a transaction's commit costs more
-    than its writes."""
+    together, and the campaigns saved together (`save_many`: one version-checked update of all
+    those that changed alike), is what lets the scheduler keep up with them: each statement
+    and each commit costs the server more than the write in it."""
     timers = command.timers
     async with uow:
         campaigns = await uow.campaigns.get_many([t.campaign_id for t in timers])
         results: list[CommandResult | None] = []
+        fired: list[Campaign] = []
         for timer in timers:
             campaign = campaigns.get(timer.campaign_id)
             if campaign is None or not campaign.fire(timer, command.now):
                 results.append(None)
                 continue
-            uow.campaigns.save(campaign)
+            fired.append(campaign)
             results.append(CommandResult(campaign.id, campaign.version))
-        if not any(results):
+        if not fired:
             return results
+        uow.campaigns.save_many(fired)
         try:
             await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
             return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -51,6 +52,10 @@ class CampaignRepository(Protocol):
 
     def add(self, campaign: Campaign) -> None: ...
     def save(self, campaign: Campaign) -> None: ...
+    def save_many(self, campaigns: Sequence[Campaign]) -> None:
+        """`save` of each, every campaign still version-checked, in as few writes as they allow
+        (read with `get_many` in the same unit of work)."""
+        ...
 
 
 class RefreshTokenRepository(Protocol):
@@ -60,13 +65,14 @@ class RefreshTokenRepository(Protocol):
         """Stage: the stored token becomes used, provided it is still unused and unrevoked."""
         ...
 
-    async def revoke_family(self, family_id: str, now: datetime) -> None:
-        """At once, outside any unit of work: a revocation must survive the refusal that follows."""
+    def revoke_family(self, family_id: str, now: datetime) -> None:
+        """Stage: every unrevoked token of the family is revoked (committed with the unit of
+        work; a revocation that precedes a refusal is committed before the refusal is raised)."""
         ...
 
-    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
-        """Every unrevoked family of the user but `keep_family`, at once (logout-all, password
-        change: the session that changed it goes on in a new family)."""
+    def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+        """Stage: every unrevoked family of the user but `keep_family` (logout-all, password
+        change: the session that changed it goes on in a new family, in the same transaction)."""
         ...
 
 
