@@ -68,29 +68,62 @@ def measure(
     connections: int,
     seconds: int,
     rounds: int,
-) -> Figure:
+    cluster_url: str | None = None,
+) -> list[Figure]:
+    """The read-path figure; with `cluster_url` (a query API on the Redis Cluster, serving the
+    same campaign), its rounds join the alternation and a second figure sets it beside the
+    standalone query API."""
     url = f"{query_url}/campaigns/{campaign_id}"
     headers = {"Authorization": f"Bearer {token}"}
     answer = httpx.get(url, headers=headers, timeout=5)
     answer.raise_for_status()
     body = answer.content
+    on_cluster = f"{cluster_url}/campaigns/{campaign_id}" if cluster_url else None
     bare, bare_url = start_bare_app(body, workers)
+    cluster_runs: list[WrkResult] = []
     try:
-        # Warm both (JIT-free, but connection pools, token cache, allocator).
+        # Warm them all (JIT-free, but connection pools, token cache, allocator).
         run_wrk(bare_url, connections=connections, seconds=2)
         run_wrk(url, connections=connections, seconds=2, headers=headers)
+        if on_cluster:
+            run_wrk(on_cluster, connections=connections, seconds=2, headers=headers)
         bare_runs: list[WrkResult] = []
         api_runs: list[WrkResult] = []
         for _ in range(rounds):
             bare_runs.append(run_wrk(bare_url, connections=connections, seconds=seconds))
             api_runs.append(run_wrk(url, connections=connections, seconds=seconds, headers=headers))
+            if on_cluster:
+                cluster_runs.append(
+                    run_wrk(on_cluster, connections=connections, seconds=seconds, headers=headers)
+                )
     finally:
         os.killpg(bare.pid, 15)
         bare.wait(timeout=20)
     api = max(api_runs, key=lambda r: r.requests_per_second)
     limit = max(bare_runs, key=lambda r: r.requests_per_second)
-    if api.non_2xx or api.errors:
-        raise RuntimeError(f"the query API answered errors under load: {api}")
+    best = {"query API": api}
+    if cluster_runs:
+        best["query API on the cluster"] = max(cluster_runs, key=lambda r: r.requests_per_second)
+    for side, result in best.items():
+        if result.non_2xx or result.errors:
+            raise RuntimeError(f"the {side} answered errors under load: {result}")
+    figures = [_figure(api, limit, api_runs, bare_runs, body, workers, connections, seconds, rounds)]
+    if cluster_runs:
+        figures.append(_cluster_figure(cluster_runs, api, connections, seconds, rounds))
+    return figures
+
+
+def _figure(
+    api: WrkResult,
+    limit: WrkResult,
+    api_runs: list[WrkResult],
+    bare_runs: list[WrkResult],
+    body: bytes,
+    workers: int,
+    connections: int,
+    seconds: int,
+    rounds: int,
+) -> Figure:
     ratio = api.requests_per_second / limit.requests_per_second
     return Figure(
         key="read_path",
@@ -113,4 +146,30 @@ def measure(
             "workers": workers,
             "connections": connections,
         },
+    )
+
+
+def _cluster_figure(
+    cluster_runs: list[WrkResult], standalone: WrkResult, connections: int, seconds: int, rounds: int
+) -> Figure:
+    best = max(cluster_runs, key=lambda r: r.requests_per_second)
+    ratio = best.requests_per_second / standalone.requests_per_second
+    return Figure(
+        key="read_cluster",
+        title=f"Query API GET /campaigns/{{id}} on Redis Cluster vs standalone ({connections} conns)",
+        measured=f"{best.requests_per_second:,.0f} req/s, p50 {best.p50_ms:.2f} ms, p99 {best.p99_ms:.2f} ms",
+        limit=(
+            f"{standalone.requests_per_second:,.0f} req/s, p50 {standalone.p50_ms:.2f} ms, "
+            f"p99 {standalone.p99_ms:.2f} ms (standalone)"
+        ),
+        ratio=round(ratio, 3),
+        goal="—",
+        met=None,
+        how=(
+            "the read-path figure's wrk rounds against a second query API (same workers) on the Redis "
+            "Cluster, its campaigns projection rebuilt there from the bench's topics by the replay "
+            f"tool; {rounds} rounds of {seconds} s alternating with the bare app's and the standalone "
+            "query API's, best round kept; ratio: cluster / standalone"
+        ),
+        data={"query_api_cluster": [asdict(r) for r in cluster_runs]},
     )

@@ -34,7 +34,12 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_SCALE_SECONDS=5
   BENCH_ONLY=read,projector     only these figures (footprint, read, projector, replay, scale,
                                 commands, scheduler, anti_entropy, freshness, cpu, sustained, memory,
-                                relay_transactions);
+                                relay_transactions, cluster);
+                                `cluster` adds the Redis Cluster's projector, replay and read path
+                                beside those selected (all three if none is), and the keys' spread
+                                over its primaries (bench/cluster_runs.py)
+  BENCH_REDIS_CLUSTER_NODES=    an existing Redis Cluster for them (host:port,...); by default a
+                                private 3+3 one is started for the run and stopped at its end
                                 written to bench/results/only-<names>.json, so latest.json always
                                 holds a whole run
 
@@ -71,6 +76,7 @@ from bench import (
     scale,
     scheduler,
 )
+from bench.cluster_runs import CLUSTER_FIGURES, PROJECTOR_GOAL, BenchCluster, spread_figure, versus
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -145,15 +151,22 @@ async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None
 
 
 async def load_run(
-    env: BenchEnvironment, events: int, *, replay_too: bool = True
+    env: BenchEnvironment, events: int, *, replay_too: bool = True, cluster: BenchCluster | None = None
 ) -> tuple[list[Figure], dict[str, Any]]:
-    """Figures 2 and 5 on the load run's own topics and keys."""
+    """Figures 2 and 5 on the load run's own topics and keys; with `cluster`, the same beside them
+    on the Redis Cluster (own topics and keys), each right after its standalone run."""
     load = load_settings(env.settings)
-    await create_topics(load)
-    await wait_for_leaders(load, Topics(load.topic_prefix).all())
+    on_cluster = cluster.settings(load, "C") if cluster else None
+    loads = [load] if on_cluster is None else [load, on_cluster]
+    for settings in loads:
+        await create_topics(settings)
+        await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
     topic = Topics(load.topic_prefix).campaigns
-    say(f"producing {events:,} campaign events into {topic}")
-    produced_in = await produce(load.kafka_bootstrap, topic, events)
+    produced_in = 0.0
+    for settings in loads:
+        where = Topics(settings.topic_prefix).campaigns
+        say(f"producing {events:,} campaign events into {where}")
+        produced_in += await produce(load.kafka_bootstrap, where, events)
     total = sum((await end_offsets(load, topic)).values())
     say(f"  {total:,} events in {produced_in:.1f} s; raw consume loop (limit)")
     raw_before = await raw_consume(load, topic, f"{load.redis_prefix}:raw")
@@ -161,7 +174,35 @@ async def load_run(
     services = env.other_services(load, "load")
     projector = await projector_process(services, load, topic, total)
     services.stop_all()
-    say(f"  projector: {projector.rate.per_second:,.0f} events/s; raw loop again")
+    say(f"  projector: {projector.rate.per_second:,.0f} events/s")
+    cluster_figures: list[Figure] = []
+    if on_cluster is not None:
+        cluster_topic = Topics(on_cluster.topic_prefix).campaigns
+        say("  the projector process on the Redis Cluster")
+        services = env.other_services(on_cluster, "load-cluster")
+        projector_c = await projector_process(services, on_cluster, cluster_topic, total)
+        services.stop_all()
+        say(f"  projector on the cluster: {projector_c.rate.per_second:,.0f} events/s")
+        cluster_figures.append(
+            versus(
+                "projector_cluster",
+                f"Projector on Redis Cluster vs standalone ({total:,} events)",
+                projector_c.rate.per_second,
+                projector.rate.per_second,
+                "events/s",
+                "the projector figure's process and timing with CAMPAIGNS_REDIS_CLUSTER_NODES set "
+                f"({on_cluster.read_model_buckets} buckets), on the same events produced into topics "
+                "of its own, run right after the standalone one; ratio: cluster / standalone",
+                goal=PROJECTOR_GOAL,
+                wall_seconds_from_spawn=round(projector_c.wall_seconds, 2),
+                stats_projection_done_seconds_from_spawn=round(projector_c.stats_seconds, 2),
+                standalone_stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
+                rss_mib_after_run=round(projector_c.rss_mib, 1),
+            )
+        )
+        cluster_figures.append(await spread_figure(on_cluster, total))
+        say(f"  {cluster_figures[-1].measured}; {cluster_figures[-1].limit}")
+    say("  raw loop again")
     raw_after = await raw_consume(load, topic, f"{load.redis_prefix}:raw2")
     limit = max(raw_before, raw_after, key=lambda r: r.per_second)
     one_key = await raw_consume_one_key(load, topic, f"{load.redis_prefix}:raw1")
@@ -170,7 +211,24 @@ async def load_run(
     if replay_too:
         replay, replay_details = await replay_rebuild(load)
         say(f"  replay: {replay.per_second:,.0f} events/s")
+        if on_cluster is not None:
+            replay_c, replay_c_details = await replay_rebuild(on_cluster)
+            say(f"  replay on the cluster: {replay_c.per_second:,.0f} events/s")
+            cluster_figures.append(
+                versus(
+                    "replay_cluster",
+                    f"Replay on Redis Cluster vs standalone ({total:,} events, Kafka)",
+                    replay_c.per_second,
+                    replay.per_second,
+                    "events/s",
+                    "the replay figure's rebuild on the cluster's own topic and keys, right after "
+                    "the standalone one; ratio: cluster / standalone",
+                    replay=replay_c_details,
+                )
+            )
     await delete_keys(load, load.redis_prefix)
+    if on_cluster is not None:
+        await delete_keys(on_cluster, on_cluster.redis_prefix)
     raw_data = {
         "raw_rounds_per_second": [round(raw_before.per_second), round(raw_after.per_second)],
         "one_hset_per_event_reference_per_second": round(one_key.per_second),
@@ -216,11 +274,42 @@ async def load_run(
                 **raw_data,
             )
         )
+    figures += cluster_figures
     extra = {
         "produce_seconds": round(produced_in, 2),
         "load_projector_rss_mib_after_run": round(projector.rss_mib, 1),
     }
     return figures, extra
+
+
+async def _query_api_on_cluster(
+    env: BenchEnvironment, cluster: BenchCluster, campaign: dict[str, Any], token: str
+) -> str:
+    """A second query API on the Redis Cluster, serving what the bench's topics hold: the
+    campaigns projection rebuilt there by the replay tool (the live projectors' consumer groups
+    are the standalone ones'). Its URL, once it answers the campaign."""
+    on_cluster = cluster.settings(env.settings, "")
+    say("read path on the cluster: the campaigns projection rebuilt there, a query API on it")
+    await replay_rebuild(on_cluster)
+    services = env.other_services(on_cluster, "read-cluster")
+    services.start(["query-api"])
+    # Not `wait_ready`: its readiness asks for projector heartbeats, and no projector runs there.
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(timeout=30) as client:
+        while True:
+            try:
+                seen = await client.get(
+                    f"{services.query_url}/campaigns/{campaign['id']}",
+                    params={"min_version": campaign["version"]},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                if seen.status_code == 200:
+                    return services.query_url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the query API on the cluster did not serve the bench's campaign")
+            await asyncio.sleep(0.5)
 
 
 def processes(env: BenchEnvironment) -> dict[str, list[int]]:
@@ -277,6 +366,7 @@ FIGURE_KEYS = (
     "scale",
     "memory",
     "relay_transactions",
+    "cluster",
 )
 
 
@@ -300,6 +390,9 @@ def selected_figures() -> tuple[str, ...]:
         raise SystemExit(
             f"BENCH_ONLY: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURE_KEYS)}"
         )
+    if "cluster" in chosen and not set(CLUSTER_FIGURES) & set(chosen):
+        # The cluster figures stand beside their standalone figures of the same run.
+        chosen += CLUSTER_FIGURES
     return chosen
 
 
@@ -360,7 +453,13 @@ async def run_suite() -> int:
         f"load average {context['machine']['load_average_at_start']}"
     )
     figures: dict[str, Figure] = {}
+    cluster: BenchCluster | None = None
     try:
+        if "cluster" in only:
+            say("Redis Cluster for the cluster figures")
+            cluster = await BenchCluster.start(env.work_dir / "redis-cluster")
+            context["redis_cluster"] = cluster.described
+            say(f"  {cluster.described}")
         if "footprint" in only:
             say("idle footprint: every service freshly started, idle")
             idle = await idle_footprint.measure(env.other_services(env.settings, "idle"))
@@ -368,7 +467,12 @@ async def run_suite() -> int:
             say(f"  {idle.measured}; {idle.limit}; idle CPU (cores): {idle.data['idle_cpu_cores']}")
 
         if {"projector", "replay"} & set(only):
-            load_figures, extra = await load_run(env, events, replay_too="replay" in only)
+            load_figures, extra = await load_run(
+                env,
+                events,
+                replay_too="replay" in only,
+                cluster=cluster if {"projector", "replay"} & set(only) and cluster else None,
+            )
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
 
@@ -446,8 +550,11 @@ async def run_suite() -> int:
                     headers=auth,
                 )
                 seen.raise_for_status()
+            cluster_url = None
+            if cluster is not None:
+                cluster_url = await _query_api_on_cluster(env, cluster, campaign, token)
             say("read path: wrk against the query API and the bare ASGI app")
-            read_figure = await asyncio.to_thread(
+            read_figures = await asyncio.to_thread(
                 read_path.measure,
                 env.services.query_url,
                 campaign["id"],
@@ -456,9 +563,12 @@ async def run_suite() -> int:
                 connections=connections,
                 seconds=seconds,
                 rounds=rounds,
+                cluster_url=cluster_url,
             )
-            figures["read"] = read_figure
-            say(f"  {read_figure.measured} vs {read_figure.limit}")
+            figures["read"] = read_figures[0]
+            figures.update((f.key, f) for f in read_figures[1:])
+            for figure in read_figures:
+                say(f"  {figure.measured} vs {figure.limit}")
 
         if {"freshness", "cpu"} & set(only):
             runs = [(fresh_rate, fresh_seconds, "freshness")]
@@ -526,7 +636,11 @@ async def run_suite() -> int:
             say(f"  memory: {memory.measured}")
     finally:
         say("cleaning up (processes, topics, database, keys)")
-        await env.cleanup()
+        try:
+            await env.cleanup()
+        finally:
+            if cluster is not None:
+                await cluster.stop(env.settings)
     context["machine"]["load_average_at_end"] = load_average()
     context["seconds"] = round(time.monotonic() - started, 1)
     order = [
@@ -534,13 +648,17 @@ async def run_suite() -> int:
         "cpu",
         "sustained",
         "read",
+        "read_cluster",
         "projector",
+        "projector_cluster",
+        "cluster_spread",
         "commands",
         "scheduler",
         "anti_entropy",
         "freshness_low_rate",
         "freshness",
         "replay",
+        "replay_cluster",
         *scale.FIGURE_KEYS,
         "relay_transactions",
         "memory",
