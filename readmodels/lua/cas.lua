@@ -22,8 +22,8 @@
 -- aggregate, so no two aggregates touch the same member and the order between them is free; one
 -- aggregate's removal and addition of a member in the same set keep their order (removal
 -- first). One command per key rather than per member: a batch's aggregates share their bucket's
--- indexes, and each command costs Redis a call from Lua and, on a replicated server, its
--- propagation to the append-only file and every replica (most of a cluster primary's time).
+-- indexes, and each command costs Redis a call from Lua and, on a replicated server, an entry
+-- in its append-only file and in its replicas' stream, which each replica then runs.
 local stale = {}
 local removals, additions = {}, {} -- per KEYS position: the members, in order
 local remove_command, add_command = {}, {} -- per KEYS position: ZREM / SREM, ZADD / SADD
