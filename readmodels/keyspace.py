@@ -149,7 +149,7 @@ class CampaignKeys:
         self, sort: str, dimension: str | None = None, value: str | None = None, bucket: int = 0
     ) -> str:
         """Sorted set of one bucket, scores 0, members `sortvalue\\0id` in order: all its campaigns
-        or those of one filter value."""
+        or those of one value of a sorted dimension (the owner's; readmodels.campaigns)."""
         segment = bucket_segments(self.buckets)[bucket]
         if dimension is None:
             return f"{self.base}:{segment}cidx:{sort}:all"
@@ -158,6 +158,11 @@ class CampaignKeys:
     def filtered_index(self, sort: str, where: tuple[str, str] | None, bucket: int = 0) -> str:
         """`index` of a (dimension, value) filter, or of all campaigns for None, in one bucket."""
         return self.index(sort, bucket=bucket) if where is None else self.index(sort, *where, bucket=bucket)
+
+    def filter_set(self, dimension: str, value: str, bucket: int = 0) -> str:
+        """Set of one bucket: the ids of its campaigns of one status, channel or tag (intersected
+        with a sorted index at read time)."""
+        return f"{self.base}:{bucket_segments(self.buckets)[bucket]}cset:{dimension}:{value}"
 
 
 @dataclass(frozen=True)

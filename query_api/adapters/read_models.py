@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
 from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
+from readmodels.campaigns import SORTED_DIMENSIONS
 from readmodels.generations import PROJECTIONS, initial_generation, live_generations, read_models_whole
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from readmodels.scripts import ScriptArg, list_campaigns_script, pipelined
@@ -158,10 +159,16 @@ class ReadModels:
         script = list_campaigns_script()
         budget = max(LIST_SCAN_BUDGET // self.buckets, 2 * (limit + 1))
         calls: list[tuple[int, list[ScriptArg]]] = []
+        pairs = filters.index_pairs()
+        # Walked: the owner's sorted index if the list is one owner's, else all campaigns';
+        # intersected with it: the sets of the other filters (readmodels.campaigns).
+        walked = next((pair for pair in pairs if pair[0] in SORTED_DIMENSIONS), None)
+        intersected = [pair for pair in pairs if pair[0] not in SORTED_DIMENSIONS]
         for bucket in range(self.buckets):
             indexes: list[ScriptArg] = [
-                keys.filtered_index(sort.index_key, pair, bucket) for pair in filters.index_pairs()
-            ] or [keys.filtered_index(sort.index_key, None, bucket)]
+                keys.filtered_index(sort.index_key, walked, bucket),
+                *(keys.filter_set(dimension, value, bucket) for dimension, value in intersected),
+            ]
             args: list[ScriptArg] = ["1" if sort.descending else "0", limit, after or b"", budget]
             calls.append((len(indexes), [*indexes, *args]))
         shares = []

@@ -1,29 +1,28 @@
 #!lua flags=no-writes
 -- One bucket's share of a page of campaigns, read-only: up to limit + 1 index members, in order,
--- after the cursor. Walks the smallest of the filter indexes (all of them share members) from the cursor
--- and keeps members present in every other filter index. The caller merges the buckets' shares
--- (k-way, by member) and reads the documents. The cursor is a member: keyset pagination, so
--- campaigns created meanwhile never shift a page.
--- KEYS the bucket's indexes of the filters, of the sort asked for (the index of all campaigns:
--- no filter)
+-- after the cursor. Walks one sorted index (all campaigns' or the owner's, of the sort asked for)
+-- from the cursor and keeps the members whose campaign id is in every filter set (status,
+-- channel, tag): the filters are intersected here, at read time, so the projection moves a
+-- campaign's sorted memberships only with its sort values and its set memberships only with
+-- its filter values. The caller merges the buckets' shares (k-way, by member) and reads the
+-- documents. The cursor is a member: keyset pagination, so campaigns created meanwhile never
+-- shift a page.
+-- KEYS[1] the bucket's sorted index walked   KEYS[2..] the bucket's filter sets (ids)
 -- ARGV[1] '1' descending  ARGV[2] limit  ARGV[3] cursor member or ''  ARGV[4] most members to
 -- examine in this call
 -- Returns {frontier, member, member, ...}: frontier '' when the bucket has nothing more after the
 -- last member examined, else that last member examined (every member up to it was looked at).
 local desc = ARGV[1] == '1'
 local limit, cursor, budget = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local walk = KEYS[1]
 
-local indexes = {}
-for i = 1, #KEYS do indexes[i] = KEYS[i] end
-
-local driver, smallest = 1, nil
-for i, index in ipairs(indexes) do
-  local size = redis.call('ZCARD', index)
-  if smallest == nil or size < smallest then driver, smallest = i, size end
+local sets = {}
+for i = 2, #KEYS do
+  -- An empty filter set (or one of a value nobody has): nothing in this bucket matches.
+  if redis.call('SCARD', KEYS[i]) == 0 then return {''} end
+  sets[#sets + 1] = KEYS[i]
 end
-if smallest == 0 then return {''} end
-local walk = indexes[driver]
-table.remove(indexes, driver)
+if redis.call('ZCARD', walk) == 0 then return {''} end
 
 local from
 if desc then
@@ -46,8 +45,12 @@ while #found <= limit and examined < budget do
     examined = examined + 1
     last = member
     local keep = true
-    for _, other in ipairs(indexes) do
-      if not redis.call('ZSCORE', other, member) then keep = false break end
+    if #sets > 0 then
+      -- The member is `sortvalue \0 id`; ids hold no \0.
+      local id = string.match(member, '%z([^%z]*)$')
+      for _, set in ipairs(sets) do
+        if redis.call('SISMEMBER', set, id) == 0 then keep = false break end
+      end
     end
     if keep then
       found[#found + 1] = member
