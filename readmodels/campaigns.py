@@ -184,18 +184,32 @@ class MembershipMove(NamedTuple):
     joins: list[IndexFilter]  # indexes `new_member` is added to
 
 
+_SORT_FIELDS = {"created": "created_at", "updated": "updated_at", "name": "name"}
+
+
+def _sort_member(sort: str, state: dict[str, Any]) -> bytes:
+    text = state[_SORT_FIELDS[sort]]
+    value = name_sort_value(text) if sort == "name" else time_sort_value(_millis(text))
+    return sort_member(value, state["id"])
+
+
 def membership_moves(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[MembershipMove]:
     """Only the memberships that change: an index member moves only if its index or its sort
-    value changed (most events change one index of a sort, or none). None: no campaign (never
-    created, or deleted)."""
-    before = campaign_memberships(old) if old else {}
-    after = campaign_memberships(new) if new else {}
+    value changed (most events move the updated sort only). None: no campaign (never created, or
+    deleted). The same as comparing `campaign_memberships` of both, computing only the members
+    whose field or indexes changed (this runs for every event)."""
+    if not old and not new:
+        return []
+    old_in: list[IndexFilter] = [None, ("owner", old["owner_id"])] if old else []
+    new_in: list[IndexFilter] = [None, ("owner", new["owner_id"])] if new else []
+    same_indexes = old_in == new_in
     moves = []
     for sort in SORT_KEYS:
-        if sort not in before and sort not in after:
+        field = _SORT_FIELDS[sort]
+        if same_indexes and old and new and old[field] == new[field]:
             continue
-        old_member, old_in = before.get(sort, (b"", []))
-        new_member, new_in = after.get(sort, (b"", []))
+        old_member = _sort_member(sort, old) if old else b""
+        new_member = _sort_member(sort, new) if new else b""
         kept = set(old_in) & set(new_in) if old_member == new_member else set()
         leaves = [where for where in old_in if where not in kept]
         joins = [where for where in new_in if where not in kept]
