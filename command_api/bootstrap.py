@@ -33,6 +33,7 @@ from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import RelayLease
 from command_api.adapters.scheduler_status import RedisSchedulerStatus, SchedulerReport
 from command_api.adapters.sessions import RedisRefreshGrace
+from command_api.application.live_cap import LiveCampaignCap
 from command_api.application.scheduling import Scheduler, SchedulerConfig
 from command_api.application.user_handlers import Credentials
 from command_api.domain.user import PasswordPolicy
@@ -56,6 +57,7 @@ class CommandSide:
     cutoffs: SessionCutoffs
     command_rate: RedisCommandRate
     readiness: Readiness
+    live_cap: LiveCampaignCap
 
     def unit_of_work(self) -> MongoUnitOfWork:
         return MongoUnitOfWork(self.mongo, self.db, self.indexes)
@@ -133,6 +135,11 @@ def open_command_side(settings: Settings) -> CommandSide:
             burst=settings.command_burst,
         ),
         readiness=Readiness(db, settings.kafka_bootstrap),
+        live_cap=LiveCampaignCap(
+            settings.max_live_campaigns,
+            recount_seconds=settings.live_campaigns_recount_seconds,
+            tracked_owners=settings.live_campaigns_tracked_owners,
+        ),
     )
 
 

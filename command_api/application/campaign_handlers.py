@@ -25,9 +25,9 @@ from command_api.application.errors import (
     IdempotencyKeyTaken,
     NotFound,
     StaleVersion,
-    TooManyLiveCampaigns,
     VersionRequired,
 )
+from command_api.application.live_cap import LiveCampaignCap
 from command_api.application.ports import CommandResult, IdempotentOutcome, UnitOfWork
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, Campaign, CampaignDetails
 from command_api.domain.errors import AggregateGone
@@ -38,7 +38,7 @@ CONFLICT_ATTEMPTS = 5
 
 
 async def create_campaign(
-    command: CreateCampaign, uow: UnitOfWork, max_live: int | None = None
+    command: CreateCampaign, uow: UnitOfWork, live_cap: LiveCampaignCap | None = None
 ) -> CommandResult:
     details = CampaignDetails.parse(
         name=command.name,
@@ -59,10 +59,10 @@ async def create_campaign(
             if replay is not None:
                 return replay
         # Checked before the insert, outside its transaction: concurrent creates may pass it
-        # together, so the cap can be overshot by the user's in-flight requests (bounded by the
-        # command rate), never by more.
-        if max_live is not None and await uow.campaigns.count_live(scope, max_live) >= max_live:
-            raise TooManyLiveCampaigns(max_live)
+        # together, so the cap can be overshot by the user's in-flight requests and by what the
+        # cap's tally has not seen yet (live_cap.py; both bounded by the command rate).
+        if live_cap is not None:
+            await live_cap.admit(scope, lambda limit: uow.campaigns.count_live(scope, limit))
         campaign = Campaign.create(
             campaign_id=str(uuid.uuid4()), owner_id=scope, details=details, now=utc_now()
         )
@@ -79,6 +79,8 @@ async def create_campaign(
             if replay is None:
                 raise
             return replay
+        if live_cap is not None:
+            live_cap.created(scope)
         return result
 
 

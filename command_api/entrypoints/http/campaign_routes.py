@@ -78,7 +78,7 @@ async def create_campaign(
             idempotency_key=idempotency_key,
         ),
         side.unit_of_work(),
-        max_live=side.settings.max_live_campaigns,
+        live_cap=side.live_cap,
     )
     response.headers["Location"] = f"/campaigns/{result.id}"
     return _accepted(result, response)

@@ -35,6 +35,7 @@ from command_api.application.errors import (
     VersionRequired,
     WrongCurrentPassword,
 )
+from command_api.application.live_cap import LiveCampaignCap
 from command_api.domain.campaign import Actor, CampaignChanges
 from command_api.domain.errors import InvalidInput, InvalidTransition
 from command_api.domain.refresh_token import hash_refresh_token
@@ -358,9 +359,11 @@ async def test_grant_and_revoke_admin_are_idempotent_end_sessions_and_refuse_unk
 
 async def test_a_user_over_the_live_campaign_cap_is_refused_until_one_is_completed_or_deleted() -> None:
     uow = FakeUnitOfWork()
-    first = await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
-    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    cap = LiveCampaignCap(2, recount_seconds=60, tracked_owners=10)
+    first = await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
+    await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
     with pytest.raises(TooManyLiveCampaigns):
-        await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+        await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
     await campaign_handlers.delete_campaign(DeleteCampaign(OWNER, first.id, None), uow)
-    await campaign_handlers.create_campaign(create_command(), uow, max_live=2)
+    # At the cap every create counts again, so the delete is seen at once.
+    await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
