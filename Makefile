@@ -71,7 +71,8 @@ chaos: venv deps
 	$(BIN)/pytest -p no:cacheprovider -m chaos
 
 ## make test-cluster: the cluster topology's tests (its servers, then faults on a private
-## 3-node Kafka cluster under traffic), then the cluster fault table; part of `make test`
+## 3-node Kafka cluster and Redis Cluster under traffic, slots resharded under traffic), then
+## the cluster fault table; part of `make test`
 test-cluster: venv deps
 	$(BIN)/pytest -p no:cacheprovider -m cluster
 

@@ -18,7 +18,7 @@ from service_runtime.settings import Settings
 
 GroupKind = Literal["projection", "worker"]
 
-# The projections whose applied events are announced on the events channel. Each event is
+# The projections whose applied events are announced (on their bucket's announcement channel). Each event is
 # announced by exactly one projection (the one owning its aggregate), so the feed carries it once.
 ANNOUNCING = frozenset({"campaigns", "users"})
 
@@ -27,7 +27,7 @@ ANNOUNCING = frozenset({"campaigns", "users"})
 class ProjectionSpec:
     name: str
     aggregate_types: frozenset[str]
-    # Whether applied events are announced on the events channel.
+    # Whether applied events are announced (keyspace.announcement_channel).
     announces: bool
 
 

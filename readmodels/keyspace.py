@@ -8,7 +8,8 @@ feed, the workers' records and the command side's login throttle.
 Buckets (Redis Cluster). Each aggregate belongs to one of B buckets (`bucket_of`: CRC-32 of its
 id, mod B). Every key of a bucket carries the bucket's hash tag right after the generation's
 base — `{prefix}:{generation}:{b7.40}:campaign:<id>` — so an aggregate's document, its parked
-events, its bucket's indexes, parked set and stats counters hash to one slot: every script and
+events, its bucket's indexes, parked set, stats counters and announcement channel hash to one
+slot: every script and
 atomic write touches one slot, while the B slots spread over the primaries. The generation sits
 outside the tag, so a rebuilt generation's keys land on the same slots and a swap moves nothing.
 Each tag is chosen so that its slot falls in the bucket's own 1/B share of the 16384 slots: any
@@ -69,15 +70,35 @@ def generation_pattern(prefix: str, generation: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in base) + ":*"
 
 
-def events_channel(prefix: str) -> str:
-    """Pub/sub channel: one JSON message per applied event (wakes `min_version`, feeds the monitor).
-    A classic channel: on a cluster each message reaches every node's subscribers."""
-    return f"{prefix}:events"
+def announcement_channel(prefix: str, buckets: int = 1, bucket: int = 0) -> str:
+    """Shard pub/sub channel of one bucket (SPUBLISH/SSUBSCRIBE): one JSON message per applied
+    event of the bucket's aggregates, published by the projection script that applied it (it
+    wakes `min_version` reads and feeds the monitor). It carries the bucket's hash tag, so it is
+    in the slot of the bucket's keys: the script declares it in KEYS, and on a cluster a message
+    stays within the shard (primary and replicas) owning that slot instead of being relayed to
+    every node. Outside the generations (a swap changes no channel). One bucket: `{prefix}:events`."""
+    return f"{prefix}:{bucket_segments(buckets)[bucket]}events"
+
+
+def announcement_channel_of(prefix: str, aggregate_id: str, buckets: int = 1) -> str:
+    """The announcement channel of the aggregate's bucket."""
+    return announcement_channel(prefix, buckets, bucket_of(aggregate_id, buckets))
+
+
+def announcement_channels(prefix: str, buckets: int = 1) -> list[str]:
+    """Every bucket's announcement channel: what a reader of all announcements subscribes to."""
+    return [announcement_channel(prefix, buckets, bucket) for bucket in range(buckets)]
 
 
 def projector_status_key(prefix: str, projection: str) -> str:
     """Hash: heartbeat and counters of the projector of one projection (outside generations)."""
     return f"{prefix}:projector:{projection}"
+
+
+def repairs_key(prefix: str, projection: str) -> str:
+    """List: the projector's newest repairs of one projection (gap repairs, anti-entropy
+    repairs; JSON), newest first, capped (outside generations: it describes the process)."""
+    return f"{prefix}:projector:{projection}:repairs"
 
 
 def pointer_key(prefix: str, projection: str) -> str:
@@ -98,7 +119,7 @@ def rebuilding_key(prefix: str) -> str:
 
 
 def generations_channel(prefix: str) -> str:
-    """Pub/sub channel announcing a swap, so readers drop their cached pointer at once."""
+    """Classic pub/sub channel announcing a swap, so readers drop their cached pointer at once."""
     return f"{prefix}:generations"
 
 
@@ -215,7 +236,8 @@ class StatsKeys:
 
 
 def monitor_channel(prefix: str) -> str:
-    """Pub/sub channel: `{"type": "lag"|"throughput", ...}` samples, beside the events channel."""
+    """Classic pub/sub channel: `{"type": "lag"|"throughput", ...}` samples and console operations,
+    beside the announcement channels (a few messages a second: any node relays them)."""
     return f"{prefix}:monitor"
 
 

@@ -17,9 +17,16 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodels.users import USER_FIELDS
@@ -114,7 +121,26 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
         await pool.release(connection)
 
 
+# A slot being moved (`redis-cli --cluster reshard`) answers ASK (the key has left: ask the
+# importing node, after ASKING on the same connection), TRYAGAIN (a script's keys are on both
+# sides: wait for the move) or MOVED (the slot has gone: learn its new node). Each round sends
+# every command still redirected; what is still redirected after the last round is returned as
+# its error, which callers treat as the infrastructure's (the projector's batch waits and runs
+# again, the query API answers 503).
+REDIRECT_ROUNDS = 16
+TRYAGAIN_PAUSES = (0.02, 0.05, 0.1, 0.2)  # then 0.2 s per round: about 2.5 s in all
+
+# What a command whose slot moved or is moving gets. redis-py parses these replies into their own
+# classes (MovedError's text is "<slot> <host:port>", without the word MOVED); a reply it did
+# not parse keeps its text.
+_REDIRECTED_ERRORS = (AskError, TryAgainError, ClusterDownError)  # AskError: MovedError too
 _REDIRECTED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _redirected(reply: object) -> bool:
+    return isinstance(reply, _REDIRECTED_ERRORS) or (
+        isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
+    )
 
 
 def _first_key(command: tuple[ScriptArg, ...]) -> ScriptArg:
@@ -123,36 +149,42 @@ def _first_key(command: tuple[ScriptArg, ...]) -> ScriptArg:
     return command[1]
 
 
+def _primary_of(redis: RedisCluster, command: tuple[ScriptArg, ...]) -> ClusterNode | None:
+    key = _first_key(command)
+    return redis.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+
+
 async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[ScriptArg, ...]]) -> list[Any]:
     """`pipelined` on a cluster: one hiredis-packed write per primary, all primaries at once.
 
-    A command whose slot moved or is moving (MOVED, ASK, TRYAGAIN, CLUSTERDOWN: it did not run)
-    is sent again through redis-py's cluster pipeline, which follows the redirection and
-    refreshes the slot map. If a node cannot be reached, the whole batch goes through that
-    pipeline instead: it refreshes the slot map after a failover (or raises, and the batch is
-    retried). Commands that had run on other nodes then run twice, which callers make harmless
-    (version guards, see `LuaScript.run_pipelined`).
+    Redirections are followed here, per node and still packed (see `REDIRECT_ROUNDS`): MOVED
+    updates the client's slot map, ASK sends ASKING and the command in one write on one
+    connection of the importing node, TRYAGAIN waits a little. What is still redirected after
+    that (CLUSTERDOWN too), and everything left if a node cannot be reached, goes through
+    redis-py's cluster pipeline: it refreshes the slot map after a failover (or raises, and the
+    batch is retried). Commands that had run on other nodes may
+    then run twice, which callers make harmless (version guards, see `LuaScript.run_pipelined`).
     """
     if not commands:
         return []
     await redis.initialize()  # a no-op once the slot map is known
-    by_node: dict[str, tuple[Any, list[int]]] = {}
-    for position, command in enumerate(commands):
-        key = _first_key(command)
-        node = redis.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
-        if node is None:
-            return await _through_cluster_pipeline(redis, commands)
-        by_node.setdefault(node.name, (node, []))[1].append(position)
     replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
+    asking: dict[int, ClusterNode] = {}  # position -> the importing node an ASK named
 
-    async def send(node: Any, positions: list[int]) -> None:
+    async def send(node: ClusterNode, positions: list[int]) -> None:
         # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
-        packed = b"".join(hiredis.pack_command(commands[p]) for p in positions)  # type: ignore[arg-type]
+        packed = b"".join(
+            (_ASKING if p in asking else b"") + hiredis.pack_command(commands[p])  # type: ignore[arg-type]
+            for p in positions
+        )
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(packed)
             for position in positions:
                 try:
+                    if position in asking:
+                        await connection.read_response()  # ASKING's OK
                     replies[position] = await connection.read_response()
                 except ResponseError as error:
                     replies[position] = error
@@ -162,19 +194,55 @@ async def _pipelined_by_node(redis: RedisCluster, commands: Sequence[tuple[Scrip
         finally:
             node.release(connection)
 
-    try:
-        await asyncio.gather(*(send(node, positions) for node, positions in by_node.values()))
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        return await _through_cluster_pipeline(redis, commands)
-    redirected = [
-        position
-        for position, reply in enumerate(replies)
-        if isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTED)
-    ]
-    if redirected:
-        again = await _through_cluster_pipeline(redis, [commands[p] for p in redirected])
-        for position, reply in zip(redirected, again, strict=True):
-            replies[position] = reply
+    for round_ in range(REDIRECT_ROUNDS):
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for position in pending:
+            node = asking.get(position) or _primary_of(redis, commands[position])
+            if node is None:  # a slot the map does not cover: let redis-py find it
+                return await _rest_through_cluster_pipeline(redis, commands, replies, pending)
+            by_node.setdefault(node.name, (node, []))[1].append(position)
+        try:
+            await asyncio.gather(*(send(node, positions) for node, positions in by_node.values()))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return await _rest_through_cluster_pipeline(redis, commands, replies, pending)
+        asking = {}
+        redirected, wait = [], False
+        for position in pending:
+            reply = replies[position]
+            if isinstance(reply, MovedError):
+                await redis.nodes_manager.move_slot(reply)
+            elif isinstance(reply, AskError):
+                importing = redis.get_node(host=reply.host, port=reply.port)
+                if importing is None:
+                    continue  # a node the map does not know yet: left as the error it is
+                asking[position] = importing
+            elif isinstance(reply, TryAgainError):
+                wait = True
+            else:
+                continue
+            redirected.append(position)
+        pending = redirected
+        if not pending:
+            break
+        if wait:
+            await asyncio.sleep(TRYAGAIN_PAUSES[min(round_, len(TRYAGAIN_PAUSES) - 1)])
+    # Still redirected (the cluster down, a reply redis-py did not parse, an ASK to a node the
+    # map does not know): once through redis-py's cluster pipeline, which refreshes the slot map.
+    left = [position for position, reply in enumerate(replies) if _redirected(reply)]
+    if left:
+        return await _rest_through_cluster_pipeline(redis, commands, replies, left)
+    return replies
+
+
+_ASKING = hiredis.pack_command(("ASKING",))
+
+
+async def _rest_through_cluster_pipeline(
+    redis: RedisCluster, commands: Sequence[tuple[ScriptArg, ...]], replies: list[Any], pending: list[int]
+) -> list[Any]:
+    again = await _through_cluster_pipeline(redis, [commands[p] for p in pending])
+    for position, reply in zip(pending, again, strict=True):
+        replies[position] = reply
     return replies
 
 

@@ -12,6 +12,7 @@ its host is ignored, the seed nodes are `redis_cluster_nodes`.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -45,9 +46,59 @@ def connect_redis(settings: Settings, **options: Any) -> Redis:
             options[name] = url[name]
     if settings.redis_url.startswith("rediss://"):
         options.setdefault("ssl", True)
+    _send_asking_with_the_command()
     cluster = RedisCluster(startup_nodes=cluster_nodes(addresses), **options)
     # Same commands as Redis (see the module's docstring).
     return cast(Redis, cluster)
+
+
+# The node on which this task's next command must follow an ASKING (see below).
+_asking_on: ContextVar[ClusterNode | None] = ContextVar("asking_on", default=None)
+
+
+def _send_asking_with_the_command() -> None:
+    """Make redis-py's cluster client follow an ASK redirection on one connection.
+
+    On ASK (a key of a slot being moved has left for the importing node), redis-py 8 sends
+    ASKING and then the command to the importing node, each on a connection taken from the
+    node's pool and given back: with two idle connections or more (any busy process) they are
+    two different connections, the command arrives without ASKING, is MOVED back to the old
+    node, which answers ASK again, until the client gives up ("TTL exhausted"); every read and
+    write of that slot failed while it moved (`tests/chaos_cluster/test_redis_reshard.py`).
+    Here ASKING is held back and written together with the task's next command to that node,
+    on one connection, which is what the cluster specification asks. Installed once, for every
+    cluster client of the process; the packed pipelines (`readmodels.scripts`) do the same on
+    their own.
+    """
+    if getattr(ClusterNode.execute_command, "_sends_asking_with_the_command", False):
+        return
+    original = ClusterNode.execute_command
+
+    async def execute_command(self: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        if args == ("ASKING",):
+            _asking_on.set(self)  # redis-py's next call, in this task, is the command itself
+            return True
+        asking = _asking_on.get()
+        if asking is None:
+            return await original(self, *args, **kwargs)
+        _asking_on.set(None)
+        if asking is not self:
+            return await original(self, *args, **kwargs)
+        kwargs.pop("asking", None)
+        connection = self.acquire_connection()
+        try:
+            await self.disconnect_if_needed(connection)
+            await connection.send_packed_command(connection.pack_commands([("ASKING",), args]))
+            await self.parse_response(connection, "ASKING")
+            return await self.parse_response(connection, args[0], **kwargs)
+        finally:
+            try:
+                await self.disconnect_if_needed(connection)
+            finally:
+                self.release(connection)
+
+    execute_command._sends_asking_with_the_command = True  # type: ignore[attr-defined]
+    ClusterNode.execute_command = execute_command  # type: ignore[method-assign]
 
 
 async def open_pubsub(redis: Redis) -> PubSub:

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # read from the MongoDB events log; how often the parked aggregates are looked at.
     gap_repair_delay_seconds: float = Field(default=2.0, ge=0)
     gap_repair_scan_seconds: float = Field(default=1.0, gt=0)
+    # Repairs (gap repairs, anti-entropy repairs) each projection keeps a line of, newest first,
+    # for the console's gaps view.
+    repairs_kept: int = Field(default=100, ge=1, le=10_000)
     # How often the projectors look for the read models' sentinel: a Redis that lost it (FLUSHALL,
     # a new empty server) is detected within twice this (two checks in a row must find it gone),
     # and every projection rebuilt from the log.
@@ -248,6 +251,11 @@ class Settings(BaseSettings):
     # kept, and how many are listed.
     console_operation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     console_operations_shown: int = Field(default=20, ge=1, le=200)
+    # The gaps view: aggregates with parked events listed per page (at most; a client asks for
+    # fewer with `limit`), parked entries shown per aggregate, and repairs listed per projection.
+    console_parked_page_max: int = Field(default=100, ge=1, le=1000)
+    console_parked_entries_shown: int = Field(default=20, ge=1, le=1000)
+    console_repairs_shown: int = Field(default=20, ge=1, le=10_000)
     # A rebuild started from the console: how long the replaced generation stays readable before
     # it is deleted (as `campaigns replay rebuild --grace-seconds`).
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
@@ -63,7 +63,7 @@ class Write:
     `conflict`, for a compare-and-set, is the conflict to raise when nothing matched.
     """
 
-    model: InsertOne[Document] | UpdateOne | ReplaceOne[Document] | DeleteOne
+    model: InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne
     duplicate: Callable[[Document], Exception] | None = None
     conflict: str | None = None
 
@@ -335,16 +335,26 @@ class MongoRefreshTokenRepository:
         )
         self._uow.stage(Write(model, conflict="refresh token used or revoked meanwhile"))
 
-    async def revoke_family(self, family_id: str, now: datetime) -> None:
-        await self._uow.db[REFRESH_TOKENS].update_many(
-            {"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+    # Staged like every other write: a revocation commits in the unit of work's transaction, so
+    # it is atomic with what goes with it (a password change) and never a plain multi-document
+    # write that could meet an open transaction's documents (SecantusDB retries such a write
+    # forever; inside a transaction the meeting is a WriteConflict, and the unit of work retries).
+    def revoke_family(self, family_id: str, now: datetime) -> None:
+        model = UpdateMany(
+            {"family_id": family_id, "revoked_at": None},
+            {"$set": {"revoked_at": now}},
+            namespace=self._uow.namespace(REFRESH_TOKENS),
         )
+        self._uow.stage(Write(model))
 
-    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+    def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
         query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
         if keep_family is not None:
             query["family_id"] = {"$ne": keep_family}
-        await self._uow.db[REFRESH_TOKENS].update_many(query, {"$set": {"revoked_at": now}})
+        model = UpdateMany(
+            query, {"$set": {"revoked_at": now}}, namespace=self._uow.namespace(REFRESH_TOKENS)
+        )
+        self._uow.stage(Write(model))
 
 
 class MongoIdempotencyRepository:

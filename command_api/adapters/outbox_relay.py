@@ -250,6 +250,7 @@ class OutboxRelay:
         )
 
     async def _published(self, sent: list[Outgoing], *, mark_now: bool) -> None:
+        # Marked with a plain update_many: see `_write_marks` for why that is safe here.
         now = utc_now()
         ids = [str(o.envelope.event_id) for o in sent]
         if mark_now:
@@ -271,6 +272,15 @@ class OutboxRelay:
             await self._write_marks()
 
     async def _write_marks(self) -> None:
+        # A plain update_many, deliberately outside any transaction, and safe beside the command
+        # side's transactions (SecantusDB retries forever a plain write that meets a document an
+        # open transaction wrote): it names events by id, and only events this relay read as
+        # committed (the change feed reports committed inserts only, the catch-up scan reads
+        # outside any transaction). An event document is written once, by the transaction that
+        # inserts it, and never again by a command (a retried transaction inserts the same id only
+        # if the first attempt did not commit); the only other writer is this relay's quarantine
+        # (update_one, same process). A deposed relay marking the same ids after a newer one took
+        # the lease sets the same fields: the marks are idempotent and need no fencing.
         if not self._unmarked:
             return
         ids = self._unmarked

@@ -60,13 +60,14 @@ class RefreshTokenRepository(Protocol):
         """Stage: the stored token becomes used, provided it is still unused and unrevoked."""
         ...
 
-    async def revoke_family(self, family_id: str, now: datetime) -> None:
-        """At once, outside any unit of work: a revocation must survive the refusal that follows."""
+    def revoke_family(self, family_id: str, now: datetime) -> None:
+        """Stage: every unrevoked token of the family is revoked (committed with the unit of
+        work; a revocation that precedes a refusal is committed before the refusal is raised)."""
         ...
 
-    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
-        """Every unrevoked family of the user but `keep_family`, at once (logout-all, password
-        change: the session that changed it goes on in a new family)."""
+    def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+        """Stage: every unrevoked family of the user but `keep_family` (logout-all, password
+        change: the session that changed it goes on in a new family, in the same transaction)."""
         ...
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from command_api.application.commands import (
     ChangePassword,
@@ -141,7 +141,7 @@ async def refresh_session(
                 repeated = await _repeat_rotation(command.refresh_token, token.user_id, uow, credentials)
                 if repeated is not None:
                     return repeated
-            await uow.refresh_tokens.revoke_family(token.family_id, now)
+            await _revoke_family(uow, token.family_id, token.user_id, now)
             raise SessionRejected("refresh token already used; every session of its family is revoked")
         if verdict is not RefreshVerdict.VALID:
             raise SessionRejected(f"refresh token {verdict.value}")
@@ -161,7 +161,7 @@ async def refresh_session(
             repeated = await _repeat_rotation(command.refresh_token, token.user_id, uow, credentials)
             if repeated is not None:
                 return repeated
-            await uow.refresh_tokens.revoke_family(token.family_id, now)
+            await _revoke_family(uow, token.family_id, token.user_id, now)
             raise SessionRejected(
                 "refresh token already used; every session of its family is revoked"
             ) from None
@@ -169,6 +169,14 @@ async def refresh_session(
         # Roles come from the user as they are now, so a granted role arrives with the next refresh.
         access = credentials.access_tokens.issue(user.id, list(user.roles))
         return SessionTokens(access.token, raw, access.expires_in)
+
+
+async def _revoke_family(uow: UnitOfWork, family_id: str, user_id: str, now: datetime) -> None:
+    """Revoke a family in a unit of work of its own, committed before the refusal that follows
+    (whatever the enclosing one had staged, a rotation that lost its race, is discarded)."""
+    async with uow:
+        uow.refresh_tokens.revoke_family(family_id, now)
+        await uow.commit(actor_id=user_id)
 
 
 async def _repeat_rotation(
@@ -195,14 +203,16 @@ async def log_out(command: LogOut, uow: UnitOfWork, sessions: SessionEnder) -> N
     async with uow:
         token = await uow.refresh_tokens.get(hash_refresh_token(command.refresh_token))
         if token is not None and token.revoked_at is None:
-            await uow.refresh_tokens.revoke_family(token.family_id, utc_now())
+            uow.refresh_tokens.revoke_family(token.family_id, utc_now())
+            await uow.commit(actor_id=token.user_id)
             await sessions.end_sessions(token.user_id)
 
 
 async def log_out_everywhere(command: LogOutEverywhere, uow: UnitOfWork, sessions: SessionEnder) -> None:
     """Revoke every refresh family of the user and end all their access tokens."""
     async with uow:
-        await uow.refresh_tokens.revoke_user(command.user_id, utc_now())
+        uow.refresh_tokens.revoke_user(command.user_id, utc_now())
+        await uow.commit(actor_id=command.user_id)
     await sessions.end_sessions(command.user_id)
 
 
@@ -234,6 +244,8 @@ async def change_password(
             uow.users.save(user)
             raw, token = _new_family(user.id, credentials)
             uow.refresh_tokens.add(token)
+            # Every other family revoked in the same transaction as the new hash.
+            uow.refresh_tokens.revoke_user(user.id, now, keep_family=token.family_id)
             try:
                 await uow.commit(actor_id=user.id)
             except ConcurrencyConflict:
@@ -242,7 +254,6 @@ async def change_password(
                 if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
                 continue
-            await uow.refresh_tokens.revoke_user(user.id, now, keep_family=token.family_id)
             await credentials.sessions.end_sessions(user.id)
             device = await credentials.throttle.succeeded(admission, command.device)
             # Issued after the sessions ended, so it is not refused with the others.

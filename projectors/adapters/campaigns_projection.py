@@ -16,7 +16,7 @@ status, channel and tags; several events of one campaign in a batch make one wri
 
 Stored per campaign (hash): `doc` (the JSON sent to clients), `v`, `x:owner` (who may read it);
 a deleted campaign keeps `deleted`, `x:owner` and `v` (the tombstone). Parked events are kept
-as their JSON form, version -> event.
+as their JSON form with the time they were parked, version -> entry (`readmodels.parked`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from projectors.domain.outcomes import ApplyResult, EventOutcome
 from readmodels.campaigns import campaign_document, filter_moves, membership_moves
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
-from readmodels.keyspace import CampaignKeys, events_channel, generation_base
+from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
+from readmodels.parked import campaign_entry, parked_event
 from readmodels.scripts import LuaScript, ScriptArg, cas_script, read_states_script
 from service_runtime.redis_client import is_cluster
 
@@ -115,7 +116,7 @@ class CampaignsProjection:
     ) -> ApplyResult:
         """Apply `envelopes` in order: the version guard per event, one guarded write per campaign."""
         base = generation_base(self.prefix, generation)
-        channel = events_channel(self.prefix) if announce and self.announces else ""
+        announcing = announce and self.announces
         cluster = is_cluster(redis)
         by_campaign: dict[str, list[int]] = defaultdict(list)
         for position, envelope in enumerate(envelopes):
@@ -128,7 +129,7 @@ class CampaignsProjection:
                 cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
                 for cid in pending
             }
-            stale = await self._write(redis, base, channel, plans, reads, cluster)
+            stale = await self._write(redis, base, announcing, plans, reads, cluster)
             for cid in pending:
                 if cid not in stale:
                     for position, outcome in zip(by_campaign[cid], plans[cid].outcomes, strict=True):
@@ -176,13 +177,14 @@ class CampaignsProjection:
         self,
         redis: Redis,
         base: str,
-        channel: str,
+        announcing: bool,
         plans: dict[str, CampaignPlan],
         reads: dict[str, _Read],
         cluster: bool,
     ) -> list[str]:
         """Run every plan's guarded write; the campaigns whose state had moved (nothing written)."""
-        projected_at = f',"projected_at":"{json_time(datetime.now(UTC))}"}}'.encode()
+        now = json_time(datetime.now(UTC))
+        projected_at = f',"projected_at":"{now}"}}'.encode()
         keys = CampaignKeys(base, self.buckets)
         changed = [cid for cid, plan in plans.items() if plan.changed]
         if not changed:
@@ -191,16 +193,19 @@ class CampaignsProjection:
         calls: list[tuple[int, list[ScriptArg]]] = []
         for group in _calls(changed, keys, WRITE_CHUNK, cluster):
             table = _KeyTable()
-            args: list[ScriptArg] = [channel]
+            args: list[ScriptArg] = []
             for cid in group:
                 plan = plans[cid]
                 notices = (
-                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if channel else []
+                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if announcing else []
                 )
-                writes = _writes(keys, table, cid, plan, reads[cid].parked_count)
+                # The campaign's key first: a call is routed by its first key.
+                writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now)
+                channel = table(announcement_channel_of(self.prefix, cid, self.buckets)) if notices else 0
                 args += [
                     cid,
                     table(keys.campaign(cid)),
+                    channel,
                     table(keys.parked(cid)),
                     plan.before.version,
                     reads[cid].parked_count,
@@ -229,7 +234,7 @@ def _readable(entries: dict[bytes, bytes]) -> dict[int, EventEnvelope]:
     parked = {}
     for version, raw in entries.items():
         try:
-            parked[int(version)] = decode_event(raw)
+            parked[int(version)] = decode_event(parked_event(raw))
         except (InvalidEvent, ValueError):
             continue  # left where it is, still counted and visible in the parked set
     return parked
@@ -240,7 +245,7 @@ def _command(*parts: ScriptArg) -> list[ScriptArg]:
 
 
 def _writes(
-    keys: CampaignKeys, table: _KeyTable, cid: str, plan: CampaignPlan, parked_count: int
+    keys: CampaignKeys, table: _KeyTable, cid: str, plan: CampaignPlan, parked_count: int, now: str
 ) -> list[ScriptArg]:
     """cas.lua's writes of one campaign, each key named by its position in the call's KEYS."""
     bucket = keys.bucket_of(cid)
@@ -274,7 +279,7 @@ def _writes(
     if plan.unparked:
         writes += _command("HDEL", parked, *plan.unparked)
     for version, envelope in plan.newly_parked.items():
-        writes += _command("HSET", parked, version, encode_event(envelope))
+        writes += _command("HSET", parked, version, campaign_entry(encode_event(envelope), now))
     left = parked_count - len(plan.unparked) + len(plan.newly_parked)
     if plan.newly_parked:
         writes += _command("SADD", table(keys.parked_set(bucket)), member)

@@ -6,16 +6,18 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from projectors.application.anti_entropy import AntiEntropyRepair
 from projectors.application.ports import Projection
 from readmodels.generations import claim_while_whole
-from readmodels.status import record_batch
+from readmodels.status import REPAIRS_KEPT, record_batch
 from readmodels.versions import read_versions
 
 
 class RedisReadModelVersions:
-    def __init__(self, redis: Redis, buckets: int) -> None:
+    def __init__(self, redis: Redis, buckets: int, repairs_kept: int = REPAIRS_KEPT) -> None:
         self.redis = redis
         self.buckets = buckets
+        self.repairs_kept = repairs_kept
 
     async def live_generation(self, projection: Projection) -> str:
         return await claim_while_whole(self.redis, projection.prefix, projection.name)
@@ -33,11 +35,19 @@ class RedisReadModelVersions:
             self.buckets,
         )
 
-    async def record_repair(self, projection: Projection, description: str) -> None:
+    async def record_repair(self, projection: Projection, repair: AntiEntropyRepair) -> None:
+        to = repair.to_version
         await record_batch(
             self.redis,
             projection.prefix,
             projection.name,
             counters={"anti_entropy_repairs_total": 1},
-            fields={"last_anti_entropy_repair": description},
+            fields={"last_anti_entropy_repair": f"{repair.aggregate} v{repair.from_version} -> v{to}"},
+            repair={
+                "kind": "anti-entropy",
+                "aggregate": repair.aggregate,
+                "from_version": repair.from_version,
+                "to_version": repair.to_version,
+            },
+            repairs_kept=self.repairs_kept,
         )

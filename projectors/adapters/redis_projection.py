@@ -36,7 +36,7 @@ from readmodels.json_form import json_time
 from readmodels.keyspace import (
     StatsKeys,
     UserKeys,
-    events_channel,
+    announcement_channel_of,
     generation_base,
     parked_key,
     parked_set_key_of,
@@ -89,7 +89,7 @@ class ScriptProjection:
     ) -> ApplyResult:
         """Apply `envelopes` in order; each one atomically guarded by its aggregate's version."""
         base = generation_base(self.prefix, generation)
-        channel = events_channel(self.prefix) if announce and self.announces else ""
+        announcing = announce and self.announces
         projected_at = json_time(datetime.now(UTC))
         outcomes: list[EventOutcome | None] = [None] * len(envelopes)
         calls: list[tuple[int, tuple[int, list[ScriptArg]]]] = []
@@ -107,7 +107,12 @@ class ScriptProjection:
                 parked_set_key_of(base, aggregate_id, self.buckets),
                 *self.own_keys(base, envelope),
             ]
-            notice = notice_prefix(envelope, self.name) if channel else b""
+            channel: ScriptArg = ""
+            if announcing:
+                # Declared in KEYS: a shard channel is slot-checked like a key (lua/guard.lua).
+                keys.append(announcement_channel_of(self.prefix, aggregate_id, self.buckets))
+                channel = len(keys)
+            notice = notice_prefix(envelope, self.name) if announcing else b""
             args = [channel, projected_at, member, str(envelope.aggregate_version), notice, *change]
             calls.append((position, (len(keys), [*keys, *args])))
         if calls:

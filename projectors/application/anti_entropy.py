@@ -69,7 +69,7 @@ class ReadModelVersions(Protocol):
         self, projection: Projection, generation: str, aggregate_type: str, aggregate_ids: Sequence[str]
     ) -> list[int]: ...
 
-    async def record_repair(self, projection: Projection, description: str) -> None: ...
+    async def record_repair(self, projection: Projection, repair: AntiEntropyRepair) -> None: ...
 
 
 class PublishedLog(Protocol):
@@ -241,5 +241,5 @@ class AntiEntropy:
                 "write_version": write_version,
             },
         )
-        await self.read_models.record_repair(projection, f"{member} v{held} -> v{repair.to_version}")
+        await self.read_models.record_repair(projection, repair)
         return repair

@@ -23,7 +23,8 @@ from projectors.application.ports import Projection
 from projectors.domain.outcomes import Outcome
 from readmodels.generations import claim_while_whole
 from readmodels.keyspace import generation_base, parked_key, parked_set_key_of, parked_set_keys
-from readmodels.status import record_batch
+from readmodels.parked import parked_event
+from readmodels.status import REPAIRS_KEPT, record_batch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class GapRepairer:
     consumer_group: str
     topics: Topics
     delay: float
+    repairs_kept: int = REPAIRS_KEPT
     _first_seen: dict[str, float] = field(default_factory=dict)
 
     async def scan(self, now: float) -> list[Repair]:
@@ -97,6 +99,7 @@ class GapRepairer:
         )
         left = await self._parked(base, aggregate_type, aggregate_id)
         unfillable: tuple[int, ...] = ()
+        absent: list[int] = []
         if left:
             have = {e.aggregate_version for e in events} | set(parked)
             absent = [v for v in range(1, max(left)) if v not in have]
@@ -121,6 +124,14 @@ class GapRepairer:
             fields={
                 "last_gap": f"{member} filled {list(filled)} unfillable {list(unfillable)}",
             },
+            repair={
+                "kind": "gap",
+                "aggregate": member,
+                "filled": list(filled),
+                "unfillable": list(unfillable),
+                "missing": list(absent) if left else [],
+            },
+            repairs_kept=self.repairs_kept,
         )
         return report
 
@@ -147,7 +158,7 @@ class GapRepairer:
         letters = []
         for version in sorted(left):
             # The event as the log holds it where it does (users and stats park a packed change).
-            raw = logged.get(version, left[version])
+            raw = logged.get(version) or parked_event(left[version])
             headers: tuple[tuple[str, bytes], ...] = ()
             try:
                 envelope = decode_event(raw)

@@ -129,13 +129,14 @@ class Projectors:
                 consumer.consumer_group,
                 self.topics,
                 settings.gap_repair_delay_seconds,
+                settings.repairs_kept,
             )
             for consumer in self.consumers.values()
         ]
         self.anti_entropy = AntiEntropy(
             [consumer.projection for consumer in self.consumers.values()],
             self.redis,
-            RedisReadModelVersions(self.redis, settings.read_model_buckets),
+            RedisReadModelVersions(self.redis, settings.read_model_buckets, settings.repairs_kept),
             StateVersions(self.mongo.get_database(settings.mongo_db, read_concern=ReadConcern("majority"))),
             EventsLog(events),
             settings.anti_entropy_batch_size,
@@ -424,6 +425,8 @@ class Projectors:
                 name,
                 counters={"anti_entropy_repairs_total": 1},
                 fields={"last_anti_entropy_repair": f"rebuilt ({report.events} events)"},
+                repair={"kind": "anti-entropy", "rebuilt": True, "events": report.events},
+                repairs_kept=self.settings.repairs_kept,
             )
 
     async def _beat(self) -> None:

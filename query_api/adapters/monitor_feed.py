@@ -1,10 +1,11 @@
 """The monitor's live feed in one query API worker: one pub/sub subscription, fanned out to clients.
 
-Every worker subscribes to the projectors' events channel and the lag sampler's monitor channel,
-so whichever worker a browser lands on sees every event. Each client has a bounded queue: a
-client that does not keep up loses messages (counted, and told how many) instead of holding up
-the others, and one that stays full for too long is flagged so its connection can be closed
-(1013, try again later). The subscription is held only while at least one client is connected.
+Every worker subscribes to the projectors' announcement channels (one shard channel per bucket)
+and the lag sampler's monitor channel, so whichever worker a browser lands on sees every event.
+Each client has a bounded queue: a client that does not keep up loses messages (counted, and
+told how many) instead of holding up the others, and one that stays full for too long is flagged
+so its connection can be closed (1013, try again later). The subscription is held only while at
+least one client is connected.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
-from readmodels.keyspace import events_channel, monitor_channel
-from service_runtime.redis_client import open_pubsub
+from readmodels.keyspace import announcement_channels, monitor_channel
+from service_runtime.redis_pubsub import Message, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,13 @@ class MonitorFeed:
         status_seconds: float = STATUS_SECONDS,
         capacity: int = QUEUE_CAPACITY,
         patience: float = SLOW_CLIENT_SECONDS,
+        buckets: int = 1,
     ) -> None:
         self.redis = redis
         self.capacity = capacity
         self.patience = patience
-        self.channels = {events_channel(prefix).encode(): "event", monitor_channel(prefix).encode(): "sample"}
+        self.announcements = [channel.encode() for channel in announcement_channels(prefix, buckets)]
+        self.samples = monitor_channel(prefix).encode()
         self.status = status
         self.status_seconds = status_seconds
         self.subscribers: set[Subscriber] = set()
@@ -149,11 +151,9 @@ class MonitorFeed:
         for subscriber in list(self.subscribers):
             subscriber.offer(message)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
+    def _dispatch(self, message: Message) -> None:
         try:
-            if self.channels.get(message["channel"]) == "event":
+            if message["channel"] != self.samples:
                 self.broadcast(event_message(message["data"]))
             else:  # lag and throughput samples are already in the monitor's form
                 self.broadcast(message["data"].decode())
@@ -161,38 +161,24 @@ class MonitorFeed:
             log.warning("unreadable monitor message ignored")
 
     async def _listen(self) -> None:
+        refresh = False
         while True:
-            pubsub: PubSub | None = None
+            subscription = Subscription(
+                self.redis, [self.samples], self.announcements, confirm_seconds=SUBSCRIBE_WAIT_SECONDS
+            )
             try:
-                pubsub = await self._subscribe()
+                # After a loss, learn the cluster's slot map again (a slot may have moved).
+                await subscription.open(refresh=refresh)
                 self._subscribed.set()
-                async for message in pubsub.listen():
-                    self._dispatch(message)
-                raise ConnectionError("pub/sub subscription ended")
+                await subscription.run(self._dispatch)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("monitor feed interrupted; resubscribing", exc_info=True)
+                refresh = True
                 await asyncio.sleep(0.5)
             finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _subscribe(self) -> PubSub:
-        pubsub = await open_pubsub(self.redis)
-        await pubsub.subscribe(*self.channels)
-        confirmed = 0
-        while confirmed < len(self.channels):
-            message = await pubsub.get_message(timeout=SUBSCRIBE_WAIT_SECONDS)
-            if message is None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                raise ConnectionError("pub/sub subscription not confirmed")
-            if message["type"] == "subscribe":
-                confirmed += 1
-            else:
-                self._dispatch(message)
-        return pubsub
+                await subscription.aclose()
 
     async def _report_status(self) -> None:
         while True:

@@ -7,7 +7,9 @@ down.
 The projectors publish one message per applied event, from inside the same atomic Redis script
 that applied it, so when a message arrives the read model already holds that version. A
 request registers what it waits for *before* its second read, so a notification can never slip
-between the read and the wait.
+between the read and the wait. The messages come on each bucket's shard channel
+(`keyspace.announcement_channels`; on a cluster one connection per primary owning buckets, see
+`service_runtime.redis_pubsub`), generation swaps on a classic channel.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from query_api.adapters.campaign_cache import CampaignCache
-from readmodels.keyspace import events_channel, generations_channel
-from service_runtime.redis_client import open_pubsub
+from readmodels.keyspace import announcement_channels, generations_channel
+from service_runtime.redis_pubsub import Message, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class WaiterQuota:
 
 
 class NotificationListener:
-    """Reads the events and generations channels for this process."""
+    """Reads every bucket's announcement channel and the generations channel for this process."""
 
     def __init__(
         self,
@@ -108,9 +109,10 @@ class NotificationListener:
         waiters: VersionWaiters,
         on_generation_swap: Callable[[], Coroutine[Any, Any, None]],
         cache: CampaignCache | None = None,
+        buckets: int = 1,
     ) -> None:
         self.redis = redis
-        self.events = events_channel(prefix).encode()
+        self.announcements = frozenset(channel.encode() for channel in announcement_channels(prefix, buckets))
         self.generations = generations_channel(prefix).encode()
         self.waiters = waiters
         self.on_generation_swap = on_generation_swap
@@ -120,20 +122,20 @@ class NotificationListener:
 
     async def start(self) -> None:
         try:
-            pubsub = await self._subscribe()
+            subscription = await self._subscribe()
         except Exception:
             # Serve anyway: min_version reads then wait out their bound until the feed is back.
             log.warning("notification feed not subscribed at start; retrying", exc_info=True)
             self._task = asyncio.create_task(self._listen_after_resubscribe(), name="notification-listener")
             return
         self._feed_up()
-        self._task = asyncio.create_task(self._listen(pubsub), name="notification-listener")
+        self._task = asyncio.create_task(self._listen(subscription), name="notification-listener")
 
     async def _listen_after_resubscribe(self) -> None:
-        pubsub = await self._resubscribe()
+        subscription = await self._resubscribe()
         self._feed_up()
         self.waiters.wake_all()
-        await self._listen(pubsub)
+        await self._listen(subscription)
 
     async def stop(self) -> None:
         if self.cache is not None:
@@ -144,45 +146,36 @@ class NotificationListener:
                 await self._task
             self._task = None
 
-    async def _subscribe(self) -> PubSub:
-        pubsub = await open_pubsub(self.redis)
-        await pubsub.subscribe(self.events, self.generations)
-        # Read both confirmations: from here on no published message can be missed.
-        confirmed = 0
-        while confirmed < 2:
-            message = await pubsub.get_message(timeout=5.0)
-            if message is None:
-                raise ConnectionError("pub/sub subscription not confirmed")
-            if message["type"] == "subscribe":
-                confirmed += 1
-        return pubsub
+    async def _subscribe(self, refresh: bool = False) -> Subscription:
+        subscription = Subscription(self.redis, [self.generations], sorted(self.announcements))
+        # Every confirmation read: from here on no published message can be missed.
+        await subscription.open(refresh=refresh)
+        return subscription
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, subscription: Subscription) -> None:
         while True:
             try:
-                async for message in pubsub.listen():
-                    self._dispatch(message)
-                raise ConnectionError("pub/sub subscription ended")
+                await subscription.run(self._dispatch)
             except asyncio.CancelledError:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await subscription.aclose()
                 raise
             except Exception:
                 log.warning("notification feed interrupted; resubscribing", exc_info=True)
                 if self.cache is not None:
                     self.cache.feed_down()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await subscription.aclose()
                 self.waiters.wake_all()
-                pubsub = await self._resubscribe()
+                subscription = await self._resubscribe()
                 # Whatever was published while away is lost: every waiter reads again.
                 self._feed_up()
                 self.waiters.wake_all()
 
-    async def _resubscribe(self) -> PubSub:
+    async def _resubscribe(self) -> Subscription:
         while True:
             await asyncio.sleep(0.5)
             try:
-                return await self._subscribe()
+                # A slot may have moved: learn the cluster's slot map again.
+                return await self._subscribe(refresh=True)
             except Exception:
                 log.warning("pub/sub resubscription failed; retrying", exc_info=True)
 
@@ -190,11 +183,9 @@ class NotificationListener:
         if self.cache is not None:
             self.cache.feed_up()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
+    def _dispatch(self, message: Message) -> None:
         channel = message["channel"]
-        if channel == self.events:
+        if channel in self.announcements:
             try:
                 event = orjson.loads(message["data"])
                 aggregate_id = str(event["aggregate_id"])

@@ -183,7 +183,12 @@ class ReadModels:
         fetches: list[tuple[ScriptArg, ...]] = [
             ("HGET", keys.campaign(member.rpartition(b"\0")[2].decode()), "doc") for member in members
         ]
-        docs = [doc for doc in await pipelined(self.redis, fetches) if isinstance(doc, bytes)]
+        docs = []
+        for doc in await pipelined(self.redis, fetches):
+            if isinstance(doc, BaseException):
+                raise doc  # never a page with a hole (a slot still moving: 503)
+            if isinstance(doc, bytes):  # (deleted since its index page was read)
+                docs.append(doc)
         return docs, next_member
 
     async def stats(self, minutes: list[datetime]) -> tuple[dict[str, int], dict[str, int], list[int]]:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import hiredis
 from redis.asyncio.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,16 @@ class RedisUnavailable(ConnectionError):
 
 
 # What a read meets when Redis is away (503 with Retry-After, never a 500): no connection, or a
-# Redis Cluster with no reachable node, a slot not covered or the cluster down.
+# Redis Cluster with no reachable node, a slot not covered, the cluster down (ClusterDownError),
+# or a slot still being moved after the client's redirections ran out (MOVED/ASK, TRYAGAIN,
+# "TTL exhausted").
 REDIS_DOWN: tuple[type[Exception], ...] = (
     RedisUnavailable,
     RedisConnectionError,
     RedisClusterException,
-    ClusterDownError,
+    ClusterError,
+    AskError,
+    TryAgainError,
 )
 
 

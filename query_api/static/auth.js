@@ -1,11 +1,15 @@
 /* The session: e-mail and password exchanged on the command API for an access token and a
  * refresh token. Both live only in this module's memory (never in storage, cookies or URLs), so
  * a reload asks for the password again. The refresh token is rotated before the access token
- * expires; signing out revokes the refresh token's whole family. */
+ * expires; signing out revokes the refresh token's whole family.
+ *
+ * Each sign-in and sign-out is audited by the query API (POST /console/session on this page's
+ * origin, with the access token: who is the token's verified user, never something the page
+ * says). A sign-in the query API refuses (403: not an admin) is audited as refused there. */
 
 const api = document.body.dataset.commandApi;
 
-let session = null;  // {email, access, refresh, expiresAt (ms)}
+let session = null;  // {email, access, refresh, expiresAt (ms), admin}
 let rotateTimer = null;
 const listeners = { rotated: [], ended: [] };
 
@@ -42,6 +46,21 @@ async function problem(response) {
   }
 }
 
+/* The query API's audit of a sign-in or sign-out; its HTTP status (0: unreachable). */
+async function audit(action, access) {
+  try {
+    const response = await fetch("/console/session", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer " + access },
+      body: JSON.stringify({ action: action }),
+      cache: "no-store",
+    });
+    return response.status;
+  } catch (err) {
+    return 0;
+  }
+}
+
 function start(userEmail, pair) {
   const ttl = Math.max(1, pair.expires_in) * 1000;
   session = { email: userEmail, access: pair.access_token, refresh: pair.refresh_token, expiresAt: Date.now() + ttl };
@@ -58,6 +77,20 @@ export async function signIn(userEmail, password) {
   if (response.status === 422) throw new AuthError("Check the e-mail address and the password. " + (await problem(response)));
   if (!response.ok) throw new AuthError("The command API answered " + response.status + ". " + (await problem(response)));
   start(userEmail, await response.json());
+  session.admin = null;  // known once the query API recorded the sign-in (recordSignIn)
+}
+
+/* The sign-in recorded by the query API; false if it refused it (not an admin: its refusal is
+ * audited too). Run beside the feed's connection, not before it, so the page is as quick to go
+ * live as without it. An audit store out of reach (503) does not lock operators out of the
+ * console they would use to see the outage: every action they take there is audited (or
+ * refused) on its own. */
+export async function recordSignIn() {
+  const current = session;
+  if (!current) return false;
+  const status = await audit("sign-in", current.access);
+  current.admin = status !== 403;
+  return current.admin;
 }
 
 /* Exchange the refresh token for a new pair; true if the session goes on. */
@@ -78,6 +111,7 @@ export async function rotate() {
     return false;
   }
   start(current.email, await response.json());
+  session.admin = current.admin;
   for (const fn of listeners.rotated) fn(session.access);
   return true;
 }
@@ -94,6 +128,8 @@ export async function signOut(reason) {
   clearTimeout(rotateTimer);
   session = null;
   if (current) {
+    // Only a recorded sign-in has a sign-out to record.
+    if (current.admin === true) await audit("sign-out", current.access);
     try { await post("/auth/logout", { refresh_token: current.refresh }); } catch (err) { /* forgotten here anyway */ }
   }
   for (const fn of listeners.ended) fn(reason || null);

@@ -27,8 +27,9 @@ export function hideSignIn() {
   $("tabs").hidden = false;
 }
 
-/* onSignedIn() runs once the command API has given a token pair. */
-export function installSignIn(onSignedIn) {
+/* onSignedIn() runs once the command API has given a token pair and the query API recorded the
+ * sign-in; onRefused() when the query API refused it (not an admin). */
+export function installSignIn(onSignedIn, onRefused) {
   $("sign-in-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const email = $("email").value.trim();
@@ -47,5 +48,6 @@ export function installSignIn(onSignedIn) {
     $("password").value = "";
     button.textContent = "Connecting…";
     onSignedIn();
+    if (!(await auth.recordSignIn())) onRefused();
   });
 }

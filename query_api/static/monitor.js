@@ -17,7 +17,7 @@ import { drawChart } from "./chart.js";
 import { $, fmtInt } from "./format.js";
 import { hideSignIn, installSignIn, showSignIn } from "./login.js";
 import { forgetOperations, installOperations, loadAudit, loadDeadLetters, loadLastOperations, loadOperations, showOperation } from "./operations.js";
-import { renderGaps, renderPipeline } from "./pipeline.js";
+import { forgetParked, loadParked, renderGaps, renderPipeline } from "./pipeline.js";
 import * as render from "./render.js";
 import * as socket from "./socket.js";
 import * as state from "./state.js";
@@ -83,12 +83,14 @@ function signedOut(message) {
   render.renderDropped(0);
   forgetAggregate();
   forgetOperations();
+  forgetParked();
   showView("live");
   render.setConnection(message ? "error" : "signed-out", message ? "Not connected" : "Signed out");
   showSignIn(message);
 }
 
 function forbidden() {
+  if (!auth.signedIn()) return;  // told twice (the socket's 4403 and the sign-in's 403)
   const who = auth.email();
   auth.signOut("Signed in as " + who + ", but this account is not an admin: the console needs the admin role " +
     "(campaigns users grant-admin " + who + ").");
@@ -109,7 +111,10 @@ function showView(name) {
     renderPipeline();
     if (auth.signedIn()) { loadOperations(); loadLastOperations(); }
   }
-  if (name === "gaps") renderGaps();
+  if (name === "gaps") {
+    renderGaps();
+    if (auth.signedIn()) loadParked();
+  }
   if (name === "deadletters" && auth.signedIn()) loadDeadLetters();
   if (name === "audit" && auth.signedIn()) loadAudit();
 }
@@ -165,12 +170,13 @@ function init() {
   });
   auth.on("rotated", (token) => { socket.swap(token); render.renderFooter(); });
   auth.on("ended", (reason) => signedOut(reason));
-  installSignIn(() => socket.connect());
+  installSignIn(() => socket.connect(), forbidden);
   installTabs();
   installAggregate();
   installOperations();
 
   $("sign-out").addEventListener("click", () => auth.signOut(null));
+  $("gaps-refresh").addEventListener("click", loadParked);
   $("pause").addEventListener("click", () => setPaused(!state.feed.paused));
   $("resume").addEventListener("click", () => setPaused(false));
   $("filter-type").addEventListener("change", (e) => {

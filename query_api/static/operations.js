@@ -7,7 +7,7 @@
 import * as auth from "./auth.js";
 import { $, el, fmtDateTime, fmtInt, fmtValue, shortTopic } from "./format.js";
 
-async function call(path, init) {
+export async function call(path, init) {
   const send = () => fetch(path, Object.assign({ cache: "no-store" }, init || {}, {
     headers: Object.assign({ authorization: "Bearer " + auth.accessToken(), accept: "application/json" },
       (init && init.headers) || {}),
@@ -19,7 +19,7 @@ async function call(path, init) {
   return { status: response.status, body: body };
 }
 
-function problem(status, body) {
+export function problem(status, body) {
   return "The query API answered " + status + ". " + ((body && body.detail) || "");
 }
 

@@ -3,16 +3,21 @@
 -- record the version, announce it; then apply any parked events that have become contiguous.
 --
 -- KEYS[1] the aggregate's state hash (field `v` = last applied version)
--- KEYS[2] the aggregate's parked hash (version -> packed {notice, change...})
--- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script)
--- ARGV[1] pub/sub channel ('' = announce nothing)   ARGV[2] projected_at (ISO)
+-- KEYS[2] the aggregate's parked hash (version -> packed notice, {change...}, parked_at; see
+--         readmodels/parked.py, which reads it for the console)
+-- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script),
+--   then, when announcing, the aggregate's bucket's announcement channel (a shard channel: on a
+--   cluster it must be in this call's slot, so it is declared like a key)
+-- ARGV[1] position in KEYS of the announcement channel ('' = announce nothing)
+-- ARGV[2] projected_at (ISO)
 -- ARGV[3] member of the parked set ("type:id")      ARGV[4] the event's version
 -- ARGV[5] notice: a JSON object without its closing brace ('' = none)
 -- ARGV[6..] the projection's change
 -- Returns {outcome, drained}: outcome is 'applied', 'duplicate' or 'parked'; or an error reply
 -- (nothing written) when the projection refuses the change.
 local state, parked, parked_set = KEYS[1], KEYS[2], KEYS[3]
-local channel, projected_at, parked_member = ARGV[1], ARGV[2], ARGV[3]
+local projected_at, parked_member = ARGV[2], ARGV[3]
+local channel = ARGV[1] ~= '' and KEYS[tonumber(ARGV[1])] or nil
 local version = tonumber(ARGV[4])
 
 -- `apply_change` returns an error message, without having written anything, when it refuses.
@@ -20,8 +25,8 @@ local function apply_one(vtext, notice, change)
   local refused = apply_change(state, vtext, change)
   if refused then return refused end
   redis.call('HSET', state, 'v', vtext)
-  if channel ~= '' and notice ~= '' then
-    redis.call('PUBLISH', channel, notice .. ',"projected_at":"' .. projected_at .. '"}')
+  if channel and notice ~= '' then
+    redis.call('SPUBLISH', channel, notice .. ',"projected_at":"' .. projected_at .. '"}')
   end
   return nil
 end
@@ -36,8 +41,8 @@ for i = 6, #ARGV do change[#change + 1] = ARGV[i] end
 
 if version > last + 1 then
   -- A gap: never applied out of order. Kept here (so the offset can be committed) until the
-  -- missing version arrives; then the loop below applies it.
-  redis.call('HSET', parked, ARGV[4], cmsgpack.pack(ARGV[5], change))
+  -- missing version arrives; then the loop below applies it. projected_at is when it was parked.
+  redis.call('HSET', parked, ARGV[4], cmsgpack.pack(ARGV[5], change, projected_at))
   redis.call('SADD', parked_set, parked_member)
   return {'parked', 0}
 end

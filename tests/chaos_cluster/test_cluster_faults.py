@@ -1,12 +1,14 @@
 """Faults on a Kafka cluster under steady command traffic (issue 17.6), one fault after another.
 
 A private cluster of 3 Kafka KRaft nodes (replication 3, min ISR 2; `tests/support/private_cluster.py`)
-serves two relays (one holds the lease, the other waits to take over) and two projectors (one
-consumer group, partitions split between them) behind one command API. Traffic runs through
-every fault; after each one the test waits until the pipeline has caught up, accounts for every
-event (accepted in the MongoDB log, projected, lost, applied twice, dead-lettered), records a row
-of the fault table and runs `campaigns replay verify all`. Lost, duplicates applied and dead
-letters (all the infrastructure's doing: the traffic sends only valid commands) must be 0.
+and, for the read models, a private Redis Cluster of 3 primaries + 3 replicas (a standalone Redis
+with CAMPAIGNS_CHAOS_READ_SIDE=standalone) serves two relays (one holds the lease, the other
+waits to take over) and two projectors (one consumer group, partitions split between them)
+behind one command API. Traffic runs through every fault; after each one the test waits until
+the pipeline has caught up, accounts for every event (accepted in the MongoDB log, projected,
+lost, applied twice, dead-lettered), records a row of the fault table and runs
+`campaigns replay verify all`. Lost, duplicates applied and dead letters (all the
+infrastructure's doing: the traffic sends only valid commands) must be 0.
 
 1. SIGKILL the broker that leads the most partitions: publishing and projecting go on with two.
 2. Then SIGKILL a second broker: one node is left (no quorum, no ISR of 2). Commands are still
@@ -39,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from events import Topics
-from service_runtime.redis_client import connect_redis
+from service_runtime.redis_client import connect_redis, is_cluster
 from service_runtime.settings import Settings
 from tests.chaos.test_faults import (
     _assert_acknowledged_projected,
@@ -49,7 +51,7 @@ from tests.chaos.test_faults import (
 )
 from tests.support.fault_table import CLUSTER_ROWS
 from tests.support.ledger import verdict, wait_for, wait_projected
-from tests.support.private_cluster import PrivateCluster
+from tests.support.private_cluster import READ_SIDE, PrivateCluster
 from tests.support.services import RunningServices, free_port, settings_env
 from tests.support.stack import REPO, create_topics
 from tests.support.traffic import CommandTraffic
@@ -196,6 +198,7 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
     await create_topics(settings)
     services = RunningServices(settings, tmp_path)
     redis = connect_redis(settings)
+    assert is_cluster(redis) == (READ_SIDE == "cluster"), f"the read side is not {READ_SIDE}"
     run = ClusterRun(cluster, settings, services, redis)
     try:
         services.start(["command-api"])
@@ -214,7 +217,7 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
                 os.killpg(proc.pid, signal.SIGCONT)
         services.stop_all()
         await redis.aclose()
-    print(f"cluster fault suite: {time.monotonic() - begun:.0f} s")
+    print(f"cluster fault suite (read side: Redis {READ_SIDE}): {time.monotonic() - begun:.0f} s")
 
 
 async def _faults(run: ClusterRun, traffic: CommandTraffic, begun: float) -> None:

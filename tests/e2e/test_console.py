@@ -14,11 +14,12 @@ import orjson
 import pytest
 from playwright.async_api import Page, Response, async_playwright, expect
 
-from readmodels.keyspace import events_channel
+from readmodels.keyspace import announcement_channel
 from service_runtime.redis_client import connect_redis
 from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
 from tests.support.services import RunningServices
+from tests.support.waiting import eventually
 
 ALL = ["command-api", "query-api", "relay", "projectors", "workers"]
 DESKTOP = {"width": 1280, "height": 800}
@@ -146,9 +147,17 @@ async def test_an_admin_signs_in_follows_a_campaign_live_and_time_travels(servic
 
 async def test_a_non_admin_is_refused_with_a_clear_message(services: RunningServices) -> None:
     for_the_console(services)
-    services.start(["command-api", "query-api", "projectors"])
+    services.start(["command-api", "query-api", "relay", "projectors"])
     services.wait_ready()
     email = await register(services, admin=False)
+    # Projected, so the audit line of the refused sign-in names the user by e-mail too.
+    own = {"Authorization": f"Bearer {await log_in(services, email)}"}
+    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+
+        async def projected() -> bool:
+            return (await client.get("/users/me", headers=own)).status_code == 200
+
+        await eventually(projected, timeout=30, what="the user's profile in the read model")
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -169,6 +178,14 @@ async def test_a_non_admin_is_refused_with_a_clear_message(services: RunningServ
             await expect(page.locator("#connection")).to_have_attribute("data-state", "error")
         finally:
             await browser.close()
+
+    # The refused sign-in is audited, in the name its verified token carries.
+    admin = {"Authorization": f"Bearer {await log_in(services, await register(services))}"}
+    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+        lines = (await client.get("/console/audit", headers=admin)).json()["items"]
+    assert [(line["action"], line["result"], line["email"]) for line in lines] == [
+        ("console.sign-in", "refused", email)
+    ]
 
 
 def notice(run: str, i: int) -> bytes:
@@ -203,14 +220,15 @@ async def test_a_burst_of_events_keeps_rows_memory_and_layout_bounded(services: 
     services.wait_ready()
     email = await register(services)
     redis = connect_redis(services.settings)
-    channel = events_channel(services.settings.redis_prefix)
+    # One bucket's announcement channel (a pipeline on a cluster sends it to that bucket's node).
+    channel = announcement_channel(services.settings.redis_prefix, services.settings.read_model_buckets)
 
     async def burst(count: int) -> str:
         run = uuid.uuid4().hex[:8]
         for start in range(0, count, 250):
             pipe = redis.pipeline(transaction=False)
             for i in range(start, min(count, start + 250)):
-                pipe.publish(channel, notice(run, i))
+                pipe.spublish(channel, notice(run, i))
             await pipe.execute()
             await asyncio.sleep(0.05)  # about 5,000 events/s: paced, not waited on
         return run

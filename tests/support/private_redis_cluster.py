@@ -1,6 +1,6 @@
 """A throwaway Redis Cluster (3 primaries + 3 replicas) of one test's own, on free ports.
 
-For fault tests that kill a primary: never the shared cluster on 7000-7005. The nodes run
+For fault tests that kill a primary or move slots: never the shared cluster on 7000-7005. The nodes run
 Debian's `redis-server` with the cluster topology's options (infra/local/recipes/redis_server.py)
 but a short node timeout, so a replica takes over a killed primary within seconds.
 """
@@ -8,32 +8,15 @@ but a short node timeout, so a replica takes over a killed primary within second
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from infra.local.recipes.redis_server import form_cluster, ping, redis_server, role
+from tests.support.private_cluster import ports_with_partner
 from tests.support.waiting import eventually_sync
 
 NODE_TIMEOUT_MS = 2000
-
-
-def _free_pair() -> int:
-    """A port whose cluster-bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _info(host: str, port: int) -> bytes:
@@ -46,10 +29,22 @@ def _info(host: str, port: int) -> bytes:
     return result.stdout
 
 
+def _cli(port: int, *args: str) -> str:
+    result = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    return result.stdout
+
+
 class PrivateRedisCluster:
     def __init__(self, root: Path, nodes: int = 6) -> None:
         self.root = root
-        self.ports = [_free_pair() for _ in range(nodes)]
+        # Below the ephemeral range, each with its bus port (+10000) free too.
+        self.ports = ports_with_partner(nodes, 10000)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -89,6 +84,55 @@ class PrivateRedisCluster:
 
     def primaries(self) -> list[int]:
         return [port for port in self.ports if role("127.0.0.1", port) == "master"]
+
+    def node_id(self, port: int) -> str:
+        return _cli(port, "cluster", "myid").strip()
+
+    def slots(self) -> dict[int, set[int]]:
+        """The slots each primary owns (by port), from CLUSTER NODES; open (migrating or
+        importing) slots are listed apart there and not counted here."""
+        owned: dict[int, set[int]] = {}
+        for line in _cli(self.ports[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            if len(fields) < 8 or "master" not in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rpartition(":")[2])
+            slots = owned.setdefault(port, set())
+            for part in fields[8:]:
+                if part.startswith("["):
+                    continue
+                low, _, high = part.partition("-")
+                slots.update(range(int(low), int(high or low) + 1))
+        return owned
+
+    def reshard(
+        self, source: int, target: int, slots: int, pipeline: int
+    ) -> subprocess.CompletedProcess[str]:
+        """`redis-cli --cluster reshard`: move `slots` slots (the source's lowest) from the
+        primary on port `source` to the one on `target`, `pipeline` keys per MIGRATE."""
+        return subprocess.run(
+            [
+                "redis-cli",
+                *("--cluster", "reshard", f"127.0.0.1:{source}"),
+                *("--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target)),
+                *("--cluster-slots", str(slots), "--cluster-pipeline", str(pipeline)),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        """`redis-cli --cluster check`: every slot covered, none left open."""
+        return subprocess.run(
+            ["redis-cli", "--cluster", "check", self.addresses[0]],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
     def kill(self, port: int) -> None:
         process = self.processes[port]

@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
         cache = CampaignCache(settings.campaign_cache_bytes, settings.campaign_cache_seconds)
-        listener = NotificationListener(redis, settings.redis_prefix, waiters, generations.refresh, cache)
+        listener = NotificationListener(
+            redis, settings.redis_prefix, waiters, generations.refresh, cache, settings.read_model_buckets
+        )
         try:
             await generations.start()
             await listener.start()

@@ -1,7 +1,8 @@
 """The operator console's actions (admin only), each audited: dead letters listed and re-driven
 (deadletters/ use cases, with their own `dlq_audit` record), projections verified or rebuilt (a
-request a projectors process claims: projectors/entrypoints/console_operations.py) and the audit
-trail.
+request a projectors process claims: projectors/entrypoints/console_operations.py), the parked
+events and repairs (readmodels/parked.py, readmodels/status.py), the console's sign-ins and
+sign-outs, and the audit trail.
 
 Every action, refused or failed ones included, writes one `console_audit` line (who: user id and
 e-mail; what; when; the result) and counts `console_actions_total{action,result}`. A verify's or
@@ -13,6 +14,7 @@ from __future__ import annotations
 # The dead-letter operations (deadletters.bootstrap, and with it the Kafka client library) are
 # imported by the console routes that use them, not by every query-API worker at start.
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,15 +25,19 @@ from starlette.responses import Response
 
 from deadletters.domain.records import InvalidRef, NotADeadLetterTopic, RecordRef
 from events import Topics
-from query_api.entrypoints.http.dependencies import ReadSide, admin, read_side
+from query_api.entrypoints.http.dependencies import ReadSide, admin, caller, read_side
 from query_api.entrypoints.http.schemas import problems
+from readmodels.generations import live_generations
 from readmodels.groups import PROJECTIONS
+from readmodels.json_form import json_time
 from readmodels.keyspace import (
     console_operation_key,
     console_operations_queue,
     console_operations_recent,
     monitor_channel,
 )
+from readmodels.parked import InvalidCursor, ParkedAggregate, list_parked, parse_cursor
+from readmodels.status import read_status, recent_repairs
 from service_runtime.console_audit import ConsoleAction, ConsoleAudit
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
@@ -42,6 +48,18 @@ JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 REDRIVE = "dead-letters.redrive"
 VERIFY = "projections.verify"
 REBUILD = "projections.rebuild"
+SIGN_IN = "console.sign-in"
+SIGN_OUT = "console.sign-out"
+# What the gaps view shows of a projector's status (its counters and last repairs).
+GAP_STATUS = (
+    "aggregates_with_parked_events",
+    "parked_total",
+    "gaps_repaired_total",
+    "gaps_unfillable_total",
+    "anti_entropy_repairs_total",
+    "last_gap",
+    "last_anti_entropy_repair",
+)
 
 
 class RedriveRequest(BaseModel):
@@ -385,3 +403,162 @@ async def operations(principal: Principal = Depends(admin), side: ReadSide = Dep
         else []
     )
     return _json({"items": [orjson.loads(doc) for doc in docs if doc]})
+
+
+class SessionRequest(BaseModel):
+    action: Literal["sign-in", "sign-out"] = Field(description="what the console's user just did")
+
+
+@router.post(
+    "/console/session",
+    summary="Record a sign-in or sign-out on the console (audited; who comes from the access token)",
+    description=(
+        "The console calls this right after its sign-in on the command API (with the access token "
+        "it was given) and right before its sign-out. Who signed in is the verified token's user, "
+        "never a field of the request, so no line can be written in someone else's name. A "
+        "non-admin's sign-in is recorded as `refused` and answered 403."
+    ),
+    response_model=None,
+    responses={
+        **ok(200, "Recorded: the audit line's id", content=JSON_OBJECT),
+        **problems(401, 403, 422, 503),
+    },
+)
+async def session(
+    body: SessionRequest, principal: Principal = Depends(caller), side: ReadSide = Depends(read_side)
+) -> Response:
+    from deadletters.bootstrap import UNREACHABLE
+
+    action = SIGN_IN if body.action == "sign-in" else SIGN_OUT
+    target = {"access_token_id": principal.token_id}
+    try:
+        if not principal.is_admin:
+            await record(side, principal, action, target, "refused", {"problem": "not an admin"})
+            raise Problem(403, "this needs the admin role")
+        audit_id = await record(side, principal, action, target, "ok")
+    except UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
+    return _json({"audit_id": audit_id})
+
+
+def _query_problem(name: str, reason: str) -> Problem:
+    return Problem(422, f"invalid request: {name}", errors=[{"field": name, "reason": reason}])
+
+
+@router.get(
+    "/console/gaps",
+    summary="Parked events per projection, with the gap each waits on, and the recent repairs (admin only)",
+    description=(
+        "Per projection: its live generation, its gap counters, a page of the aggregates with "
+        "parked events (each parked event's type, version and when it was parked, the version the "
+        "read model holds, the versions missing before it) and its newest gap repairs and "
+        "anti-entropy repairs. Pages follow `next_cursor`, one projection at a time (`projection` "
+        "and `cursor`)."
+    ),
+    response_model=None,
+    responses={**ok(200, "Per projection", content=JSON_OBJECT), **problems(401, 403, 422, 503)},
+)
+async def gaps(
+    projection: str = Query("all", max_length=100, description="a projection's name, or all"),
+    limit: int | None = Query(
+        None, ge=1, description="aggregates per page (at most CAMPAIGNS_CONSOLE_PARKED_PAGE_MAX)"
+    ),
+    cursor: str | None = Query(None, max_length=40, description="next_cursor of the page before"),
+    principal: Principal = Depends(admin),
+    side: ReadSide = Depends(read_side),
+) -> Response:
+    settings = side.settings
+    problem = _unknown_projection(projection)
+    if problem is not None:
+        raise problem
+    if limit is not None and limit > settings.console_parked_page_max:
+        raise _query_problem("limit", f"at most {settings.console_parked_page_max}")
+    if cursor and projection == "all":
+        raise _query_problem("cursor", "a cursor pages one projection: give its name as projection")
+    try:
+        parse_cursor(cursor, settings.read_model_buckets)
+    except InvalidCursor as exc:
+        raise _query_problem("cursor", str(exc)) from exc
+    names = list(PROJECTIONS) if projection == "all" else [projection]
+    prefix = settings.redis_prefix
+    generations = await live_generations(side.redis, prefix)
+    statuses = await read_status(side.redis, prefix, names)
+    out = []
+    for name in names:
+        page = await list_parked(
+            side.redis,
+            prefix,
+            generations[name],
+            name,
+            buckets=settings.read_model_buckets,
+            limit=limit or settings.console_parked_page_max,
+            entries_shown=settings.console_parked_entries_shown,
+            cursor=cursor,
+        )
+        named = [await _named_from_the_log(side, aggregate) for aggregate in page.aggregates]
+        status = statuses[name]
+        out.append(
+            {
+                "projection": name,
+                "generation": generations[name],
+                "status": {key: status[key] for key in GAP_STATUS if key in status},
+                "parked": [_parked(aggregate) for aggregate in named],
+                "next_cursor": page.next_cursor,
+                "repairs": await recent_repairs(side.redis, prefix, name, settings.console_repairs_shown),
+            }
+        )
+    return _json({"projections": out})
+
+
+# Events read from the log per aggregate at most, to name parked entries that do not say.
+LOG_LOOKUP_MAX = 1000
+
+
+async def _named_from_the_log(side: ReadSide, aggregate: ParkedAggregate) -> ParkedAggregate:
+    """The aggregate with its unnamed entries (a projection that announces nothing parks its
+    change without the event's type) named from the events log; as it is if the log is out of reach."""
+    from deadletters.bootstrap import UNREACHABLE
+
+    unnamed = [entry.version for entry in aggregate.entries if entry.event_type is None]
+    if not unnamed:
+        return aggregate
+    try:
+        events = await side.events_log.aggregate_page(
+            aggregate.aggregate_type,
+            aggregate.aggregate_id,
+            min(unnamed) - 1,
+            min(max(unnamed) - min(unnamed) + 1, LOG_LOOKUP_MAX),
+        )
+    except UNREACHABLE:
+        return aggregate
+    logged = {event.aggregate_version: event for event in events}
+    entries = tuple(
+        replace(
+            entry,
+            event_type=logged[entry.version].event_type,
+            occurred_at=json_time(logged[entry.version].occurred_at),
+        )
+        if entry.event_type is None and entry.version in logged
+        else entry
+        for entry in aggregate.entries
+    )
+    return replace(aggregate, entries=entries)
+
+
+def _parked(aggregate: ParkedAggregate) -> dict[str, Any]:
+    return {
+        "aggregate_type": aggregate.aggregate_type,
+        "aggregate_id": aggregate.aggregate_id,
+        "read_version": aggregate.read_version,
+        "missing": list(aggregate.missing),
+        "parked_count": aggregate.parked_count,
+        "events": [
+            {
+                "version": entry.version,
+                "event_type": entry.event_type,
+                "occurred_at": entry.occurred_at,
+                "parked_at": entry.parked_at,
+            }
+            for entry in aggregate.entries
+        ],
+    }

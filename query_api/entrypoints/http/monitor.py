@@ -107,7 +107,8 @@ def monitor_of(app: Any, side: ReadSide) -> Monitor:
         groups = monitored_groups(side.settings)
         prefix = side.settings.redis_prefix
         state = MonitorState(side.redis, prefix, projection_names(groups), worker_names(groups))
-        monitor = Monitor(state, MonitorFeed(side.redis, prefix, state.services))
+        feed = MonitorFeed(side.redis, prefix, state.services, buckets=side.settings.read_model_buckets)
+        monitor = Monitor(state, feed)
         app.state.monitor = monitor
     return monitor
 

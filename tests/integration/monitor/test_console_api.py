@@ -12,14 +12,17 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
+from projectors.adapters.redis_projection import all_projections, campaigns_projection
+from projectors.domain.outcomes import Outcome
 from projectors.entrypoints.console_operations import console_operations
 from projectors.entrypoints.projectors import Projectors
 from readmodels.keyspace import CampaignKeys, generation_base, monitor_channel, pointer_key
+from readmodels.status import record_batch
 from service_runtime.redis_client import open_pubsub
 from service_runtime.settings import Settings
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
 from tests.integration.monitor.conftest import ServedQueryApi
-from tests.integration.read_side.conftest import projectors, wait_until
+from tests.integration.read_side.conftest import projectors, record_in_log, wait_until
 from tests.integration.read_side.workload import new_campaign
 
 __all__ = ["projectors"]
@@ -215,3 +218,120 @@ async def test_a_rebuild_must_be_confirmed_then_runs_in_a_projectors_process_and
     # The swap happened: the live generation is the rebuilt one.
     live = await redis.get(pointer_key(settings.redis_prefix, "users"))
     assert live is not None and live.decode() == rebuilt["generation"]
+
+
+async def test_a_console_sign_in_and_out_are_audited_in_the_tokens_name_and_a_non_admin_is_refused(
+    query_api: ServedQueryApi,
+) -> None:
+    admin = query_api.bearer(query_api.token())
+    user = query_api.bearer(query_api.token("a-user", ("user",)))
+    before = (counted("console.sign-in", "ok"), counted("console.sign-in", "refused"))
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        assert (await client.post("/console/session", json={"action": "sign-in"})).status_code == 401
+        wrong = await client.post("/console/session", headers=admin, json={"action": "sign-up"})
+        assert wrong.status_code == 422
+        assert wrong.headers["content-type"].startswith("application/problem+json")
+        # Who is the token's user: a field naming someone else is not read.
+        signed_in = await client.post(
+            "/console/session", headers=admin, json={"action": "sign-in", "user_id": "someone-else"}
+        )
+        assert signed_in.status_code == 200
+        refused = await client.post("/console/session", headers=user, json={"action": "sign-in"})
+        assert refused.status_code == 403
+        assert (
+            await client.post("/console/session", headers=admin, json={"action": "sign-out"})
+        ).status_code == 200
+        audit = (await client.get("/console/audit", headers=admin)).json()["items"]
+    assert [(line["user_id"], line["action"], line["result"]) for line in audit] == [
+        ("the-admin", "console.sign-out", "ok"),
+        ("a-user", "console.sign-in", "refused"),
+        ("the-admin", "console.sign-in", "ok"),
+    ]
+    assert audit[2]["id"] == signed_in.json()["audit_id"]
+    assert (counted("console.sign-in", "ok"), counted("console.sign-in", "refused")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+
+
+async def test_the_gaps_view_lists_each_parked_event_with_the_gap_it_waits_on_and_the_repairs(
+    query_api: ServedQueryApi, redis: Redis
+) -> None:
+    settings = query_api.settings
+    admin = query_api.bearer(query_api.token())
+    campaign = new_campaign("owner-1")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    # Version 3 projected while the read models hold version 1: parked in each projection of campaigns.
+    for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
+        if "campaign" not in projection.aggregate_types:
+            continue
+        generation = f"{projection.name}.1"
+        await projection.apply(redis, generation, [campaign.events[0]])
+        parked = await projection.apply(redis, generation, [campaign.events[2]])
+        assert [o.outcome for o in parked.outcomes] == [Outcome.PARKED], projection.name
+    await record_batch(
+        redis,
+        settings.redis_prefix,
+        "campaigns",
+        counters={"gaps_repaired_total": 1},
+        fields={},
+        repair={"kind": "gap", "aggregate": "campaign:other", "filled": [2], "unfillable": [], "missing": []},
+    )
+    await record_in_log(settings, campaign.events)  # names what a projection parked unnamed
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        listed = await client.get("/console/gaps", headers=admin)
+        assert listed.status_code == 200, listed.text
+        by_name = {p["projection"]: p for p in listed.json()["projections"]}
+        for bad, field in (
+            ({"projection": "nope"}, "projection"),
+            ({"limit": "0"}, "limit"),
+            ({"limit": str(settings.console_parked_page_max + 1)}, "limit"),
+            ({"cursor": "0.0"}, "cursor"),
+            ({"projection": "stats", "cursor": "zz"}, "cursor"),
+        ):
+            refused = await client.get("/console/gaps", headers=admin, params=bad)
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert field in str(refused.json()), (bad, refused.json())
+        user = query_api.bearer(query_api.token("a-user", ("user",)))
+        assert (await client.get("/console/gaps", headers=user)).status_code == 403
+    assert set(by_name) == {"campaigns", "stats", "users"}
+    for name in ("campaigns", "stats"):
+        (aggregate,) = by_name[name]["parked"]
+        assert aggregate["aggregate_id"] == campaign.aggregate_id
+        assert (aggregate["read_version"], aggregate["missing"], aggregate["parked_count"]) == (1, [2], 1)
+        (event,) = aggregate["events"]
+        assert (event["version"], event["event_type"]) == (3, "CampaignPaused"), name
+        assert event["parked_at"] and event["parked_at"].endswith("Z"), name
+        assert by_name[name]["next_cursor"] is None
+    assert by_name["users"]["parked"] == []
+    (repair,) = by_name["campaigns"]["repairs"]
+    assert (repair["kind"], repair["aggregate"], repair["filled"]) == ("gap", "campaign:other", [2])
+    assert by_name["campaigns"]["status"]["gaps_repaired_total"] == "1"
+
+
+async def test_the_parked_listing_pages_through_every_bucket(query_api: ServedQueryApi, redis: Redis) -> None:
+    settings = query_api.settings
+    admin = query_api.bearer(query_api.token())
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    ids = set()
+    for n in range(5):
+        campaign = new_campaign(f"owner-{n}")
+        campaign.then("CampaignActivated")
+        campaign.then("CampaignPaused")
+        await projection.apply(redis, "campaigns.1", [campaign.events[0], campaign.events[2]])
+        ids.add(campaign.aggregate_id)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+        while True:
+            params = {"projection": "campaigns", "limit": "2", **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/console/gaps", headers=admin, params=params)).json()["projections"][0]
+            seen += [a["aggregate_id"] for a in page["parked"]]
+            pages += 1
+            cursor = page["next_cursor"]
+            if cursor is None or pages > 5 + settings.read_model_buckets:
+                break
+    assert sorted(seen) == sorted(ids)  # each once, whatever the buckets

@@ -17,7 +17,7 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
-from readmodels.keyspace import events_channel, monitor_channel
+from readmodels.keyspace import announcement_channel_of, monitor_channel
 from service_runtime.tokens import issue_access_token
 from tests.integration.monitor.conftest import ServedQueryApi
 from tests.support.waiting import eventually
@@ -179,7 +179,9 @@ async def test_an_admin_gets_ready_a_snapshot_and_then_the_live_feed(
             b'"event_id":"e-1","correlation_id":"req-1","projection":"campaigns",'
             b'"projected_at":"2027-03-01T12:00:00.042Z"}'
         )
-        await redis.publish(events_channel(prefix), notice)
+        # On the shard channel of the aggregate's bucket.
+        buckets = query_api.settings.read_model_buckets
+        await redis.spublish(announcement_channel_of(prefix, "c-1", buckets), notice)
         event = await next_of(ws, "event")
         assert event["aggregate_id"] == "c-1"
         assert event["aggregate_version"] == 1

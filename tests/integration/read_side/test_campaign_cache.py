@@ -116,7 +116,9 @@ async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Setting
     own = connect_redis(settings, client_name=name)
     generations = GenerationCache(own, settings.redis_prefix)
     cache = CampaignCache(1 << 20, ttl_seconds=60)
-    listener = NotificationListener(own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache)
+    listener = NotificationListener(
+        own, settings.redis_prefix, VersionWaiters(), generations.refresh, cache, settings.read_model_buckets
+    )
     models = ReadModels(own, generations, None, cache, settings.read_model_buckets)
     projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     campaign = new_campaign("alice")

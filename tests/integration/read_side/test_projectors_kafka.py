@@ -15,9 +15,9 @@ from events import Topics, encode_event
 from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import all_projections
 from projectors.entrypoints.projectors import Projectors
-from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, events_channel, generation_base
+from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, announcement_channels, generation_base
 from readmodels.status import read_status
-from service_runtime.redis_client import open_pubsub
+from service_runtime.redis_pubsub import Message, Subscription
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -223,26 +223,26 @@ async def test_projectors_write_a_heartbeat_with_their_position(
 async def test_each_applied_event_is_announced_once_with_what_the_monitor_shows(
     settings: Settings, redis: Redis, producer: EventProducer, projectors: Projectors
 ) -> None:
-    pubsub = await open_pubsub(redis)
-    await pubsub.subscribe(events_channel(settings.redis_prefix))
-    await pubsub.get_message(timeout=5)  # the subscription confirmation
+    channels = announcement_channels(settings.redis_prefix, settings.read_model_buckets)
+    subscription = Subscription(redis, shard_channels=channels)
+    await subscription.open()
+    received: list[Message] = []
+    reading = asyncio.create_task(subscription.run(received.append))
     campaign = new_campaign("owner-1")
     user = new_user()
     await producer.publish([*campaign.events, *user.events])
     await producer.publish(campaign.events)  # a redelivery is not announced again
 
-    messages: list[dict] = []
-
     async def two_messages() -> bool:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message is not None:
-            messages.append(orjson.loads(message["data"]))
-        return len(messages) >= 2
+        return len(received) >= 2
 
     await wait_until(two_messages, 20, "the announcements")
     await wait_records(redis, settings, "campaigns", 2)
-    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
-    await pubsub.aclose()
+    await asyncio.sleep(0.3)
+    reading.cancel()
+    await subscription.aclose()
+    assert len(received) == 2
+    messages = [orjson.loads(message["data"]) for message in received]
     by_type = {m["event_type"]: m for m in messages}
     announced = by_type["CampaignCreated"]
     assert announced["aggregate_id"] == campaign.aggregate_id

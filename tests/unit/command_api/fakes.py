@@ -90,17 +90,14 @@ class FakeRefreshTokens:
     def mark_used(self, token: RefreshToken) -> None:
         self._uow.staged.append(("token-used", None, token))
 
-    async def revoke_family(self, family_id: str, now: datetime) -> None:
-        tokens = self._uow.store.tokens
-        for key, token in tokens.items():
-            if token.family_id == family_id and token.revoked_at is None:
-                tokens[key] = replace(token, revoked_at=now)
+    def revoke_family(self, family_id: str, now: datetime) -> None:
+        self._uow.staged.append(("revoke", None, (lambda t: t.family_id == family_id, now)))
 
-    async def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
-        tokens = self._uow.store.tokens
-        for key, token in tokens.items():
-            if token.user_id == user_id and token.revoked_at is None and token.family_id != keep_family:
-                tokens[key] = replace(token, revoked_at=now)
+    def revoke_user(self, user_id: str, now: datetime, *, keep_family: str | None = None) -> None:
+        def revoked(token: RefreshToken) -> bool:
+            return token.user_id == user_id and token.family_id != keep_family
+
+        self._uow.staged.append(("revoke", None, (revoked, now)))
 
 
 class FakeIdempotency:
@@ -155,6 +152,12 @@ class FakeUnitOfWork:
                 table[item.id] = copy.deepcopy(item)
             elif kind in ("token", "token-used"):
                 self.store.tokens[item.token_hash] = item
+            elif kind == "revoke":
+                chosen, now = item
+                tokens = self.store.tokens
+                for key, token in tokens.items():
+                    if token.revoked_at is None and chosen(token):
+                        tokens[key] = replace(token, revoked_at=now)
             else:
                 self.store.outcomes[(item.scope, item.key)] = item
         self.staged = []

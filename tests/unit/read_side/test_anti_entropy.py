@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from events import EventEnvelope
-from projectors.application.anti_entropy import MAX_REPAIRS_PER_STEP, AntiEntropy
+from projectors.application.anti_entropy import MAX_REPAIRS_PER_STEP, AntiEntropy, AntiEntropyRepair
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from tests.integration.read_side.workload import Aggregate, new_campaign, new_user
 
@@ -53,8 +53,10 @@ class FakeReadModels:
         held = self.projections[projection.name].held
         return [held.get((kind, i), 0) for i in ids]
 
-    async def record_repair(self, projection: Any, description: str) -> None:
-        self.reports.append((projection.name, description))
+    async def record_repair(self, projection: Any, repair: AntiEntropyRepair) -> None:
+        self.reports.append(
+            (projection.name, f"{repair.aggregate} v{repair.from_version} -> v{repair.to_version}")
+        )
 
 
 @dataclass

@@ -144,7 +144,7 @@ async def test_an_announcement_drops_the_entry_before_it_wakes_the_waiters() -> 
     with waiters.watch("c1", 2) as woken:
         woken.add_done_callback(lambda _: seen.append(cache.get(BASE, "c1")))
         message = b'{"aggregate_id":"c1","aggregate_version":2,"projected_at":"x"}'
-        listener._dispatch({"type": "message", "channel": listener.events, "data": message})
+        listener._dispatch({"type": "smessage", "channel": b"rm:events", "data": message})
         await asyncio.sleep(0)
     assert seen == [None]
 
@@ -153,5 +153,5 @@ def test_an_unreadable_announcement_empties_the_cache() -> None:
     cache = live_cache()
     fill(cache, "c1", snapshot(1))
     listener = NotificationListener(None, "rm", VersionWaiters(), _no_swap, cache)  # type: ignore[arg-type]
-    listener._dispatch({"type": "message", "channel": listener.events, "data": b"not json"})
+    listener._dispatch({"type": "smessage", "channel": b"rm:events", "data": b"not json"})
     assert len(cache) == 0

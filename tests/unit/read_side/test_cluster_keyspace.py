@@ -13,6 +13,9 @@ from readmodels.keyspace import (
     CampaignKeys,
     StatsKeys,
     UserKeys,
+    announcement_channel,
+    announcement_channel_of,
+    announcement_channels,
     bucket_of,
     bucket_segments,
     generation_base,
@@ -58,9 +61,23 @@ def test_every_key_of_an_aggregate_and_its_bucket_shares_one_slot_whatever_the_g
                 UserKeys(base, buckets).user(aggregate_id),
                 StatsKeys(base, buckets).campaign(aggregate_id),
                 *StatsKeys(base, buckets).counters(aggregate_id),
+                announcement_channel_of("rm", aggregate_id, buckets),
             ]
             slots |= {key_slot(name.encode()) for name in names}
         assert len(slots) == 1, aggregate_id
+
+
+def test_one_bucket_announces_on_the_untagged_events_channel() -> None:
+    assert announcement_channels("rm") == ["rm:events"]
+    assert announcement_channel_of("rm", "c-1") == "rm:events"
+
+
+def test_each_bucket_announces_on_its_own_channel_in_its_own_slot() -> None:
+    channels = announcement_channels("rm", 32)
+    assert len(set(channels)) == 32
+    for bucket, channel in enumerate(channels):
+        assert channel == announcement_channel("rm", 32, bucket)
+        assert key_slot(channel.encode()) == key_slot(bucket_segments(32)[bucket].encode())
 
 
 def test_aggregates_spread_over_the_buckets() -> None:
