@@ -26,6 +26,7 @@ from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 from tests.support.stack import REPO, create_topics, ensure_stack_up, free_port, isolated_settings
 
+API_WORKERS_DEFAULT = Settings.model_fields["api_workers"].default
 ALL_SERVICES = ("command-api", "query-api", "relay", "projectors", "workers")
 CLEANUP_SECONDS = 30
 
@@ -38,7 +39,9 @@ def bench_settings(tag: str) -> Settings:
         kafka_partitions=6,
         command_api_port=free_port(),
         query_api_port=free_port(),
-        api_workers=2,
+        # The APIs' uvicorn workers: the settings' default, or CAMPAIGNS_API_WORKERS (the figures
+        # then say how many ran: the read path's bare app runs as many).
+        api_workers=int(os.environ.get("CAMPAIGNS_API_WORKERS") or API_WORKERS_DEFAULT),
     )
 
 

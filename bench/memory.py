@@ -118,9 +118,9 @@ class CpuWindow:
         self._start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
         self._started = time.monotonic()
 
-    def shares(self) -> dict[str, float]:
+    def shares(self, digits: int = 2) -> dict[str, float]:
         elapsed = time.monotonic() - self._started
         return {
-            name: round((sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed, 2)
+            name: round((sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed, digits)
             for name, pids in self.groups.items()
         }

@@ -8,7 +8,8 @@ notices; the projector's and the replay's limit. `raw_consume_one_key` is the lo
 session measured against (one HSET of the record bytes per event), kept as a reference.
 `raw_transactions`: the command API's MongoDB transaction (state document plus
 event insert, in one bulkWrite as the unit of work sends them, then commit) in a loop at a fixed
-concurrency; the command side's limit.
+concurrency; the command side's limit. `raw_firings`: the scheduler's firing transaction (a batch
+of activations' writes grouped as the scheduler sends them) in a loop; the scheduler's limit.
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from pymongo import InsertOne
+from pymongo import DeleteMany, InsertOne, UpdateMany
 from redis.asyncio.client import Pipeline
 
 from bench.environment import topic_partitions
 from command_api.adapters.mongo_documents import campaign_document as campaign_state_document
-from command_api.adapters.mongo_schema import CAMPAIGNS, EVENTS, ensure_indexes, mongo_client
-from command_api.adapters.mongo_unit_of_work import _envelope
-from command_api.domain.campaign import Campaign, CampaignDetails
+from command_api.adapters.mongo_documents import due_timer_document
+from command_api.adapters.mongo_schema import (
+    CAMPAIGNS,
+    DUE_TRANSITIONS,
+    EVENTS,
+    Document,
+    ensure_indexes,
+    mongo_client,
+)
+from command_api.adapters.mongo_unit_of_work import MAJORITY, _envelope
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
 from readmodels.campaigns import campaign_document, filter_moves, membership_moves, next_campaign_state
@@ -191,5 +200,104 @@ async def raw_transactions(settings: Settings, count: int, concurrency: int, own
         started = time.perf_counter()
         results = await asyncio.gather(*(writer() for _ in range(concurrency)))
         return Rate(sum(results), time.perf_counter() - started)
+    finally:
+        await client.close()
+
+
+def _scheduled_campaigns(prefix: str, count: int, starts_at: datetime) -> list[tuple[Campaign, DueTimer]]:
+    """Scheduled campaigns (version 2) and their activation timers, as the schedule command
+    leaves them."""
+    now = utc_now()
+    campaigns = []
+    for n in range(count):
+        details = CampaignDetails.parse(
+            name=f"Raw firing {n}",
+            description="",
+            channel="push",
+            budget_amount="1.00",
+            budget_currency="EUR",
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(days=1),
+            tags=[],
+        )
+        campaign = Campaign.create(campaign_id=f"{prefix}-{n}", owner_id="bench", details=details, now=now)
+        campaign.schedule(now)
+        timer = campaign.due_timer()
+        assert timer is not None
+        campaign.collect_events()
+        campaigns.append((campaign, timer))
+    return campaigns
+
+
+def _firing_writes(
+    db_name: str, batch: list[tuple[Campaign, DueTimer]]
+) -> tuple[list[UpdateMany | DeleteMany], list[Document], list[Document]]:
+    """What the scheduler's firing transaction sends for a batch of activations due together
+    (`MongoCampaignRepository.save_many` and the unit of work's grouped inserts): a bulkWrite of
+    one update of the campaigns' changed fields guarded by their ids and version and one delete of
+    their timers, then one insert of the next timers and one of the events. Built here from the
+    documents alone."""
+    fired_at = max(timer.due_at for _, timer in batch)
+    events, timers = [], []
+    for campaign, timer in batch:
+        assert campaign.fire(timer, fired_at)
+        [event] = campaign.collect_events()
+        document = to_log_document(_envelope(event, SCHEDULER_ACTOR_ID))
+        document["recorded_at"] = utc_now()
+        events.append(document)
+        next_timer = campaign.due_timer()
+        assert next_timer is not None
+        timers.append(due_timer_document(next_timer))
+    first = batch[0][0]
+    ids = [campaign.id for campaign, _ in batch]
+    bulk: list[UpdateMany | DeleteMany] = [
+        UpdateMany(
+            {"_id": {"$in": ids}, "version": first.version - 1},
+            {
+                "$set": {
+                    "status": first.status.value,
+                    "version": first.version,
+                    "updated_at": first.updated_at,
+                }
+            },
+            namespace=f"{db_name}.{CAMPAIGNS}",
+        ),
+        DeleteMany({"_id": {"$in": ids}}, namespace=f"{db_name}.{DUE_TRANSITIONS}"),
+    ]
+    return bulk, timers, events
+
+
+async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
+    """The raw write limit of the firing: `count` scheduled campaigns and their timers written
+    first, then their activations' writes, `batch` a transaction as the scheduler groups them,
+    then commit, one transaction at a time; no claim, no read, no scheduler. Timed from the
+    first transaction to the last commit."""
+    client = mongo_client(settings)
+    db = client[settings.mongo_db]
+    await ensure_indexes(db)
+    # Due later than the loop runs (a start already passed would activate at once on scheduling);
+    # the writes are built for a firing at the due time, whatever the clock.
+    starts_at = utc_now() + timedelta(minutes=10)
+    campaigns = _scheduled_campaigns(f"raw-firing-{uuid.uuid4().hex[:8]}", count, starts_at)
+    try:
+        for start in range(0, count, 1000):
+            chunk = campaigns[start : start + 1000]
+            await db[CAMPAIGNS].insert_many([campaign_state_document(c) for c, _ in chunk])
+            await db[DUE_TRANSITIONS].insert_many([due_timer_document(t) for _, t in chunk])
+        transactions = [
+            _firing_writes(settings.mongo_db, campaigns[start : start + batch])
+            for start in range(0, count, batch)
+        ]
+        started = time.perf_counter()
+        for bulk, timers, events in transactions:
+            async with client.start_session() as session:
+                await session.start_transaction(write_concern=MAJORITY)
+                result = await client.bulk_write(bulk, session=session, ordered=True, verbose_results=True)
+                await db[DUE_TRANSITIONS].insert_many(timers, session=session)
+                await db[EVENTS].insert_many(events, session=session)
+                await session.commit_transaction()
+            if result.update_results[0].matched_count != len(events):
+                raise RuntimeError("the raw firing loop's guarded update missed campaigns")
+        return Rate(count, time.perf_counter() - started)
     finally:
         await client.close()

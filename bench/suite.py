@@ -23,6 +23,7 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_RATE_MAX=400            the last step tried (steps stop at the first that does not hold),
   BENCH_RATE_SECONDS=60         and each step's duration
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
+  BENCH_PROFILE=<dir>           py-spy every service during the 100 commands/s run (bench/profiles.py)
   BENCH_RELAY_EVENTS=6000       figure 8 (relay transactions on vs off; bench/relay_transactions.py):
   BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
   BENCH_RELAY_SECONDS=10
@@ -45,6 +46,7 @@ import asyncio
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,6 +61,7 @@ from bench import (
     cpu_cost,
     freshness,
     idle_footprint,
+    profiles,
     rate_steps,
     read_path,
     relay_transactions,
@@ -396,7 +399,7 @@ async def run_suite() -> int:
             say("idle footprint: every service freshly started, idle")
             idle = await idle_footprint.measure(env.other_services(env.settings, "idle"))
             figures["footprint"] = idle
-            say(f"  {idle.measured}; {idle.limit}")
+            say(f"  {idle.measured}; {idle.limit}; idle CPU (cores): {idle.data['idle_cpu_cores']}")
 
         if {"projector", "replay"} & set(only):
             load_figures, extra = await load_run(env, events, replay_too="replay" in only)
@@ -437,7 +440,11 @@ async def run_suite() -> int:
                 window=float(timed_window),
             )
             figures["scheduler"] = scheduler_figure
-            say(f"  {scheduler_figure.measured}; {scheduler_figure.limit}")
+            say(
+                f"  {scheduler_figure.measured}; limit {scheduler_figure.limit}; ratio "
+                f"{scheduler_figure.ratio}; goal {scheduler_figure.goal}: "
+                + ("met" if scheduler_figure.met else "NOT met")
+            )
 
         if "anti_entropy" in only:
             say(f"anti-entropy: a pass over {ae_campaigns:,} campaigns for {ae_seconds} s")
@@ -503,10 +510,18 @@ async def run_suite() -> int:
                 await _pipeline_idle(env.settings)
                 say(f"freshness: {rate} commands/s for {duration} s, open loop")
                 window = CpuWindow(processes(env))
+                profile = os.environ.get("BENCH_PROFILE", "") if key == "freshness" else ""
+                pids = {name: proc.pid for name, proc in env.services.processes.items()}
+                recorders = profiles.start(pids, duration, Path(profile)) if profile else []
                 fresh = await freshness.run(
                     env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
                 )
                 cores = window.shares()
+                if recorders:
+                    await asyncio.to_thread(profiles.finish, recorders)
+                    for name in pids:
+                        if (Path(profile) / f"{name}.txt").exists():
+                            console.print(profiles.summarise(Path(profile) / f"{name}.txt", top=12))
                 if key == "freshness" and "cpu" in only:
                     figures["cpu"] = cpu_cost.figure(cores, rate, duration)
                     say(f"  CPU per command: {figures['cpu'].measured}; {figures['cpu'].limit}")

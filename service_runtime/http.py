@@ -45,6 +45,10 @@ _UPPER_BOUNDS = (*LATENCY_BUCKETS, math.inf)
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
     """True if `body` nests arrays/objects deeper than `limit` (strings are skipped)."""
+    # Nesting deeper than `limit` needs more than `limit` opening brackets: counted in C, this
+    # answers almost every body without the byte-by-byte walk (10 µs -> 0.5 µs for a create).
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
     depth = 0
     in_string = False
     escaped = False

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+import bson
+from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ClientBulkWriteException, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from pymongo.write_concern import WriteConcern
 
 from command_api.adapters import mongo_documents as docs
@@ -51,6 +57,8 @@ COMMIT_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 0.02
 
 DUPLICATE_KEY = 11000
+# Inserts into one collection from this many on go as one `insert` statement (`_grouped_inserts`).
+INSERT_MANY_FROM = 4
 # Set explicitly: an acknowledged command survives a failover (a 2xx means durable).
 MAJORITY = WriteConcern("majority")
 
@@ -60,12 +68,48 @@ class Write:
     """One staged write, and what its failure means to the command.
 
     `duplicate` turns a duplicate-key error (its details) into the command's error;
-    `conflict`, for a compare-and-set, is the conflict to raise when nothing matched.
+    `conflict`, for a compare-and-set, is the conflict to raise when fewer than `matches`
+    documents matched (one, or every campaign of a grouped update).
     """
 
-    model: InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne
+    model: InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne | DeleteMany
     duplicate: Callable[[Document], Exception] | None = None
     conflict: str | None = None
+    matches: int = 1
+    # An insert's collection and document (`inserting`): many into one collection go as one
+    # `insert` statement.
+    collection: str | None = None
+    document: Document | None = None
+
+
+def inserting(
+    db: AsyncDatabase[Document],
+    collection: str,
+    document: Document,
+    duplicate: Callable[[Document], Exception] | None = None,
+) -> Write:
+    model = InsertOne(document, namespace=f"{db.name}.{collection}")
+    return Write(model, duplicate=duplicate, collection=collection, document=document)
+
+
+def _grouped_inserts(writes: list[Write]) -> tuple[list[Write], dict[str, list[Write]]]:
+    """The writes for the bulkWrite, and the inserts that go as one `insert` statement per
+    collection instead: those of a collection that gets at least `INSERT_MANY_FROM` (a batch of
+    firings). On the local SecantusDB an insert inside a bulkWrite costs a statement of its own,
+    about 3 ms, where one `insert` of 200 documents costs a few; a command's one or two inserts
+    stay in its bulkWrite (one round trip). They run after the bulkWrite, in the same transaction."""
+    counts: dict[str, int] = {}
+    for write in writes:
+        if write.collection is not None:
+            counts[write.collection] = counts.get(write.collection, 0) + 1
+    bulk: list[Write] = []
+    grouped: dict[str, list[Write]] = {}
+    for write in writes:
+        if write.collection is not None and counts[write.collection] >= INSERT_MANY_FROM:
+            grouped.setdefault(write.collection, []).append(write)
+        else:
+            bulk.append(write)
+    return bulk, grouped
 
 
 class MongoUnitOfWork:
@@ -103,6 +147,11 @@ class MongoUnitOfWork:
         if aggregate is not None:
             self._aggregates.append(aggregate)
 
+    def track(self, aggregate: Aggregate) -> None:
+        """An aggregate whose write another staged write carries (a grouped update): its events
+        are appended at commit."""
+        self._aggregates.append(aggregate)
+
     async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
         # Envelopes are built once, so a retried transaction inserts the very same event ids.
         envelopes = [
@@ -132,7 +181,7 @@ class MongoUnitOfWork:
             f"{envelope.aggregate_type} {envelope.aggregate_id} already has version "
             f"{envelope.aggregate_version}"
         )
-        return Write(InsertOne(document, namespace=self.namespace(EVENTS)), duplicate=lambda _: taken)
+        return inserting(self._db, EVENTS, document, duplicate=lambda _: taken)
 
     async def _transact(self, writes: list[Write]) -> None:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
@@ -153,6 +202,24 @@ class MongoUnitOfWork:
             await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
 
     async def _write(self, writes: list[Write], session: AsyncClientSession) -> None:
+        bulk, grouped = _grouped_inserts(writes)
+        if bulk:
+            await self._bulk_write(bulk, session)
+        for collection, inserts in grouped.items():
+            await self._insert_many(collection, inserts, session)
+
+    async def _insert_many(self, collection: str, inserts: list[Write], session: AsyncClientSession) -> None:
+        documents = [write.document for write in inserts if write.document is not None]
+        try:
+            await self._db[collection].insert_many(documents, ordered=True, session=session)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors") or []:
+                write = inserts[error["index"]]
+                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
+                    raise write.duplicate(error) from exc
+            raise
+
+    async def _bulk_write(self, writes: list[Write], session: AsyncClientSession) -> None:
         compare_and_set = any(write.conflict is not None for write in writes)
         try:
             result = await self._client.bulk_write(
@@ -176,7 +243,9 @@ class MongoUnitOfWork:
         if compare_and_set:
             updated = result.update_results
             for index, write in enumerate(writes):
-                if write.conflict is not None and (index not in updated or updated[index].matched_count != 1):
+                if write.conflict is not None and (
+                    index not in updated or updated[index].matched_count != write.matches
+                ):
                     raise ConcurrencyConflict(write.conflict)
 
     # Reads are not part of the transaction: the compare-and-set on `version` guards the write.
@@ -265,13 +334,19 @@ class MongoUserRepository:
 class MongoCampaignRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:
         self._uow = uow
+        # The documents as this unit of work read them: `save_many` writes only what changed.
+        self._loaded: dict[str, Document] = {}
 
     async def get(self, campaign_id: str) -> Campaign | None:
         doc = await self._uow.db[CAMPAIGNS].find_one({"_id": campaign_id})
-        return docs.campaign_from_document(doc) if doc else None
+        if doc is None:
+            return None
+        self._loaded[campaign_id] = doc
+        return docs.campaign_from_document(doc)
 
     async def get_many(self, campaign_ids: list[str]) -> dict[str, Campaign]:
         found = await self._uow.db[CAMPAIGNS].find({"_id": {"$in": campaign_ids}}).to_list()
+        self._loaded.update((doc["_id"], doc) for doc in found)
         return {doc["_id"]: docs.campaign_from_document(doc) for doc in found}
 
     async def count_live(self, owner_id: str, limit: int) -> int:
@@ -290,6 +365,52 @@ class MongoCampaignRepository:
             _compare_and_set(self._uow, CAMPAIGNS, campaign, docs.campaign_document(campaign)), campaign
         )
         self._stage_timer(campaign)
+
+    def save_many(self, campaigns: Sequence[Campaign]) -> None:
+        """Several changed campaigns in as few statements as they allow (a burst of firings).
+
+        Campaigns whose documents changed alike since this unit of work read them (the same
+        status, time and next version, from the same version: what firing timers due together
+        does) are saved by one update of them all, guarded by their ids and that version; it must
+        match every one of them, or the commit is a `ConcurrencyConflict` like a single lost
+        version check. Their timers are rewritten by one delete of them all and an insert of each
+        new one, all those inserts (and the events') one statement per collection: every statement
+        costs the local SecantusDB about as much as its write, so a batch of firings sends four
+        statements (and the commit), whatever its size, instead of three per firing."""
+        groups: dict[tuple[int, bytes], tuple[Document, list[Campaign]]] = {}
+        for campaign in campaigns:
+            if not campaign.pending_events:
+                continue
+            loaded = self._loaded.get(campaign.id)
+            document = docs.campaign_document(campaign)
+            if loaded is None or loaded.get("version") != campaign.stored_version:
+                self._uow.stage(_compare_and_set(self._uow, CAMPAIGNS, campaign, document), campaign)
+                continue
+            changed = {k: v for k, v in document.items() if k != "_id" and loaded.get(k) != v}
+            key = (campaign.stored_version, bson.encode(changed))
+            groups.setdefault(key, (changed, []))[1].append(campaign)
+        for (version, _), (changed, members) in groups.items():
+            ids = [campaign.id for campaign in members]
+            model = UpdateMany(
+                {"_id": {"$in": ids}, "version": version},
+                {"$set": changed},
+                namespace=self._uow.namespace(CAMPAIGNS),
+            )
+            conflict = (
+                f"{CAMPAIGNS}: not all of {len(ids)} campaigns (first {ids[0]}) still at version {version}"
+            )
+            self._uow.stage(Write(model, conflict=conflict, matches=len(ids)))
+            for campaign in members:
+                self._uow.track(campaign)
+        moving = [campaign for campaign in campaigns if campaign.pending_events and campaign.moves_timer()]
+        if not moving:
+            return
+        namespace = self._uow.namespace(DUE_TRANSITIONS)
+        self._uow.stage(Write(DeleteMany({"_id": {"$in": [c.id for c in moving]}}, namespace=namespace)))
+        for campaign in moving:
+            timer = campaign.due_timer()
+            if timer is not None:
+                self._uow.stage(inserting(self._uow.db, DUE_TRANSITIONS, docs.due_timer_document(timer)))
 
     def _stage_timer(self, campaign: Campaign) -> None:
         """The campaign's durable timer, as its pending events leave it, in the same transaction

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -51,6 +52,10 @@ class CampaignRepository(Protocol):
 
     def add(self, campaign: Campaign) -> None: ...
     def save(self, campaign: Campaign) -> None: ...
+    def save_many(self, campaigns: Sequence[Campaign]) -> None:
+        """`save` of each, every campaign still version-checked, in as few writes as they allow
+        (read with `get_many` in the same unit of work)."""
+        ...
 
 
 class RefreshTokenRepository(Protocol):

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_api.adapters.mongo_documents import campaign_document, due_timer_document
 from command_api.adapters.mongo_schema import Document
 from command_api.application.errors import ConcurrencyConflict, EmailTaken
 from command_api.bootstrap import CommandSide, open_command_side
-from command_api.domain.campaign import Campaign, CampaignDetails
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails
 from command_api.domain.user import User
 from events import from_log_document
 from service_runtime.settings import Settings
@@ -178,3 +179,90 @@ async def test_indexes_exist_after_the_first_unit_of_work(
     assert events["aggregate_version_unique"]["unique"] is True
     assert "unpublished_in_order" in events
     assert (await db["users"].index_information())["email_unique"]["unique"] is True
+
+
+async def scheduled(side: CommandSide, count: int) -> list[Campaign]:
+    """`count` campaigns scheduled through the unit of work (activation timers at starts_at)."""
+    campaigns = []
+    for n in range(count):
+        campaign = draft(f"c-{n}")
+        campaign.schedule(NOW)
+        async with side.unit_of_work() as uow:
+            uow.campaigns.add(campaign)
+            await uow.commit(actor_id="owner")
+        campaigns.append(campaign)
+    return campaigns
+
+
+async def test_save_many_writes_what_save_would_with_one_update_for_campaigns_changed_alike(
+    side: CommandSide, db: AsyncDatabase[Document]
+) -> None:
+    stored = await scheduled(side, 5)
+    fire_at = datetime(2027, 3, 1, 0, 0, 1, tzinfo=UTC)
+    async with side.unit_of_work() as uow:
+        campaigns = await uow.campaigns.get_many([c.id for c in stored])
+        for campaign in campaigns.values():
+            timer = campaign.due_timer()
+            assert timer is not None and campaign.fire(timer, fire_at)
+        expected = {c.id: campaign_document(c) for c in campaigns.values()}
+        next_timers = {c.id: c.due_timer() for c in campaigns.values()}
+        uow.campaigns.save_many(list(campaigns.values()))
+        await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+    assert {doc["_id"]: doc for doc in await db["campaigns"].find().to_list()} == expected
+    for campaign_id, timer in next_timers.items():
+        assert timer is not None and timer.action == "complete"
+        assert await db["due_transitions"].find_one({"_id": campaign_id}) == due_timer_document(timer)
+    activations = await db["events"].find({"event_type": "CampaignActivated"}).to_list()
+    assert sorted(e["aggregate_id"] for e in activations) == sorted(expected)
+    for event in activations:
+        assert (event["aggregate_version"], event["actor_id"]) == (3, SCHEDULER_ACTOR_ID)
+        assert event["causation_id"] == f"timer:{event['aggregate_id']}:v2:activate"
+
+
+async def test_save_many_commits_nothing_when_one_campaign_moved_since_it_was_read(
+    side: CommandSide, db: AsyncDatabase[Document]
+) -> None:
+    stored = await scheduled(side, 5)
+    fire_at = datetime(2027, 3, 1, 0, 0, 1, tzinfo=UTC)
+    async with side.unit_of_work() as uow:
+        campaigns = await uow.campaigns.get_many([c.id for c in stored])
+        for campaign in campaigns.values():
+            timer = campaign.due_timer()
+            assert timer is not None and campaign.fire(timer, fire_at)
+        # A user's command on one of them commits meanwhile.
+        async with side.unit_of_work() as other:
+            moved = await other.campaigns.get("c-3")
+            assert moved is not None
+            moved.unschedule(NOW)
+            other.campaigns.save(moved)
+            await other.commit(actor_id="owner")
+        uow.campaigns.save_many(list(campaigns.values()))
+        with pytest.raises(ConcurrencyConflict):
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+    assert await db["events"].count_documents({"event_type": "CampaignActivated"}) == 0
+    statuses = {doc["_id"]: doc["status"] for doc in await db["campaigns"].find().to_list()}
+    assert statuses == {**{c.id: "scheduled" for c in stored}, "c-3": "draft"}
+    timers = {doc["_id"]: doc["action"] for doc in await db["due_transitions"].find().to_list()}
+    assert timers == {c.id: "activate" for c in stored if c.id != "c-3"}
+
+
+async def test_many_inserts_into_one_collection_go_as_one_statement_and_keep_their_duplicate_errors(
+    side: CommandSide, db: AsyncDatabase[Document]
+) -> None:
+    """A batch's event inserts go as one `insert`: a version another command took still aborts
+    the whole transaction as a conflict."""
+    stored = await scheduled(side, 5)
+    fire_at = datetime(2027, 3, 1, 0, 0, 1, tzinfo=UTC)
+    async with side.unit_of_work() as uow:
+        campaigns = await uow.campaigns.get_many([c.id for c in stored])
+        for campaign in campaigns.values():
+            timer = campaign.due_timer()
+            assert timer is not None and campaign.fire(timer, fire_at)
+        for campaign in campaigns.values():
+            uow.campaigns.save(campaign)
+        # The version the last one records is taken already (its state document not yet moved).
+        await db["events"].insert_one({"aggregate_id": "c-4", "aggregate_version": 3, "event_type": "X"})
+        with pytest.raises(ConcurrencyConflict, match="c-4 already has version 3"):
+            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+    assert await db["events"].count_documents({"event_type": "CampaignActivated"}) == 0
+    assert await db["campaigns"].count_documents({"status": "scheduled"}) == 5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -63,6 +63,10 @@ class _Repository:
 
 
 class FakeCampaigns(_Repository):
+    def save_many(self, campaigns: Sequence[Campaign]) -> None:
+        for campaign in campaigns:
+            self.save(campaign)
+
     async def count_live(self, owner_id: str, limit: int) -> int:
         ended = ("deleted", "completed")
         live = [c for c in self._table.values() if c.owner_id == owner_id and c.status.value not in ended]
