@@ -1,8 +1,11 @@
-"""The bench's chart, a PNG beside its JSON: the sustained-rate steps and CPU per command.
+"""The bench's chart, a PNG beside its JSON: the sustained-rate steps, CPU per command, the scale curves.
 
-Left: each step's offered and accepted command rate, and its freshness p99 against the 100 ms
-goal (second axis). Right: CPU milliseconds per command at 100 commands/s, per process. Drawn
-with matplotlib's Agg backend (no display); a figure missing from the run leaves its panel out.
+Steps: each step's offered and accepted command rate, and its freshness p99 against the 100 ms
+goal (second axis). CPU: milliseconds per command at 100 commands/s, per process. Scale (two
+panels, campaigns on a log axis): list and by-id p99 with the projector's and the replay's
+events/s; Redis bytes per campaign against 3 times the JSON document, with the replay's peak
+RSS. Drawn with matplotlib's Agg backend (no display); a figure missing from the run leaves its
+panel out.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ def draw(figures: list[Figure], path: Path) -> Path | None:
     by_key = {f.key: f for f in figures}
     steps: list[dict[str, Any]] = by_key["sustained"].data["steps"] if "sustained" in by_key else []
     cpu: dict[str, float] = by_key["cpu"].data["ms_per_command"] if "cpu" in by_key else {}
-    panels = [name for name, present in (("steps", steps), ("cpu", cpu)) if present]
+    sizes: list[dict[str, Any]] = by_key["scale_bytes"].data["per_size"] if "scale_bytes" in by_key else []
+    panels = [
+        name
+        for name, present in (("steps", steps), ("cpu", cpu), ("scale_costs", sizes), ("scale_memory", sizes))
+        if present
+    ]
     if not panels:
         return None
     import matplotlib
@@ -25,12 +33,21 @@ def draw(figures: list[Figure], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    columns = min(2, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
+    cells = [ax for row in axes for ax in row]
+    for spare in cells[len(panels) :]:
+        spare.set_visible(False)
+    for ax, panel in zip(cells, panels, strict=False):
         if panel == "steps":
             _steps(ax, steps)
-        else:
+        elif panel == "cpu":
             _cpu(ax, cpu)
+        elif panel == "scale_costs":
+            _scale_costs(ax, sizes)
+        else:
+            _scale_memory(ax, sizes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -64,3 +81,49 @@ def _cpu(ax: Any, cpu: dict[str, float]) -> None:
     ax.set_title("CPU per command at 100 commands/s")
     for index, name in enumerate(names):
         ax.text(cpu[name], index, f" {cpu[name]:.2f}", va="center", fontsize=8)
+
+
+def _scale_costs(ax: Any, sizes: list[dict[str, Any]]) -> None:
+    campaigns = [s["campaigns"] for s in sizes]
+    ax.plot(campaigns, [s["list_p99_ms"] for s in sizes], marker="o", label="list p99")
+    ax.plot(campaigns, [s["by_id_p99_ms"] for s in sizes], marker="o", label="by-id p99")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("campaigns")
+    ax.set_ylabel("p99 (ms)")
+    ax.set_title("Costs as data grows: latency and throughput")
+    rates = ax.twinx()
+    projector = [s["projector_events_per_second"] for s in sizes]
+    replayed = [s["replay_events_per_second"] for s in sizes]
+    rates.plot(campaigns, projector, marker="s", color="tab:green", label="projector events/s")
+    rates.plot(campaigns, replayed, marker="^", color="tab:purple", label="replay events/s")
+    rates.set_ylim(bottom=0)
+    rates.set_ylabel("events/s")
+    lines = ax.get_legend_handles_labels()
+    more = rates.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+
+
+def _scale_memory(ax: Any, sizes: list[dict[str, Any]]) -> None:
+    campaigns = [s["campaigns"] for s in sizes]
+    ax.plot(campaigns, [s["bytes_per_campaign"] for s in sizes], marker="o", label="Redis bytes/campaign")
+    ax.plot(
+        campaigns,
+        [3 * s["json_document_bytes"] for s in sizes],
+        linestyle="--",
+        color="tab:red",
+        label="goal: 3 x JSON document",
+    )
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("campaigns")
+    ax.set_ylabel("bytes per campaign")
+    ax.set_title("Costs as data grows: memory")
+    rss = ax.twinx()
+    peaks = [s["replay_peak_rss_mib"] for s in sizes]
+    rss.plot(campaigns, peaks, marker="s", color="tab:purple", label="replay peak RSS")
+    rss.set_ylim(bottom=0)
+    rss.set_ylabel("replay peak RSS (MiB)")
+    lines = ax.get_legend_handles_labels()
+    more = rss.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower left")

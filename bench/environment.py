@@ -37,6 +37,11 @@ def bench_settings(tag: str) -> Settings:
         redis_prefix=f"bench{tag}",
         topic_prefix=f"bench{tag}.",
         kafka_partitions=6,
+        # One bench user sends every command: a command rate far above any figure's, but bounded,
+        # so the live-campaign cap counts as it would for a real user (live_cap.py), not at every
+        # recount interval as under the tests' unbounded rate.
+        command_rate_per_second=10_000.0,
+        command_burst=10_000,
         command_api_port=free_port(),
         query_api_port=free_port(),
         # The APIs' uvicorn workers: the settings' default, or CAMPAIGNS_API_WORKERS (the figures

@@ -26,18 +26,28 @@ TAGS = ("sale", "launch", "retention", "b2b", "seasonal", "vip")
 OWNERS = 500
 
 
-def campaign_events(count: int) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of `count` campaign events, in an order that keeps each campaign's versions."""
-    campaigns = max(1, count // len(LIFE))
-    ids = [str(uuid.UUID(int=i + 1, version=4)) for i in range(campaigns)]
+def campaign_id(n: int) -> str:
+    """The load's n-th campaign id (0-based; the same in every run)."""
+    return str(uuid.UUID(int=n + 1, version=4))
+
+
+def campaign_events(
+    count: int, *, life: tuple[str, ...] = LIFE, first: int = 0
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of `count` campaign events, in an order that keeps each campaign's versions:
+    campaigns `first`, `first + 1`... each through `life` (the scale figures' later loads start
+    where the earlier ones stopped, later in time)."""
+    campaigns = max(1, count // len(life))
+    ids = [campaign_id(first + i) for i in range(campaigns)]
     owners = [str(uuid.UUID(int=10**9 + i, version=4)) for i in range(OWNERS)]
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(milliseconds=first * len(life))
     produced = 0
-    for wave, event_type in enumerate(LIFE):
+    for wave, event_type in enumerate(life):
         spec = EVENT_TYPES[event_type]
-        for n, campaign_id in enumerate(ids):
+        for i, campaign_id_ in enumerate(ids):
             if produced == count:
                 return
+            n = first + i
             owner = owners[n % OWNERS]
             if event_type == "CampaignCreated":
                 payload: dict[str, object] = {
@@ -60,7 +70,7 @@ def campaign_events(count: int) -> Iterator[tuple[bytes, bytes]]:
                 "event_type": event_type,
                 "schema_version": spec.schema_version,
                 "aggregate_type": "campaign",
-                "aggregate_id": campaign_id,
+                "aggregate_id": campaign_id_,
                 "aggregate_version": wave + 1,
                 "occurred_at": utc_text(start + timedelta(milliseconds=produced)),
                 "correlation_id": f"bench-{produced}",
@@ -69,7 +79,7 @@ def campaign_events(count: int) -> Iterator[tuple[bytes, bytes]]:
                 "payload": payload,
             }
             produced += 1
-            yield campaign_id.encode(), orjson.dumps(envelope)
+            yield campaign_id_.encode(), orjson.dumps(envelope)
     # Fewer events than whole lives requested: the waves above already stopped at `count`.
 
 
@@ -82,10 +92,12 @@ def check_event_forms() -> None:
     assert seen == set(LIFE), seen
 
 
-async def produce(bootstrap: str, topic: str, count: int) -> float:
+async def produce(
+    bootstrap: str, topic: str, count: int, *, life: tuple[str, ...] = LIFE, first: int = 0
+) -> float:
     """Produce `count` events to `topic`; returns the seconds it took (acknowledged, acks=all)."""
     check_event_forms()
-    records = list(campaign_events(count))
+    records = campaign_events(count, life=life, first=first)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",

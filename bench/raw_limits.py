@@ -46,6 +46,7 @@ from readmodels.campaigns import campaign_document, filter_moves, membership_mov
 from readmodels.keyspace import CampaignKeys
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
+from tests.support.factories import scheduled_campaign
 
 FETCH_MAX_RECORDS = 500
 
@@ -208,25 +209,17 @@ def _scheduled_campaigns(prefix: str, count: int, starts_at: datetime) -> list[t
     """Scheduled campaigns (version 2) and their activation timers, as the schedule command
     leaves them."""
     now = utc_now()
-    campaigns = []
-    for n in range(count):
-        details = CampaignDetails.parse(
+    return [
+        scheduled_campaign(
+            f"{prefix}-{n}",
+            "bench",
             name=f"Raw firing {n}",
-            description="",
-            channel="push",
-            budget_amount="1.00",
-            budget_currency="EUR",
             starts_at=starts_at,
             ends_at=starts_at + timedelta(days=1),
-            tags=[],
+            now=now,
         )
-        campaign = Campaign.create(campaign_id=f"{prefix}-{n}", owner_id="bench", details=details, now=now)
-        campaign.schedule(now)
-        timer = campaign.due_timer()
-        assert timer is not None
-        campaign.collect_events()
-        campaigns.append((campaign, timer))
-    return campaigns
+        for n in range(count)
+    ]
 
 
 def _firing_writes(

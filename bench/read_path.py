@@ -63,30 +63,49 @@ def start_bare_app(
 
 
 def _against_bare(
-    url: str, path: str, headers: dict[str, str], *, workers: int, connections: int, seconds: int, rounds: int
-) -> tuple[list[WrkResult], list[WrkResult], bytes]:
-    """wrk on `url` and on the bare app answering its bytes (at the same `path`): every round of
-    each side, and the body."""
+    url: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    workers: int,
+    connections: int,
+    seconds: int,
+    rounds: int,
+    on_cluster: str | None = None,
+) -> tuple[list[WrkResult], list[WrkResult], list[WrkResult], bytes]:
+    """wrk on `url` and on the bare app answering its bytes (at the same `path`), and on
+    `on_cluster` (the same request to a query API on the Redis Cluster) when given: every round
+    of each side, and the body."""
     answer = httpx.get(url, headers=headers, timeout=5)
     answer.raise_for_status()
     body = answer.content
     bare, bare_url = start_bare_app(body, workers, path)
+    cluster_runs: list[WrkResult] = []
     try:
-        # Warm both (JIT-free, but connection pools, token cache, allocator).
+        # Warm them all (JIT-free, but connection pools, token cache, allocator).
         run_wrk(bare_url, connections=connections, seconds=2)
         run_wrk(url, connections=connections, seconds=2, headers=headers)
+        if on_cluster:
+            run_wrk(on_cluster, connections=connections, seconds=2, headers=headers)
         bare_runs: list[WrkResult] = []
         api_runs: list[WrkResult] = []
         for _ in range(rounds):
             bare_runs.append(run_wrk(bare_url, connections=connections, seconds=seconds))
             api_runs.append(run_wrk(url, connections=connections, seconds=seconds, headers=headers))
+            if on_cluster:
+                cluster_runs.append(
+                    run_wrk(on_cluster, connections=connections, seconds=seconds, headers=headers)
+                )
     finally:
         os.killpg(bare.pid, 15)
         bare.wait(timeout=20)
-    api = max(api_runs, key=lambda r: r.requests_per_second)
-    if api.non_2xx or api.errors:
-        raise RuntimeError(f"the query API answered errors under load: {api}")
-    return api_runs, bare_runs, body
+    best = {"query API": max(api_runs, key=lambda r: r.requests_per_second)}
+    if cluster_runs:
+        best["query API on the cluster"] = max(cluster_runs, key=lambda r: r.requests_per_second)
+    for side, result in best.items():
+        if result.non_2xx or result.errors:
+            raise RuntimeError(f"the {side} answered errors under load: {result}")
+    return api_runs, bare_runs, cluster_runs, body
 
 
 def _figure(
@@ -141,22 +160,36 @@ def measure(
     connections: int,
     seconds: int,
     rounds: int,
-) -> Figure:
+    cluster_url: str | None = None,
+) -> list[Figure]:
+    """The read-path figure; with `cluster_url` (a query API on the Redis Cluster, serving the
+    same campaign), its rounds join the alternation and a second figure sets it beside the
+    standalone query API."""
     path = f"/campaigns/{campaign_id}"
     knobs = {"workers": workers, "connections": connections, "seconds": seconds, "rounds": rounds}
-    api_runs, bare_runs, body = _against_bare(
-        f"{query_url}{path}", path, {"Authorization": f"Bearer {token}"}, **knobs
-    )
-    return _figure(
-        "read_path",
-        f"Query API GET /campaigns/{{id}} ({connections} conns)",
-        "one campaign of the caller's",
-        0.5,
-        api_runs,
-        bare_runs,
-        body,
+    api_runs, bare_runs, cluster_runs, body = _against_bare(
+        f"{query_url}{path}",
+        path,
+        {"Authorization": f"Bearer {token}"},
+        on_cluster=f"{cluster_url}{path}" if cluster_url else None,
         **knobs,
     )
+    figures = [
+        _figure(
+            "read_path",
+            f"Query API GET /campaigns/{{id}} ({connections} conns)",
+            "one campaign of the caller's",
+            0.5,
+            api_runs,
+            bare_runs,
+            body,
+            **knobs,
+        )
+    ]
+    if cluster_runs:
+        standalone = max(api_runs, key=lambda r: r.requests_per_second)
+        figures.append(_cluster_figure(cluster_runs, standalone, connections, seconds, rounds))
+    return figures
 
 
 LIST_QUERY = "/campaigns?status=active&sort=-created_at&limit=20"
@@ -178,7 +211,7 @@ def measure_list(
     is intersected with it, as for every user's list), over `campaigns` of theirs of which
     `active` are active."""
     knobs = {"workers": workers, "connections": connections, "seconds": seconds, "rounds": rounds}
-    api_runs, bare_runs, body = _against_bare(
+    api_runs, bare_runs, _, body = _against_bare(
         f"{query_url}{LIST_QUERY}", LIST_QUERY, {"Authorization": f"Bearer {token}"}, **knobs
     )
     return _figure(
@@ -192,4 +225,30 @@ def measure_list(
         **knobs,
         campaigns=campaigns,
         active=active,
+    )
+
+
+def _cluster_figure(
+    cluster_runs: list[WrkResult], standalone: WrkResult, connections: int, seconds: int, rounds: int
+) -> Figure:
+    best = max(cluster_runs, key=lambda r: r.requests_per_second)
+    ratio = best.requests_per_second / standalone.requests_per_second
+    return Figure(
+        key="read_cluster",
+        title=f"Query API GET /campaigns/{{id}} on Redis Cluster vs standalone ({connections} conns)",
+        measured=f"{best.requests_per_second:,.0f} req/s, p50 {best.p50_ms:.2f} ms, p99 {best.p99_ms:.2f} ms",
+        limit=(
+            f"{standalone.requests_per_second:,.0f} req/s, p50 {standalone.p50_ms:.2f} ms, "
+            f"p99 {standalone.p99_ms:.2f} ms (standalone)"
+        ),
+        ratio=round(ratio, 3),
+        goal="—",
+        met=None,
+        how=(
+            "the read-path figure's wrk rounds against a second query API (same workers) on the Redis "
+            "Cluster, its campaigns projection rebuilt there from the bench's topics by the replay "
+            f"tool; {rounds} rounds of {seconds} s alternating with the bare app's and the standalone "
+            "query API's, best round kept; ratio: cluster / standalone"
+        ),
+        data={"query_api_cluster": [asdict(r) for r in cluster_runs]},
     )

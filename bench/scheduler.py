@@ -30,9 +30,9 @@ from bench.report import Figure
 from command_api.adapters.mongo_documents import campaign_document, due_timer_document
 from command_api.adapters.mongo_schema import CAMPAIGNS, DUE_TRANSITIONS, EVENTS, ensure_indexes
 from command_api.adapters.scheduler_status import scheduler_status_key
-from command_api.domain.campaign import Campaign, CampaignDetails
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
+from tests.support.factories import scheduled_campaign
 from tests.support.services import RunningServices
 
 GOAL_MS = 1000
@@ -63,23 +63,14 @@ async def seed(settings: Settings, count: int, window: float) -> tuple[datetime,
             states, timers = [], []
             for n in range(offset, min(count, offset + INSERT_BATCH)):
                 starts_at = first_due + step * n
-                details = CampaignDetails.parse(
+                campaign, timer = scheduled_campaign(
+                    f"burst-{n}",
+                    "bench",
                     name=f"Burst {n}",
-                    description="",
-                    channel="push",
-                    budget_amount="1.00",
-                    budget_currency="EUR",
                     starts_at=starts_at,
                     ends_at=starts_at + timedelta(days=1),
-                    tags=[],
+                    now=now,
                 )
-                campaign = Campaign.create(
-                    campaign_id=f"burst-{n}", owner_id="bench", details=details, now=now
-                )
-                campaign.schedule(now)
-                timer = campaign.due_timer()
-                assert timer is not None
-                campaign.collect_events()
                 states.append(campaign_document(campaign))
                 timers.append(due_timer_document(timer))
             await db[CAMPAIGNS].insert_many(states, ordered=False)

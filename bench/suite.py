@@ -28,10 +28,19 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
   BENCH_RELAY_SECONDS=10
   BENCH_RELAY_ROUNDS=2
+  BENCH_SCALE_SIZES=10000,100000  the scale figures' sizes in campaigns (bench/scale.py),
+  BENCH_SCALE=1                 with 1,000,000 campaigns added (minutes: kept out of the default run),
+  BENCH_SCALE_CONNECTIONS=16    wrk connections and seconds of each of their list and by-id rounds
+  BENCH_SCALE_SECONDS=5
   BENCH_ONLY=read,projector     only these figures (footprint, read (GET by id and the list query),
-                                projector, replay, commands,
-                                scheduler, anti_entropy, freshness, cpu, sustained, memory,
-                                relay_transactions);
+                                projector, replay, scale,
+                                commands, scheduler, anti_entropy, freshness, cpu, sustained, memory,
+                                relay_transactions, cluster);
+                                `cluster` adds the Redis Cluster's projector, replay and read path
+                                beside those selected (all three if none is), and the keys' spread
+                                over its primaries (bench/cluster_runs.py)
+  BENCH_REDIS_CLUSTER_NODES=    an existing Redis Cluster for them (host:port,...); by default a
+                                private 3+3 one is started for the run and stopped at its end
                                 written to bench/results/only-<names>.json, so latest.json always
                                 holds a whole run
 
@@ -65,8 +74,10 @@ from bench import (
     rate_steps,
     read_path,
     relay_transactions,
+    scale,
     scheduler,
 )
+from bench.cluster_runs import CLUSTER_FIGURES, PROJECTOR_GOAL, BenchCluster, spread_figure, versus
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -166,15 +177,22 @@ async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None
 
 
 async def load_run(
-    env: BenchEnvironment, events: int, *, replay_too: bool = True
+    env: BenchEnvironment, events: int, *, replay_too: bool = True, cluster: BenchCluster | None = None
 ) -> tuple[list[Figure], dict[str, Any]]:
-    """Figures 2 and 5 on the load run's own topics and keys."""
+    """Figures 2 and 5 on the load run's own topics and keys; with `cluster`, the same beside them
+    on the Redis Cluster (own topics and keys), each right after its standalone run."""
     load = load_settings(env.settings)
-    await create_topics(load)
-    await wait_for_leaders(load, Topics(load.topic_prefix).all())
+    on_cluster = cluster.settings(load, "C") if cluster else None
+    loads = [load] if on_cluster is None else [load, on_cluster]
+    for settings in loads:
+        await create_topics(settings)
+        await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
     topic = Topics(load.topic_prefix).campaigns
-    say(f"producing {events:,} campaign events into {topic}")
-    produced_in = await produce(load.kafka_bootstrap, topic, events)
+    produced_in = 0.0
+    for settings in loads:
+        where = Topics(settings.topic_prefix).campaigns
+        say(f"producing {events:,} campaign events into {where}")
+        produced_in += await produce(load.kafka_bootstrap, where, events)
     total = sum((await end_offsets(load, topic)).values())
     say(f"  {total:,} events in {produced_in:.1f} s; raw consume loop (limit)")
     raw_before = await raw_consume(load, topic, f"{load.redis_prefix}:raw")
@@ -182,7 +200,35 @@ async def load_run(
     services = env.other_services(load, "load")
     projector = await projector_process(services, load, topic, total)
     services.stop_all()
-    say(f"  projector: {projector.rate.per_second:,.0f} events/s; raw loop again")
+    say(f"  projector: {projector.rate.per_second:,.0f} events/s")
+    cluster_figures: list[Figure] = []
+    if on_cluster is not None:
+        cluster_topic = Topics(on_cluster.topic_prefix).campaigns
+        say("  the projector process on the Redis Cluster")
+        services = env.other_services(on_cluster, "load-cluster")
+        projector_c = await projector_process(services, on_cluster, cluster_topic, total)
+        services.stop_all()
+        say(f"  projector on the cluster: {projector_c.rate.per_second:,.0f} events/s")
+        cluster_figures.append(
+            versus(
+                "projector_cluster",
+                f"Projector on Redis Cluster vs standalone ({total:,} events)",
+                projector_c.rate.per_second,
+                projector.rate.per_second,
+                "events/s",
+                "the projector figure's process and timing with CAMPAIGNS_REDIS_CLUSTER_NODES set "
+                f"({on_cluster.read_model_buckets} buckets), on the same events produced into topics "
+                "of its own, run right after the standalone one; ratio: cluster / standalone",
+                goal=PROJECTOR_GOAL,
+                wall_seconds_from_spawn=round(projector_c.wall_seconds, 2),
+                stats_projection_done_seconds_from_spawn=round(projector_c.stats_seconds, 2),
+                standalone_stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
+                rss_mib_after_run=round(projector_c.rss_mib, 1),
+            )
+        )
+        cluster_figures.append(await spread_figure(on_cluster, total))
+        say(f"  {cluster_figures[-1].measured}; {cluster_figures[-1].limit}")
+    say("  raw loop again")
     raw_after = await raw_consume(load, topic, f"{load.redis_prefix}:raw2")
     limit = max(raw_before, raw_after, key=lambda r: r.per_second)
     one_key = await raw_consume_one_key(load, topic, f"{load.redis_prefix}:raw1")
@@ -191,7 +237,24 @@ async def load_run(
     if replay_too:
         replay, replay_details = await replay_rebuild(load)
         say(f"  replay: {replay.per_second:,.0f} events/s")
+        if on_cluster is not None:
+            replay_c, replay_c_details = await replay_rebuild(on_cluster)
+            say(f"  replay on the cluster: {replay_c.per_second:,.0f} events/s")
+            cluster_figures.append(
+                versus(
+                    "replay_cluster",
+                    f"Replay on Redis Cluster vs standalone ({total:,} events, Kafka)",
+                    replay_c.per_second,
+                    replay.per_second,
+                    "events/s",
+                    "the replay figure's rebuild on the cluster's own topic and keys, right after "
+                    "the standalone one; ratio: cluster / standalone",
+                    replay=replay_c_details,
+                )
+            )
     await delete_keys(load, load.redis_prefix)
+    if on_cluster is not None:
+        await delete_keys(on_cluster, on_cluster.redis_prefix)
     raw_data = {
         "raw_rounds_per_second": [round(raw_before.per_second), round(raw_after.per_second)],
         "one_hset_per_event_reference_per_second": round(one_key.per_second),
@@ -204,7 +267,7 @@ async def load_run(
             projector.rate.per_second,
             one_key.per_second,
             limit.per_second,
-            PROJECTOR_GOAL,
+            PROJECTOR_EVENTS_GOAL,
             (
                 "the real process (`campaigns serve projectors`, all three projections; stats reads "
                 "the same topic), timed by the campaigns consumer group's committed offsets from its "
@@ -227,7 +290,7 @@ async def load_run(
                 replay.per_second,
                 one_key.per_second,
                 limit.per_second,
-                REPLAY_GOAL,
+                REPLAY_EVENTS_GOAL,
                 (
                     "the replay tool's rebuild (`campaigns replay rebuild campaigns --source kafka`) run "
                     "in-process through its composition root: a new generation from the topic, caught up "
@@ -238,6 +301,7 @@ async def load_run(
                 **raw_data,
             )
         )
+    figures += cluster_figures
     extra = {
         "produce_seconds": round(produced_in, 2),
         "load_projector_rss_mib_after_run": round(projector.rss_mib, 1),
@@ -246,8 +310,8 @@ async def load_run(
 
 
 # Absolute goals of the load run (issue 21), each shown beside the one-HSET-per-event loop.
-PROJECTOR_GOAL = 15_000
-REPLAY_GOAL = 30_000
+PROJECTOR_EVENTS_GOAL = 15_000
+REPLAY_EVENTS_GOAL = 30_000
 
 
 def _events_figure(
@@ -272,6 +336,36 @@ def _events_figure(
         how=how,
         data={"measured": round(measured, 1), "limit": round(one_hset, 1), **data},
     )
+
+
+async def _query_api_on_cluster(
+    env: BenchEnvironment, cluster: BenchCluster, campaign: dict[str, Any], token: str
+) -> str:
+    """A second query API on the Redis Cluster, serving what the bench's topics hold: the
+    campaigns projection rebuilt there by the replay tool (the live projectors' consumer groups
+    are the standalone ones'). Its URL, once it answers the campaign."""
+    on_cluster = cluster.settings(env.settings, "")
+    say("read path on the cluster: the campaigns projection rebuilt there, a query API on it")
+    await replay_rebuild(on_cluster)
+    services = env.other_services(on_cluster, "read-cluster")
+    services.start(["query-api"])
+    # Not `wait_ready`: its readiness asks for projector heartbeats, and no projector runs there.
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(timeout=30) as client:
+        while True:
+            try:
+                seen = await client.get(
+                    f"{services.query_url}/campaigns/{campaign['id']}",
+                    params={"min_version": campaign["version"]},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                if seen.status_code == 200:
+                    return services.query_url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the query API on the cluster did not serve the bench's campaign")
+            await asyncio.sleep(0.5)
 
 
 def processes(env: BenchEnvironment) -> dict[str, list[int]]:
@@ -325,9 +419,21 @@ FIGURE_KEYS = (
     "cpu",
     "sustained",
     "replay",
+    "scale",
     "memory",
     "relay_transactions",
+    "cluster",
 )
+
+
+def scale_sizes() -> tuple[int, ...]:
+    listed = os.environ.get("BENCH_SCALE_SIZES", "").strip()
+    sizes = [int(n) for n in listed.split(",") if n.strip()] if listed else list(scale.SIZES)
+    if os.environ.get("BENCH_SCALE") == "1":
+        sizes.append(scale.LARGE)
+    if len(set(sizes)) < 2 or min(sizes) <= 0:
+        raise SystemExit(f"BENCH_SCALE_SIZES: two or more positive sizes, not {sizes}")
+    return tuple(sorted(set(sizes)))
 
 
 def selected_figures() -> tuple[str, ...]:
@@ -340,6 +446,9 @@ def selected_figures() -> tuple[str, ...]:
         raise SystemExit(
             f"BENCH_ONLY: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURE_KEYS)}"
         )
+    if "cluster" in chosen and not set(CLUSTER_FIGURES) & set(chosen):
+        # The cluster figures stand beside their standalone figures of the same run.
+        chosen += CLUSTER_FIGURES
     return chosen
 
 
@@ -363,6 +472,9 @@ async def run_suite() -> int:
     rate_step = knob("BENCH_RATE_STEP", 50)
     rate_max = knob("BENCH_RATE_MAX", 400)
     rate_seconds = knob("BENCH_RATE_SECONDS", 60)
+    sizes = scale_sizes()
+    scale_connections = knob("BENCH_SCALE_CONNECTIONS", 16)
+    scale_seconds = knob("BENCH_SCALE_SECONDS", 5)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -388,13 +500,22 @@ async def run_suite() -> int:
         "BENCH_RATE_STEP": rate_step,
         "BENCH_RATE_MAX": rate_max,
         "BENCH_RATE_SECONDS": rate_seconds,
+        "BENCH_SCALE_SIZES": list(sizes),
+        "BENCH_SCALE_CONNECTIONS": scale_connections,
+        "BENCH_SCALE_SECONDS": scale_seconds,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
         f"load average {context['machine']['load_average_at_start']}"
     )
     figures: dict[str, Figure] = {}
+    cluster: BenchCluster | None = None
     try:
+        if "cluster" in only:
+            say("Redis Cluster for the cluster figures")
+            cluster = await BenchCluster.start(env.work_dir / "redis-cluster")
+            context["redis_cluster"] = cluster.described
+            say(f"  {cluster.described}")
         if "footprint" in only:
             say("idle footprint: every service freshly started, idle")
             idle = await idle_footprint.measure(env.other_services(env.settings, "idle"))
@@ -402,9 +523,23 @@ async def run_suite() -> int:
             say(f"  {idle.measured}; {idle.limit}; idle CPU (cores): {idle.data['idle_cpu_cores']}")
 
         if {"projector", "replay"} & set(only):
-            load_figures, extra = await load_run(env, events, replay_too="replay" in only)
+            load_figures, extra = await load_run(
+                env,
+                events,
+                replay_too="replay" in only,
+                cluster=cluster if {"projector", "replay"} & set(only) and cluster else None,
+            )
             context["load_run"] = extra
             figures.update((f.key, f) for f in load_figures)
+
+        if "scale" in only:
+            say(f"costs as data grows: {', '.join(f'{n:,}' for n in sizes)} campaigns")
+            scale_figures, _ = await scale.measure(
+                env, sizes, connections=scale_connections, seconds=scale_seconds, say=say
+            )
+            figures.update((f.key, f) for f in scale_figures)
+            for figure in scale_figures:
+                say(f"  {figure.title}: {figure.measured} vs {figure.limit}")
 
         if "relay_transactions" in only:
             say("relay: Kafka transactions on vs off (the relay process alone)")
@@ -471,8 +606,11 @@ async def run_suite() -> int:
                     headers=auth,
                 )
                 seen.raise_for_status()
+            cluster_url = None
+            if cluster is not None:
+                cluster_url = await _query_api_on_cluster(env, cluster, campaign, token)
             say("read path: wrk against the query API and the bare ASGI app")
-            read_figure = await asyncio.to_thread(
+            read_figures = await asyncio.to_thread(
                 read_path.measure,
                 env.services.query_url,
                 campaign["id"],
@@ -481,9 +619,12 @@ async def run_suite() -> int:
                 connections=connections,
                 seconds=seconds,
                 rounds=rounds,
+                cluster_url=cluster_url,
             )
-            figures["read"] = read_figure
-            say(f"  {read_figure.measured} vs {read_figure.limit}")
+            figures["read"] = read_figures[0]
+            figures.update((f.key, f) for f in read_figures[1:])
+            for figure in read_figures:
+                say(f"  {figure.measured} vs {figure.limit}")
             say(f"list query: {LIST_CAMPAIGNS} campaigns of the bench's user, {LIST_ACTIVE} activated")
             await _list_data(env.services.command_url, env.services.query_url, token)
             list_figure = await asyncio.to_thread(
@@ -566,7 +707,11 @@ async def run_suite() -> int:
             say(f"  memory: {memory.measured}")
     finally:
         say("cleaning up (processes, topics, database, keys)")
-        await env.cleanup()
+        try:
+            await env.cleanup()
+        finally:
+            if cluster is not None:
+                await cluster.stop(env.settings)
     context["machine"]["load_average_at_end"] = load_average()
     context["seconds"] = round(time.monotonic() - started, 1)
     order = [
@@ -575,13 +720,18 @@ async def run_suite() -> int:
         "sustained",
         "read",
         "read_list",
+        "read_cluster",
         "projector",
+        "projector_cluster",
+        "cluster_spread",
         "commands",
         "scheduler",
         "anti_entropy",
         "freshness_low_rate",
         "freshness",
         "replay",
+        "replay_cluster",
+        *scale.FIGURE_KEYS,
         "relay_transactions",
         "memory",
     ]

@@ -42,8 +42,10 @@ def run_wrk(
     seconds: int = 10,
     headers: dict[str, str] | None = None,
     post_body: bytes | None = None,
+    paths: list[str] | None = None,
 ) -> WrkResult:
-    """GET `url` (or POST `post_body` to it, through a Lua script) for `seconds`."""
+    """GET `url` (or POST `post_body` to it, through a Lua script) for `seconds`; with `paths`,
+    each request GETs one of them (on `url`'s host) at random instead."""
     wrk = shutil.which("wrk")
     if not wrk:
         raise RuntimeError("wrk is missing: apt-get install wrk (make bench installs it as root)")
@@ -58,6 +60,16 @@ def run_wrk(
         if post_body is not None:
             script = Path(tmp) / "post.lua"
             script.write_text(f"wrk.method = 'POST'\nwrk.body = {_lua_string(post_body)}\n")
+            command += ["-s", str(script)]
+        elif paths:
+            script = Path(tmp) / "paths.lua"
+            listed = ",\n".join(_lua_string(path.encode()) for path in paths)
+            script.write_text(
+                f"local paths = {{\n{listed}\n}}\n"
+                "request = function()\n"
+                "  return wrk.format(nil, paths[math.random(#paths)])\n"
+                "end\n"
+            )
             command += ["-s", str(script)]
         out = subprocess.run(
             [*command, url], capture_output=True, text=True, check=True, cwd=Path(tmp)

@@ -139,6 +139,8 @@ def open_command_side(settings: Settings) -> CommandSide:
             settings.max_live_campaigns,
             recount_seconds=settings.live_campaigns_recount_seconds,
             tracked_owners=settings.live_campaigns_tracked_owners,
+            rate_per_second=settings.command_rate_per_second,
+            burst=settings.command_burst,
         ),
     )
 

@@ -70,6 +70,12 @@ def generation_pattern(prefix: str, generation: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in base) + ":*"
 
 
+def prefix_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern of every key under `prefix`: its generations and what lives beside them
+    (what a measurement sums over, whatever the layout inside)."""
+    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in prefix) + ":*"
+
+
 def announcement_channel(prefix: str, buckets: int = 1, bucket: int = 0) -> str:
     """Shard pub/sub channel of one bucket (SPUBLISH/SSUBSCRIBE): one JSON message per applied
     event of the bucket's aggregates, published by the projection script that applied it (it

@@ -228,9 +228,9 @@ class Settings(BaseSettings):
     command_rate_per_second: float = Field(default=5.0, gt=0)
     command_burst: int = Field(default=30, ge=1)
     max_live_campaigns: int = Field(default=1000, ge=1)
-    # How old an owner's live-campaign count may get before a create counts again (it is counted
-    # again anyway once the owner's tally reaches the cap), and how many owners' tallies each
-    # process keeps (command_api/application/live_cap.py)
+    # How old an owner's live-campaign count may get before a create counts again, once the
+    # command rate could have brought the owner to the cap since (at the cap it is counted every
+    # time), and how many owners' tallies each process keeps (command_api/application/live_cap.py)
     live_campaigns_recount_seconds: float = Field(default=2.0, ge=0)
     live_campaigns_tracked_owners: int = Field(default=10_000, ge=1)
 

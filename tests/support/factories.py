@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from command_api.domain.campaign import Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, new_envelope
 
 PASSWORD = "correct horse battery 9"
@@ -51,6 +52,29 @@ def campaign_fields(**overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+def scheduled_campaign(
+    campaign_id: str, owner_id: str, *, name: str, starts_at: datetime, ends_at: datetime, now: datetime
+) -> tuple[Campaign, DueTimer]:
+    """A scheduled campaign (version 2) and its activation timer, as the schedule command leaves
+    them (its events collected): what the scheduler's tests and benches write straight in."""
+    details = CampaignDetails.parse(
+        name=name,
+        description="",
+        channel="push",
+        budget_amount="1.00",
+        budget_currency="EUR",
+        starts_at=starts_at,
+        ends_at=ends_at,
+        tags=[],
+    )
+    campaign = Campaign.create(campaign_id=campaign_id, owner_id=owner_id, details=details, now=now)
+    campaign.schedule(now)
+    timer = campaign.due_timer()
+    assert timer is not None
+    campaign.collect_events()
+    return campaign, timer
 
 
 def new_email(prefix: str = "user") -> str:

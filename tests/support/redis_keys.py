@@ -22,6 +22,7 @@ async def keys_per_primary(redis: Redis, pattern: str) -> dict[str, int]:
     """How many keys matching `pattern` each primary holds (one entry on standalone Redis)."""
     if not isinstance(redis, RedisCluster):
         return {"standalone": len([key async for key in redis.scan_iter(match=pattern, count=1000)])}
+    await redis.initialize()  # a client that has sent nothing yet knows no primaries
     counts: dict[str, int] = {}
     for node in redis.get_primaries():
         cursor, found = 0, 0

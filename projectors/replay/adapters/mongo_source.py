@@ -34,7 +34,8 @@ from pymongo.errors import PyMongoError
 
 from events import EventEnvelope, InvalidEvent, from_log_document
 from events.envelope import AggregateType
-from projectors.replay.domain.seen_versions import SeenVersions
+from projectors.replay.adapters.seen_spill import SpilledSeenVersions
+from projectors.replay.domain.seen_versions import SeenVersionStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class MongoEventSource:
         collection: AsyncCollection[Document],
         aggregate_types: Iterable[str],
         batch_size: int = 1000,
+        seen: SeenVersionStore | None = None,
     ) -> None:
         self.collection = collection
         self.aggregate_types = frozenset(aggregate_types)
@@ -74,7 +76,8 @@ class MongoEventSource:
             {} if everything else {"aggregate_type": {"$in": sorted(self.aggregate_types)}}
         )
         self.batch_size = batch_size
-        self.seen = SeenVersions()
+        # What was read per aggregate, out of memory: the replay's memory must not grow with the log.
+        self.seen: SeenVersionStore = seen if seen is not None else SpilledSeenVersions()
         self.invalid = 0
         self._passes = 0
         self._stream: AsyncCollectionChangeStream[Document] | None = None
@@ -99,8 +102,11 @@ class MongoEventSource:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._stream is not None:
-            await self._stream.close()
+        try:
+            if self._stream is not None:
+                await self._stream.close()
+        finally:
+            self.seen.close()
 
     async def sizes(self) -> dict[str, int]:
         counts = self.collection.aggregate([{"$group": {"_id": "$aggregate_type", "events": {"$sum": 1}}}])
@@ -156,14 +162,12 @@ class MongoEventSource:
             yield envelopes
 
     def _decode_new(self, documents: Sequence[Document]) -> list[EventEnvelope]:
+        wanted = [d for d in documents if d["aggregate_type"] in self.aggregate_types]
+        newer = self.seen.keep_newer([(d["aggregate_id"], d["aggregate_version"]) for d in wanted])
         envelopes = []
-        for document in documents:
-            aggregate_id, version = document["aggregate_id"], document["aggregate_version"]
-            if document["aggregate_type"] not in self.aggregate_types or not self.seen.is_new(
-                aggregate_id, version
-            ):
+        for document, new in zip(wanted, newer, strict=True):
+            if not new:
                 continue
-            self.seen.record(aggregate_id, version)
             try:
                 envelopes.append(from_log_document(document))
             except InvalidEvent:

@@ -34,9 +34,10 @@ from command_api.application import campaign_handlers
 from command_api.application.commands import ChangeCampaignStatus, DeleteCampaign, UpdateCampaign
 from command_api.application.errors import NotFound, StaleVersion
 from command_api.bootstrap import CommandSide, SchedulerSide, open_command_side, open_scheduler_side
-from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, Campaign, CampaignChanges, CampaignDetails
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, CampaignChanges
 from command_api.domain.errors import InvalidTransition
 from service_runtime.settings import Settings
+from tests.support.factories import scheduled_campaign
 from tests.support.private_stack import PRIVATE_ROOT, PrivateStack
 from tests.support.stack import REPO, STACK, free_port
 
@@ -118,23 +119,14 @@ async def seed(db: AsyncDatabase[Document], first_due: datetime) -> list[str]:
     states, timers = [], []
     for n in range(CAMPAIGNS_COUNT):
         starts_at = first_due + timedelta(milliseconds=n * SPREAD_MS // CAMPAIGNS_COUNT)
-        details = CampaignDetails.parse(
+        campaign, timer = scheduled_campaign(
+            f"stress-{n}",
+            OWNER.user_id,
             name=f"Stress {n}",
-            description="",
-            channel="push",
-            budget_amount="1.00",
-            budget_currency="EUR",
             starts_at=starts_at,
             ends_at=starts_at + COMPLETION_AFTER,
-            tags=[],
+            now=now,
         )
-        campaign = Campaign.create(
-            campaign_id=f"stress-{n}", owner_id=OWNER.user_id, details=details, now=now
-        )
-        campaign.schedule(now)
-        timer = campaign.due_timer()
-        assert timer is not None
-        campaign.collect_events()
         states.append(campaign_document(campaign))
         timers.append(due_timer_document(timer))
     await db[CAMPAIGNS].insert_many(states)

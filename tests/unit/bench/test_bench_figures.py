@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import chart, cpu_cost, rate_steps
+from bench import chart, cpu_cost, rate_steps, scale
 
 
 def test_a_backlog_that_stays_small_holds_and_one_that_grows_does_not() -> None:
@@ -66,3 +66,55 @@ def test_the_chart_is_a_png_beside_the_results(tmp_path: Path) -> None:
     path = chart.draw(figures, tmp_path / "latest.png")
     assert path is not None and path.read_bytes().startswith(b"\x89PNG")
     assert chart.draw([], tmp_path / "none.png") is None
+
+
+def size_row(campaigns: int, *, list_p99: float, rate: float, rss: float, bytes_each: float) -> scale.SizeRow:
+    return scale.SizeRow(
+        campaigns=campaigns,
+        events=campaigns * 2,
+        produce_seconds=1.0,
+        projector_events_per_second=rate,
+        projector_events=campaigns * 2,
+        redis_bytes=int(bytes_each * campaigns),
+        redis_keys=campaigns + 40,
+        bytes_per_campaign=bytes_each,
+        bytes_per_campaign_by_projection={"campaigns": bytes_each * 0.8, "stats": bytes_each * 0.2},
+        used_memory_delta_per_campaign=bytes_each * 1.1,
+        json_document_bytes=500.0,
+        list_p99_ms=list_p99,
+        list_p50_ms=list_p99 / 4,
+        list_requests_per_second=2000.0,
+        by_id_p99_ms=10.0,
+        by_id_p50_ms=2.0,
+        by_id_requests_per_second=3000.0,
+        replay_seconds=campaigns / 10_000,
+        replay_events_per_second=20_000.0,
+        replay_peak_rss_mib=rss,
+        load_average=[2.0, 2.0, 2.0],
+    )
+
+
+def test_the_scale_figures_compare_the_largest_size_with_the_smallest() -> None:
+    rows = [
+        size_row(10_000, list_p99=10.0, rate=5000.0, rss=100.0, bytes_each=1400.0),
+        size_row(100_000, list_p99=11.5, rate=3900.0, rss=130.0, bytes_each=1600.0),
+    ]
+    by_key = {f.key: f for f in scale.figures(rows, connections=16, seconds=5)}
+    assert list(by_key) == list(scale.FIGURE_KEYS)
+    # 1600 B against a 500 B document: 3.2 times, over the goal of 3.
+    assert by_key["scale_bytes"].ratio == 3.2 and by_key["scale_bytes"].met is False
+    assert by_key["scale_list_p99"].ratio == 1.15 and by_key["scale_list_p99"].met is True
+    assert by_key["scale_by_id_p99"].met is True
+    # 3900 of 5000 events/s is 22% down: not flat; 130 of 100 MiB is 30% up: grows with the log.
+    assert by_key["scale_projector"].ratio == 0.78 and by_key["scale_projector"].met is False
+    assert by_key["scale_replay_rss"].met is False
+    assert by_key["scale_replay_rss"].data["per_size"][1]["replay_seconds"] == 10.0
+
+
+def test_the_chart_draws_the_scale_curves(tmp_path: Path) -> None:
+    rows = [
+        size_row(10_000, list_p99=10.0, rate=5000.0, rss=100.0, bytes_each=1400.0),
+        size_row(100_000, list_p99=11.0, rate=4900.0, rss=101.0, bytes_each=1400.0),
+    ]
+    path = chart.draw(scale.figures(rows, connections=16, seconds=5), tmp_path / "scale.png")
+    assert path is not None and path.read_bytes().startswith(b"\x89PNG")

@@ -359,7 +359,7 @@ async def test_grant_and_revoke_admin_are_idempotent_end_sessions_and_refuse_unk
 
 async def test_a_user_over_the_live_campaign_cap_is_refused_until_one_is_completed_or_deleted() -> None:
     uow = FakeUnitOfWork()
-    cap = LiveCampaignCap(2, recount_seconds=60, tracked_owners=10)
+    cap = LiveCampaignCap(2, recount_seconds=60, tracked_owners=10, rate_per_second=5, burst=30)
     first = await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
     await campaign_handlers.create_campaign(create_command(), uow, live_cap=cap)
     with pytest.raises(TooManyLiveCampaigns):

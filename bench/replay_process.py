@@ -1,0 +1,91 @@
+"""The replay in a process of its own, so its peak resident memory is its own (the scale figures).
+
+`python -m bench.replay_process PROJECTION SOURCE` runs `campaigns replay rebuild PROJECTION
+--source SOURCE --grace-seconds 0` through the replay tool's composition root, with the settings
+of its environment (CAMPAIGNS_*), and prints the report as one JSON line. The parent reads the
+peak RSS from `wait4` (ru_maxrss): exact, not sampled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from projectors.replay.application.ports import NoProgress
+from projectors.replay.bootstrap import replay
+from projectors.replay.domain.plan import SourceName
+from service_runtime.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    events: int
+    seconds: float  # as the tool reports it: from the lock taken to the final pass done
+    passes: int
+    invalid: int
+    peak_rss_mib: float  # the process's, start-up and imports included
+    wall_seconds: float  # the process's, from spawn to exit
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def run(settings: Settings, projection: str = "campaigns", source: str = "kafka") -> ReplayRun:
+    """Spawn the replay on these settings; wait for it; its report and peak RSS."""
+    # Imported here, not in the child: its peak RSS is the replay's, not the test support's.
+    from tests.support.services import settings_env
+    from tests.support.stack import REPO
+
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.replay_process", projection, source],
+            cwd=REPO,
+            env=settings_env(settings),
+            stdout=out,
+            stderr=err,
+        )
+        # wait4, not Popen.wait: it hands back the child's resource usage, ru_maxrss among it.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        printed, complaint = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"replay exited with {process.returncode}: {complaint.decode(errors='replace')[-2000:]}"
+        )
+    report: dict[str, Any] = orjson.loads(printed.splitlines()[-1])
+    return ReplayRun(
+        events=int(report["events"]),
+        seconds=float(report["seconds"]),
+        passes=int(report["passes"]),
+        invalid=int(report["invalid"]),
+        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        wall_seconds=wall,
+    )
+
+
+async def _main(projection: str, source: str) -> dict[str, Any]:
+    async with replay(get_settings()) as tools:
+        report = await tools.rebuild(projection, SourceName(source), NoProgress(), 0)
+    return {
+        "events": report.events,
+        "seconds": report.seconds,
+        "passes": report.passes,
+        "invalid": report.invalid,
+    }
+
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(orjson.dumps(asyncio.run(_main(sys.argv[1], sys.argv[2]))) + b"\n")

@@ -1,0 +1,415 @@
+"""Costs as data grows (issue 21, item 4): the same figures at 10,000 and 100,000 campaigns (and
+1,000,000 with BENCH_SCALE=1), each size on top of the last, on keys and topics of their own.
+
+Per size, the campaigns are produced straight into the scale run's own campaigns topic (two
+events each, created then activated: bench/event_load.py) while no projector runs; then:
+
+- projector: the real process (`campaigns serve projectors`) consumes the new events on top of
+  the earlier sizes' read models; events/s from its first commit past the earlier end to the
+  end of the topic (the campaigns group's committed offsets);
+- bytes per campaign: `MEMORY USAGE key SAMPLES 0` summed over every key under the run's prefix
+  (SCAN of `keyspace.prefix_pattern`: whatever the layout inside), divided by the campaigns;
+  beside it the campaign's JSON document as `GET /campaigns/{id}` returns it (mean of a sample),
+  and the server's `INFO memory` used_memory delta since the run began (shared server: noisy);
+- list and by-id p99: wrk against the query API on the run's keys, an admin token (the list is
+  over every campaign), `GET /campaigns?status=active&sort=-created_at&limit=20` and
+  `GET /campaigns/{id}` over a random sample of ids;
+- replay: `campaigns replay rebuild campaigns --source kafka` in a process of its own over the
+  whole topic (bench/replay_process.py): its time, events/s and peak RSS (wait4's ru_maxrss).
+
+Goals: bytes per campaign ≤ 3 times the JSON document; p99 and events/s within 20% from the
+smallest size to the largest; the replay's peak RSS within 20% too (memory that does not grow
+with the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import replay_process
+from bench.environment import BenchEnvironment, delete_keys, end_offsets, wait_for_group, wait_for_leaders
+from bench.event_load import campaign_id, produce
+from bench.machine import load_average
+from bench.report import Figure
+from bench.wrk import WrkResult, run_wrk
+from events import Topics
+from readmodels.generations import live_generations
+from readmodels.groups import projection_group
+from readmodels.keyspace import generation_base, prefix_pattern
+from service_runtime.redis_client import connect_redis
+from service_runtime.settings import Settings
+from service_runtime.tokens import issue_access_token
+from tests.support.services import RunningServices
+from tests.support.stack import create_topics, free_port
+
+LIFE = ("CampaignCreated", "CampaignActivated")
+SIZES = (10_000, 100_000)
+LARGE = 1_000_000
+BYTES_GOAL = 3.0  # times the JSON document
+FLAT = 0.2  # within 20% from the smallest size to the largest
+SAMPLED_IDS = 5000  # the by-id reads spread over these (the query API caches a read 1 s)
+FIGURE_KEYS = ("scale_bytes", "scale_list_p99", "scale_by_id_p99", "scale_projector", "scale_replay_rss")
+LIST_PATH = "/campaigns?status=active&sort=-created_at&limit=20"
+
+say_fn = Callable[[str], None]
+
+
+@dataclass
+class SizeRow:
+    campaigns: int
+    events: int
+    produce_seconds: float
+    projector_events_per_second: float
+    projector_events: int
+    redis_bytes: int
+    redis_keys: int
+    bytes_per_campaign: float
+    bytes_per_campaign_by_projection: dict[str, float]
+    used_memory_delta_per_campaign: float
+    json_document_bytes: float
+    list_p99_ms: float
+    list_p50_ms: float
+    list_requests_per_second: float
+    by_id_p99_ms: float
+    by_id_p50_ms: float
+    by_id_requests_per_second: float
+    replay_seconds: float
+    replay_events_per_second: float
+    replay_peak_rss_mib: float
+    load_average: list[float]
+
+
+def scale_settings(main: Settings) -> Settings:
+    """The scale run's own topics, keys and listeners (its query API and projector beside the
+    main run's)."""
+    return main.model_copy(
+        update={
+            "topic_prefix": main.topic_prefix.rstrip(".") + "S.",
+            "redis_prefix": main.redis_prefix + "S",
+            "projectors_metrics_port": free_port(),
+            "query_api_port": free_port(),
+            "query_api_metrics_port": free_port(),
+            "access_token_ttl_seconds": 3600,
+        }
+    )
+
+
+async def redis_bytes(settings: Settings) -> tuple[int, int, dict[str, int]]:
+    """(bytes, keys, bytes per projection): MEMORY USAGE (SAMPLES 0: every element counted) summed
+    over the prefix's keys, and split by the projections' live generations (the rest: "other")."""
+    redis = connect_redis(settings)
+    total = keys = 0
+    per: dict[str, int] = {}
+    try:
+        live = await live_generations(redis, settings.redis_prefix)
+        bases = {name: (generation_base(settings.redis_prefix, g) + ":").encode() for name, g in live.items()}
+
+        async def add(names: list[bytes]) -> int:
+            pipe = redis.pipeline(transaction=False)
+            for name in names:
+                pipe.memory_usage(name, samples=0)
+            sizes = [size or 0 for size in await pipe.execute()]
+            for name, size in zip(names, sizes, strict=True):
+                owner = next((p for p, base in bases.items() if name.startswith(base)), "other")
+                per[owner] = per.get(owner, 0) + size
+            return sum(sizes)
+
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=prefix_pattern(settings.redis_prefix), count=5000):
+            batch.append(key)
+            if len(batch) >= 2000:
+                total += await add(batch)
+                keys += len(batch)
+                batch = []
+        if batch:
+            total += await add(batch)
+            keys += len(batch)
+    finally:
+        await redis.aclose()
+    return total, keys, per
+
+
+async def used_memory(settings: Settings) -> int:
+    redis = connect_redis(settings)
+    try:
+        info = await redis.info("memory")
+        return int(info["used_memory"])
+    finally:
+        await redis.aclose()
+
+
+async def _projector_rate(
+    env: BenchEnvironment, settings: Settings, topic: str, before: int, total: int
+) -> tuple[float, int]:
+    """Start the projector process, wait until both groups reached `total`, stop it; events/s of
+    the campaigns group from its first commit past `before`."""
+    services = env.other_services(settings, f"scale-projectors-{total}")
+    services.start(["projectors"])
+    try:
+        samples = await wait_for_group(
+            settings, projection_group(settings, "campaigns"), topic, total, limit_seconds=1800
+        )
+        await wait_for_group(settings, projection_group(settings, "stats"), topic, total, limit_seconds=1800)
+    finally:
+        await asyncio.to_thread(services.stop_all)
+    first_t, first_done = next((t, done) for t, done in samples if done > before)
+    end_t = samples[-1][0]
+    counted = total - first_done
+    return (counted / (end_t - first_t) if end_t > first_t else 0.0), counted
+
+
+def _wait_answering(services: RunningServices, timeout: float = 120) -> None:
+    """Until the query API answers HTTP at all: its readiness (200) needs a projector that
+    reported recently, and the projector runs only while it has events to consume."""
+    deadline = time.monotonic() + timeout
+    while True:
+        process = services.processes["query-api"]
+        if process.poll() is not None:
+            tail = services.log_tail("query-api")
+            raise RuntimeError(f"the query API exited with {process.returncode}:\n{tail}")
+        try:
+            httpx.get(f"{services.query_url}/health/ready", timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the query API did not answer in {timeout:.0f} s") from None
+            time.sleep(0.3)
+
+
+def _document_bytes(query_url: str, token: str, ids: list[str]) -> float:
+    sizes = []
+    with httpx.Client(base_url=query_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        for campaign in ids:
+            answer = client.get(f"/campaigns/{campaign}")
+            answer.raise_for_status()
+            sizes.append(len(answer.content))
+        listed = client.get(LIST_PATH)
+        listed.raise_for_status()
+        if not listed.json().get("items"):
+            raise RuntimeError(f"the list query answered no campaigns: {listed.text[:300]}")
+    return sum(sizes) / len(sizes)
+
+
+def _reads(
+    query_url: str, token: str, ids: list[str], *, connections: int, seconds: int
+) -> tuple[WrkResult, WrkResult]:
+    headers = {"Authorization": f"Bearer {token}"}
+    paths = [f"/campaigns/{c}" for c in ids]
+    run_wrk(f"{query_url}{LIST_PATH}", connections=connections, seconds=1, headers=headers)
+    listed = run_wrk(f"{query_url}{LIST_PATH}", connections=connections, seconds=seconds, headers=headers)
+    run_wrk(f"{query_url}/campaigns/x", connections=connections, seconds=1, headers=headers, paths=paths)
+    by_id = run_wrk(
+        f"{query_url}/campaigns/x", connections=connections, seconds=seconds, headers=headers, paths=paths
+    )
+    for name, result in (("list", listed), ("by id", by_id)):
+        if result.non_2xx or result.errors:
+            raise RuntimeError(f"the query API answered errors under the {name} load: {result}")
+    return listed, by_id
+
+
+async def measure(
+    env: BenchEnvironment, sizes: tuple[int, ...], *, connections: int, seconds: int, say: say_fn
+) -> tuple[list[Figure], list[SizeRow]]:
+    settings = scale_settings(env.settings)
+    topics = Topics(settings.topic_prefix)
+    await create_topics(settings)
+    await wait_for_leaders(settings, topics.all())
+    topic = topics.campaigns
+    token = issue_access_token(settings, "bench-scale-admin", ["user", "admin"])
+    queries = env.other_services(settings, "scale-query")
+    queries.start(["query-api"])
+    rows: list[SizeRow] = []
+    try:
+        await asyncio.to_thread(_wait_answering, queries)
+        memory_at_start = await used_memory(settings)
+        done = 0
+        for size in sorted(sizes):
+            grow = size - done
+            say(
+                f"scale: {size:,} campaigns ({grow * len(LIFE):,} more events into {topic}), "
+                f"load {load_average()}"
+            )
+            produced_in = await produce(
+                settings.kafka_bootstrap, topic, grow * len(LIFE), life=LIFE, first=done
+            )
+            before = done * len(LIFE)
+            total = sum((await end_offsets(settings, topic)).values())
+            rate, counted = await _projector_rate(env, settings, topic, before, total)
+            say(f"  produced in {produced_in:.1f} s; projector {rate:,.0f} events/s")
+            used, keys, per_projection = await redis_bytes(settings)
+            delta = await used_memory(settings) - memory_at_start
+            sample = [campaign_id(n) for n in random.Random(size).sample(range(size), min(SAMPLED_IDS, size))]
+            document = await asyncio.to_thread(_document_bytes, queries.query_url, token, sample[:100])
+            split = ", ".join(f"{name} {b / size:,.0f}" for name, b in sorted(per_projection.items()))
+            say(f"  {used / size:,.0f} B/campaign ({keys:,} keys; {split}); document {document:,.0f} B")
+            listed, by_id = await asyncio.to_thread(
+                _reads, queries.query_url, token, sample, connections=connections, seconds=seconds
+            )
+            say(f"  list p99 {listed.p99_ms:.1f} ms, by id p99 {by_id.p99_ms:.1f} ms; replay")
+            replayed = await asyncio.to_thread(replay_process.run, settings)
+            say(
+                f"  replay {replayed.events:,} events in {replayed.seconds:.1f} s "
+                f"({replayed.per_second:,.0f}/s), peak RSS {replayed.peak_rss_mib:.0f} MiB"
+            )
+            rows.append(
+                SizeRow(
+                    campaigns=size,
+                    events=total,
+                    produce_seconds=round(produced_in, 2),
+                    projector_events_per_second=round(rate, 1),
+                    projector_events=counted,
+                    redis_bytes=used,
+                    redis_keys=keys,
+                    bytes_per_campaign=round(used / size, 1),
+                    bytes_per_campaign_by_projection={
+                        name: round(b / size, 1) for name, b in sorted(per_projection.items())
+                    },
+                    used_memory_delta_per_campaign=round(delta / size, 1),
+                    json_document_bytes=round(document, 1),
+                    list_p99_ms=listed.p99_ms,
+                    list_p50_ms=listed.p50_ms,
+                    list_requests_per_second=listed.requests_per_second,
+                    by_id_p99_ms=by_id.p99_ms,
+                    by_id_p50_ms=by_id.p50_ms,
+                    by_id_requests_per_second=by_id.requests_per_second,
+                    replay_seconds=round(replayed.seconds, 2),
+                    replay_events_per_second=round(replayed.per_second, 1),
+                    replay_peak_rss_mib=round(replayed.peak_rss_mib, 1),
+                    load_average=load_average(),
+                )
+            )
+            done = size
+    finally:
+        await asyncio.to_thread(queries.stop_all)
+        await _drop(settings)
+    return figures(rows, connections, seconds), rows
+
+
+async def _drop(settings: Settings) -> None:
+    """The scale run's keys and topics, at once: the millions of events must not wait for the end."""
+    await delete_keys(settings, settings.redis_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+def _sizes(rows: list[SizeRow]) -> str:
+    return " → ".join(f"{r.campaigns:,}" for r in rows)
+
+
+def figures(rows: list[SizeRow], connections: int, seconds: int) -> list[Figure]:
+    small, large = rows[0], rows[-1]
+    per_size = [asdict(r) for r in rows]
+    bytes_ratio = large.bytes_per_campaign / large.json_document_bytes
+    span = f"{small.campaigns:,} → {large.campaigns:,} campaigns"
+
+    def flat(
+        key: str,
+        title: str,
+        field: str,
+        unit: str,
+        lower_is_better: bool,
+        how: str,
+        digits: int = 1,
+        also: tuple[str, ...] = (),
+    ) -> Figure:
+        first, last = getattr(small, field), getattr(large, field)
+        ratio = last / first if first else 0.0
+        met = ratio <= 1 + FLAT if lower_is_better else ratio >= 1 - FLAT
+        return Figure(
+            key=key,
+            title=f"{title} ({span})",
+            measured=f"{last:,.{digits}f} {unit} at {large.campaigns:,}",
+            limit=f"{first:,.{digits}f} {unit} at {small.campaigns:,}",
+            ratio=round(ratio, 3),
+            goal=f"≤ {1 + FLAT:.1f}" if lower_is_better else f"≥ {1 - FLAT:.1f}",
+            met=met,
+            how=how,
+            data={
+                "per_size": [{k: r[k] for k in ("campaigns", field, *also, "load_average")} for r in per_size]
+            },
+        )
+
+    wrk_how = (
+        f"wrk (1 thread, pinned to the last core), {connections} connections, {seconds} s after 1 s "
+        "of warm-up, against the query API (uvicorn, the bench's worker count) on the scale run's keys, "
+        "an admin token (the list spans every campaign)"
+    )
+    return [
+        Figure(
+            key="scale_bytes",
+            title=f"Redis bytes per campaign at {large.campaigns:,} (sizes {_sizes(rows)})",
+            measured=f"{large.bytes_per_campaign:,.0f} B/campaign",
+            limit=f"JSON document {large.json_document_bytes:,.0f} B",
+            ratio=round(bytes_ratio, 2),
+            goal=f"≤ {BYTES_GOAL:g}",
+            met=bytes_ratio <= BYTES_GOAL,
+            how=(
+                "MEMORY USAGE key SAMPLES 0 summed over every key under the scale run's prefix (SCAN "
+                "of keyspace.prefix_pattern: all three projections' read models, the indexes "
+                "included), divided by the campaigns; the JSON document: the mean body of GET "
+                "/campaigns/{id} over 100 sampled campaigns; INFO memory used_memory deltas in "
+                "per_size (a shared server: other clients move them)"
+            ),
+            data={"per_size": per_size},
+        ),
+        flat(
+            "scale_list_p99",
+            "List query p99, GET /campaigns?status=active&sort=-created_at&limit=20",
+            "list_p99_ms",
+            "ms",
+            True,
+            wrk_how,
+            also=("list_p50_ms", "list_requests_per_second"),
+        ),
+        flat(
+            "scale_by_id_p99",
+            "By-id p99, GET /campaigns/{id}",
+            "by_id_p99_ms",
+            "ms",
+            True,
+            wrk_how + f"; each request one of {SAMPLED_IDS} ids sampled from the size",
+            also=("by_id_p50_ms", "by_id_requests_per_second"),
+        ),
+        flat(
+            "scale_projector",
+            "Projector events/s as the read models grow",
+            "projector_events_per_second",
+            "events/s",
+            False,
+            (
+                "the real projector process over the new events of each size (two per campaign: "
+                "created, activated), on top of the earlier sizes' read models; from the campaigns "
+                "group's first commit past the earlier end to the end of the topic"
+            ),
+            digits=0,
+        ),
+        flat(
+            "scale_replay_rss",
+            "Replay peak RSS over the whole log",
+            "replay_peak_rss_mib",
+            "MiB",
+            True,
+            (
+                "`campaigns replay rebuild campaigns --source kafka` (bench/replay_process.py, the "
+                "tool's composition root) in a process of its own over every event of the topic; peak "
+                "RSS from wait4 (ru_maxrss), imports included; its time and events/s in per_size"
+            ),
+            also=("events", "replay_seconds", "replay_events_per_second"),
+        ),
+    ]
+
+
+__all__ = ["FIGURE_KEYS", "LARGE", "SIZES", "SizeRow", "figures", "measure", "scale_settings"]
