@@ -112,6 +112,13 @@ def pointer_key(prefix: str, projection: str) -> str:
     return f"{prefix}:gen:{projection}"
 
 
+def layout_key(prefix: str, generation: str) -> str:
+    """String: the key layout version of one generation (`generations.LAYOUT_VERSIONS`), written
+    before the generation is swapped in (or on a fresh start); none: version 1. Beside the
+    pointers, outside the generation, so a generation's digest is its data's alone."""
+    return f"{prefix}:layout:{generation}"
+
+
 def sentinel_key(prefix: str) -> str:
     """String: present while the read models under `prefix` are whole (see `generations`). Written
     by the projectors beside the generation pointers; gone after a FLUSHALL, a new empty server or
