@@ -174,6 +174,26 @@ class ReadModels:
     async def campaign_page(
         self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
     ) -> tuple[list[bytes], bytes | None]:
+        """Up to `limit` documents after the member `after`, and the member to continue from:
+        from the process's cache if the same page was read since the last announcement (see
+        `CampaignCache`), else from Redis (`_campaign_page`)."""
+        base = self.generations.base("campaigns")
+        cache = self.cache
+        if cache is None:
+            return await self._campaign_page(base, filters, sort, limit, after)
+        question = (filters, sort, limit, after)
+        page = cache.get_page(base, question)
+        if page is not None:
+            return page
+        ticket = cache.ticket()
+        page = await self._campaign_page(base, filters, sort, limit, after)
+        asked = len(after or b"") + sum(len(value) for _, value in filters.index_pairs())
+        cache.put_page(base, question, page, ticket, asked)
+        return page
+
+    async def _campaign_page(
+        self, base: str, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
+    ) -> tuple[list[bytes], bytes | None]:
         """Up to `limit` documents after the member `after`, and the member to continue from.
 
         Every bucket's share of the page (lua/list_campaigns.lua, one call per bucket, pipelined:
@@ -182,7 +202,7 @@ class ReadModels:
         a bucket has more to examine, the buckets that bound it are called again from where
         they stopped (at most `scan_calls` rounds), so a selective filter still fills its page.
         """
-        keys = CampaignKeys(self.generations.base("campaigns"), self.buckets)
+        keys = CampaignKeys(base, self.buckets)
         script = list_campaigns_script()
         budget = max(self.scan_budget // self.buckets, 2 * (limit + 1))
         pairs = filters.index_pairs()

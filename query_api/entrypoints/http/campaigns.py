@@ -232,6 +232,25 @@ async def list_campaigns(
     principal: Principal = Depends(caller),
     side: ReadSide = Depends(read_side),
 ) -> Response:
+    filters = CampaignFilters(status, channel, tag, owner_id)
+    body = await campaign_page_body(side, principal, filters, sort, limit, cursor)
+    return Response(body, media_type=JSON)
+
+
+EMPTY_PAGE = b'{"items":[],"next_cursor":null}'
+
+
+async def campaign_page_body(
+    side: ReadSide,
+    principal: Principal,
+    filters: CampaignFilters,
+    sort: SortOrder,
+    limit: int,
+    cursor: str | None,
+) -> bytes:
+    """The page's JSON (validated parameters; the cursor is checked here), spliced from the
+    stored documents: nothing is parsed or re-encoded. Shared by the route and its fast path
+    (fast_read.CampaignList)."""
     after = None
     if cursor is not None:
         try:
@@ -240,10 +259,9 @@ async def list_campaigns(
             raise Problem(
                 422, f"invalid cursor: {exc}", errors=[{"field": "cursor", "reason": str(exc)}]
             ) from exc
-    filters = CampaignFilters(status, channel, tag, owner_id).visible_to(principal)
-    if filters is None:
-        return Response(b'{"items":[],"next_cursor":null}', media_type=JSON)
-    docs, next_member = await side.read_models.campaign_page(filters, sort, limit, after)
+    visible = filters.visible_to(principal)
+    if visible is None:
+        return EMPTY_PAGE
+    docs, next_member = await side.read_models.campaign_page(visible, sort, limit, after)
     next_cursor = encode_cursor(sort, next_member) if next_member else None
-    body = b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type=JSON)
+    return b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
