@@ -20,12 +20,12 @@ Why an entry is never served stale for longer than `ttl_seconds`, and normally n
 Memory is bounded by `max_bytes` (documents plus an estimate of each entry's overhead);
 the oldest entries go first. Unknown ids are not kept, so probing ids costs no memory.
 
-Pages of `GET /campaigns` are kept beside the documents (`get_page` / `put_page`, bounded by
-`page_max_bytes`), under the same rules, except that any announcement drops every page: an
-announcement names only its aggregate, and a page may change with any campaign of its owner
-(one created, one whose status or sort value moved). Keyed by the page's whole question
-(filters as the caller may apply them, sort, limit, cursor), a kept page is what the same
-reads of Redis would give, until the next announcement.
+Pages of `GET /campaigns` (the response's JSON) are kept beside the documents (`get_page` /
+`put_page`, bounded by `page_max_bytes`), under the same rules, except that any announcement
+drops every page: an announcement names only its aggregate, and a page may change with any
+campaign of its owner (one created, one whose status or sort value moved). Keyed by the whole
+question (the query string and whose campaigns the caller may see), a kept page is what the
+same reads of Redis would give, until the next announcement.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from collections.abc import Callable, Hashable
 
 from readmodels.snapshot import Snapshot
 
-# A page of campaigns: its documents as stored, and the member the next page starts after.
-Page = tuple[list[bytes], bytes | None]
+# A page of campaigns: the response's JSON.
+Page = bytes
 
 # Per-entry cost beyond the document (measured with tracemalloc): dict slot, key and owner
 # strings, Snapshot, tuple and float objects.
@@ -114,10 +114,7 @@ class CampaignCache:
         now = self.clock()
         if now < self._keep_after:
             return
-        docs, after = page
-        cost = (
-            sum(map(len, docs)) + len(after or b"") + question_bytes + ENTRY_OVERHEAD_BYTES * (1 + len(docs))
-        )
+        cost = len(page) + question_bytes + ENTRY_OVERHEAD_BYTES
         if cost > self.page_max_bytes:
             return
         self._drop_page(question)

@@ -205,24 +205,19 @@ class ReadModels:
         return await self.generations.confirm(snapshot)
 
     async def campaign_page(
-        self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
+        self,
+        filters: CampaignFilters,
+        sort: SortOrder,
+        limit: int,
+        after: bytes | None,
+        base: str | None = None,
     ) -> tuple[list[bytes], bytes | None]:
-        """Up to `limit` documents after the member `after`, and the member to continue from:
-        from the process's cache if the same page was read since the last announcement (see
-        `CampaignCache`), else from Redis (`_campaign_page`)."""
-        base = self.generations.base("campaigns")
-        cache = self.cache
-        if cache is None:
-            return await self._campaign_page(base, filters, sort, limit, after)
-        question = (filters, sort, limit, after)
-        page = cache.get_page(base, question)
-        if page is not None:
-            return page
-        ticket = cache.ticket()
-        page = await self._campaign_page(base, filters, sort, limit, after)
-        asked = len(after or b"") + sum(len(value) for _, value in filters.index_pairs())
-        cache.put_page(base, question, page, ticket, asked)
-        return page
+        """Up to `limit` documents after the member `after`, and the member to continue from, read
+        from `base` (default: the live generation). (Whole pages are kept in the campaign cache by
+        the caller, `campaigns.campaign_page_body`, keyed by the request.)"""
+        return await self._campaign_page(
+            base or self.generations.base("campaigns"), filters, sort, limit, after
+        )
 
     async def _campaign_page(
         self, base: str, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None

@@ -55,8 +55,27 @@ _LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # 1 to 100 in plain digits (else FastAP
 LIST_LIMIT_MAX = 100
 
 
+# Query strings already judged (a pure function of the bytes), at most this many per worker.
+QUESTIONS_REMEMBERED = 4096
+QUESTION_REMEMBERED_BYTES = 256
+_questions: dict[bytes, dict[str, str] | None] = {}
+
+
 def list_question(query_string: bytes) -> dict[str, str] | None:
     """The list's parameters if each is known, given once and valid; else None (FastAPI's)."""
+    try:
+        return _questions[query_string]
+    except KeyError:
+        pass
+    if len(query_string) > QUESTION_REMEMBERED_BYTES:  # (a cursor's: judged every time)
+        return _judged(query_string)
+    if len(_questions) >= QUESTIONS_REMEMBERED:
+        _questions.clear()
+    question = _questions[query_string] = _judged(query_string)
+    return question
+
+
+def _judged(query_string: bytes) -> dict[str, str] | None:
     # Decoded as Starlette decodes it (latin-1 bytes, then percent-escapes as UTF-8).
     params: dict[str, str] = {}
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
@@ -175,7 +194,9 @@ class CampaignList:
             )
             sort = SortOrder(question.get("sort", SortOrder.CREATED_DESC.value))
             limit = int(question.get("limit", "20"))
-            body = await campaign_page_body(side, principal, filters, sort, limit, question.get("cursor"))
+            body = await campaign_page_body(
+                side, principal, scope["query_string"], filters, sort, limit, question.get("cursor")
+            )
         except Problem as problem:
             response = problem_response(
                 problem.status,

@@ -211,6 +211,8 @@ async def test_a_cached_page_shows_a_new_campaign_once_the_projector_announces_o
     # Another user's question is another page, never this one.
     response = await query.http.get("/campaigns", params={"limit": 10}, headers=query.token("mallory"))
     assert response.json() == {"items": [], "next_cursor": None}
+    admin = await query.http.get("/campaigns", params={"limit": 10}, headers=query.admin())
+    assert {item["id"] for item in admin.json()["items"]} == {first.aggregate_id, unannounced.aggregate_id}
 
     await projection.apply(redis, "campaigns.1", announced.events)
 

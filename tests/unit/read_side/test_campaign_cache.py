@@ -159,8 +159,8 @@ def test_an_unreadable_announcement_empties_the_cache() -> None:
 
 # Pages of GET /campaigns: the same rules, but any announcement drops them all.
 
-PAGE = ([b'{"id":"c1"}', b'{"id":"c2"}'], b"m2")
-QUESTION = ("alice", "active", "-created_at", 20, None)
+PAGE = b'{"items":[{"id":"c1"},{"id":"c2"}],"next_cursor":null}'
+QUESTION = (b"status=active&limit=20", "alice")
 
 
 def live_page_cache(clock: Clock | None = None, page_max_bytes: int = 1 << 20) -> CampaignCache:
@@ -179,7 +179,7 @@ def fill_page(cache: CampaignCache, question: object = QUESTION, base: str = BAS
 def test_a_page_is_answered_from_memory_until_any_announcement() -> None:
     cache = live_page_cache()
     fill_page(cache)
-    fill_page(cache, ("bob", None, "name", 5, b"x"))
+    fill_page(cache, (b"sort=name&limit=5", None))
     assert cache.get_page(BASE, QUESTION) == PAGE
     cache.invalidate("some-other-campaign")  # a page may change with any campaign (one created)
     assert cache.get_page(BASE, QUESTION) is None
@@ -216,7 +216,7 @@ def test_pages_follow_the_feed_the_generation_and_the_ttl() -> None:
 
 
 def test_page_memory_is_bounded_and_zero_turns_pages_off() -> None:
-    per_page = sum(map(len, PAGE[0])) + len(PAGE[1] or b"") + 10 + ENTRY_OVERHEAD_BYTES * 3
+    per_page = len(PAGE) + 10 + ENTRY_OVERHEAD_BYTES
     cache = live_page_cache(page_max_bytes=per_page * 2)
     for n in range(4):
         fill_page(cache, ("alice", n))
