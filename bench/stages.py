@@ -156,6 +156,7 @@ class StageTap:
                 }
                 for name in stages
             },
+            "slowest_5_ms": [{name: _ms(row[name]) for name in stages} for row in tail[-5:]],
             "slowest_1pct_median_ms": {
                 name: _ms(statistics.median(row[name] for row in tail)) for name in stages
             },

@@ -151,6 +151,17 @@ class Settings(BaseSettings):
     # limit is about 1 MiB). A larger event is quarantined, never retried forever.
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
+    # How long an idle consumer's poll waits before it polls again (FastStream's batch_timeout_ms).
+    # Records are consumed as soon as they arrive whatever this is (service_runtime/kafka_batches.py),
+    # so it only sets how often an idle consumer wakes.
+    consumer_poll_ms: int = Field(default=500, ge=10, le=60_000)
+    # Consumers whose readers need no sub-second freshness (the projections that announce nothing,
+    # i.e. stats; both workers) fetch in batches: the broker answers once this many bytes are
+    # ready or the wait passed (Kafka's fetch.min.bytes / fetch.max.wait.ms). At a steady rate
+    # they then take tens of records per fetch, Kafka commit and Redis round trip rather than
+    # one. 1 byte: every record at once, as the announcing projections always do.
+    batch_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
+    batch_fetch_wait_ms: int = Field(default=500, ge=0, le=10_000)
     # How often each projection writes its counters and last batch to its status hash (not per
     # batch: live batches are mostly one event, and the monitor refreshes once a second).
     projector_status_seconds: float = Field(default=0.5, gt=0, le=60)

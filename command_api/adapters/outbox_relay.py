@@ -90,6 +90,7 @@ class OutboxRelay:
         self._marked_at = 0.0
         self._reporter = RelayStatusReporter(
             lease=lease,
+            gate=gate,
             events=self._events,
             progress=self.progress,
             unmarked=lambda: len(self._unmarked),
