@@ -324,7 +324,9 @@ def processes(env: BenchEnvironment) -> dict[str, list[int]]:
         server_pids(
             mongo_port=int(settings.mongo_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
             redis_port=int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
-            kafka_properties=str(REPO / settings.local_dir / "kafka.properties"),
+            # Resolved: a worktree's .local is a link to the running stack's, and Kafka's command
+            # line names the real path (unresolved, a worktree's run counted no Kafka CPU).
+            kafka_properties=str((REPO / settings.local_dir / "kafka.properties").resolve()),
         )
     )
     groups["bench client"] = [os.getpid()]
