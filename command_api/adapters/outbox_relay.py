@@ -79,12 +79,14 @@ class OutboxRelay:
         redis: aioredis.Redis | None,
         redis_prefix: str,
         batch_size: int,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._events = db[EVENTS]
         self._gate = gate
         self._lease = lease
         self._publisher = publisher
         self._batch_size = batch_size
+        self._linger = linger_seconds
         self.progress = RelayProgress()
         self._feed = ChangeFeed(db, batch_size=batch_size, on_history_lost=self._history_lost)
         # Published from the stream, committed in Kafka, not yet marked in MongoDB; and the
@@ -183,6 +185,11 @@ class OutboxRelay:
             while True:
                 self._lease.ensure_held()
                 changes = await feed.changes(STREAM_WAIT_SECONDS)
+                if changes and self._linger and len(changes) < self._batch_size:
+                    # Let the changes right behind the first join its transaction: each Kafka
+                    # transaction costs the relay and the broker about as much as its records.
+                    await asyncio.sleep(self._linger)
+                    changes += feed.arrived(self._batch_size - len(changes))
                 if changes:
                     await self._publish(await feed.not_yet_published(changes), mark_now=False)
                 elif time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:

@@ -163,6 +163,21 @@ class ChangeFeed:
                 item = None
         return changes
 
+    def arrived(self, limit: int) -> list[Document]:
+        """The changes already queued, up to `limit`, without waiting; a failure of the stream
+        among them is raised by the next `changes()`, after these."""
+        found: list[Document] = []
+        while len(found) < limit and self._failure is None:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if isinstance(item, BaseException):
+                self._failure = item
+            else:
+                found.append(item)
+        return found
+
     async def remember_position(self) -> None:
         """Save the stream's resume token when due, beside the publishing (a busy server answers
         slowly, and the publishing loop must not wait on it). A save that fails is logged and
