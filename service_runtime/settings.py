@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     # a new empty server) is detected within twice this (two checks in a row must find it gone),
     # and every projection rebuilt from the log.
     redis_loss_check_seconds: float = Field(default=1.0, gt=0)
+    # A live generation in an older key layout than this code reads (an upgrade across a layout
+    # change) is rebuilt by the projectors at start; if the rebuild cannot run yet (another one
+    # holds the lock) or fails, it is tried again this often. The replaced generation stays
+    # readable this long after the swap before it is deleted.
+    layout_check_seconds: float = Field(default=5.0, gt=0)
+    layout_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
     # How long a projectors stop waits for its consumers to finish their batch and leave their
     # groups (a loaded broker can take minutes to answer LeaveGroup).
     projectors_stop_seconds: float = Field(default=20.0, gt=0)
@@ -205,6 +211,13 @@ class Settings(BaseSettings):
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
     min_version_waiters_per_user: int = Field(default=10, ge=1)
     min_version_waiters_per_worker: int = Field(default=1000, ge=1)
+    # A list page walks one sorted index and keeps what matches the other filters: a round of
+    # script calls examines at most `list_scan_budget` index members, summed over the buckets
+    # (bounds how long one call holds Redis), and a page short of its limit goes on from where the
+    # round stopped, for `list_scan_calls` rounds at most (then the page is short, its cursor
+    # continues the walk).
+    list_scan_budget: int = Field(default=5000, ge=1, le=1_000_000)
+    list_scan_calls: int = Field(default=200, ge=1, le=100_000)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
