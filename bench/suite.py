@@ -24,6 +24,8 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_RATE_SECONDS=60         and each step's duration
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
   BENCH_PROFILE=<dir>           py-spy every service during the 100 commands/s run (bench/profiles.py)
+  BENCH_STAGES=1                each freshness run's time split by stage, watched from outside
+                                (bench/stages.py; off by default: the tap's own cost)
   BENCH_RELAY_EVENTS=6000       figure 8 (relay transactions on vs off; bench/relay_transactions.py):
   BENCH_RELAY_RATE=20           its backlog, its steady insert rate and duration, its rounds
   BENCH_RELAY_SECONDS=10
@@ -52,6 +54,7 @@ The chart of the steps (bench/chart.py) is written beside the results as a PNG.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -76,6 +79,7 @@ from bench import (
     relay_transactions,
     scale,
     scheduler,
+    stages,
 )
 from bench.cluster_runs import CLUSTER_FIGURES, PROJECTOR_GOAL, BenchCluster, spread_figure, versus
 from bench.environment import (
@@ -376,7 +380,9 @@ def processes(env: BenchEnvironment) -> dict[str, list[int]]:
         server_pids(
             mongo_port=int(settings.mongo_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
             redis_port=int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
-            kafka_properties=str(REPO / settings.local_dir / "kafka.properties"),
+            # Resolved: a worktree's .local is a link to the running stack's, and Kafka's command
+            # line names the real path (unresolved, a worktree's run counted no Kafka CPU).
+            kafka_properties=str((REPO / settings.local_dir / "kafka.properties").resolve()),
         )
     )
     groups["bench client"] = [os.getpid()]
@@ -654,10 +660,26 @@ async def run_suite() -> int:
                 profile = os.environ.get("BENCH_PROFILE", "") if key == "freshness" else ""
                 pids = {name: proc.pid for name, proc in env.services.processes.items()}
                 recorders = profiles.start(pids, duration, Path(profile)) if profile else []
-                fresh = await freshness.run(
-                    env.services.command_url, env.services.query_url, token, rate=rate, seconds=duration
-                )
-                cores = window.shares()
+                trace: list[stages.CommandTimes] | None = None
+                async with contextlib.AsyncExitStack() as tapping:
+                    tap = None
+                    if os.environ.get("BENCH_STAGES") == "1":
+                        trace = []
+                        tap = await tapping.enter_async_context(stages.StageTap(env.settings))
+                    fresh = await freshness.run(
+                        env.services.command_url,
+                        env.services.query_url,
+                        token,
+                        rate=rate,
+                        seconds=duration,
+                        trace=trace,
+                    )
+                    cores = window.shares()
+                    await asyncio.sleep(0.5 if tap else 0)  # the last notices and records
+                stage_report = tap.report(trace) if tap is not None and trace is not None else None
+                if stage_report is not None:
+                    for line in stages.lines(stage_report):
+                        say(line)
                 if recorders:
                     await asyncio.to_thread(profiles.finish, recorders)
                     for name in pids:
@@ -668,7 +690,14 @@ async def run_suite() -> int:
                     say(f"  CPU per command: {figures['cpu'].measured}; {figures['cpu'].limit}")
                 if "freshness" in only:
                     figures[key] = freshness.figure(fresh, rate, duration, cores, key)
+                    if stage_report is not None:
+                        figures[key].data["stages"] = stage_report
                     say(f"  {figures[key].measured}; {figures[key].limit}")
+                    data = figures[key].data
+                    say(
+                        f"  command latency p50 {data['command_latency_p50_ms']} ms, p99 "
+                        f"{data['command_latency_p99_ms']} ms; load average {load_average()}"
+                    )
 
         if "sustained" in only:
             raw_concurrency = knob("BENCH_CONCURRENCY", 16)

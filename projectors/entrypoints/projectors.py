@@ -66,7 +66,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
-from service_runtime.kafka_batches import tolerant_headers
+from service_runtime.kafka_batches import tolerant_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis
@@ -75,6 +75,9 @@ from service_runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Kafka's (and aiokafka's) default fetch.max.wait.ms; with fetch.min.bytes 1 a fetch is answered
+# as soon as any record is there, so it only bounds an empty fetch.
+KAFKA_FETCH_WAIT_MS = 500
 # Consecutive checks that must find the sentinel gone before the projections are rebuilt.
 LOSS_CONFIRMATIONS = 2
 
@@ -151,10 +154,17 @@ class Projectors:
 
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
         projection = consumer.projection
+        settings = self.settings
+        # A projection that announces what it applied wakes `min_version` reads: every record is
+        # fetched at once. The others (stats) are read by dashboards: fetched in batches.
+        batched = not projection.announces
         subscriber = self.broker.subscriber(
             *projection_topics(projection.aggregate_types, self.topics),
             group_id=group,
             batch=True,
+            batch_timeout_ms=settings.consumer_poll_ms,
+            fetch_min_bytes=settings.batch_fetch_min_bytes if batched else 1,
+            fetch_max_wait_ms=settings.batch_fetch_wait_ms if batched else KAFKA_FETCH_WAIT_MS,
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -180,7 +190,7 @@ class Projectors:
 
         project.__name__ = project.__qualname__ = f"project_{projection.name}"
         subscriber(project)
-        return subscriber
+        return wake_at_once(subscriber)
 
     async def _holding(
         self, consumer: ProjectionConsumer, records: list[EventRecord], backoff: Backoff

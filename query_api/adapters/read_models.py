@@ -180,18 +180,23 @@ class ReadModels:
             replies = await self._pipelined(commands)
         return replies
 
-    async def campaign(self, campaign_id: str) -> Snapshot:
+    async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
+        """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost
+        Redis raises rather than reads as a 404) unless `confirm_missing` is False: a
+        `min_version` read, which never answers 404 for a missing campaign (it waits, then 503),
+        and which was most of the query API's sentinel checks (two a fresh read)."""
         base = self.generations.base("campaigns")
         cache = self.cache
         if cache is None:
-            return await self.generations.confirm(await self._campaign(base, campaign_id))
-        cached = cache.get(base, campaign_id)
-        if cached is not None:
-            return cached
-        ticket = cache.ticket()
-        snapshot = await self._campaign(base, campaign_id)
-        cache.put(base, campaign_id, snapshot, ticket)
-        return await self.generations.confirm(snapshot)
+            snapshot = await self._campaign(base, campaign_id)
+        else:
+            cached = cache.get(base, campaign_id)
+            if cached is not None:
+                return cached
+            ticket = cache.ticket()
+            snapshot = await self._campaign(base, campaign_id)
+            cache.put(base, campaign_id, snapshot, ticket)
+        return await self.generations.confirm(snapshot) if confirm_missing else snapshot
 
     async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
         key = CampaignKeys(base, self.buckets).campaign(campaign_id)
