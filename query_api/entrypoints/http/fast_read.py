@@ -31,6 +31,7 @@ from query_api.adapters.redis_multiplexer import REDIS_DOWN
 from query_api.domain.listing import CampaignFilters, SortOrder
 from query_api.entrypoints.http.campaigns import (
     MAX_ID_LENGTH,
+    Asked,
     LiveStatus,
     campaign_page_body,
     etag,
@@ -189,14 +190,7 @@ class CampaignList:
                 break
         try:
             principal = await side.tokens.authenticate(authorization)
-            filters = CampaignFilters(
-                question.get("status"), question.get("channel"), question.get("tag"), question.get("owner_id")
-            )
-            sort = SortOrder(question.get("sort", SortOrder.CREATED_DESC.value))
-            limit = int(question.get("limit", "20"))
-            body = await campaign_page_body(
-                side, principal, scope["query_string"], filters, sort, limit, question.get("cursor")
-            )
+            body = await campaign_page_body(side, principal, scope["query_string"], lambda: _asked(question))
         except Problem as problem:
             response = problem_response(
                 problem.status,
@@ -220,3 +214,11 @@ class CampaignList:
         headers = [_JSON, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _asked(question: dict[str, str]) -> Asked:
+    filters = CampaignFilters(
+        question.get("status"), question.get("channel"), question.get("tag"), question.get("owner_id")
+    )
+    sort = SortOrder(question.get("sort", SortOrder.CREATED_DESC.value))
+    return filters, sort, int(question.get("limit", "20")), question.get("cursor")
