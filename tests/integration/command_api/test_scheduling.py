@@ -288,7 +288,7 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
             return side.report.fired_total == 1
 
         await eventually(fired)
-        queue = await side.timers.queue(datetime.now(UTC))
+        queue = await side.timers.queue(datetime.now(UTC), overdue_limit=settings.scheduler_overdue_count_limit)
         await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
         redis = connect_redis(settings)
         try:

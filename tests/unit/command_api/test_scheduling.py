@@ -46,10 +46,21 @@ class FakeTimers:
     store: FakeStore
     claimed: set[str] = field(default_factory=set)
     discarded: list[str] = field(default_factory=list)
+    # The lower bound of each claim (None: a sweep from the earliest due time).
+    sinces: list[datetime | None] = field(default_factory=list)
 
-    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]:
+    async def claim_due(
+        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
+    ) -> list[DueTimer]:
+        self.sinces.append(since)
         due = sorted(
-            (t for t in self.store.timers.values() if t.due_at <= until and t.timer_id not in self.claimed),
+            (
+                t
+                for t in self.store.timers.values()
+                if t.due_at <= until
+                and (since is None or t.due_at >= since)
+                and t.timer_id not in self.claimed
+            ),
             key=lambda t: t.due_at,
         )[:limit]
         self.claimed.update(t.timer_id for t in due)
