@@ -177,8 +177,9 @@ async def measure(
             "(its unit of work, version check and events); lateness = firing decision - due time, "
             "from each CampaignActivated's payload.timer; CPU as a share of one core over the burst; "
             f"limit: the firing transaction's writes for {raw.count:,} other campaigns, {fire_batch} a "
-            "transaction grouped as the scheduler sends them (one guarded update of the campaigns, one "
-            "delete of their timers, an insert of each next timer and event, then commit), one at a "
+            "transaction grouped as the scheduler sends them (guarded updates of the campaigns and "
+            "deletes of their timers, 50 ids each, an insert of the next timers and one of the events, "
+            "then commit), one at a "
             "time, no claim, no read, no scheduler; ratio = fired per second / that limit"
         ),
         data={
