@@ -41,6 +41,7 @@ from service_runtime.redis_client import is_cluster
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
 FOLD_CAMPAIGNS = 50_000
 WRITE_CAMPAIGNS = 2_000
+WRITES_IN_FLIGHT = 2
 
 
 class GenerationMoved(RuntimeError):
@@ -134,23 +135,33 @@ class CampaignFolder:
             if entry.current.version != entry.stored.version
             or entry.current.parked.keys() != entry.stored.parked.keys()
         ]
-        for start in range(0, len(changed), self.write_campaigns):
-            chunk = changed[start : start + self.write_campaigns]
-            plans = {cid: _plan(folded[cid]) for cid in chunk}
-            reads = {cid: folded[cid].read for cid in chunk}
-            stale = await self.projection._write(
-                self.redis,
-                self._base,
-                False,
-                plans,
-                reads,
-                self._cluster,
-            )
+        chunks = [
+            changed[start : start + self.write_campaigns]
+            for start in range(0, len(changed), self.write_campaigns)
+        ]
+        # Two pipelines in flight: Python packs the next while Redis runs the last.
+        in_flight = asyncio.Semaphore(WRITES_IN_FLIGHT)
+
+        async def write_chunk(chunk: list[str]) -> None:
+            async with in_flight:
+                plans = {cid: _plan(folded[cid]) for cid in chunk}
+                reads = {cid: folded[cid].read for cid in chunk}
+                stale = await self.projection._write(
+                    self.redis, self._base, False, plans, reads, self._cluster
+                )
             if stale:
                 raise GenerationMoved(
                     f"{self.generation} was written by another writer during the rebuild "
                     f"(campaigns {', '.join(stale[:5])}); run the rebuild again"
                 )
+
+        tasks = [asyncio.ensure_future(write_chunk(chunk)) for chunk in chunks]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _plan(entry: _Folded) -> CampaignPlan:
