@@ -266,9 +266,9 @@ class Settings(BaseSettings):
 
     # Replay (`campaigns replay rebuild/verify`): campaigns folded in memory before they are
     # written (each written once per window, however many of its events the window holds; memory
-    # grows with this, not with the log: ~1 KiB a campaign; 0 writes every event through the
+    # grows with this, not with the log: ~1.3 KiB a campaign; 0 writes every event through the
     # live projector's apply), and campaigns per pipelined write of a window.
-    replay_fold_campaigns: int = Field(default=50_000, ge=0)
+    replay_fold_campaigns: int = Field(default=25_000, ge=0)
     replay_write_campaigns: int = Field(default=2_000, ge=1)
 
     # Local stack

@@ -39,7 +39,7 @@ from readmodels.keyspace import generation_base
 from service_runtime.redis_client import is_cluster
 
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
-FOLD_CAMPAIGNS = 50_000
+FOLD_CAMPAIGNS = 25_000
 WRITE_CAMPAIGNS = 2_000
 WRITES_IN_FLIGHT = 2
 

@@ -82,12 +82,10 @@ class LaneWriter:
     async def write(self, envelopes: Sequence[EventEnvelope]) -> None:
         self._raise_failure()
         for folder in self._folders.values():
-            projection = folder.projection
-            await folder.write([e for e in envelopes if projection.accepts(e)])
-        for envelope in envelopes:
-            for projection, lanes in self._targets:
-                if projection.name in self._folders:
-                    continue
+            await folder.write([e for e in envelopes if folder.projection.accepts(e)])
+        laned = [(p, lanes) for p, lanes in self._targets if p.name not in self._folders]
+        for envelope in envelopes if laned else ():
+            for projection, lanes in laned:
                 if projection.accepts(envelope):
                     lane = lanes[hash(envelope.aggregate_id) % len(lanes)]
                     lane.buffer.append(envelope)

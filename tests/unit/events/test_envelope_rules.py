@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from events import EventEnvelope, InvalidEvent, UnknownEventType, decode_event, new_envelope, upcasting
+from events import (
+    EventEnvelope,
+    InvalidEvent,
+    UnknownEventType,
+    decode_event,
+    new_envelope,
+    serialization,
+    upcasting,
+)
 from events.envelope import millisecond_utc, utc_now
-from events import serialization
 from events.serialization import encode_event, envelope_to_document
 from tests.support.factories import SAMPLE_PAYLOADS, envelope
 
