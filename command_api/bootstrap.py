@@ -166,6 +166,7 @@ def build_outbox_relay(
         redis=redis,
         redis_prefix=settings.redis_prefix,
         batch_size=settings.relay_batch_size,
+        linger_seconds=settings.relay_linger_ms / 1000,
     )
 
 

@@ -81,7 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations, multiplexer, cache, settings.read_model_buckets),
+                read_models=ReadModels(
+                    redis,
+                    generations,
+                    multiplexer,
+                    cache,
+                    settings.read_model_buckets,
+                    scan_budget=settings.list_scan_budget,
+                    scan_calls=settings.list_scan_calls,
+                ),
                 waiters=waiters,
                 events_log=EventsLog(events_collection(mongo, settings.mongo_db)),
                 waiter_quota=WaiterQuota(

@@ -112,14 +112,18 @@ async def get_campaign(request: Request) -> Response:
         return await _as_of(side, principal, campaign_id, as_of_version)
     if len(campaign_id) > MAX_ID_LENGTH:
         raise _not_found()
-    snapshot = await side.read_models.campaign(campaign_id)
+    # A min_version read never answers 404 for a campaign not there yet: it waits, and a version
+    # it finds is a campaign that exists; so its reads skip the lost-Redis check (a lost Redis
+    # reads as "not yet", and the wait ends in a 503).
+    waiting = min_version is not None
+    snapshot = await side.read_models.campaign(campaign_id, confirm_missing=not waiting)
     if min_version is not None and snapshot.version < min_version:
         if snapshot.version and not may_read(principal, snapshot.owner_id):
             raise _not_found()
         try:
             with side.waiter_quota.admit(principal.user_id):
                 found = await read_at_least(
-                    lambda: side.read_models.campaign(campaign_id),
+                    lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
                     side.waiters,
                     campaign_id,
                     min_version,
