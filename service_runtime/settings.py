@@ -297,7 +297,7 @@ class Settings(BaseSettings):
     # grows with this, not with the log: ~1.3 KiB a campaign; 0 writes every event through the
     # live projector's apply), and campaigns per pipelined write of a window.
     replay_fold_campaigns: int = Field(default=25_000, ge=0)
-    replay_write_campaigns: int = Field(default=2_000, ge=1)
+    replay_write_campaigns: int = Field(default=500, ge=1)
 
     # Local stack
     local_dir: str = ".local"

@@ -40,7 +40,7 @@ from service_runtime.redis_client import is_cluster
 
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
 FOLD_CAMPAIGNS = 25_000
-WRITE_CAMPAIGNS = 2_000
+WRITE_CAMPAIGNS = 500
 WRITES_IN_FLIGHT = 2
 
 
