@@ -301,6 +301,13 @@ class Settings(BaseSettings):
     # it is deleted (as `campaigns replay rebuild --grace-seconds`).
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
 
+    # Replay (`campaigns replay rebuild/verify`): campaigns folded in memory before they are
+    # written (each written once per window, however many of its events the window holds; memory
+    # grows with this, not with the log: ~1.3 KiB a campaign; 0 writes every event through the
+    # live projector's apply), and campaigns per pipelined write of a window.
+    replay_fold_campaigns: int = Field(default=25_000, ge=0)
+    replay_write_campaigns: int = Field(default=500, ge=1)
+
     # Local stack
     local_dir: str = ".local"
     # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
