@@ -217,6 +217,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
             concurrency=settings.scheduler_concurrency,
             fire_batch=settings.scheduler_fire_batch,
             firing_timeout_seconds=settings.scheduler_firing_timeout_seconds,
+            sweep_seconds=settings.scheduler_sweep_seconds,
         ),
     )
     return SchedulerSide(

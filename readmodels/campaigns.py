@@ -133,6 +133,7 @@ class MissingCreation(ValueError):
 # An index a campaign belongs to, by (dimension, value); None is the index of all campaigns.
 IndexFilter = tuple[str, str] | None
 REQUIRED_FIELDS = ("status", "channel", "owner_id", "tags")
+_REQUIRED = frozenset(REQUIRED_FIELDS)
 
 
 def next_campaign_state(state: dict[str, Any] | None, envelope: EventEnvelope) -> dict[str, Any]:
@@ -146,7 +147,7 @@ def next_campaign_state(state: dict[str, Any] | None, envelope: EventEnvelope) -
     new.update(changes)
     new["version"] = envelope.aggregate_version
     new["next_transition"] = next_transition(new)
-    if envelope.event_type != "CampaignDeleted" and any(name not in new for name in REQUIRED_FIELDS):
+    if envelope.event_type != "CampaignDeleted" and not new.keys() >= _REQUIRED:
         raise MissingCreation(
             f"campaign {envelope.aggregate_id} has no creation event before version "
             f"{envelope.aggregate_version}"

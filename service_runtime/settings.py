@@ -237,14 +237,23 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     scheduler_claim_seconds: float = Field(default=15.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
+    # While a burst keeps claims full, each claims from the previous one's latest due time; one
+    # from the earliest (for timers released or written behind it) runs at least this often.
+    scheduler_sweep_seconds: float = Field(default=5.0, gt=0)
     # Transactions in flight, and timers fired together in one (those due at the same moment).
     # One at a time by default: concurrent large transactions stalled the local SecantusDB (a
-    # burst of 10,000 stopped after 700 with 4 in flight; with 1 all fired), and the batches
+    # burst of 10,000 stopped after 700 with 4 in flight, and 2 hit the firing timeout; with 1 all
+    # fired; batches of 500 stalled it too, 125 firings/s against 381 at 200), and the batches
     # already carry a burst in few commits. A firing that takes longer than its timeout is
     # abandoned and its timers released for another try.
     scheduler_concurrency: int = Field(default=1, ge=1)
     scheduler_fire_batch: int = Field(default=200, ge=1)
     scheduler_firing_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The status report's timer queue (pending, overdue, next due) is read from MongoDB this often
+    # (the report itself goes out every 2 s), overdue counted up to the limit ("1000+"): counting
+    # every timer each report cost the local SecantusDB a share of a burst's firing time.
+    scheduler_queue_seconds: float = Field(default=10.0, gt=0)
+    scheduler_overdue_count_limit: int = Field(default=1000, ge=1)
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
@@ -294,6 +303,13 @@ class Settings(BaseSettings):
     # A rebuild started from the console: how long the replaced generation stays readable before
     # it is deleted (as `campaigns replay rebuild --grace-seconds`).
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
+
+    # Replay (`campaigns replay rebuild/verify`): campaigns folded in memory before they are
+    # written (each written once per window, however many of its events the window holds; memory
+    # grows with this, not with the log: ~1.3 KiB a campaign; 0 writes every event through the
+    # live projector's apply), and campaigns per pipelined write of a window.
+    replay_fold_campaigns: int = Field(default=25_000, ge=0)
+    replay_write_campaigns: int = Field(default=500, ge=1)
 
     # Local stack
     local_dir: str = ".local"
