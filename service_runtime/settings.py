@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     campaign_cache_seconds: float = Field(default=1.0, gt=0)
+    # Its pages of GET /campaigns (same entry lifetime; any announcement drops them all): their
+    # memory bound per worker (0 turns them off).
+    list_cache_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)

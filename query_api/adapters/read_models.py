@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import (
+    ClusterMultiplexer,
+    RedisCommandError,
+    RedisMultiplexer,
+    RedisUnavailable,
+)
 from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
 from readmodels.campaigns import SORTED_DIMENSIONS
 from readmodels.generations import (
@@ -27,7 +35,7 @@ from readmodels.generations import (
     read_models_whole,
 )
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
-from readmodels.scripts import ScriptArg, list_campaigns_script, pipelined
+from readmodels.scripts import LuaScript, ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,12 @@ GENERATION_REFRESH_SECONDS = 1.0
 
 def _bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _no_script(reply: object) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, RedisCommandError) and str(reply).startswith("NOSCRIPT")
+    )
 
 
 def _str(value: bytes | str | None) -> str | None:
@@ -147,6 +161,25 @@ class ReadModels:
             return list(reply)
         return list(await self.redis.hmget(key, fields))
 
+    async def _pipelined(self, commands: Sequence[tuple[ScriptArg, ...]]) -> list[Any]:
+        """Read commands in one write (per primary on a cluster), their replies in order, an error
+        reply in its place: through the multiplexer's shared connections when there is one (its
+        replies are parsed in C, a pooled redis-py connection's one by one in Python)."""
+        if self.multiplexer is not None:
+            return await self.multiplexer.execute_many(commands)
+        return await pipelined(self.redis, commands)
+
+    async def _run_script(
+        self, script: LuaScript, calls: Sequence[tuple[int, Sequence[ScriptArg]]]
+    ) -> list[Any]:
+        """`LuaScript.run_pipelined` over `_pipelined`: loaded and run again if Redis lost it."""
+        commands = [("EVALSHA", script.sha, keys, *args) for keys, args in calls]
+        replies = await self._pipelined(commands)
+        if any(_no_script(reply) for reply in replies):
+            await script.load(self.redis)
+            replies = await self._pipelined(commands)
+        return replies
+
     async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
         """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost
         Redis raises rather than reads as a 404) unless `confirm_missing` is False: a
@@ -177,7 +210,22 @@ class ReadModels:
         return await self.generations.confirm(snapshot)
 
     async def campaign_page(
-        self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
+        self,
+        filters: CampaignFilters,
+        sort: SortOrder,
+        limit: int,
+        after: bytes | None,
+        base: str | None = None,
+    ) -> tuple[list[bytes], bytes | None]:
+        """Up to `limit` documents after the member `after`, and the member to continue from, read
+        from `base` (default: the live generation). (Whole pages are kept in the campaign cache by
+        the caller, `campaigns.campaign_page_body`, keyed by the request.)"""
+        return await self._campaign_page(
+            base or self.generations.base("campaigns"), filters, sort, limit, after
+        )
+
+    async def _campaign_page(
+        self, base: str, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
     ) -> tuple[list[bytes], bytes | None]:
         """Up to `limit` documents after the member `after`, and the member to continue from.
 
@@ -187,7 +235,7 @@ class ReadModels:
         a bucket has more to examine, the buckets that bound it are called again from where
         they stopped (at most `scan_calls` rounds), so a selective filter still fills its page.
         """
-        keys = CampaignKeys(self.generations.base("campaigns"), self.buckets)
+        keys = CampaignKeys(base, self.buckets)
         script = list_campaigns_script()
         budget = max(self.scan_budget // self.buckets, 2 * (limit + 1))
         pairs = filters.index_pairs()
@@ -232,7 +280,7 @@ class ReadModels:
                 ]
                 calls.append((len(indexes), [*indexes, *args]))
                 called.append(bucket)
-            for bucket, reply in zip(called, await script.run_pipelined(self.redis, calls), strict=True):
+            for bucket, reply in zip(called, await self._run_script(script, calls), strict=True):
                 if isinstance(reply, BaseException):
                     raise reply
                 frontier, *more = reply
@@ -248,7 +296,7 @@ class ReadModels:
             ("HGET", keys.campaign(member.rpartition(b"\0")[2].decode()), "doc") for member in members
         ]
         docs = []
-        for doc in await pipelined(self.redis, fetches):
+        for doc in await self._pipelined(fetches):
             if isinstance(doc, BaseException):
                 raise doc  # never a page with a hole (a slot still moving: 503)
             if isinstance(doc, bytes):  # (deleted since its index page was read)
