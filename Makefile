@@ -34,9 +34,11 @@ stack-down: venv
 ## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
 ## private stack, all on one worker), then, alone, the tests that stop servers, run the
 ## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
+## -rfER lists every failure, error and rerun with its reason in the summary, so a test
+## rescued by a rerun still says why it failed the first time.
 TEST_WORKERS ?= 0
 SERIAL_TESTS := chaos or load or browser or cluster
-PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 -rfER
 test: venv deps
 ifeq ($(TEST_WORKERS),0)
 	$(PYTEST_RUN)
@@ -55,7 +57,7 @@ REDIS_CLUSTER_TESTS := tests/integration/read_side tests/e2e/test_vertical_slice
 test-redis-cluster: venv deps
 	CAMPAIGNS_TOPOLOGY=cluster $(BIN)/python infra/local/stack.py up redis
 	CAMPAIGNS_REDIS_CLUSTER_NODES=$$(CAMPAIGNS_TOPOLOGY=cluster $(BIN)/python -c 'from service_runtime.settings import Settings; print(Settings().redis_cluster_nodes)') \
-		$(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 $(REDIS_CLUSTER_TESTS)
+		$(PYTEST_RUN) $(REDIS_CLUSTER_TESTS)
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider tests/unit

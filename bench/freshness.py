@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from bench.commands import CAMPAIGN
 from bench.http_client import ConnectionFailed, KeepAliveClient
 from bench.report import Figure
+from bench.stages import CommandTimes
 
 MAX_IN_FLIGHT = 200
 
@@ -42,7 +43,17 @@ def _q(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def run(command_url: str, query_url: str, token: str, *, rate: float, seconds: float) -> FreshnessRun:
+async def run(
+    command_url: str,
+    query_url: str,
+    token: str,
+    *,
+    rate: float,
+    seconds: float,
+    trace: list[CommandTimes] | None = None,
+) -> FreshnessRun:
+    """The open-loop run; with `trace`, each accepted command's id, version, 201 and 200 on the
+    wall clock are appended to it (bench/stages.py)."""
     count = int(rate * seconds)
     result = FreshnessRun(scheduled=count)
     headers = {"Authorization": f"Bearer {token}"}
@@ -59,7 +70,7 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
         except ConnectionFailed:
             result.failed += 1
             return
-        accepted = time.perf_counter()
+        accepted, accepted_wall = time.perf_counter(), time.time()
         if answer.status != 201:
             result.failed += 1
             return
@@ -68,6 +79,10 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
         result.command_ms.append((accepted - sent) * 1000)
         body = answer.json()
         assert isinstance(body, dict)
+        times = None
+        if trace is not None:
+            times = CommandTimes(body["id"], int(body["version"]), accepted_wall)
+            trace.append(times)
         target = f"/campaigns/{body['id']}?min_version={body['version']}"
         for _ in range(30):
             try:
@@ -78,6 +93,8 @@ async def run(command_url: str, query_url: str, token: str, *, rate: float, seco
                 continue
             if read.status == 200:
                 result.freshness_ms.append((time.perf_counter() - accepted) * 1000)
+                if times is not None:
+                    times.seen = time.time()
                 return
             if read.status != 503:
                 break

@@ -38,11 +38,11 @@ from command_api.adapters.mongo_schema import (
     ensure_indexes,
     mongo_client,
 )
-from command_api.adapters.mongo_unit_of_work import MAJORITY, _envelope
+from command_api.adapters.mongo_unit_of_work import IN_CHUNK, MAJORITY, _envelope, chunked
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
-from readmodels.campaigns import campaign_document, membership_moves, next_campaign_state
+from readmodels.campaigns import campaign_document, filter_moves, membership_moves, next_campaign_state
 from readmodels.keyspace import CampaignKeys
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
@@ -79,6 +79,11 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
                 pipe.zrem(keys.filtered_index(move.sort, where), move.old_member)
             for where in move.joins:
                 pipe.zadd(keys.filtered_index(move.sort, where), {move.new_member: 0})
+        left, joined = filter_moves(old, new)
+        for dimension, value in left:
+            pipe.srem(keys.filter_set(dimension, value), event.aggregate_id)
+        for dimension, value in joined:
+            pipe.sadd(keys.filter_set(dimension, value), event.aggregate_id)
         pipe.hset(
             keys.campaign(event.aggregate_id),
             mapping={"doc": campaign_document(new), "x:owner": new["owner_id"], "v": new["version"]},
@@ -222,9 +227,9 @@ def _firing_writes(
 ) -> tuple[list[UpdateMany | DeleteMany], list[Document], list[Document]]:
     """What the scheduler's firing transaction sends for a batch of activations due together
     (`MongoCampaignRepository.save_many` and the unit of work's grouped inserts): a bulkWrite of
-    one update of the campaigns' changed fields guarded by their ids and version and one delete of
-    their timers, then one insert of the next timers and one of the events. Built here from the
-    documents alone."""
+    updates of the campaigns' changed fields guarded by their ids and version and deletes of their
+    timers (`IN_CHUNK` ids each), then one insert of the next timers and one of the events. Built
+    here from the documents alone."""
     fired_at = max(timer.due_at for _, timer in batch)
     events, timers = [], []
     for campaign, timer in batch:
@@ -237,21 +242,29 @@ def _firing_writes(
         assert next_timer is not None
         timers.append(due_timer_document(next_timer))
     first = batch[0][0]
-    ids = [campaign.id for campaign, _ in batch]
-    bulk: list[UpdateMany | DeleteMany] = [
-        UpdateMany(
-            {"_id": {"$in": ids}, "version": first.version - 1},
-            {
-                "$set": {
-                    "status": first.status.value,
-                    "version": first.version,
-                    "updated_at": first.updated_at,
-                }
-            },
-            namespace=f"{db_name}.{CAMPAIGNS}",
-        ),
-        DeleteMany({"_id": {"$in": ids}}, namespace=f"{db_name}.{DUE_TRANSITIONS}"),
-    ]
+    bulk: list[UpdateMany | DeleteMany] = []
+    # `IN_CHUNK` ids a statement, as `save_many` groups them.
+    for part in chunked(batch, IN_CHUNK):
+        bulk.append(
+            UpdateMany(
+                {"_id": {"$in": [campaign.id for campaign, _ in part]}, "version": first.version - 1},
+                {
+                    "$set": {
+                        "status": first.status.value,
+                        "version": first.version,
+                        "updated_at": first.updated_at,
+                    }
+                },
+                namespace=f"{db_name}.{CAMPAIGNS}",
+            )
+        )
+    for part in chunked(batch, IN_CHUNK):
+        bulk.append(
+            DeleteMany(
+                {"_id": {"$in": [campaign.id for campaign, _ in part]}},
+                namespace=f"{db_name}.{DUE_TRANSITIONS}",
+            )
+        )
     return bulk, timers, events
 
 
@@ -284,7 +297,7 @@ async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
                 await db[DUE_TRANSITIONS].insert_many(timers, session=session)
                 await db[EVENTS].insert_many(events, session=session)
                 await session.commit_transaction()
-            if result.update_results[0].matched_count != len(events):
+            if sum(r.matched_count for r in result.update_results.values()) != len(events):
                 raise RuntimeError("the raw firing loop's guarded update missed campaigns")
         return Rate(count, time.perf_counter() - started)
     finally:

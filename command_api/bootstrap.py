@@ -166,6 +166,7 @@ def build_outbox_relay(
         redis=redis,
         redis_prefix=settings.redis_prefix,
         batch_size=settings.relay_batch_size,
+        linger_seconds=settings.relay_linger_ms / 1000,
     )
 
 
@@ -216,6 +217,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
             concurrency=settings.scheduler_concurrency,
             fire_batch=settings.scheduler_fire_batch,
             firing_timeout_seconds=settings.scheduler_firing_timeout_seconds,
+            sweep_seconds=settings.scheduler_sweep_seconds,
         ),
     )
     return SchedulerSide(

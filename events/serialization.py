@@ -8,7 +8,7 @@ import orjson
 from pydantic import ValidationError
 
 from events.envelope import EventEnvelope
-from events.types import EVENT_TYPES
+from events.types import EVENT_TYPES, EventTypeSpec
 from events.upcasting import upcast
 
 
@@ -41,6 +41,9 @@ def decode_event(raw: bytes | str | dict[str, Any]) -> EventEnvelope:
     spec = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if spec is None:
         raise UnknownEventType(f"unknown event_type {event_type!r}")
+    current = _current(data, spec)
+    if current is not None:
+        return current
     try:
         envelope = EventEnvelope.model_validate(data)
         if envelope.aggregate_type != spec.aggregate_type:
@@ -56,6 +59,23 @@ def decode_event(raw: bytes | str | dict[str, Any]) -> EventEnvelope:
             raise
         raise InvalidEvent(str(exc)) from exc
     return envelope.model_copy(update={"payload": checked, "schema_version": spec.schema_version})
+
+
+def _current(data: dict[str, Any], spec: EventTypeSpec) -> EventEnvelope | None:
+    """The common case, validated in one pass: an event already at its type's current schema
+    version. Its payload is checked first, then the envelope is validated around the checked
+    payload, which spares the copy the general path makes (a fifth of a decode). Anything else
+    (an older version to upcast, or any error, so the message is the general path's): None."""
+    payload = data.get("payload")
+    version = data.get("schema_version")
+    if type(version) is not int or version != spec.schema_version or not isinstance(payload, dict):
+        return None
+    try:
+        checked = spec.payload_model.model_validate(payload).model_dump(mode="json")
+        envelope = EventEnvelope.model_validate({**data, "payload": checked})
+    except ValueError:  # ValidationError among them
+        return None
+    return envelope if envelope.aggregate_type == spec.aggregate_type else None
 
 
 def _describe(exc: ValidationError) -> str:

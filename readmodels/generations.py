@@ -7,10 +7,12 @@ generation beside it and swaps the pointer with `swap_generation`. Generation na
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from redis.asyncio import Redis
 
 from readmodels.groups import PROJECTIONS
-from readmodels.keyspace import generations_channel, pointer_key, rebuilding_key, sentinel_key
+from readmodels.keyspace import generations_channel, layout_key, pointer_key, rebuilding_key, sentinel_key
 
 
 def _text(value: bytes | str) -> str:
@@ -18,17 +20,31 @@ def _text(value: bytes | str) -> str:
 
 
 __all__ = [
+    "LAYOUT_VERSIONS",
     "PROJECTIONS",
     "ReadModelsLost",
     "claim_live_generation",
     "claim_while_whole",
+    "drop_layout",
     "initial_generation",
+    "layout_marker",
+    "layout_version",
     "live_generations",
+    "mark_layout",
     "mark_rebuilding",
     "mark_whole",
+    "outdated_layouts",
     "read_models_whole",
     "swap_generation",
 ]
+
+
+# The key layout of each projection's generations, raised when this code no longer reads what an
+# older one wrote, so the read model must be rebuilt (the projectors do it at start:
+# `outdated_layouts`). 2: campaigns' lean list indexes (sorted per sort key for all campaigns and
+# per owner, id sets per status, channel and tag), where version 1 had a sorted index per status,
+# channel and tag too. A generation with no layout marker is of version 1.
+LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 2, "users": 1, "stats": 1}
 
 
 def initial_generation(projection: str) -> str:
@@ -59,7 +75,11 @@ async def claim_live_generation(redis: Redis, prefix: str, projection: str) -> s
 
 
 async def swap_generation(redis: Redis, prefix: str, projection: str, generation: str) -> str | None:
-    """Make `generation` live; returns the one it replaced. Readers are told on the channel."""
+    """Make `generation` live; returns the one it replaced. Readers are told on the channel.
+
+    The generation is marked with this code's layout first (whoever swaps a generation in built
+    it with this code): a stop in between leaves a marker on a generation that is not live."""
+    await mark_layout(redis, prefix, projection, generation)
     old = await redis.getset(pointer_key(prefix, projection), generation)
     await redis.publish(generations_channel(prefix), projection)
     return _text(old) if old is not None else None
@@ -107,3 +127,41 @@ async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
     if value is None:
         return await claim_live_generation(redis, prefix, projection)
     return _text(value)
+
+
+async def layout_marker(redis: Redis, prefix: str, generation: str) -> int | None:
+    """The layout version `generation` is marked with, if any."""
+    value = await redis.get(layout_key(prefix, generation))
+    return int(value) if value is not None else None
+
+
+async def layout_version(redis: Redis, prefix: str, generation: str) -> int:
+    """The layout version of `generation`: 1 if it has no marker (written before markers were)."""
+    marker = await layout_marker(redis, prefix, generation)
+    return 1 if marker is None else marker
+
+
+async def mark_layout(
+    redis: Redis, prefix: str, projection: str, generation: str, *, only_if_absent: bool = False
+) -> None:
+    """Mark `generation` as holding this code's key layout of `projection`."""
+    await redis.set(layout_key(prefix, generation), LAYOUT_VERSIONS.get(projection, 1), nx=only_if_absent)
+
+
+async def drop_layout(redis: Redis, prefix: str, generation: str) -> None:
+    """Forget a generation's layout marker (the generation is being deleted)."""
+    await redis.delete(layout_key(prefix, generation))
+
+
+async def outdated_layouts(
+    redis: Redis, prefix: str, projections: Iterable[str]
+) -> dict[str, tuple[str, int]]:
+    """The projections whose live generation holds an older key layout than this code reads:
+    (live generation, its layout version)."""
+    live = await live_generations(redis, prefix)
+    outdated = {}
+    for projection in projections:
+        version = await layout_version(redis, prefix, live[projection])
+        if version < LAYOUT_VERSIONS.get(projection, 1):
+            outdated[projection] = (live[projection], version)
+    return outdated

@@ -112,6 +112,13 @@ def pointer_key(prefix: str, projection: str) -> str:
     return f"{prefix}:gen:{projection}"
 
 
+def layout_key(prefix: str, generation: str) -> str:
+    """String: the key layout version of one generation (`generations.LAYOUT_VERSIONS`), written
+    before the generation is swapped in (or on a fresh start); none: version 1. Beside the
+    pointers, outside the generation, so a generation's digest is its data's alone."""
+    return f"{prefix}:layout:{generation}"
+
+
 def sentinel_key(prefix: str) -> str:
     """String: present while the read models under `prefix` are whole (see `generations`). Written
     by the projectors beside the generation pointers; gone after a FLUSHALL, a new empty server or
@@ -176,7 +183,7 @@ class CampaignKeys:
         self, sort: str, dimension: str | None = None, value: str | None = None, bucket: int = 0
     ) -> str:
         """Sorted set of one bucket, scores 0, members `sortvalue\\0id` in order: all its campaigns
-        or those of one filter value."""
+        or those of one value of a sorted dimension (the owner's; readmodels.campaigns)."""
         segment = bucket_segments(self.buckets)[bucket]
         if dimension is None:
             return f"{self.base}:{segment}cidx:{sort}:all"
@@ -185,6 +192,11 @@ class CampaignKeys:
     def filtered_index(self, sort: str, where: tuple[str, str] | None, bucket: int = 0) -> str:
         """`index` of a (dimension, value) filter, or of all campaigns for None, in one bucket."""
         return self.index(sort, bucket=bucket) if where is None else self.index(sort, *where, bucket=bucket)
+
+    def filter_set(self, dimension: str, value: str, bucket: int = 0) -> str:
+        """Set of one bucket: the ids of its campaigns of one status, channel or tag (intersected
+        with a sorted index at read time)."""
+        return f"{self.base}:{bucket_segments(self.buckets)[bucket]}cset:{dimension}:{value}"
 
 
 @dataclass(frozen=True)

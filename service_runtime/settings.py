@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
+    # How long the relay waits after the first new event for the ones right behind it, so they
+    # share one Kafka transaction (a transaction costs the relay and the broker about as much as
+    # its records); added to every event's freshness at most once.
+    relay_linger_ms: float = Field(default=0.0, ge=0, le=1000)
     # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
     # a relay that starts publishing fences any older one still alive (its transactions fail).
     relay_transactional_id: str = Field(default="campaigns-relay", min_length=1)
@@ -151,6 +155,17 @@ class Settings(BaseSettings):
     # limit is about 1 MiB). A larger event is quarantined, never retried forever.
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_batch_size: int = Field(default=500, ge=1)
+    # How long an idle consumer's poll waits before it polls again (FastStream's batch_timeout_ms).
+    # Records are consumed as soon as they arrive whatever this is (service_runtime/kafka_batches.py),
+    # so it only sets how often an idle consumer wakes.
+    consumer_poll_ms: int = Field(default=500, ge=10, le=60_000)
+    # Consumers whose readers need no sub-second freshness (the projections that announce nothing,
+    # i.e. stats; both workers) fetch in batches: the broker answers once this many bytes are
+    # ready or the wait passed (Kafka's fetch.min.bytes / fetch.max.wait.ms). At a steady rate
+    # they then take tens of records per fetch, Kafka commit and Redis round trip rather than
+    # one. 1 byte: every record at once, as the announcing projections always do.
+    batch_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
+    batch_fetch_wait_ms: int = Field(default=500, ge=0, le=10_000)
     # How often each projection writes its counters and last batch to its status hash (not per
     # batch: live batches are mostly one event, and the monitor refreshes once a second).
     projector_status_seconds: float = Field(default=0.5, gt=0, le=60)
@@ -173,6 +188,12 @@ class Settings(BaseSettings):
     # a new empty server) is detected within twice this (two checks in a row must find it gone),
     # and every projection rebuilt from the log.
     redis_loss_check_seconds: float = Field(default=1.0, gt=0)
+    # A live generation in an older key layout than this code reads (an upgrade across a layout
+    # change) is rebuilt by the projectors at start; if the rebuild cannot run yet (another one
+    # holds the lock) or fails, it is tried again this often. The replaced generation stays
+    # readable this long after the swap before it is deleted.
+    layout_check_seconds: float = Field(default=5.0, gt=0)
+    layout_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
     # How long a projectors stop waits for its consumers to finish their batch and leave their
     # groups (a loaded broker can take minutes to answer LeaveGroup).
     projectors_stop_seconds: float = Field(default=20.0, gt=0)
@@ -190,10 +211,20 @@ class Settings(BaseSettings):
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)
     min_version_waiters_per_user: int = Field(default=10, ge=1)
     min_version_waiters_per_worker: int = Field(default=1000, ge=1)
+    # A list page walks one sorted index and keeps what matches the other filters: a round of
+    # script calls examines at most `list_scan_budget` index members, summed over the buckets
+    # (bounds how long one call holds Redis), and a page short of its limit goes on from where the
+    # round stopped, for `list_scan_calls` rounds at most (then the page is short, its cursor
+    # continues the walk).
+    list_scan_budget: int = Field(default=5000, ge=1, le=1_000_000)
+    list_scan_calls: int = Field(default=200, ge=1, le=100_000)
     # The query API's in-process campaign cache (query_api/adapters/campaign_cache.py), per
     # worker: its memory bound (0 turns it off) and how long an entry may live at most.
     campaign_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     campaign_cache_seconds: float = Field(default=1.0, gt=0)
+    # Its pages of GET /campaigns (same entry lifetime; any announcement drops them all): their
+    # memory bound per worker (0 turns them off).
+    list_cache_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     freshness_limit_seconds: float = Field(default=60.0, gt=0)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_seconds: float = Field(default=0.5, gt=0)
@@ -206,14 +237,23 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     scheduler_claim_seconds: float = Field(default=15.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
+    # While a burst keeps claims full, each claims from the previous one's latest due time; one
+    # from the earliest (for timers released or written behind it) runs at least this often.
+    scheduler_sweep_seconds: float = Field(default=5.0, gt=0)
     # Transactions in flight, and timers fired together in one (those due at the same moment).
     # One at a time by default: concurrent large transactions stalled the local SecantusDB (a
-    # burst of 10,000 stopped after 700 with 4 in flight; with 1 all fired), and the batches
+    # burst of 10,000 stopped after 700 with 4 in flight, and 2 hit the firing timeout; with 1 all
+    # fired; batches of 500 stalled it too, 125 firings/s against 381 at 200), and the batches
     # already carry a burst in few commits. A firing that takes longer than its timeout is
     # abandoned and its timers released for another try.
     scheduler_concurrency: int = Field(default=1, ge=1)
     scheduler_fire_batch: int = Field(default=200, ge=1)
     scheduler_firing_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The status report's timer queue (pending, overdue, next due) is read from MongoDB this often
+    # (the report itself goes out every 2 s), overdue counted up to the limit ("1000+"): counting
+    # every timer each report cost the local SecantusDB a share of a burst's firing time.
+    scheduler_queue_seconds: float = Field(default=10.0, gt=0)
+    scheduler_overdue_count_limit: int = Field(default=1000, ge=1)
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)
@@ -263,6 +303,13 @@ class Settings(BaseSettings):
     # A rebuild started from the console: how long the replaced generation stays readable before
     # it is deleted (as `campaigns replay rebuild --grace-seconds`).
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
+
+    # Replay (`campaigns replay rebuild/verify`): campaigns folded in memory before they are
+    # written (each written once per window, however many of its events the window holds; memory
+    # grows with this, not with the log: ~1.3 KiB a campaign; 0 writes every event through the
+    # live projector's apply), and campaigns per pipelined write of a window.
+    replay_fold_campaigns: int = Field(default=25_000, ge=0)
+    replay_write_campaigns: int = Field(default=500, ge=1)
 
     # Local stack
     local_dir: str = ".local"

@@ -33,7 +33,13 @@ from pymongo.errors import PyMongoError
 
 from command_api.adapters.mongo_documents import UNCLAIMED, due_timer_from_document
 from command_api.adapters.mongo_schema import Document
-from command_api.adapters.mongo_unit_of_work import MAJORITY, RETRY_BACKOFF_SECONDS, TRANSACTION_ATTEMPTS
+from command_api.adapters.mongo_unit_of_work import (
+    IN_CHUNK,
+    MAJORITY,
+    RETRY_BACKOFF_SECONDS,
+    TRANSACTION_ATTEMPTS,
+    chunked,
+)
 from command_api.domain.campaign import DueTimer
 from events.envelope import utc_now
 
@@ -45,11 +51,13 @@ CLOCK_CHECK_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class TimerQueue:
-    """What the monitor shows of the timers: how many, how many overdue, the next due time."""
+    """What the monitor shows of the timers: how many, how many overdue (counted up to a limit:
+    `overdue_capped` when there are at least that many), the next due time."""
 
     pending: int
     overdue: int
     next_due_at: datetime | None
+    overdue_capped: bool = False
 
 
 class MongoDueTransitions:
@@ -72,19 +80,30 @@ class MongoDueTransitions:
             self._offset_read_at = time.monotonic()
         return utc_now() + self._offset
 
-    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]:
-        """Claim up to `limit` unclaimed timers due by `until`, earliest first (`now` is the
-        scheduler's clock; whether a claim has expired is decided on the database's).
+    async def claim_due(
+        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
+    ) -> list[DueTimer]:
+        """Claim up to `limit` unclaimed timers due by `until` (and not before `since`, when
+        given), earliest first (`now` is the scheduler's clock; whether a claim has expired is
+        decided on the database's).
 
-        The candidates are read, then claimed in one transaction: one update of them all,
-        guarded by their ids, their due time and their claim having expired (a candidate
-        another scheduler claimed meanwhile does not match), and the claimed ones read back by
-        this claim's token. Two statements whatever the batch: a statement per timer cost the
-        local SecantusDB about a millisecond each."""
+        The candidates' due times are read (earliest first, up to `limit`), then claimed in one
+        transaction by due time: one update of every unclaimed timer due before the last
+        candidate's due time, guarded by the claim having expired (a timer another scheduler
+        claimed meanwhile does not match), the last due time's own candidates by their ids (so
+        ties there never claim more than `limit`), and the claimed ones read back by this claim's
+        token within that due time. Range statements, not a list of ids: the local SecantusDB
+        matches each document against a whole `$in` list, so a claim of 500 by id cost it 0.5 s,
+        by due time a few tens of milliseconds; and a statement per timer about a millisecond each.
+        A timer a command wrote meanwhile due within the range is claimed too (it is due).
+
+        Each statement reads every timer in its range, claimed or not: `since` (the last claim's
+        due time, while a burst keeps claims full) spares rereading those this scheduler holds."""
         database_now = await self.database_now()
+        low = {} if since is None else {"$gte": since}
         candidates = (
             await self._timers.find(
-                {"due_at": {"$lte": until}, "claimed_until": {"$lte": database_now}}, {"_id": 1}
+                {"due_at": {**low, "$lte": until}, "claimed_until": {"$lte": database_now}}, {"due_at": 1}
             )
             .sort("due_at", ASCENDING)
             .limit(limit)
@@ -92,18 +111,32 @@ class MongoDueTransitions:
         )
         if not candidates:
             return []
-        ids = [doc["_id"] for doc in candidates]
+        bound: datetime = candidates[-1]["due_at"]
+        full = len(candidates) >= limit
+        at_bound = [doc["_id"] for doc in candidates if doc["due_at"] == bound]
         token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
+        expired = {"$lte": database_now}
+        claim_them = {"$set": {"claimed_by": token, "claimed_until": database_now + self._claim}}
 
         async def claim(session: AsyncClientSession) -> list[Document]:
-            await self._timers.update_many(
-                # Claimed by another scheduler meanwhile, or replaced by a timer due later: not ours.
-                {"_id": {"$in": ids}, "due_at": {"$lte": until}, "claimed_until": {"$lte": database_now}},
-                {"$set": {"claimed_by": token, "claimed_until": database_now + self._claim}},
-                session=session,
-            )
+            if not full:
+                # Every unclaimed timer due by `until` was a candidate: the range alone is the claim.
+                await self._timers.update_many(
+                    {"due_at": {**low, "$lte": bound}, "claimed_until": expired}, claim_them, session=session
+                )
+            else:
+                # More may be due at the bound than the limit leaves room for: those by id.
+                await self._timers.update_many(
+                    {"due_at": {**low, "$lt": bound}, "claimed_until": expired}, claim_them, session=session
+                )
+                for ids in chunked(at_bound, IN_CHUNK):
+                    await self._timers.update_many(
+                        {"_id": {"$in": ids}, "due_at": bound, "claimed_until": expired},
+                        claim_them,
+                        session=session,
+                    )
             return await self._timers.find(
-                {"_id": {"$in": ids}, "claimed_by": token}, session=session
+                {"due_at": {**low, "$lte": bound}, "claimed_by": token}, session=session
             ).to_list()
 
         claimed = await self._transact(claim)
@@ -116,9 +149,10 @@ class MongoDueTransitions:
             return
 
         async def release(session: AsyncClientSession) -> None:
-            await self._timers.update_many(
-                _these(timers), {"$set": {"claimed_until": UNCLAIMED, "claimed_by": None}}, session=session
-            )
+            for these in _these(timers):
+                await self._timers.update_many(
+                    these, {"$set": {"claimed_until": UNCLAIMED, "claimed_by": None}}, session=session
+                )
 
         await self._transact(release)
 
@@ -130,7 +164,8 @@ class MongoDueTransitions:
             return
 
         async def discard(session: AsyncClientSession) -> None:
-            await self._timers.delete_many(_these(timers), session=session)
+            for these in _these(timers):
+                await self._timers.delete_many(these, session=session)
 
         await self._transact(discard)
 
@@ -160,19 +195,36 @@ class MongoDueTransitions:
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
         raise AssertionError("unreachable")
 
-    async def queue(self, now: datetime) -> TimerQueue:
-        first = await self._timers.find_one({}, {"due_at": 1}, sort=[("due_at", ASCENDING)])
+    async def queue(
+        self, now: datetime, *, overdue_limit: int, next_due_at: datetime | None = None
+    ) -> TimerQueue:
+        """The timers as the monitor shows them, at a bounded cost while a burst fires.
+
+        `pending` is the collection's estimated count (its metadata on MongoDB; a scan without
+        decoding on SecantusDB); `overdue` is counted up to `overdue_limit` (the index bounds the
+        work on MongoDB); `next_due_at` is the caller's when it knows one (the earliest timer the
+        scheduler holds), else the earliest in the collection (a walk of the whole index on
+        SecantusDB, so it is read only when the scheduler holds none)."""
+        pending = await self._timers.estimated_document_count()
+        if not pending:
+            return TimerQueue(pending=0, overdue=0, next_due_at=None)
+        overdue = await self._timers.count_documents({"due_at": {"$lte": now}}, limit=overdue_limit)
+        if next_due_at is None:
+            first = await self._timers.find_one({}, {"due_at": 1}, sort=[("due_at", ASCENDING)])
+            next_due_at = first["due_at"] if first else None
         return TimerQueue(
-            pending=await self._timers.count_documents({}),
-            overdue=await self._timers.count_documents({"due_at": {"$lte": now}}) if first else 0,
-            next_due_at=first["due_at"] if first else None,
+            pending=pending,
+            overdue=overdue,
+            next_due_at=next_due_at,
+            overdue_capped=overdue >= overdue_limit,
         )
 
 
-def _these(timers: Sequence[DueTimer]) -> Document:
-    """A filter for exactly these timers: a timer's id names its campaign, so the pair of lists
-    matches no other campaign's timer, nor a timer a command wrote meanwhile."""
-    return {
-        "_id": {"$in": [t.campaign_id for t in timers]},
-        "timer_id": {"$in": [t.timer_id for t in timers]},
-    }
+def _these(timers: Sequence[DueTimer]) -> list[Document]:
+    """Filters for exactly these timers, `IN_CHUNK` at a time: a timer's id names its campaign,
+    so each pair of lists matches no other campaign's timer, nor a timer a command wrote
+    meanwhile."""
+    return [
+        {"_id": {"$in": [t.campaign_id for t in part]}, "timer_id": {"$in": [t.timer_id for t in part]}}
+        for part in chunked(list(timers), IN_CHUNK)
+    ]

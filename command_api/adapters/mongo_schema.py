@@ -28,6 +28,11 @@ DUE_TRANSITIONS = "due_transitions"
 DUE_INDEX = "due_at"
 
 UNPUBLISHED_INDEX = "unpublished_in_order"
+# Only quarantined events are in it (none when all is well): the relay's status counts them every
+# few seconds, and without it that count read the whole events log (18 ms per 1,000 events on
+# SecantusDB, every 2 s: a quarter of the server at 30,000 events, and stalls of the command side
+# and the relay behind it that grew with the log).
+QUARANTINED_INDEX = "quarantined"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # A request waits this long for an unreachable MongoDB before answering 503, not pymongo's 30 s.
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -56,6 +61,11 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
         [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)],
         partialFilterExpression={"published": False},
         name=UNPUBLISHED_INDEX,
+    )
+    await db[EVENTS].create_index(
+        [("quarantine.at", ASCENDING)],
+        partialFilterExpression={"quarantine": {"$exists": True}},
+        name=QUARANTINED_INDEX,
     )
     await db[DUE_TRANSITIONS].create_index([("due_at", ASCENDING)], name=DUE_INDEX)
     await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")

@@ -16,12 +16,14 @@ publishing loop ends, it logs, and it waits as a standby until it holds the leas
 
 Every MongoDB operation counts (a local SecantusDB serves the command API too), so the stream's
 changes are published as soon as a getMore brought them, straight from the inserted documents;
-the published marks are written a few times a second, the resume token every few seconds.
+the published marks are written a few times a second, the resume token every few seconds, both
+beside the publishing rather than before the next batch (a busy server answers them slowly).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -77,19 +79,24 @@ class OutboxRelay:
         redis: aioredis.Redis | None,
         redis_prefix: str,
         batch_size: int,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._events = db[EVENTS]
         self._gate = gate
         self._lease = lease
         self._publisher = publisher
         self._batch_size = batch_size
+        self._linger = linger_seconds
         self.progress = RelayProgress()
         self._feed = ChangeFeed(db, batch_size=batch_size, on_history_lost=self._history_lost)
-        # Published from the stream, committed in Kafka, not yet marked in MongoDB.
+        # Published from the stream, committed in Kafka, not yet marked in MongoDB; and the
+        # write of their marks under way, if one is.
         self._unmarked: list[str] = []
+        self._marking: asyncio.Task[None] | None = None
         self._marked_at = 0.0
         self._reporter = RelayStatusReporter(
             lease=lease,
+            gate=gate,
             events=self._events,
             progress=self.progress,
             unmarked=lambda: len(self._unmarked),
@@ -178,6 +185,11 @@ class OutboxRelay:
             while True:
                 self._lease.ensure_held()
                 changes = await feed.changes(STREAM_WAIT_SECONDS)
+                if changes and self._linger and len(changes) < self._batch_size:
+                    # Let the changes right behind the first join its transaction: each Kafka
+                    # transaction costs the relay and the broker about as much as its records.
+                    await asyncio.sleep(self._linger)
+                    changes += feed.arrived(self._batch_size - len(changes))
                 if changes:
                     await self._publish(await feed.not_yet_published(changes), mark_now=False)
                 elif time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:
@@ -265,13 +277,30 @@ class OutboxRelay:
         self.progress.last_published_at = now
 
     async def _mark_when_due(self, *, idle: bool) -> None:
+        """Start writing the marks when due, beside the publishing (not in its way: on a busy
+        MongoDB a marks write waited hundreds of ms, and every publish behind it did too). A
+        write that failed is raised here, as it was when the loop wrote them itself."""
+        marking = self._marking
+        if marking is not None:
+            if not marking.done():
+                return
+            self._marking = None
+            marking.result()  # raises what the write raised (its ids are still unmarked)
         if not self._unmarked:
             return
         due = time.monotonic() - self._marked_at >= MARK_INTERVAL_SECONDS
         if idle or due or len(self._unmarked) >= self._batch_size:
-            await self._write_marks()
+            self._marking = asyncio.create_task(self._write_unmarked(), name="relay-marks")
 
     async def _write_marks(self) -> None:
+        """Every mark not yet written, written now (after the one in flight, if any)."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            with contextlib.suppress(PyMongoError):  # its ids are still unmarked: written below
+                await marking
+        await self._write_unmarked()
+
+    async def _write_unmarked(self) -> None:
         # A plain update_many, deliberately outside any transaction, and safe beside the command
         # side's transactions (SecantusDB retries forever a plain write that meets a document an
         # open transaction wrote): it names events by id, and only events this relay read as
@@ -283,7 +312,8 @@ class OutboxRelay:
         # the lease sets the same fields: the marks are idempotent and need no fencing.
         if not self._unmarked:
             return
-        ids = self._unmarked
+        # A copy: publishing appends to the list while this write is on its way.
+        ids = list(self._unmarked)
         await self._events.update_many(
             {"_id": {"$in": ids}}, {"$set": {"published": True, "published_at": utc_now()}}
         )

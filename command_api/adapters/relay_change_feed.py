@@ -27,7 +27,7 @@ from bson import Timestamp
 from pymongo import ASCENDING
 from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 
 from command_api.adapters.mongo_schema import EVENTS, RELAY_STATE, Document
@@ -69,6 +69,7 @@ class ChangeFeed:
         self._queue: asyncio.Queue[Document | BaseException] = asyncio.Queue(maxsize=batch_size)
         self._failure: BaseException | None = None
         self._token_saved_at = 0.0
+        self._saving: asyncio.Task[None] | None = None
         # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
         # stream reports after it cannot have been published by a scan.
         self._scanned_until: Timestamp | None = None
@@ -91,6 +92,9 @@ class ChangeFeed:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.close()
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            await asyncio.gather(saving, return_exceptions=True)
 
     async def _open_stream(self) -> AsyncCollectionChangeStream[Document]:
         pipeline: list[dict[str, Any]] = [{"$match": {"operationType": "insert"}}]
@@ -159,15 +163,42 @@ class ChangeFeed:
                 item = None
         return changes
 
+    def arrived(self, limit: int) -> list[Document]:
+        """The changes already queued, up to `limit`, without waiting; a failure of the stream
+        among them is raised by the next `changes()`, after these."""
+        found: list[Document] = []
+        while len(found) < limit and self._failure is None:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if isinstance(item, BaseException):
+                self._failure = item
+            else:
+                found.append(item)
+        return found
+
     async def remember_position(self) -> None:
+        """Save the stream's resume token when due, beside the publishing (a busy server answers
+        slowly, and the publishing loop must not wait on it). A save that fails is logged and
+        tried again at the next: the token only spares a restarted relay some replay."""
         stream = self._stream
         token = stream.resume_token if stream is not None else None
         if token is None or time.monotonic() - self._token_saved_at < TOKEN_SAVE_SECONDS:
             return
-        await self._state.update_one(
-            {"_id": RESUME_TOKEN_ID}, {"$set": {"token": token, "saved_at": utc_now()}}, upsert=True
-        )
+        if self._saving is not None and not self._saving.done():
+            return
         self._token_saved_at = time.monotonic()
+        self._saving = asyncio.create_task(self._save(token), name="relay-resume-token")
+
+    async def _save(self, token: Any) -> None:
+        try:
+            await self._state.update_one(
+                {"_id": RESUME_TOKEN_ID}, {"$set": {"token": token, "saved_at": utc_now()}}, upsert=True
+            )
+        except PyMongoError as exc:
+            self._token_saved_at = 0.0
+            log.warning("resume token not saved (tried again shortly): %s", exc)
 
     async def scan_page(self) -> list[Document]:
         """The first page of unpublished events, in aggregate/version order; an empty page

@@ -2,14 +2,17 @@
 
 Each scheduler instance writes its report as one field of a Redis hash (`{prefix}:status:scheduler`,
 field = instance), refreshed every few seconds; the monitor shows the instances whose report is
-fresh. A report carries the timer queue (pending, overdue, next due time) and this instance's
-firings and lateness.
+fresh. A report carries the timer queue (pending, overdue, next due time; read from MongoDB every
+`scheduler_queue_seconds`, see `MongoDueTransitions.queue`) and this instance's firings and
+lateness (from memory, every report).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -90,6 +93,7 @@ class SchedulerReport:
             "state": "running",
             "pending": queue.pending,
             "overdue": queue.overdue,
+            "overdue_capped": queue.overdue_capped,
             "next_due_at": _iso(queue.next_due_at) if queue.next_due_at else None,
             "fired_total": self.fired_total,
             "skipped_total": self.skipped_total,
@@ -100,6 +104,27 @@ class SchedulerReport:
             "recent_p99_lateness_ms": p99,
             "updated_at": _iso(now),
         }
+
+
+@dataclass
+class QueueReading:
+    """The timer queue for the status report: read (`read(now, next_due_at)`) at most every
+    `every` seconds, the last reading reused in between; the next due time is the scheduler's
+    own (the earliest timer it holds) whenever it holds one, so it stays current between reads."""
+
+    read: Callable[[datetime, datetime | None], Awaitable[TimerQueue]]
+    every: float
+    monotonic: Callable[[], float] = time.monotonic
+    _last: TimerQueue | None = field(default=None, init=False)
+    _read_at: float = field(default=float("-inf"), init=False)
+
+    async def current(self, now: datetime, held_next_due_at: datetime | None) -> TimerQueue:
+        if self._last is None or self.monotonic() - self._read_at >= self.every:
+            self._last = await self.read(now, held_next_due_at)
+            self._read_at = self.monotonic()
+        if held_next_due_at is not None:
+            return dataclasses.replace(self._last, next_due_at=held_next_due_at)
+        return self._last
 
 
 class RedisSchedulerStatus:

@@ -37,7 +37,9 @@ class Clock(Protocol):
 
 
 class TimerStore(Protocol):
-    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]: ...
+    async def claim_due(
+        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
+    ) -> list[DueTimer]: ...
     async def release(self, timers: Sequence[DueTimer]) -> None: ...
     async def discard(self, timers: Sequence[DueTimer]) -> None: ...
 
@@ -58,6 +60,7 @@ class SchedulerConfig:
     concurrency: int = 1
     fire_batch: int = 200
     firing_timeout_seconds: float = 10.0
+    sweep_seconds: float = 5.0
 
 
 @dataclass
@@ -72,6 +75,14 @@ class Scheduler:
     _queue: list[tuple[datetime, str, DueTimer]] = field(default_factory=list, init=False, repr=False)
     _queued: set[str] = field(default_factory=set, init=False, repr=False)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    # While claims come back full (a burst), the next starts at the last one's latest due time;
+    # a claim from the earliest (a sweep) runs at least every `sweep_seconds`.
+    _claimed_through: datetime | None = field(default=None, init=False, repr=False)
+    _swept_at: datetime | None = field(default=None, init=False, repr=False)
+
+    def next_due_at(self) -> datetime | None:
+        """The earliest due time among the timers this scheduler holds (claimed, not yet fired)."""
+        return self._queue[0][0] if self._queue else None
 
     async def run(self) -> None:
         """Claim and fire until cancelled: claiming runs ahead of firing, so a claim's round trips
@@ -99,10 +110,25 @@ class Scheduler:
         return claimed
 
     async def claim(self) -> int:
-        """Claim the timers due within the lookahead and queue them by due time."""
+        """Claim the timers due within the lookahead and queue them by due time.
+
+        A burst fills claim after claim: each then starts at the latest due time the previous
+        one claimed, so the store does not read again what this scheduler already holds. Timers
+        behind that point (released after a failed firing, or written by a command meanwhile)
+        are claimed by the next sweep, a claim from the earliest due time: when a claim comes
+        back short, or `sweep_seconds` after the last sweep."""
         now = self.clock.now()
         until = now + timedelta(seconds=self.config.lookahead_seconds)
-        timers = await self.store.claim_due(until, now, self.config.batch_size)
+        since = self._claimed_through
+        if since is not None and (
+            self._swept_at is None or now - self._swept_at >= timedelta(seconds=self.config.sweep_seconds)
+        ):
+            since = None
+        if since is None:
+            self._swept_at = now
+        timers = await self.store.claim_due(until, now, self.config.batch_size, since)
+        full = len(timers) >= self.config.batch_size
+        self._claimed_through = max(t.due_at for t in timers) if full else None
         for timer in timers:
             if timer.timer_id not in self._queued:
                 self._queued.add(timer.timer_id)

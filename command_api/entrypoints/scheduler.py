@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from command_api.adapters.relay_lease import new_holder_id
+from command_api.adapters.scheduler_status import QueueReading
 from command_api.bootstrap import SchedulerSide, open_scheduler_side
 from events.envelope import utc_now
 from service_runtime.logs import configure_logging, correlation_id
@@ -38,7 +39,7 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     tasks = {
         asyncio.create_task(side.scheduler.run(), name="scheduler"),
-        asyncio.create_task(_report_status(side), name="scheduler-status"),
+        asyncio.create_task(_report_status(side, settings), name="scheduler-status"),
         asyncio.create_task(stop.wait(), name="scheduler-stop"),
     }
     try:
@@ -56,12 +57,20 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
         log.info("scheduler %s stopped", side.instance)
 
 
-async def _report_status(side: SchedulerSide) -> None:
+async def _report_status(side: SchedulerSide, settings: Settings) -> None:
+    """Publish the status every `STATUS_INTERVAL_SECONDS`: the firings from memory, the timer queue
+    from MongoDB every `scheduler_queue_seconds` (`QueueReading`)."""
+    queue = QueueReading(
+        read=lambda now, next_due_at: side.timers.queue(
+            now, overdue_limit=settings.scheduler_overdue_count_limit, next_due_at=next_due_at
+        ),
+        every=settings.scheduler_queue_seconds,
+    )
     while True:
         try:
             now = utc_now()
-            queue = await side.timers.queue(now)
-            await side.status.publish(side.instance, side.report.status(queue, now))
+            current = await queue.current(now, side.scheduler.next_due_at())
+            await side.status.publish(side.instance, side.report.status(current, now))
         except (PyMongoError, RedisError) as exc:
             log.warning("scheduler status not reported: %s", exc)
         except Exception:

@@ -10,6 +10,10 @@ instance during a rebalance, a redelivery racing itself) is read and planned aga
 Redis runs only the writes, never a JSON decode or a membership computation: those were most
 of the per-event Lua script this replaced (66 µs of Redis time an event).
 
+Index writes are only the memberships a batch moves (readmodels.campaigns): a campaign's member
+in all campaigns' and its owner's sorted index of each sort key, and its id in the sets of its
+status, channel and tags; several events of one campaign in a batch make one write.
+
 Stored per campaign (hash): `doc` (the JSON sent to clients), `v`, `x:owner` (who may read it);
 a deleted campaign keeps `deleted`, `x:owner` and `v` (the tombstone). Parked events are kept
 as their JSON form with the time they were parked, version -> entry (`readmodels.parked`).
@@ -30,7 +34,7 @@ from events import EventEnvelope, InvalidEvent, decode_event, encode_event
 from projectors.adapters.notices import notice_prefix
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult, EventOutcome
-from readmodels.campaigns import campaign_document, membership_moves
+from readmodels.campaigns import campaign_document, filter_moves, membership_moves
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
@@ -255,6 +259,11 @@ def _writes(
         if move.joins:
             added = [table(keys.filtered_index(move.sort, where, bucket)) for where in move.joins]
             writes += _command("ZADDTO", move.new_member, *added)
+    left_sets, joined_sets = filter_moves(before.state, plan.state)
+    for dimension, value in left_sets:
+        writes += _command("SREM", table(keys.filter_set(dimension, value, bucket)), cid)
+    for dimension, value in joined_sets:
+        writes += _command("SADD", table(keys.filter_set(dimension, value, bucket)), cid)
 
     if plan.deleted and not before.deleted:
         writes += _command("DEL", key)

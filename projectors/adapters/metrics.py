@@ -45,6 +45,11 @@ ANTI_ENTROPY_REPAIRS = Counter(
     "Aggregates whose read model was found behind the write side and repaired from the events log",
     ["projection"],
 )
+LAYOUT_REBUILDS = Counter(
+    "projector_layout_rebuilds_total",
+    "Projections rebuilt at start because their live generation held an older key layout",
+    ["projection"],
+)
 ANTI_ENTROPY_CHECKED = Counter(
     "projector_anti_entropy_keys_checked_total",
     "Read-model keys whose version anti-entropy compared with the write side's",

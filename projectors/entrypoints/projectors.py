@@ -33,6 +33,7 @@ from projectors.adapters.metrics import (
     ANTI_ENTROPY_SWEEPS,
     GAPS_REPAIRED,
     GAPS_UNFILLABLE,
+    LAYOUT_REBUILDS,
     REDIS_LOSS,
     RETRIES,
     observe_batch,
@@ -48,21 +49,24 @@ from projectors.domain.backoff import Backoff
 from projectors.domain.pacing import pause_after_step
 from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
-from projectors.replay.application.ports import NoProgress
+from projectors.replay.application.ports import BusyError, NoProgress
 from projectors.replay.bootstrap import replay
 from projectors.replay.domain.plan import SourceName
 from readmodels.generations import (
+    LAYOUT_VERSIONS,
     ReadModelsLost,
     claim_live_generation,
     claim_while_whole,
+    mark_layout,
     mark_rebuilding,
     mark_whole,
+    outdated_layouts,
     read_models_whole,
 )
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
-from service_runtime.kafka_batches import tolerant_headers
+from service_runtime.kafka_batches import tolerant_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis
@@ -71,6 +75,9 @@ from service_runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Kafka's (and aiokafka's) default fetch.max.wait.ms; with fetch.min.bytes 1 a fetch is answered
+# as soon as any record is there, so it only bounds an empty fetch.
+KAFKA_FETCH_WAIT_MS = 500
 # Consecutive checks that must find the sentinel gone before the projections are rebuilt.
 LOSS_CONFIRMATIONS = 2
 
@@ -116,6 +123,7 @@ class Projectors:
         # Each projection's consumer lag, as the heartbeat last measured it.
         self._lags: dict[str, int] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._upgrading: asyncio.Task[None] | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -146,10 +154,17 @@ class Projectors:
 
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
         projection = consumer.projection
+        settings = self.settings
+        # A projection that announces what it applied wakes `min_version` reads: every record is
+        # fetched at once. The others (stats) are read by dashboards: fetched in batches.
+        batched = not projection.announces
         subscriber = self.broker.subscriber(
             *projection_topics(projection.aggregate_types, self.topics),
             group_id=group,
             batch=True,
+            batch_timeout_ms=settings.consumer_poll_ms,
+            fetch_min_bytes=settings.batch_fetch_min_bytes if batched else 1,
+            fetch_max_wait_ms=settings.batch_fetch_wait_ms if batched else KAFKA_FETCH_WAIT_MS,
             max_records=self.settings.consumer_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -175,7 +190,7 @@ class Projectors:
 
         project.__name__ = project.__qualname__ = f"project_{projection.name}"
         subscriber(project)
-        return subscriber
+        return wake_at_once(subscriber)
 
     async def _holding(
         self, consumer: ProjectionConsumer, records: list[EventRecord], backoff: Backoff
@@ -217,9 +232,12 @@ class Projectors:
 
     async def start(self) -> None:
         prefix = self.settings.redis_prefix
-        _, rebuilding = await read_models_whole(self.redis, prefix)
-        for name in self.consumers:
-            await claim_live_generation(self.redis, prefix, name)
+        whole, rebuilding = await read_models_whole(self.redis, prefix)
+        live = {name: await claim_live_generation(self.redis, prefix, name) for name in self.consumers}
+        if not whole and not rebuilding:
+            # A fresh start: the generations are empty, and this code writes its own layout.
+            for name, generation in live.items():
+                await mark_layout(self.redis, prefix, name, generation, only_if_absent=True)
         if rebuilding:
             # A rebuild after a loss was cut short (a stop, a crash): the sentinel stays away, so
             # readers keep answering 503 and `_watch_for_loss` rebuilds again.
@@ -235,13 +253,20 @@ class Projectors:
         if self.settings.anti_entropy_enabled:
             self._checking = asyncio.create_task(self._anti_entropy(), name="projectors-anti-entropy")
         self._flushing = asyncio.create_task(self._flush_statuses(), name="projectors-status")
+        self._upgrading = asyncio.create_task(self._upgrade_layouts(), name="projectors-layouts")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
         self._stopping.set()
-        tasks = [
-            t for t in (self._heartbeat, self._repairing, self._watching, self._checking, self._flushing) if t
-        ]
+        running = (
+            self._heartbeat,
+            self._repairing,
+            self._watching,
+            self._checking,
+            self._flushing,
+            self._upgrading,
+        )
+        tasks = [t for t in running if t]
         for task in tasks:
             task.cancel()
         # Bounded too: a task stuck in a call that does not give way to its cancellation (a
@@ -251,6 +276,7 @@ class Projectors:
             if stuck:
                 log.warning("background tasks still ending at stop: %s", sorted(t.get_name() for t in stuck))
         self._heartbeat = self._repairing = self._watching = self._checking = self._flushing = None
+        self._upgrading = None
         # Waits for a batch in progress to finish (and commit) before leaving the groups, for
         # `projectors_stop_seconds` at most: on a loaded broker LeaveGroup requests time out and
         # are retried for minutes. Past the bound the process stops anyway; an uncommitted batch
@@ -361,6 +387,52 @@ class Projectors:
                 )
             except Exception:
                 log.warning("Redis loss check or rebuild failed; tried again", exc_info=True)
+
+    async def _upgrade_layouts(self) -> None:
+        """Rebuild each projection whose live generation holds an older key layout than this code
+        reads (a deployment upgraded across a layout change, `generations.LAYOUT_VERSIONS`): into
+        a new generation from the events log, through the replay tool, swapped in once caught up.
+        Until the swap the projector writes, and readers read, the old generation. Looked at
+        again every `layout_check_seconds` until none is outdated: another instance may hold the
+        rebuild's lock, or a rebuild may fail and must be tried again."""
+        prefix = self.settings.redis_prefix
+        while not self._stopping.is_set():
+            try:
+                outdated = await outdated_layouts(self.redis, prefix, self.consumers)
+                if not outdated:
+                    return
+                whole, _ = await read_models_whole(self.redis, prefix)
+                for name, (generation, version) in outdated.items():
+                    if not whole:
+                        break  # lost: `_watch_for_loss` rebuilds every projection
+                    log.warning(
+                        "%s: the live generation %s has key layout %d, this code reads layout %d; "
+                        "rebuilding it from the events log",
+                        name,
+                        generation,
+                        version,
+                        LAYOUT_VERSIONS[name],
+                        extra={"projection": name},
+                    )
+                    async with replay(self.settings) as tools:
+                        report = await tools.rebuild(
+                            name, SourceName.MONGO, NoProgress(), self.settings.layout_rebuild_grace_seconds
+                        )
+                    LAYOUT_REBUILDS.labels(name).inc()
+                    await record_batch(
+                        self.redis,
+                        prefix,
+                        name,
+                        counters={"layout_rebuilds_total": 1},
+                        fields={"last_layout_rebuild": f"layout {version} -> {LAYOUT_VERSIONS[name]}"},
+                        repair={"kind": "layout", "rebuilt": True, "events": report.events},
+                        repairs_kept=self.settings.repairs_kept,
+                    )
+            except BusyError:
+                log.info("a rebuild holds a projection whose layout is outdated; looked at again later")
+            except Exception:
+                log.warning("layout rebuild failed; tried again", exc_info=True)
+            await self._pause(self.settings.layout_check_seconds)
 
     async def _anti_entropy(self) -> None:
         """The anti-entropy pass, step after step, at most `anti_entropy_keys_per_second` keys

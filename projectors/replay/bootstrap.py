@@ -62,7 +62,13 @@ class Replay:
         return {name: self.projections[name].aggregate_types for name in names}
 
     def writers(self, batch_size: int) -> WriterFactory:
-        return lane_writers(self.redis, self.projections, batch_size=batch_size)
+        return lane_writers(
+            self.redis,
+            self.projections,
+            batch_size=batch_size,
+            fold_campaigns=self.settings.replay_fold_campaigns,
+            write_campaigns=self.settings.replay_write_campaigns,
+        )
 
     @asynccontextmanager
     async def source(self, name: SourceName, projections: Iterable[str]) -> AsyncIterator[EventSource]:

@@ -19,14 +19,24 @@ Why an entry is never served stale for longer than `ttl_seconds`, and normally n
 
 Memory is bounded by `max_bytes` (documents plus an estimate of each entry's overhead);
 the oldest entries go first. Unknown ids are not kept, so probing ids costs no memory.
+
+Pages of `GET /campaigns` (the response's JSON) are kept beside the documents (`get_page` /
+`put_page`, bounded by `page_max_bytes`), under the same rules, except that any announcement
+drops every page: an announcement names only its aggregate, and a page may change with any
+campaign of its owner (one created, one whose status or sort value moved). Keyed by the whole
+question (the query string and whose campaigns the caller may see), a kept page is what the
+same reads of Redis would give, until the next announcement.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from readmodels.snapshot import Snapshot
+
+# A page of campaigns: the response's JSON.
+Page = bytes
 
 # Per-entry cost beyond the document (measured with tracemalloc): dict slot, key and owner
 # strings, Snapshot, tuple and float objects.
@@ -40,14 +50,19 @@ class CampaignCache:
         ttl_seconds: float,
         settle_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        page_max_bytes: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
+        self.page_max_bytes = page_max_bytes
         self.ttl = ttl_seconds
         self.settle = settle_seconds
         self.clock = clock
         # id -> (snapshot, expires at, cost), oldest first.
         self._entries: dict[str, tuple[Snapshot, float, int]] = {}
         self._bytes = 0
+        # page question -> (page, expires at, cost), oldest first.
+        self._pages: dict[Hashable, tuple[Page, float, int]] = {}
+        self._page_bytes = 0
         self._base: str | None = None
         self._keep_after = 0.0
         self._epoch = 0  # bumped by every invalidation: a read begun before one is not kept
@@ -60,6 +75,14 @@ class CampaignCache:
     def size_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def pages(self) -> int:
+        return len(self._pages)
+
+    @property
+    def page_bytes(self) -> int:
+        return self._page_bytes
+
     def get(self, base: str, campaign_id: str) -> Snapshot | None:
         if base != self._base:
             self._switch(base)
@@ -71,6 +94,34 @@ class CampaignCache:
             self._drop(campaign_id)
             return None
         return entry[0]
+
+    def get_page(self, base: str, question: Hashable) -> Page | None:
+        if base != self._base:
+            self._switch(base)
+            return None
+        entry = self._pages.get(question)
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            self._drop_page(question)
+            return None
+        return entry[0]
+
+    def put_page(self, base: str, question: Hashable, page: Page, ticket: int, question_bytes: int) -> None:
+        """Keep `page` (read from Redis after `ticket`) unless anything was announced since."""
+        if ticket != self._epoch or not self._feed_up or base != self._base or self.page_max_bytes <= 0:
+            return
+        now = self.clock()
+        if now < self._keep_after:
+            return
+        cost = len(page) + question_bytes + ENTRY_OVERHEAD_BYTES
+        if cost > self.page_max_bytes:
+            return
+        self._drop_page(question)
+        while self._pages and self._page_bytes + cost > self.page_max_bytes:
+            self._drop_page(next(iter(self._pages)))
+        self._pages[question] = (page, now + self.ttl, cost)
+        self._page_bytes += cost
 
     def ticket(self) -> int:
         """Taken before a read from Redis; `put` keeps its answer only if nothing changed since."""
@@ -101,11 +152,14 @@ class CampaignCache:
         """An event of `aggregate_id` was applied (any aggregate type: ids do not collide)."""
         self._epoch += 1
         self._drop(aggregate_id)
+        if self._pages:
+            self._clear_pages()
 
     def clear(self) -> None:
         self._epoch += 1
         self._entries.clear()
         self._bytes = 0
+        self._clear_pages()
 
     def feed_up(self) -> None:
         """The events feed is subscribed: from now on every change is announced to us."""
@@ -128,3 +182,12 @@ class CampaignCache:
         entry = self._entries.pop(campaign_id, None)
         if entry is not None:
             self._bytes -= entry[2]
+
+    def _drop_page(self, question: Hashable) -> None:
+        entry = self._pages.pop(question, None)
+        if entry is not None:
+            self._page_bytes -= entry[2]
+
+    def _clear_pages(self) -> None:
+        self._pages.clear()
+        self._page_bytes = 0

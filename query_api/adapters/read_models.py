@@ -10,28 +10,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from query_api.adapters.campaign_cache import CampaignCache
-from query_api.adapters.redis_multiplexer import ClusterMultiplexer, RedisMultiplexer, RedisUnavailable
+from query_api.adapters.redis_multiplexer import (
+    ClusterMultiplexer,
+    RedisCommandError,
+    RedisMultiplexer,
+    RedisUnavailable,
+)
 from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
-from readmodels.generations import PROJECTIONS, initial_generation, live_generations, read_models_whole
+from readmodels.campaigns import SORTED_DIMENSIONS
+from readmodels.generations import (
+    LAYOUT_VERSIONS,
+    PROJECTIONS,
+    initial_generation,
+    layout_marker,
+    live_generations,
+    read_models_whole,
+)
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
-from readmodels.scripts import ScriptArg, list_campaigns_script, pipelined
+from readmodels.scripts import LuaScript, ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-# Most index members one list call examines: bounds the time a page holds Redis; a sparse
-# filter combination gets a short page with a cursor to continue.
+# The list's scan bounds (settings `list_scan_budget`, `list_scan_calls`): most index members
+# one round of list calls examines, summed over the buckets (bounds the time a call holds
+# Redis), and most rounds a page takes.
 LIST_SCAN_BUDGET = 5000
+LIST_SCAN_CALLS = 200
 GENERATION_REFRESH_SECONDS = 1.0
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _no_script(reply: object) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, RedisCommandError) and str(reply).startswith("NOSCRIPT")
+    )
 
 
 def _str(value: bytes | str | None) -> str | None:
@@ -49,6 +73,9 @@ class GenerationCache:
         self.redis = redis
         self.prefix = prefix
         self.live = {p: initial_generation(p) for p in PROJECTIONS}
+        # The key layout of the live campaigns generation (readmodels.generations.LAYOUT_VERSIONS):
+        # an older one is read as it was written until the projectors' rebuild swaps it out.
+        self.campaigns_layout = LAYOUT_VERSIONS["campaigns"]
         self.seen_whole = False
         self.lost = False
         self._task: asyncio.Task[None] | None = None
@@ -59,8 +86,16 @@ class GenerationCache:
         return generation_base(self.prefix, self.live[projection])
 
     async def refresh(self) -> None:
-        self.live = await live_generations(self.redis, self.prefix)
+        live = await live_generations(self.redis, self.prefix)
+        marker = await layout_marker(self.redis, self.prefix, live["campaigns"])
+        self.live = live
         await self.check_whole()
+        # No marker: the earlier layout where read models were kept whole before (a deployment
+        # that predates the markers); on a fresh Redis, the projectors write this code's.
+        if marker is not None:
+            self.campaigns_layout = marker
+        else:
+            self.campaigns_layout = 1 if self.seen_whole else LAYOUT_VERSIONS["campaigns"]
 
     async def check_whole(self) -> None:
         """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until
@@ -109,9 +144,13 @@ class ReadModels:
         multiplexer: RedisMultiplexer | ClusterMultiplexer | None = None,
         cache: CampaignCache | None = None,
         buckets: int = 1,
+        scan_budget: int = LIST_SCAN_BUDGET,
+        scan_calls: int = LIST_SCAN_CALLS,
     ) -> None:
         self.redis = redis
         self.buckets = buckets
+        self.scan_budget = scan_budget
+        self.scan_calls = scan_calls
         self.generations = generations
         self.multiplexer = multiplexer
         self.cache = cache
@@ -122,18 +161,42 @@ class ReadModels:
             return list(reply)
         return list(await self.redis.hmget(key, fields))
 
-    async def campaign(self, campaign_id: str) -> Snapshot:
+    async def _pipelined(self, commands: Sequence[tuple[ScriptArg, ...]]) -> list[Any]:
+        """Read commands in one write (per primary on a cluster), their replies in order, an error
+        reply in its place: through the multiplexer's shared connections when there is one (its
+        replies are parsed in C, a pooled redis-py connection's one by one in Python)."""
+        if self.multiplexer is not None:
+            return await self.multiplexer.execute_many(commands)
+        return await pipelined(self.redis, commands)
+
+    async def _run_script(
+        self, script: LuaScript, calls: Sequence[tuple[int, Sequence[ScriptArg]]]
+    ) -> list[Any]:
+        """`LuaScript.run_pipelined` over `_pipelined`: loaded and run again if Redis lost it."""
+        commands = [("EVALSHA", script.sha, keys, *args) for keys, args in calls]
+        replies = await self._pipelined(commands)
+        if any(_no_script(reply) for reply in replies):
+            await script.load(self.redis)
+            replies = await self._pipelined(commands)
+        return replies
+
+    async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
+        """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost
+        Redis raises rather than reads as a 404) unless `confirm_missing` is False: a
+        `min_version` read, which never answers 404 for a missing campaign (it waits, then 503),
+        and which was most of the query API's sentinel checks (two a fresh read)."""
         base = self.generations.base("campaigns")
         cache = self.cache
         if cache is None:
-            return await self.generations.confirm(await self._campaign(base, campaign_id))
-        cached = cache.get(base, campaign_id)
-        if cached is not None:
-            return cached
-        ticket = cache.ticket()
-        snapshot = await self._campaign(base, campaign_id)
-        cache.put(base, campaign_id, snapshot, ticket)
-        return await self.generations.confirm(snapshot)
+            snapshot = await self._campaign(base, campaign_id)
+        else:
+            cached = cache.get(base, campaign_id)
+            if cached is not None:
+                return cached
+            ticket = cache.ticket()
+            snapshot = await self._campaign(base, campaign_id)
+            cache.put(base, campaign_id, snapshot, ticket)
+        return await self.generations.confirm(snapshot) if confirm_missing else snapshot
 
     async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
         key = CampaignKeys(base, self.buckets).campaign(campaign_id)
@@ -147,37 +210,93 @@ class ReadModels:
         return await self.generations.confirm(snapshot)
 
     async def campaign_page(
-        self, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
+        self,
+        filters: CampaignFilters,
+        sort: SortOrder,
+        limit: int,
+        after: bytes | None,
+        base: str | None = None,
+    ) -> tuple[list[bytes], bytes | None]:
+        """Up to `limit` documents after the member `after`, and the member to continue from, read
+        from `base` (default: the live generation). (Whole pages are kept in the campaign cache by
+        the caller, `campaigns.campaign_page_body`, keyed by the request.)"""
+        return await self._campaign_page(
+            base or self.generations.base("campaigns"), filters, sort, limit, after
+        )
+
+    async def _campaign_page(
+        self, base: str, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None
     ) -> tuple[list[bytes], bytes | None]:
         """Up to `limit` documents after the member `after`, and the member to continue from.
 
         Every bucket's share of the page (lua/list_campaigns.lua, one call per bucket, pipelined:
         one write per node), merged k-way by member, then the documents in a second pipeline.
+        A call examines a bounded number of index members; while the merged page is short and
+        a bucket has more to examine, the buckets that bound it are called again from where
+        they stopped (at most `scan_calls` rounds), so a selective filter still fills its page.
         """
-        keys = CampaignKeys(self.generations.base("campaigns"), self.buckets)
+        keys = CampaignKeys(base, self.buckets)
         script = list_campaigns_script()
-        budget = max(LIST_SCAN_BUDGET // self.buckets, 2 * (limit + 1))
-        calls: list[tuple[int, list[ScriptArg]]] = []
-        for bucket in range(self.buckets):
-            indexes: list[ScriptArg] = [
-                keys.filtered_index(sort.index_key, pair, bucket) for pair in filters.index_pairs()
-            ] or [keys.filtered_index(sort.index_key, None, bucket)]
-            args: list[ScriptArg] = ["1" if sort.descending else "0", limit, after or b"", budget]
-            calls.append((len(indexes), [*indexes, *args]))
-        shares = []
-        for reply in await script.run_pipelined(self.redis, calls):
-            if isinstance(reply, BaseException):
-                raise reply
-            frontier, *members = reply
-            shares.append((frontier, members))
-        members, next_member = merge_bucket_pages(shares, limit, sort.descending)
+        budget = max(self.scan_budget // self.buckets, 2 * (limit + 1))
+        pairs = filters.index_pairs()
+        # Walked: the owner's sorted index if the list is one owner's, else all campaigns';
+        # intersected with it: the sets of the other filters (readmodels.campaigns). In the
+        # earlier layout (until the projectors' rebuild swaps it out) every filter had a sorted
+        # index: the first one is walked, the others' are looked up by member.
+        earlier = self.generations.campaigns_layout < 2
+        walked = next((pair for pair in pairs if pair[0] in SORTED_DIMENSIONS), None)
+        if earlier:
+            walked = walked or next(iter(pairs), None)
+            intersected = [pair for pair in pairs if pair != walked]
+        else:
+            intersected = [pair for pair in pairs if pair[0] not in SORTED_DIMENSIONS]
+
+        def filter_keys(bucket: int) -> list[ScriptArg]:
+            if earlier:
+                return [keys.index(sort.index_key, *pair, bucket) for pair in intersected]
+            return [keys.filter_set(dimension, value, bucket) for dimension, value in intersected]
+
+        # Each bucket: the members found and not yet paged, and where its walk goes on (b"" at
+        # the start: from `after`; None: nothing more).
+        found: list[list[bytes]] = [[] for _ in range(self.buckets)]
+        goes_on: list[bytes | None] = [after or b"" for _ in range(self.buckets)]
+        members: list[bytes] = []
+        next_member: bytes | None = None
+        for _ in range(self.scan_calls):
+            calls: list[tuple[int, list[ScriptArg]]] = []
+            called: list[int] = []
+            for bucket in range(self.buckets):
+                cursor = goes_on[bucket]
+                # A bucket holding more than `limit` members found is not what bounds the page.
+                if cursor is None or len(found[bucket]) > limit:
+                    continue
+                indexes = [keys.filtered_index(sort.index_key, walked, bucket), *filter_keys(bucket)]
+                args: list[ScriptArg] = [
+                    "1" if sort.descending else "0",
+                    limit - len(found[bucket]),
+                    cursor,
+                    budget,
+                    "z" if earlier else "s",
+                ]
+                calls.append((len(indexes), [*indexes, *args]))
+                called.append(bucket)
+            for bucket, reply in zip(called, await self._run_script(script, calls), strict=True):
+                if isinstance(reply, BaseException):
+                    raise reply
+                frontier, *more = reply
+                found[bucket] += more
+                goes_on[bucket] = frontier or None
+            shares = [(goes_on[b] or b"", found[b]) for b in range(self.buckets)]
+            members, next_member = merge_bucket_pages(shares, limit, sort.descending)
+            if len(members) >= limit or next_member is None:
+                break
         if not members:
             return [], next_member
         fetches: list[tuple[ScriptArg, ...]] = [
             ("HGET", keys.campaign(member.rpartition(b"\0")[2].decode()), "doc") for member in members
         ]
         docs = []
-        for doc in await pipelined(self.redis, fetches):
+        for doc in await self._pipelined(fetches):
             if isinstance(doc, BaseException):
                 raise doc  # never a page with a hole (a slot still moving: 503)
             if isinstance(doc, bytes):  # (deleted since its index page was read)

@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import hiredis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from readmodels.scripts import pipelined
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,34 @@ REDIS_DOWN: tuple[type[Exception], ...] = (
 )
 
 
+class _Batch:
+    """Stands in the FIFO for every command of one `send_many`: the batch's single future gets
+    all their replies at once (a future per command and a gather cost more than the reads)."""
+
+    __slots__ = ("future", "replies", "size")
+
+    def __init__(self, future: asyncio.Future[list[Any]], size: int) -> None:
+        self.future = future
+        self.replies: list[Any] = []
+        self.size = size
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.size:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.future.set_exception(error)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader()
         # (reply future, answer-by time), in the order the commands were sent.
-        self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.pending: collections.deque[tuple[asyncio.Future[Any] | _Batch, float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.timeout = timeout
         self._watchdog: asyncio.TimerHandle | None = None
@@ -108,6 +135,21 @@ class _Protocol(asyncio.Protocol):
         if not self.outgoing:
             loop.call_soon(self.flush)
         self.outgoing.append(pack(args))
+        return future
+
+    def send_many(self, commands: Sequence[tuple[Arg, ...]]) -> asyncio.Future[list[Any]]:
+        """`commands` in one write; the future gets their replies in order (an error reply as a
+        `hiredis.ReplyError` among them)."""
+        assert self.transport is not None and commands
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        batch = _Batch(future, len(commands))
+        deadline = loop.time() + self.timeout
+        self.pending.extend((batch, deadline) for _ in commands)
+        if not self.outgoing:
+            loop.call_soon(self.flush)
+        # (hiredis types its argument as a 1-tuple; it takes any number of arguments.)
+        self.outgoing.append(b"".join(hiredis.pack_command(command) for command in commands))  # type: ignore[arg-type]
         return future
 
     def flush(self) -> None:
@@ -189,6 +231,17 @@ class RedisMultiplexer:
             raise RedisCommandError(str(reply))
         return reply
 
+    async def execute_many(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+        """`commands` pipelined on the shared connection: their replies in order, an error reply
+        as a `RedisCommandError` in its place (returned, not raised)."""
+        if not commands:
+            return []
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            protocol = await self._connected()
+        replies = await protocol.send_many(commands)
+        return [RedisCommandError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
@@ -238,6 +291,45 @@ class ClusterMultiplexer:
             except RedisUnavailable:
                 pass
         return await self.cluster.execute_command(*args)
+
+    async def execute_many(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+        """`RedisMultiplexer.execute_many` on every primary at once, each command to its first
+        key's (EVALSHA: its first KEYS entry); what was redirected or met an unreachable node goes
+        through `readmodels.scripts.pipelined`, which follows redirections (callers send only
+        reads, so one sent twice is harmless)."""
+        by_node: dict[str, list[int]] = {}
+        for position, command in enumerate(commands):
+            key = command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
+            try:
+                target = self.cluster.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+            except (KeyError, IndexError, RedisClusterException):
+                target = None
+            if target is None:
+                return await pipelined(cast(Redis, self.cluster), commands)
+            by_node.setdefault(f"{target.host}:{target.port}", []).append(position)
+        replies: list[Any] = [None] * len(commands)
+        rest: list[int] = []
+
+        async def send(name: str, positions: list[int]) -> None:
+            host, _, port = name.rpartition(":")
+            try:
+                answers = await self._node(host, int(port)).execute_many([commands[p] for p in positions])
+            except RedisUnavailable:
+                rest.extend(positions)
+                return
+            for position, reply in zip(positions, answers, strict=True):
+                if isinstance(reply, RedisCommandError) and str(reply).startswith(self._MOVED):
+                    rest.append(position)
+                replies[position] = reply
+
+        await asyncio.gather(*(send(name, positions) for name, positions in by_node.items()))
+        if rest:
+            rest.sort()
+            for position, reply in zip(
+                rest, await pipelined(cast(Redis, self.cluster), [commands[p] for p in rest]), strict=True
+            ):
+                replies[position] = reply
+        return replies
 
     async def close(self) -> None:
         for node in self._nodes.values():

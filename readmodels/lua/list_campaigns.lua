@@ -1,29 +1,32 @@
 #!lua flags=no-writes
 -- One bucket's share of a page of campaigns, read-only: up to limit + 1 index members, in order,
--- after the cursor. Walks the smallest of the filter indexes (all of them share members) from the cursor
--- and keeps members present in every other filter index. The caller merges the buckets' shares
--- (k-way, by member) and reads the documents. The cursor is a member: keyset pagination, so
--- campaigns created meanwhile never shift a page.
--- KEYS the bucket's indexes of the filters, of the sort asked for (the index of all campaigns:
--- no filter)
+-- after the cursor. Walks one sorted index (all campaigns' or the owner's, of the sort asked for)
+-- from the cursor and keeps the members whose campaign id is in every filter set (status,
+-- channel, tag): the filters are intersected here, at read time, so the projection moves a
+-- campaign's sorted memberships only with its sort values and its set memberships only with
+-- its filter values. The caller merges the buckets' shares (k-way, by member) and reads the
+-- documents. The cursor is a member: keyset pagination, so campaigns created meanwhile never
+-- shift a page.
+-- KEYS[1] the bucket's sorted index walked   KEYS[2..] the bucket's filter sets (ids)
 -- ARGV[1] '1' descending  ARGV[2] limit  ARGV[3] cursor member or ''  ARGV[4] most members to
--- examine in this call
+-- examine in this call  ARGV[5] 'z' when KEYS[2..] are sorted indexes of the earlier layout (one
+-- per status, channel, tag: a member is in one if its ZSCORE is there), else id sets
 -- Returns {frontier, member, member, ...}: frontier '' when the bucket has nothing more after the
 -- last member examined, else that last member examined (every member up to it was looked at).
 local desc = ARGV[1] == '1'
 local limit, cursor, budget = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local walk = KEYS[1]
+local sorted_filters = ARGV[5] == 'z'
 
-local indexes = {}
-for i = 1, #KEYS do indexes[i] = KEYS[i] end
-
-local driver, smallest = 1, nil
-for i, index in ipairs(indexes) do
-  local size = redis.call('ZCARD', index)
-  if smallest == nil or size < smallest then driver, smallest = i, size end
+local sets = {}
+for i = 2, #KEYS do
+  -- An empty filter set (or one of a value nobody has): nothing in this bucket matches.
+  local size
+  if sorted_filters then size = redis.call('ZCARD', KEYS[i]) else size = redis.call('SCARD', KEYS[i]) end
+  if size == 0 then return {''} end
+  sets[#sets + 1] = KEYS[i]
 end
-if smallest == 0 then return {''} end
-local walk = indexes[driver]
-table.remove(indexes, driver)
+if redis.call('ZCARD', walk) == 0 then return {''} end
 
 local from
 if desc then
@@ -36,28 +39,38 @@ local chunk = math.max(limit + 1, 50)
 
 local found, examined, last, exhausted = {}, 0, nil, false
 while #found <= limit and examined < budget do
+  -- Never more than the budget left: it bounds what one call examines.
+  local want = math.min(chunk, budget - examined)
   local members
   if desc then
-    members = redis.call('ZRANGE', walk, from, to, 'BYLEX', 'REV', 'LIMIT', 0, chunk)
+    members = redis.call('ZRANGE', walk, from, to, 'BYLEX', 'REV', 'LIMIT', 0, want)
   else
-    members = redis.call('ZRANGE', walk, from, to, 'BYLEX', 'LIMIT', 0, chunk)
+    members = redis.call('ZRANGE', walk, from, to, 'BYLEX', 'LIMIT', 0, want)
   end
   for n, member in ipairs(members) do
     examined = examined + 1
     last = member
     local keep = true
-    for _, other in ipairs(indexes) do
-      if not redis.call('ZSCORE', other, member) then keep = false break end
+    if sorted_filters then
+      for _, index in ipairs(sets) do
+        if not redis.call('ZSCORE', index, member) then keep = false break end
+      end
+    elseif #sets > 0 then
+      -- The member is `sortvalue \0 id`; ids hold no \0.
+      local id = string.match(member, '%z([^%z]*)$')
+      for _, set in ipairs(sets) do
+        if redis.call('SISMEMBER', set, id) == 0 then keep = false break end
+      end
     end
     if keep then
       found[#found + 1] = member
       if #found > limit then
-        if n == #members and #members < chunk then exhausted = true end
+        if n == #members and #members < want then exhausted = true end
         break
       end
     end
   end
-  if #found <= limit and #members < chunk then exhausted = true break end
+  if #found <= limit and #members < want then exhausted = true break end
   from = '(' .. last
 end
 

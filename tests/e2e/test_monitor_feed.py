@@ -73,9 +73,11 @@ async def test_clients_of_both_query_api_workers_each_receive_every_event(servic
         return [e for e in entries if e.get("correlation_id") == correlation]
 
     entries: list[dict[str, Any]] = []
+    # Both projections' lines: stats fetches in batches (batch_fetch_wait_ms), so its come later.
+    wanted = {(projection, i) for projection in ("campaigns", "stats") for i in ids}
     for _ in range(50):
         entries = await logged()
-        if {e.get("aggregate_id") for e in entries} >= ids:
+        if {(e.get("projection"), e.get("aggregate_id")) for e in entries} >= wanted:
             break
         await asyncio.sleep(0.2)
     applied = [

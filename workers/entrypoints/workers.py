@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
-from service_runtime.kafka_batches import tolerant_headers
+from service_runtime.kafka_batches import tolerant_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis
@@ -125,6 +125,10 @@ def build_workers(settings: Settings) -> WorkersProcess:
             topic,
             group_id=group,
             batch=True,
+            batch_timeout_ms=settings.consumer_poll_ms,
+            # No reader waits on a worker within the second: fetched in batches (see the setting).
+            fetch_min_bytes=settings.batch_fetch_min_bytes,
+            fetch_max_wait_ms=settings.batch_fetch_wait_ms,
             max_records=settings.worker_batch_size,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -146,6 +150,7 @@ def build_workers(settings: Settings) -> WorkersProcess:
 
         consume.__name__ = consume.__qualname__ = f"consume_{worker.handler.name}"
         subscriber(consume)
+        wake_at_once(subscriber)
 
     subscribe(
         notifications,

@@ -19,6 +19,7 @@ from projectors.adapters.digest import generation_digest, generation_key_digests
 from projectors.replay.application.ports import BusyError, LiveGenerationError
 from readmodels.generations import (
     claim_live_generation,
+    drop_layout,
     live_generations,
     swap_generation,
 )
@@ -48,6 +49,7 @@ class RedisGenerations:
         keys = await generation_keys(self.redis, self.prefix, generation)
         for start in range(0, len(keys), UNLINK_CHUNK):
             await self.redis.unlink(*keys[start : start + UNLINK_CHUNK])
+        await drop_layout(self.redis, self.prefix, generation)
         return len(keys)
 
     async def key_count(self, generation: str) -> int:

@@ -4,6 +4,11 @@ Events are split into lanes by aggregate: each lane applies its batches one afte
 (so an aggregate's events reach Redis in order), while the lanes run side by side, so
 Python packs one lane's pipeline while Redis runs another's script calls. Batches are
 queued with a small bound: reading the source never runs far ahead of Redis.
+
+The campaigns projection goes through a `CampaignFolder` instead while this replay is the
+generation's only writer (each campaign folded in memory, written once per window), and
+through the lanes once `shared()` says the live projector writes the generation too (after the
+swap).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from events import EventEnvelope
+from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.application.ports import Projection
+from projectors.replay.adapters.campaign_folder import FOLD_CAMPAIGNS, WRITE_CAMPAIGNS, CampaignFolder
 from projectors.replay.domain.tally import ProjectionTally
 
 LANES = 4
@@ -43,7 +50,10 @@ class LaneWriter:
         targets: Sequence[tuple[Projection, str]],
         lanes: int = LANES,
         batch_size: int = BATCH_SIZE,
+        fold_campaigns: int = FOLD_CAMPAIGNS,
+        write_campaigns: int = WRITE_CAMPAIGNS,
     ) -> None:
+        """`fold_campaigns=0`: no folding, every event through `Projection.apply`."""
         self.redis = redis
         self.batch_size = batch_size
         self.tallies: dict[str, ProjectionTally] = {p.name: ProjectionTally() for p, _ in targets}
@@ -51,6 +61,14 @@ class LaneWriter:
             (projection, [_Lane(projection, generation, self.tallies[projection.name]) for _ in range(lanes)])
             for projection, generation in targets
         ]
+        # Projection name -> its folder, while this writer is the generations' only writer.
+        self._folders: dict[str, CampaignFolder] = {
+            projection.name: CampaignFolder(
+                redis, projection, generation, self.tallies[projection.name], fold_campaigns, write_campaigns
+            )
+            for projection, generation in targets
+            if isinstance(projection, CampaignsProjection) and fold_campaigns > 0
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
 
@@ -63,8 +81,11 @@ class LaneWriter:
 
     async def write(self, envelopes: Sequence[EventEnvelope]) -> None:
         self._raise_failure()
-        for envelope in envelopes:
-            for projection, lanes in self._targets:
+        for folder in self._folders.values():
+            await folder.write([e for e in envelopes if folder.projection.accepts(e)])
+        laned = [(p, lanes) for p, lanes in self._targets if p.name not in self._folders]
+        for envelope in envelopes if laned else ():
+            for projection, lanes in laned:
                 if projection.accepts(envelope):
                     lane = lanes[hash(envelope.aggregate_id) % len(lanes)]
                     lane.buffer.append(envelope)
@@ -72,6 +93,8 @@ class LaneWriter:
                         await self._send(lane)
 
     async def flush(self) -> None:
+        for folder in self._folders.values():
+            await folder.flush()
         for _, lanes in self._targets:
             for lane in lanes:
                 if lane.buffer:
@@ -81,7 +104,15 @@ class LaneWriter:
                 await lane.queue.join()
         self._raise_failure()
 
+    def shared(self) -> None:
+        """From now on the live projector writes the generations too: no more folding (a folded
+        write is guarded, but could not re-plan a campaign the projector moved). Call after a
+        flush."""
+        self._folders = {}
+
     async def close(self) -> None:
+        for folder in self._folders.values():
+            await folder.close()
         for _, lanes in self._targets:
             for lane in lanes:
                 await lane.queue.put(None)
@@ -110,14 +141,19 @@ class LaneWriter:
 
 
 def lane_writers(
-    redis: Redis, projections: Mapping[str, Projection], lanes: int = LANES, batch_size: int = BATCH_SIZE
+    redis: Redis,
+    projections: Mapping[str, Projection],
+    lanes: int = LANES,
+    batch_size: int = BATCH_SIZE,
+    fold_campaigns: int = FOLD_CAMPAIGNS,
+    write_campaigns: int = WRITE_CAMPAIGNS,
 ) -> Callable[[Mapping[str, str]], AbstractAsyncContextManager[LaneWriter]]:
     """The `WriterFactory` the use cases take: {projection: generation} -> a started writer."""
 
     @contextlib.asynccontextmanager
     async def open_writer(targets: Mapping[str, str]) -> AsyncIterator[LaneWriter]:
         chosen = [(projections[name], generation) for name, generation in targets.items()]
-        writer = LaneWriter(redis, chosen, lanes, batch_size)
+        writer = LaneWriter(redis, chosen, lanes, batch_size, fold_campaigns, write_campaigns)
         await writer.start()
         try:
             yield writer

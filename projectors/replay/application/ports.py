@@ -63,6 +63,10 @@ class GenerationWriter(Protocol):
     async def flush(self) -> None:
         """Return once everything written so far is in Redis (raises what a write raised)."""
 
+    def shared(self) -> None:
+        """From now on others (the live projector) write the generations too: no shortcut that
+        needs to be their only writer (a flush comes first)."""
+
 
 class Generations(Protocol):
     """The generations of the projections and the pointers naming the live ones."""

@@ -101,6 +101,7 @@ async def rebuild(
         replaced: dict[str, str | None] = {}
         async with open_writer(targets) as writer:
             events, passes = await build_and_catch_up(source, writer, progress, options.policy)
+            writer.shared()
             for projection, target in targets.items():
                 replaced[projection] = await generations.swap(projection, target)
                 progress.say(f"{projection}: live generation is now {target} (was {replaced[projection]})")

@@ -26,7 +26,7 @@ from query_api.adapters.redis_multiplexer import REDIS_DOWN, ClusterMultiplexer,
 from query_api.entrypoints.http import campaigns, console, contract, health, monitor, reports, stats, users
 from query_api.entrypoints.http.authentication import TokenVerifier
 from query_api.entrypoints.http.dependencies import ReadSide
-from query_api.entrypoints.http.fast_read import CampaignRead, QueryAPI
+from query_api.entrypoints.http.fast_read import CampaignList, CampaignRead, QueryAPI
 from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.problems import problem_response
@@ -71,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
-        cache = CampaignCache(settings.campaign_cache_bytes, settings.campaign_cache_seconds)
+        cache = CampaignCache(
+            settings.campaign_cache_bytes,
+            settings.campaign_cache_seconds,
+            page_max_bytes=settings.list_cache_bytes,
+        )
         listener = NotificationListener(
             redis, settings.redis_prefix, waiters, generations.refresh, cache, settings.read_model_buckets
         )
@@ -81,7 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side = ReadSide(
                 settings=settings,
                 redis=redis,
-                read_models=ReadModels(redis, generations, multiplexer, cache, settings.read_model_buckets),
+                read_models=ReadModels(
+                    redis,
+                    generations,
+                    multiplexer,
+                    cache,
+                    settings.read_model_buckets,
+                    scan_budget=settings.list_scan_budget,
+                    scan_calls=settings.list_scan_calls,
+                ),
                 waiters=waiters,
                 events_log=EventsLog(events_collection(mongo, settings.mongo_db)),
                 waiter_quota=WaiterQuota(
@@ -133,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).
     read = CampaignRead(_route(app, "/campaigns/{campaign_id}"))
     app.fast_read = HttpBasicsMiddleware(read, settings=settings, service=SERVICE)
+    listing = CampaignList(_route(app, "/campaigns"))
+    app.fast_list = HttpBasicsMiddleware(listing, settings=settings, service=SERVICE)
     return app
 
 

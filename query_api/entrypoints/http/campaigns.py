@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -112,14 +113,18 @@ async def get_campaign(request: Request) -> Response:
         return await _as_of(side, principal, campaign_id, as_of_version)
     if len(campaign_id) > MAX_ID_LENGTH:
         raise _not_found()
-    snapshot = await side.read_models.campaign(campaign_id)
+    # A min_version read never answers 404 for a campaign not there yet: it waits, and a version
+    # it finds is a campaign that exists; so its reads skip the lost-Redis check (a lost Redis
+    # reads as "not yet", and the wait ends in a 503).
+    waiting = min_version is not None
+    snapshot = await side.read_models.campaign(campaign_id, confirm_missing=not waiting)
     if min_version is not None and snapshot.version < min_version:
         if snapshot.version and not may_read(principal, snapshot.owner_id):
             raise _not_found()
         try:
             with side.waiter_quota.admit(principal.user_id):
                 found = await read_at_least(
-                    lambda: side.read_models.campaign(campaign_id),
+                    lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
                     side.waiters,
                     campaign_id,
                     min_version,
@@ -222,6 +227,7 @@ async def get_history(
     responses={**ok(200, "A page of campaigns", model=CampaignPage), **problems(401, 422, 503)},
 )
 async def list_campaigns(
+    request: Request,
     status: LiveStatus | None = None,
     channel: Channel | None = None,
     tag: str | None = Query(None, min_length=1, max_length=100),
@@ -232,6 +238,37 @@ async def list_campaigns(
     principal: Principal = Depends(caller),
     side: ReadSide = Depends(read_side),
 ) -> Response:
+    query_string: bytes = request.scope["query_string"]
+    asked = (CampaignFilters(status, channel, tag, owner_id), sort, limit, cursor)
+    body = await campaign_page_body(side, principal, query_string, lambda: asked)
+    return Response(body, media_type=JSON)
+
+
+EMPTY_PAGE = b'{"items":[],"next_cursor":null}'
+# What a list request asks (validated): filters, sort, limit, cursor.
+Asked = tuple[CampaignFilters, SortOrder, int, str | None]
+
+
+async def campaign_page_body(
+    side: ReadSide, principal: Principal, query_string: bytes, asked: Callable[[], Asked]
+) -> bytes:
+    """The page's JSON, spliced from the stored documents: nothing is parsed or re-encoded.
+    Kept in the worker's campaign cache until the next announcement (see `CampaignCache`),
+    keyed by the query string and whose campaigns the caller sees: a page found there needs
+    nothing else (`asked`, the request's validated parameters, is only called on a miss; the
+    cursor is checked then, and a refused one is never kept). Shared by the route and its fast
+    path (fast_read.CampaignList)."""
+    models = side.read_models
+    base = models.generations.base("campaigns")
+    cache = models.cache
+    # The same query string from callers who see the same campaigns asks the same question.
+    question = (query_string, None if principal.is_admin else principal.user_id)
+    if cache is not None:
+        body = cache.get_page(base, question)
+        if body is not None:
+            return body
+        ticket = cache.ticket()
+    filters, sort, limit, cursor = asked()
     after = None
     if cursor is not None:
         try:
@@ -240,10 +277,18 @@ async def list_campaigns(
             raise Problem(
                 422, f"invalid cursor: {exc}", errors=[{"field": "cursor", "reason": str(exc)}]
             ) from exc
-    filters = CampaignFilters(status, channel, tag, owner_id).visible_to(principal)
-    if filters is None:
-        return Response(b'{"items":[],"next_cursor":null}', media_type=JSON)
-    docs, next_member = await side.read_models.campaign_page(filters, sort, limit, after)
+    visible = filters.visible_to(principal)
+    if visible is None:
+        return EMPTY_PAGE
+    body = await _page_body(side, visible, sort, limit, after, base)
+    if cache is not None:
+        cache.put_page(base, question, body, ticket, len(query_string) + len(principal.user_id))
+    return body
+
+
+async def _page_body(
+    side: ReadSide, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None, base: str
+) -> bytes:
+    docs, next_member = await side.read_models.campaign_page(filters, sort, limit, after, base)
     next_cursor = encode_cursor(sort, next_member) if next_member else None
-    body = b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type=JSON)
+    return b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"

@@ -1,4 +1,4 @@
-"""GET /campaigns/{id} (no query string) answered in pure ASGI, ahead of FastAPI.
+"""GET /campaigns/{id} (no query string) and GET /campaigns answered in pure ASGI, ahead of FastAPI.
 
 This is the read the API exists for, and FastAPI's per-request machinery (its server-error,
 telemetry and body-limit layers, route matching, request objects, dependency and parameter
@@ -8,32 +8,109 @@ before any of that; everything else, including a query string such as min_versio
 as_of_version, goes through FastAPI, whose route also documents this one in OpenAPI. The same
 rules apply through the same functions (`TokenVerifier.authenticate`, `ReadModels.campaign`,
 `readable_document`).
+
+The list (`CampaignList`) takes only a query string whose every parameter is known, given once
+and valid as the route's declaration says (`list_question`); anything else, such as an unknown
+or repeated parameter or a value out of range, goes through FastAPI, which answers it as it
+always did (422 naming the field, or ignoring what it ignores). The page itself is the route's
+(`campaign_page_body`).
 """
 
 from __future__ import annotations
+
+import re
+from typing import get_args
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from events.types import Channel
 from query_api.adapters.redis_multiplexer import REDIS_DOWN
-from query_api.entrypoints.http.campaigns import MAX_ID_LENGTH, etag, readable_document
+from query_api.domain.listing import CampaignFilters, SortOrder
+from query_api.entrypoints.http.campaigns import (
+    MAX_ID_LENGTH,
+    Asked,
+    LiveStatus,
+    campaign_page_body,
+    etag,
+    readable_document,
+)
 from query_api.entrypoints.http.dependencies import ReadSide
 from service_runtime.problems import Problem, problem_response
 
 PREFIX = "/campaigns/"
+LIST_PATH = "/campaigns"
 _JSON = (b"content-type", b"application/json")
+
+# The list route's parameters as it declares them (campaigns.list_campaigns): the values each
+# may take, or its length bounds.
+_CHOICES = {
+    "status": frozenset(get_args(LiveStatus)),
+    "channel": frozenset(get_args(Channel)),
+    "sort": frozenset(order.value for order in SortOrder),
+}
+_LENGTHS = {"tag": (1, 100), "owner_id": (1, 100), "cursor": (1, 2000)}
+_LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # 1 to 100 in plain digits (else FastAPI judges it)
+LIST_LIMIT_MAX = 100
+
+
+# Query strings already judged (a pure function of the bytes), at most this many per worker.
+QUESTIONS_REMEMBERED = 4096
+QUESTION_REMEMBERED_BYTES = 256
+_questions: dict[bytes, dict[str, str] | None] = {}
+
+
+def list_question(query_string: bytes) -> dict[str, str] | None:
+    """The list's parameters if each is known, given once and valid; else None (FastAPI's)."""
+    try:
+        return _questions[query_string]
+    except KeyError:
+        pass
+    if len(query_string) > QUESTION_REMEMBERED_BYTES:  # (a cursor's: judged every time)
+        return _judged(query_string)
+    if len(_questions) >= QUESTIONS_REMEMBERED:
+        _questions.clear()
+    question = _questions[query_string] = _judged(query_string)
+    return question
+
+
+def _judged(query_string: bytes) -> dict[str, str] | None:
+    # Decoded as Starlette decodes it (latin-1 bytes, then percent-escapes as UTF-8).
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in params:
+            return None
+        choices = _CHOICES.get(name)
+        if choices is not None:
+            if value not in choices:
+                return None
+        elif name == "limit":
+            if _LIMIT.fullmatch(value) is None or int(value) > LIST_LIMIT_MAX:
+                return None
+        else:
+            bounds = _LENGTHS.get(name)
+            if bounds is None or not bounds[0] <= len(value) <= bounds[1]:
+                return None
+        params[name] = value
+    return params
 
 
 class QueryAPI(FastAPI):
     """FastAPI, except that the hot read goes to `fast_read` (set once the app is built)."""
 
     fast_read: ASGIApp | None = None
+    fast_list: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_read is not None and scope["type"] == "http" and CampaignRead.takes(scope):
-            await self.fast_read(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if self.fast_read is not None and CampaignRead.takes(scope):
+                await self.fast_read(scope, receive, send)
+                return
+            if self.fast_list is not None and CampaignList.takes(scope):
+                await self.fast_list(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -84,3 +161,64 @@ class CampaignRead:
         headers = [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": document})
+
+
+class CampaignList:
+    """Answers the list requests `takes` accepts (see the module's docstring)."""
+
+    def __init__(self, route: BaseRoute | None = None) -> None:
+        self.route = route
+
+    @staticmethod
+    def takes(scope: Scope) -> bool:
+        if scope["method"] != "GET" or scope["path"] != LIST_PATH:
+            return False
+        question = list_question(scope["query_string"])
+        if question is None:
+            return False
+        scope["campaigns.list_question"] = question
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        question: dict[str, str] = scope["campaigns.list_question"]
+        side: ReadSide = scope["state"]["read_side"]
+        scope["route"] = self.route
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            principal = await side.tokens.authenticate(authorization)
+            body = await campaign_page_body(side, principal, scope["query_string"], lambda: _asked(question))
+        except Problem as problem:
+            response = problem_response(
+                problem.status,
+                problem.detail,
+                title=problem.title,
+                errors=problem.errors,
+                headers=problem.headers,
+                instance=LIST_PATH,
+            )
+            await response(scope, receive, send)
+            return
+        except REDIS_DOWN:
+            response = problem_response(
+                503,
+                "the read models are unavailable; retry shortly",
+                headers={"Retry-After": "1"},
+                instance=LIST_PATH,
+            )
+            await response(scope, receive, send)
+            return
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _asked(question: dict[str, str]) -> Asked:
+    filters = CampaignFilters(
+        question.get("status"), question.get("channel"), question.get("tag"), question.get("owner_id")
+    )
+    sort = SortOrder(question.get("sort", SortOrder.CREATED_DESC.value))
+    return filters, sort, int(question.get("limit", "20")), question.get("cursor")

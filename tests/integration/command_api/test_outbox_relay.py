@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.kafka_publisher import kafka_producer_factory
 from command_api.adapters.mongo_schema import RELAY_STATE, Document
+from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
 from command_api.adapters.relay_lease import LEASE_ID
 from command_api.entrypoints import relay as relay_entrypoint
@@ -92,6 +94,36 @@ async def test_1000_events_over_20_aggregates_arrive_in_version_order_per_key(
     }
     published = await db["events"].find_one({"_id": str(sample.envelope.event_id)})
     assert published is not None and published["published"] is True and published["published_at"]
+
+
+async def _holds(relay: OutboxRelay) -> bool:
+    return relay.lease.held
+
+
+async def test_with_a_linger_the_events_right_behind_the_first_share_its_transaction(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document]
+) -> None:
+    """`relay_linger_ms`: each Kafka transaction takes every event that arrived within the linger
+    after its first, so events inserted one at a time go out in about (their spread / the linger)
+    transactions rather than one each; every one of them, in order."""
+    linger = 1.0
+    lingering = settings.model_copy(update={"relay_linger_ms": linger * 1000})
+    documents = log_documents("campaign-linger", range(1, 11))
+    async with running_relay(lingering, mongo) as relay:
+        await wait_until(lambda: _holds(relay), 30, "the relay publishing")
+        await asyncio.sleep(0.5)  # its stream open and its first scan done
+        started = time.monotonic()
+        for document in documents:  # ten inserts 20 ms apart: each its own change
+            await db["events"].insert_one(document)
+            await asyncio.sleep(0.02)
+        spread = time.monotonic() - started
+        await wait_until(lambda: all_published(db), 60, "every event published")
+    received = await consume(settings, 10, settle=0.5)
+    assert versions_by_key(received) == {"campaign-linger": list(range(1, 11))}
+    # One partition: ten records and a commit marker per transaction. Without the linger each
+    # insert the stream reports alone is its own transaction (ten).
+    transactions = await kafka_offsets(settings) - 10
+    assert 1 <= transactions <= int(spread / linger) + 2
 
 
 async def test_with_transactions_off_the_relay_publishes_every_event_in_order_with_no_markers(

@@ -15,6 +15,8 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
+from command_api.application.campaign_handlers import fire_due_transitions
+from command_api.application.commands import FireDueTransitions
 from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
 from command_api.domain.campaign import Campaign, CampaignDetails
 from query_api.adapters.monitor_state import MonitorState
@@ -275,6 +277,67 @@ async def test_claims_keep_a_timer_from_two_schedulers_and_expire_with_a_dead_on
         await second.close()
 
 
+async def test_a_claim_takes_no_more_than_its_limit_of_timers_due_at_once_and_the_next_goes_on_from_it(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    due = now + timedelta(hours=1)
+    ids = await scheduled_campaigns(settings, 60, due, now + timedelta(hours=2))
+    far = now + timedelta(hours=2)
+    first = open_scheduler_side(settings, instance="x")
+    second = open_scheduler_side(settings, instance="y")
+    try:
+        # 60 tied at one due time: the claim's limit takes 55 of them by id (two lists of ids).
+        claimed = await first.timers.claim_due(far, now, 55)
+        assert len(claimed) == 55
+        bound = max(timer.due_at for timer in claimed)
+        rest = await second.timers.claim_due(far, now, 55, since=bound)
+        assert len(rest) == 5
+        assert {t.campaign_id for t in claimed} | {t.campaign_id for t in rest} == set(ids)
+        assert await first.timers.claim_due(far, now, 55) == []  # every one is held
+        holders = await db[DUE_TRANSITIONS].distinct("claimed_by")
+        assert len(holders) == 2
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_batch_whose_later_id_list_loses_its_version_check_commits_nothing_and_fires_each_once(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    due = now + timedelta(seconds=30)
+    ids = await scheduled_campaigns(settings, 60, due, now + timedelta(hours=2))
+    side = open_scheduler_side(settings, instance="batch")
+    try:
+        timers = await side.timers.claim_due(due, now, 100)
+        assert len(timers) == 60
+        moved = timers[-1].campaign_id  # in the second list of ids the batch's update sends
+        uow = side.scheduler.unit_of_work()
+        read = uow.campaigns.get_many
+
+        async def read_then_another_command_moves_one(campaign_ids: list[str]) -> dict[str, Campaign]:
+            found = await read(campaign_ids)
+            # A command commits on that campaign between the firing's read and its commit.
+            await db["campaigns"].update_one({"_id": moved}, {"$inc": {"version": 1}})
+            return found
+
+        uow.campaigns.get_many = read_then_another_command_moves_one  # type: ignore[method-assign]
+        # Fired as at their due time (the scheduler's clock is its own business).
+        results = await fire_due_transitions(FireDueTransitions(timers=timers, now=due), uow)
+        assert all(result is not None for result in results)  # each fired on its own after the conflict
+        for campaign_id in ids:
+            events = await events_of(db, campaign_id)
+            assert [e["event_type"] for e in events].count("CampaignActivated") == 1
+        # The moved one was decided again on its fresh state, not written by the batch.
+        [activation] = [e for e in await events_of(db, moved) if e["event_type"] == "CampaignActivated"]
+        state = await db["campaigns"].find_one({"_id": moved})
+        assert state is not None and (state["status"], state["version"]) == ("active", 4)
+        assert activation["aggregate_version"] == 4
+    finally:
+        await side.close()
+
+
 async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_lateness(
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
@@ -288,7 +351,9 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
             return side.report.fired_total == 1
 
         await eventually(fired)
-        queue = await side.timers.queue(datetime.now(UTC))
+        queue = await side.timers.queue(
+            datetime.now(UTC), overdue_limit=settings.scheduler_overdue_count_limit
+        )
         await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
         redis = connect_redis(settings)
         try:

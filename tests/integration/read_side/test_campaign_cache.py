@@ -185,3 +185,38 @@ async def _cached(query: QueryClient, path: str, headers: dict[str, str], versio
 
 async def _model_version_is(models: ReadModels, campaign_id: str, version: int) -> bool:
     return (await models.campaign(campaign_id)).version == version
+
+
+async def test_a_cached_page_shows_a_new_campaign_once_the_projector_announces_one(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    first, unannounced, announced = new_campaign("alice"), new_campaign("alice"), new_campaign("alice")
+    await projection.apply(redis, "campaigns.1", first.events)
+    alice = query.token("alice")
+
+    async def listed() -> list[str]:
+        response = await query.http.get("/campaigns", params={"limit": 10}, headers=alice)
+        assert response.status_code == 200
+        return [item["id"] for item in response.json()["items"]]
+
+    async def page_cached() -> bool:
+        return await listed() == [first.aggregate_id] and cache_of(query).pages == 1
+
+    await wait_until(page_cached, 5, "the page to be cached")
+    # Written without an announcement: the cached page is what answers (nothing else would hide it).
+    await projection.apply(redis, "campaigns.1", unannounced.events, announce=False)
+    assert await listed() == [first.aggregate_id]
+    # Another user's question is another page, never this one.
+    response = await query.http.get("/campaigns", params={"limit": 10}, headers=query.token("mallory"))
+    assert response.json() == {"items": [], "next_cursor": None}
+    admin = await query.http.get("/campaigns", params={"limit": 10}, headers=query.admin())
+    assert {item["id"] for item in admin.json()["items"]} == {first.aggregate_id, unannounced.aggregate_id}
+
+    await projection.apply(redis, "campaigns.1", announced.events)
+
+    async def all_three() -> bool:
+        return set(await listed()) == {first.aggregate_id, unannounced.aggregate_id, announced.aggregate_id}
+
+    await wait_until(all_three, 2, "the announcement to drop the page")

@@ -115,26 +115,39 @@ async def test_indexes_follow_status_channel_tags_and_deletion(settings: Setting
     projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     keys = CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets)
     campaign = new_campaign("owner-1", channel="sms", tags=["a", "b"])
-    bucket = keys.bucket_of(campaign.aggregate_id)
+    cid = campaign.aggregate_id
+    bucket = keys.bucket_of(cid)
     await projection.apply(redis, GEN, campaign.events)
-    assert await redis.zcard(keys.index("created", "status", "draft", bucket)) == 1
-    assert await redis.zcard(keys.index("name", "tag", "b", bucket)) == 1
+    for sort in ("created", "updated", "name"):
+        assert await redis.zcard(keys.index(sort, bucket=bucket)) == 1
+        assert await redis.zcard(keys.index(sort, "owner", "owner-1", bucket)) == 1
+    assert await redis.smembers(keys.filter_set("status", "draft", bucket)) == {cid.encode()}
+    assert await redis.smembers(keys.filter_set("tag", "b", bucket)) == {cid.encode()}
+    # The lean layout: no sorted index per status, channel or tag.
+    assert await redis.exists(keys.index("created", "status", "draft", bucket)) == 0
 
     campaign.then("CampaignUpdated", {"channel": "push", "tags": ["c"]})
     campaign.then("CampaignActivated")
     await projection.apply(redis, GEN, campaign.events[1:])
-    assert await redis.zcard(keys.index("created", "status", "draft", bucket)) == 0
-    assert await redis.zcard(keys.index("created", "status", "active", bucket)) == 1
-    assert await redis.zcard(keys.index("updated", "channel", "sms", bucket)) == 0
-    assert await redis.zcard(keys.index("updated", "channel", "push", bucket)) == 1
-    assert await redis.zcard(keys.index("name", "tag", "b", bucket)) == 0
-    assert await redis.zcard(keys.index("name", "tag", "c", bucket)) == 1
+    assert await redis.scard(keys.filter_set("status", "draft", bucket)) == 0
+    assert await redis.smembers(keys.filter_set("status", "active", bucket)) == {cid.encode()}
+    assert await redis.scard(keys.filter_set("channel", "sms", bucket)) == 0
+    assert await redis.smembers(keys.filter_set("channel", "push", bucket)) == {cid.encode()}
+    assert await redis.scard(keys.filter_set("tag", "b", bucket)) == 0
+    assert await redis.smembers(keys.filter_set("tag", "c", bucket)) == {cid.encode()}
+    # The updated sort moved with the events, in all campaigns' index and the owner's alike.
+    updated = await redis.zrange(keys.index("updated", bucket=bucket), 0, -1)
+    assert updated == await redis.zrange(keys.index("updated", "owner", "owner-1", bucket), 0, -1)
+    assert len(updated) == 1
 
     campaign.then("CampaignDeleted")
     await projection.apply(redis, GEN, campaign.events[3:])
     assert await doc(redis, settings, campaign.aggregate_id) is None
     for sort in ("created", "updated", "name"):
         assert await redis.zcard(keys.index(sort, bucket=bucket)) == 0
+        assert await redis.zcard(keys.index(sort, "owner", "owner-1", bucket)) == 0
+    for dimension, value in (("status", "active"), ("channel", "push"), ("tag", "c")):
+        assert await redis.scard(keys.filter_set(dimension, value, bucket)) == 0
     # The tombstone keeps the version: a redelivered creation cannot resurrect it.
     again = await projection.apply(redis, GEN, campaign.events[:1])
     assert again.outcomes[0].outcome is Outcome.DUPLICATE

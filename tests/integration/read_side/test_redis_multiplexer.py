@@ -74,6 +74,28 @@ async def test_an_error_reply_fails_only_its_own_command(
     assert right == b"not a hash"
 
 
+async def test_a_batch_gets_its_replies_in_order_among_single_reads_on_every_node(
+    settings: Settings, redis: Redis, multiplexer: RedisMultiplexer | ClusterMultiplexer
+) -> None:
+    # Keys with distinct hash tags: on a cluster they sit on every primary.
+    keys = [f"{settings.redis_prefix}:mux:{{b{n}}}" for n in range(40)]
+    for n, key in enumerate(keys):
+        await redis.hset(key, mapping={"doc": f"d{n}"})
+    wrong = f"{settings.redis_prefix}:mux:{{string}}"
+    await redis.set(wrong, "not a hash")
+    commands: list[tuple[str, ...]] = [("HGET", key, "doc") for key in keys]
+    commands.insert(7, ("HGET", wrong, "doc"))
+
+    batch, *singles = await asyncio.gather(
+        multiplexer.execute_many(commands), *(multiplexer.execute("HGET", key, "doc") for key in keys[:10])
+    )
+
+    assert isinstance(batch[7], RedisCommandError) and "WRONGTYPE" in str(batch[7])
+    assert batch[:7] + batch[8:] == [f"d{n}".encode() for n in range(40)]
+    assert singles == [f"d{n}".encode() for n in range(10)]
+    assert await multiplexer.execute_many([]) == []
+
+
 async def test_a_lost_connection_is_replaced_on_the_next_read(settings: Settings, redis: Redis) -> None:
     key = f"{settings.redis_prefix}:mux:k"
     await redis.set(key, "v")

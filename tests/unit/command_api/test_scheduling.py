@@ -46,10 +46,21 @@ class FakeTimers:
     store: FakeStore
     claimed: set[str] = field(default_factory=set)
     discarded: list[str] = field(default_factory=list)
+    # The lower bound of each claim (None: a sweep from the earliest due time).
+    sinces: list[datetime | None] = field(default_factory=list)
 
-    async def claim_due(self, until: datetime, now: datetime, limit: int) -> list[DueTimer]:
+    async def claim_due(
+        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
+    ) -> list[DueTimer]:
+        self.sinces.append(since)
         due = sorted(
-            (t for t in self.store.timers.values() if t.due_at <= until and t.timer_id not in self.claimed),
+            (
+                t
+                for t in self.store.timers.values()
+                if t.due_at <= until
+                and (since is None or t.due_at >= since)
+                and t.timer_id not in self.claimed
+            ),
             key=lambda t: t.due_at,
         )[:limit]
         self.claimed.update(t.timer_id for t in due)
@@ -301,3 +312,32 @@ async def test_a_firing_that_hangs_is_abandoned_and_its_timer_released_for_anoth
     assert observer.failures == [store.timers[campaign_id].timer_id]
     assert timers.claimed == set()  # released: the next pass claims it again
     assert "CampaignActivated" not in store.event_types(campaign_id)
+
+
+async def test_during_a_burst_each_claim_starts_where_the_last_full_one_ended_and_sweeps_catch_up() -> None:
+    store = FakeStore()
+    starts = [START + timedelta(seconds=1, milliseconds=n) for n in range(7)]
+    for at in starts:
+        await scheduled_campaign(store, at, START + timedelta(hours=1))
+    clock = FakeClock(START + timedelta(seconds=1))
+    scheduler, _ = scheduler_on(store, clock, batch_size=2, sweep_seconds=5.0)
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+
+    assert await scheduler.claim() == 2  # a sweep, and full
+    assert await scheduler.claim() == 2  # from the last one's latest due time
+    # A timer claimed earlier is given back behind the claims' point (its firing failed).
+    [behind] = [t for t in store.timers.values() if t.due_at == starts[0]]
+    await timers.release([behind])
+    assert await scheduler.claim() == 2
+    assert timers.sinces == [None, starts[1], starts[3]]
+    assert behind.timer_id not in timers.claimed  # not reread while the burst keeps claims full
+
+    clock.current += timedelta(seconds=5)  # the sweep interval has passed
+    assert await scheduler.claim() == 2  # the one behind, and the last one: full
+    assert timers.sinces[-1] is None
+    assert behind.timer_id in timers.claimed
+    assert await scheduler.claim() == 0  # from where that sweep ended: short
+    assert await scheduler.claim() == 0  # so the next is a sweep again
+    assert timers.sinces[-2:] == [starts[6], None]
+    assert {t.timer_id for t in store.timers.values()} == timers.claimed  # every timer claimed once

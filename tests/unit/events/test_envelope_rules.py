@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from events import EventEnvelope, InvalidEvent, UnknownEventType, decode_event, new_envelope, upcasting
+from events import (
+    EventEnvelope,
+    InvalidEvent,
+    UnknownEventType,
+    decode_event,
+    new_envelope,
+    serialization,
+    upcasting,
+)
 from events.envelope import millisecond_utc, utc_now
-from events.serialization import envelope_to_document
-from tests.support.factories import envelope
+from events.serialization import encode_event, envelope_to_document
+from tests.support.factories import SAMPLE_PAYLOADS, envelope
 
 PLUS_TWO = timezone(timedelta(hours=2))
 
@@ -165,3 +173,49 @@ def test_a_refused_payload_names_each_bad_field_by_its_dotted_path() -> None:
     channel, amount = str(excinfo.value).split("; ")
     assert channel.startswith("channel: Input should be")
     assert amount.startswith("budget.amount: String should match pattern")
+
+
+def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serialization, "_current", lambda data, spec: None)
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLE_PAYLOADS))
+def test_an_event_at_its_current_version_decodes_as_the_general_path_decodes_it(
+    event_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = encode_event(envelope(event_type))
+    fast = decode_event(raw)
+    _general_path(monkeypatch)
+    general = decode_event(raw)
+    assert fast == general
+    assert encode_event(fast) == encode_event(general)
+
+
+def test_a_payload_the_model_completes_is_stored_completed_by_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    document = envelope("CampaignUpdated", {"name": "renamed"}).model_dump(mode="json")
+    fast = decode_event(document)
+    _general_path(monkeypatch)
+    assert fast.payload == decode_event(document).payload
+    assert fast.payload["description"] is None  # absent fields arrive as None after validation
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"aggregate_type": "user"},
+        {"payload": {"name": ""}},
+        {"correlation_id": ""},
+    ],
+)
+def test_an_event_the_fast_path_cannot_take_gets_the_general_paths_answer(
+    change: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = {**envelope("CampaignUpdated", {"name": "renamed"}).model_dump(mode="json"), **change}
+    with pytest.raises(InvalidEvent) as fast:
+        decode_event(document)
+    _general_path(monkeypatch)
+    with pytest.raises(InvalidEvent) as general:
+        decode_event(document)
+    assert str(fast.value) == str(general.value)

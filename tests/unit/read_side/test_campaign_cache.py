@@ -155,3 +155,74 @@ def test_an_unreadable_announcement_empties_the_cache() -> None:
     listener = NotificationListener(None, "rm", VersionWaiters(), _no_swap, cache)  # type: ignore[arg-type]
     listener._dispatch({"type": "smessage", "channel": b"rm:events", "data": b"not json"})
     assert len(cache) == 0
+
+
+# Pages of GET /campaigns: the same rules, but any announcement drops them all.
+
+PAGE = b'{"items":[{"id":"c1"},{"id":"c2"}],"next_cursor":null}'
+QUESTION = (b"status=active&limit=20", "alice")
+
+
+def live_page_cache(clock: Clock | None = None, page_max_bytes: int = 1 << 20) -> CampaignCache:
+    cache = CampaignCache(
+        1 << 20, ttl_seconds=1.0, settle_seconds=5.0, clock=clock or Clock(), page_max_bytes=page_max_bytes
+    )
+    cache.feed_up()
+    cache.get_page(BASE, "warm-up")
+    return cache
+
+
+def fill_page(cache: CampaignCache, question: object = QUESTION, base: str = BASE) -> None:
+    cache.put_page(base, question, PAGE, cache.ticket(), 10)  # type: ignore[arg-type]
+
+
+def test_a_page_is_answered_from_memory_until_any_announcement() -> None:
+    cache = live_page_cache()
+    fill_page(cache)
+    fill_page(cache, (b"sort=name&limit=5", None))
+    assert cache.get_page(BASE, QUESTION) == PAGE
+    cache.invalidate("some-other-campaign")  # a page may change with any campaign (one created)
+    assert cache.get_page(BASE, QUESTION) is None
+    assert cache.pages == 0 and cache.page_bytes == 0
+
+
+def test_a_page_read_that_an_announcement_overtook_is_not_kept() -> None:
+    cache = live_page_cache()
+    ticket = cache.ticket()
+    cache.invalidate("c9")
+    cache.put_page(BASE, QUESTION, PAGE, ticket, 10)
+    assert cache.get_page(BASE, QUESTION) is None
+
+
+def test_pages_follow_the_feed_the_generation_and_the_ttl() -> None:
+    clock = Clock()
+    cache = live_page_cache(clock)
+    fill_page(cache)
+    cache.feed_down()
+    assert cache.get_page(BASE, QUESTION) is None
+    fill_page(cache)
+    assert cache.pages == 0  # nothing kept while announcements may be missed
+    cache.feed_up()
+    fill_page(cache)
+    clock.now += 1.01
+    assert cache.get_page(BASE, QUESTION) is None  # its ttl
+    fill_page(cache)
+    assert cache.get_page("rm:campaigns.2", QUESTION) is None  # a swap empties it...
+    fill_page(cache, base="rm:campaigns.2")
+    assert cache.pages == 0  # ...and keeps nothing while the replay settles
+    clock.now += 5.0
+    fill_page(cache, base="rm:campaigns.2")
+    assert cache.get_page("rm:campaigns.2", QUESTION) == PAGE
+
+
+def test_page_memory_is_bounded_and_zero_turns_pages_off() -> None:
+    per_page = len(PAGE) + 10 + ENTRY_OVERHEAD_BYTES
+    cache = live_page_cache(page_max_bytes=per_page * 2)
+    for n in range(4):
+        fill_page(cache, ("alice", n))
+    assert cache.pages == 2 and cache.page_bytes == per_page * 2
+    assert [cache.get_page(BASE, ("alice", n)) is not None for n in range(4)] == [False, False, True, True]
+    off = live_page_cache(page_max_bytes=0)
+    fill_page(off)
+    assert off.pages == 0
+    assert len(off) == 0  # the documents' entries are apart from the pages

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
 
 import orjson
 
@@ -12,7 +14,10 @@ from readmodels.campaigns import (
     campaign_document,
     campaign_field_changes,
     campaign_memberships,
+    filter_memberships,
+    filter_moves,
     fold_campaign,
+    membership_moves,
     name_sort_value,
     next_campaign_state,
     sort_member,
@@ -117,11 +122,10 @@ def test_memberships_come_from_the_document_and_move_only_with_what_changed() ->
     campaign = new_campaign("owner-1", clock=datetime(2027, 1, 1, tzinfo=UTC), channel="sms", tags=["x", "y"])
     created = campaign_memberships(fold_campaign(campaign.events) or {})
     member, where = created["created"]
-    assert where == [
-        None,
+    assert where == [None, ("owner", "owner-1")]
+    assert filter_memberships(fold_campaign(campaign.events) or {}) == [
         ("status", "draft"),
         ("channel", "sms"),
-        ("owner", "owner-1"),
         ("tag", "x"),
         ("tag", "y"),
     ]
@@ -134,4 +138,34 @@ def test_memberships_come_from_the_document_and_move_only_with_what_changed() ->
     assert paused["created"][0] == created["created"][0]
     assert paused["name"][0] == created["name"][0]
     assert paused["updated"][0] != created["updated"][0]
-    assert ("status", "paused") in paused["created"][1]
+    assert paused["created"][1] == created["created"][1]
+    # Only the status set moves with a status; only the updated sort with any event.
+    before, after = fold_campaign(campaign.events[:-1]), fold_campaign(campaign.events)
+    assert filter_moves(before, after) == ([("status", "draft")], [("status", "paused")])
+    assert [move.sort for move in membership_moves(before, after)] == ["updated"]
+    assert filter_moves(before, None) == (filter_memberships(before or {}), [])
+
+
+def test_membership_moves_equal_the_difference_of_the_memberships() -> None:
+    campaign = new_campaign("owner-1", clock=datetime(2027, 1, 1, tzinfo=UTC), tags=["x"])
+    campaign.then("CampaignUpdated", {"name": "Autumn", "tags": ["y"]})
+    campaign.then("CampaignUpdated", {"name": "AUTUMN"})  # the same name sort value
+    campaign.then("CampaignActivated")
+    states: list[dict[str, Any] | None] = [None]
+    states += [fold_campaign(campaign.events[:n]) for n in range(1, len(campaign.events) + 1)]
+    moved_owner = dict(states[-1] or {}, owner_id="owner-2")
+    states += [moved_owner, None]
+    for old, new in pairwise(states):
+        before = campaign_memberships(old) if old else {}
+        after = campaign_memberships(new) if new else {}
+        expected = {}
+        for sort in set(before) | set(after):
+            old_member, old_in = before.get(sort, (b"", []))
+            new_member, new_in = after.get(sort, (b"", []))
+            kept = set(old_in) & set(new_in) if old_member == new_member else set()
+            leaves = [w for w in old_in if w not in kept]
+            joins = [w for w in new_in if w not in kept]
+            if leaves or joins:
+                expected[sort] = (old_member, leaves, new_member, joins)
+        moves = membership_moves(old, new)
+        assert {m.sort: (m.old_member, m.leaves, m.new_member, m.joins) for m in moves} == expected

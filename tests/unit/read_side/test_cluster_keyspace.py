@@ -28,7 +28,8 @@ def test_one_bucket_means_untagged_keys() -> None:
     keys = CampaignKeys(generation_base("rm", "campaigns.1"))
     assert bucket_segments(1) == ("",)
     assert keys.campaign("c1") == "rm:campaigns.1:campaign:c1"
-    assert keys.index("created", "status", "draft") == "rm:campaigns.1:cidx:created:status:draft"
+    assert keys.index("created", "owner", "u1") == "rm:campaigns.1:cidx:created:owner:u1"
+    assert keys.filter_set("status", "draft") == "rm:campaigns.1:cset:status:draft"
 
 
 @pytest.mark.parametrize("buckets", [3, 16, 64, 256])
@@ -53,7 +54,8 @@ def test_every_key_of_an_aggregate_and_its_bucket_shares_one_slot_whatever_the_g
                 campaigns.parked(aggregate_id),
                 campaigns.parked_set(bucket),
                 campaigns.index("name", bucket=bucket),
-                campaigns.index("created", "tag", "x", bucket),
+                campaigns.index("created", "owner", "x", bucket),
+                campaigns.filter_set("tag", "x", bucket),
                 parked_key(base, "user", aggregate_id, buckets),
                 parked_set_key_of(base, aggregate_id, buckets),
                 UserKeys(base, buckets).user(aggregate_id),

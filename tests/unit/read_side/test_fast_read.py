@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from query_api.entrypoints.http.fast_read import CampaignRead
+from query_api.entrypoints.http.fast_read import CampaignList, CampaignRead, list_question
 
 
 def scope(path: str, method: str = "GET", query: bytes = b"") -> dict[str, object]:
@@ -23,3 +23,34 @@ def test_only_a_plain_get_of_one_campaign_is_taken() -> None:
         scope("/campaigns/c-1", method="DELETE"),
     ):
         assert not CampaignRead.takes(other), other
+
+
+def test_a_list_is_taken_only_when_every_parameter_is_known_once_and_valid() -> None:
+    for query in (
+        b"",
+        b"status=active&sort=-created_at&limit=20",
+        b"channel=sms&tag=spring%20sale&owner_id=u-1&sort=name&limit=100&cursor=YzE",
+        b"limit=1",
+    ):
+        assert CampaignList.takes(scope("/campaigns", query=query)), query
+    for query in (
+        b"status=deleted",  # not a live status
+        b"status=",
+        b"channel=fax",
+        b"sort=created",
+        b"limit=0",
+        b"limit=101",
+        b"limit=020",
+        b"limit=+5",
+        b"limit=5.0",
+        b"tag=",
+        b"tag=" + b"x" * 101,
+        b"owner_id=",
+        b"cursor=" + b"c" * 2001,
+        b"status=active&status=draft",  # repeated: FastAPI decides which it takes
+        b"verbose=1",  # unknown: FastAPI ignores it
+    ):
+        assert not CampaignList.takes(scope("/campaigns", query=query)), query
+    assert not CampaignList.takes(scope("/campaigns", method="HEAD"))
+    assert not CampaignList.takes(scope("/campaigns/", query=b"limit=5"))
+    assert list_question(b"tag=%C3%A9t%C3%A9") == {"tag": "été"}  # percent-escapes as UTF-8

@@ -117,3 +117,43 @@ async def test_anything_but_a_bearer_token_is_a_401(header: str | None) -> None:
         await TokenVerifier(SETTINGS, cutoffs()).authenticate(header)
     assert raised.value.status == 401
     assert raised.value.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+class SlowRedis(FakeRedis):
+    """Reads wait until the test lets them answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.asked = asyncio.Event()
+
+    async def get(self, key: str) -> str | None:
+        self.reads += 1
+        value = self.values.get(key)
+        self.asked.set()
+        await self.answer.wait()
+        return value
+
+
+async def test_requests_that_find_the_instant_expired_together_share_one_read() -> None:
+    redis = SlowRedis()
+    checks = cutoffs(redis)
+    waiting = [asyncio.create_task(checks.valid_after("u1")) for _ in range(20)]
+    await asyncio.sleep(0)
+    redis.answer.set()
+    assert await asyncio.gather(*waiting) == [0.0] * 20
+    assert redis.reads == 1
+    assert await checks.valid_after("u1") == 0.0  # remembered
+    assert redis.reads == 1
+
+
+async def test_a_read_sent_before_the_sessions_ended_is_not_remembered_after() -> None:
+    redis = SlowRedis()
+    checks = cutoffs(redis)
+    before = asyncio.create_task(checks.valid_after("u1"))
+    await redis.asked.wait()  # the read is on its way
+    ended = await checks.end_sessions("u1", at=500.0)
+    redis.answer.set()
+    assert await before == 0.0  # asked before the end: may answer the old instant
+    assert await checks.valid_after("u1") == ended  # asked after: reads again
+    assert redis.reads == 2

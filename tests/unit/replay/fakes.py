@@ -167,6 +167,9 @@ class MemoryWriter:
     async def flush(self) -> None:
         return None
 
+    def shared(self) -> None:
+        self.generations.journal.append("writer shared")
+
 
 def memory_writers(generations: MemoryGenerations):  # type: ignore[no-untyped-def]
     @contextlib.asynccontextmanager

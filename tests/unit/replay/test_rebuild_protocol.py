@@ -66,6 +66,7 @@ async def test_the_swap_follows_the_catch_up_passes_and_one_more_pass_follows_th
         "clear campaigns.2",  # leftovers of an interrupted rebuild, if any
         "pass 1",  # the full pass
         "pass 2 (catch-up)",  # quiet: nothing new, so the only one
+        "writer shared",  # from here on the live projector writes the new generation too
         "swap campaigns -> campaigns.2",
         "pass 3",  # exact, its end taken after the swap
         "sleep 7",

@@ -1,0 +1,128 @@
+"""An upgrade across a key-layout change, on real Kafka, Redis and MongoDB: the campaigns read
+model written in the earlier index layout (a sorted index per status, channel and tag, no id
+sets, no layout marker) is rebuilt by the projectors at start into a new generation, swapped in,
+and the filtered lists are right again; no operator command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from readmodels.campaigns import SORT_KEYS, filter_memberships
+from readmodels.generations import LAYOUT_VERSIONS, initial_generation, layout_version, live_generations
+from readmodels.keyspace import CampaignKeys, generation_base, layout_key
+from service_runtime.settings import Settings
+from tests.integration.read_side.conftest import (
+    EventProducer,
+    QueryClient,
+    query_app,
+    record_in_log,
+    running_projectors,
+    wait_records,
+    wait_until,
+)
+from tests.integration.read_side.workload import Aggregate, new_campaign
+
+
+def _campaigns() -> list[Aggregate]:
+    campaigns = [new_campaign("owner-1", tags=["spring"] if n % 2 else ["autumn"]) for n in range(8)]
+    for campaign in campaigns[:3]:
+        campaign.then("CampaignActivated")
+    return campaigns
+
+
+async def _listed(query: QueryClient, **params: Any) -> set[str]:
+    answer = await query.http.get("/campaigns", params=params, headers=query.token("owner-1"))
+    assert answer.status_code == 200, answer.text
+    return {item["id"] for item in answer.json()["items"]}
+
+
+async def _as_the_earlier_layout(redis: Redis, settings: Settings, generation: str) -> None:
+    """What a deployment of the earlier layout holds: no layout marker, no id sets, a sorted
+    index per status, channel and tag instead (members `sortvalue\\0id`, as the sort indexes)."""
+    keys = CampaignKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+    await redis.delete(layout_key(settings.redis_prefix, generation))
+    for bucket in range(settings.read_model_buckets):
+        members = {sort: await redis.zrange(keys.index(sort, bucket=bucket), 0, -1) for sort in SORT_KEYS}
+        for member in members["created"]:
+            campaign_id = member.rpartition(b"\0")[2]
+            doc = await redis.hget(keys.campaign(campaign_id.decode()), "doc")
+            assert doc is not None
+            for dimension, value in filter_memberships(orjson.loads(doc)):
+                await redis.delete(keys.filter_set(dimension, value, bucket))
+                for sort in SORT_KEYS:
+                    own = next(m for m in members[sort] if m.endswith(b"\0" + campaign_id))
+                    await redis.zadd(keys.index(sort, dimension, value, bucket), {own: 0})
+
+
+async def test_a_read_model_of_the_earlier_layout_is_rebuilt_at_start_and_lists_are_right_again(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    campaigns = _campaigns()
+    events = [e for c in campaigns for e in c.events]
+    await record_in_log(settings, events)
+    active = {c.aggregate_id for c in campaigns[:3]}
+    spring = {c.aggregate_id for n, c in enumerate(campaigns) if n % 2}
+    fast = settings.model_copy(
+        update={"layout_check_seconds": 0.5, "layout_rebuild_grace_seconds": 0, "campaign_cache_bytes": 0}
+    )
+    prefix = settings.redis_prefix
+
+    # A fresh start writes this code's layout: nothing to rebuild.
+    async with running_projectors(fast):
+        await producer.publish(events)
+        await wait_records(redis, settings, "campaigns", len(events))
+    first = initial_generation("campaigns")
+    assert (await live_generations(redis, prefix))["campaigns"] == first
+    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["campaigns"] == 2
+
+    await _as_the_earlier_layout(redis, settings, first)
+    async with query_app(fast) as query:
+        # Until the rebuild swaps it out, the query API reads the earlier layout as it was written.
+        assert query.read_side.read_models.generations.campaigns_layout == 1
+        assert await _listed(query, status="active") == active
+        assert await _listed(query, tag="spring", status="active") == spring & active
+        assert len(await _listed(query)) == len(campaigns)
+
+        async with running_projectors(fast):
+
+            async def rebuilt() -> bool:
+                return (await live_generations(redis, prefix))["campaigns"] != first
+
+            await wait_until(rebuilt, 60, "the campaigns read model rebuilt into a new generation")
+            second = (await live_generations(redis, prefix))["campaigns"]
+            assert await layout_version(redis, prefix, second) == 2
+            rebuilt_keys = CampaignKeys(generation_base(prefix, second), settings.read_model_buckets)
+            in_sets = in_old_indexes = 0
+            for bucket in range(settings.read_model_buckets):
+                in_sets += await redis.scard(rebuilt_keys.filter_set("status", "active", bucket))
+                in_old_indexes += await redis.exists(
+                    rebuilt_keys.index("created", "status", "active", bucket)
+                )
+            assert (in_sets, in_old_indexes) == (len(active), 0)
+            # Users and stats did not change layout: not rebuilt.
+            assert (await live_generations(redis, prefix))["users"] == initial_generation("users")
+
+            async def lists_right() -> bool:
+                return await _listed(query, status="active") == active
+
+            async def reads_the_new_layout() -> bool:
+                return query.read_side.read_models.generations.campaigns_layout == 2
+
+            await wait_until(reads_the_new_layout, 20, "the query API reading the rebuilt generation")
+            assert await lists_right()
+            assert await _listed(query, tag="spring") == spring
+            assert await _listed(query, tag="spring", status="active") == spring & active
+            assert len(await _listed(query)) == len(campaigns)
+            # The replaced generation is gone, with its marker.
+            assert not await redis.exists(layout_key(prefix, first))
+
+            # Live traffic goes into the new generation, in the new layout.
+            later = campaigns[3].then("CampaignActivated")
+            await record_in_log(settings, [later])
+            await producer.publish([later])
+            active.add(campaigns[3].aggregate_id)
+            await wait_until(lists_right, 20, "a later activation listed")
