@@ -41,6 +41,8 @@ every service after all that (figure 6). Knobs (environment):
                                 `cluster` adds the Redis Cluster's projector, replay and read path
                                 beside those selected (all three if none is), and the keys' spread
                                 over its primaries (bench/cluster_runs.py)
+  BENCH_CLUSTER_ROUNDS=3        pairs of projector runs (standalone, cluster) for its cluster
+                                figure, in alternating order; the ratio is their median
   BENCH_REDIS_CLUSTER_NODES=    an existing Redis Cluster for them (host:port,...); by default a
                                 private 3+3 one is started for the run and stopped at its end
                                 written to bench/results/only-<names>.json, so latest.json always
@@ -56,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -81,7 +84,16 @@ from bench import (
     scheduler,
     stages,
 )
-from bench.cluster_runs import CLUSTER_FIGURES, PROJECTOR_GOAL, BenchCluster, spread_figure, versus
+from bench.cluster_runs import (
+    CLUSTER_FIGURES,
+    PROJECTOR_GOAL,
+    BenchCluster,
+    Pair,
+    paired_rounds,
+    rounds,
+    spread_figure,
+    versus,
+)
 from bench.environment import (
     ALL_SERVICES,
     BenchEnvironment,
@@ -213,24 +225,63 @@ async def load_run(
         projector_c = await projector_process(services, on_cluster, cluster_topic, total)
         services.stop_all()
         say(f"  projector on the cluster: {projector_c.rate.per_second:,.0f} events/s")
+        spread = await spread_figure(on_cluster, total)
+
+        async def one_round(on_cluster_side: bool, n: int) -> float:
+            base = on_cluster if on_cluster_side else load
+            assert base is not None
+            settings = base.model_copy(
+                update={
+                    "topic_prefix": base.topic_prefix.rstrip(".") + f"R{n}.",
+                    "redis_prefix": base.redis_prefix + f"R{n}",
+                }
+            )
+            where = Topics(settings.topic_prefix).campaigns
+            await create_topics(settings)
+            await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
+            await produce(load.kafka_bootstrap, where, events)
+            side = "cluster" if on_cluster_side else "standalone"
+            running = env.other_services(settings, f"load-{side}-{n}")
+            run = await projector_process(running, settings, where, total)
+            running.stop_all()
+            await delete_keys(settings, settings.redis_prefix)
+            say(f"  round {n + 1}, {side}: {run.rate.per_second:,.0f} events/s (load {load_average()})")
+            return run.rate.per_second
+
+        first = Pair(projector.rate.per_second, projector_c.rate.per_second, cluster_first=False)
+        ratio, pairs = await paired_rounds(first, rounds() - 1, one_round)
+        say(f"  cluster / standalone: median {ratio:.2f} of {', '.join(f'{p.ratio:.2f}' for p in pairs)}")
         cluster_figures.append(
             versus(
                 "projector_cluster",
-                f"Projector on Redis Cluster vs standalone ({total:,} events)",
-                projector_c.rate.per_second,
-                projector.rate.per_second,
+                f"Projector on Redis Cluster vs standalone ({total:,} events, median of {len(pairs)})",
+                statistics.median(p.cluster for p in pairs),
+                statistics.median(p.standalone for p in pairs),
                 "events/s",
                 "the projector figure's process and timing with CAMPAIGNS_REDIS_CLUSTER_NODES set "
                 f"({on_cluster.read_model_buckets} buckets), on the same events produced into topics "
-                "of its own, run right after the standalone one; ratio: cluster / standalone",
+                f"of its own; {len(pairs)} pairs of runs (standalone, cluster), the first the "
+                "projector figure's own, the others on topics and keys of their own in alternating "
+                "order; ratio: the median of the pairs' cluster / standalone (rates: the medians); "
+                "the private cluster's replicas at nice 19 (bench/cluster_runs.py says why)",
                 goal=PROJECTOR_GOAL,
+                ratio=ratio,
+                pairs=[
+                    {
+                        "standalone": round(p.standalone, 1),
+                        "cluster": round(p.cluster, 1),
+                        "ratio": round(p.ratio, 3),
+                        "cluster_first": p.cluster_first,
+                    }
+                    for p in pairs
+                ],
                 wall_seconds_from_spawn=round(projector_c.wall_seconds, 2),
                 stats_projection_done_seconds_from_spawn=round(projector_c.stats_seconds, 2),
                 standalone_stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
                 rss_mib_after_run=round(projector_c.rss_mib, 1),
             )
         )
-        cluster_figures.append(await spread_figure(on_cluster, total))
+        cluster_figures.append(spread)
         say(f"  {cluster_figures[-1].measured}; {cluster_figures[-1].limit}")
     say("  raw loop again")
     raw_after = await raw_consume(load, topic, f"{load.redis_prefix}:raw2")
