@@ -23,6 +23,7 @@ from typing import get_args
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,6 +44,8 @@ from service_runtime.problems import Problem, problem_response
 PREFIX = "/campaigns/"
 LIST_PATH = "/campaigns"
 _JSON = (b"content-type", b"application/json")
+# What a fast read answers as a problem: the ones it raises, and Redis out of reach (503).
+_FAILURES: tuple[type[Exception], ...] = (Problem, *REDIS_DOWN)
 
 # The list route's parameters as it declares them (campaigns.list_campaigns): the values each
 # may take, or its length bounds.
@@ -132,31 +135,14 @@ class CampaignRead:
         campaign_id = path[len(PREFIX) :]
         side: ReadSide = scope["state"]["read_side"]
         scope["route"] = self.route  # what the metrics middleware labels the request with
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-                break
         try:
-            principal = await side.tokens.authenticate(authorization)
+            principal = await side.tokens.authenticate(_authorization(scope))
             if len(campaign_id) > MAX_ID_LENGTH:
                 raise Problem(404, "no such campaign")
             snapshot = await side.read_models.campaign(campaign_id)
             document = readable_document(principal, snapshot)
-        except Problem as problem:
-            response = problem_response(
-                problem.status, problem.detail, headers=problem.headers, instance=path
-            )
-            await response(scope, receive, send)
-            return
-        except REDIS_DOWN:
-            response = problem_response(
-                503,
-                "the read models are unavailable; retry shortly",
-                headers={"Retry-After": "1"},
-                instance=path,
-            )
-            await response(scope, receive, send)
+        except _FAILURES as failure:
+            await _failure_response(failure, path)(scope, receive, send)
             return
         headers = [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -183,37 +169,38 @@ class CampaignList:
         question: dict[str, str] = scope["campaigns.list_question"]
         side: ReadSide = scope["state"]["read_side"]
         scope["route"] = self.route
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-                break
         try:
-            principal = await side.tokens.authenticate(authorization)
+            principal = await side.tokens.authenticate(_authorization(scope))
             body = await campaign_page_body(side, principal, scope["query_string"], lambda: _asked(question))
-        except Problem as problem:
-            response = problem_response(
-                problem.status,
-                problem.detail,
-                title=problem.title,
-                errors=problem.errors,
-                headers=problem.headers,
-                instance=LIST_PATH,
-            )
-            await response(scope, receive, send)
-            return
-        except REDIS_DOWN:
-            response = problem_response(
-                503,
-                "the read models are unavailable; retry shortly",
-                headers={"Retry-After": "1"},
-                instance=LIST_PATH,
-            )
-            await response(scope, receive, send)
+        except _FAILURES as failure:
+            await _failure_response(failure, LIST_PATH)(scope, receive, send)
             return
         headers = [_JSON, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _failure_response(failure: Exception, instance: str) -> Response:
+    """The problem a request raised, or 503 when Redis could not be reached."""
+    if isinstance(failure, Problem):
+        return problem_response(
+            failure.status,
+            failure.detail,
+            title=failure.title,
+            errors=failure.errors,
+            headers=failure.headers,
+            instance=instance,
+        )
+    return problem_response(
+        503, "the read models are unavailable; retry shortly", headers={"Retry-After": "1"}, instance=instance
+    )
 
 
 def _asked(question: dict[str, str]) -> Asked:
