@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
 
 from events.topics import Topics
+from readmodels.keyspace import StatsKeys, generation_base
 from service_runtime.settings import Settings
 from tests.support.factories import campaign_body, register_body
 from tests.support.services import RunningServices, free_port, settings_env
@@ -28,6 +30,16 @@ from tests.support.waiting import eventually
 
 SERVICES = ["command-api", "query-api", "relay", "projectors"]
 CAMPAIGNS = 12
+
+
+async def stats_at_latest(settings: Settings, versions: dict[str, int]) -> bool:
+    stats = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        held = [await redis.hget(stats.campaign(campaign_id), "v") for campaign_id in versions]
+    finally:
+        await redis.aclose()
+    return held == [str(version).encode() for version in versions.values()]
 
 
 def campaigns_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -138,6 +150,15 @@ async def test_growing_partitions_mid_traffic_keeps_every_campaign_projected(
                     what=f"campaign {campaign_id} projected at version {versions[campaign_id]}",
                 )
             assert sum(versions.values()) > 2 * CAMPAIGNS, "traffic changed the campaigns"
+            # The stats projection fetches in batches (up to batch_fetch_wait_ms behind the
+            # campaigns one): stopping before it has every event would leave it behind, which
+            # the verify below would rightly call drift.
+            await eventually(
+                lambda: stats_at_latest(settings, versions),
+                timeout=60,
+                interval=0.2,
+                what="the stats projection at every campaign's latest version",
+            )
     finally:
         services.stop_all()
 
