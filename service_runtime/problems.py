@@ -58,6 +58,18 @@ def problem_response(
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def raised_problem_response(problem: Problem, instance: str) -> Response:
+    """The answer to a raised `Problem`, for the request at `instance`."""
+    return problem_response(
+        problem.status,
+        problem.detail,
+        title=problem.title,
+        errors=problem.errors,
+        headers=problem.headers,
+        instance=instance,
+    )
+
+
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Each invalid field as {field, reason}, the field as a dotted path without the `body` root."""
     errors = []
@@ -72,14 +84,7 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
-        return problem_response(
-            exc.status,
-            exc.detail,
-            title=exc.title,
-            errors=exc.errors,
-            headers=exc.headers,
-            instance=request.url.path,
-        )
+        return raised_problem_response(exc, request.url.path)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

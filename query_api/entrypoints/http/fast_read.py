@@ -39,7 +39,7 @@ from query_api.entrypoints.http.campaigns import (
     readable_document,
 )
 from query_api.entrypoints.http.dependencies import ReadSide
-from service_runtime.problems import Problem, problem_response
+from service_runtime.problems import Problem, problem_response, raised_problem_response
 
 PREFIX = "/campaigns/"
 LIST_PATH = "/campaigns"
@@ -190,14 +190,7 @@ def _authorization(scope: Scope) -> str | None:
 def _failure_response(failure: Exception, instance: str) -> Response:
     """The problem a request raised, or 503 when Redis could not be reached."""
     if isinstance(failure, Problem):
-        return problem_response(
-            failure.status,
-            failure.detail,
-            title=failure.title,
-            errors=failure.errors,
-            headers=failure.headers,
-            instance=instance,
-        )
+        return raised_problem_response(failure, instance)
     return problem_response(
         503, "the read models are unavailable; retry shortly", headers={"Retry-After": "1"}, instance=instance
     )
