@@ -25,6 +25,9 @@ from service_runtime.problems import install_problem_handlers, problem_response
 from service_runtime.settings import Settings
 
 CORRELATION_HEADER = "x-correlation-id"
+# Set in the scope of a request a fast path already wrapped in the HTTP basics and then handed
+# on to FastAPI's stack, whose own HttpBasicsMiddleware then lets it through untouched.
+BASICS_APPLIED = "campaigns.http_basics_applied"
 
 REQUESTS = Counter(
     "http_requests_total",
@@ -152,7 +155,7 @@ class HttpBasicsMiddleware:
         self.metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or BASICS_APPLIED in scope:
             if scope["type"] == "lifespan":
                 send = _flushing_at_shutdown(send)
             await self.app(scope, receive, send)
@@ -192,7 +195,7 @@ class HttpBasicsMiddleware:
                         scope, send_with_id, 422, f"JSON nested deeper than {self.max_depth} levels"
                     )
                     return
-                receive = _replay(body)
+                receive = replay_body(body)
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -235,7 +238,8 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-def _replay(body: bytes) -> Receive:
+def replay_body(body: bytes) -> Receive:
+    """A `receive` that hands the app `body` (already read) as one message."""
     sent = False
 
     async def receive() -> Message:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     refresh_family_max_seconds: int = Field(default=30 * 24 * 3600, ge=1)
     refresh_grace_seconds: float = Field(default=10.0, ge=0)
     session_check_seconds: float = Field(default=1.0, gt=0, le=30)
+    # How many verified access tokens each command-API process remembers until their `exp`
+    # (service_runtime/tokens.py VerifiedAccessTokens; 0: every request verifies its token again).
+    access_token_cache_size: int = Field(default=10_000, ge=0)
     # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
     # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
     # clients it does not know; failures a known client (device cookie or earlier address) may make.
