@@ -213,7 +213,9 @@ class CampaignsProjection:
             for cid in group:
                 plan = plans[cid]
                 notices = (
-                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if announcing else []
+                    [notice_prefix(e, self.name, plan.owner) + projected_at for e in plan.applied]
+                    if announcing
+                    else []
                 )
                 # The campaign's key first: a call is routed by its first key.
                 writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now, packed)
