@@ -43,8 +43,10 @@ __all__ = [
 # older one wrote, so the read model must be rebuilt (the projectors do it at start:
 # `outdated_layouts`). 2: campaigns' lean list indexes (sorted per sort key for all campaigns and
 # per owner, id sets per status, channel and tag), where version 1 had a sorted index per status,
-# channel and tag too. A generation with no layout marker is of version 1.
-LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 2, "users": 1, "stats": 1}
+# channel and tag too. 3: the same indexes with packed members and ids (readmodels.campaigns.
+# packed_id: 16 bytes for a UUID's 36, the time sorts' value in 6 bytes for 13), ~240 B less a
+# campaign. A generation with no layout marker is of version 1.
+LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 3, "users": 1, "stats": 1}
 
 
 def initial_generation(projection: str) -> str:
