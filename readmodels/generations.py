@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from readmodels.groups import PROJECTIONS
 from readmodels.keyspace import generations_channel, layout_key, pointer_key, rebuilding_key, sentinel_key
+from readmodels.scripts import pipelined
 
 
 def _text(value: bytes | str) -> str:
@@ -119,11 +120,17 @@ async def read_models_whole(redis: Redis, prefix: str) -> tuple[bool, bool]:
 
 async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
     """The live generation, as `claim_live_generation`; `ReadModelsLost` (and no pointer created
-    on an empty Redis) if the sentinel is gone."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.exists(sentinel_key(prefix))
-    pipe.get(pointer_key(prefix, projection))
-    sentinel, value = await pipe.execute()
+    on an empty Redis) if the sentinel is gone.
+
+    Every consumed batch asks this, so it goes through the packed pipeline (`pipelined`: on a
+    cluster one hiredis-packed write per node, both nodes at once) rather than redis-py's
+    cluster pipeline, whose per-command routing in Python cost more than the two commands."""
+    sentinel, value = await pipelined(
+        redis, [("EXISTS", sentinel_key(prefix)), ("GET", pointer_key(prefix, projection))]
+    )
+    for reply in (sentinel, value):
+        if isinstance(reply, BaseException):
+            raise reply
     if not sentinel:
         raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
     if value is None:

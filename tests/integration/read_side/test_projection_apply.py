@@ -215,6 +215,35 @@ async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     assert sum(int(v) for v in per_minute.values()) == len(events)
 
 
+async def test_stats_budgets_and_channels_move_with_updates_currency_changes_and_deletions(
+    settings: Settings, redis: Redis
+) -> None:
+    # Only what an event changes is written (stats.lua): an unchanged budget, a status change and
+    # a move to another currency must each leave the sums exact.
+    projection = stats_projection(settings.redis_prefix, settings.read_model_buckets)
+    moved = new_campaign("u1", channel="email", budget={"amount": "100.25", "currency": "EUR"})
+    moved.then("CampaignUpdated", {"budget": {"amount": "7.5", "currency": "USD"}})
+    moved.then("CampaignActivated")
+    kept = new_campaign("u1", channel="sms", budget={"amount": "10.10", "currency": "EUR"})
+    kept.then("CampaignUpdated", {"name": "Same budget", "budget": {"amount": "10.10", "currency": "EUR"}})
+    kept.then("CampaignUpdated", {"channel": "push"})
+    gone = new_campaign("u2", channel="sms", budget={"amount": "3", "currency": "USD"})
+    gone.then("CampaignActivated")
+    gone.then("CampaignDeleted")
+    await projection.apply(redis, "stats.1", interleave([moved, kept, gone]))
+
+    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
+    buckets = range(settings.read_model_buckets)
+    budget = await summed_hashes(redis, [keys.budget(b) for b in buckets])
+    assert (budget["EUR:units"], budget["EUR:frac"]) == (10, 1000)
+    assert (budget["USD:units"], budget["USD:frac"]) == (7, 5000)
+    counts = await summed_hashes(redis, [keys.counts(b) for b in buckets])
+    assert counts["campaigns.total"] == 2
+    assert counts["campaigns.deleted"] == 1
+    assert (counts["status:active"], counts["status:draft"]) == (1, 1)
+    assert (counts["channel:email"], counts["channel:push"], counts["channel:sms"]) == (1, 1, 0)
+
+
 async def test_user_profile_document_follows_registration_login_roles_and_password_change(
     settings: Settings, redis: Redis
 ) -> None:
