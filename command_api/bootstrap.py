@@ -64,8 +64,11 @@ class CommandSide:
     readiness: Readiness
     live_cap: LiveCampaignCap
 
+    # The process's transaction slots (`mongo_transactions_in_flight`).
+    transaction_slots: asyncio.Semaphore | None = None
+
     def unit_of_work(self) -> MongoUnitOfWork:
-        return MongoUnitOfWork(self.mongo, self.db, self.indexes)
+        return MongoUnitOfWork(self.mongo, self.db, self.indexes, self.transaction_slots)
 
     async def close(self) -> None:
         await self.mongo.close()
@@ -118,6 +121,7 @@ def open_command_side(settings: Settings) -> CommandSide:
         db=db,
         redis=redis,
         indexes=IndexGate(db),
+        transaction_slots=asyncio.Semaphore(settings.mongo_transactions_in_flight),
         credentials=Credentials(
             hasher=Argon2PasswordHasher(),
             throttle=RedisLoginThrottle(
