@@ -39,6 +39,7 @@ from query_api.entrypoints.http.campaigns import (
     readable_document,
 )
 from query_api.entrypoints.http.dependencies import ReadSide
+from service_runtime.http import PlainAnswer
 from service_runtime.problems import Problem, problem_response, raised_problem_response
 
 PREFIX = "/campaigns/"
@@ -118,7 +119,8 @@ class QueryAPI(FastAPI):
 
 
 class CampaignRead:
-    """Answers the requests `takes` accepts; an unexpected error is uvicorn's plain 500."""
+    """Answers the requests `takes` accepts (`answer`: sent by the HTTP basics in front of it);
+    an unexpected error is uvicorn's plain 500."""
 
     def __init__(self, route: BaseRoute | None = None) -> None:
         self.route = route
@@ -130,7 +132,8 @@ class CampaignRead:
         path: str = scope["path"]
         return path.startswith(PREFIX) and len(path) > len(PREFIX) and "/" not in path[len(PREFIX) :]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope) -> PlainAnswer | Response:
+        """The campaign's stored bytes as they are, or the problem to answer instead."""
         path: str = scope["path"]
         campaign_id = path[len(PREFIX) :]
         side: ReadSide = scope["state"]["read_side"]
@@ -145,11 +148,21 @@ class CampaignRead:
             snapshot = models.cached_campaign(campaign_id) or await models.campaign(campaign_id)
             document = readable_document(principal, snapshot)
         except _FAILURES as failure:
-            await _failure_response(failure, path)(scope, receive, send)
+            return _failure_response(failure, path)
+        return (
+            200,
+            [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())],
+            document,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.answer(scope)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
             return
-        headers = [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": document})
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class CampaignList:
