@@ -183,6 +183,14 @@ class ReadModels:
             replies = await self._pipelined(commands)
         return replies
 
+    def cached_campaign(self, campaign_id: str) -> Snapshot | None:
+        """The campaign's snapshot if the campaign cache holds it (what `campaign` would answer
+        first), without a coroutine; None: ask `campaign`."""
+        cache = self.cache
+        if cache is None:
+            return None
+        return cache.get(self.generations.base("campaigns"), campaign_id)
+
     async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
         """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost
         Redis raises rather than reads as a 404) unless `confirm_missing` is False: a
