@@ -42,7 +42,13 @@ from command_api.adapters.mongo_unit_of_work import IN_CHUNK, MAJORITY, _envelop
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
-from readmodels.campaigns import campaign_document, filter_moves, membership_moves, next_campaign_state
+from readmodels.campaigns import (
+    campaign_document,
+    filter_moves,
+    membership_moves,
+    next_campaign_state,
+    set_member,
+)
 from readmodels.keyspace import CampaignKeys
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
@@ -81,9 +87,9 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
                 pipe.zadd(keys.filtered_index(move.sort, where), {move.new_member: 0})
         left, joined = filter_moves(old, new)
         for dimension, value in left:
-            pipe.srem(keys.filter_set(dimension, value), event.aggregate_id)
+            pipe.srem(keys.filter_set(dimension, value), set_member(event.aggregate_id, True))
         for dimension, value in joined:
-            pipe.sadd(keys.filter_set(dimension, value), event.aggregate_id)
+            pipe.sadd(keys.filter_set(dimension, value), set_member(event.aggregate_id, True))
         pipe.hset(
             keys.campaign(event.aggregate_id),
             mapping={"doc": campaign_document(new), "x:owner": new["owner_id"], "v": new["version"]},

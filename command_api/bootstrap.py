@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
@@ -43,6 +44,9 @@ from service_runtime.redis_client import connect_redis
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 
+if TYPE_CHECKING:  # PyJWT and cryptography: loaded by the API process only
+    from service_runtime.tokens import VerifiedAccessTokens
+
 
 @dataclass
 class CommandSide:
@@ -55,12 +59,16 @@ class CommandSide:
     indexes: IndexGate
     credentials: Credentials
     cutoffs: SessionCutoffs
+    access_tokens: VerifiedAccessTokens
     command_rate: RedisCommandRate
     readiness: Readiness
     live_cap: LiveCampaignCap
 
+    # The process's transaction slots (`mongo_transactions_in_flight`).
+    transaction_slots: asyncio.Semaphore | None = None
+
     def unit_of_work(self) -> MongoUnitOfWork:
-        return MongoUnitOfWork(self.mongo, self.db, self.indexes)
+        return MongoUnitOfWork(self.mongo, self.db, self.indexes, self.transaction_slots)
 
     async def close(self) -> None:
         await self.mongo.close()
@@ -101,6 +109,7 @@ def open_command_side(settings: Settings) -> CommandSide:
     """Clients connect lazily, so this needs no server to be up yet."""
     from command_api.adapters.access_tokens import JwtAccessTokenIssuer
     from command_api.adapters.passwords import Argon2PasswordHasher
+    from service_runtime.tokens import VerifiedAccessTokens
 
     mongo = mongo_client(settings)
     db = mongo[settings.mongo_db]
@@ -112,6 +121,7 @@ def open_command_side(settings: Settings) -> CommandSide:
         db=db,
         redis=redis,
         indexes=IndexGate(db),
+        transaction_slots=asyncio.Semaphore(settings.mongo_transactions_in_flight),
         credentials=Credentials(
             hasher=Argon2PasswordHasher(),
             throttle=RedisLoginThrottle(
@@ -128,6 +138,7 @@ def open_command_side(settings: Settings) -> CommandSide:
             password_policy=password_policy(settings),
         ),
         cutoffs=cutoffs,
+        access_tokens=VerifiedAccessTokens(settings, size=settings.access_token_cache_size),
         command_rate=RedisCommandRate(
             redis,
             prefix=settings.redis_prefix,

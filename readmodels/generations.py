@@ -44,8 +44,10 @@ __all__ = [
 # older one wrote, so the read model must be rebuilt (the projectors do it at start:
 # `outdated_layouts`). 2: campaigns' lean list indexes (sorted per sort key for all campaigns and
 # per owner, id sets per status, channel and tag), where version 1 had a sorted index per status,
-# channel and tag too. A generation with no layout marker is of version 1.
-LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 2, "users": 1, "stats": 1}
+# channel and tag too. 3: the same indexes with packed members and ids (readmodels.campaigns.
+# packed_id: 16 bytes for a UUID's 36, the time sorts' value in 6 bytes for 13), ~240 B less a
+# campaign. A generation with no layout marker is of version 1.
+LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 3, "users": 1, "stats": 1}
 
 
 def initial_generation(projection: str) -> str:
@@ -118,17 +120,17 @@ async def read_models_whole(redis: Redis, prefix: str) -> tuple[bool, bool]:
 
 async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
     """The live generation, as `claim_live_generation`; `ReadModelsLost` (and no pointer created
-    on an empty Redis) if the sentinel is gone."""
-    # Packed by hiredis and written at once (`scripts.pipelined`), not through redis-py's
-    # pipeline: every live one-event batch asks this, and the pipeline was a quarter of such a
-    # batch's CPU in the projector.
-    replies = await pipelined(
+    on an empty Redis) if the sentinel is gone.
+
+    Every consumed batch asks this, so it goes through the packed pipeline (`pipelined`: on a
+    cluster one hiredis-packed write per node, both nodes at once) rather than redis-py's
+    cluster pipeline, whose per-command routing in Python cost more than the two commands."""
+    sentinel, value = await pipelined(
         redis, [("EXISTS", sentinel_key(prefix)), ("GET", pointer_key(prefix, projection))]
     )
-    for reply in replies:
+    for reply in (sentinel, value):
         if isinstance(reply, BaseException):
             raise reply
-    sentinel, value = replies
     if not sentinel:
         raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
     if value is None:

@@ -95,6 +95,13 @@ class SessionCutoffs:
         self._reading[user_id] = reading
         return await asyncio.shield(reading)
 
+    def remembered(self, user_id: str) -> float | None:
+        """The user's instant if `valid_after` would answer it from memory now, else None."""
+        remembered = self._remembered.get(user_id)
+        if remembered is not None and self._clock() < remembered[1]:
+            return remembered[0]
+        return None
+
     async def _read(self, user_id: str, now: float) -> float:
         me = asyncio.current_task()
         try:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
+    # Command transactions one process runs at once; more wait their turn in the process. On the
+    # local SecantusDB every transaction statement and commit walks the server's registry of all
+    # sessions that ever ran a transaction, under one lock and each session's own lock, which a
+    # committing transaction holds through its fsync: 100 transactions in flight queued there
+    # behind each other's commits (a server at a fifth of a core with 100 commands waiting).
+    mongo_transactions_in_flight: int = Field(default=16, ge=1, le=1000)
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
@@ -101,6 +107,9 @@ class Settings(BaseSettings):
     refresh_family_max_seconds: int = Field(default=30 * 24 * 3600, ge=1)
     refresh_grace_seconds: float = Field(default=10.0, ge=0)
     session_check_seconds: float = Field(default=1.0, gt=0, le=30)
+    # How many verified access tokens each command-API process remembers until their `exp`
+    # (service_runtime/tokens.py VerifiedAccessTokens; 0: every request verifies its token again).
+    access_token_cache_size: int = Field(default=10_000, ge=0)
     # Login throttling (command_api/adapters/login_throttle.py): failed logins per address group
     # (IPv4 address, IPv6 /64) per window across all accounts; guesses per account per window from
     # clients it does not know; failures a known client (device cookie or earlier address) may make.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -131,11 +132,18 @@ class MongoUnitOfWork:
     write itself."""
 
     def __init__(
-        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], gate: IndexGate
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        gate: IndexGate,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._client = client
         self._db = db
         self._gate = gate
+        # Shared by the process's units of work: at most so many transactions in flight
+        # (`mongo_transactions_in_flight`); None for no bound.
+        self._slots = slots
         self._writes: list[Write] = []
         self._aggregates: list[Aggregate] = []
         self.users = MongoUserRepository(self)
@@ -196,7 +204,7 @@ class MongoUnitOfWork:
 
     async def _transact(self, writes: list[Write]) -> None:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            async with self._client.start_session() as session:
+            async with self._slot(), self._client.start_session() as session:
                 try:
                     await session.start_transaction(write_concern=MAJORITY)
                     await self._write(writes, session)
@@ -211,6 +219,10 @@ class MongoUnitOfWork:
                     await _abort(session)
                     raise
             await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """One of the process's transaction slots for one attempt (released during the backoff)."""
+        return self._slots if self._slots is not None else contextlib.nullcontext()
 
     async def _write(self, writes: list[Write], session: AsyncClientSession) -> None:
         bulk, grouped = _grouped_inserts(writes)

@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -41,6 +42,7 @@ from command_api.adapters.kafka_publisher import (
     Unpublishable,
 )
 from command_api.adapters.mongo_schema import EVENTS, Document, IndexGate
+from command_api.adapters.mongo_unit_of_work import IN_CHUNK, chunked
 from command_api.adapters.relay_change_feed import ChangeFeed
 from command_api.adapters.relay_lease import LeaseLost, RelayLease
 from command_api.adapters.relay_status import (
@@ -266,9 +268,7 @@ class OutboxRelay:
         now = utc_now()
         ids = [str(o.envelope.event_id) for o in sent]
         if mark_now:
-            await self._events.update_many(
-                {"_id": {"$in": ids}}, {"$set": {"published": True, "published_at": now}}
-            )
+            await self._mark(ids, now)
         else:
             self._unmarked.extend(ids)
         for outgoing in sent:
@@ -314,11 +314,21 @@ class OutboxRelay:
             return
         # A copy: publishing appends to the list while this write is on its way.
         ids = list(self._unmarked)
-        await self._events.update_many(
-            {"_id": {"$in": ids}}, {"$set": {"published": True, "published_at": utc_now()}}
-        )
+        await self._mark(ids, utc_now())
         del self._unmarked[: len(ids)]
         self._marked_at = time.monotonic()
+
+    async def _mark(self, ids: list[str], now: datetime) -> None:
+        """These events marked published: one round trip, `IN_CHUNK` ids an update. SecantusDB
+        matches each document against the whole `$in` list, so one update of a page's 500 ids
+        cost it the square of the list (the marks were a fifth of its samples at 100/s)."""
+        if not ids:
+            return
+        marked = {"$set": {"published": True, "published_at": now}}
+        await self._events.bulk_write(
+            [UpdateMany({"_id": {"$in": list(part)}}, marked) for part in chunked(ids, IN_CHUNK)],
+            ordered=False,
+        )
 
     def _history_lost(self, reason: str) -> None:
         self.progress.history_lost_total += 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,8 @@ from events import EventEnvelope, InvalidEvent, decode_event, encode_event
 from projectors.adapters.notices import notice_prefix
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult, EventOutcome
-from readmodels.campaigns import campaign_document, filter_moves, membership_moves
+from readmodels.campaigns import PACKED_LAYOUT, campaign_document, filter_moves, membership_moves, set_member
+from readmodels.generations import layout_marker
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
@@ -90,6 +91,9 @@ class CampaignsProjection:
     name: str
     prefix: str
     buckets: int = 1
+    # generation -> its index members are packed (layout 3 and later): a generation keeps its
+    # layout for life, so its marker is read once.
+    _packed: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def aggregate_types(self) -> frozenset[str]:
@@ -118,6 +122,7 @@ class CampaignsProjection:
         base = generation_base(self.prefix, generation)
         announcing = announce and self.announces
         cluster = is_cluster(redis)
+        packed = await self.packs(redis, generation)
         by_campaign: dict[str, list[int]] = defaultdict(list)
         for position, envelope in enumerate(envelopes):
             by_campaign[envelope.aggregate_id].append(position)
@@ -129,7 +134,7 @@ class CampaignsProjection:
                 cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
                 for cid in pending
             }
-            stale = await self._write(redis, base, announcing, plans, reads, cluster)
+            stale = await self._write(redis, base, announcing, plans, reads, cluster, packed)
             for cid in pending:
                 if cid not in stale:
                     for position, outcome in zip(by_campaign[cid], plans[cid].outcomes, strict=True):
@@ -138,6 +143,16 @@ class CampaignsProjection:
                 return ApplyResult([o for o in outcomes if o is not None])
             pending = stale
         raise RuntimeError(f"campaigns kept changing while being projected: {', '.join(pending[:5])}")
+
+    async def packs(self, redis: Redis, generation: str) -> bool:
+        """Whether `generation`'s index members are packed: its layout marker's (an upgraded
+        deployment's live generation keeps the form it was built with until its rebuild swaps
+        it out); a generation with none yet, such as one a rebuild is filling, gets this code's."""
+        packed = self._packed.get(generation)
+        if packed is None:
+            marker = await layout_marker(redis, self.prefix, generation)
+            packed = self._packed[generation] = marker is None or marker >= PACKED_LAYOUT
+        return packed
 
     async def _read(
         self, redis: Redis, base: str, campaign_ids: list[str], cluster: bool
@@ -181,6 +196,7 @@ class CampaignsProjection:
         plans: dict[str, CampaignPlan],
         reads: dict[str, _Read],
         cluster: bool,
+        packed: bool,
     ) -> list[str]:
         """Run every plan's guarded write; the campaigns whose state had moved (nothing written)."""
         now = json_time(datetime.now(UTC))
@@ -197,10 +213,12 @@ class CampaignsProjection:
             for cid in group:
                 plan = plans[cid]
                 notices = (
-                    [notice_prefix(e, self.name) + projected_at for e in plan.applied] if announcing else []
+                    [notice_prefix(e, self.name, plan.owner) + projected_at for e in plan.applied]
+                    if announcing
+                    else []
                 )
                 # The campaign's key first: a call is routed by its first key.
-                writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now)
+                writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now, packed)
                 channel = table(announcement_channel_of(self.prefix, cid, self.buckets)) if notices else 0
                 args += [
                     cid,
@@ -245,14 +263,20 @@ def _command(*parts: ScriptArg) -> list[ScriptArg]:
 
 
 def _writes(
-    keys: CampaignKeys, table: _KeyTable, cid: str, plan: CampaignPlan, parked_count: int, now: str
+    keys: CampaignKeys,
+    table: _KeyTable,
+    cid: str,
+    plan: CampaignPlan,
+    parked_count: int,
+    now: str,
+    packed: bool = True,
 ) -> list[ScriptArg]:
     """cas.lua's writes of one campaign, each key named by its position in the call's KEYS."""
     bucket = keys.bucket_of(cid)
     key = table(keys.campaign(cid))
     writes: list[ScriptArg] = []
     before = plan.before
-    for move in membership_moves(before.state, plan.state):
+    for move in membership_moves(before.state, plan.state, packed):
         if move.leaves:
             removed = [table(keys.filtered_index(move.sort, where, bucket)) for where in move.leaves]
             writes += _command("ZREMFROM", move.old_member, *removed)
@@ -260,10 +284,12 @@ def _writes(
             added = [table(keys.filtered_index(move.sort, where, bucket)) for where in move.joins]
             writes += _command("ZADDTO", move.new_member, *added)
     left_sets, joined_sets = filter_moves(before.state, plan.state)
-    for dimension, value in left_sets:
-        writes += _command("SREM", table(keys.filter_set(dimension, value, bucket)), cid)
-    for dimension, value in joined_sets:
-        writes += _command("SADD", table(keys.filter_set(dimension, value, bucket)), cid)
+    if left_sets or joined_sets:
+        in_sets = set_member(cid, packed)
+        for dimension, value in left_sets:
+            writes += _command("SREM", table(keys.filter_set(dimension, value, bucket)), in_sets)
+        for dimension, value in joined_sets:
+            writes += _command("SADD", table(keys.filter_set(dimension, value, bucket)), in_sets)
 
     if plan.deleted and not before.deleted:
         writes += _command("DEL", key)

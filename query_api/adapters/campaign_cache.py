@@ -21,22 +21,27 @@ Memory is bounded by `max_bytes` (documents plus an estimate of each entry's ove
 the oldest entries go first. Unknown ids are not kept, so probing ids costs no memory.
 
 Pages of `GET /campaigns` (the response's JSON) are kept beside the documents (`get_page` /
-`put_page`, bounded by `page_max_bytes`), under the same rules, except that any announcement
-drops every page: an announcement names only its aggregate, and a page may change with any
-campaign of its owner (one created, one whose status or sort value moved). Keyed by the whole
-question (the query string and whose campaigns the caller may see), a kept page is what the
-same reads of Redis would give, until the next announcement.
+`put_page`, bounded by `page_max_bytes`), under the same rules, except that an announcement of
+a campaign drops every page that may hold any campaign of its owner (one created, one whose
+status or sort value moved): that owner's pages and the admins' (who see every campaign). A
+campaign announcement that names no owner drops every page; a user's drops none (no page shows
+users). Keyed by the whole question (the query string and whose campaigns the caller may see:
+a user id, or None for an admin), a kept page is what the same reads of Redis would give, until
+the next announcement that could change it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from readmodels.snapshot import Snapshot
 
 # A page of campaigns: the response's JSON.
 Page = bytes
+# What a page answers: the query string, and whose campaigns the caller sees (None: an admin's,
+# every campaign).
+PageQuestion = tuple[bytes, str | None]
 
 # Per-entry cost beyond the document (measured with tracemalloc): dict slot, key and owner
 # strings, Snapshot, tuple and float objects.
@@ -61,7 +66,9 @@ class CampaignCache:
         self._entries: dict[str, tuple[Snapshot, float, int]] = {}
         self._bytes = 0
         # page question -> (page, expires at, cost), oldest first.
-        self._pages: dict[Hashable, tuple[Page, float, int]] = {}
+        self._pages: dict[PageQuestion, tuple[Page, float, int]] = {}
+        # whose campaigns (None: all) -> the questions kept of that viewer, as a set.
+        self._viewers: dict[str | None, dict[PageQuestion, None]] = {}
         self._page_bytes = 0
         self._base: str | None = None
         self._keep_after = 0.0
@@ -95,7 +102,7 @@ class CampaignCache:
             return None
         return entry[0]
 
-    def get_page(self, base: str, question: Hashable) -> Page | None:
+    def get_page(self, base: str, question: PageQuestion) -> Page | None:
         if base != self._base:
             self._switch(base)
             return None
@@ -107,7 +114,9 @@ class CampaignCache:
             return None
         return entry[0]
 
-    def put_page(self, base: str, question: Hashable, page: Page, ticket: int, question_bytes: int) -> None:
+    def put_page(
+        self, base: str, question: PageQuestion, page: Page, ticket: int, question_bytes: int
+    ) -> None:
         """Keep `page` (read from Redis after `ticket`) unless anything was announced since."""
         if ticket != self._epoch or not self._feed_up or base != self._base or self.page_max_bytes <= 0:
             return
@@ -121,6 +130,7 @@ class CampaignCache:
         while self._pages and self._page_bytes + cost > self.page_max_bytes:
             self._drop_page(next(iter(self._pages)))
         self._pages[question] = (page, now + self.ttl, cost)
+        self._viewers.setdefault(question[1], {})[question] = None
         self._page_bytes += cost
 
     def ticket(self) -> int:
@@ -148,12 +158,20 @@ class CampaignCache:
         self._entries[campaign_id] = (snapshot, now + self.ttl, cost)
         self._bytes += cost
 
-    def invalidate(self, aggregate_id: str) -> None:
-        """An event of `aggregate_id` was applied (any aggregate type: ids do not collide)."""
+    def invalidate(self, aggregate_id: str, owner: str | None = None, lists: bool = True) -> None:
+        """An event of `aggregate_id` was applied (any aggregate type: ids do not collide).
+        `owner`: the campaign's owner, when the announcement names it: only its owner's and the
+        admins' pages go; else every page, unless `lists` is False (no page shows the aggregate)."""
         self._epoch += 1
         self._drop(aggregate_id)
-        if self._pages:
+        if not self._pages or not lists:
+            return
+        if owner is None:
             self._clear_pages()
+            return
+        for viewer in (owner, None):
+            for question in list(self._viewers.get(viewer, ())):
+                self._drop_page(question)
 
     def clear(self) -> None:
         self._epoch += 1
@@ -183,11 +201,17 @@ class CampaignCache:
         if entry is not None:
             self._bytes -= entry[2]
 
-    def _drop_page(self, question: Hashable) -> None:
+    def _drop_page(self, question: PageQuestion) -> None:
         entry = self._pages.pop(question, None)
         if entry is not None:
             self._page_bytes -= entry[2]
+            kept = self._viewers.get(question[1])
+            if kept is not None:
+                kept.pop(question, None)
+                if not kept:
+                    del self._viewers[question[1]]
 
     def _clear_pages(self) -> None:
         self._pages.clear()
+        self._viewers.clear()
         self._page_bytes = 0

@@ -196,7 +196,12 @@ class NotificationListener:
                     self.cache.clear()  # whichever entry it was about
                 return
             if self.cache is not None:
-                self.cache.invalidate(aggregate_id)
+                owner = event.get("owner_id")
+                self.cache.invalidate(
+                    aggregate_id,
+                    owner if isinstance(owner, str) else None,
+                    lists=event.get("aggregate_type") != "user",
+                )
             self.waiters.notify(aggregate_id, version)
         elif channel == self.generations:
             task = asyncio.create_task(self.on_generation_swap())

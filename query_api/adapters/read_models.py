@@ -25,7 +25,7 @@ from query_api.adapters.redis_multiplexer import (
     RedisUnavailable,
 )
 from query_api.domain.listing import CampaignFilters, SortOrder, merge_bucket_pages
-from readmodels.campaigns import SORTED_DIMENSIONS
+from readmodels.campaigns import PACKED_LAYOUT, SORTED_DIMENSIONS, member_campaign_id
 from readmodels.generations import (
     LAYOUT_VERSIONS,
     PROJECTIONS,
@@ -88,14 +88,17 @@ class GenerationCache:
     async def refresh(self) -> None:
         live = await live_generations(self.redis, self.prefix)
         marker = await layout_marker(self.redis, self.prefix, live["campaigns"])
-        self.live = live
         await self.check_whole()
         # No marker: the earlier layout where read models were kept whole before (a deployment
-        # that predates the markers); on a fresh Redis, the projectors write this code's.
+        # that predates the markers); on a fresh Redis, the projectors write this code's. The
+        # generation and its layout change together (no await between): a page is read as its
+        # generation was written.
         if marker is not None:
-            self.campaigns_layout = marker
+            layout = marker
         else:
-            self.campaigns_layout = 1 if self.seen_whole else LAYOUT_VERSIONS["campaigns"]
+            layout = 1 if self.seen_whole else LAYOUT_VERSIONS["campaigns"]
+        self.live = live
+        self.campaigns_layout = layout
 
     async def check_whole(self) -> None:
         """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until
@@ -180,6 +183,14 @@ class ReadModels:
             replies = await self._pipelined(commands)
         return replies
 
+    def cached_campaign(self, campaign_id: str) -> Snapshot | None:
+        """The campaign's snapshot if the campaign cache holds it (what `campaign` would answer
+        first), without a coroutine; None: ask `campaign`."""
+        cache = self.cache
+        if cache is None:
+            return None
+        return cache.get(self.generations.base("campaigns"), campaign_id)
+
     async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
         """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost
         Redis raises rather than reads as a 404) unless `confirm_missing` is False: a
@@ -243,7 +254,10 @@ class ReadModels:
         # intersected with it: the sets of the other filters (readmodels.campaigns). In the
         # earlier layout (until the projectors' rebuild swaps it out) every filter had a sorted
         # index: the first one is walked, the others' are looked up by member.
-        earlier = self.generations.campaigns_layout < 2
+        layout = self.generations.campaigns_layout
+        earlier = layout < 2
+        packed = layout >= PACKED_LAYOUT
+        member_format = "z" if earlier else "p" if packed else "s"
         walked = next((pair for pair in pairs if pair[0] in SORTED_DIMENSIONS), None)
         if earlier:
             walked = walked or next(iter(pairs), None)
@@ -276,7 +290,7 @@ class ReadModels:
                     limit - len(found[bucket]),
                     cursor,
                     budget,
-                    "z" if earlier else "s",
+                    member_format,
                 ]
                 calls.append((len(indexes), [*indexes, *args]))
                 called.append(bucket)
@@ -293,7 +307,7 @@ class ReadModels:
         if not members:
             return [], next_member
         fetches: list[tuple[ScriptArg, ...]] = [
-            ("HGET", keys.campaign(member.rpartition(b"\0")[2].decode()), "doc") for member in members
+            ("HGET", keys.campaign(member_campaign_id(member, packed)), "doc") for member in members
         ]
         docs = []
         for doc in await self._pipelined(fetches):

@@ -1,8 +1,10 @@
 """Listing campaigns: the sort orders, the filters, and the opaque keyset cursor.
 
-A cursor is the index member of the last campaign of a page (`sortvalue \\0 id`), so the next
-page starts strictly after it whatever was added meanwhile: stable while campaigns arrive.
-It is bound to its sort order; used with another it is refused rather than misread.
+A cursor is the index member of the last campaign of a page, so the next page starts strictly
+after it whatever was added meanwhile: stable while campaigns arrive. It is bound to its sort
+order; used with another it is refused rather than misread. It says which member form it holds
+(`c1`: the text member of layouts 1 and 2, `c2`: layout 3's packed one) and is turned into the
+form of the generation it is used on, so a cursor stays good across a layout upgrade.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import heapq
 from dataclasses import dataclass
 from enum import StrEnum
 
+from readmodels.campaigns import packed_from_text, text_from_packed
 from service_runtime.tokens import Principal
 
-_CURSOR_VERSION = b"c1"
+_TEXT_CURSOR = b"c1"
+_PACKED_CURSOR = b"c2"
 
 
 class SortOrder(StrEnum):
@@ -40,24 +44,34 @@ class InvalidCursor(ValueError):
     pass
 
 
-def encode_cursor(sort: SortOrder, member: bytes) -> str:
-    raw = _CURSOR_VERSION + sort.value.encode() + b"\n" + member
+def encode_cursor(sort: SortOrder, member: bytes, packed: bool = True) -> str:
+    raw = (_PACKED_CURSOR if packed else _TEXT_CURSOR) + sort.value.encode() + b"\n" + member
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, sort: SortOrder) -> bytes:
+def decode_cursor(cursor: str, sort: SortOrder, packed: bool = True) -> bytes:
+    """The member a cursor holds, in the form asked for (packed: layout 3's)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidCursor("not a cursor this API issued") from exc
-    if not raw.startswith(_CURSOR_VERSION) or b"\n" not in raw:
+    version = raw[:2]
+    if version not in (_TEXT_CURSOR, _PACKED_CURSOR) or b"\n" not in raw:
         raise InvalidCursor("not a cursor this API issued")
-    sort_text, _, member = raw[len(_CURSOR_VERSION) :].partition(b"\n")
+    sort_text, _, member = raw[2:].partition(b"\n")
     if sort_text != sort.value.encode():
         raise InvalidCursor(f"this cursor belongs to sort={sort_text.decode(errors='replace')}")
     if not member:
         raise InvalidCursor("not a cursor this API issued")
-    return member
+    was_packed = version == _PACKED_CURSOR
+    if was_packed == packed:
+        return member
+    try:
+        if packed:
+            return packed_from_text(sort.index_key, member)
+        return text_from_packed(sort.index_key, member)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("not a cursor this API issued") from exc
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,29 @@
 -- shift a page.
 -- KEYS[1] the bucket's sorted index walked   KEYS[2..] the bucket's filter sets (ids)
 -- ARGV[1] '1' descending  ARGV[2] limit  ARGV[3] cursor member or ''  ARGV[4] most members to
--- examine in this call  ARGV[5] 'z' when KEYS[2..] are sorted indexes of the earlier layout (one
--- per status, channel, tag: a member is in one if its ZSCORE is there), else id sets
+-- examine in this call  ARGV[5] 'z' when KEYS[2..] are sorted indexes of layout 1 (one per
+-- status, channel, tag: a member is in one if its ZSCORE is there); 's' when they are id sets and
+-- members `sortvalue \0 id` (layout 2); 'p' when members and sets hold packed ids (layout 3,
+-- readmodels.campaigns.packed_id: the member's last byte says where its id starts)
 -- Returns {frontier, member, member, ...}: frontier '' when the bucket has nothing more after the
 -- last member examined, else that last member examined (every member up to it was looked at).
 local desc = ARGV[1] == '1'
 local limit, cursor, budget = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local walk = KEYS[1]
 local sorted_filters = ARGV[5] == 'z'
+local packed = ARGV[5] == 'p'
+
+-- The id the filter sets hold, from a member.
+local function id_of(member)
+  if packed then
+    -- 0x00: a 16-byte UUID before it; 0x01: the id's length in the 2 bytes before it.
+    if string.byte(member, -1) == 0 then return string.sub(member, -17, -2) end
+    local n = string.byte(member, -3) * 256 + string.byte(member, -2)
+    return string.sub(member, -3 - n, -4)
+  end
+  -- The member is `sortvalue \0 id`; ids hold no \0.
+  return string.match(member, '%z([^%z]*)$')
+end
 
 local sets = {}
 for i = 2, #KEYS do
@@ -56,8 +71,7 @@ while #found <= limit and examined < budget do
         if not redis.call('ZSCORE', index, member) then keep = false break end
       end
     elseif #sets > 0 then
-      -- The member is `sortvalue \0 id`; ids hold no \0.
-      local id = string.match(member, '%z([^%z]*)$')
+      local id = id_of(member)
       for _, set in ipairs(sets) do
         if redis.call('SISMEMBER', set, id) == 0 then keep = false break end
       end

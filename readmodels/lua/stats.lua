@@ -10,21 +10,46 @@ local function negate(n)
   return '-' .. n
 end
 
-local function contribute(state, sign)
-  if not state['status'] then return end
-  local counts = counts_key
-  if state['deleted'] == '1' then
-    redis.call('HINCRBY', counts, 'campaigns.deleted', sign)
+-- What a state adds to the counters: count fields, and its budget (currency, units, frac).
+local function contribution(state)
+  if not state['status'] then return nil, nil end
+  if state['deleted'] == '1' then return {'campaigns.deleted'}, nil end
+  return {'campaigns.total', 'status:' .. state['status'], 'channel:' .. state['channel']},
+    {state['currency'], state['units'], state['frac']}
+end
+
+-- The counters move by the difference of the old and new contributions, one HINCRBY per field
+-- that changes: most events (a status change, a rename) leave most of them as they were, and on
+-- a replicated server each command is also appended to the AOF and replayed by the replica
+-- (11 increments an event before, 3 for an activation now).
+local function move_counters(old, new)
+  local old_counts, old_budget = contribution(old)
+  local new_counts, new_budget = contribution(new)
+  local deltas, order = {}, {}
+  local function add(fields, sign)
+    for _, field in ipairs(fields or {}) do
+      if deltas[field] == nil then order[#order + 1] = field; deltas[field] = 0 end
+      deltas[field] = deltas[field] + sign
+    end
+  end
+  add(old_counts, -1)
+  add(new_counts, 1)
+  for _, field in ipairs(order) do
+    if deltas[field] ~= 0 then redis.call('HINCRBY', counts_key, field, deltas[field]) end
+  end
+  -- Budgets stay integer strings (never summed in Lua): an unchanged budget is not written.
+  if old_budget and new_budget and old_budget[1] == new_budget[1]
+      and old_budget[2] == new_budget[2] and old_budget[3] == new_budget[3] then
     return
   end
-  redis.call('HINCRBY', counts, 'campaigns.total', sign)
-  redis.call('HINCRBY', counts, 'status:' .. state['status'], sign)
-  redis.call('HINCRBY', counts, 'channel:' .. state['channel'], sign)
-  local budget = budget_key
-  local units, frac = state['units'], state['frac']
-  if sign < 0 then units, frac = negate(units), negate(frac) end
-  redis.call('HINCRBY', budget, state['currency'] .. ':units', units)
-  redis.call('HINCRBY', budget, state['currency'] .. ':frac', frac)
+  if old_budget then
+    redis.call('HINCRBY', budget_key, old_budget[1] .. ':units', negate(old_budget[2]))
+    redis.call('HINCRBY', budget_key, old_budget[1] .. ':frac', negate(old_budget[3]))
+  end
+  if new_budget then
+    redis.call('HINCRBY', budget_key, new_budget[1] .. ':units', new_budget[2])
+    redis.call('HINCRBY', budget_key, new_budget[1] .. ':frac', new_budget[3])
+  end
 end
 
 local function apply_change(key, vtext, change)
@@ -42,8 +67,7 @@ local function apply_change(key, vtext, change)
     if not (new['status'] and new['channel'] and new['currency']) then
       return 'campaign ' .. key .. ' has no creation event before version ' .. vtext
     end
-    contribute(state, -1)
-    contribute(new, 1)
+    move_counters(state, new)
     if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
   elseif change[3] == '1' then
     redis.call('HINCRBY', counts_key, 'users.total', 1)

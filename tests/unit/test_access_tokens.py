@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service_runtime.keys import PRIVATE_FILE, PUBLIC_FILE, ensure_local_keys, generate_key_pair, signing_key
 from service_runtime.settings import Settings
-from service_runtime.tokens import InvalidToken, issue_access_token, verify_access_token
+from service_runtime.tokens import InvalidToken, VerifiedAccessTokens, issue_access_token, verify_access_token
 from tests.support.keys import hs256_token, key_settings
 
 SIGNER = Settings(app_env="test", **key_settings())  # type: ignore[arg-type]
@@ -98,3 +98,62 @@ def test_local_keys_are_generated_once_with_a_private_file_only_the_owner_reads(
         ensure_local_keys(Settings(app_env="test", local_dir=str(tmp_path / "x"), **key_settings())) is None
     )  # type: ignore[arg-type]
     assert not (tmp_path / "x").exists()
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_token_is_verified_once_and_refused_from_its_exp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import service_runtime.tokens as tokens
+
+    issued = datetime.now(UTC)
+    token = issue_access_token(SIGNER, "alice", ["user", "admin"], now=issued)
+    checks: list[str] = []
+    real = tokens.verify_access_token
+
+    def counted(settings: Settings, presented: str) -> tokens.Principal:
+        checks.append(presented)
+        return real(settings, presented)
+
+    monkeypatch.setattr(tokens, "verify_access_token", counted)
+    clock = _Clock(issued.timestamp())
+    verified = tokens.VerifiedAccessTokens(VERIFIER, size=10, clock=clock)
+    first = verified.principal(token)
+    assert (first.user_id, first.is_admin) == ("alice", True)
+    assert first.expires_at == int((issued + timedelta(seconds=SIGNER.access_token_ttl_seconds)).timestamp())
+    assert verified.principal(token) == first
+    assert len(checks) == 1
+    clock.now = first.expires_at - 0.001
+    assert verified.principal(token) == first
+    clock.now = first.expires_at  # PyJWT's rule: expired at `exp`
+    with pytest.raises(InvalidToken):
+        verified.principal(token)
+    assert len(verified) == 0
+
+
+def test_only_tokens_that_verified_are_remembered_and_the_oldest_goes_first() -> None:
+    verified = VerifiedAccessTokens(VERIFIER, size=2)
+    forged = jwt.encode(_claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"typ": "at+jwt"})
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            verified.principal(forged)
+    assert len(verified) == 0
+    a, b, c = (issue_access_token(SIGNER, name, ["user"]) for name in "abc")
+    for token in (a, b, c):
+        verified.principal(token)
+    assert len(verified) == 2
+    assert set(verified._verified) == {b, c}
+    # A token that differs in its signature only is not the remembered one.
+    tampered = a[:-2] + ("AA" if a[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidToken):
+        verified.principal(tampered)
+    nothing = VerifiedAccessTokens(VERIFIER, size=0)
+    assert nothing.principal(a).user_id == "a"
+    assert len(nothing) == 0

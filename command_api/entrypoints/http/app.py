@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from command_api.bootstrap import open_command_side
 from command_api.entrypoints.http import auth_routes, campaign_routes, health_routes
 from command_api.entrypoints.http.errors import install_command_error_handlers
-from service_runtime.http import install_http_basics
+from command_api.entrypoints.http.fast_commands import CampaignCreate, CommandAPI
+from service_runtime.http import HttpBasicsMiddleware, install_http_basics
 from service_runtime.logs import configure_logging
 from service_runtime.openapi import describe_api, documentation_routes
 from service_runtime.settings import Settings, get_settings
@@ -23,6 +27,13 @@ TAGS = [
     {"name": "campaigns", "description": "Create, change, run and delete campaigns (owner or admin)"},
     {"name": "ops", "description": "Liveness and readiness"},
 ]
+# Metrics are Prometheus (service_runtime.http). FastAPI's own OpenTelemetry hooks (in versions
+# that have them) otherwise look the providers up in the environment on every request.
+_WITHOUT_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await side.close()
 
-    app = FastAPI(
+    app = CommandAPI(
         title="Campaigns CQRS — command API",
         version="1.0.0",
         description=(
@@ -49,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "MongoDB and reaches Kafka through the outbox relay. Errors are application/problem+json."
         ),
         lifespan=lifespan,
+        **_WITHOUT_OPENTELEMETRY,
         **documentation_routes(settings),
     )
     install_http_basics(app, settings, SERVICE)
@@ -58,7 +70,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(campaign_routes.router)
     app.include_router(health_routes.router)
+    # The hot create skips FastAPI's stack, but not the HTTP basics (correlation id, limits,
+    # metrics, security headers); what it does not take goes to FastAPI (fast_commands.py).
+    create = CampaignCreate(app, fallback=app.through_fastapi, route=_route(app, "/campaigns", "POST"))
+    app.fast_create = HttpBasicsMiddleware(create, settings=settings, service=SERVICE)
     return app
+
+
+def _route(app: FastAPI, path: str, method: str) -> BaseRoute | None:
+    return next(
+        (r for r in app.routes if getattr(r, "path", None) == path and method in getattr(r, "methods", ())),
+        None,
+    )
 
 
 def install_console_cors(app: FastAPI, settings: Settings) -> None:

@@ -14,7 +14,8 @@ from command_api.application.commands import (
     UpdateCampaign,
 )
 from command_api.application.ports import CommandResult
-from command_api.domain.campaign import LIFECYCLE_ACTIONS, CampaignChanges
+from command_api.bootstrap import CommandSide
+from command_api.domain.campaign import LIFECYCLE_ACTIONS, Actor, CampaignChanges
 from command_api.entrypoints.http.dependencies import (
     REQUIRED_IF_MATCH,
     CurrentActor,
@@ -32,12 +33,13 @@ from service_runtime.openapi import ok
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
+IDEMPOTENCY_KEY_MAX = 200
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=200,
+        max_length=IDEMPOTENCY_KEY_MAX,
         description="Repeat a create safely: the same key and body get the same answer, and one campaign",
     ),
 ]
@@ -64,7 +66,16 @@ async def create_campaign(
     side: Side,
     idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:
-    result = await campaign_handlers.create_campaign(
+    result = await created_campaign(side, actor, body, idempotency_key)
+    response.headers["Location"] = f"/campaigns/{result.id}"
+    return _accepted(result, response)
+
+
+async def created_campaign(
+    side: CommandSide, actor: Actor, body: CampaignCreateRequest, idempotency_key: str | None
+) -> CommandResult:
+    """The create itself, for this route and the fast create (fast_commands.py) alike."""
+    return await campaign_handlers.create_campaign(
         CreateCampaign(
             actor=actor,
             name=body.name,
@@ -80,8 +91,6 @@ async def create_campaign(
         side.unit_of_work(),
         live_cap=side.live_cap,
     )
-    response.headers["Location"] = f"/campaigns/{result.id}"
-    return _accepted(result, response)
 
 
 @router.patch(

@@ -68,27 +68,42 @@ def _headers(exc: Exception) -> dict[str, str] | None:
     return None
 
 
+# What each kind of failure is answered with, by the FastAPI handlers and the fast create alike.
+UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, RedisConnectionError, RedisTimeoutError)
+REFUSALS: tuple[type[Exception], ...] = (domain_errors.DomainError, app_errors.CommandRefused)
+
+
+def refusal_response(exc: Exception, instance: str) -> Response:
+    """A refusal of the domain or a handler (REFUSALS) as its problem."""
+    status = _status_of(exc)
+    detail = str(exc) or type(exc).__name__
+    if status == 422 and isinstance(exc, domain_errors.InvalidInput):
+        detail = "invalid request: " + ", ".join(e.field for e in exc.errors)
+    return problem_response(
+        status, detail, errors=_field_errors(exc), headers=_headers(exc), instance=instance
+    )
+
+
+def unavailable_response(exc: Exception, instance: str) -> Response:
+    """MongoDB or Redis out of reach (UNAVAILABLE): 503 with Retry-After."""
+    # Nothing was written: the transaction either never started or was aborted.
+    log.warning("a server the command API needs is unreachable: %s", type(exc).__name__)
+    return problem_response(
+        503,
+        "a server this API needs is unreachable; nothing was changed, try again shortly",
+        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+        instance=instance,
+    )
+
+
 def install_command_error_handlers(app: FastAPI) -> None:
     async def on_refusal(request: Request, exc: Exception) -> Response:
-        status = _status_of(exc)
-        detail = str(exc) or type(exc).__name__
-        if status == 422 and isinstance(exc, domain_errors.InvalidInput):
-            detail = "invalid request: " + ", ".join(e.field for e in exc.errors)
-        return problem_response(
-            status, detail, errors=_field_errors(exc), headers=_headers(exc), instance=request.url.path
-        )
+        return refusal_response(exc, request.url.path)
 
     async def on_unavailable(request: Request, exc: Exception) -> Response:
-        # Nothing was written: the transaction either never started or was aborted.
-        log.warning("a server the command API needs is unreachable: %s", type(exc).__name__)
-        return problem_response(
-            503,
-            "a server this API needs is unreachable; nothing was changed, try again shortly",
-            headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
-            instance=request.url.path,
-        )
+        return unavailable_response(exc, request.url.path)
 
-    app.add_exception_handler(domain_errors.DomainError, on_refusal)
-    app.add_exception_handler(app_errors.CommandRefused, on_refusal)
-    for unavailable in (ConnectionFailure, RedisConnectionError, RedisTimeoutError):
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, on_refusal)
+    for unavailable in UNAVAILABLE:
         app.add_exception_handler(unavailable, on_unavailable)

@@ -146,8 +146,9 @@ class CampaignFolder:
             async with in_flight:
                 plans = {cid: _plan(folded[cid]) for cid in chunk}
                 reads = {cid: folded[cid].read for cid in chunk}
+                packed = await self.projection.packs(self.redis, self.generation)
                 stale = await self.projection._write(
-                    self.redis, self._base, False, plans, reads, self._cluster
+                    self.redis, self._base, False, plans, reads, self._cluster, packed
                 )
             if stale:
                 raise GenerationMoved(

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from events import encode_event
 from events.types import Channel
 from query_api.adapters.notifications import TooManyWaiters
+from query_api.adapters.read_models import ReadModels
 from query_api.application.read_your_writes import read_at_least
 from query_api.domain.access import may_read
 from query_api.domain.listing import (
@@ -26,7 +27,7 @@ from query_api.domain.listing import (
 )
 from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
-from readmodels.campaigns import campaign_document, fold_campaign
+from readmodels.campaigns import PACKED_LAYOUT, campaign_document, fold_campaign
 from readmodels.snapshot import Snapshot
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
@@ -272,7 +273,7 @@ async def campaign_page_body(
     after = None
     if cursor is not None:
         try:
-            after = decode_cursor(cursor, sort)
+            after = decode_cursor(cursor, sort, _packed(models))
         except InvalidCursor as exc:
             raise Problem(
                 422, f"invalid cursor: {exc}", errors=[{"field": "cursor", "reason": str(exc)}]
@@ -286,9 +287,14 @@ async def campaign_page_body(
     return body
 
 
+def _packed(models: ReadModels) -> bool:
+    """The live campaigns generation holds packed members (readmodels.campaigns.PACKED_LAYOUT)."""
+    return models.generations.campaigns_layout >= PACKED_LAYOUT
+
+
 async def _page_body(
     side: ReadSide, filters: CampaignFilters, sort: SortOrder, limit: int, after: bytes | None, base: str
 ) -> bytes:
     docs, next_member = await side.read_models.campaign_page(filters, sort, limit, after, base)
-    next_cursor = encode_cursor(sort, next_member) if next_member else None
+    next_cursor = encode_cursor(sort, next_member, _packed(side.read_models)) if next_member else None
     return b'{"items":[' + b",".join(docs) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"

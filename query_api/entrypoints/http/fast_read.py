@@ -39,6 +39,7 @@ from query_api.entrypoints.http.campaigns import (
     readable_document,
 )
 from query_api.entrypoints.http.dependencies import ReadSide
+from service_runtime.http import PlainAnswer
 from service_runtime.problems import Problem, problem_response, raised_problem_response
 
 PREFIX = "/campaigns/"
@@ -118,7 +119,8 @@ class QueryAPI(FastAPI):
 
 
 class CampaignRead:
-    """Answers the requests `takes` accepts; an unexpected error is uvicorn's plain 500."""
+    """Answers the requests `takes` accepts (`answer`: sent by the HTTP basics in front of it);
+    an unexpected error is uvicorn's plain 500."""
 
     def __init__(self, route: BaseRoute | None = None) -> None:
         self.route = route
@@ -130,23 +132,37 @@ class CampaignRead:
         path: str = scope["path"]
         return path.startswith(PREFIX) and len(path) > len(PREFIX) and "/" not in path[len(PREFIX) :]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope) -> PlainAnswer | Response:
+        """The campaign's stored bytes as they are, or the problem to answer instead."""
         path: str = scope["path"]
         campaign_id = path[len(PREFIX) :]
         side: ReadSide = scope["state"]["read_side"]
         scope["route"] = self.route  # what the metrics middleware labels the request with
+        authorization = _authorization(scope)
+        models = side.read_models
         try:
-            principal = await side.tokens.authenticate(_authorization(scope))
+            # What is remembered answers without a coroutine; anything else is asked as always.
+            principal = side.tokens.remembered(authorization) or await side.tokens.authenticate(authorization)
             if len(campaign_id) > MAX_ID_LENGTH:
                 raise Problem(404, "no such campaign")
-            snapshot = await side.read_models.campaign(campaign_id)
+            snapshot = models.cached_campaign(campaign_id) or await models.campaign(campaign_id)
             document = readable_document(principal, snapshot)
         except _FAILURES as failure:
-            await _failure_response(failure, path)(scope, receive, send)
+            return _failure_response(failure, path)
+        return (
+            200,
+            [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())],
+            document,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.answer(scope)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
             return
-        headers = [_JSON, (b"content-length", b"%d" % len(document)), (b"etag", etag(snapshot).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": document})
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class CampaignList:

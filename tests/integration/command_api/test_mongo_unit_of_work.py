@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -266,3 +267,44 @@ async def test_many_inserts_into_one_collection_go_as_one_statement_and_keep_the
             await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
     assert await db["events"].count_documents({"event_type": "CampaignActivated"}) == 0
     assert await db["campaigns"].count_documents({"status": "scheduled"}) == 5
+
+
+async def test_no_more_transactions_run_at_once_than_the_process_allows(settings: Settings) -> None:
+    # mongo_transactions_in_flight: the rest wait in the process, not in the server's registry.
+    side = open_command_side(settings.model_copy(update={"mongo_transactions_in_flight": 2}))
+    running = peak = 0
+    start_session = side.mongo.start_session
+
+    class Counted:
+        def __init__(self, session: Any) -> None:
+            self.session = session
+
+        async def __aenter__(self) -> Any:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.05)  # long enough for the others to pile up, were they let in
+            return await self.session.__aenter__()
+
+        async def __aexit__(self, *exc: Any) -> Any:
+            nonlocal running
+            running -= 1
+            return await self.session.__aexit__(*exc)
+
+    def counted_session(*args: Any, **kwargs: Any) -> Counted:
+        return Counted(start_session(*args, **kwargs))
+
+    side.mongo.start_session = counted_session  # type: ignore[method-assign]
+
+    async def create(n: int) -> None:
+        async with side.unit_of_work() as uow:
+            uow.campaigns.add(draft(f"c-{n}"))
+            await uow.commit(actor_id="owner")
+
+    try:
+        await asyncio.gather(*(create(n) for n in range(8)))
+        assert peak == 2
+        assert await side.db["campaigns"].count_documents({}) == 8
+        assert await side.db["events"].count_documents({}) == 8
+    finally:
+        await side.close()

@@ -1,7 +1,8 @@
 """An upgrade across a key-layout change, on real Kafka, Redis and MongoDB: the campaigns read
-model written in the earlier index layout (a sorted index per status, channel and tag, no id
-sets, no layout marker) is rebuilt by the projectors at start into a new generation, swapped in,
-and the filtered lists are right again; no operator command.
+model written in an earlier index layout (1: a sorted index per status, channel and tag, no id
+sets, no layout marker; 2: the lean indexes with text members `sortvalue\\0id` and text ids)
+is rebuilt by the projectors at start into a new generation, swapped in, and the filtered lists
+are right again, a cursor issued before the swap going on after it; no operator command.
 """
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
-from readmodels.campaigns import SORT_KEYS, filter_memberships
+from readmodels.campaigns import (
+    SORT_KEYS,
+    campaign_memberships,
+    filter_memberships,
+    member_campaign_id,
+    set_member,
+)
 from readmodels.generations import LAYOUT_VERSIONS, initial_generation, layout_version, live_generations
 from readmodels.keyspace import CampaignKeys, generation_base, layout_key
 from service_runtime.settings import Settings
@@ -40,26 +48,41 @@ async def _listed(query: QueryClient, **params: Any) -> set[str]:
     return {item["id"] for item in answer.json()["items"]}
 
 
-async def _as_the_earlier_layout(redis: Redis, settings: Settings, generation: str) -> None:
-    """What a deployment of the earlier layout holds: no layout marker, no id sets, a sorted
-    index per status, channel and tag instead (members `sortvalue\\0id`, as the sort indexes)."""
+async def _as_an_earlier_layout(redis: Redis, settings: Settings, generation: str, layout: int) -> None:
+    """What a deployment of an earlier layout holds: text members (`sortvalue\\0id`) in the sort
+    indexes; in layout 2 text ids in the id sets and its marker; in layout 1 no marker, no id
+    sets, a sorted index per status, channel and tag instead (members as the sort indexes')."""
     keys = CampaignKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
-    await redis.delete(layout_key(settings.redis_prefix, generation))
+    if layout == 1:
+        await redis.delete(layout_key(settings.redis_prefix, generation))
+    else:
+        await redis.set(layout_key(settings.redis_prefix, generation), layout)
     for bucket in range(settings.read_model_buckets):
-        members = {sort: await redis.zrange(keys.index(sort, bucket=bucket), 0, -1) for sort in SORT_KEYS}
-        for member in members["created"]:
-            campaign_id = member.rpartition(b"\0")[2]
-            doc = await redis.hget(keys.campaign(campaign_id.decode()), "doc")
+        for member in await redis.zrange(keys.index("created", bucket=bucket), 0, -1):
+            campaign_id = member_campaign_id(member, packed=True)
+            doc = await redis.hget(keys.campaign(campaign_id), "doc")
             assert doc is not None
-            for dimension, value in filter_memberships(orjson.loads(doc)):
-                await redis.delete(keys.filter_set(dimension, value, bucket))
-                for sort in SORT_KEYS:
-                    own = next(m for m in members[sort] if m.endswith(b"\0" + campaign_id))
-                    await redis.zadd(keys.index(sort, dimension, value, bucket), {own: 0})
+            state = orjson.loads(doc)
+            packed, text = campaign_memberships(state), campaign_memberships(state, packed=False)
+            for sort in SORT_KEYS:
+                for where in packed[sort][1]:
+                    index = keys.filtered_index(sort, where, bucket)
+                    assert await redis.zrem(index, packed[sort][0]) == 1
+                    await redis.zadd(index, {text[sort][0]: 0})
+            for dimension, value in filter_memberships(state):
+                in_set = keys.filter_set(dimension, value, bucket)
+                if layout == 1:
+                    await redis.delete(in_set)
+                    for sort in SORT_KEYS:
+                        await redis.zadd(keys.index(sort, dimension, value, bucket), {text[sort][0]: 0})
+                else:
+                    assert await redis.srem(in_set, set_member(campaign_id, packed=True)) == 1
+                    await redis.sadd(in_set, campaign_id)
 
 
-async def test_a_read_model_of_the_earlier_layout_is_rebuilt_at_start_and_lists_are_right_again(
-    settings: Settings, redis: Redis, producer: EventProducer
+@pytest.mark.parametrize("earlier", [1, 2])
+async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_are_right_again(
+    settings: Settings, redis: Redis, producer: EventProducer, earlier: int
 ) -> None:
     campaigns = _campaigns()
     events = [e for c in campaigns for e in c.events]
@@ -77,15 +100,21 @@ async def test_a_read_model_of_the_earlier_layout_is_rebuilt_at_start_and_lists_
         await wait_records(redis, settings, "campaigns", len(events))
     first = initial_generation("campaigns")
     assert (await live_generations(redis, prefix))["campaigns"] == first
-    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["campaigns"] == 2
+    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["campaigns"] == 3
 
-    await _as_the_earlier_layout(redis, settings, first)
+    await _as_an_earlier_layout(redis, settings, first, earlier)
     async with query_app(fast) as query:
         # Until the rebuild swaps it out, the query API reads the earlier layout as it was written.
-        assert query.read_side.read_models.generations.campaigns_layout == 1
+        assert query.read_side.read_models.generations.campaigns_layout == earlier
         assert await _listed(query, status="active") == active
         assert await _listed(query, tag="spring", status="active") == spring & active
         assert len(await _listed(query)) == len(campaigns)
+        first_page = await query.http.get(
+            "/campaigns", params={"sort": "name", "limit": 3}, headers=query.token("owner-1")
+        )
+        assert first_page.status_code == 200, first_page.text
+        cursor = first_page.json()["next_cursor"]
+        seen_before = [item["id"] for item in first_page.json()["items"]]
 
         async with running_projectors(fast):
 
@@ -94,7 +123,7 @@ async def test_a_read_model_of_the_earlier_layout_is_rebuilt_at_start_and_lists_
 
             await wait_until(rebuilt, 60, "the campaigns read model rebuilt into a new generation")
             second = (await live_generations(redis, prefix))["campaigns"]
-            assert await layout_version(redis, prefix, second) == 2
+            assert await layout_version(redis, prefix, second) == 3
             rebuilt_keys = CampaignKeys(generation_base(prefix, second), settings.read_model_buckets)
             in_sets = in_old_indexes = 0
             for bucket in range(settings.read_model_buckets):
@@ -110,15 +139,28 @@ async def test_a_read_model_of_the_earlier_layout_is_rebuilt_at_start_and_lists_
                 return await _listed(query, status="active") == active
 
             async def reads_the_new_layout() -> bool:
-                return query.read_side.read_models.generations.campaigns_layout == 2
+                return query.read_side.read_models.generations.campaigns_layout == 3
 
             await wait_until(reads_the_new_layout, 20, "the query API reading the rebuilt generation")
             assert await lists_right()
+            # The cursor issued on the earlier layout goes on where it stopped, on the new one.
+            rest = await query.http.get(
+                "/campaigns",
+                params={"sort": "name", "limit": 100, "cursor": cursor},
+                headers=query.token("owner-1"),
+            )
+            assert rest.status_code == 200, rest.text
+            seen_after = [item["id"] for item in rest.json()["items"]]
+            assert len(seen_before + seen_after) == len(set(seen_before + seen_after)) == len(campaigns)
             assert await _listed(query, tag="spring") == spring
             assert await _listed(query, tag="spring", status="active") == spring & active
             assert len(await _listed(query)) == len(campaigns)
-            # The replaced generation is gone, with its marker.
-            assert not await redis.exists(layout_key(prefix, first))
+            # The replaced generation is removed after the swap, with its marker.
+
+            async def replaced_gone() -> bool:
+                return not await redis.exists(layout_key(prefix, first))
+
+            await wait_until(replaced_gone, 20, "the replaced generation's layout marker removed")
 
             # Live traffic goes into the new generation, in the new layout.
             later = campaigns[3].then("CampaignActivated")

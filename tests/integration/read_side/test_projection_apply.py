@@ -8,8 +8,21 @@ from redis.asyncio import Redis
 from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
 from projectors.domain.outcomes import Outcome
-from readmodels.campaigns import campaign_document, fold_campaign
-from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base, parked_set_key_of
+from readmodels.campaigns import (
+    campaign_document,
+    campaign_memberships,
+    fold_campaign,
+    member_campaign_id,
+    set_member,
+)
+from readmodels.keyspace import (
+    CampaignKeys,
+    StatsKeys,
+    UserKeys,
+    generation_base,
+    layout_key,
+    parked_set_key_of,
+)
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
 from tests.support.redis_keys import summed_hashes
@@ -111,6 +124,29 @@ async def test_an_update_without_a_creation_is_refused_and_writes_nothing(
     )
 
 
+async def test_members_are_packed_unless_the_generation_is_marked_with_an_earlier_layout(
+    settings: Settings, redis: Redis
+) -> None:
+    """A deployment upgraded across layout 3 goes on writing its live generation in the form it
+    was built with (text members and ids) until the rebuild swaps it out; a generation with no
+    marker yet (a fresh one, or one a rebuild fills) gets packed members."""
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    earlier = "campaigns.9"
+    await redis.set(layout_key(settings.redis_prefix, earlier), 2)
+    campaign = new_campaign("owner-1", channel="sms", tags=["a"])
+    cid = campaign.aggregate_id
+    state = fold_campaign(campaign.events)
+    assert state is not None
+    for generation, packed in ((GEN, True), (earlier, False)):
+        keys = CampaignKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+        bucket = keys.bucket_of(cid)
+        await projection.apply(redis, generation, campaign.events)
+        members = await redis.zrange(keys.index("created", bucket=bucket), 0, -1)
+        assert members == [campaign_memberships(state, packed)["created"][0]]
+        assert member_campaign_id(members[0], packed) == cid
+        assert await redis.smembers(keys.filter_set("channel", "sms", bucket)) == {set_member(cid, packed)}
+
+
 async def test_indexes_follow_status_channel_tags_and_deletion(settings: Settings, redis: Redis) -> None:
     projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
     keys = CampaignKeys(generation_base(settings.redis_prefix, GEN), settings.read_model_buckets)
@@ -121,8 +157,8 @@ async def test_indexes_follow_status_channel_tags_and_deletion(settings: Setting
     for sort in ("created", "updated", "name"):
         assert await redis.zcard(keys.index(sort, bucket=bucket)) == 1
         assert await redis.zcard(keys.index(sort, "owner", "owner-1", bucket)) == 1
-    assert await redis.smembers(keys.filter_set("status", "draft", bucket)) == {cid.encode()}
-    assert await redis.smembers(keys.filter_set("tag", "b", bucket)) == {cid.encode()}
+    assert await redis.smembers(keys.filter_set("status", "draft", bucket)) == {set_member(cid, True)}
+    assert await redis.smembers(keys.filter_set("tag", "b", bucket)) == {set_member(cid, True)}
     # The lean layout: no sorted index per status, channel or tag.
     assert await redis.exists(keys.index("created", "status", "draft", bucket)) == 0
 
@@ -130,11 +166,11 @@ async def test_indexes_follow_status_channel_tags_and_deletion(settings: Setting
     campaign.then("CampaignActivated")
     await projection.apply(redis, GEN, campaign.events[1:])
     assert await redis.scard(keys.filter_set("status", "draft", bucket)) == 0
-    assert await redis.smembers(keys.filter_set("status", "active", bucket)) == {cid.encode()}
+    assert await redis.smembers(keys.filter_set("status", "active", bucket)) == {set_member(cid, True)}
     assert await redis.scard(keys.filter_set("channel", "sms", bucket)) == 0
-    assert await redis.smembers(keys.filter_set("channel", "push", bucket)) == {cid.encode()}
+    assert await redis.smembers(keys.filter_set("channel", "push", bucket)) == {set_member(cid, True)}
     assert await redis.scard(keys.filter_set("tag", "b", bucket)) == 0
-    assert await redis.smembers(keys.filter_set("tag", "c", bucket)) == {cid.encode()}
+    assert await redis.smembers(keys.filter_set("tag", "c", bucket)) == {set_member(cid, True)}
     # The updated sort moved with the events, in all campaigns' index and the owner's alike.
     updated = await redis.zrange(keys.index("updated", bucket=bucket), 0, -1)
     assert updated == await redis.zrange(keys.index("updated", "owner", "owner-1", bucket), 0, -1)
@@ -177,6 +213,35 @@ async def test_stats_count_live_campaigns_budgets_and_users_exactly_once(
     assert counts["users.total"] == 4
     per_minute = await summed_hashes(redis, [keys.events_per_minute(b) for b in buckets])
     assert sum(int(v) for v in per_minute.values()) == len(events)
+
+
+async def test_stats_budgets_and_channels_move_with_updates_currency_changes_and_deletions(
+    settings: Settings, redis: Redis
+) -> None:
+    # Only what an event changes is written (stats.lua): an unchanged budget, a status change and
+    # a move to another currency must each leave the sums exact.
+    projection = stats_projection(settings.redis_prefix, settings.read_model_buckets)
+    moved = new_campaign("u1", channel="email", budget={"amount": "100.25", "currency": "EUR"})
+    moved.then("CampaignUpdated", {"budget": {"amount": "7.5", "currency": "USD"}})
+    moved.then("CampaignActivated")
+    kept = new_campaign("u1", channel="sms", budget={"amount": "10.10", "currency": "EUR"})
+    kept.then("CampaignUpdated", {"name": "Same budget", "budget": {"amount": "10.10", "currency": "EUR"}})
+    kept.then("CampaignUpdated", {"channel": "push"})
+    gone = new_campaign("u2", channel="sms", budget={"amount": "3", "currency": "USD"})
+    gone.then("CampaignActivated")
+    gone.then("CampaignDeleted")
+    await projection.apply(redis, "stats.1", interleave([moved, kept, gone]))
+
+    keys = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
+    buckets = range(settings.read_model_buckets)
+    budget = await summed_hashes(redis, [keys.budget(b) for b in buckets])
+    assert (budget["EUR:units"], budget["EUR:frac"]) == (10, 1000)
+    assert (budget["USD:units"], budget["USD:frac"]) == (7, 5000)
+    counts = await summed_hashes(redis, [keys.counts(b) for b in buckets])
+    assert counts["campaigns.total"] == 2
+    assert counts["campaigns.deleted"] == 1
+    assert (counts["status:active"], counts["status:draft"]) == (1, 1)
+    assert (counts["channel:email"], counts["channel:push"], counts["channel:sms"]) == (1, 1, 0)
 
 
 async def test_user_profile_document_follows_registration_login_roles_and_password_change(

@@ -87,6 +87,7 @@ def size_row(campaigns: int, *, list_p99: float, rate: float, rss: float, bytes_
         by_id_p99_ms=10.0,
         by_id_p50_ms=2.0,
         by_id_requests_per_second=3000.0,
+        redis_forks_during_reads=0,
         replay_seconds=campaigns / 10_000,
         replay_events_per_second=20_000.0,
         replay_peak_rss_mib=rss,

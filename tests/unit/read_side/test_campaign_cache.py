@@ -168,7 +168,7 @@ def live_page_cache(clock: Clock | None = None, page_max_bytes: int = 1 << 20) -
         1 << 20, ttl_seconds=1.0, settle_seconds=5.0, clock=clock or Clock(), page_max_bytes=page_max_bytes
     )
     cache.feed_up()
-    cache.get_page(BASE, "warm-up")
+    cache.get_page(BASE, (b"warm-up", None))
     return cache
 
 
@@ -183,6 +183,22 @@ def test_a_page_is_answered_from_memory_until_any_announcement() -> None:
     assert cache.get_page(BASE, QUESTION) == PAGE
     cache.invalidate("some-other-campaign")  # a page may change with any campaign (one created)
     assert cache.get_page(BASE, QUESTION) is None
+    assert cache.pages == 0 and cache.page_bytes == 0
+
+
+def test_a_campaign_announcement_drops_only_the_pages_that_may_hold_its_owners_campaigns() -> None:
+    cache = live_page_cache()
+    alice, bob, admin = QUESTION, (b"status=active&limit=20", "bob"), (b"status=active&limit=20", None)
+    for question in (alice, bob, admin):
+        fill_page(cache, question)
+    cache.invalidate("c7", "alice")  # one of alice's campaigns moved: her pages and the admins'
+    assert cache.get_page(BASE, alice) is None and cache.get_page(BASE, admin) is None
+    assert cache.get_page(BASE, bob) == PAGE
+    assert cache.pages == 1 and cache.page_bytes > 0
+    cache.invalidate("u1", lists=False)  # a user: no page shows one
+    assert cache.get_page(BASE, bob) == PAGE
+    fill_page(cache, alice)
+    cache.invalidate("c8")  # a campaign whose owner the announcement does not name: every page
     assert cache.pages == 0 and cache.page_bytes == 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -17,10 +18,17 @@ from readmodels.campaigns import (
     filter_memberships,
     filter_moves,
     fold_campaign,
+    member_campaign_id,
     membership_moves,
     name_sort_value,
     next_campaign_state,
+    packed_from_text,
+    packed_id,
+    packed_name_member,
+    packed_time_member,
+    set_member,
     sort_member,
+    text_from_packed,
     time_sort_value,
 )
 from readmodels.json_form import epoch_millis, json_time
@@ -118,6 +126,42 @@ def test_index_members_sort_like_their_values() -> None:
     assert sorted(names) == [names[2], names[0], names[1]]
 
 
+ID_A = "00000000-0000-4000-8000-000000000001"
+ID_B = "ffffffff-ffff-4fff-bfff-ffffffffffff"
+
+
+def test_packed_members_sort_like_their_values_and_give_back_their_id() -> None:
+    early, late = datetime(2001, 9, 9, tzinfo=UTC), datetime(2001, 9, 9, tzinfo=UTC) + timedelta(days=3650)
+    times = [packed_time_member(epoch_millis(t), i) for t, i in ((late, ID_A), (early, ID_B), (early, "x"))]
+    assert sorted(times)[-1] == times[0]
+    names = [
+        packed_name_member(n, i) for n, i in (("abc", ID_B), ("ABCD", ID_A), ("Abc", ID_A), ("ab", "c-1"))
+    ]
+    assert sorted(names) == [names[3], names[2], names[0], names[1]]
+    for member, campaign_id in zip([*times, *names], [ID_A, ID_B, "x", ID_B, ID_A, ID_A, "c-1"], strict=True):
+        assert member_campaign_id(member, packed=True) == campaign_id
+    # A UUID takes 16 bytes where its text took 36; any other id keeps its text (after 0xff).
+    assert len(packed_id(ID_A)) == 16 and set_member(ID_A, packed=True) == packed_id(ID_A)
+    assert packed_id("ID-A") == b"\xffID-A" and set_member("ID-A", packed=False) == b"ID-A"
+    assert packed_id(ID_B.upper()) == b"\xff" + ID_B.upper().encode()  # not canonical: its text
+    assert len(times[0]) == 23 < len(sort_member(time_sort_value(0), ID_A)) == 50
+    long_id = "é" * 100  # 200 bytes: the length takes two bytes
+    assert member_campaign_id(packed_name_member("n", long_id), packed=True) == long_id
+
+
+def test_text_and_packed_members_convert_both_ways() -> None:
+    millis = epoch_millis(datetime(2027, 1, 1, tzinfo=UTC))
+    for campaign_id in (ID_A, "c-1"):
+        text = sort_member(time_sort_value(millis), campaign_id)
+        packed = packed_time_member(millis, campaign_id)
+        assert packed_from_text("created", text) == packed
+        assert text_from_packed("updated", packed) == text
+        name_text = sort_member(name_sort_value("Spring \x00 Launch"), campaign_id)
+        name_packed = packed_name_member("Spring \x00 Launch", campaign_id)
+        assert packed_from_text("name", name_text) == name_packed
+        assert text_from_packed("name", name_packed) == name_text
+
+
 def test_memberships_come_from_the_document_and_move_only_with_what_changed() -> None:
     campaign = new_campaign("owner-1", clock=datetime(2027, 1, 1, tzinfo=UTC), channel="sms", tags=["x", "y"])
     created = campaign_memberships(fold_campaign(campaign.events) or {})
@@ -129,9 +173,11 @@ def test_memberships_come_from_the_document_and_move_only_with_what_changed() ->
         ("tag", "x"),
         ("tag", "y"),
     ]
-    millis = time_sort_value(epoch_millis(campaign.events[0].occurred_at))
-    assert member == sort_member(millis, campaign.aggregate_id)
-    assert created["name"][0] == sort_member(name_sort_value("Spring launch"), campaign.aggregate_id)
+    millis = epoch_millis(campaign.events[0].occurred_at)
+    assert member == packed_time_member(millis, campaign.aggregate_id)
+    assert created["name"][0] == packed_name_member("Spring launch", campaign.aggregate_id)
+    text = campaign_memberships(fold_campaign(campaign.events) or {}, packed=False)
+    assert text["created"][0] == sort_member(time_sort_value(millis), campaign.aggregate_id)
 
     campaign.then("CampaignPaused")
     paused = campaign_memberships(fold_campaign(campaign.events) or {})
@@ -155,9 +201,9 @@ def test_membership_moves_equal_the_difference_of_the_memberships() -> None:
     states += [fold_campaign(campaign.events[:n]) for n in range(1, len(campaign.events) + 1)]
     moved_owner = dict(states[-1] or {}, owner_id="owner-2")
     states += [moved_owner, None]
-    for old, new in pairwise(states):
-        before = campaign_memberships(old) if old else {}
-        after = campaign_memberships(new) if new else {}
+    for (old, new), packed in itertools.product(pairwise(states), (True, False)):
+        before = campaign_memberships(old, packed) if old else {}
+        after = campaign_memberships(new, packed) if new else {}
         expected = {}
         for sort in set(before) | set(after):
             old_member, old_in = before.get(sort, (b"", []))
@@ -167,5 +213,5 @@ def test_membership_moves_equal_the_difference_of_the_memberships() -> None:
             joins = [w for w in new_in if w not in kept]
             if leaves or joins:
                 expected[sort] = (old_member, leaves, new_member, joins)
-        moves = membership_moves(old, new)
+        moves = membership_moves(old, new, packed)
         assert {m.sort: (m.old_member, m.leaves, m.new_member, m.joins) for m in moves} == expected

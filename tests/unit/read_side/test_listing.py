@@ -6,6 +6,7 @@ import pytest
 
 from query_api.domain.access import may_read
 from query_api.domain.listing import CampaignFilters, InvalidCursor, SortOrder, decode_cursor, encode_cursor
+from readmodels.campaigns import packed_time_member, sort_member, time_sort_value
 from service_runtime.tokens import Principal
 
 ALICE = Principal("alice", ("user",), "t1")
@@ -23,6 +24,19 @@ def test_a_cursor_round_trips_and_is_url_safe() -> None:
 def test_a_cursor_the_api_did_not_issue_is_refused(cursor: str) -> None:
     with pytest.raises(InvalidCursor):
         decode_cursor(cursor, SortOrder.NAME)
+
+
+def test_a_cursor_goes_on_across_a_layout_upgrade_in_the_members_form_of_the_generation() -> None:
+    campaign_id = "00000000-0000-4000-8000-000000000001"
+    text = sort_member(time_sort_value(1798761600000), campaign_id)
+    packed = packed_time_member(1798761600000, campaign_id)
+    issued_before = encode_cursor(SortOrder.CREATED_DESC, text, packed=False)
+    assert decode_cursor(issued_before, SortOrder.CREATED_DESC, packed=True) == packed
+    issued_after = encode_cursor(SortOrder.CREATED_DESC, packed)
+    assert decode_cursor(issued_after, SortOrder.CREATED_DESC) == packed
+    assert decode_cursor(issued_after, SortOrder.CREATED_DESC, packed=False) == text
+    with pytest.raises(InvalidCursor):  # a text cursor whose member is no index member
+        decode_cursor(encode_cursor(SortOrder.CREATED, b"no-separator", packed=False), SortOrder.CREATED)
 
 
 def test_a_cursor_is_refused_under_another_sort_order() -> None:

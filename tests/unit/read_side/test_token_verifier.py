@@ -157,3 +157,41 @@ async def test_a_read_sent_before_the_sessions_ended_is_not_remembered_after() -
     assert await before == 0.0  # asked before the end: may answer the old instant
     assert await checks.valid_after("u1") == ended  # asked after: reads again
     assert redis.reads == 2
+
+
+async def test_the_remembered_answer_is_the_one_authenticate_gives_or_none() -> None:
+    redis, clock, wall = FakeRedis(), Clock(), FakeClock()
+    verifier = TokenVerifier(SETTINGS, cutoffs(redis, clock), clock=wall)
+    token = issue_access_token(SETTINGS, "alice", ["user"])
+    header = f"Bearer {token}"
+    assert verifier.remembered(header) is None  # never verified: authenticate decides
+    assert (await verifier.authenticate(header)).user_id == "alice"
+    assert verifier.remembered(header) == await verifier.authenticate(header)
+    assert verifier.remembered(f"bearer  {token} ") is not None  # as authenticate reads the header
+    for other in (None, "", "Bearer", f"Basic {token}", "Bearer forged"):
+        assert verifier.remembered(other) is None
+    # The user's instant read more than check_seconds ago: ask again (authenticate reads it).
+    clock.now += 1.01
+    assert verifier.remembered(header) is None
+    assert (await verifier.authenticate(header)).user_id == "alice"
+    assert verifier.remembered(header) is not None
+    # Sessions ended after the token was issued: never answered from memory, and refused.
+    await asyncio.sleep(0.002)
+    await cutoffs(redis, clock).end_sessions("alice")
+    clock.now += 1.01
+    assert verifier.remembered(header) is None
+    with pytest.raises(Problem):
+        await verifier.authenticate(header)
+    assert verifier.remembered(header) is None  # the refused instant is remembered, the token is not let in
+
+
+async def test_an_expired_token_is_never_answered_from_memory() -> None:
+    wall = FakeClock()
+    verifier = TokenVerifier(SETTINGS, cutoffs(), clock=wall)
+    token = issue_access_token(SETTINGS, "alice", ["user"])
+    await verifier.authenticate(f"Bearer {token}")
+    assert verifier.remembered(f"Bearer {token}") is not None
+    wall.now = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert verifier.remembered(f"Bearer {token}") is None
+    with pytest.raises(Problem):
+        await verifier.authenticate(f"Bearer {token}")
