@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -107,19 +108,40 @@ async def pipelined(redis: Redis, commands: Sequence[tuple[ScriptArg, ...]]) -> 
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await connection.send_packed_command(packed)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
-        return replies
+        return await _replies(connection, len(commands))
     except BaseException:
         # A reply may be left unread on it: never hand this connection to anyone else.
         await connection.disconnect()
         raise
     finally:
         await pool.release(connection)
+
+
+# Replies read under one timer: redis-py arms one per reply (its socket timeout, 5 s by default),
+# and arming and cancelling a timer per reply was a fifth of a 500-call stats batch's CPU.
+REPLIES_PER_TIMER = 64
+
+
+async def _replies(connection: Any, count: int) -> list[Any]:
+    """`count` replies from `connection` (error replies returned), each run of `REPLIES_PER_TIMER`
+    of them bounded by the connection's socket timeout, as redis-py bounds each one."""
+    limit: float | None = connection.socket_timeout
+    loop = asyncio.get_running_loop()
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(None) as bound:
+            for n in range(count):
+                if limit is not None and n % REPLIES_PER_TIMER == 0:
+                    bound.reschedule(loop.time() + limit)
+                try:
+                    # math.inf: no timer of redis-py's own (the bound above is the timer).
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as error:
+                    replies.append(error)
+    except TimeoutError as error:
+        # As redis-py raises it, so callers see a Redis timeout (a server's fault, retried).
+        raise RedisTimeoutError(f"Timeout reading from {connection.host}:{connection.port}") from error
+    return replies
 
 
 # A slot being moved (`redis-cli --cluster reshard`) answers ASK (the key has left: ask the

@@ -66,7 +66,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
-from service_runtime.kafka_batches import tolerant_headers, wake_at_once
+from service_runtime.kafka_batches import first_record_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis
@@ -173,7 +173,7 @@ class Projectors:
             # Commit after the handler returned (Redis written, dead letters acknowledged);
             # on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            parser=tolerant_headers,
+            parser=first_record_headers,
             decoder=_records,
             title=f"{group}:consume",
             description=f"The {projection.name} projection, consumer group {group}.",

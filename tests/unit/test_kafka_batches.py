@@ -8,12 +8,14 @@ from typing import Any
 
 import anyio
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaAckableMessage
+from faststream.kafka.parser import AioKafkaBatchParser
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from service_runtime import kafka_batches
-from service_runtime.kafka_batches import wake_at_once
+from service_runtime.kafka_batches import first_record_headers, wake_at_once
 
 POLL_MS = 400
 
@@ -109,3 +111,41 @@ async def test_records_arriving_during_the_poll_end_it(monkeypatch: pytest.Monke
     await asyncio.sleep(0)
     arrived.set()
     assert await polling == ("a", "b")
+
+
+def _record(partition: int, offset: int, headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("t", partition, offset, 1000 + offset, 0, b"k", b"{}", None, 1, 2, headers)
+
+
+class Seeks:
+    def __init__(self) -> None:
+        self.seeks: dict[TopicPartition, int] = {}
+
+    def seek(self, *, partition: TopicPartition, offset: int) -> None:
+        self.seeks[partition] = offset
+
+
+async def test_first_record_headers_parses_the_first_record_and_keeps_the_whole_batch() -> None:
+    parser = AioKafkaBatchParser(KafkaAckableMessage, None)
+    consumer = Seeks()
+    parser._setup(consumer)  # type: ignore[arg-type]
+    batch = (
+        _record(0, 7, [("correlation_id", b"c-1")]),
+        _record(1, 3, [("correlation_id", b"\xff not utf-8")]),
+        _record(0, 8, [("correlation_id", b"c-3")]),
+    )
+    message = await first_record_headers(batch, parser.parse_batch)
+    assert message.raw_message == batch
+    assert message.correlation_id == "c-1"
+    assert message.message_id == "7-8-1007"
+    # An error rewinds every partition of the batch to its earliest record, not the first's only.
+    await message.nack()
+    assert consumer.seeks == {TopicPartition("t", 0): 7, TopicPartition("t", 1): 3}
+
+
+async def test_first_record_headers_of_a_first_record_with_bad_headers() -> None:
+    parser = AioKafkaBatchParser(KafkaAckableMessage, None)
+    batch = (_record(0, 1, [("h", b"\xff")]), _record(0, 2, []))
+    message = await first_record_headers(batch, parser.parse_batch)
+    assert message.raw_message == batch
+    assert message.headers == {"h": "\ufffd"}
