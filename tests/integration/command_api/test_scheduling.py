@@ -209,7 +209,9 @@ async def test_a_transition_due_while_no_scheduler_ran_fires_once_at_start_with_
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
     now = datetime.now(UTC)
-    due = now + timedelta(milliseconds=300)
+    # Far enough ahead that scheduling it on a busy server does not find it due already (the
+    # schedule command would activate it itself: no timer, no scheduler).
+    due = now + timedelta(seconds=2)
     [campaign_id] = await scheduled_campaigns(settings, 1, due, now + timedelta(hours=1))
 
     async def overdue() -> bool:
@@ -342,9 +344,9 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
     now = datetime.now(UTC)
-    [soon] = await scheduled_campaigns(
-        settings, 1, now + timedelta(milliseconds=200), now + timedelta(hours=2)
-    )
+    # Far enough ahead that scheduling it on a busy server does not find it already due (then
+    # the schedule command itself activates it, and the scheduler never fires).
+    [soon] = await scheduled_campaigns(settings, 1, now + timedelta(seconds=2), now + timedelta(hours=2))
     async with running_scheduler(settings, "watched") as side:
 
         async def fired() -> bool:
