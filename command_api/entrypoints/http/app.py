@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
@@ -72,14 +72,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_routes.router)
     # The hot create skips FastAPI's stack, but not the HTTP basics (correlation id, limits,
     # metrics, security headers); what it does not take goes to FastAPI (fast_commands.py).
-    create = CampaignCreate(app, fallback=app.through_fastapi, route=_route(app, "/campaigns", "POST"))
+    create = CampaignCreate(
+        app, fallback=app.through_fastapi, route=_route(campaign_routes.router, "/campaigns", "POST")
+    )
     app.fast_create = HttpBasicsMiddleware(create, settings=settings, service=SERVICE)
     return app
 
 
-def _route(app: FastAPI, path: str, method: str) -> BaseRoute | None:
+def _route(router: APIRouter, path: str, method: str) -> BaseRoute | None:
+    # The router's own routes: FastAPI 0.16x nests an included router's routes in app.routes.
     return next(
-        (r for r in app.routes if getattr(r, "path", None) == path and method in getattr(r, "methods", ())),
+        (
+            r
+            for r in router.routes
+            if getattr(r, "path", None) == path and method in getattr(r, "methods", ())
+        ),
         None,
     )
 

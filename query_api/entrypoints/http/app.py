@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio.cluster import RedisCluster
 from starlette.responses import Response
@@ -143,15 +143,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_http_basics(app, settings, SERVICE)
     describe_api(app, default_port=DEFAULT_PORT, tags=TAGS)
     # The hot read skips FastAPI's stack, but not the HTTP basics (correlation id, limits, metrics).
-    read = CampaignRead(_route(app, "/campaigns/{campaign_id}"))
+    read = CampaignRead(_route(campaigns.router, "/campaigns/{campaign_id}"))
     app.fast_read = HttpBasicsMiddleware(read, settings=settings, service=SERVICE)
-    listing = CampaignList(_route(app, "/campaigns"))
+    listing = CampaignList(_route(campaigns.router, "/campaigns"))
     app.fast_list = HttpBasicsMiddleware(listing, settings=settings, service=SERVICE)
     return app
 
 
-def _route(app: FastAPI, path: str) -> BaseRoute | None:
-    return next((r for r in app.routes if getattr(r, "path", None) == path), None)
+def _route(router: APIRouter, path: str) -> BaseRoute | None:
+    # The router's own routes: FastAPI 0.16x nests an included router's routes in app.routes.
+    return next((r for r in router.routes if getattr(r, "path", None) == path), None)
 
 
 async def _read_models_unavailable(request: Request, exc: Exception) -> Response:
