@@ -55,13 +55,24 @@ class IntervalCommits(ConsumerRebalanceListener):  # type: ignore[misc]
         return dict(self._written)
 
     def written(self, consumer: AIOKafkaConsumer, batch: Collection[ConsumerRecord[Any, Any]]) -> None:
-        """`batch` is fully handled: its offsets may be committed."""
+        """`batch` is fully handled: its offsets may be committed.
+
+        Called from the consume loop between batches (FastStream acknowledges a batch in the loop,
+        before it polls again), when the consumer's positions are exactly what was handled: each
+        partition's position is noted, as FastStream's own commit would have committed it. The
+        position can be past the last record (a transaction's commit marker, aborted records),
+        and a consumer committed at its last record's offset + 1 would count as one behind the
+        end of a transactional topic forever."""
         self.consumer = consumer
+        noted = self._written
+        for partition, position in consumed_positions(consumer).items():
+            if position > noted.get(partition, -1):
+                noted[partition] = position
         for record in batch:
             partition = TopicPartition(record.topic, record.partition)
             following = record.offset + 1
-            if following > self._written.get(partition, -1):
-                self._written[partition] = following
+            if following > noted.get(partition, -1):
+                noted[partition] = following
 
     async def acknowledged(
         self, consumer: AIOKafkaConsumer, batch: Collection[ConsumerRecord[Any, Any]]
@@ -146,6 +157,17 @@ class IntervalCommits(ConsumerRebalanceListener):  # type: ignore[misc]
             return message
 
         return parse_batch
+
+
+def consumed_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """The consumer's positions on its assigned partitions, as aiokafka's `commit()` without
+    offsets takes them (its subscription state; nothing if that is not there)."""
+    try:
+        assignment = consumer._subscription.subscription.assignment
+        consumed = assignment.all_consumed_offsets() if assignment is not None else {}
+    except AttributeError:
+        return {}
+    return {partition: meta.offset for partition, meta in consumed.items()}
 
 
 class _Acknowledging:

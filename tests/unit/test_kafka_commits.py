@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.consumer.subscription_state import SubscriptionState
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaAckableMessage
 from faststream.kafka.parser import AioKafkaBatchParser
@@ -20,25 +21,37 @@ P1 = TopicPartition("t", 1)
 
 
 class Consumer:
-    """What IntervalCommits uses of aiokafka's consumer. Its position runs ahead of what was
-    handled, as a real consumer's does once a batch is handed out: a commit without offsets
-    (aiokafka's default, FastStream's per-batch ack) would commit the position."""
+    """What IntervalCommits uses of aiokafka's consumer, its positions kept in aiokafka's own
+    subscription state. The position runs ahead of what was handled once a batch is handed out,
+    as a real consumer's does: a commit without offsets (aiokafka's default, FastStream's
+    per-batch ack) commits the positions."""
 
     def __init__(self, assigned: set[TopicPartition] | None = None) -> None:
         self.assigned = assigned if assigned is not None else {P0, P1}
-        self.positions: dict[TopicPartition, int] = {}
+        self._subscription = SubscriptionState()
+        self._subscription.assign_from_user(self.assigned)
+        for partition in self.assigned:
+            self._subscription.seek(partition, 0)
         self.committed: dict[TopicPartition, int] = {}
         self.requests: list[dict[TopicPartition, int]] = []
         self.seeks: dict[TopicPartition, int] = {}
         self.failing = 0
         self.stopped = False
 
+    @property
+    def positions(self) -> dict[TopicPartition, int]:
+        consumed = self._subscription.subscription.assignment.all_consumed_offsets()
+        return {tp: meta.offset for tp, meta in consumed.items()}
+
+    def move_to(self, partition: TopicPartition, position: int) -> None:
+        self._subscription.subscription.assignment.state_value(partition).consumed_to(position)
+
     def hand_out(
         self, batch: tuple[ConsumerRecord[bytes, bytes], ...]
     ) -> tuple[ConsumerRecord[bytes, bytes], ...]:
         for record in batch:
             tp = TopicPartition(record.topic, record.partition)
-            self.positions[tp] = max(self.positions.get(tp, 0), record.offset + 1)
+            self.move_to(tp, max(self.positions[tp], record.offset + 1))
         return batch
 
     def assignment(self) -> set[TopicPartition]:
@@ -54,7 +67,7 @@ class Consumer:
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks[partition] = offset
-        self.positions[partition] = offset
+        self._subscription.seek(partition, offset)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -83,7 +96,7 @@ async def test_acknowledged_batches_are_committed_once_an_interval_later() -> No
 
 
 async def test_a_batch_in_progress_is_not_committed() -> None:
-    consumer = Consumer()
+    consumer = Consumer({P0})
     commits = IntervalCommits(0.05)
     await (await _message(commits, consumer, _batch(0, 0, 1))).ack()
     # Handed out and still being written when the interval ends: its offsets are not committed.
@@ -96,6 +109,19 @@ async def test_a_batch_in_progress_is_not_committed() -> None:
     await commits.flush()
     await commits.on_partitions_revoked({P0})
     assert consumer.committed == {P0: 2}
+
+
+async def test_the_position_past_a_transactions_marker_is_committed() -> None:
+    # A transactional topic: after the last record, its commit marker. The consumer's position
+    # is past it once the batch is handed out; committed at the last record + 1 instead, the
+    # group would count one behind the end of the topic forever.
+    consumer = Consumer({P0})
+    commits = IntervalCommits(60)
+    message = await _message(commits, consumer, _batch(0, 3, 4))
+    consumer.move_to(P0, 6)  # the marker at offset 5, skipped by the fetcher
+    await message.ack()
+    await commits.flush()
+    assert consumer.committed == {P0: 6}
 
 
 async def test_a_rebalance_commits_the_revoked_partitions_first_and_forgets_them() -> None:
@@ -123,7 +149,7 @@ async def test_partitions_no_longer_held_are_not_committed() -> None:
 
 
 async def test_a_failed_commit_is_tried_again_an_interval_later() -> None:
-    consumer = Consumer()
+    consumer = Consumer({P0})
     consumer.failing = 1
     commits = IntervalCommits(0.03)
     await (await _message(commits, consumer, _batch(0, 4))).ack()
@@ -136,7 +162,7 @@ async def test_a_failed_commit_is_tried_again_an_interval_later() -> None:
 
 
 async def test_interval_zero_commits_each_batch_as_it_is_acknowledged() -> None:
-    consumer = Consumer()
+    consumer = Consumer({P0})
     commits = IntervalCommits(0)
     await (await _message(commits, consumer, _batch(0, 0, 1))).ack()
     assert consumer.requests == [{P0: 2}]
@@ -152,7 +178,7 @@ async def test_the_subscribers_stop_commits_what_was_written_before_the_consumer
         "t", group_id="g", batch=True, listener=commits, parser=commits.parser(first_record_headers)
     )
     subscriber = commit_on_interval(wake_at_once(subscriber), commits)
-    consumer = Consumer()
+    consumer = Consumer({P0})
     await (await _message(commits, consumer, _batch(0, 4))).ack()
     order: list[str] = []
     stop = consumer.stop
