@@ -737,7 +737,7 @@ async def run_suite() -> int:
                         if (Path(profile) / f"{name}.txt").exists():
                             console.print(profiles.summarise(Path(profile) / f"{name}.txt", top=12))
                 if key == "freshness" and "cpu" in only:
-                    figures["cpu"] = cpu_cost.figure(cores, rate, duration)
+                    figures["cpu"] = cpu_cost.figure(cores, rate, duration, fresh.accepted, window.elapsed)
                     say(f"  CPU per command: {figures['cpu'].measured}; {figures['cpu'].limit}")
                     # The same run's freshness beside it (a CPU figure is only worth its rate).
                     same_run = freshness.figure(fresh, rate, duration, cores, key).data
