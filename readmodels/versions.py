@@ -87,7 +87,7 @@ async def delete_state(redis: Redis, location: StateLocation) -> int:
     """Drop one aggregate's state (what a lost write or a hand at the console does; tests)."""
     if location.field is None:
         return int(await redis.delete(location.key))
-    return int(await redis.hdel(location.key, location.field))  # type: ignore[arg-type]
+    return int(await redis.hdel(location.key, location.field))
 
 
 async def read_versions(
@@ -108,6 +108,6 @@ async def read_versions(
     locations = [locate(aggregate_id) for aggregate_id in aggregate_ids]
     pipe = redis.pipeline(transaction=False)
     for location in locations:
-        pipe.hget(location.key, location.version_field)  # type: ignore[arg-type]
+        pipe.hget(location.key, location.version_field)
     replies = await pipe.execute()
     return [location.version(reply) for location, reply in zip(locations, replies, strict=True)]
