@@ -286,10 +286,20 @@ async def _through_cluster_pipeline(
     return list(await pipe.execute(raise_on_error=False))
 
 
+# The parts of each guarded projection script before the guard: its `applied_version` and
+# `apply_change` (the stats projection's in each key layout it writes).
+_APPLY_PARTS: dict[str, tuple[str, ...]] = {
+    "users": ("users",),
+    "stats": ("stats_counters", "stats"),
+    "stats_layout1": ("stats_counters", "stats_layout1"),
+}
+
+
 @cache
 def apply_script(projection: str) -> LuaScript:
     """The apply of one projection: shared helpers, its `apply_change`, then the version guard."""
-    source = "\n".join((lua_source("common"), lua_source(projection), lua_source("guard")))
+    parts = ("common", *_APPLY_PARTS[projection], "guard")
+    source = "\n".join(lua_source(part) for part in parts)
     return LuaScript(f"apply_{projection}", source.encode())
 
 

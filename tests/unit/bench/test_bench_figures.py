@@ -100,6 +100,7 @@ def size_row(campaigns: int, *, list_p99: float, rate: float, rss: float, bytes_
         replay_events_per_second=20_000.0,
         replay_peak_rss_mib=rss,
         load_average=[2.0, 2.0, 2.0],
+        redis_listpack_settings={"zset-max-listpack-entries": "256"},
     )
 
 
