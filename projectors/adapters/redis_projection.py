@@ -32,7 +32,7 @@ from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.campaigns import packed_id
-from readmodels.generations import LAYOUT_VERSIONS, layout_marker
+from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import (
@@ -105,8 +105,11 @@ class ScriptProjection:
         envelopes: Sequence[EventEnvelope],
         *,
         announce: bool = True,
+        claim: GenerationClaim | None = None,
     ) -> ApplyResult:
         """Apply `envelopes` in order; each one atomically guarded by its aggregate's version."""
+        if claim is not None:  # nothing to read first: confirmed on its own
+            await claim.check(redis)
         if self.earlier is not None and await self._layout_of(redis, generation) < self.layout:
             return await self.earlier.apply(redis, generation, envelopes, announce=announce)
         base = generation_base(self.prefix, generation)
