@@ -45,7 +45,11 @@ SKIPPED = Counter(
     "Timers that fired nothing (stale: the campaign moved on, or fired already)",
     ["action"],
 )
-FAILED = Counter("scheduler_firings_failed_total", "Firings that failed and were released", ["action"])
+FAILED = Counter(
+    "scheduler_firings_failed_total",
+    "Firings that failed (their timers are read and fired again)",
+    ["action"],
+)
 LATENESS = Histogram(
     "scheduler_firing_lateness_seconds",
     "How long after its due time each transition fired",

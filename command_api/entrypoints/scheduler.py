@@ -1,6 +1,7 @@
 """`campaigns serve scheduler`: fires campaigns' due transitions, until SIGTERM or cancellation.
 
-Several may run at once: each claims its own timers (see `command_api.adapters.due_transitions`).
+Several may run at once: the one holding the scheduler's lease fires, the others wait to take over
+(see `command_api.adapters.due_transitions`). A clean stop hands the lease over at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
                 loop.remove_signal_handler(sig)
         with contextlib.suppress(RedisError):
             await side.status.withdraw(side.instance)
+        with contextlib.suppress(PyMongoError):
+            await side.lease.release()
         await side.close()
         log.info("scheduler %s stopped", side.instance)
 
