@@ -87,7 +87,9 @@ class SchedulerReport:
         FAILED.labels(timer.action).inc()
         self.failed_total += 1
 
-    def status(self, queue: TimerQueue, now: datetime) -> dict[str, Any]:
+    def status(self, queue: TimerQueue, now: datetime, *, leading: bool = True) -> dict[str, Any]:
+        """The report; `leading`: this instance holds the scheduler's lease (it fires; the
+        others stand by)."""
         TIMERS_PENDING.labels(self.instance).set(queue.pending)
         TIMERS_OVERDUE.labels(self.instance).set(queue.overdue)
         recent = sorted(self.recent_lateness_ms)
@@ -95,6 +97,7 @@ class SchedulerReport:
         return {
             "scheduler": self.instance,
             "state": "running",
+            "leading": leading,
             "pending": queue.pending,
             "overdue": queue.overdue,
             "overdue_capped": queue.overdue_capped,

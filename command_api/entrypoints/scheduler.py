@@ -73,7 +73,9 @@ async def _report_status(side: SchedulerSide, settings: Settings) -> None:
         try:
             now = utc_now()
             current = await queue.current(now, side.scheduler.next_due_at())
-            await side.status.publish(side.instance, side.report.status(current, now))
+            await side.status.publish(
+                side.instance, side.report.status(current, now, leading=side.scheduler.leading)
+            )
         except (PyMongoError, RedisError) as exc:
             log.warning("scheduler status not reported: %s", exc)
         except Exception:
