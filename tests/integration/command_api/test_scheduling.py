@@ -284,7 +284,7 @@ async def test_one_scheduler_holds_the_lease_another_takes_over_when_it_dies_or_
 async def test_a_read_takes_the_earliest_due_timers_up_to_its_limit_and_from_a_due_time(
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)  # due times are stored to the millisecond
     early, late = now + timedelta(hours=1), now + timedelta(hours=1, seconds=1)
     early_ids = await scheduled_campaigns(settings, 3, early, now + timedelta(hours=2), prefix="early")
     late_ids = await scheduled_campaigns(settings, 3, late, now + timedelta(hours=2), prefix="late")
