@@ -385,3 +385,25 @@ async def test_without_the_lease_a_scheduler_reads_nothing_and_drops_what_it_hel
     assert await scheduler.run_once() == 1
     await scheduler.drain()
     assert [timer_id for timer_id, _ in observer.firings] == [f"timer:{campaign_id}:v2:activate"]
+
+
+async def test_with_plenty_queued_the_scheduler_reads_nothing_until_the_queue_runs_low() -> None:
+    store = FakeStore()
+    due = START + timedelta(seconds=1)
+    for n in range(9):
+        await scheduled_campaign(store, due + timedelta(milliseconds=n), START + timedelta(hours=1))
+    clock = FakeClock(START + timedelta(milliseconds=500))
+    scheduler, _ = scheduler_on(store, clock, batch_size=2, poll_seconds=0.25)
+    claiming = asyncio.create_task(scheduler._keep_claiming())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    claiming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await claiming
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+    # Reads went on at once while full and new (the first brings 2, each next one 1 beside the
+    # bound it rereads) until 4 reads' worth (8) were queued; then the loop only polled.
+    assert len(timers.sinces) == 7
+    assert len(clock.slept) >= 10
+    assert scheduler.next_due_at() == due
