@@ -29,7 +29,7 @@ from projectors.adapters.metrics import ANTI_ENTROPY_CHECKED, ANTI_ENTROPY_REPAI
 from projectors.entrypoints.projectors import Projectors
 from readmodels.generations import claim_live_generation, mark_whole
 from readmodels.groups import PROJECTIONS
-from readmodels.versions import aggregate_state_key
+from readmodels.versions import aggregate_state
 from service_runtime.settings import Settings
 
 GOAL_SHARE = 0.10
@@ -58,10 +58,10 @@ async def seed(settings: Settings, redis: Redis, campaigns: int) -> dict[str, in
                 pipe = redis.pipeline(transaction=False)
                 for aggregate_id in ids:
                     for projection in holders[kind]:
-                        key = aggregate_state_key(
+                        state = aggregate_state(
                             prefix, generations[projection], projection, kind, aggregate_id, buckets
                         )
-                        pipe.hset(key, "v", "3")
+                        pipe.hset(state.key, state.version_field, "3")  # type: ignore[arg-type]
                 await pipe.execute()
     finally:
         await client.close()

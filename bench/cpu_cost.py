@@ -16,8 +16,20 @@ GOAL_MS = 5.0
 SERVERS = ("mongodb", "kafka", "redis")
 
 
-def figure(cpu_cores: dict[str, float], rate: float, seconds: float) -> Figure:
-    per_command = {name: round(cores * 1000 / rate, 2) for name, cores in cpu_cores.items()}
+def figure(
+    cpu_cores: dict[str, float],
+    rate: float,
+    seconds: float,
+    accepted: int | None = None,
+    elapsed: float | None = None,
+) -> Figure:
+    """Each process's CPU per command: its cores over the window (`elapsed`, the run's `seconds`
+    if not given) times the window, divided by the commands accepted (those the pipeline did
+    run). Where fewer were accepted than offered, dividing by the offered rate would understate
+    every figure by that ratio."""
+    commands = accepted if accepted else rate * seconds
+    window = elapsed if elapsed else seconds
+    per_command = {name: round(cores * window * 1000 / commands, 2) for name, cores in cpu_cores.items()}
     services = {name: per_command.get(name, 0.0) for name in ALL_SERVICES}
     servers = {name: per_command.get(name, 0.0) for name in SERVERS}
     own = sum(services.values())
@@ -36,7 +48,7 @@ def figure(cpu_cores: dict[str, float], rate: float, seconds: float) -> Figure:
             f"CPU time (user + system, /proc) of each process group over the {seconds:.0f} s "
             f"freshness run at {rate:.0f} commands/s (every command created, published, projected "
             "three times, seen by both workers and read back fresh), divided by the commands "
-            "offered; the servers' share beside it; the bench client's own share in the data"
+            "accepted; the servers' share beside it; the bench client's own share in the data"
         ),
         data={
             "ms_per_command": per_command,
@@ -44,5 +56,7 @@ def figure(cpu_cores: dict[str, float], rate: float, seconds: float) -> Figure:
             "servers_ms": round(theirs, 2),
             "cpu_cores": cpu_cores,
             "rate": rate,
+            "commands": commands,
+            "window_seconds": round(window, 2),
         },
     )

@@ -117,9 +117,10 @@ class CpuWindow:
         self.groups = groups
         self._start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
         self._started = time.monotonic()
+        self.elapsed = 0.0  # the window's length, as of the last `shares`
 
     def shares(self, digits: int = 2) -> dict[str, float]:
-        elapsed = time.monotonic() - self._started
+        elapsed = self.elapsed = time.monotonic() - self._started
         return {
             name: round((sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed, digits)
             for name, pids in self.groups.items()

@@ -85,6 +85,8 @@ class SizeRow:
     replay_events_per_second: float
     replay_peak_rss_mib: float
     load_average: list[float]
+    # The server's encoding thresholds (CONFIG GET *-max-listpack-*): the bytes depend on them.
+    redis_listpack_settings: dict[str, str]
 
 
 def scale_settings(main: Settings) -> Settings:
@@ -175,6 +177,20 @@ async def snapshot_out_of_the_way(settings: Settings, say: say_fn, limit_seconds
             await asyncio.sleep(0.2)
     finally:
         await redis.aclose()
+
+
+async def listpack_settings(settings: Settings) -> dict[str, str]:
+    """The server's `*-max-listpack-*` settings."""
+    redis = connect_redis(settings)
+    try:
+        found = await redis.config_get("*-max-listpack-*")
+    finally:
+        await redis.aclose()
+    return {_text(k): _text(v) for k, v in sorted(found.items())}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def used_memory(settings: Settings) -> int:
@@ -289,7 +305,11 @@ async def measure(
             sample = [campaign_id(n) for n in random.Random(size).sample(range(size), min(SAMPLED_IDS, size))]
             document = await asyncio.to_thread(_document_bytes, queries.query_url, token, sample[:100])
             split = ", ".join(f"{name} {b / size:,.0f}" for name, b in sorted(per_projection.items()))
-            say(f"  {used / size:,.0f} B/campaign ({keys:,} keys; {split}); document {document:,.0f} B")
+            listpacks = await listpack_settings(settings)
+            say(
+                f"  {used / size:,.0f} B/campaign ({keys:,} keys; {split}); document {document:,.0f} B; "
+                f"server {listpacks}"
+            )
             await snapshot_out_of_the_way(settings, say)
             forks_before = (await _persistence(settings))["forks"]
             listed, by_id = await asyncio.to_thread(
@@ -331,6 +351,7 @@ async def measure(
                     replay_events_per_second=round(replayed.per_second, 1),
                     replay_peak_rss_mib=round(replayed.peak_rss_mib, 1),
                     load_average=load_average(),
+                    redis_listpack_settings=listpacks,
                 )
             )
             done = size

@@ -39,11 +39,6 @@ from tests.support.services import RunningServices
 GOAL_MS = 1000
 # Between the end of the seeding and the first due time (plus the seeding's own estimate).
 LEAD_SECONDS = 3.0
-# The seeding's estimate: campaigns (and their timers) written a second. About 1,500 on a quiet
-# server; the whole bench run of 2026-12-02 16:08 (load 6) seeded slower than that and stopped
-# ("seeding took longer than its lead"), so the estimate leaves room for a loaded one (the wait
-# is idle and not measured).
-SEEDING_PER_SECOND = 500
 INSERT_BATCH = 1000
 # A seeded campaign's version once activated (scheduled at 2).
 ACTIVATED_VERSION = 3
@@ -60,33 +55,46 @@ def _percentile(values: list[int], share: float) -> int:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
+async def _insert(db: Any, ids: list[str], first_due: datetime, step: timedelta, now: datetime) -> None:
+    """One batch of scheduled campaigns (state document and timer), as the schedule command leaves
+    them, the n-th due at `first_due + n * step`."""
+    states, timers = [], []
+    for n, campaign_id in enumerate(ids):
+        starts_at = first_due + step * n
+        campaign, timer = scheduled_campaign(
+            campaign_id,
+            "bench",
+            name=f"Burst {campaign_id}",
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(days=1),
+            now=now,
+        )
+        states.append(campaign_document(campaign))
+        timers.append(due_timer_document(timer))
+    await db[CAMPAIGNS].insert_many(states, ordered=False)
+    await db[DUE_TRANSITIONS].insert_many(timers, ordered=False)
+
+
 async def seed(settings: Settings, count: int, window: float) -> tuple[datetime, float]:
-    """Write `count` scheduled campaigns and their timers; the first due time, and seeding seconds."""
+    """Seed `count` campaigns due within `window` seconds of the first due time, which is placed
+    after the seeding's end: a first batch due in a day (never fired in the run) times this
+    server's seeding rate, and the lead is that estimate for the whole count, half again, plus
+    `LEAD_SECONDS`. A fixed estimate (1,500 campaigns a second) was too short on a slower host and
+    failed the whole run."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
     db = client[settings.mongo_db]
     await ensure_indexes(db)
     started = time.monotonic()
-    # Due times are fixed after an estimate of the seeding time, so none is past when it is written.
-    first_due = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS + count / SEEDING_PER_SECOND)
-    step = timedelta(seconds=window / max(1, count))
     now = datetime.now(UTC)
     try:
+        probe_ids = [f"burst-probe-{n}" for n in range(INSERT_BATCH)]
+        await _insert(db, probe_ids, now + timedelta(days=1), timedelta(seconds=1), now)
+        per_campaign = (time.monotonic() - started) / INSERT_BATCH
+        first_due = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS + 1.5 * per_campaign * count)
+        step = timedelta(seconds=window / max(1, count))
         for offset in range(0, count, INSERT_BATCH):
-            states, timers = [], []
-            for n in range(offset, min(count, offset + INSERT_BATCH)):
-                starts_at = first_due + step * n
-                campaign, timer = scheduled_campaign(
-                    _campaign_id(n),
-                    "bench",
-                    name=f"Burst {n}",
-                    starts_at=starts_at,
-                    ends_at=starts_at + timedelta(days=1),
-                    now=now,
-                )
-                states.append(campaign_document(campaign))
-                timers.append(due_timer_document(timer))
-            await db[CAMPAIGNS].insert_many(states, ordered=False)
-            await db[DUE_TRANSITIONS].insert_many(timers, ordered=False)
+            ids = [_campaign_id(n) for n in range(offset, min(count, offset + INSERT_BATCH))]
+            await _insert(db, ids, first_due + step * offset, step, now)
     finally:
         await client.close()
     return first_due, time.monotonic() - started

@@ -160,6 +160,16 @@ def packed_id(campaign_id: str) -> bytes:
     return _TEXT_ID + campaign_id.encode()
 
 
+def unpacked_id(raw: bytes) -> str:
+    """The id `packed_id` packed (its inverse; 16 bytes are read as a UUID, so a text id of 15
+    bytes would be read wrong: ids are the command API's UUIDs)."""
+    if len(raw) == 16:
+        return str(uuid.UUID(bytes=raw))
+    if raw[:1] != _TEXT_ID:
+        raise ValueError("not a packed id")
+    return raw[1:].decode()
+
+
 @lru_cache(maxsize=8192)
 def _id_with_tail(campaign_id: str) -> bytes:
     raw = packed_id(campaign_id)

@@ -8,6 +8,7 @@ generation beside it and swaps the pointer with `swap_generation`. Generation na
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -23,7 +24,10 @@ def _text(value: bytes | str) -> str:
 __all__ = [
     "LAYOUT_VERSIONS",
     "PROJECTIONS",
+    "GenerationClaim",
+    "GenerationMoved",
     "ReadModelsLost",
+    "claim_commands",
     "claim_live_generation",
     "claim_while_whole",
     "drop_layout",
@@ -46,8 +50,10 @@ __all__ = [
 # per owner, id sets per status, channel and tag), where version 1 had a sorted index per status,
 # channel and tag too. 3: the same indexes with packed members and ids (readmodels.campaigns.
 # packed_id: 16 bytes for a UUID's 36, the time sorts' value in 6 bytes for 13), ~240 B less a
-# campaign. A generation with no layout marker is of version 1.
-LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 3, "users": 1, "stats": 1}
+# campaign. Stats 2: each aggregate's state a field of its bucket's hash of states
+# (`keyspace.StatsKeys.campaign_states`) instead of a hash key of its own, ~100 B less a campaign.
+# A generation with no layout marker is of version 1.
+LAYOUT_VERSIONS: dict[str, int] = {"campaigns": 3, "users": 1, "stats": 2}
 
 
 def initial_generation(projection: str) -> str:
@@ -125,17 +131,58 @@ async def claim_while_whole(redis: Redis, prefix: str, projection: str) -> str:
     Every consumed batch asks this, so it goes through the packed pipeline (`pipelined`: on a
     cluster one hiredis-packed write per node, both nodes at once) rather than redis-py's
     cluster pipeline, whose per-command routing in Python cost more than the two commands."""
-    sentinel, value = await pipelined(
-        redis, [("EXISTS", sentinel_key(prefix)), ("GET", pointer_key(prefix, projection))]
-    )
-    for reply in (sentinel, value):
-        if isinstance(reply, BaseException):
-            raise reply
-    if not sentinel:
-        raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
+    commands = claim_commands(prefix, projection)
+    value = _whole_then_pointer(prefix, await pipelined(redis, commands))
     if value is None:
         return await claim_live_generation(redis, prefix, projection)
     return _text(value)
+
+
+def claim_commands(prefix: str, projection: str) -> list[tuple[str, str]]:
+    """`claim_while_whole`'s two reads, to be sent with other commands (`GenerationClaim`)."""
+    return [("EXISTS", sentinel_key(prefix)), ("GET", pointer_key(prefix, projection))]
+
+
+def _whole_then_pointer(prefix: str, replies: list[object]) -> bytes | str | None:
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    sentinel, value = replies
+    if not sentinel:
+        raise ReadModelsLost(f"the read models under {prefix!r} are gone (sentinel missing)")
+    assert value is None or isinstance(value, bytes | str), value
+    return value
+
+
+class GenerationMoved(Exception):
+    """The live generation is no longer the one a `GenerationClaim` expected (a swap, or no
+    pointer yet): nothing was written; claim it again (`claim_while_whole`)."""
+
+
+@dataclass(frozen=True)
+class GenerationClaim:
+    """The claim of a generation already known, sent with the reads a projection needs anyway
+    (one round trip fewer per batch than `claim_while_whole` first, then the reads). `confirm`
+    its replies before the reads are used: `ReadModelsLost` if the sentinel is gone,
+    `GenerationMoved` if the pointer names another generation (the reads were of a generation
+    no longer live, and are dropped)."""
+
+    prefix: str
+    projection: str
+    generation: str
+
+    @property
+    def commands(self) -> list[tuple[str, str]]:
+        return claim_commands(self.prefix, self.projection)
+
+    def confirm(self, replies: list[object]) -> None:
+        value = _whole_then_pointer(self.prefix, replies)
+        if value is None or _text(value) != self.generation:
+            raise GenerationMoved(f"{self.projection}: {self.generation} is no longer live")
+
+    async def check(self, redis: Redis) -> None:
+        """`confirm` in a round trip of its own (a projection with nothing to read first)."""
+        self.confirm(await pipelined(redis, self.commands))
 
 
 async def layout_marker(redis: Redis, prefix: str, generation: str) -> int | None:

@@ -29,6 +29,8 @@ from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from readmodels.campaigns import packed_id
+
 
 @cache
 def bucket_segments(buckets: int) -> tuple[str, ...]:
@@ -237,11 +239,31 @@ class StatsKeys:
         bucket = bucket_of(aggregate_id, self.buckets)
         return (self.counts(bucket), self.budget(bucket), self.events_per_minute(bucket))
 
-    def campaign(self, campaign_id: str) -> str:
-        """Hash: the campaign's current contribution (status, channel, budget) and `v`."""
+    def campaign_states(self, bucket: int = 0) -> str:
+        """Hash of one bucket (key layout 2 of stats): packed campaign id (`readmodels.campaigns.
+        packed_id`) -> the campaign's last applied version and current contribution,
+        `v|status|channel|currency|units|frac|deleted` (lua/stats.lua). One field a campaign
+        rather than a hash key of its own: a key costs ~100 B of overhead beside its ~30 B of state."""
+        return f"{self._in(bucket)}campaign_states"
+
+    def user_states(self, bucket: int = 0) -> str:
+        """Hash of one bucket: packed user id -> the user's last applied version."""
+        return f"{self._in(bucket)}user_states"
+
+    def campaign(self, campaign_id: str) -> tuple[str, bytes]:
+        """Where the campaign's state is: its bucket's `campaign_states` and its field."""
+        return self.campaign_states(bucket_of(campaign_id, self.buckets)), packed_id(campaign_id)
+
+    def user(self, user_id: str) -> tuple[str, bytes]:
+        """Where the user's state is: its bucket's `user_states` and its field."""
+        return self.user_states(bucket_of(user_id, self.buckets)), packed_id(user_id)
+
+    def layout1_campaign(self, campaign_id: str) -> str:
+        """Key layout 1: a hash a campaign (status, channel, currency, units, frac, deleted, `v`)."""
         return f"{self.base}:{bucket_segment(campaign_id, self.buckets)}campaign:{campaign_id}"
 
-    def user(self, user_id: str) -> str:
+    def layout1_user(self, user_id: str) -> str:
+        """Key layout 1: a hash a user (`v`)."""
         return f"{self.base}:{bucket_segment(user_id, self.buckets)}user:{user_id}"
 
 

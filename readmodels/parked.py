@@ -275,7 +275,14 @@ def _bytes(data: bytes, at: int, size: int, kind: type) -> tuple[Any, int]:
     chunk = data[at : at + size]
     if len(chunk) != size:
         raise IndexError("truncated")
-    return (chunk.decode() if kind is str else bytes(chunk)), at + size
+    if kind is str:
+        # A Lua string is bytes: one that is not UTF-8 (the packed id leading a stats change,
+        # lua/stats.lua) is kept as bytes.
+        try:
+            return chunk.decode(), at + size
+        except UnicodeDecodeError:
+            return bytes(chunk), at + size
+    return bytes(chunk), at + size
 
 
 def _array(data: bytes, at: int, count: int) -> tuple[list[Any], int]:

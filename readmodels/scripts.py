@@ -68,13 +68,17 @@ class LuaScript:
         await redis.script_load(self.source)
 
     async def run_pipelined(
-        self, redis: Redis, calls: Sequence[tuple[int, Sequence[ScriptArg]]]
+        self,
+        redis: Redis,
+        calls: Sequence[tuple[int, Sequence[ScriptArg]]],
+        before: Sequence[tuple[ScriptArg, ...]] = (),
     ) -> list[Any]:
         """The script once per call (number of keys; keys then arguments), in one write; the
         replies in order, an error reply as its exception (returned, not raised). If Redis lost
         its script cache (restart), it is loaded and every call runs again: callers make a call
-        that ran twice harmless (version guards)."""
-        commands = [("EVALSHA", self.sha, keys, *args) for keys, args in calls]
+        that ran twice harmless (version guards). `before`: other commands sent first in the
+        same write (reads: they may run twice too), their replies first."""
+        commands = [*before, *(("EVALSHA", self.sha, keys, *args) for keys, args in calls)]
         replies = await pipelined(redis, commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             await self.load(redis)
@@ -286,10 +290,20 @@ async def _through_cluster_pipeline(
     return list(await pipe.execute(raise_on_error=False))
 
 
+# The parts of each guarded projection script before the guard: its `applied_version` and
+# `apply_change` (the stats projection's in each key layout it writes).
+_APPLY_PARTS: dict[str, tuple[str, ...]] = {
+    "users": ("users",),
+    "stats": ("stats_counters", "stats"),
+    "stats_layout1": ("stats_counters", "stats_layout1"),
+}
+
+
 @cache
 def apply_script(projection: str) -> LuaScript:
     """The apply of one projection: shared helpers, its `apply_change`, then the version guard."""
-    source = "\n".join((lua_source("common"), lua_source(projection), lua_source("guard")))
+    parts = ("common", *_APPLY_PARTS[projection], "guard")
+    source = "\n".join(lua_source(part) for part in parts)
     return LuaScript(f"apply_{projection}", source.encode())
 
 

@@ -27,9 +27,23 @@ class NotAStatsEvent(ValueError):
     """The projection was handed an event it has no rule for."""
 
 
+# Minute (seconds since the epoch // 60) -> its text: a batch's events fall in few minutes, and
+# strftime was a fifth of the stats projection's Python per event.
+_MINUTE_TEXTS: dict[int, str] = {}
+_MINUTES_KEPT = 4096
+
+
 def minute_bucket(envelope: EventEnvelope) -> str:
     # By occurred_at, not by arrival: a replay yields the same buckets as the live run.
-    return envelope.occurred_at.strftime("%Y-%m-%dT%H:%M")
+    # (occurred_at is in UTC: events.envelope validates it so.)
+    at = envelope.occurred_at
+    minute = int(at.timestamp() // 60)
+    text = _MINUTE_TEXTS.get(minute)
+    if text is None:
+        if len(_MINUTE_TEXTS) >= _MINUTES_KEPT:
+            _MINUTE_TEXTS.clear()
+        text = _MINUTE_TEXTS[minute] = at.strftime("%Y-%m-%dT%H:%M")
+    return text
 
 
 def split_amount(amount: str) -> tuple[str, str]:

@@ -1,16 +1,19 @@
 """The version each read model holds of an aggregate: what anti-entropy compares with the write side.
 
-Every per-aggregate state a projection keeps carries the last version applied in its `v` field
-(lua/guard.lua, lua/cas.lua). The keys are named by `keyspace` alone, so this module keeps
-working whatever shape the keyspace takes (buckets, hash tags).
+Every per-aggregate state a projection keeps carries the last version applied: in the `v` field
+of a hash of its own (campaigns, users: lua/cas.lua, lua/users.lua), or first in its field of a
+hash its bucket shares (stats: `version|...`, lua/stats.lua). The keys are named by `keyspace`
+alone, so this module keeps working whatever shape the keyspace takes (buckets, hash tags).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from readmodels.generations import layout_marker
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 
 # Which aggregate types each projection keeps a versioned state of.
@@ -21,28 +24,70 @@ VERSIONED_STATES: dict[str, frozenset[str]] = {
 }
 
 
-def state_key_of(
-    prefix: str, generation: str, projection: str, aggregate_type: str, buckets: int = 1
-) -> Callable[[str], str]:
-    """The function naming one aggregate's state key in one projection's generation (keys in
-    `buckets` buckets: `Settings.read_model_buckets`)."""
+@dataclass(frozen=True)
+class StateLocation:
+    """Where one aggregate's state is: a hash key of its own (`field` None, its version in `v`),
+    or one field of a hash its bucket shares (its value starts with the version and `|`)."""
+
+    key: str
+    field: bytes | None = None
+
+    def version(self, reply: bytes | str | None) -> int:
+        """The version an HGET of `version_field` answered (0: no state)."""
+        if reply is None:
+            return 0
+        raw = reply.encode() if isinstance(reply, str) else reply
+        return int(raw.partition(b"|")[0]) if self.field is not None else int(raw)
+
+    @property
+    def version_field(self) -> str | bytes:
+        """The hash field `version` reads."""
+        return "v" if self.field is None else self.field
+
+
+def state_location_of(
+    prefix: str,
+    generation: str,
+    projection: str,
+    aggregate_type: str,
+    buckets: int = 1,
+    layout: int | None = None,
+) -> Callable[[str], StateLocation]:
+    """The function locating one aggregate's state in one projection's generation (keys in
+    `buckets` buckets: `Settings.read_model_buckets`; `layout`: the generation's key layout,
+    None for this code's)."""
     base = generation_base(prefix, generation)
+    if projection == "stats" and layout is not None and layout < 2:
+        keys = StatsKeys(base, buckets)
+        layout1 = keys.layout1_campaign if aggregate_type == "campaign" else keys.layout1_user
+        return lambda aggregate_id: StateLocation(layout1(aggregate_id))
     if projection == "campaigns" and aggregate_type == "campaign":
-        return CampaignKeys(base, buckets).campaign
+        campaign = CampaignKeys(base, buckets).campaign
+        return lambda aggregate_id: StateLocation(campaign(aggregate_id))
     if projection == "users" and aggregate_type == "user":
-        return UserKeys(base, buckets).user
+        user = UserKeys(base, buckets).user
+        return lambda aggregate_id: StateLocation(user(aggregate_id))
     if projection == "stats" and aggregate_type == "campaign":
-        return StatsKeys(base, buckets).campaign
+        stats_campaign = StatsKeys(base, buckets).campaign
+        return lambda aggregate_id: StateLocation(*stats_campaign(aggregate_id))
     if projection == "stats" and aggregate_type == "user":
-        return StatsKeys(base, buckets).user
+        stats_user = StatsKeys(base, buckets).user
+        return lambda aggregate_id: StateLocation(*stats_user(aggregate_id))
     raise ValueError(f"the {projection} projection keeps no {aggregate_type} state")
 
 
-def aggregate_state_key(
+def aggregate_state(
     prefix: str, generation: str, projection: str, aggregate_type: str, aggregate_id: str, buckets: int = 1
-) -> str:
-    """The key of one aggregate's state in one projection's generation."""
-    return state_key_of(prefix, generation, projection, aggregate_type, buckets)(aggregate_id)
+) -> StateLocation:
+    """Where one aggregate's state is in one projection's generation."""
+    return state_location_of(prefix, generation, projection, aggregate_type, buckets)(aggregate_id)
+
+
+async def delete_state(redis: Redis, location: StateLocation) -> int:
+    """Drop one aggregate's state (what a lost write or a hand at the console does; tests)."""
+    if location.field is None:
+        return int(await redis.delete(location.key))
+    return int(await redis.hdel(location.key, location.field))
 
 
 async def read_versions(
@@ -57,9 +102,12 @@ async def read_versions(
     """The version of each aggregate in the projection's generation (0 where it has no state)."""
     if not aggregate_ids:
         return []
-    key_of = state_key_of(prefix, generation, projection, aggregate_type, buckets)
+    # A generation with no marker is one a rebuild is filling: this code's layout.
+    layout = await layout_marker(redis, prefix, generation) if projection == "stats" else None
+    locate = state_location_of(prefix, generation, projection, aggregate_type, buckets, layout)
+    locations = [locate(aggregate_id) for aggregate_id in aggregate_ids]
     pipe = redis.pipeline(transaction=False)
-    for aggregate_id in aggregate_ids:
-        pipe.hget(key_of(aggregate_id), "v")
+    for location in locations:
+        pipe.hget(location.key, location.version_field)
     replies = await pipe.execute()
-    return [int(reply) if reply is not None else 0 for reply in replies]
+    return [location.version(reply) for location, reply in zip(locations, replies, strict=True)]

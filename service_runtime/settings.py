@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     # How often each projection writes its counters and last batch to its status hash (not per
     # batch: live batches are mostly one event, and the monitor refreshes once a second).
     projector_status_seconds: float = Field(default=0.5, gt=0, le=60)
+    # How often each projection commits the Kafka offsets of the batches it has fully written
+    # (service_runtime/kafka_commits.py), rather than after every batch: live batches are mostly
+    # one event. Offsets are also committed before a rebalance takes partitions and at stop; a
+    # crash re-consumes at most this much, which the version guards make harmless. 0: per batch.
+    projector_commit_seconds: float = Field(default=0.25, ge=0, le=60)
     read_wait_seconds: float = Field(default=2.0, ge=0)
     # A batch the servers refused (Redis down, a timeout, a failover) is retried in place, holding
     # its partition, after pauses from `projector_retry_initial_seconds` doubling up to

@@ -142,5 +142,13 @@ class VerifiedAccessTokens:
             self._verified[token] = principal
         return principal
 
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token already verified and not yet expired, without verifying
+        anything; None when it is not remembered (ask `principal`, which decides)."""
+        principal = self._verified.get(token)
+        if principal is None or self._clock() >= principal.expires_at:
+            return None
+        return principal
+
     def __len__(self) -> int:
         return len(self._verified)

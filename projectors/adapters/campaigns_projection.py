@@ -35,7 +35,7 @@ from projectors.adapters.notices import notice_prefix
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult, EventOutcome
 from readmodels.campaigns import PACKED_LAYOUT, campaign_document, filter_moves, membership_moves, set_member
-from readmodels.generations import layout_marker
+from readmodels.generations import GenerationClaim, layout_marker
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
@@ -117,8 +117,10 @@ class CampaignsProjection:
         envelopes: Sequence[EventEnvelope],
         *,
         announce: bool = True,
+        claim: GenerationClaim | None = None,
     ) -> ApplyResult:
-        """Apply `envelopes` in order: the version guard per event, one guarded write per campaign."""
+        """Apply `envelopes` in order: the version guard per event, one guarded write per campaign.
+        `claim` (of `generation`) is sent with the first reads and confirmed before they are used."""
         base = generation_base(self.prefix, generation)
         announcing = announce and self.announces
         cluster = is_cluster(redis)
@@ -129,7 +131,8 @@ class CampaignsProjection:
         outcomes: list[EventOutcome | None] = [None] * len(envelopes)
         pending = list(by_campaign)
         for _ in range(MAX_ATTEMPTS):
-            reads = await self._read(redis, base, pending, cluster)
+            reads = await self._read(redis, base, pending, cluster, claim)
+            claim = None
             plans = {
                 cid: plan_campaign(reads[cid].stored, [envelopes[p] for p in by_campaign[cid]])
                 for cid in pending
@@ -155,7 +158,12 @@ class CampaignsProjection:
         return packed
 
     async def _read(
-        self, redis: Redis, base: str, campaign_ids: list[str], cluster: bool
+        self,
+        redis: Redis,
+        base: str,
+        campaign_ids: list[str],
+        cluster: bool,
+        claim: GenerationClaim | None = None,
     ) -> dict[str, _Read]:
         keys = CampaignKeys(base, self.buckets)
         calls: list[tuple[int, list[ScriptArg]]] = []
@@ -166,7 +174,9 @@ class CampaignsProjection:
                 names += [keys.campaign(cid), keys.parked(cid)]
             calls.append((len(names), names))
         campaign_ids = [cid for group in grouped for cid in group]
-        replies = [value for reply in await _run(redis, read_states_script(), calls) for value in reply]
+        replies = [
+            value for reply in await _run(redis, read_states_script(), calls, claim) for value in reply
+        ]
         with_parked = [cid for n, cid in enumerate(campaign_ids) if replies[5 * n + 4]]
         parked: dict[str, dict[int, EventEnvelope]] = {}
         if with_parked:
@@ -238,10 +248,21 @@ class CampaignsProjection:
         return [stale.decode() for reply in replies for stale in reply]
 
 
-async def _run(redis: Redis, script: LuaScript, calls: list[tuple[int, list[ScriptArg]]]) -> list[Any]:
+async def _run(
+    redis: Redis,
+    script: LuaScript,
+    calls: list[tuple[int, list[ScriptArg]]],
+    claim: GenerationClaim | None = None,
+) -> list[Any]:
     """`script` once per call, pipelined; any error reply raised. A guarded write that ran before
-    a lost script cache made the calls run again finds its version moved, and is planned again."""
-    replies = await script.run_pipelined(redis, calls)
+    a lost script cache made the calls run again finds its version moved, and is planned again.
+    With `claim`, its reads go in the same write and are confirmed first (raising if the
+    generation is no longer live: these replies are then of no use)."""
+    before = claim.commands if claim is not None else []
+    replies = await script.run_pipelined(redis, calls, before)
+    if claim is not None:
+        claim.confirm(replies[: len(before)])
+        replies = replies[len(before) :]
     for reply in replies:
         if isinstance(reply, BaseException):
             raise reply

@@ -19,7 +19,7 @@ out of order; the parked set (`keys.parked_set_key`) and the projector status sh
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -31,12 +31,15 @@ from projectors.adapters.notices import notice_prefix
 from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
+from readmodels.campaigns import packed_id
+from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
 from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import (
     StatsKeys,
     UserKeys,
     announcement_channel_of,
+    bucket_of,
     generation_base,
     parked_key,
     parked_set_key_of,
@@ -62,6 +65,15 @@ class ScriptProjection:
     change_args: ChangeArgs
     own_keys: OwnKeys = lambda base, envelope: ()
     buckets: int = 1
+    # The script (readmodels.scripts.apply_script), when not the projection's name.
+    script_name: str | None = None
+    # The key layout this writes, and how generations marked with an earlier one are written (a
+    # deployment upgraded across a layout change writes its live generation as it was built
+    # until the projectors' rebuild swaps it out; a generation with no marker yet, such as one a
+    # rebuild is filling, gets this layout).
+    layout: int = 1
+    earlier: ScriptProjection | None = None
+    _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def aggregate_types(self) -> frozenset[str]:
@@ -74,7 +86,14 @@ class ScriptProjection:
 
     @property
     def script(self) -> LuaScript:
-        return apply_script(self.name)
+        return apply_script(self.script_name or self.name)
+
+    async def _layout_of(self, redis: Redis, generation: str) -> int:
+        layout = self._layouts.get(generation)
+        if layout is None:
+            marker = await layout_marker(redis, self.prefix, generation)
+            layout = self._layouts[generation] = self.layout if marker is None else marker
+        return layout
 
     def accepts(self, envelope: EventEnvelope) -> bool:
         return envelope.aggregate_type in self.aggregate_types
@@ -86,8 +105,13 @@ class ScriptProjection:
         envelopes: Sequence[EventEnvelope],
         *,
         announce: bool = True,
+        claim: GenerationClaim | None = None,
     ) -> ApplyResult:
         """Apply `envelopes` in order; each one atomically guarded by its aggregate's version."""
+        if claim is not None:  # nothing to read first: confirmed on its own
+            await claim.check(redis)
+        if self.earlier is not None and await self._layout_of(redis, generation) < self.layout:
+            return await self.earlier.apply(redis, generation, envelopes, announce=announce)
         base = generation_base(self.prefix, generation)
         announcing = announce and self.announces
         projected_at = json_time(datetime.now(UTC))
@@ -156,19 +180,42 @@ def users_projection(prefix: str, buckets: int = 1) -> Projection:
 
 
 def stats_projection(prefix: str, buckets: int = 1) -> Projection:
+    # An aggregate's stats state is a field of its bucket's hash of states (readmodels.keyspace.
+    # StatsKeys.campaign_states): the hash is the script's KEYS[1], the field leads the change.
     def state_key(base: str, envelope: EventEnvelope) -> str:
         keys = StatsKeys(base, buckets)
+        bucket = bucket_of(envelope.aggregate_id, buckets)
+        return keys.user_states(bucket) if envelope.aggregate_type == "user" else keys.campaign_states(bucket)
+
+    def change_args(envelope: EventEnvelope) -> list[ScriptArg]:
+        return [packed_id(envelope.aggregate_id), *stats_change_args(envelope)]
+
+    def layout1_state_key(base: str, envelope: EventEnvelope) -> str:
+        keys = StatsKeys(base, buckets)
         if envelope.aggregate_type == "user":
-            return keys.user(envelope.aggregate_id)
-        return keys.campaign(envelope.aggregate_id)
+            return keys.layout1_user(envelope.aggregate_id)
+        return keys.layout1_campaign(envelope.aggregate_id)
+
+    def counters(base: str, envelope: EventEnvelope) -> Sequence[str]:
+        return StatsKeys(base, buckets).counters(envelope.aggregate_id)
 
     return ScriptProjection(
         name="stats",
         prefix=prefix,
         state_key=state_key,
-        change_args=stats_change_args,
-        own_keys=lambda base, envelope: StatsKeys(base, buckets).counters(envelope.aggregate_id),
+        change_args=change_args,
+        own_keys=counters,
         buckets=buckets,
+        layout=LAYOUT_VERSIONS["stats"],
+        earlier=ScriptProjection(
+            name="stats",
+            prefix=prefix,
+            state_key=layout1_state_key,
+            change_args=stats_change_args,
+            own_keys=counters,
+            buckets=buckets,
+            script_name="stats_layout1",
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope
 from projectors.domain.outcomes import ApplyResult
+from readmodels.generations import GenerationClaim
 from readmodels.scripts import LuaScript
 
 
@@ -37,4 +38,9 @@ class Projection(Protocol):
         envelopes: Sequence[EventEnvelope],
         *,
         announce: bool = True,
-    ) -> ApplyResult: ...
+        claim: GenerationClaim | None = None,
+    ) -> ApplyResult:
+        """`claim`: the live generation's claim, for `generation` as last claimed: confirmed
+        before anything is written (with the projection's first reads, where it has some);
+        raises `GenerationMoved` (nothing written) if another generation is live."""
+        ...

@@ -67,6 +67,7 @@ from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
 from service_runtime.kafka_batches import first_record_headers, wake_at_once
+from service_runtime.kafka_commits import IntervalCommits, commit_on_interval
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis
@@ -111,6 +112,7 @@ class Projectors:
         dead_letters = KafkaDeadLetters(self.broker)
         self.consumers: dict[str, ProjectionConsumer] = {}
         self.subscribers: dict[str, Any] = {}
+        self.commits: dict[str, IntervalCommits] = {}
         for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
             group = projection_group(settings, projection.name)
             consumer = ProjectionConsumer(projection, self.redis, dead_letters, group)
@@ -158,6 +160,8 @@ class Projectors:
         # A projection that announces what it applied wakes `min_version` reads: every record is
         # fetched at once. The others (stats) are read by dashboards: fetched in batches.
         batched = not projection.announces
+        commits = IntervalCommits(settings.projector_commit_seconds, group)
+        self.commits[projection.name] = commits
         subscriber = self.broker.subscriber(
             *projection_topics(projection.aggregate_types, self.topics),
             group_id=group,
@@ -170,10 +174,12 @@ class Projectors:
             isolation_level="read_committed",
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
-            # Commit after the handler returned (Redis written, dead letters acknowledged);
-            # on an exception seek back so the batch is consumed again.
+            # Acknowledge after the handler returned (Redis written, dead letters acknowledged):
+            # the batch's offsets are then committed within `projector_commit_seconds`, before a
+            # rebalance and at stop; on an exception seek back so the batch is consumed again.
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            parser=first_record_headers,
+            listener=commits,
+            parser=commits.parser(first_record_headers),
             decoder=_records,
             title=f"{group}:consume",
             description=f"The {projection.name} projection, consumer group {group}.",
@@ -190,7 +196,7 @@ class Projectors:
 
         project.__name__ = project.__qualname__ = f"project_{projection.name}"
         subscriber(project)
-        return wake_at_once(subscriber)
+        return commit_on_interval(wake_at_once(subscriber), commits)
 
     async def _holding(
         self, consumer: ProjectionConsumer, records: list[EventRecord], backoff: Backoff

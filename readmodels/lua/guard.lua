@@ -2,7 +2,10 @@
 -- One call = one event, atomically: check the aggregate's last applied version, apply the change,
 -- record the version, announce it; then apply any parked events that have become contiguous.
 --
--- KEYS[1] the aggregate's state hash (field `v` = last applied version)
+-- The projection defines `applied_version(key, change)` (the last version applied, 0 for none)
+-- and `apply_change(key, vtext, change)`, which records `vtext` as applied with its change.
+--
+-- KEYS[1] the aggregate's state (a hash of its own, or its bucket's hash of states)
 -- KEYS[2] the aggregate's parked hash (version -> packed notice, {change...}, parked_at; see
 --         readmodels/parked.py, which reads it for the console)
 -- KEYS[3] the generation's parked set    KEYS[4..] the projection's own keys (see its script),
@@ -24,20 +27,19 @@ local version = tonumber(ARGV[4])
 local function apply_one(vtext, notice, change)
   local refused = apply_change(state, vtext, change)
   if refused then return refused end
-  redis.call('HSET', state, 'v', vtext)
   if channel and notice ~= '' then
     redis.call('SPUBLISH', channel, notice .. ',"projected_at":"' .. projected_at .. '"}')
   end
   return nil
 end
 
-local last = tonumber(redis.call('HGET', state, 'v') or '0')
+local change = {}
+for i = 6, #ARGV do change[#change + 1] = ARGV[i] end
+
+local last = applied_version(state, change)
 if version <= last then
   return {'duplicate', 0}
 end
-
-local change = {}
-for i = 6, #ARGV do change[#change + 1] = ARGV[i] end
 
 if version > last + 1 then
   -- A gap: never applied out of order. Kept here (so the offset can be committed) until the

@@ -1,77 +1,69 @@
--- The stats projection. A campaign's contribution to the counters follows from its state
--- (status, channel, budget, deleted); an event subtracts the old contribution, updates the
--- state and adds the new one. Budget amounts stay integer strings end to end: Lua numbers are
--- doubles and would lose cents on large sums.
--- Its own keys (after the guard's three): KEYS[4] counts, KEYS[5] budget, KEYS[6] events per minute.
-local counts_key, budget_key, per_minute_key = KEYS[4], KEYS[5], KEYS[6]
-local function negate(n)
-  if n == '0' then return '0' end
-  if string.sub(n, 1, 1) == '-' then return string.sub(n, 2) end
-  return '-' .. n
+-- The stats projection's states (key layout 2), after lua/stats_counters.lua.
+-- KEYS[1] is the bucket's hash of campaign or user states; the change is {field, kind, minute,
+-- name, value...}: the aggregate's field in it (its packed id), then what the event sets.
+-- A campaign's state is one field, `v|status|channel|currency|units|frac|deleted` (absent values
+-- empty, trailing empties dropped); a user's is its version alone. One field a campaign rather
+-- than a hash key of its own: a key costs ~100 B of overhead beside its ~30 B of state.
+local STATE_FIELDS = {'status', 'channel', 'currency', 'units', 'frac', 'deleted'}
+
+-- The state a field holds, and its version (nil, 0: none).
+local function decode_state(raw)
+  local state = {}
+  if not raw then return state, 0 end
+  local parts, start = {}, 1
+  while true do
+    local stop = string.find(raw, '|', start, true)
+    if not stop then parts[#parts + 1] = string.sub(raw, start); break end
+    parts[#parts + 1] = string.sub(raw, start, stop - 1)
+    start = stop + 1
+  end
+  for i, name in ipairs(STATE_FIELDS) do
+    local value = parts[i + 1]
+    if value and value ~= '' then state[name] = value end
+  end
+  return state, tonumber(parts[1])
 end
 
--- What a state adds to the counters: count fields, and its budget (currency, units, frac).
-local function contribution(state)
-  if not state['status'] then return nil, nil end
-  if state['deleted'] == '1' then return {'campaigns.deleted'}, nil end
-  return {'campaigns.total', 'status:' .. state['status'], 'channel:' .. state['channel']},
-    {state['currency'], state['units'], state['frac']}
+local function encode_state(vtext, state)
+  local parts = {vtext}
+  for i, name in ipairs(STATE_FIELDS) do parts[i + 1] = state[name] or '' end
+  local text = table.concat(parts, '|')
+  return (string.gsub(text, '|+$', ''))
 end
 
--- The counters move by the difference of the old and new contributions, one HINCRBY per field
--- that changes: most events (a status change, a rename) leave most of them as they were, and on
--- a replicated server each command is also appended to the AOF and replayed by the replica
--- (11 increments an event before, 3 for an activation now).
-local function move_counters(old, new)
-  local old_counts, old_budget = contribution(old)
-  local new_counts, new_budget = contribution(new)
-  local deltas, order = {}, {}
-  local function add(fields, sign)
-    for _, field in ipairs(fields or {}) do
-      if deltas[field] == nil then order[#order + 1] = field; deltas[field] = 0 end
-      deltas[field] = deltas[field] + sign
-    end
+-- The field last read or written, so the guard's read serves the apply's too.
+local known_field, known_raw = nil, nil
+local function read_state(key, field)
+  if field ~= known_field then
+    known_field, known_raw = field, redis.call('HGET', key, field)
   end
-  add(old_counts, -1)
-  add(new_counts, 1)
-  for _, field in ipairs(order) do
-    if deltas[field] ~= 0 then redis.call('HINCRBY', counts_key, field, deltas[field]) end
-  end
-  -- Budgets stay integer strings (never summed in Lua): an unchanged budget is not written.
-  if old_budget and new_budget and old_budget[1] == new_budget[1]
-      and old_budget[2] == new_budget[2] and old_budget[3] == new_budget[3] then
-    return
-  end
-  if old_budget then
-    redis.call('HINCRBY', budget_key, old_budget[1] .. ':units', negate(old_budget[2]))
-    redis.call('HINCRBY', budget_key, old_budget[1] .. ':frac', negate(old_budget[3]))
-  end
-  if new_budget then
-    redis.call('HINCRBY', budget_key, new_budget[1] .. ':units', new_budget[2])
-    redis.call('HINCRBY', budget_key, new_budget[1] .. ':frac', new_budget[3])
-  end
+  return known_raw
+end
+
+local function applied_version(key, change)
+  local raw = read_state(key, change[1])
+  if not raw then return 0 end
+  local stop = string.find(raw, '|', 1, true)
+  return tonumber(stop and string.sub(raw, 1, stop - 1) or raw)
 end
 
 local function apply_change(key, vtext, change)
-  local kind, minute = change[1], change[2]
+  local field, kind, minute = change[1], change[2], change[3]
   if kind == 'campaign' then
-    local state = hgetall(key)
+    local state = decode_state(read_state(key, field))
     local new = {}
     for name, value in pairs(state) do new[name] = value end
-    local updates = {}
-    for i = 3, #change, 2 do
-      new[change[i]] = change[i + 1]
-      updates[#updates + 1] = change[i]
-      updates[#updates + 1] = change[i + 1]
-    end
+    for i = 4, #change, 2 do new[change[i]] = change[i + 1] end
     if not (new['status'] and new['channel'] and new['currency']) then
-      return 'campaign ' .. key .. ' has no creation event before version ' .. vtext
+      return ARGV[3] .. ' has no creation event before version ' .. vtext
     end
     move_counters(state, new)
-    if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
-  elseif change[3] == '1' then
-    redis.call('HINCRBY', counts_key, 'users.total', 1)
+    known_raw = encode_state(vtext, new)
+  else
+    if change[4] == '1' then redis.call('HINCRBY', counts_key, 'users.total', 1) end
+    known_raw = vtext
   end
+  redis.call('HSET', key, field, known_raw)
   redis.call('HINCRBY', per_minute_key, minute, 1)
   return nil
 end

@@ -26,7 +26,7 @@ from events import Topics
 from readmodels.generations import live_generations
 from readmodels.keyspace import sentinel_key
 from readmodels.status import read_status
-from readmodels.versions import aggregate_state_key
+from readmodels.versions import aggregate_state, delete_state
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.support.fault_table import record_fault
@@ -395,7 +395,7 @@ async def test_read_model_keys_deleted_under_traffic_are_repaired_by_anti_entrop
                 live = await live_generations(redis, settings.redis_prefix)
                 for campaign_id in rng.sample(sorted(traffic.campaigns), min(3, len(traffic.campaigns))):
                     projection = rng.choice(["campaigns", "stats"])
-                    key = aggregate_state_key(
+                    state = aggregate_state(
                         settings.redis_prefix,
                         live[projection],
                         projection,
@@ -403,8 +403,8 @@ async def test_read_model_keys_deleted_under_traffic_are_repaired_by_anti_entrop
                         campaign_id,
                         settings.read_model_buckets,
                     )
-                    deleted.append(key)
-                    await redis.delete(key)
+                    deleted.append(str(state))
+                    await delete_state(redis, state)
 
         await asyncio.gather(traffic.run(seconds=10, rate=10), delete_keys())
     assert deleted

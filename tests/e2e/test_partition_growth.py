@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from events.topics import Topics
-from readmodels.keyspace import StatsKeys, generation_base
+from readmodels.versions import read_versions
 from service_runtime.settings import Settings
 from tests.support.factories import campaign_body, register_body
 from tests.support.services import RunningServices, free_port, settings_env
@@ -33,13 +33,20 @@ CAMPAIGNS = 12
 
 
 async def stats_at_latest(settings: Settings, versions: dict[str, int]) -> bool:
-    stats = StatsKeys(generation_base(settings.redis_prefix, "stats.1"), settings.read_model_buckets)
     redis = Redis.from_url(settings.redis_url)
     try:
-        held = [await redis.hget(stats.campaign(campaign_id), "v") for campaign_id in versions]
+        held = await read_versions(
+            redis,
+            settings.redis_prefix,
+            "stats.1",
+            "stats",
+            "campaign",
+            list(versions),
+            settings.read_model_buckets,
+        )
     finally:
         await redis.aclose()
-    return held == [str(version).encode() for version in versions.values()]
+    return held == list(versions.values())
 
 
 def campaigns_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

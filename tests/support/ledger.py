@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from events import EventEnvelope, Topics, from_log_document
 from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import all_projections
+from readmodels.campaigns import unpacked_id
 from readmodels.generations import live_generations
 from readmodels.keyspace import StatsKeys, generation_base
 from service_runtime.settings import Settings
@@ -203,12 +204,23 @@ async def projected_versions(redis: Redis, settings: Settings) -> dict[str, dict
     for projection, generation in generations.items():
         base = generation_base(settings.redis_prefix, generation)
         found: dict[tuple[str, str], int] = {}
+        if projection == "stats":
+            # One field a state in its bucket's hash of states (lua/stats.lua: `version|...`).
+            keys = StatsKeys(base, buckets)
+            for kind, states in (("campaign", keys.campaign_states), ("user", keys.user_states)):
+                for bucket in range(buckets):
+                    held = await redis.hgetall(states(bucket))
+                    found |= {
+                        (kind, unpacked_id(field)): int(value.partition(b"|")[0])
+                        for field, value in held.items()
+                    }
+            reached[projection] = found
+            continue
         # An aggregate's key is `<base>:<its bucket's segment><kind>:<id>`: one SCAN per kind,
         # the bucket segment matched by the pattern and stripped with the rest.
-        kinds = {"campaigns": ("campaign",), "users": ("user",)}.get(projection, ("campaign", "user"))
-        for kind in kinds:
-            pattern = f"{base}:{kind}:*" if buckets == 1 else f"{base}:{{*}}:{kind}:*"
-            found |= {(kind, k): v for k, v in (await _versions_under(redis, pattern, f"{kind}:")).items()}
+        kind = "campaign" if projection == "campaigns" else "user"
+        pattern = f"{base}:{kind}:*" if buckets == 1 else f"{base}:{{*}}:{kind}:*"
+        found |= {(kind, k): v for k, v in (await _versions_under(redis, pattern, f"{kind}:")).items()}
         reached[projection] = found
     return reached
 

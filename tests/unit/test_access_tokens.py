@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -157,3 +158,15 @@ def test_only_tokens_that_verified_are_remembered_and_the_oldest_goes_first() ->
     nothing = VerifiedAccessTokens(VERIFIER, size=0)
     assert nothing.principal(a).user_id == "a"
     assert len(nothing) == 0
+
+
+def test_remembered_answers_only_a_verified_unexpired_token_and_verifies_nothing() -> None:
+    clock = _Clock(time.time())
+    verified = VerifiedAccessTokens(VERIFIER, size=10, clock=clock)
+    token = issue_access_token(SIGNER, "u1", ["user"])
+    assert verified.remembered(token) is None  # never verified: the caller must ask `principal`
+    first = verified.principal(token)
+    assert verified.remembered(token) == first
+    assert verified.remembered(token[:-2] + ("AA" if token[-2:] != "AA" else "BB")) is None
+    clock.now = first.expires_at
+    assert verified.remembered(token) is None

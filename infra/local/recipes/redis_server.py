@@ -56,7 +56,11 @@ def single(ctx: Context) -> Group:
 # A campaign's read-model hash holds its ready-to-send JSON document (~520 B): above Redis's default
 # `hash-max-listpack-value` (64) it is a hashtable, 1,008 B a campaign; as a listpack 760 B
 # (measured with the bench's campaigns: 4.7 -> 4.3 times the document per campaign at 100,000).
-MEMORY_SETTINGS = ("--hash-max-listpack-value", "1024")
+# An owner's three sorted indexes (readmodels.campaigns) stay listpacks up to 256 campaigns rather
+# than Redis's default 128: a skiplist entry costs ~130 B whatever its member, a listpack entry its
+# ~33 B (bench/bytes_breakdown.py at 100,000 campaigns, 200 an owner: the owners' indexes 388 ->
+# 104 B a campaign; Redis CPU over 100,000 projected events the same within the runs' noise).
+MEMORY_SETTINGS = ("--hash-max-listpack-value", "1024", "--zset-max-listpack-entries", "256")
 
 
 def cluster_addresses(ctx: Context) -> list[tuple[str, int]]:

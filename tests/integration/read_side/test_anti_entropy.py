@@ -20,7 +20,7 @@ from projectors.adapters.metrics import ANTI_ENTROPY_REPAIRS
 from readmodels.generations import live_generations
 from readmodels.keyspace import StatsKeys, generation_base
 from readmodels.status import read_status
-from readmodels.versions import aggregate_state_key, read_versions
+from readmodels.versions import aggregate_state, delete_state, read_versions
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, query_app, running_projectors, wait_until
 from tests.integration.read_side.workload import Aggregate, new_campaign, new_user
@@ -117,7 +117,7 @@ async def test_random_read_model_keys_deleted_under_traffic_are_repaired_with_no
             # ... while random read-model keys vanish (a lost write, a hand at the console).
             for aggregate in rng.sample(aggregates, 4):
                 projection = rng.choice(holders(aggregate))
-                key = aggregate_state_key(
+                state = aggregate_state(
                     settings.redis_prefix,
                     live[projection],
                     projection,
@@ -125,8 +125,8 @@ async def test_random_read_model_keys_deleted_under_traffic_are_repaired_with_no
                     aggregate.aggregate_id,
                     settings.read_model_buckets,
                 )
-                deleted.append(key)
-                await redis.delete(key)
+                deleted.append(str(state))
+                await delete_state(redis, state)
 
         async def repaired() -> bool:
             return not await behind(redis, settings, aggregates)
@@ -176,15 +176,16 @@ async def test_every_key_of_one_campaign_deleted_is_readable_again_at_its_versio
         await wait_until(readable, 30, "the campaign projected")
         live = await live_generations(redis, settings.redis_prefix)
         for projection in ("campaigns", "stats"):
-            await redis.delete(
-                aggregate_state_key(
+            await delete_state(
+                redis,
+                aggregate_state(
                     settings.redis_prefix,
                     live[projection],
                     projection,
                     "campaign",
                     campaign.aggregate_id,
                     settings.read_model_buckets,
-                )
+                ),
             )
         answer = await query.http.get(f"/campaigns/{campaign.aggregate_id}", headers=headers)
         assert answer.status_code == 404, answer.text  # gone, and nothing will arrive from Kafka

@@ -13,15 +13,17 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from projectors.adapters.digest import generation_keys
 from readmodels.campaigns import (
     SORT_KEYS,
     campaign_memberships,
     filter_memberships,
     member_campaign_id,
     set_member,
+    unpacked_id,
 )
 from readmodels.generations import LAYOUT_VERSIONS, initial_generation, layout_version, live_generations
-from readmodels.keyspace import CampaignKeys, generation_base, layout_key
+from readmodels.keyspace import CampaignKeys, StatsKeys, generation_base, layout_key
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -33,6 +35,7 @@ from tests.integration.read_side.conftest import (
     wait_until,
 )
 from tests.integration.read_side.workload import Aggregate, new_campaign
+from tests.support.redis_keys import summed_hashes
 
 
 def _campaigns() -> list[Aggregate]:
@@ -132,7 +135,7 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
                     rebuilt_keys.index("created", "status", "active", bucket)
                 )
             assert (in_sets, in_old_indexes) == (len(active), 0)
-            # Users and stats did not change layout: not rebuilt.
+            # Users did not change layout: not rebuilt.
             assert (await live_generations(redis, prefix))["users"] == initial_generation("users")
 
             async def lists_right() -> bool:
@@ -168,3 +171,84 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
             await producer.publish([later])
             active.add(campaigns[3].aggregate_id)
             await wait_until(lists_right, 20, "a later activation listed")
+
+
+# The fields of a campaign's stats state in key layout 2, after its version (lua/stats.lua).
+_STATS_STATE_FIELDS = ("status", "channel", "currency", "units", "frac", "deleted")
+
+
+async def _stats_as_layout1(redis: Redis, settings: Settings, generation: str) -> None:
+    """What a deployment of stats key layout 1 holds: a hash a campaign and a user (its fields and
+    `v`), no hashes of states, its marker 1."""
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    keys = StatsKeys(generation_base(prefix, generation), buckets)
+    await redis.set(layout_key(prefix, generation), 1)
+    for bucket in range(buckets):
+        for states, layout1 in (
+            (keys.campaign_states(bucket), keys.layout1_campaign),
+            (keys.user_states(bucket), keys.layout1_user),
+        ):
+            for field, value in (await redis.hgetall(states)).items():
+                version, *parts = value.decode().split("|")
+                mapping = {"v": version} | {
+                    n: p for n, p in zip(_STATS_STATE_FIELDS, parts, strict=False) if p
+                }
+                await redis.hset(layout1(unpacked_id(field)), mapping=mapping)  # type: ignore[arg-type]
+            await redis.delete(states)
+
+
+async def _stats_counts(redis: Redis, settings: Settings, generation: str) -> dict[str, int]:
+    keys = StatsKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
+    return await summed_hashes(redis, [keys.counts(b) for b in range(keys.buckets)])
+
+
+async def test_a_stats_read_model_of_layout_1_is_rebuilt_at_start_with_the_same_counts(
+    settings: Settings, redis: Redis, producer: EventProducer
+) -> None:
+    campaigns = _campaigns()
+    events = [e for c in campaigns for e in c.events]
+    await record_in_log(settings, events)
+    fast = settings.model_copy(update={"layout_check_seconds": 0.5, "layout_rebuild_grace_seconds": 0})
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    async with running_projectors(fast):
+        await producer.publish(events)
+        await wait_records(redis, settings, "stats", len(events))
+    first = initial_generation("stats")
+    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["stats"] == 2
+    counts = await _stats_counts(redis, settings, first)
+    assert (counts["campaigns.total"], counts["status:active"]) == (len(campaigns), 3)
+
+    await _stats_as_layout1(redis, settings, first)
+    assert await _stats_counts(redis, settings, first) == counts
+    async with query_app(fast) as query:
+        answered = (await query.http.get("/stats", headers=query.admin())).json()
+        assert answered["campaigns"]["by_status"]["active"] == 3
+        async with running_projectors(fast):
+
+            async def rebuilt() -> bool:
+                return (await live_generations(redis, prefix))["stats"] != first
+
+            await wait_until(rebuilt, 60, "the stats read model rebuilt into a new generation")
+            second = (await live_generations(redis, prefix))["stats"]
+            assert await layout_version(redis, prefix, second) == 2
+            assert await _stats_counts(redis, settings, second) == counts
+            keys = StatsKeys(generation_base(prefix, second), buckets)
+            held = sum([await redis.hlen(keys.campaign_states(b)) for b in range(buckets)])
+            assert held == len(campaigns)
+            assert not [k for k in await generation_keys(redis, prefix, second) if b":campaign:" in k]
+            # The campaigns read model kept its layout: not rebuilt.
+            assert (await live_generations(redis, prefix))["campaigns"] == initial_generation("campaigns")
+
+            # Live traffic is counted in the new generation, in the new layout.
+            later = campaigns[3].then("CampaignActivated")
+            await record_in_log(settings, [later])
+            await producer.publish([later])
+
+            async def counted() -> bool:
+                answer = await query.http.get("/stats", headers=query.admin())
+                return answer.json()["campaigns"]["by_status"].get("active") == 4
+
+            await wait_until(counted, 20, "a later activation counted")
+            answer = (await query.http.get("/stats", headers=query.admin())).json()
+            assert answer["campaigns"]["total"] == answered["campaigns"]["total"]
+            assert answer["budget_by_currency"] == answered["budget_by_currency"]

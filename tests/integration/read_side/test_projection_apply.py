@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from redis.asyncio import Redis
 
-from projectors.adapters.digest import generation_digest
+from projectors.adapters.digest import generation_digest, generation_keys
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
 from projectors.domain.outcomes import Outcome
 from readmodels.campaigns import (
@@ -14,6 +14,7 @@ from readmodels.campaigns import (
     fold_campaign,
     member_campaign_id,
     set_member,
+    unpacked_id,
 )
 from readmodels.keyspace import (
     CampaignKeys,
@@ -23,6 +24,7 @@ from readmodels.keyspace import (
     layout_key,
     parked_set_key_of,
 )
+from readmodels.versions import read_versions
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import interleave, mixed_workload, new_campaign, new_user
 from tests.support.redis_keys import summed_hashes
@@ -242,6 +244,72 @@ async def test_stats_budgets_and_channels_move_with_updates_currency_changes_and
     assert counts["campaigns.deleted"] == 1
     assert (counts["status:active"], counts["status:draft"]) == (1, 1)
     assert (counts["channel:email"], counts["channel:push"], counts["channel:sms"]) == (1, 1, 0)
+
+
+async def test_stats_states_are_fields_of_their_buckets_hash_and_an_earlier_layout_is_written_as_it_was(
+    settings: Settings, redis: Redis
+) -> None:
+    # Key layout 2 of stats: each campaign's and user's state one field of its bucket's hash, no
+    # key of its own; a live generation marked with layout 1 (a deployment upgraded, until the
+    # projectors' rebuild swaps it out) is still written a hash a campaign, with the same counts.
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    projection = stats_projection(prefix, buckets)
+    workload = mixed_workload(12, ["u1", "u2"])
+    users = [new_user() for _ in range(2)]
+    events = interleave([*workload, *users])
+    await redis.set(layout_key(prefix, "stats.7"), 1)
+    for generation in ("stats.1", "stats.7"):
+        await projection.apply(redis, generation, events)
+        await projection.apply(redis, generation, events)  # redelivered: counted once
+
+    now, then = (StatsKeys(generation_base(prefix, g), buckets) for g in ("stats.1", "stats.7"))
+    for name in ("counts", "budget", "events_per_minute"):
+        assert await summed_hashes(redis, [getattr(now, name)(b) for b in range(buckets)]) == (
+            await summed_hashes(redis, [getattr(then, name)(b) for b in range(buckets)])
+        )
+    last = {a.aggregate_id: a.events[-1].aggregate_version for a in [*workload, *users]}
+    kinds = {a.aggregate_id: a.events[0].aggregate_type for a in [*workload, *users]}
+    fields = 0
+    for bucket in range(buckets):
+        for states in (now.campaign_states(bucket), now.user_states(bucket)):
+            for field, value in (await redis.hgetall(states)).items():
+                assert int(value.partition(b"|")[0]) == last[unpacked_id(field)]
+                fields += 1
+    assert fields == len(last)
+    per_bucket = {
+        name(b).encode()
+        for b in range(buckets)
+        for name in (now.counts, now.budget, now.events_per_minute, now.campaign_states, now.user_states)
+    }
+    assert set(await generation_keys(redis, prefix, "stats.1")) <= per_bucket  # no key a campaign
+    for aggregate_id, version in last.items():
+        layout1 = then.layout1_campaign if kinds[aggregate_id] == "campaign" else then.layout1_user
+        assert await redis.hget(layout1(aggregate_id), "v") == str(version).encode()
+        for generation in ("stats.1", "stats.7"):
+            held = await read_versions(
+                redis, prefix, generation, "stats", kinds[aggregate_id], [aggregate_id], buckets
+            )
+            assert held == [version]
+
+
+async def test_a_stats_gap_is_parked_and_drained_in_the_buckets_hash(
+    settings: Settings, redis: Redis
+) -> None:
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    projection = stats_projection(prefix, buckets)
+    campaign = new_campaign("u1", channel="sms")
+    campaign.then("CampaignActivated")
+    campaign.then("CampaignPaused")
+    first, second, third = campaign.events
+    result = await projection.apply(redis, "stats.1", [first, third])
+    assert [o.outcome for o in result.outcomes] == [Outcome.APPLIED, Outcome.PARKED]
+    result = await projection.apply(redis, "stats.1", [second])
+    assert [(o.outcome, o.drained) for o in result.outcomes] == [(Outcome.APPLIED, 1)]
+    keys = StatsKeys(generation_base(prefix, "stats.1"), buckets)
+    state = await redis.hget(*keys.campaign(campaign.aggregate_id))
+    assert state is not None and state.split(b"|")[:3] == [b"3", b"paused", b"sms"]
+    counts = await summed_hashes(redis, [keys.counts(b) for b in range(buckets)])
+    assert (counts["status:paused"], counts["status:active"], counts["status:draft"]) == (1, 0, 0)
 
 
 async def test_user_profile_document_follows_registration_login_roles_and_password_change(

@@ -178,11 +178,13 @@ async def _all_applied(redis: Redis, settings: Settings, events: list) -> bool:
         if e.aggregate_version == last[e.aggregate_id]:
             if e.aggregate_type == "campaign":
                 pipe.hget(campaigns.campaign(e.aggregate_id), "v")
-                pipe.hget(stats.campaign(e.aggregate_id), "v")
+                pipe.hget(*stats.campaign(e.aggregate_id))
             else:
                 pipe.hget(users.user(e.aggregate_id), "v")
-                pipe.hget(stats.user(e.aggregate_id), "v")
-    values = await pipe.execute()
+                pipe.hget(*stats.user(e.aggregate_id))
+    values = [
+        value.partition(b"|")[0] if value is not None else None for value in await pipe.execute()
+    ]  # a stats state is `version|...` (lua/stats.lua)
     expected = [
         str(e.aggregate_version).encode() for e in events if e.aggregate_version == last[e.aggregate_id]
     ]

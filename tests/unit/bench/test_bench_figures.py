@@ -58,6 +58,14 @@ def test_cpu_per_command_sums_the_services_and_reports_the_servers_beside() -> N
     assert figure.data["ms_per_command"]["bench client"] == 3.0
 
 
+def test_cpu_per_command_divides_by_the_commands_accepted_over_the_window() -> None:
+    # 100/s offered for 60 s, 2,000 accepted, the window 80 s (the last reads waited for): the
+    # command API's 0.2 core is 16 CPU s, 8 ms a command run (not 2 ms a command offered).
+    figure = cpu_cost.figure({"command-api": 0.2}, rate=100, seconds=60, accepted=2_000, elapsed=80)
+    assert figure.data["ms_per_command"]["command-api"] == 8.0
+    assert figure.data["commands"] == 2_000 and figure.data["window_seconds"] == 80
+
+
 def test_the_chart_is_a_png_beside_the_results(tmp_path: Path) -> None:
     figures = [
         rate_steps.figure([step(100, True, 40), step(150, False, 140)], 450, 16),
@@ -92,6 +100,7 @@ def size_row(campaigns: int, *, list_p99: float, rate: float, rss: float, bytes_
         replay_events_per_second=20_000.0,
         replay_peak_rss_mib=rss,
         load_average=[2.0, 2.0, 2.0],
+        redis_listpack_settings={"zset-max-listpack-entries": "256"},
     )
 
 

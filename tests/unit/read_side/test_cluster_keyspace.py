@@ -59,7 +59,9 @@ def test_every_key_of_an_aggregate_and_its_bucket_shares_one_slot_whatever_the_g
                 parked_key(base, "user", aggregate_id, buckets),
                 parked_set_key_of(base, aggregate_id, buckets),
                 UserKeys(base, buckets).user(aggregate_id),
-                StatsKeys(base, buckets).campaign(aggregate_id),
+                StatsKeys(base, buckets).campaign(aggregate_id)[0],
+                StatsKeys(base, buckets).user(aggregate_id)[0],
+                StatsKeys(base, buckets).layout1_campaign(aggregate_id),
                 *StatsKeys(base, buckets).counters(aggregate_id),
                 announcement_channel_of("rm", aggregate_id, buckets),
             ]

@@ -68,6 +68,16 @@ def test_a_guard_entry_gives_its_notice_and_parked_time() -> None:
     assert entry == ParkedEntry(3, "UserRegistered", "2026-12-01T10:00:00Z", PARKED_AT)
 
 
+def test_a_stats_entry_whose_change_leads_with_a_binary_packed_id_is_still_named() -> None:
+    # lua/stats.lua's change starts with the aggregate's packed id (16 raw bytes, not UTF-8).
+    binary = bytes.fromhex("ff00c3a1" + "00" * 12)
+    raw = msgpack_str("") + bytes([0x93, 0xA0 | len(binary)]) + binary
+    raw += msgpack_str("campaign") + msgpack_str("2026-12-01T10:00") + msgpack_str(PARKED_AT)
+
+    assert describe_entry(2, raw) == ParkedEntry(2, None, None, PARKED_AT)
+    assert unpack_sequence(raw)[1][0] == binary
+
+
 def test_a_guard_entry_without_notice_or_time_is_shown_with_what_it_has() -> None:
     # A projection that announces nothing parks an empty notice; older entries have no time.
     assert describe_entry(4, guard_entry("", ["a", "b"], None)) == ParkedEntry(4, None, None, None)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from query_api.domain.stats import stats_document, window
-from readmodels.stats import join_amount, split_amount, stats_change_args
+from readmodels.stats import join_amount, minute_bucket, split_amount, stats_change_args
 from tests.integration.read_side.workload import new_campaign, new_user
 
 
@@ -18,6 +18,18 @@ def test_amounts_split_into_units_and_ten_thousandths_and_sum_back_exactly() -> 
     assert join_amount(units, frac) == "1000000000000000.2999"
     assert join_amount(2600, 5000) == "2600.50"
     assert join_amount(0, 0) == "0.00"
+
+
+def test_events_are_counted_in_the_minute_they_occurred_whatever_came_before() -> None:
+    # The minute's text is kept per minute: the last millisecond of one minute and the first of
+    # the next, in any order, each get their own.
+    start = datetime(2027, 1, 1, 12, 0, 59, 999_000, tzinfo=UTC)
+    moments = [start + timedelta(milliseconds=n) for n in (0, 1, 60_000, 1, 0, 3_600_001, 59_999)]
+    campaign = new_campaign("o")
+    for moment in moments:
+        campaign.clock = moment - timedelta(milliseconds=1)
+        event = campaign.then("CampaignActivated")
+        assert minute_bucket(event) == moment.strftime("%Y-%m-%dT%H:%M")
 
 
 def test_each_event_says_what_it_changes() -> None:
