@@ -9,9 +9,10 @@ activation event records how late its firing decided (`payload.timer.lateness_ms
 transaction was prepared (`recorded_at`); the figure is the p99 of that lateness against the goal
 of 1 s, with the scheduler's and MongoDB's CPU over the burst. Beside it, in the same run, the
 raw write limit of this MongoDB server for what the firings write (`raw_firings`: the firing
-transaction's writes, grouped as the scheduler sends them, in a loop with no scheduler); the
-ratio is the scheduler's firings per second over that limit, and the goal needs `count / window`
-firings a second.
+transaction's writes, grouped as the scheduler sends them, the timers' documents as the unit of
+work writes them, in a loop with no scheduler); the ratio is the scheduler's firings per second
+over that limit, and the goal needs `count / window` firings a second. The scheduler reads its
+timers under its lease (no per-timer claim), so the limit leaves out only its reads.
 """
 
 from __future__ import annotations

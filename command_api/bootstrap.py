@@ -24,6 +24,7 @@ from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimi
 from command_api.adapters.mongo_schema import (
     DUE_TRANSITIONS,
     RELAY_STATE,
+    SCHEDULER_STATE,
     Document,
     IndexGate,
     mongo_client,
@@ -31,7 +32,7 @@ from command_api.adapters.mongo_schema import (
 from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
 from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.adapters.readiness import Readiness
-from command_api.adapters.relay_lease import RelayLease
+from command_api.adapters.relay_lease import SCHEDULER_LEASE_ID, RelayLease
 from command_api.adapters.scheduler_status import RedisSchedulerStatus, SchedulerReport
 from command_api.adapters.sessions import RedisRefreshGrace
 from command_api.application.live_cap import LiveCampaignCap
@@ -197,6 +198,7 @@ class SchedulerSide:
     mongo: AsyncMongoClient[Document]
     redis: aioredis.Redis
     timers: MongoDueTransitions
+    lease: RelayLease
     report: SchedulerReport
     status: RedisSchedulerStatus
     scheduler: Scheduler
@@ -212,8 +214,14 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
     db = mongo[settings.mongo_db]
     redis = connect_redis(settings)
     gate = IndexGate(db)
-    timers = MongoDueTransitions(
-        db[DUE_TRANSITIONS], holder=instance, claim_seconds=settings.scheduler_claim_seconds
+    timers = MongoDueTransitions(db[DUE_TRANSITIONS])
+    # One scheduler fires at a time; the others wait to take over (`scheduler_lease_seconds`).
+    lease = RelayLease(
+        db[SCHEDULER_STATE],
+        seconds=settings.scheduler_lease_seconds,
+        holder=instance,
+        lease_id=SCHEDULER_LEASE_ID,
+        role="scheduler",
     )
     report = SchedulerReport(instance)
     scheduler = Scheduler(
@@ -221,6 +229,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
         unit_of_work=lambda: MongoUnitOfWork(mongo, db, gate),
         clock=SystemClock(),
         observer=report,
+        lease=lease,
         config=SchedulerConfig(
             lookahead_seconds=settings.scheduler_lookahead_seconds,
             poll_seconds=settings.scheduler_poll_seconds,
@@ -236,6 +245,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
         mongo=mongo,
         redis=redis,
         timers=timers,
+        lease=lease,
         report=report,
         status=RedisSchedulerStatus(redis, settings.redis_prefix),
         scheduler=scheduler,

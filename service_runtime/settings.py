@@ -245,14 +245,16 @@ class Settings(BaseSettings):
     # Records a worker consumes at once (one Kafka commit per batch; each record still in order).
     worker_batch_size: int = Field(default=500, ge=1)
 
-    # Scheduler: timers due within the lookahead are claimed (each for claim_seconds, after which
-    # another scheduler may fire it) and fired at their due time; an idle scheduler polls.
+    # Scheduler: the one holding the scheduler's lease (renewed every quarter of its term; another
+    # takes over at most lease_seconds after it dies, at once after it stops) reads the timers due
+    # within the lookahead (batch_size a read) and fires them at their due time; an idle one polls.
     scheduler_lookahead_seconds: float = Field(default=1.0, gt=0, le=60)
     scheduler_poll_seconds: float = Field(default=0.25, gt=0, le=60)
-    scheduler_claim_seconds: float = Field(default=15.0, gt=0)
+    scheduler_lease_seconds: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
-    # While a burst keeps claims full, each claims from the previous one's latest due time; one
-    # from the earliest (for timers released or written behind it) runs at least this often.
+    # While a burst keeps reads full, each reads from the previous one's latest due time; one
+    # from the earliest (for timers left after a failed firing or written behind it) runs at
+    # least this often.
     scheduler_sweep_seconds: float = Field(default=5.0, gt=0)
     # Transactions in flight, and timers fired together in one (those due at the same moment).
     # One at a time by default: concurrent large transactions stalled the local SecantusDB (a

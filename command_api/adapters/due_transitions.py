@@ -1,29 +1,22 @@
-"""The scheduler's side of the `due_transitions` collection: claim due timers, inspect the queue.
+"""The scheduler's side of the `due_transitions` collection: read due timers, inspect the queue.
 
 The timers themselves are written by the unit of work, in the transaction of the command whose
 events set them (`MongoCampaignRepository`); firing one replaces or deletes it in the firing's
-own transaction. Here several schedulers share the work: a scheduler claims a batch of timers
-due soon in one transaction (one update guarded by their ids and their claims having expired),
-each timer for `claim_seconds`, so no two schedulers hold one timer at once, and
-a scheduler that died lets its claims expire (another then fires them, late). The claim only
-spares work: the campaign's version check and state already make a second firing a no-op.
-Every write here is transactional (see `_transact` for why).
-
-Claims expire on the database's clock, the one every scheduler shares: its offset from this
-host's clock is read (`hello.localTime`) now and then, and claims are written and compared in
-it. (A `$expr` on `$$NOW` would do the same in the query, but the local SecantusDB then scans
-every timer: 1.7 s instead of 0.13 s per claim of 200 among 5,000.)
+own transaction. One scheduler at a time reads and fires them: the one holding the scheduler's
+lease (`RelayLease` with `SCHEDULER_LEASE_ID`, one document renewed on the database's clock). So
+reading the due timers writes nothing: no per-timer claim, which cost the local SecantusDB an
+update per timer (~0.24 ms each) on top of the firing. A scheduler that still fires after
+losing its lease (paused past its term) does no harm: the campaign's version check and state
+make a second firing a no-op. Every write here is transactional (see `_transact` for why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from pymongo import ASCENDING
@@ -31,7 +24,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from command_api.adapters.mongo_documents import UNCLAIMED, due_timer_from_document
+from command_api.adapters.mongo_documents import due_timer_from_document
 from command_api.adapters.mongo_schema import Document
 from command_api.adapters.mongo_unit_of_work import (
     IN_CHUNK,
@@ -41,12 +34,8 @@ from command_api.adapters.mongo_unit_of_work import (
     chunked,
 )
 from command_api.domain.campaign import DueTimer
-from events.envelope import utc_now
 
 T = TypeVar("T")
-
-# How often the database clock's offset from this host's is read again.
-CLOCK_CHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,100 +50,22 @@ class TimerQueue:
 
 
 class MongoDueTransitions:
-    def __init__(self, collection: AsyncCollection[Document], *, holder: str, claim_seconds: float) -> None:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
         self._timers = collection
-        self._holder = holder
-        self._claim = timedelta(seconds=claim_seconds)
-        self._offset = timedelta(0)
-        self._offset_read_at = float("-inf")
 
-    async def database_now(self) -> datetime:
-        """The database server's current time, from its offset to this host's clock."""
-        if time.monotonic() - self._offset_read_at > CLOCK_CHECK_SECONDS:
-            before = utc_now()
-            reply = await self._timers.database.command("hello")
-            after = utc_now()
-            server: datetime = reply["localTime"]
-            server = server.replace(tzinfo=UTC) if server.tzinfo is None else server.astimezone(UTC)
-            self._offset = server - (before + (after - before) / 2)
-            self._offset_read_at = time.monotonic()
-        return utc_now() + self._offset
+    async def read_due(self, until: datetime, limit: int, since: datetime | None = None) -> list[DueTimer]:
+        """Up to `limit` timers due by `until` (and not before `since`, when given), earliest first.
 
-    async def claim_due(
-        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
-    ) -> list[DueTimer]:
-        """Claim up to `limit` unclaimed timers due by `until` (and not before `since`, when
-        given), earliest first (`now` is the scheduler's clock; whether a claim has expired is
-        decided on the database's).
-
-        The candidates' due times are read (earliest first, up to `limit`), then claimed in one
-        transaction by due time: one update of every unclaimed timer due before the last
-        candidate's due time, guarded by the claim having expired (a timer another scheduler
-        claimed meanwhile does not match), the last due time's own candidates by their ids (so
-        ties there never claim more than `limit`), and the claimed ones read back by this claim's
-        token within that due time. Range statements, not a list of ids: the local SecantusDB
-        matches each document against a whole `$in` list, so a claim of 500 by id cost it 0.5 s,
-        by due time a few tens of milliseconds; and a statement per timer about a millisecond each.
-        A timer a command wrote meanwhile due within the range is claimed too (it is due).
-
-        Each statement reads every timer in its range, claimed or not: `since` (the last claim's
-        due time, while a burst keeps claims full) spares rereading those this scheduler holds."""
-        database_now = await self.database_now()
+        One read by due-time range (the `due_at` index); nothing is written: the scheduler's lease
+        decides who fires, and the scheduler itself keeps track of the timers it holds."""
         low = {} if since is None else {"$gte": since}
-        candidates = (
-            await self._timers.find(
-                {"due_at": {**low, "$lte": until}, "claimed_until": {"$lte": database_now}}, {"due_at": 1}
-            )
+        documents = (
+            await self._timers.find({"due_at": {**low, "$lte": until}})
             .sort("due_at", ASCENDING)
             .limit(limit)
             .to_list()
         )
-        if not candidates:
-            return []
-        bound: datetime = candidates[-1]["due_at"]
-        full = len(candidates) >= limit
-        at_bound = [doc["_id"] for doc in candidates if doc["due_at"] == bound]
-        token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
-        expired = {"$lte": database_now}
-        claim_them = {"$set": {"claimed_by": token, "claimed_until": database_now + self._claim}}
-
-        async def claim(session: AsyncClientSession) -> list[Document]:
-            if not full:
-                # Every unclaimed timer due by `until` was a candidate: the range alone is the claim.
-                await self._timers.update_many(
-                    {"due_at": {**low, "$lte": bound}, "claimed_until": expired}, claim_them, session=session
-                )
-            else:
-                # More may be due at the bound than the limit leaves room for: those by id.
-                await self._timers.update_many(
-                    {"due_at": {**low, "$lt": bound}, "claimed_until": expired}, claim_them, session=session
-                )
-                for ids in chunked(at_bound, IN_CHUNK):
-                    await self._timers.update_many(
-                        {"_id": {"$in": ids}, "due_at": bound, "claimed_until": expired},
-                        claim_them,
-                        session=session,
-                    )
-            return await self._timers.find(
-                {"due_at": {**low, "$lte": bound}, "claimed_by": token}, session=session
-            ).to_list()
-
-        claimed = await self._transact(claim)
-        claimed.sort(key=lambda doc: doc["due_at"])
-        return [due_timer_from_document(doc) for doc in claimed]
-
-    async def release(self, timers: Sequence[DueTimer]) -> None:
-        """Give claimed timers back at once (their firing failed, or they were not due after all)."""
-        if not timers:
-            return
-
-        async def release(session: AsyncClientSession) -> None:
-            for these in _these(timers):
-                await self._timers.update_many(
-                    these, {"$set": {"claimed_until": UNCLAIMED, "claimed_by": None}}, session=session
-                )
-
-        await self._transact(release)
+        return [due_timer_from_document(doc) for doc in documents]
 
     async def discard(self, timers: Sequence[DueTimer]) -> None:
         """Drop timers that fired nothing and never will (their campaigns moved on without them).
@@ -176,7 +87,7 @@ class MongoDueTransitions:
         open transaction has written retries without end while holding the collection's lock, and
         a firing transaction that writes its next timer then waits on that lock for ever. Inside a
         transaction the conflict is an error at once (`TransientTransactionError`): the whole
-        claim is tried again, on fresh data."""
+        write is tried again, on fresh data."""
         client = self._timers.database.client
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             async with client.start_session() as session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from command_api.application.ports import CommandResult, IdempotentOutcome
@@ -54,10 +53,6 @@ def campaign_from_document(doc: Document) -> Campaign:
     )
 
 
-# An unclaimed timer's claim expired long ago: one `claimed_until <= now` test finds it free.
-UNCLAIMED = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def due_timer_document(timer: DueTimer) -> Document:
     """One campaign's pending transition (`_id` is the campaign: at most one timer each)."""
     return {
@@ -66,8 +61,6 @@ def due_timer_document(timer: DueTimer) -> Document:
         "action": timer.action,
         "target_at": timer.target_at,
         "due_at": timer.due_at,
-        "claimed_until": UNCLAIMED,
-        "claimed_by": None,
     }
 
 

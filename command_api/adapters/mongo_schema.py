@@ -26,6 +26,8 @@ RELAY_STATE = "relay_state"
 # transaction of the command whose events set it (a read model of due transitions).
 DUE_TRANSITIONS = "due_transitions"
 DUE_INDEX = "due_at"
+# The scheduler's lease: which scheduler reads and fires the timers.
+SCHEDULER_STATE = "scheduler_state"
 
 UNPUBLISHED_INDEX = "unpublished_in_order"
 # Only quarantined events are in it (none when all is well): the relay's status counts them every

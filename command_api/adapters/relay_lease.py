@@ -1,5 +1,8 @@
 """One publishing relay at a time: a lease document in MongoDB, renewed while held.
 
+The same lease (another document, `lease_id`) makes one scheduler at a time the one that reads
+and fires due timers (`SCHEDULER_LEASE_ID`).
+
 Expiry is decided by the database's clock (`$$NOW` in an update pipeline), never by a host's:
 two relays on hosts whose clocks disagree still agree on who holds the lease. Each takeover
 increments the lease's `epoch`. The lease only decides who tries to publish; what stops a
@@ -31,6 +34,7 @@ from command_api.adapters.mongo_schema import Document
 log = logging.getLogger(__name__)
 
 LEASE_ID = "relay_lease"
+SCHEDULER_LEASE_ID = "scheduler_lease"
 SAFETY_FRACTION = 0.75
 
 
@@ -50,12 +54,20 @@ _EXPIRES_MS: dict[str, Any] = {"$ifNull": [{"$toLong": "$expires_at"}, 0]}
 
 class RelayLease:
     def __init__(
-        self, collection: AsyncCollection[Document], *, seconds: float, holder: str | None = None
+        self,
+        collection: AsyncCollection[Document],
+        *,
+        seconds: float,
+        holder: str | None = None,
+        lease_id: str = LEASE_ID,
+        role: str = "relay",
     ) -> None:
         # A lease a failover could roll back would let two relays hold it.
         self._collection = collection.with_options(write_concern=WriteConcern("majority"))
         self._seconds = seconds
         self.holder = holder or new_holder_id()
+        self._lease_id = lease_id
+        self._role = role
         self.epoch = 0
         self._held_until = 0.0
         self._acquired = asyncio.Event()
@@ -67,7 +79,7 @@ class RelayLease:
     def ensure_held(self) -> None:
         if not self.held:
             self._acquired.clear()
-            raise LeaseLost(f"relay {self.holder} lost the lease")
+            raise LeaseLost(f"{self._role} {self.holder} lost the lease")
 
     async def wait_until_held(self) -> None:
         while not self.held:
@@ -80,7 +92,10 @@ class RelayLease:
         asked_at = time.monotonic()
         try:
             lease = await self._collection.find_one_and_update(
-                {"_id": LEASE_ID}, self._take_or_renew(), upsert=True, return_document=ReturnDocument.AFTER
+                {"_id": self._lease_id},
+                self._take_or_renew(),
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             # Two first relays upserted at once; the other one's insert won.
@@ -96,7 +111,7 @@ class RelayLease:
         self._held_until = asked_at + self._seconds * SAFETY_FRACTION
         self._acquired.set()
         if not was_held:
-            log.info("relay %s holds the lease (epoch %d)", self.holder, self.epoch)
+            log.info("%s %s holds the lease (epoch %d)", self._role, self.holder, self.epoch)
         return True
 
     def _take_or_renew(self) -> list[dict[str, Any]]:
@@ -136,7 +151,7 @@ class RelayLease:
         """The lease as the database sees it now (holder, epoch), or None when it has expired."""
         cursor = await self._collection.aggregate(
             [
-                {"$match": {"_id": LEASE_ID}},
+                {"$match": {"_id": self._lease_id}},
                 {"$set": {"_alive": {"$gt": [_EXPIRES_MS, _NOW_MS]}}},
             ]
         )
@@ -153,7 +168,7 @@ class RelayLease:
         """Hand the lease over at once instead of letting it expire."""
         self._lose()
         await self._collection.update_one(
-            {"_id": LEASE_ID, "holder": self.holder, "epoch": self.epoch},
+            {"_id": self._lease_id, "holder": self.holder, "epoch": self.epoch},
             [{"$set": {"expires_at": "$$NOW"}}],
         )
 
@@ -163,6 +178,6 @@ class RelayLease:
 
     def _lose(self) -> None:
         if self._held_until:
-            log.info("relay %s does not hold the lease (epoch %d)", self.holder, self.epoch)
+            log.info("%s %s does not hold the lease (epoch %d)", self._role, self.holder, self.epoch)
         self._held_until = 0.0
         self._acquired.clear()

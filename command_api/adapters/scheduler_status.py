@@ -45,7 +45,11 @@ SKIPPED = Counter(
     "Timers that fired nothing (stale: the campaign moved on, or fired already)",
     ["action"],
 )
-FAILED = Counter("scheduler_firings_failed_total", "Firings that failed and were released", ["action"])
+FAILED = Counter(
+    "scheduler_firings_failed_total",
+    "Firings that failed (their timers are read and fired again)",
+    ["action"],
+)
 LATENESS = Histogram(
     "scheduler_firing_lateness_seconds",
     "How long after its due time each transition fired",
@@ -83,7 +87,9 @@ class SchedulerReport:
         FAILED.labels(timer.action).inc()
         self.failed_total += 1
 
-    def status(self, queue: TimerQueue, now: datetime) -> dict[str, Any]:
+    def status(self, queue: TimerQueue, now: datetime, *, leading: bool = True) -> dict[str, Any]:
+        """The report; `leading`: this instance holds the scheduler's lease (it fires; the
+        others stand by)."""
         TIMERS_PENDING.labels(self.instance).set(queue.pending)
         TIMERS_OVERDUE.labels(self.instance).set(queue.overdue)
         recent = sorted(self.recent_lateness_ms)
@@ -91,6 +97,7 @@ class SchedulerReport:
         return {
             "scheduler": self.instance,
             "state": "running",
+            "leading": leading,
             "pending": queue.pending,
             "overdue": queue.overdue,
             "overdue_capped": queue.overdue_capped,

@@ -1,15 +1,17 @@
 """The scheduler: fires campaigns' due transitions through the normal command path.
 
-A process manager with durable timers. Each pass claims the timers due within `lookahead`
-(earliest first), waits until the next one is due on the injected clock, and fires every timer
-due by then (up to `fire_batch`) with `fire_due_transitions` on a fresh unit of work: the same
-handler code, version checks and events as any command, one transaction per batch. Batches grow
-by themselves under a burst: while `concurrency` batches are in flight, what falls due waits for
-the next one. Nothing is kept only in memory: a timer leaves the store only in the
-transaction of the event it caused (or as provably stale), so a scheduler that dies before
-or during a firing leaves the timer to be fired, late, after its claim expires; and a timer that
-fell due while no scheduler ran is fired at once at the next start, its lateness recorded in the
-event (`timer.lateness_ms`) and in the lateness histogram.
+A process manager with durable timers. While it holds the scheduler's lease (one scheduler at
+a time; with no lease, always), each pass reads the timers due within `lookahead` (earliest
+first), waits until the next one is due on the injected clock, and fires every timer due by then
+(up to `fire_batch`) with `fire_due_transitions` on a fresh unit of work: the same handler code,
+version checks and events as any command, one transaction per batch. Batches grow by themselves
+under a burst: while `concurrency` batches are in flight, what falls due waits for the next one.
+Nothing is kept only in memory: a timer leaves the store only in the transaction of the event it
+caused (or as provably stale), so a scheduler that dies before or during a firing leaves the
+timer to be fired, late, by the next holder of the lease; and a timer that fell due while no
+scheduler ran is fired at once at the next start, its lateness recorded in the event
+(`timer.lateness_ms`) and in the lateness histogram. The lease only spares work: a scheduler that
+fires after losing it (paused past its term) fires nothing twice, the version check sees to that.
 """
 
 from __future__ import annotations
@@ -37,11 +39,18 @@ class Clock(Protocol):
 
 
 class TimerStore(Protocol):
-    async def claim_due(
-        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
+    async def read_due(
+        self, until: datetime, limit: int, since: datetime | None = None
     ) -> list[DueTimer]: ...
-    async def release(self, timers: Sequence[DueTimer]) -> None: ...
     async def discard(self, timers: Sequence[DueTimer]) -> None: ...
+
+
+class Lease(Protocol):
+    """Who may fire: one scheduler at a time (`RelayLease` on the scheduler's lease document)."""
+
+    @property
+    def held(self) -> bool: ...
+    async def keep(self) -> None: ...
 
 
 class FiringObserver(Protocol):
@@ -70,37 +79,48 @@ class Scheduler:
     clock: Clock
     observer: FiringObserver
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # None: this scheduler always fires (tests, a single scheduler by construction).
+    lease: Lease | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
-    # Claimed timers waiting for their due time, earliest first (heap of (due_at, timer_id, timer)).
+    # Timers read and waiting for their due time, earliest first (heap of (due_at, timer_id, timer)).
     _queue: list[tuple[datetime, str, DueTimer]] = field(default_factory=list, init=False, repr=False)
-    _queued: set[str] = field(default_factory=set, init=False, repr=False)
+    # The ids of the timers held: queued, or in a firing not yet finished (a read finds a timer
+    # until its firing commits; it must not be queued twice).
+    _held: set[str] = field(default_factory=set, init=False, repr=False)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    # While claims come back full (a burst), the next starts at the last one's latest due time;
-    # a claim from the earliest (a sweep) runs at least every `sweep_seconds`.
-    _claimed_through: datetime | None = field(default=None, init=False, repr=False)
+    # While reads come back full (a burst), the next starts at the last one's latest due time;
+    # a read from the earliest (a sweep) runs at least every `sweep_seconds`.
+    _read_through: datetime | None = field(default=None, init=False, repr=False)
+    _read_full: bool = field(default=False, init=False, repr=False)
     _swept_at: datetime | None = field(default=None, init=False, repr=False)
 
     def next_due_at(self) -> datetime | None:
-        """The earliest due time among the timers this scheduler holds (claimed, not yet fired)."""
+        """The earliest due time among the timers this scheduler holds (read, not yet fired)."""
         return self._queue[0][0] if self._queue else None
 
+    @property
+    def leading(self) -> bool:
+        """Whether this scheduler may fire now (it holds the lease, or there is none)."""
+        return self.lease is None or self.lease.held
+
     async def run(self) -> None:
-        """Claim and fire until cancelled: claiming runs ahead of firing, so a claim's round trips
-        to the database never delay a firing that is due (the next window is claimed while the
-        current one fires)."""
-        claiming = asyncio.create_task(self._keep_claiming(), name="scheduler-claims")
+        """Read and fire until cancelled: reading runs ahead of firing, so a read's round trip
+        to the database never delays a firing that is due (the next window is read while the
+        current one fires). With a lease, it is kept (taken, renewed) beside them."""
+        background = [asyncio.create_task(self._keep_claiming(), name="scheduler-claims")]
+        if self.lease is not None:
+            background.append(asyncio.create_task(self.lease.keep(), name="scheduler-lease"))
         try:
             await self._keep_firing()
         finally:
-            claiming.cancel()
-            for task in self._in_flight:
+            for task in [*background, *self._in_flight]:
                 task.cancel()
-            await asyncio.gather(claiming, *self._in_flight, return_exceptions=True)
+            await asyncio.gather(*background, *self._in_flight, return_exceptions=True)
 
     async def run_once(self) -> int:
-        """One claim, then every claimed timer fired at its due time (on the injected clock).
+        """One read, then every timer read fired at its due time (on the injected clock).
 
-        Returns how many timers were claimed; firings may still be in flight (see `drain`)."""
+        Returns how many timers the read brought; firings may still be in flight (see `drain`)."""
         claimed = await self.claim()
         while self._queue:
             # A timer sleep may end a little early: the firing must not find its timer not yet due.
@@ -110,59 +130,93 @@ class Scheduler:
         return claimed
 
     async def claim(self) -> int:
-        """Claim the timers due within the lookahead and queue them by due time.
+        """Read the timers due within the lookahead and queue those not held yet, by due time;
+        how many were new (0 without the lease: then nothing is held).
 
-        A burst fills claim after claim: each then starts at the latest due time the previous
-        one claimed, so the store does not read again what this scheduler already holds. Timers
-        behind that point (released after a failed firing, or written by a command meanwhile)
-        are claimed by the next sweep, a claim from the earliest due time: when a claim comes
-        back short, or `sweep_seconds` after the last sweep."""
+        A burst fills read after read: each then starts at the latest due time the previous one
+        found, so the store does not read again what this scheduler already holds. Timers behind
+        that point (left after a failed firing, or written by a command meanwhile) are read by
+        the next sweep, a read from the earliest due time: when a read comes back short, or
+        `sweep_seconds` after the last sweep. (More than `batch_size` timers due at the very same
+        moment are read as the first of them fire.)"""
+        if not self.leading:
+            self._let_go()
+            return 0
         now = self.clock.now()
         until = now + timedelta(seconds=self.config.lookahead_seconds)
-        since = self._claimed_through
+        since = self._read_through
         if since is not None and (
             self._swept_at is None or now - self._swept_at >= timedelta(seconds=self.config.sweep_seconds)
         ):
             since = None
         if since is None:
             self._swept_at = now
-        timers = await self.store.claim_due(until, now, self.config.batch_size, since)
-        full = len(timers) >= self.config.batch_size
-        self._claimed_through = max(t.due_at for t in timers) if full else None
+        timers = await self.store.read_due(until, self.config.batch_size, since)
+        self._read_full = len(timers) >= self.config.batch_size
+        self._read_through = max(t.due_at for t in timers) if self._read_full else None
+        new = 0
         for timer in timers:
-            if timer.timer_id not in self._queued:
-                self._queued.add(timer.timer_id)
+            if timer.timer_id not in self._held:
+                self._held.add(timer.timer_id)
                 heapq.heappush(self._queue, (timer.due_at, timer.timer_id, timer))
-        if timers:
+                new += 1
+        if new:
             self._arrived.set()
-        return len(timers)
+        return new
+
+    def _let_go(self) -> None:
+        """Without the lease: drop the queued timers (the holder fires them); firings in flight
+        finish (the version check keeps them from doubling anything)."""
+        for _, timer_id, _timer in self._queue:
+            self._held.discard(timer_id)
+        self._queue.clear()
+        self._read_through = None
+
+    def _forget(self, timers: Sequence[DueTimer]) -> None:
+        """Timers no longer held: the next read from the earliest due time finds them again if
+        they are still in the store."""
+        for timer in timers:
+            self._held.discard(timer.timer_id)
 
     async def fire_due(self) -> None:
         """Start one firing of what is due now (up to `fire_batch`), once a slot is free."""
         while len(self._in_flight) >= self.config.concurrency:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if not self.leading:
+            self._let_go()
+            return
         now = self.clock.now()
         batch: list[DueTimer] = []
         while self._queue and self._queue[0][0] <= now and len(batch) < self.config.fire_batch:
-            timer = heapq.heappop(self._queue)[2]
-            self._queued.discard(timer.timer_id)
-            batch.append(timer)
+            batch.append(heapq.heappop(self._queue)[2])
         if batch:
             task = asyncio.create_task(self.fire(batch), name=f"fire-{batch[0].timer_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
+    def _plenty_queued(self) -> bool:
+        return len(self._queue) >= 4 * self.config.batch_size
+
     async def _keep_claiming(self) -> None:
         while True:
+            if self._plenty_queued() and self.leading:
+                # A backlog: no read until the queue runs low. On SecantusDB a read decodes every
+                # timer of its due-time range before it limits (500 of 9,000 overdue: 300-440 ms
+                # of the server, 34-44 ms with 600 in range), so reading every poll while
+                # thousands were overdue took the server from the firings.
+                await self.clock.sleep(self.config.poll_seconds)
+                continue
             try:
-                claimed = await self.claim()
+                new = await self.claim()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("claiming due timers failed, trying again: %s", exc)
-                claimed = 0
-            # A full claim means more is due soon: claim again at once, unless plenty is queued.
-            if claimed < self.config.batch_size or len(self._queue) >= 4 * self.config.batch_size:
+                log.warning("reading due timers failed, trying again: %s", exc)
+                new = 0
+            # A full read that brought new timers means more is due soon: read again at once,
+            # unless plenty is queued (a full read of timers all held already waits: they are
+            # more due at one moment than a read takes, and fire before the rest is read).
+            if not (self._read_full and new) or self._plenty_queued():
                 await self.clock.sleep(self.config.poll_seconds)
 
     async def _keep_firing(self) -> None:
@@ -186,7 +240,14 @@ class Scheduler:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
     async def fire(self, timers: list[DueTimer]) -> None:
-        """Fire these timers (one transaction), then report each and tidy what fired nothing."""
+        """Fire these timers (one transaction), then report each and tidy what fired nothing; they
+        are no longer held once it is done."""
+        try:
+            await self._fire(timers)
+        finally:
+            self._forget(timers)
+
+    async def _fire(self, timers: list[DueTimer]) -> None:
         now = self.clock.now()
         results: list[CommandResult | None]
         try:
@@ -199,30 +260,33 @@ class Scheduler:
                     batch = FireDueTransitions(timers=timers, now=now)
                     results = await fire_due_transitions(batch, self.unit_of_work())
         except Exception as exc:
-            log.warning("firing %d timer(s) failed; released for another try: %s", len(timers), exc)
+            log.warning("firing %d timer(s) failed; left for another try: %s", len(timers), exc)
             for timer in timers:
                 self.observer.failed(timer, exc)
-            await self._tidy(self.store.release, timers)
+            # The next read sweeps from the earliest due time, and finds them again.
+            self._read_through = None
             return
-        not_yet: list[DueTimer] = []
         stale: list[DueTimer] = []
         for timer, result in zip(timers, results, strict=True):
             if result is not None:
                 self.observer.fired(timer, max(timedelta(0), now - timer.due_at))
                 continue
             self.observer.skipped(timer)
-            (not_yet if now < timer.due_at else stale).append(timer)
-        await self._tidy(self.store.release, not_yet)
+            if now < timer.due_at:
+                # Not due after all (a clock that ran behind): read again, fired later.
+                self._read_through = None
+            else:
+                stale.append(timer)
         await self._tidy(self.store.discard, stale)
 
     @staticmethod
     async def _tidy(
         action: Callable[[Sequence[DueTimer]], Awaitable[None]], timers: Sequence[DueTimer]
     ) -> None:
-        """Release or discard timers in one go; should that fail, their claims simply expire."""
+        """Discard timers in one go; should that fail, they are read again and found stale again."""
         if not timers:
             return
         try:
             await action(timers)
         except Exception as exc:
-            log.warning("could not tidy %d timer(s) (their claims will expire): %s", len(timers), exc)
+            log.warning("could not tidy %d timer(s) (tried again when read again): %s", len(timers), exc)

@@ -1,6 +1,7 @@
 """`campaigns serve scheduler`: fires campaigns' due transitions, until SIGTERM or cancellation.
 
-Several may run at once: each claims its own timers (see `command_api.adapters.due_transitions`).
+Several may run at once: the one holding the scheduler's lease fires, the others wait to take over
+(see `command_api.adapters.due_transitions`). A clean stop hands the lease over at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
                 loop.remove_signal_handler(sig)
         with contextlib.suppress(RedisError):
             await side.status.withdraw(side.instance)
+        with contextlib.suppress(PyMongoError):
+            await side.lease.release()
         await side.close()
         log.info("scheduler %s stopped", side.instance)
 
@@ -70,7 +73,9 @@ async def _report_status(side: SchedulerSide, settings: Settings) -> None:
         try:
             now = utc_now()
             current = await queue.current(now, side.scheduler.next_due_at())
-            await side.status.publish(side.instance, side.report.status(current, now))
+            await side.status.publish(
+                side.instance, side.report.status(current, now, leading=side.scheduler.leading)
+            )
         except (PyMongoError, RedisError) as exc:
             log.warning("scheduler status not reported: %s", exc)
         except Exception:

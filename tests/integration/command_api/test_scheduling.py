@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -43,7 +42,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0)
 
 
 def fast(settings: Settings) -> Settings:
-    return settings.model_copy(update={"scheduler_poll_seconds": 0.05, "scheduler_claim_seconds": 5.0})
+    return settings.model_copy(update={"scheduler_poll_seconds": 0.05, "scheduler_lease_seconds": 2.0})
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +59,7 @@ async def running_scheduler(settings: Settings, instance: str) -> AsyncIterator[
 
 
 async def scheduled_campaigns(
-    settings: Settings, count: int, starts_at: datetime, ends_at: datetime
+    settings: Settings, count: int, starts_at: datetime, ends_at: datetime, prefix: str = "timed"
 ) -> list[str]:
     """`count` campaigns scheduled through the unit of work, as the schedule route does."""
     side = open_command_side(settings)
@@ -80,7 +79,7 @@ async def scheduled_campaigns(
         for n in range(count):
             async with side.unit_of_work() as uow:
                 campaign = Campaign.create(
-                    campaign_id=f"timed-{n}", owner_id="owner", details=details, now=now
+                    campaign_id=f"{prefix}-{n}", owner_id="owner", details=details, now=now
                 )
                 campaign.schedule(now)
                 uow.campaigns.add(campaign)
@@ -254,54 +253,57 @@ async def test_two_schedulers_at_once_fire_every_transition_exactly_once(
     assert fired == count
 
 
-async def test_claims_keep_a_timer_from_two_schedulers_and_expire_with_a_dead_one(
+async def test_one_scheduler_holds_the_lease_another_takes_over_when_it_dies_or_at_once_when_it_stops(
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
-    now = datetime.now(UTC)
-    [campaign_id] = await scheduled_campaigns(settings, 1, now + timedelta(hours=1), now + timedelta(hours=2))
-    far = now + timedelta(hours=2)
-    first = open_scheduler_side(settings.model_copy(update={"scheduler_claim_seconds": 0.5}), instance="x")
-    second = open_scheduler_side(settings, instance="y")
+    short = settings.model_copy(update={"scheduler_lease_seconds": 0.5})
+    first = open_scheduler_side(short, instance="x")
+    second = open_scheduler_side(short, instance="y")
+    third = open_scheduler_side(short, instance="z")
     try:
-        [claimed] = await first.timers.claim_due(far, now, 10)
-        assert claimed.campaign_id == campaign_id
-        assert await second.timers.claim_due(far, now, 10) == []
-        doc: Any = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+        assert await first.lease.try_acquire()
+        assert first.scheduler.leading
+        assert not await second.lease.try_acquire()
+        assert not second.scheduler.leading
+        # The first dies (no renewal): its lease expires on the database's clock.
+        assert await first.lease.current_holder() == "x"
 
-        async def claim_expired() -> bool:
-            return datetime.now(UTC) > doc["claimed_until"] + timedelta(milliseconds=100)
+        async def taken_over() -> bool:
+            return await second.lease.try_acquire()
 
-        await eventually(claim_expired)
-        [taken_over] = await second.timers.claim_due(far, datetime.now(UTC), 10)
-        assert taken_over.timer_id == claimed.timer_id
+        await eventually(taken_over, within=5.0)
+        assert await second.lease.current_holder() == "y"
+        # A clean stop hands the lease over at once, before its term.
+        await second.lease.release()
+        assert await third.lease.try_acquire()
     finally:
-        await first.close()
-        await second.close()
+        for side in (first, second, third):
+            await side.close()
 
 
-async def test_a_claim_takes_no_more_than_its_limit_of_timers_due_at_once_and_the_next_goes_on_from_it(
+async def test_a_read_takes_the_earliest_due_timers_up_to_its_limit_and_from_a_due_time(
     settings: Settings, db: AsyncDatabase[Document]
 ) -> None:
-    now = datetime.now(UTC)
-    due = now + timedelta(hours=1)
-    ids = await scheduled_campaigns(settings, 60, due, now + timedelta(hours=2))
-    far = now + timedelta(hours=2)
-    first = open_scheduler_side(settings, instance="x")
-    second = open_scheduler_side(settings, instance="y")
+    now = datetime.now(UTC).replace(microsecond=0)  # due times are stored to the millisecond
+    early, late = now + timedelta(hours=1), now + timedelta(hours=1, seconds=1)
+    early_ids = await scheduled_campaigns(settings, 3, early, now + timedelta(hours=2), prefix="early")
+    late_ids = await scheduled_campaigns(settings, 3, late, now + timedelta(hours=2), prefix="late")
+    later = await scheduled_campaigns(
+        settings, 1, now + timedelta(hours=3), now + timedelta(hours=4), prefix="x"
+    )
+    side = open_scheduler_side(settings, instance="reader")
     try:
-        # 60 tied at one due time: the claim's limit takes 55 of them by id (two lists of ids).
-        claimed = await first.timers.claim_due(far, now, 55)
-        assert len(claimed) == 55
-        bound = max(timer.due_at for timer in claimed)
-        rest = await second.timers.claim_due(far, now, 55, since=bound)
-        assert len(rest) == 5
-        assert {t.campaign_id for t in claimed} | {t.campaign_id for t in rest} == set(ids)
-        assert await first.timers.claim_due(far, now, 55) == []  # every one is held
-        holders = await db[DUE_TRANSITIONS].distinct("claimed_by")
-        assert len(holders) == 2
+        far = now + timedelta(hours=2)
+        first = await side.timers.read_due(far, 4)
+        assert [t.due_at for t in first] == [early] * 3 + [late]
+        assert {t.campaign_id for t in first[:3]} == set(early_ids)
+        rest = await side.timers.read_due(far, 10, since=late)
+        assert {t.campaign_id for t in rest} == set(late_ids)
+        assert later[0] not in {t.campaign_id for t in await side.timers.read_due(far, 10)}
+        # Reading writes nothing: the timers are as the commands left them.
+        assert await db[DUE_TRANSITIONS].count_documents({"claimed_by": {"$exists": True}}) == 0
     finally:
-        await first.close()
-        await second.close()
+        await side.close()
 
 
 async def test_a_batch_whose_later_id_list_loses_its_version_check_commits_nothing_and_fires_each_once(
@@ -312,7 +314,7 @@ async def test_a_batch_whose_later_id_list_loses_its_version_check_commits_nothi
     ids = await scheduled_campaigns(settings, 60, due, now + timedelta(hours=2))
     side = open_scheduler_side(settings, instance="batch")
     try:
-        timers = await side.timers.claim_due(due, now, 100)
+        timers = await side.timers.read_due(due, 100)
         assert len(timers) == 60
         moved = timers[-1].campaign_id  # in the second list of ids the batch's update sends
         uow = side.scheduler.unit_of_work()

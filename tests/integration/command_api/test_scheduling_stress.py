@@ -1,10 +1,13 @@
 """Stress on real MongoDB: three schedulers, each with several firing transactions in flight, fire a
 few hundred timers due at once while users pause, resume, edit, unschedule and delete the same
-campaigns. Every timer fires exactly once (one event per transition, each campaign's versions
-contiguous), what users changed wins or loses cleanly (a lost version check is decided again,
-never surfaced as a conflict), nothing is left due, the run ends within its bound, and the
-server still takes a plain insert afterwards (on SecantusDB a plain write that meets an open
-transaction's documents can wedge it: pings still answer, inserts do not).
+campaigns. The schedulers run without their lease, so all three read and fire the same timers at
+once (what a scheduler paused past its lease does beside the new holder): only the version
+check keeps a transition from firing twice. Every timer fires exactly once (one event per
+transition, each campaign's versions contiguous), what users changed wins or loses cleanly (a
+lost version check is decided again, never surfaced as a conflict), nothing is left due, the run
+ends within its bound, and the server still takes a plain insert afterwards (on SecantusDB a
+plain write that meets an open transaction's documents can wedge it: pings still answer,
+inserts do not).
 
 It runs on a MongoDB server of its own (`infra/local/stack.py up mongo` on a free port and a
 directory of its own, so SecantusDB or mongod as the stack would run it): the shared one serves
@@ -98,7 +101,6 @@ def stressed(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "scheduler_poll_seconds": 0.05,
-            "scheduler_claim_seconds": 5.0,
             "scheduler_batch_size": 100,
             "scheduler_concurrency": 4,
             "scheduler_fire_batch": 20,
@@ -137,6 +139,8 @@ async def seed(db: AsyncDatabase[Document], first_due: datetime) -> list[str]:
 @contextlib.asynccontextmanager
 async def schedulers(settings: Settings) -> AsyncIterator[list[SchedulerSide]]:
     sides = [open_scheduler_side(stressed(settings), instance=f"stress-{n}") for n in range(SCHEDULERS)]
+    for side in sides:
+        side.scheduler.lease = None  # each fires as if it held the lease
     tasks = [asyncio.create_task(side.scheduler.run()) for side in sides]
     try:
         yield sides

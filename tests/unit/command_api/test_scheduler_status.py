@@ -57,6 +57,13 @@ def test_an_overdue_count_at_its_limit_is_reported_as_capped() -> None:
     assert (exact["overdue"], exact["overdue_capped"]) == (2, False)
 
 
+def test_the_report_says_whether_this_scheduler_holds_the_lease() -> None:
+    report = SchedulerReport("s1")
+    queue = TimerQueue(pending=1, overdue=0, next_due_at=NOW)
+    assert report.status(queue, NOW)["leading"] is True
+    assert report.status(queue, NOW, leading=False)["leading"] is False
+
+
 def test_id_lists_are_cut_into_slices_of_at_most_the_chunk_size() -> None:
     assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert chunked([], 3) == []

@@ -4,6 +4,7 @@ at its due time, through the same handler and unit of work as any command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,34 +42,23 @@ class FakeClock:
 
 @dataclass
 class FakeTimers:
-    """The timer store over FakeStore.timers, with claims like the MongoDB one."""
+    """The timer store over FakeStore.timers: reads by due time, like the MongoDB one."""
 
     store: FakeStore
-    claimed: set[str] = field(default_factory=set)
     discarded: list[str] = field(default_factory=list)
-    # The lower bound of each claim (None: a sweep from the earliest due time).
+    # The lower bound of each read (None: a sweep from the earliest due time).
     sinces: list[datetime | None] = field(default_factory=list)
 
-    async def claim_due(
-        self, until: datetime, now: datetime, limit: int, since: datetime | None = None
-    ) -> list[DueTimer]:
+    async def read_due(self, until: datetime, limit: int, since: datetime | None = None) -> list[DueTimer]:
         self.sinces.append(since)
-        due = sorted(
+        return sorted(
             (
                 t
                 for t in self.store.timers.values()
-                if t.due_at <= until
-                and (since is None or t.due_at >= since)
-                and t.timer_id not in self.claimed
+                if t.due_at <= until and (since is None or t.due_at >= since)
             ),
             key=lambda t: t.due_at,
         )[:limit]
-        self.claimed.update(t.timer_id for t in due)
-        return due
-
-    async def release(self, timers: Sequence[DueTimer]) -> None:
-        for timer in timers:
-            self.claimed.discard(timer.timer_id)
 
     async def discard(self, timers: Sequence[DueTimer]) -> None:
         for timer in timers:
@@ -294,50 +284,126 @@ async def test_a_burst_due_at_once_is_fired_in_few_transactions() -> None:
     assert all(store.event_types(i)[-1] == "CampaignActivated" for i in ids)
 
 
-async def test_a_firing_that_hangs_is_abandoned_and_its_timer_released_for_another_try() -> None:
+async def test_a_firing_that_hangs_is_abandoned_and_its_timer_fired_again_by_the_next_read() -> None:
     store = FakeStore()
     starts = START + timedelta(seconds=1)
     campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
     scheduler, observer = scheduler_on(store, FakeClock(starts), firing_timeout_seconds=0.05)
-    timers = scheduler.store
-    assert isinstance(timers, FakeTimers)
+    timer = store.timers[campaign_id]
 
     class HangingUnitOfWork(FakeUnitOfWork):
         async def commit(self, *, actor_id: str | None, causation_id: str | None = None) -> None:
             await asyncio.Event().wait()  # a server that never answers
 
     scheduler.unit_of_work = lambda: HangingUnitOfWork(store)
-    await scheduler.run_once()
+    assert await scheduler.run_once() == 1
     await scheduler.drain()
-    assert observer.failures == [store.timers[campaign_id].timer_id]
-    assert timers.claimed == set()  # released: the next pass claims it again
+    assert observer.failures == [timer.timer_id]
     assert "CampaignActivated" not in store.event_types(campaign_id)
+    assert scheduler.next_due_at() is None  # no longer held
+
+    scheduler.unit_of_work = lambda: FakeUnitOfWork(store)
+    assert await scheduler.run_once() == 1  # read again (a sweep), fired this time
+    await scheduler.drain()
+    assert [timer_id for timer_id, _ in observer.firings] == [timer.timer_id]
+    assert store.event_types(campaign_id).count("CampaignActivated") == 1
 
 
-async def test_during_a_burst_each_claim_starts_where_the_last_full_one_ended_and_sweeps_catch_up() -> None:
+async def test_during_a_burst_each_read_starts_where_the_last_full_one_ended_and_sweeps_catch_up() -> None:
     store = FakeStore()
     starts = [START + timedelta(seconds=1, milliseconds=n) for n in range(7)]
     for at in starts:
         await scheduled_campaign(store, at, START + timedelta(hours=1))
     clock = FakeClock(START + timedelta(seconds=1))
-    scheduler, _ = scheduler_on(store, clock, batch_size=2, sweep_seconds=5.0)
+    scheduler, _ = scheduler_on(store, clock, batch_size=3, sweep_seconds=5.0)
     timers = scheduler.store
     assert isinstance(timers, FakeTimers)
 
-    assert await scheduler.claim() == 2  # a sweep, and full
-    assert await scheduler.claim() == 2  # from the last one's latest due time
-    # A timer claimed earlier is given back behind the claims' point (its firing failed).
-    [behind] = [t for t in store.timers.values() if t.due_at == starts[0]]
-    await timers.release([behind])
-    assert await scheduler.claim() == 2
-    assert timers.sinces == [None, starts[1], starts[3]]
-    assert behind.timer_id not in timers.claimed  # not reread while the burst keeps claims full
+    assert await scheduler.claim() == 3  # a sweep, and full: 0, 1, 2
+    assert await scheduler.claim() == 2  # from the last one's latest due time: 2 (held), 3, 4
+    # A command writes a timer due behind the reads' point.
+    behind = await scheduled_campaign(store, START + timedelta(milliseconds=500), START + timedelta(hours=1))
+    assert await scheduler.claim() == 2  # 4 (held), 5, 6
+    assert timers.sinces == [None, starts[2], starts[4]]
+    assert scheduler.next_due_at() == starts[0]  # the one behind is not read while reads are full
 
     clock.current += timedelta(seconds=5)  # the sweep interval has passed
-    assert await scheduler.claim() == 2  # the one behind, and the last one: full
+    assert await scheduler.claim() == 1  # the one behind (and 0, 1 held): full
     assert timers.sinces[-1] is None
-    assert behind.timer_id in timers.claimed
-    assert await scheduler.claim() == 0  # from where that sweep ended: short
-    assert await scheduler.claim() == 0  # so the next is a sweep again
-    assert timers.sinces[-2:] == [starts[6], None]
-    assert {t.timer_id for t in store.timers.values()} == timers.claimed  # every timer claimed once
+    assert scheduler.next_due_at() == store.timers[behind].due_at
+    assert await scheduler.claim() == 0  # from where that sweep ended: 1, 2, 3, all held
+    assert timers.sinces[-1] == starts[1]
+
+
+async def test_a_full_read_of_timers_already_held_waits_instead_of_reading_again_at_once() -> None:
+    store = FakeStore()
+    due = START + timedelta(seconds=1)
+    for _ in range(5):  # more due at the very same moment than one read takes
+        await scheduled_campaign(store, due, START + timedelta(hours=1))
+    clock = FakeClock(START + timedelta(milliseconds=500))
+    scheduler, _ = scheduler_on(store, clock, batch_size=3, poll_seconds=0.25)
+    claiming = asyncio.create_task(scheduler._keep_claiming())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    claiming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await claiming
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+    # The first read is full and new (read again at once); the second brings nothing new: wait.
+    assert clock.slept[:1] == [0.25]
+    assert len(timers.sinces) == len(clock.slept) + 1
+
+
+class FakeLease:
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    async def keep(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_without_the_lease_a_scheduler_reads_nothing_and_drops_what_it_held() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    campaign_id = await scheduled_campaign(store, starts, START + timedelta(hours=1))
+    clock = FakeClock(START + timedelta(milliseconds=500))
+    scheduler, observer = scheduler_on(store, clock)
+    lease = FakeLease(held=True)
+    scheduler.lease = lease
+    assert await scheduler.claim() == 1
+    assert scheduler.next_due_at() == starts
+    lease.held = False  # another scheduler took over
+    clock.current = starts
+    await scheduler.fire_due()
+    await scheduler.drain()
+    assert observer.firings == []
+    assert scheduler.next_due_at() is None
+    assert await scheduler.claim() == 0
+    assert store.timers[campaign_id].due_at == starts  # left for the holder of the lease
+    lease.held = True
+    assert await scheduler.run_once() == 1
+    await scheduler.drain()
+    assert [timer_id for timer_id, _ in observer.firings] == [f"timer:{campaign_id}:v2:activate"]
+
+
+async def test_with_plenty_queued_the_scheduler_reads_nothing_until_the_queue_runs_low() -> None:
+    store = FakeStore()
+    due = START + timedelta(seconds=1)
+    for n in range(9):
+        await scheduled_campaign(store, due + timedelta(milliseconds=n), START + timedelta(hours=1))
+    clock = FakeClock(START + timedelta(milliseconds=500))
+    scheduler, _ = scheduler_on(store, clock, batch_size=2, poll_seconds=0.25)
+    claiming = asyncio.create_task(scheduler._keep_claiming())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    claiming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await claiming
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+    # Reads went on at once while full and new (the first brings 2, each next one 1 beside the
+    # bound it rereads) until 4 reads' worth (8) were queued; then the loop only polled.
+    assert len(timers.sinces) == 7
+    assert len(clock.slept) >= 10
+    assert scheduler.next_due_at() == due
