@@ -17,7 +17,7 @@ from projectors.application.consume import DeadLetter, EventRecord, ProjectionCo
 from readmodels import generations, scripts
 from readmodels.generations import ReadModelsLost, mark_whole, swap_generation
 from readmodels.keyspace import CampaignKeys, generation_base, sentinel_key
-from readmodels.versions import state_key_of
+from readmodels.versions import aggregate_state
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import new_campaign
 
@@ -92,6 +92,10 @@ async def test_a_lost_sentinel_stops_the_batch_before_anything_is_written(
         lost = new_campaign("u1")
         with pytest.raises(ReadModelsLost):
             await consumer.handle(records(lost.events))
-        state_key = state_key_of(prefix, f"{projection.name}.1", projection.name, "campaign", buckets)
-        assert await redis.exists(state_key(lost.aggregate_id)) == 0
+        generation = f"{projection.name}.1"
+        state = aggregate_state(prefix, generation, projection.name, "campaign", lost.aggregate_id, buckets)
+        if state.field is None:
+            assert await redis.exists(state.key) == 0
+        else:  # the stats state is a field of its bucket's hash (stats key layout 2)
+            assert await redis.hexists(state.key, state.field) == 0
         await mark_whole(redis, prefix)
