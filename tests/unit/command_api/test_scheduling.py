@@ -335,6 +335,16 @@ async def test_during_a_burst_each_read_starts_where_the_last_full_one_ended_and
     assert timers.sinces[-1] == starts[1]
 
 
+async def keep_claiming_for(scheduler: Scheduler, ticks: int) -> None:
+    """Run the scheduler's claiming loop for `ticks` turns of the event loop, then stop it."""
+    claiming = asyncio.create_task(scheduler._keep_claiming())
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    claiming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await claiming
+
+
 async def test_a_full_read_of_timers_already_held_waits_instead_of_reading_again_at_once() -> None:
     store = FakeStore()
     due = START + timedelta(seconds=1)
@@ -342,12 +352,7 @@ async def test_a_full_read_of_timers_already_held_waits_instead_of_reading_again
         await scheduled_campaign(store, due, START + timedelta(hours=1))
     clock = FakeClock(START + timedelta(milliseconds=500))
     scheduler, _ = scheduler_on(store, clock, batch_size=3, poll_seconds=0.25)
-    claiming = asyncio.create_task(scheduler._keep_claiming())
-    for _ in range(20):
-        await asyncio.sleep(0)
-    claiming.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await claiming
+    await keep_claiming_for(scheduler, ticks=20)
     timers = scheduler.store
     assert isinstance(timers, FakeTimers)
     # The first read is full and new (read again at once); the second brings nothing new: wait.
@@ -394,12 +399,7 @@ async def test_with_plenty_queued_the_scheduler_reads_nothing_until_the_queue_ru
         await scheduled_campaign(store, due + timedelta(milliseconds=n), START + timedelta(hours=1))
     clock = FakeClock(START + timedelta(milliseconds=500))
     scheduler, _ = scheduler_on(store, clock, batch_size=2, poll_seconds=0.25)
-    claiming = asyncio.create_task(scheduler._keep_claiming())
-    for _ in range(50):
-        await asyncio.sleep(0)
-    claiming.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await claiming
+    await keep_claiming_for(scheduler, ticks=50)
     timers = scheduler.store
     assert isinstance(timers, FakeTimers)
     # Reads went on at once while full and new (the first brings 2, each next one 1 beside the
