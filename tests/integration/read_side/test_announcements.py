@@ -191,11 +191,18 @@ async def test_after_its_connection_is_killed_the_listener_subscribes_again_and_
                 # Whatever was in flight may be lost: every waiter is woken to read again.
                 await asyncio.wait_for(cut, WITHIN)
 
+            seen: list[dict[str, str]] = []
+
             async def subscribed_again() -> bool:
                 now = await pubsub_clients(servers, name)
+                seen[:] = [c for _, c in now]
                 return len(now) == expected and killed not in {c["id"] for _, c in now}
 
-            await wait_until(subscribed_again, WITHIN, "the listener to subscribe again")
+            try:
+                await wait_until(subscribed_again, WITHIN, "the listener to subscribe again")
+            except AssertionError as exc:  # which subscriptions were there: what to look at first
+                held = [{k: c.get(k) for k in ("id", "addr", "laddr", "sub", "ssub", "age")} for c in seen]
+                raise AssertionError(f"{exc}: {expected} wanted, {killed} killed, held {held}") from None
         await asyncio.sleep(0.2)  # past its wake-up of every waiter after subscribing again
 
         # Waiters registered now are woken only by the announcements themselves.
