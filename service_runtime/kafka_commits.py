@@ -65,14 +65,17 @@ class IntervalCommits(ConsumerRebalanceListener):  # type: ignore[misc]
         end of a transactional topic forever."""
         self.consumer = consumer
         noted = self._written
-        for partition, position in consumed_positions(consumer).items():
+        positions = consumed_positions(consumer)
+        if not positions:  # no subscription state to read: the batch's own records tell
+            positions = {}
+            for record in batch:
+                partition = TopicPartition(record.topic, record.partition)
+                positions[partition] = max(positions.get(partition, -1), record.offset + 1)
+        # A position is past every record of the batch on its partition, so the positions alone
+        # say it (walking the records as well was a loop per record on the consume path).
+        for partition, position in positions.items():
             if position > noted.get(partition, -1):
                 noted[partition] = position
-        for record in batch:
-            partition = TopicPartition(record.topic, record.partition)
-            following = record.offset + 1
-            if following > noted.get(partition, -1):
-                noted[partition] = following
 
     async def acknowledged(
         self, consumer: AIOKafkaConsumer, batch: Collection[ConsumerRecord[Any, Any]]
