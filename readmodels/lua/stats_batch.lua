@@ -26,8 +26,10 @@
 --   the aggregate's field in its states hash, its packed id, first; readmodels/stats.py)
 -- Returns two entries per event, in order: 'applied', drained | 'duplicate', 0 | 'parked', 0 |
 --   'refused', why (nothing of that event counted; the projector dead-letters it).
--- Every write is made after every event is decided, so an error (a key of another type) stops
--- the call before it writes; the projector then sends its events one a call.
+-- Every read comes before the first write, and the first writes are the entries this call parks
+-- (writing them again is harmless): a state or parked hash of another type stops the call before
+-- it has counted anything, and the projector then sends its events one a call. (A counter hash
+-- of another type would stop it midway, as it stopped a call of one event midway.)
 local counts_key, budget_key, per_minute_key, parked_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local states_key = {campaign = KEYS[5], user = KEYS[6]}
 local projected_at = ARGV[1]
@@ -96,12 +98,15 @@ end
 
 -- Parked events, per parked hash: those parked by this call (kept here, written at the end),
 -- those of Redis drained by it (deleted at the end), whether Redis holds any (asked once, when
--- first needed).
+-- first needed; for all of the call's at once first: most calls find none).
+local none_parked = #KEYS < 7 or redis.call('EXISTS', unpack(KEYS, 7, #KEYS)) == 0
 local parks, park_order = {}, {}
 local function parked_of(parked, member)
   local park = parks[parked]
   if not park then
-    park = {member = member, new = {}, new_order = {}, drained = {}, any = nil}
+    local any = nil
+    if none_parked then any = false end
+    park = {member = member, new = {}, new_order = {}, drained = {}, any = any}
     parks[parked] = park
     park_order[#park_order + 1] = parked
   end
