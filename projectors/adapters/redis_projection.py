@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
+from projectors.adapters.group_spec import FromItsGroupSpec
 from projectors.adapters.notices import notice_prefix
 from projectors.adapters.stats_projection import StatsProjection
 from projectors.adapters.transient import is_transient
@@ -35,7 +36,6 @@ from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.campaigns import packed_id
 from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
-from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import (
     StatsKeys,
@@ -58,7 +58,7 @@ OwnKeys = Callable[[str, EventEnvelope], Sequence[str]]
 
 
 @dataclass(frozen=True)
-class ScriptProjection:
+class ScriptProjection(FromItsGroupSpec):
     """A read model applied by its own Lua script, one guarded call per event (users; stats
     where `StatsProjection` hands it a generation of an earlier layout or a refused call)."""
 
@@ -79,15 +79,6 @@ class ScriptProjection:
     _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def aggregate_types(self) -> frozenset[str]:
-        return SPECS_BY_NAME[self.name].aggregate_types
-
-    @property
-    def announces(self) -> bool:
-        # Each event is announced by exactly one projection (see `readmodels.groups`).
-        return SPECS_BY_NAME[self.name].announces
-
-    @property
     def script(self) -> LuaScript:
         return apply_script(self.script_name or self.name)
 
@@ -101,9 +92,6 @@ class ScriptProjection:
     async def writes_earlier_layout(self, redis: Redis, generation: str) -> bool:
         """Whether `generation` is marked with an earlier key layout, written by `earlier`."""
         return self.earlier is not None and await self._layout_of(redis, generation) < self.layout
-
-    def accepts(self, envelope: EventEnvelope) -> bool:
-        return envelope.aggregate_type in self.aggregate_types
 
     async def apply(
         self,

@@ -33,12 +33,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import EventEnvelope
+from projectors.adapters.group_spec import FromItsGroupSpec
 from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.campaigns import packed_id
 from readmodels.generations import GenerationClaim
-from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import StatsKeys, bucket_of, generation_base, parked_key, parked_set_key
 from readmodels.scripts import LuaScript, ScriptArg, stats_batch_script
@@ -120,26 +120,15 @@ class OneEventACall(Projection, Protocol):
 
 
 @dataclass(frozen=True)
-class StatsProjection:
+class StatsProjection(FromItsGroupSpec):
     name: str
     prefix: str
     buckets: int
     one_event_a_call: OneEventACall
 
     @property
-    def aggregate_types(self) -> frozenset[str]:
-        return SPECS_BY_NAME[self.name].aggregate_types
-
-    @property
-    def announces(self) -> bool:
-        return SPECS_BY_NAME[self.name].announces  # False: lua/stats_batch.lua publishes nothing
-
-    @property
     def script(self) -> LuaScript:
         return stats_batch_script()
-
-    def accepts(self, envelope: EventEnvelope) -> bool:
-        return envelope.aggregate_type in self.aggregate_types
 
     async def apply(
         self,
