@@ -294,8 +294,8 @@ async def _through_cluster_pipeline(
 # `apply_change` (the stats projection's in each key layout it writes).
 _APPLY_PARTS: dict[str, tuple[str, ...]] = {
     "users": ("users",),
-    "stats": ("stats_counters", "stats"),
-    "stats_layout1": ("stats_counters", "stats_layout1"),
+    "stats": ("stats_state", "stats_counters", "stats"),
+    "stats_layout1": ("stats_state", "stats_counters", "stats_layout1"),
 }
 
 
@@ -305,6 +305,13 @@ def apply_script(projection: str) -> LuaScript:
     parts = ("common", *_APPLY_PARTS[projection], "guard")
     source = "\n".join(lua_source(part) for part in parts)
     return LuaScript(f"apply_{projection}", source.encode())
+
+
+@cache
+def stats_batch_script() -> LuaScript:
+    """The stats projection's apply of a run of one bucket's events (lua/stats_batch.lua)."""
+    source = "\n".join(lua_source(part) for part in ("stats_state", "stats_batch"))
+    return LuaScript("stats_batch", source.encode())
 
 
 @cache

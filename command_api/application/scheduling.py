@@ -32,6 +32,9 @@ from command_api.domain.campaign import DueTimer
 
 log = logging.getLogger(__name__)
 
+# The narrowest window a forward read spans (due times are kept to the millisecond).
+MIN_READ_SPAN = timedelta(milliseconds=1)
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -88,11 +91,19 @@ class Scheduler:
     # until its firing commits; it must not be queued twice).
     _held: set[str] = field(default_factory=set, init=False, repr=False)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    # While reads come back full (a burst), the next starts at the last one's latest due time;
-    # a read from the earliest (a sweep) runs at least every `sweep_seconds`.
+    # Forward reads: every timer due by `_read_through` has been read (None: sweep next); the next
+    # reads a window of `_span` from there. A sweep (from the earliest due time) runs at least
+    # every `sweep_seconds`.
     _read_through: datetime | None = field(default=None, init=False, repr=False)
+    _span: timedelta = field(default=timedelta(seconds=1), init=False, repr=False)
+    # Whether the last read was full, and whether it left more to read (it was full, or its
+    # window ended before the lookahead).
     _read_full: bool = field(default=False, init=False, repr=False)
+    _read_more: bool = field(default=False, init=False, repr=False)
     _swept_at: datetime | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._span = timedelta(seconds=self.config.lookahead_seconds)
 
     def next_due_at(self) -> datetime | None:
         """The earliest due time among the timers this scheduler holds (read, not yet fired)."""
@@ -133,27 +144,54 @@ class Scheduler:
         """Read the timers due within the lookahead and queue those not held yet, by due time;
         how many were new (0 without the lease: then nothing is held).
 
-        A burst fills read after read: each then starts at the latest due time the previous one
-        found, so the store does not read again what this scheduler already holds. Timers behind
+        Reads go forward through due time in windows sized to hold about one read
+        (`batch_size`): on SecantusDB a read decodes every timer of its due-time range before it
+        limits, so a read of 500 from a backlog of thousands cost the server the whole backlog
+        (301-441 ms with 9,000 in range, 34-44 ms with 600). Each forward read starts where the
+        previous one ended (`_read_through`: every timer due by then has been read); a full read
+        narrows the next window to the span that held it, a short one widens it. Timers behind
         that point (left after a failed firing, or written by a command meanwhile) are read by
-        the next sweep, a read from the earliest due time: when a read comes back short, or
-        `sweep_seconds` after the last sweep. (More than `batch_size` timers due at the very same
-        moment are read as the first of them fire.)"""
+        a sweep, a read from the earliest due time up to that point: when the forward reads have
+        caught up with the lookahead, and `sweep_seconds` after the last sweep. (More than
+        `batch_size` timers due at the very same moment are read as the first of them fire.)"""
         if not self.leading:
             self._let_go()
             return 0
         now = self.clock.now()
         until = now + timedelta(seconds=self.config.lookahead_seconds)
-        since = self._read_through
-        if since is not None and (
+        through = self._read_through
+        sweep = through is None or (
             self._swept_at is None or now - self._swept_at >= timedelta(seconds=self.config.sweep_seconds)
-        ):
-            since = None
-        if since is None:
+        )
+        since: datetime | None
+        if sweep:
             self._swept_at = now
-        timers = await self.store.read_due(until, self.config.batch_size, since)
-        self._read_full = len(timers) >= self.config.batch_size
-        self._read_through = max(t.due_at for t in timers) if self._read_full else None
+            since, high = None, until if through is None else min(until, through)
+        else:
+            assert through is not None
+            since, high = through, min(until, through + self._span)
+        timers = await self.store.read_due(high, self.config.batch_size, since)
+        full = len(timers) >= self.config.batch_size
+        if full:
+            latest = max(t.due_at for t in timers)
+            # The due times that held a whole read: the next window spans as much.
+            self._span = max(MIN_READ_SPAN, latest - min(t.due_at for t in timers))
+            if sweep or through is None:
+                # A full sweep sends the forward reads back to its end (they reread what is held,
+                # skipping it, and find what was left behind it).
+                self._read_through = latest if through is None else min(latest, through)
+            else:
+                self._read_through = latest
+        elif high < until:
+            # Every timer due by `high` is read; more may be due before the lookahead ends.
+            self._read_through = high
+            if not sweep:
+                self._span = min(self._span * 2, timedelta(seconds=self.config.lookahead_seconds))
+        else:
+            # Caught up: the next read sweeps from the earliest due time.
+            self._read_through = None
+            self._span = timedelta(seconds=self.config.lookahead_seconds)
+        self._read_full, self._read_more = full, full or high < until
         new = 0
         for timer in timers:
             if timer.timer_id not in self._held:
@@ -212,11 +250,13 @@ class Scheduler:
                 raise
             except Exception as exc:
                 log.warning("reading due timers failed, trying again: %s", exc)
-                new = 0
-            # A full read that brought new timers means more is due soon: read again at once,
-            # unless plenty is queued (a full read of timers all held already waits: they are
-            # more due at one moment than a read takes, and fire before the rest is read).
-            if not (self._read_full and new) or self._plenty_queued():
+                new, self._read_full, self._read_more = 0, False, False
+            # A full read that brought new timers means more is due soon, and a window that ended
+            # before the lookahead leaves the rest of it to read: read again at once, unless
+            # plenty is queued (a full read of timers all held already waits: they are more due
+            # at one moment than a read takes, and fire before the rest is read).
+            more = (self._read_full and new) or (self._read_more and not self._read_full)
+            if not more or self._plenty_queued():
                 await self.clock.sleep(self.config.poll_seconds)
 
     async def _keep_firing(self) -> None:

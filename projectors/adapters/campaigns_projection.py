@@ -31,12 +31,12 @@ import orjson
 from redis.asyncio import Redis
 
 from events import EventEnvelope, InvalidEvent, decode_event, encode_event
+from projectors.adapters.group_spec import FromItsGroupSpec
 from projectors.adapters.notices import notice_prefix
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult, EventOutcome
 from readmodels.campaigns import PACKED_LAYOUT, campaign_document, filter_moves, membership_moves, set_member
 from readmodels.generations import GenerationClaim, layout_marker
-from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
 from readmodels.parked import campaign_entry, parked_event
@@ -87,7 +87,7 @@ class _KeyTable:
 
 
 @dataclass(frozen=True)
-class CampaignsProjection:
+class CampaignsProjection(FromItsGroupSpec):
     name: str
     prefix: str
     buckets: int = 1
@@ -96,19 +96,8 @@ class CampaignsProjection:
     _packed: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def aggregate_types(self) -> frozenset[str]:
-        return SPECS_BY_NAME[self.name].aggregate_types
-
-    @property
-    def announces(self) -> bool:
-        return SPECS_BY_NAME[self.name].announces
-
-    @property
     def script(self) -> LuaScript:
         return cas_script()
-
-    def accepts(self, envelope: EventEnvelope) -> bool:
-        return envelope.aggregate_type in self.aggregate_types
 
     async def apply(
         self,

@@ -6,9 +6,10 @@ a new generation (with `announce=False`, so the monitor does not see a replay as
 then compare `digest.generation_digest` of both generations and `generations.swap_generation`.
 
 The campaigns projection (the busiest) reads each campaign once per batch, plans the batch in
-memory and writes it with one guarded call per campaign (`campaigns_projection`). Users and
-stats run one script call per event, pipelined. The rules are the same for all three, per event
-(for users and stats inside lua/guard.lua): version <= last applied -> DUPLICATE, nothing
+memory and writes it with one guarded call per campaign (`campaigns_projection`). Stats runs one
+script call per bucket per batch (`stats_projection`), users one per event, pipelined. The rules
+are the same for all three, per event (for users inside lua/guard.lua, for stats in
+lua/stats_batch.lua): version <= last applied -> DUPLICATE, nothing
 written; version == last + 1 -> APPLIED (change, version and announcement together); version
 > last + 1 -> PARKED: the event is stored beside the read model, not applied, and applied as
 soon as the missing version arrives. Parking rather than refusing the batch keeps one bad or
@@ -27,13 +28,14 @@ from redis.exceptions import ResponseError
 
 from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
+from projectors.adapters.group_spec import FromItsGroupSpec
 from projectors.adapters.notices import notice_prefix
+from projectors.adapters.stats_projection import StatsProjection
 from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.campaigns import packed_id
 from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
-from readmodels.groups import SPECS_BY_NAME
 from readmodels.json_form import json_time
 from readmodels.keyspace import (
     StatsKeys,
@@ -56,8 +58,9 @@ OwnKeys = Callable[[str, EventEnvelope], Sequence[str]]
 
 
 @dataclass(frozen=True)
-class ScriptProjection:
-    """A read model applied by its own Lua script, one guarded call per event (users, stats)."""
+class ScriptProjection(FromItsGroupSpec):
+    """A read model applied by its own Lua script, one guarded call per event (users; stats
+    where `StatsProjection` hands it a generation of an earlier layout or a refused call)."""
 
     name: str
     prefix: str
@@ -76,15 +79,6 @@ class ScriptProjection:
     _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def aggregate_types(self) -> frozenset[str]:
-        return SPECS_BY_NAME[self.name].aggregate_types
-
-    @property
-    def announces(self) -> bool:
-        # Each event is announced by exactly one projection (see `readmodels.groups`).
-        return SPECS_BY_NAME[self.name].announces
-
-    @property
     def script(self) -> LuaScript:
         return apply_script(self.script_name or self.name)
 
@@ -95,8 +89,9 @@ class ScriptProjection:
             layout = self._layouts[generation] = self.layout if marker is None else marker
         return layout
 
-    def accepts(self, envelope: EventEnvelope) -> bool:
-        return envelope.aggregate_type in self.aggregate_types
+    async def writes_earlier_layout(self, redis: Redis, generation: str) -> bool:
+        """Whether `generation` is marked with an earlier key layout, written by `earlier`."""
+        return self.earlier is not None and await self._layout_of(redis, generation) < self.layout
 
     async def apply(
         self,
@@ -110,7 +105,7 @@ class ScriptProjection:
         """Apply `envelopes` in order; each one atomically guarded by its aggregate's version."""
         if claim is not None:  # nothing to read first: confirmed on its own
             await claim.check(redis)
-        if self.earlier is not None and await self._layout_of(redis, generation) < self.layout:
+        if self.earlier is not None and await self.writes_earlier_layout(redis, generation):
             return await self.earlier.apply(redis, generation, envelopes, announce=announce)
         base = generation_base(self.prefix, generation)
         announcing = announce and self.announces
@@ -179,7 +174,10 @@ def users_projection(prefix: str, buckets: int = 1) -> Projection:
     )
 
 
-def stats_projection(prefix: str, buckets: int = 1) -> Projection:
+def stats_projection(prefix: str, buckets: int = 1) -> StatsProjection:
+    """One lua/stats_batch.lua call per bucket per batch; one event a call (lua/stats.lua, and
+    lua/stats_layout1.lua for a generation of layout 1) where `StatsProjection` says."""
+
     # An aggregate's stats state is a field of its bucket's hash of states (readmodels.keyspace.
     # StatsKeys.campaign_states): the hash is the script's KEYS[1], the field leads the change.
     def state_key(base: str, envelope: EventEnvelope) -> str:
@@ -199,7 +197,7 @@ def stats_projection(prefix: str, buckets: int = 1) -> Projection:
     def counters(base: str, envelope: EventEnvelope) -> Sequence[str]:
         return StatsKeys(base, buckets).counters(envelope.aggregate_id)
 
-    return ScriptProjection(
+    one_event_a_call = ScriptProjection(
         name="stats",
         prefix=prefix,
         state_key=state_key,
@@ -217,6 +215,7 @@ def stats_projection(prefix: str, buckets: int = 1) -> Projection:
             script_name="stats_layout1",
         ),
     )
+    return StatsProjection(name="stats", prefix=prefix, buckets=buckets, one_event_a_call=one_event_a_call)
 
 
 def all_projections(prefix: str, buckets: int = 1) -> list[Projection]:

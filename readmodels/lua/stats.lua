@@ -1,35 +1,8 @@
--- The stats projection's states (key layout 2), after lua/stats_counters.lua.
+-- The stats projection's states (key layout 2) one event a call, after lua/stats_counters.lua
+-- (the projector's fallback for a call of lua/stats_batch.lua refused as a whole).
 -- KEYS[1] is the bucket's hash of campaign or user states; the change is {field, kind, minute,
--- name, value...}: the aggregate's field in it (its packed id), then what the event sets.
--- A campaign's state is one field, `v|status|channel|currency|units|frac|deleted` (absent values
--- empty, trailing empties dropped); a user's is its version alone. One field a campaign rather
--- than a hash key of its own: a key costs ~100 B of overhead beside its ~30 B of state.
-local STATE_FIELDS = {'status', 'channel', 'currency', 'units', 'frac', 'deleted'}
-
--- The state a field holds, and its version (nil, 0: none).
-local function decode_state(raw)
-  local state = {}
-  if not raw then return state, 0 end
-  local parts, start = {}, 1
-  while true do
-    local stop = string.find(raw, '|', start, true)
-    if not stop then parts[#parts + 1] = string.sub(raw, start); break end
-    parts[#parts + 1] = string.sub(raw, start, stop - 1)
-    start = stop + 1
-  end
-  for i, name in ipairs(STATE_FIELDS) do
-    local value = parts[i + 1]
-    if value and value ~= '' then state[name] = value end
-  end
-  return state, tonumber(parts[1])
-end
-
-local function encode_state(vtext, state)
-  local parts = {vtext}
-  for i, name in ipairs(STATE_FIELDS) do parts[i + 1] = state[name] or '' end
-  local text = table.concat(parts, '|')
-  return (string.gsub(text, '|+$', ''))
-end
+-- name, value...}: the aggregate's field in it (its packed id), then what the event sets. The
+-- state's text is lua/stats_state.lua's `encode_state`.
 
 -- The field last read or written, so the guard's read serves the apply's too.
 local known_field, known_raw = nil, nil

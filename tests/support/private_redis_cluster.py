@@ -134,6 +134,29 @@ class PrivateRedisCluster:
             timeout=60,
         )
 
+    def replication(self, port: int) -> dict[str, str]:
+        """INFO replication of the node on `port`, as fields."""
+        fields = {}
+        for line in _info("127.0.0.1", port).decode().splitlines():
+            name, sep, value = line.partition(":")
+            if sep:
+                fields[name.strip()] = value.strip()
+        return fields
+
+    def replica_of(self, primary: int) -> int:
+        """The port of the (one) replica of the primary on `primary`."""
+        replica = self.replication(primary)["slave0"]  # ip=127.0.0.1,port=N,state=...,offset=...
+        return int(dict(part.split("=", 1) for part in replica.split(","))["port"])
+
+    def cut_replication(self, replica: int) -> None:
+        """Let the replica on `replica` fall behind its primary, which goes on accepting writes:
+        its link to the primary is closed and cannot be made again (a password the primary does
+        not expect fails the handshake at each retry). What a replica far behind across a network
+        amounts to; on loopback a SIGKILLed primary's last writes would otherwise still reach its
+        replica from the socket, and a failover would lose nothing."""
+        _cli(replica, "config", "set", "masterauth", "not-the-primary's")
+        _cli(replica, "client", "kill", "type", "master")
+
     def kill(self, port: int) -> None:
         process = self.processes[port]
         process.kill()

@@ -14,10 +14,10 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
-from command_api.application.campaign_handlers import fire_due_transitions
-from command_api.application.commands import FireDueTransitions
+from command_api.application.campaign_handlers import change_campaign_status, fire_due_transitions
+from command_api.application.commands import ChangeCampaignStatus, FireDueTransitions
 from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
-from command_api.domain.campaign import Campaign, CampaignDetails
+from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, Campaign, CampaignDetails
 from query_api.adapters.monitor_state import MonitorState
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
@@ -339,6 +339,57 @@ async def test_a_batch_whose_later_id_list_loses_its_version_check_commits_nothi
         assert state is not None and (state["status"], state["version"]) == ("active", 4)
         assert activation["aggregate_version"] == 4
     finally:
+        await side.close()
+
+
+async def test_a_batch_beside_an_unscheduling_fires_the_others_once_and_fired_again_records_nothing(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC)
+    due = now + timedelta(seconds=30)
+    ids = await scheduled_campaigns(settings, 5, due, now + timedelta(hours=2))
+    side = open_scheduler_side(settings, instance="batch")
+    users = open_command_side(settings)
+    try:
+        timers = await side.timers.read_due(due, 100)
+        assert len(timers) == 5
+        unscheduled = timers[2].campaign_id
+        uow = side.scheduler.unit_of_work()
+        read = uow.campaigns.get_many
+
+        async def read_then_the_owner_unschedules_one(campaign_ids: list[str]) -> dict[str, Campaign]:
+            found = await read(campaign_ids)
+            # The owner's command commits between the firing's read and its commit.
+            await change_campaign_status(
+                ChangeCampaignStatus(actor=Actor("owner"), campaign_id=unscheduled, action="unschedule"),
+                users.unit_of_work(),
+            )
+            return found
+
+        uow.campaigns.get_many = read_then_the_owner_unschedules_one  # type: ignore[method-assign]
+        results = await fire_due_transitions(FireDueTransitions(timers=timers, now=due), uow)
+        fired = {t.campaign_id for t, r in zip(timers, results, strict=True) if r is not None}
+        assert fired == set(ids) - {unscheduled}
+        # The same batch fired again (a second scheduler, or a retry) records nothing more.
+        batch = FireDueTransitions(timers=timers, now=due)
+        again = await fire_due_transitions(batch, side.scheduler.unit_of_work())
+        assert again == [None] * 5
+        for timer in timers:
+            events = await events_of(db, timer.campaign_id)
+            activations = [e for e in events if e["event_type"] == "CampaignActivated"]
+            if timer.campaign_id == unscheduled:
+                assert activations == []
+                assert events[-1]["event_type"] == "CampaignUnscheduled"
+                continue
+            [activation] = activations
+            assert activation["actor_id"] == SCHEDULER_ACTOR_ID
+            assert activation["causation_id"] == timer.timer_id
+            assert activation["payload"]["timer"]["timer_id"] == timer.timer_id
+        state = await db["campaigns"].find_one({"_id": unscheduled})
+        assert state is not None and state["status"] == "draft"
+        assert await db[DUE_TRANSITIONS].find_one({"_id": unscheduled}) is None
+    finally:
+        await users.close()
         await side.close()
 
 

@@ -157,6 +157,14 @@ async def pubsub_clients(servers: list[Redis], name: str) -> list[tuple[Redis, d
     ]
 
 
+def connection_of(server: Redis, client: dict[str, str]) -> tuple[str, str]:
+    """(node, client id): a client id is a counter of its node's own, so another node can hand out
+    the same one (on a freshly formed cluster, whose nodes have all seen about as many
+    connections, it is likely): only the pair names one connection."""
+    kwargs = server.connection_pool.connection_kwargs
+    return f"{kwargs['host']}:{kwargs['port']}", client["id"]
+
+
 @pytest.fixture
 async def named(settings: Settings) -> AsyncIterator[tuple[Redis, str]]:
     """A client whose connections carry a name, so a test can cut exactly the listener's."""
@@ -176,42 +184,67 @@ async def test_after_its_connection_is_killed_the_listener_subscribes_again_and_
     await projection.apply(redis, "campaigns.1", [c.events[0] for c in campaigns])
     waiters = VersionWaiters()
     listener = NotificationListener(own, prefix, waiters, no_swap, None, buckets)
-    await listener.start()
-    try:
-        async with servers_of(redis) as servers:
+    # The connection cut is the one on the node of the last bucket.
+    last = announcement_channel_of(prefix, campaigns[-1].aggregate_id, buckets)
+    async with servers_of(redis) as servers:
+        victim = next(s for s in servers if _on_node_of(redis, s, last))
+        # Client ids are counted per node: have this node's run ahead of the others', then the
+        # others' catch up, so that the listener's new connection there gets the id of the one
+        # cut, as on a freshly formed cluster (its nodes have all seen about as many connections).
+        await client_id_reaches(victim, await victim.client_id() + 20)
+        await listener.start()
+        try:
             before = await pubsub_clients(servers, name)
             expected = await primaries_owning(redis, announcement_channels(prefix, buckets))
             assert len(before) == expected
-            # Cut the connection on the node of the last bucket.
-            last = announcement_channel_of(prefix, campaigns[-1].aggregate_id, buckets)
-            server, client = next((s, c) for s, c in before if _on_node_of(redis, s, last))
-            killed = client["id"]
+            server, client = next((s, c) for s, c in before if s is victim)
+            killed = connection_of(server, client)
+            for other, _ in before:
+                if other is not victim:
+                    await client_id_reaches(other, int(client["id"]) - 1)
             with waiters.watch(campaigns[0].aggregate_id, 99) as cut:
-                await server.client_kill_filter(_id=killed)
+                await server.client_kill_filter(_id=client["id"])
                 # Whatever was in flight may be lost: every waiter is woken to read again.
                 await asyncio.wait_for(cut, WITHIN)
 
-            seen: list[dict[str, str]] = []
+            seen: list[tuple[Redis, dict[str, str]]] = []
 
             async def subscribed_again() -> bool:
-                now = await pubsub_clients(servers, name)
-                seen[:] = [c for _, c in now]
-                return len(now) == expected and killed not in {c["id"] for _, c in now}
+                seen[:] = await pubsub_clients(servers, name)
+                return len(seen) == expected and killed not in {connection_of(s, c) for s, c in seen}
 
             try:
                 await wait_until(subscribed_again, WITHIN, "the listener to subscribe again")
             except AssertionError as exc:  # which subscriptions were there: what to look at first
-                held = [{k: c.get(k) for k in ("id", "addr", "laddr", "sub", "ssub", "age")} for c in seen]
+                held = [
+                    {"node": connection_of(s, c)[0]}
+                    | {k: c.get(k) for k in ("id", "addr", "laddr", "sub", "ssub", "age")}
+                    for s, c in seen
+                ]
                 raise AssertionError(f"{exc}: {expected} wanted, {killed} killed, held {held}") from None
-        await asyncio.sleep(0.2)  # past its wake-up of every waiter after subscribing again
+            await asyncio.sleep(0.2)  # past its wake-up of every waiter after subscribing again
 
-        # Waiters registered now are woken only by the announcements themselves.
-        with contextlib.ExitStack() as stack:
-            woken = [stack.enter_context(waiters.watch(c.aggregate_id, 2)) for c in campaigns]
-            await projection.apply(redis, "campaigns.1", [c.then("CampaignActivated") for c in campaigns])
-            await asyncio.wait_for(asyncio.gather(*woken), WITHIN)
-    finally:
-        await listener.stop()
+            # Waiters registered now are woken only by the announcements themselves.
+            with contextlib.ExitStack() as stack:
+                woken = [stack.enter_context(waiters.watch(c.aggregate_id, 2)) for c in campaigns]
+                await projection.apply(redis, "campaigns.1", [c.then("CampaignActivated") for c in campaigns])
+                await asyncio.wait_for(asyncio.gather(*woken), WITHIN)
+        finally:
+            await listener.stop()
+
+
+async def client_id_reaches(server: Redis, wanted: int, at_most: int = 200) -> None:
+    """Connect to `server` until a connection gets client id `wanted` or more (ids only grow), or
+    `at_most` connections were made (a node far behind: a long-lived cluster's)."""
+    kwargs = server.connection_pool.connection_kwargs
+    for _ in range(at_most):
+        probe = Redis(host=kwargs["host"], port=kwargs["port"])
+        try:
+            got = await probe.client_id()
+        finally:
+            await probe.aclose()
+        if got >= wanted:
+            return
 
 
 def _on_node_of(redis: Redis, server: Redis, channel: str) -> bool:

@@ -48,17 +48,15 @@ class FakeTimers:
     discarded: list[str] = field(default_factory=list)
     # The lower bound of each read (None: a sweep from the earliest due time).
     sinces: list[datetime | None] = field(default_factory=list)
+    # How many timers each read's due-time range held: what SecantusDB decodes for it.
+    in_range: list[int] = field(default_factory=list)
 
     async def read_due(self, until: datetime, limit: int, since: datetime | None = None) -> list[DueTimer]:
         self.sinces.append(since)
-        return sorted(
-            (
-                t
-                for t in self.store.timers.values()
-                if t.due_at <= until and (since is None or t.due_at >= since)
-            ),
-            key=lambda t: t.due_at,
-        )[:limit]
+        timers = self.store.timers.values()
+        in_range = [t for t in timers if t.due_at <= until and (since is None or t.due_at >= since)]
+        self.in_range.append(len(in_range))
+        return sorted(in_range, key=lambda t: t.due_at)[:limit]
 
     async def discard(self, timers: Sequence[DueTimer]) -> None:
         for timer in timers:
@@ -407,3 +405,29 @@ async def test_with_plenty_queued_the_scheduler_reads_nothing_until_the_queue_ru
     assert len(timers.sinces) == 7
     assert len(clock.slept) >= 10
     assert scheduler.next_due_at() == due
+
+
+async def test_reads_through_a_backlog_each_span_about_one_read_of_due_time() -> None:
+    store = FakeStore()
+    first = START + timedelta(seconds=1)
+    ids = [
+        await scheduled_campaign(store, first + timedelta(milliseconds=10 * n), START + timedelta(hours=1))
+        for n in range(60)
+    ]
+    # The scheduler started before the burst fell due, then fell behind: all 60 are overdue.
+    clock = FakeClock(first - timedelta(milliseconds=500))
+    scheduler, _ = scheduler_on(store, clock, batch_size=4, lookahead_seconds=1.0, sweep_seconds=3600)
+    timers = scheduler.store
+    assert isinstance(timers, FakeTimers)
+    assert await scheduler.claim() == 4  # a sweep: the 50 due within the lookahead are in range
+    clock.current = first + timedelta(seconds=5)
+    for _ in range(40):
+        await scheduler.claim()
+        if len(scheduler._held) == len(ids):
+            break
+    assert len(scheduler._held) == len(ids)
+    forward = timers.in_range[1:]
+    # Each forward read's window held about one read (4), never the backlog (up to 56).
+    assert max(forward) <= 2 * 4
+    assert len(forward) <= 2 * len(ids) // 4
+    assert all(since is not None for since in timers.sinces[1:])
