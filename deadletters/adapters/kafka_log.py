@@ -22,6 +22,13 @@ FETCH_TIMEOUT_MS = 500
 # A fetch that comes back empty this many times in a row means the offset is not there (a
 # transaction marker, or removed by retention).
 EMPTY_FETCHES = 4
+# How long the broker may hold the consumer's background fetch when there is nothing new. The
+# broker answers one connection's requests in order, so a metadata or offsets request (the next
+# dead-letter topic's partitions) queues behind that fetch: at Kafka's default of 500 ms every
+# console dead-letters listing (two topics) waited ~0.5 s for nothing (0.48 s a request, 119 s
+# of the query API's 193 s schemathesis run, on the 2-core host). Reads still wait up to
+# FETCH_TIMEOUT_MS for records; only the broker's hold of an idle fetch is shorter.
+IDLE_FETCH_WAIT_MS = 20
 
 
 def _letter(record: Any) -> DeadLetter:
@@ -72,6 +79,7 @@ class KafkaDeadLetterLog:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
             )
             await self._consumer.start()
             added = True
