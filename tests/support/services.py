@@ -79,7 +79,7 @@ class RunningServices:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
-            pending = [url for url in pending if not _is_200(url)]
+            pending = [url for url in pending if not _is_ready(url)]
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout}s: {pending}")
             time.sleep(0.2)
@@ -117,8 +117,11 @@ class RunningServices:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def _is_200(url: str) -> bool:
+def _is_ready(url: str) -> bool:
+    """The API's own readiness answer: 200 with its JSON body, not just any 200 on that port
+    (another server there, e.g. a metrics server, answers every GET with 200)."""
     try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
+        response = httpx.get(url, timeout=2)
+        return response.status_code == 200 and response.json().get("status") == "ready"
+    except (httpx.HTTPError, ValueError):
         return False

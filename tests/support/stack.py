@@ -36,10 +36,22 @@ def ensure_stack_up() -> None:
         raise RuntimeError(f"the local stack did not start:\n{result.stdout}\n{result.stderr}")
 
 
+# Ports this test process has handed out. The kernel may give the same free port to two binds
+# in a row once the first socket is closed, and a test's settings pick eight at once (two APIs,
+# six metrics servers): a service whose port another one of them took first finds it in use, and
+# the other's server answers in its place (a metrics server answering the command API's URL).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now and not handed out before by this process."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def isolated_settings(**overrides: object) -> Settings:
