@@ -116,6 +116,16 @@ async def _measure(
         await on_cluster.aclose()
 
 
+def wait_answering(port: int) -> None:
+    """Until the redis-server just started on `port` answers a PING (at most about 5 s)."""
+    for _ in range(100):
+        try:
+            sync_redis.Redis(port=port).ping()
+            return
+        except sync_redis.ConnectionError:
+            time.sleep(0.05)
+
+
 def _child(argv: list[str]) -> None:
     """One pass with this tree's code: port, cluster addresses, primaries, replicas, events."""
     port, addresses, primaries, replicas, count = argv
@@ -162,12 +172,7 @@ def main() -> None:
             replicas = [p for p in cluster.processes if role("127.0.0.1", p) == "replica"]
             for node_port in replicas:
                 os.setpriority(os.PRIO_PROCESS, cluster.processes[node_port].pid, REPLICA_NICENESS)
-            for _ in range(100):
-                try:
-                    sync_redis.Redis(port=port).ping()
-                    break
-                except sync_redis.ConnectionError:
-                    time.sleep(0.05)
+            wait_answering(port)
             args = [str(port), ",".join(cluster.addresses), ",".join(map(str, cluster.primaries()))]
             args += [",".join(map(str, replicas)), str(count)]
             print(f"{count:,} events in batches of {BATCH}; trees: {', '.join(trees)}", flush=True)

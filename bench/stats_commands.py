@@ -18,14 +18,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import redis as sync_redis
-
-from bench.stats_apply import BATCH, _calls, _commands
+from bench.stats_apply import BATCH, _calls, _commands, wait_answering
 
 
 async def _measure(port: int, count: int) -> dict[str, Any]:
@@ -65,12 +62,7 @@ def main() -> None:
         command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
         server = subprocess.Popen([*command, "--dir", directory], stdout=subprocess.DEVNULL)
         try:
-            for _ in range(100):
-                try:
-                    sync_redis.Redis(port=port).ping()
-                    break
-                except sync_redis.ConnectionError:
-                    time.sleep(0.05)
+            wait_answering(port)
             print(f"{count:,} events in batches of {BATCH}", flush=True)
             for tree in trees:
                 done = subprocess.run(
