@@ -85,6 +85,9 @@ async def describe(settings: Settings) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+        # The BENCH_* variables the run was given (the knobs' values are in `knobs`) and the code.
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")},
+        "commit": _commit(),
         "machine": {
             "cpu_model": cpu_model(),
             "cores": os.cpu_count(),
@@ -102,6 +105,17 @@ async def describe(settings: Settings) -> dict[str, Any]:
             **{name: _library_version(name) for name in LIBRARIES},
         },
     }
+
+
+def _commit() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"sha": git("rev-parse", "HEAD") or None, "dirty": dirty}
 
 
 def _library_version(name: str) -> str | None:
