@@ -12,7 +12,9 @@ the end of its topic. A step holds when
 - the backlog does not grow: at the end of the step it is at most one second of commands, and
   the last quarter's samples are no higher on average than the second quarter's plus that.
 
-The figure is the highest rate of a step that held (steps stop at the first that did not); the
+The figure is the highest rate of a step that held: steps go up from the first rate until one
+does not hold; when the first does not, they go down by half a step until one holds (so the
+figure says what the pipeline sustains on this machine, not only that it misses the start). The
 reference beside it is the raw MongoDB transaction loop of bench/raw_limits.py on the same
 database (the local server's limit for the command's transaction).
 """
@@ -190,10 +192,26 @@ async def wait_drained(settings: Settings, limit_seconds: float = 120) -> int:
             await asyncio.sleep(0.5)
 
 
+def next_rate(steps: list[Step], start: int, step: int, most: int) -> int | None:
+    """The next rate to offer after `steps`, or None when the figure is known: up by `step` while
+    every step held (to `most`); down by half a step while none has (above 0)."""
+    if not steps:
+        return start
+    last = steps[-1]
+    if last.held:
+        up = last.rate + step
+        return up if up <= most and all(s.held for s in steps) else None
+    if any(s.held for s in steps):
+        return None
+    down = last.rate - max(step // 2, 1)
+    return down if down > 0 else None
+
+
 def figure(steps: list[Step], raw_limit: float, raw_concurrency: int) -> Figure:
     held = [s.rate for s in steps if s.held]
     best = max(held, default=0)
-    failed = next((s for s in steps if not s.held), None)
+    # The step that did not hold right above the best one: what stopped the pipeline there.
+    failed = min((s for s in steps if not s.held and s.rate > best), key=lambda s: s.rate, default=None)
     return Figure(
         key="sustained",
         title="Sustained pipeline rate (every service running)",
@@ -208,8 +226,8 @@ def figure(steps: list[Step], raw_limit: float, raw_concurrency: int) -> Figure:
             "BENCH_RATE_SECONDS each, open loop as the freshness figure; a step holds if every "
             "command is accepted (≥ 97% of the offered rate achieved, none failed), freshness p99 "
             "< 100 ms, and the backlog (unpublished events + every consumer group's lag, sampled "
-            "every 2 s) ends at most one second of commands and does not grow; stops at the "
-            "first step that does not hold"
+            "every 2 s) ends at most one second of commands and does not grow; up until a step does "
+            "not hold, or, when the first does not, down by half a step until one does"
         ),
         data={"steps": [asdict(s) for s in steps], "raw_transactions_per_second": round(raw_limit, 1)},
     )

@@ -20,7 +20,8 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_AE_SECONDS=20           how long its CPU is measured
   BENCH_RATE_START=100          the sustained-rate steps: first offered rate (commands/s),
   BENCH_RATE_STEP=50            the step up,
-  BENCH_RATE_MAX=400            the last step tried (steps stop at the first that does not hold),
+  BENCH_RATE_MAX=400            the last step tried (steps stop at the first that does not hold;
+                                when the first does not, they go down by half a step until one does),
   BENCH_RATE_SECONDS=60         and each step's duration
   BENCH_KEEP_LOGS=1             keep the services' logs under .local/bench/<tag>
   BENCH_PROFILE=<dir>           py-spy every service during the 100 commands/s run (bench/profiles.py)
@@ -776,7 +777,8 @@ async def run_suite() -> int:
             raw = await raw_transactions(env.settings, raw_concurrency * 100, raw_concurrency, user_id)
             say(f"sustained rate: raw transaction loop {raw.per_second:,.0f} txn/s; stepping up")
             steps: list[rate_steps.Step] = []
-            for rate in range(rate_start, rate_max + 1, rate_step):
+            rate: int | None = rate_start
+            while rate is not None:
                 left = await rate_steps.wait_drained(env.settings)
                 if left:
                     say(f"  backlog of {left} still there before the {rate}/s step; stopping")
@@ -796,8 +798,7 @@ async def run_suite() -> int:
                     f"{step.freshness_p99_ms} ms, backlog at end {step.backlog_samples[-1]}"
                     + ("" if step.held else f" — does not hold: {step.why_not}")
                 )
-                if not step.held:
-                    break
+                rate = rate_steps.next_rate(steps, rate_start, rate_step, rate_max)
             figures["sustained"] = rate_steps.figure(steps, raw.per_second, raw_concurrency)
 
         if "memory" in only:

@@ -40,6 +40,31 @@ def test_the_sustained_figure_is_the_highest_step_that_held() -> None:
     assert rate_steps.figure([step(200, True, 50), step(250, True, 60)], 450, 16).met is True
 
 
+def test_steps_go_up_while_they_hold_and_down_by_half_a_step_when_the_first_does_not() -> None:
+    def nxt(*steps: rate_steps.Step) -> int | None:
+        return rate_steps.next_rate(list(steps), start=100, step=50, most=250)
+
+    assert nxt() == 100
+    assert nxt(step(100, True, 40)) == 150
+    assert nxt(step(100, True, 40), step(150, True, 60), step(200, True, 70)) == 250
+    assert nxt(step(100, True, 40), step(150, True, 60), step(200, True, 70), step(250, True, 80)) is None
+    assert nxt(step(100, True, 40), step(150, False, 140)) is None
+    # The first rate is too much: down by 25 until one holds, never to 0.
+    assert nxt(step(100, False, 250)) == 75
+    assert nxt(step(100, False, 250), step(75, False, 150)) == 50
+    assert nxt(step(100, False, 250), step(75, False, 150), step(50, True, 60)) is None
+    assert (
+        nxt(step(100, False, 250), step(75, False, 150), step(50, False, 120), step(25, False, 110)) is None
+    )
+
+
+def test_stepping_down_reports_the_best_held_and_what_failed_right_above_it() -> None:
+    figure = rate_steps.figure([step(100, False, 250), step(75, False, 150), step(50, True, 60)], 90, 16)
+    assert figure.measured.startswith("50 commands/s (at 75/s: freshness p99 250 ms)")
+    nothing = rate_steps.figure([step(100, False, 250), step(50, False, 150)], 90, 16)
+    assert nothing.measured.startswith("0 commands/s (at 50/s:") and nothing.met is False
+
+
 def test_cpu_per_command_sums_the_services_and_reports_the_servers_beside() -> None:
     cores = {
         "command-api": 0.2,
