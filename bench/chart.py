@@ -16,30 +16,45 @@ from typing import Any
 from bench.report import Figure
 
 
-def draw(figures: list[Figure], path: Path) -> Path | None:
+def _data(figures: list[Figure]) -> dict[str, Any]:
+    """Each panel's data found in the figures (empty where the run did not measure it)."""
     by_key = {f.key: f for f in figures}
-    steps: list[dict[str, Any]] = by_key["sustained"].data["steps"] if "sustained" in by_key else []
-    cpu: dict[str, float] = by_key["cpu"].data["ms_per_command"] if "cpu" in by_key else {}
-    sizes: list[dict[str, Any]] = by_key["scale_bytes"].data["per_size"] if "scale_bytes" in by_key else []
-    panels = [
-        name
-        for name, present in (("steps", steps), ("cpu", cpu), ("scale_costs", sizes), ("scale_memory", sizes))
-        if present
-    ]
-    if not panels:
+
+    def of(key: str, field: str, empty: Any) -> Any:
+        return by_key[key].data[field] if key in by_key else empty
+
+    sizes = of("scale_bytes", "per_size", [])
+    return {
+        "steps": of("sustained", "steps", []),
+        "cpu": of("cpu_per_command", "ms_per_command", {}),
+        "scale_costs": sizes,
+        "scale_memory": sizes,
+    }
+
+
+def panels(figures: list[Figure]) -> list[str]:
+    """The panels the chart of these figures has, in order."""
+    return [name for name, data in _data(figures).items() if data]
+
+
+def draw(figures: list[Figure], path: Path) -> Path | None:
+    data = _data(figures)
+    panels_drawn = panels(figures)
+    steps, cpu, sizes = data["steps"], data["cpu"], data["scale_costs"]
+    if not panels_drawn:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(2, len(panels))
-    rows = (len(panels) + columns - 1) // columns
+    columns = min(2, len(panels_drawn))
+    rows = (len(panels_drawn) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
     cells = [ax for row in axes for ax in row]
-    for spare in cells[len(panels) :]:
+    for spare in cells[len(panels_drawn) :]:
         spare.set_visible(False)
-    for ax, panel in zip(cells, panels, strict=False):
+    for ax, panel in zip(cells, panels_drawn, strict=False):
         if panel == "steps":
             _steps(ax, steps)
         elif panel == "cpu":
@@ -55,6 +70,7 @@ def draw(figures: list[Figure], path: Path) -> Path | None:
 
 
 def _steps(ax: Any, steps: list[dict[str, Any]]) -> None:
+    steps = sorted(steps, key=lambda s: s["rate"])  # stepped down too when the first did not hold
     offered = [s["rate"] for s in steps]
     ax.plot(offered, offered, linestyle=":", color="grey", label="offered")
     ax.plot(offered, [s["achieved_per_second"] for s in steps], marker="o", label="accepted")

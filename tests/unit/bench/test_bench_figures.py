@@ -96,6 +96,7 @@ def test_the_chart_is_a_png_beside_the_results(tmp_path: Path) -> None:
         rate_steps.figure([step(100, True, 40), step(150, False, 140)], 450, 16),
         cpu_cost.figure({"command-api": 0.2, "mongodb": 0.4}, rate=100, seconds=60),
     ]
+    assert chart.panels(figures) == ["steps", "cpu"]
     path = chart.draw(figures, tmp_path / "latest.png")
     assert path is not None and path.read_bytes().startswith(b"\x89PNG")
     assert chart.draw([], tmp_path / "none.png") is None
