@@ -102,6 +102,9 @@ def _cpu(ax: Any, cpu: dict[str, float]) -> None:
 def _scale_costs(ax: Any, sizes: list[dict[str, Any]]) -> None:
     campaigns = [s["campaigns"] for s in sizes]
     ax.plot(campaigns, [s["list_p99_ms"] for s in sizes], marker="o", label="list p99")
+    if all("list_uncached_p99_ms" in s for s in sizes):  # (results before it was measured lack it)
+        uncached = [s["list_uncached_p99_ms"] for s in sizes]
+        ax.plot(campaigns, uncached, marker="o", linestyle="--", label="list p99, page cache off")
     ax.plot(campaigns, [s["by_id_p99_ms"] for s in sizes], marker="o", label="by-id p99")
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)

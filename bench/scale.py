@@ -13,7 +13,13 @@ events each, created then activated: bench/event_load.py) while no projector run
   and the server's `INFO memory` used_memory delta since the run began (shared server: noisy);
 - list and by-id p99: wrk against the query API on the run's keys, an admin token (the list is
   over every campaign), `GET /campaigns?status=active&sort=-created_at&limit=20` and
-  `GET /campaigns/{id}` over a random sample of ids;
+  `GET /campaigns/{id}` over a random sample of ids. The query API keeps a list page 1 s per
+  worker (`CAMPAIGNS_LIST_CACHE_BYTES`), so the figure is mostly cache hits plus one read from
+  Redis a second a connection; beside it, the same list window against a second query API with
+  the page cache off (`list_uncached_*`: every request reads its page from Redis), and the
+  server's EVALSHA calls during each list window (`list_index_calls_*`: the list script runs once
+  per page read from Redis; the shared server's other clients count too), which says whether
+  the two sizes were measured with the page cache in the same state;
 - replay: `campaigns replay rebuild campaigns --source kafka` in a process of its own over the
   whole topic (bench/replay_process.py): its time, events/s and peak RSS (wait4's ru_maxrss).
 
@@ -77,6 +83,11 @@ class SizeRow:
     list_p99_ms: float
     list_p50_ms: float
     list_requests_per_second: float
+    list_index_calls_per_second: float
+    list_uncached_p99_ms: float
+    list_uncached_p50_ms: float
+    list_uncached_requests_per_second: float
+    list_uncached_index_calls_per_second: float
     by_id_p99_ms: float
     by_id_p50_ms: float
     by_id_requests_per_second: float
@@ -179,6 +190,16 @@ async def snapshot_out_of_the_way(settings: Settings, say: say_fn, limit_seconds
         await redis.aclose()
 
 
+async def script_calls(settings: Settings) -> int:
+    """The server's EVALSHA calls so far (INFO commandstats; every client's)."""
+    redis = connect_redis(settings)
+    try:
+        stats = await redis.info("commandstats")
+    finally:
+        await redis.aclose()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
 async def listpack_settings(settings: Settings) -> dict[str, str]:
     """The server's `*-max-listpack-*` settings."""
     redis = connect_redis(settings)
@@ -254,21 +275,54 @@ def _document_bytes(query_url: str, token: str, ids: list[str]) -> float:
     return sum(sizes) / len(sizes)
 
 
-def _reads(
-    query_url: str, token: str, ids: list[str], *, connections: int, seconds: int
-) -> tuple[WrkResult, WrkResult]:
+def _checked(name: str, result: WrkResult) -> WrkResult:
+    if result.non_2xx or result.errors:
+        raise RuntimeError(f"the query API answered errors under the {name} load: {result}")
+    return result
+
+
+async def _list_window(
+    settings: Settings, query_url: str, token: str, *, connections: int, seconds: int
+) -> tuple[WrkResult, float]:
+    """The list window after 1 s of warm-up; and the server's EVALSHA calls a second meanwhile."""
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{query_url}{LIST_PATH}"
+    await asyncio.to_thread(run_wrk, url, connections=connections, seconds=1, headers=headers)
+    calls = await script_calls(settings)
+    started = time.monotonic()
+    listed = await asyncio.to_thread(run_wrk, url, connections=connections, seconds=seconds, headers=headers)
+    per_second = (await script_calls(settings) - calls) / (time.monotonic() - started)
+    return _checked("list", listed), per_second
+
+
+def _by_id_window(query_url: str, token: str, ids: list[str], *, connections: int, seconds: int) -> WrkResult:
     headers = {"Authorization": f"Bearer {token}"}
     paths = [f"/campaigns/{c}" for c in ids]
-    run_wrk(f"{query_url}{LIST_PATH}", connections=connections, seconds=1, headers=headers)
-    listed = run_wrk(f"{query_url}{LIST_PATH}", connections=connections, seconds=seconds, headers=headers)
     run_wrk(f"{query_url}/campaigns/x", connections=connections, seconds=1, headers=headers, paths=paths)
     by_id = run_wrk(
         f"{query_url}/campaigns/x", connections=connections, seconds=seconds, headers=headers, paths=paths
     )
-    for name, result in (("list", listed), ("by id", by_id)):
-        if result.non_2xx or result.errors:
-            raise RuntimeError(f"the query API answered errors under the {name} load: {result}")
-    return listed, by_id
+    return _checked("by id", by_id)
+
+
+async def _uncached_list_window(
+    env: BenchEnvironment, settings: Settings, token: str, *, connections: int, seconds: int
+) -> tuple[WrkResult, float]:
+    """The list window against a query API of its own with the page cache off (every request
+    reads its page from Redis), started for the window only (its announcements' work stays out
+    of the projector's figure)."""
+    uncached = settings.model_copy(
+        update={"list_cache_bytes": 0, "query_api_port": free_port(), "query_api_metrics_port": free_port()}
+    )
+    services = env.other_services(uncached, f"scale-query-uncached-{time.monotonic_ns()}")
+    services.start(["query-api"])
+    try:
+        await asyncio.to_thread(_wait_answering, services)
+        return await _list_window(
+            settings, services.query_url, token, connections=connections, seconds=seconds
+        )
+    finally:
+        await asyncio.to_thread(services.stop_all)
 
 
 async def measure(
@@ -312,13 +366,20 @@ async def measure(
             )
             await snapshot_out_of_the_way(settings, say)
             forks_before = (await _persistence(settings))["forks"]
-            listed, by_id = await asyncio.to_thread(
-                _reads, queries.query_url, token, sample, connections=connections, seconds=seconds
+            listed, list_calls = await _list_window(
+                settings, queries.query_url, token, connections=connections, seconds=seconds
+            )
+            by_id = await asyncio.to_thread(
+                _by_id_window, queries.query_url, token, sample, connections=connections, seconds=seconds
+            )
+            uncached, uncached_calls = await _uncached_list_window(
+                env, settings, token, connections=connections, seconds=seconds
             )
             forks_during_reads = (await _persistence(settings))["forks"] - forks_before
             say(
-                f"  list p99 {listed.p99_ms:.1f} ms, by id p99 {by_id.p99_ms:.1f} ms "
-                f"({forks_during_reads} Redis forks meanwhile); replay"
+                f"  list p99 {listed.p99_ms:.1f} ms ({list_calls:,.0f} index calls/s), by id p99 "
+                f"{by_id.p99_ms:.1f} ms, list with the page cache off p99 {uncached.p99_ms:.1f} ms "
+                f"({uncached_calls:,.0f} index calls/s; {forks_during_reads} Redis forks meanwhile); replay"
             )
             replayed = await asyncio.to_thread(replay_process.run, settings)
             say(
@@ -343,6 +404,11 @@ async def measure(
                     list_p99_ms=listed.p99_ms,
                     list_p50_ms=listed.p50_ms,
                     list_requests_per_second=listed.requests_per_second,
+                    list_index_calls_per_second=round(list_calls, 1),
+                    list_uncached_p99_ms=uncached.p99_ms,
+                    list_uncached_p50_ms=uncached.p50_ms,
+                    list_uncached_requests_per_second=uncached.requests_per_second,
+                    list_uncached_index_calls_per_second=round(uncached_calls, 1),
                     by_id_p99_ms=by_id.p99_ms,
                     by_id_p50_ms=by_id.p50_ms,
                     by_id_requests_per_second=by_id.requests_per_second,
@@ -440,8 +506,18 @@ def figures(rows: list[SizeRow], connections: int, seconds: int) -> list[Figure]
             "list_p99_ms",
             "ms",
             True,
-            wrk_how,
-            also=("list_p50_ms", "list_requests_per_second", "redis_forks_during_reads"),
+            wrk_how + "; the same list window against a query API with the page cache off and the "
+            "server's EVALSHA calls a second during each window (one a page read from Redis) in per_size",
+            also=(
+                "list_p50_ms",
+                "list_requests_per_second",
+                "list_index_calls_per_second",
+                "list_uncached_p99_ms",
+                "list_uncached_p50_ms",
+                "list_uncached_requests_per_second",
+                "list_uncached_index_calls_per_second",
+                "redis_forks_during_reads",
+            ),
         ),
         flat(
             "scale_by_id_p99",

@@ -14,7 +14,11 @@ Why an entry is never served stale for longer than `ttl_seconds`, and normally n
   messages published while it is down are lost, so it is emptied both ways.
 - Entries belong to one generation (base): a replay swap, seen through the generation pointer,
   empties the cache; for `settle_seconds` after it nothing is kept, because the replay's final
-  pass writes the new generation unannounced (projectors/replay/application/rebuild.py).
+  pass writes the new generation unannounced (projectors/replay/application/rebuild.py). The
+  settling counts from when the process saw the swap (`generation_seen`, called by the
+  generation cache as it learns the new pointer), not from the first read after it: a worker
+  that served nothing across a swap must not stop keeping for `settle_seconds` at its next
+  read, long after the final pass ended.
 - `ttl_seconds` bounds whatever the above cannot see (a feed that dies silently).
 
 Memory is bounded by `max_bytes` (documents plus an estimate of each entry's overhead);
@@ -132,6 +136,12 @@ class CampaignCache:
         self._pages[question] = (page, now + self.ttl, cost)
         self._viewers.setdefault(question[1], {})[question] = None
         self._page_bytes += cost
+
+    def generation_seen(self, base: str) -> None:
+        """The live generation is now `base`, learnt just now (the generation cache's refresh):
+        a swap empties the cache and starts the settling at once, whether or not a read follows."""
+        if base != self._base:
+            self._switch(base)
 
     def ticket(self) -> int:
         """Taken before a read from Redis; `put` keeps its answer only if nothing changed since."""

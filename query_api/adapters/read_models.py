@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,11 +67,16 @@ class GenerationCache:
 
     Refreshed on the swap announcement and every second (in case an announcement was missed);
     a replaced generation stays readable for a while, so a stale second is harmless.
+    `on_campaigns_base` (the campaign cache's `generation_seen`) is told the campaigns
+    generation's base at every refresh that finds it changed, as soon as it is learnt.
     """
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, on_campaigns_base: Callable[[str], None] | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.on_campaigns_base = on_campaigns_base
         self.live = {p: initial_generation(p) for p in PROJECTIONS}
         # The key layout of the live campaigns generation (readmodels.generations.LAYOUT_VERSIONS):
         # an older one is read as it was written until the projectors' rebuild swaps it out.
@@ -97,8 +102,11 @@ class GenerationCache:
             layout = marker
         else:
             layout = 1 if self.seen_whole else LAYOUT_VERSIONS["campaigns"]
+        swapped = live["campaigns"] != self.live["campaigns"]
         self.live = live
         self.campaigns_layout = layout
+        if swapped and self.on_campaigns_base is not None:
+            self.on_campaigns_base(generation_base(self.prefix, live["campaigns"]))
 
     async def check_whole(self) -> None:
         """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until

@@ -69,13 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 else RedisMultiplexer(settings.redis_url)
             )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
-        generations = GenerationCache(redis, settings.redis_prefix)
         waiters = VersionWaiters()
         cache = CampaignCache(
             settings.campaign_cache_bytes,
             settings.campaign_cache_seconds,
             page_max_bytes=settings.list_cache_bytes,
         )
+        # A swap empties the cache and starts its settling when it is learnt, not at the next read.
+        generations = GenerationCache(redis, settings.redis_prefix, cache.generation_seen)
         listener = NotificationListener(
             redis, settings.redis_prefix, waiters, generations.refresh, cache, settings.read_model_buckets
         )

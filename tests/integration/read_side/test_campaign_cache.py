@@ -110,6 +110,24 @@ async def test_a_generation_swap_is_followed_although_the_old_generation_was_cac
     await wait_until(swapped, 0.5, "the swap announcement")
 
 
+async def test_the_generation_cache_hands_a_swap_to_the_campaign_cache_when_it_learns_it(
+    settings: Settings, redis: Redis
+) -> None:
+    seen: list[str] = []
+    generations = GenerationCache(redis, settings.redis_prefix, seen.append)
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    await projection.apply(redis, "campaigns.1", new_campaign("alice").events)
+    await generations.refresh()
+    already = list(seen)  # the first refresh names the live generation (or it was the initial one)
+    await generations.refresh()
+    assert seen == already  # the same pointer: nothing to hand over
+    await projection.apply(redis, "campaigns.2", new_campaign("alice").events, announce=False)
+    await swap_generation(redis, settings.redis_prefix, "campaigns", "campaigns.2")
+    await generations.refresh()
+    assert seen == [*already, generations.base("campaigns")]
+    assert generations.base("campaigns").endswith("campaigns.2")
+
+
 async def test_a_lost_events_feed_leaves_no_stale_entry_behind(settings: Settings, redis: Redis) -> None:
     # The listener's own client carries a name, so the test can cut exactly its connection.
     name = f"{settings.redis_prefix}-listener"

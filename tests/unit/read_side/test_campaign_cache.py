@@ -86,6 +86,37 @@ def test_a_generation_swap_empties_it_and_keeps_nothing_while_the_replay_settles
     assert cache.get(BASE, "c1") is None  # the old generation's entries are gone
 
 
+def test_the_settling_counts_from_when_the_swap_was_seen_not_from_the_next_read() -> None:
+    # A worker that served nothing across a swap (the scale bench's query API between two
+    # sizes: the replay swapped, then a minute of projecting without reads) kept no page or
+    # campaign for the first 5 s of its next reads, when the settling was started by them.
+    clock = Clock()
+    cache = live_page_cache(clock)
+    fill(cache, "c1", snapshot(1))
+    fill_page(cache)
+    new_base = "rm:campaigns.2"
+    cache.generation_seen(new_base)  # the generation cache learnt the new pointer
+    assert cache.get(new_base, "c1") is None and cache.pages == 0  # emptied at once
+    fill(cache, "c1", snapshot(1), new_base)
+    fill_page(cache, base=new_base)
+    assert cache.get(new_base, "c1") is None and cache.pages == 0  # settling from the swap
+    clock.now += 60.0  # idle; then the next reads
+    fill(cache, "c1", snapshot(1), new_base)
+    fill_page(cache, base=new_base)
+    assert cache.get(new_base, "c1") == snapshot(1)
+    assert cache.get_page(new_base, QUESTION) == PAGE
+    cache.generation_seen(new_base)  # a refresh that finds the same pointer changes nothing
+    assert cache.get_page(new_base, QUESTION) == PAGE
+
+
+def test_the_first_generation_seen_needs_no_settling() -> None:
+    cache = CampaignCache(1 << 20, ttl_seconds=1.0, settle_seconds=5.0, clock=Clock())
+    cache.feed_up()
+    cache.generation_seen(BASE)  # the process's first refresh: no replay behind it
+    fill(cache, "c1", snapshot(1))
+    assert cache.get(BASE, "c1") == snapshot(1)
+
+
 def test_a_read_of_the_old_generation_is_not_kept_after_the_swap() -> None:
     clock = Clock()
     cache = live_cache(clock)
