@@ -49,8 +49,17 @@ def summary(context: dict[str, Any]) -> str:
     )
 
 
+def how_measured(figures: list[Figure]) -> str:
+    """Each figure's method as the run recorded it, one item a figure."""
+    return "\n".join(f"- **{f.title}**: {f.how}." for f in figures)
+
+
 def render(context: dict[str, Any], figures: list[Figure]) -> str:
-    return f"{START}\n{summary(context)}\n\n{markdown_table(figures)}\n{END}"
+    return (
+        f"{START}\n{summary(context)}\n\n{markdown_table(figures)}\n\n"
+        f"How each figure was measured, as the run recorded it (`how` in the JSON):\n\n"
+        f"{how_measured(figures)}\n{END}"
+    )
 
 
 def section(text: str) -> str:

@@ -15,12 +15,14 @@ def test_the_readme_shows_the_run_in_latest_json() -> None:
 
 def test_every_figure_of_the_run_is_a_row_with_its_goal_and_verdict(tmp_path: Path) -> None:
     context, figures = readme.load()
-    rows = [line for line in readme.render(context, figures).splitlines() if line.startswith("| ")][1:]
+    rendered = readme.render(context, figures)
+    rows = [line for line in rendered.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == len(figures) > 0
     for row, figure in zip(rows, figures, strict=True):
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]
         assert cells[0] == figure.title and cells[4] == figure.goal
         assert cells[5] == ("—" if figure.met is None else "yes" if figure.met else "**no**")
+        assert f"- **{figure.title}**: {figure.how}." in rendered
 
 
 def test_rewrite_replaces_only_the_marked_part(tmp_path: Path) -> None:
