@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from faststream.params import NoCast
 from pymongo import AsyncMongoClient
 from pymongo.read_concern import ReadConcern
 from redis.asyncio import Redis
@@ -66,7 +65,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
-from service_runtime.kafka_batches import first_record_headers, wake_at_once
+from service_runtime.kafka_batches import NoCast, first_record_headers, wake_at_once
 from service_runtime.kafka_commits import IntervalCommits, commit_on_interval
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging

@@ -9,13 +9,15 @@ from typing import Any
 import anyio
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from fast_depends import inject
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaAckableMessage
 from faststream.kafka.parser import AioKafkaBatchParser
 from faststream.kafka.subscriber.usecase import BatchSubscriber
+from faststream.params import NoCast as faststream_no_cast
 
 from service_runtime import kafka_batches
-from service_runtime.kafka_batches import first_record_headers, wake_at_once
+from service_runtime.kafka_batches import NoCast, first_record_headers, wake_at_once
 
 POLL_MS = 400
 
@@ -149,3 +151,30 @@ async def test_first_record_headers_of_a_first_record_with_bad_headers() -> None
     message = await first_record_headers(batch, parser.parse_batch)
     assert message.raw_message == batch
     assert message.headers == {"h": "\ufffd"}
+
+
+def _handler(annotation: Any) -> Any:
+    """A handler as FastStream's dependency injection calls it (fast_depends' `inject`)."""
+
+    async def handle(records: annotation) -> Any:  # type: ignore[valid-type]
+        return records
+
+    return inject(handle)
+
+
+async def test_no_cast_hands_the_batch_over_as_it_is_without_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hops: list[object] = []
+
+    async def to_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return func(*args)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", to_thread)
+    batch = ["not an int", 2]  # uncast: not validated against the annotation
+    assert await _handler(NoCast[list[int]])(records=batch) is batch
+    assert hops == []
+    # FastStream's own NoCast passes the batch through a worker thread (what this one avoids).
+    assert await _handler(faststream_no_cast[list[int]])(records=batch) is batch
+    assert len(hops) == 1

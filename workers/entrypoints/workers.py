@@ -26,13 +26,12 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
-from faststream.params import NoCast
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
-from service_runtime.kafka_batches import tolerant_headers, wake_at_once
+from service_runtime.kafka_batches import NoCast, tolerant_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
 from service_runtime.redis_client import connect_redis

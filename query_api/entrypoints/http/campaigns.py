@@ -114,35 +114,48 @@ async def get_campaign(request: Request) -> Response:
         return await _as_of(side, principal, campaign_id, as_of_version)
     if len(campaign_id) > MAX_ID_LENGTH:
         raise _not_found()
-    # A min_version read never answers 404 for a campaign not there yet: it waits, and a version
-    # it finds is a campaign that exists; so its reads skip the lost-Redis check (a lost Redis
-    # reads as "not yet", and the wait ends in a 503).
-    waiting = min_version is not None
-    snapshot = await side.read_models.campaign(campaign_id, confirm_missing=not waiting)
-    if min_version is not None and snapshot.version < min_version:
-        if snapshot.version and not may_read(principal, snapshot.owner_id):
-            raise _not_found()
-        try:
-            with side.waiter_quota.admit(principal.user_id):
-                found = await read_at_least(
-                    lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
-                    side.waiters,
-                    campaign_id,
-                    min_version,
-                    side.settings.read_wait_seconds,
-                )
-        except TooManyWaiters as exc:
-            raise Problem(
-                429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}
-            ) from None
-        if found is None:
-            raise Problem(
-                503,
-                f"the read model has not reached version {min_version} yet; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        snapshot = found
+    if min_version is not None:
+        snapshot = await campaign_at_least(side, principal, campaign_id, min_version)
+    else:
+        snapshot = await side.read_models.campaign(campaign_id)
     return Response(readable_document(principal, snapshot), media_type=JSON, headers={"ETag": etag(snapshot)})
+
+
+async def campaign_at_least(
+    side: ReadSide, principal: Principal, campaign_id: str, min_version: int
+) -> Snapshot:
+    """The campaign once its read model reached `min_version` (waiting, bounded), or the problem
+    to answer: 404 if it is someone else's, 429 if too many reads wait, 503 if the wait ran out.
+    (The route's, and the pure-ASGI read's for a query string of `min_version` alone.)
+
+    A min_version read never answers 404 for a campaign not there yet: it waits, and a version
+    it finds is a campaign that exists; so its reads skip the lost-Redis check (a lost Redis
+    reads as "not yet", and the wait ends in a 503)."""
+    snapshot = await side.read_models.campaign(campaign_id, confirm_missing=False)
+    if snapshot.version >= min_version:
+        return snapshot
+    if snapshot.version and not may_read(principal, snapshot.owner_id):
+        raise _not_found()
+    try:
+        with side.waiter_quota.admit(principal.user_id):
+            found = await read_at_least(
+                lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
+                side.waiters,
+                campaign_id,
+                min_version,
+                side.settings.read_wait_seconds,
+            )
+    except TooManyWaiters as exc:
+        raise Problem(
+            429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}
+        ) from None
+    if found is None:
+        raise Problem(
+            503,
+            f"the read model has not reached version {min_version} yet; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return found
 
 
 def readable_document(principal: Principal, snapshot: Snapshot) -> bytes:

@@ -1,12 +1,15 @@
-"""GET /campaigns/{id} (no query string) and GET /campaigns answered in pure ASGI, ahead of FastAPI.
+"""GET /campaigns/{id} (no query string, or `min_version` alone) and GET /campaigns answered in
+pure ASGI, ahead of FastAPI.
 
 This is the read the API exists for, and FastAPI's per-request machinery (its server-error,
 telemetry and body-limit layers, route matching, request objects, dependency and parameter
 handling) cost more than the read itself. `QueryAPI` hands such a request to the HTTP basics
 (correlation id, limits, metrics labelled with the route's template) around `CampaignRead`
-before any of that; everything else, including a query string such as min_version or
-as_of_version, goes through FastAPI, whose route also documents this one in OpenAPI. The same
-rules apply through the same functions (`TokenVerifier.authenticate`, `ReadModels.campaign`,
+before any of that. A query string of `min_version=<digits>` alone (the read-your-writes read every
+command's client makes) is taken too when its value is one the route accepts (`min_version_of`);
+everything else, such as as_of_version, an invalid or escaped value or another parameter, goes
+through FastAPI, whose route also documents this one in OpenAPI. The same rules apply through the
+same functions (`TokenVerifier.authenticate`, `ReadModels.campaign`, `campaign_at_least`,
 `readable_document`).
 
 The list (`CampaignList`) takes only a query string whose every parameter is known, given once
@@ -34,6 +37,7 @@ from query_api.entrypoints.http.campaigns import (
     MAX_ID_LENGTH,
     Asked,
     LiveStatus,
+    campaign_at_least,
     campaign_page_body,
     etag,
     readable_document,
@@ -58,6 +62,19 @@ _CHOICES = {
 _LENGTHS = {"tag": (1, 100), "owner_id": (1, 100), "cursor": (1, 2000)}
 _LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # 1 to 100 in plain digits (else FastAPI judges it)
 LIST_LIMIT_MAX = 100
+# `min_version` alone, as the route reads it (campaigns._version_argument: 1 to 18 ASCII digits).
+_MIN_VERSION = re.compile(rb"min_version=([0-9]{1,18})")
+MIN_VERSION_KEY = "campaigns.min_version"
+
+
+def min_version_of(query_string: bytes) -> int | None:
+    """The version asked if the query string is `min_version=<n>` alone with n a version the
+    route accepts (1 or more); else None (FastAPI's: its 422, or what it does with the rest)."""
+    match = _MIN_VERSION.fullmatch(query_string)
+    if match is None:
+        return None
+    version = int(match.group(1))
+    return version if version >= 1 else None
 
 
 # Query strings already judged (a pure function of the bytes), at most this many per worker.
@@ -127,10 +144,19 @@ class CampaignRead:
 
     @staticmethod
     def takes(scope: Scope) -> bool:
-        if scope["method"] != "GET" or scope["query_string"]:
+        if scope["method"] != "GET":
             return False
         path: str = scope["path"]
-        return path.startswith(PREFIX) and len(path) > len(PREFIX) and "/" not in path[len(PREFIX) :]
+        if not (path.startswith(PREFIX) and len(path) > len(PREFIX) and "/" not in path[len(PREFIX) :]):
+            return False
+        query_string: bytes = scope["query_string"]
+        if not query_string:
+            return True
+        min_version = min_version_of(query_string)
+        if min_version is None:
+            return False
+        scope[MIN_VERSION_KEY] = min_version
+        return True
 
     async def answer(self, scope: Scope) -> PlainAnswer | Response:
         """The campaign's stored bytes as they are, or the problem to answer instead."""
@@ -145,7 +171,11 @@ class CampaignRead:
             principal = side.tokens.remembered(authorization) or await side.tokens.authenticate(authorization)
             if len(campaign_id) > MAX_ID_LENGTH:
                 raise Problem(404, "no such campaign")
-            snapshot = models.cached_campaign(campaign_id) or await models.campaign(campaign_id)
+            min_version: int | None = scope.get(MIN_VERSION_KEY)
+            if min_version is not None:
+                snapshot = await campaign_at_least(side, principal, campaign_id, min_version)
+            else:
+                snapshot = models.cached_campaign(campaign_id) or await models.campaign(campaign_id)
             document = readable_document(principal, snapshot)
         except _FAILURES as failure:
             return _failure_response(failure, path)

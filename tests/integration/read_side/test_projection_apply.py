@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from projectors.adapters.digest import generation_digest, generation_keys
 from projectors.adapters.redis_projection import campaigns_projection, stats_projection, users_projection
@@ -361,3 +363,29 @@ async def test_a_redis_that_lost_its_scripts_gets_them_again(settings: Settings,
     )
     assert [o.outcome for o in profile.outcomes] == [Outcome.APPLIED]
     assert (await doc(redis, settings, campaign.aggregate_id) or {})["version"] == 1
+
+
+async def test_a_page_of_versions_is_read_in_order_with_zero_for_no_state(
+    settings: Settings, redis: Redis
+) -> None:
+    """What anti-entropy reads a step: a page of ids, in one write, each id's version or 0."""
+    prefix, buckets = settings.redis_prefix, settings.read_model_buckets
+    campaigns = [new_campaign(f"owner-{n}") for n in range(7)]
+    for n, campaign in enumerate(campaigns):
+        for _ in range(n % 3):
+            campaign.then("CampaignActivated" if _ == 0 else "CampaignPaused")
+    applied = campaigns[:5]  # the last two never reach the read models
+    for projection, generation in ((campaigns_projection, GEN), (stats_projection, "stats.1")):
+        await projection(prefix, buckets).apply(redis, generation, [e for c in applied for e in c.events])
+    ids = [c.aggregate_id for c in reversed(campaigns)]
+    expected = [len(c.events) if c in applied else 0 for c in reversed(campaigns)]
+
+    for projection, generation in (("campaigns", GEN), ("stats", "stats.1")):
+        held = await read_versions(redis, prefix, generation, projection, "campaign", ids, buckets)
+        assert held == expected, projection
+    assert await read_versions(redis, prefix, GEN, "campaigns", "campaign", [], buckets) == []
+
+    wrong = CampaignKeys(generation_base(prefix, GEN), buckets).campaign(campaigns[-1].aggregate_id)
+    await redis.set(wrong, "not a hash")  # an error reply is raised, not read as a version
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await read_versions(redis, prefix, GEN, "campaigns", "campaign", ids, buckets)

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from query_api.entrypoints.http.fast_read import CampaignList, CampaignRead, list_question
+from query_api.entrypoints.http.fast_read import MIN_VERSION_KEY, CampaignList, CampaignRead, list_question
 
 
 def scope(path: str, method: str = "GET", query: bytes = b"") -> dict[str, object]:
     return {"type": "http", "method": method, "path": path, "query_string": query}
 
 
-def test_only_a_plain_get_of_one_campaign_is_taken() -> None:
+def test_only_a_plain_get_of_one_campaign_or_one_with_min_version_alone_is_taken() -> None:
     assert CampaignRead.takes(scope("/campaigns/c-1"))
+    for query, version in (
+        (b"min_version=2", 2),
+        (b"min_version=007", 7),
+        (b"min_version=" + b"9" * 18, 10**18 - 1),
+    ):
+        taken = scope("/campaigns/c-1", query=query)
+        assert CampaignRead.takes(taken), query
+        assert taken[MIN_VERSION_KEY] == version
     for other in (
-        scope("/campaigns/c-1", query=b"min_version=2"),
         scope("/campaigns/c-1", query=b"as_of_version=1"),
+        # FastAPI's: a 422 (0, not digits, too long, escaped), or parameters beside it.
+        scope("/campaigns/c-1", query=b"min_version=0"),
+        scope("/campaigns/c-1", query=b"min_version="),
+        scope("/campaigns/c-1", query=b"min_version=-1"),
+        scope("/campaigns/c-1", query=b"min_version=1.0"),
+        scope("/campaigns/c-1", query=b"min_version=%31"),
+        scope("/campaigns/c-1", query=b"min_version=" + b"1" * 19),
+        scope("/campaigns/c-1", query=b"min_version=2&as_of_version=1"),
+        scope("/campaigns/c-1", query=b"min_version=2&min_version=3"),
+        scope("/campaigns/c-1", query=b"min_version=2&"),
+        scope("/campaigns/c-1/history", query=b"min_version=2"),
         scope("/campaigns/c-1/history"),
         scope("/campaigns/"),
         scope("/campaigns"),
