@@ -726,7 +726,7 @@ async def run_suite() -> int:
                         seconds=duration,
                         trace=trace,
                     )
-                    cores = window.shares()
+                    cores = window.shares(digits=4)
                     await asyncio.sleep(0.5 if tap else 0)  # the last notices and records
                 stage_report = tap.report(trace) if tap is not None and trace is not None else None
                 if stage_report is not None:
