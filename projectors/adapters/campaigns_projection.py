@@ -52,7 +52,7 @@ WRITE_CHUNK = 64
 READ_CHUNK = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class _Read:
     stored: StoredCampaign
     parked_count: int  # as Redis holds it, unreadable entries included

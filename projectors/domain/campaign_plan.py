@@ -29,7 +29,7 @@ from readmodels.campaigns import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredCampaign:
     """What the read model holds for one campaign before the batch."""
 

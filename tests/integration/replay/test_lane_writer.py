@@ -154,3 +154,29 @@ async def test_once_shared_the_campaigns_go_through_the_guarded_apply_that_re_pl
     assert await generation_digest(redis, settings.redis_prefix, "campaigns.shared") == (
         await generation_digest(redis, settings.redis_prefix, "campaigns.plain")
     )
+
+
+async def test_the_campaigns_held_stay_within_the_window_what_is_written_is_let_go_at_once(
+    settings: Settings, redis: Redis
+) -> None:
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    events = interleave(mixed_workload(120, ["owner-a", "owner-b"]))
+    writer = LaneWriter(redis, [(projection, "campaigns.held")], fold_campaigns=10, write_campaigns=2)
+    folder = writer._folders["campaigns"]
+    held: list[int] = []
+    await writer.start()
+    try:
+        for start in range(0, len(events), 5):
+            await writer.write(events[start : start + 5])
+            held.append(len(folder._folded) + len(folder._writing))
+        await writer.flush()
+    finally:
+        await writer.close()
+    await projection.apply(redis, "campaigns.plain", events, announce=False)
+
+    # The window being folded and what is left of the one being written: 10 together (a written
+    # window kept until the next one is full made it 15 here).
+    assert max(held) == 10
+    assert await generation_digest(redis, settings.redis_prefix, "campaigns.held") == (
+        await generation_digest(redis, settings.redis_prefix, "campaigns.plain")
+    )
