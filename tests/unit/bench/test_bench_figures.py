@@ -7,12 +7,17 @@ from pathlib import Path
 from bench import chart, cpu_cost, rate_steps, scale
 
 
-def test_a_backlog_that_stays_small_holds_and_one_that_grows_does_not() -> None:
-    assert rate_steps._growing([0, 3, 1, 4, 2, 0, 5, 2], rate=100) == ""
-    assert "at the end" in rate_steps._growing([0, 50, 100, 150, 200, 250, 300, 350], rate=100)
-    # Small at the end but climbing all along by more than a second of commands.
+def test_a_backlog_that_stays_steady_and_drains_holds_and_one_that_grows_does_not() -> None:
+    assert rate_steps._growing([0, 3, 1, 4, 2, 0, 5, 2], rate=100, drained_seconds=0.3) == ""
+    # The consumers' batching keeps a steady ~2 s of commands in the samples: not growing.
+    steady = [53, 61, 61, 65, 60, 58, 62, 58, 67, 57, 55, 3, 33, 42, 48, 31, 42, 38, 58]
+    assert rate_steps._growing(steady, rate=25, drained_seconds=0.8) == ""
+    # A backlog the pipeline cannot work off in time after the last command.
+    climbing_steadily = [0, 50, 100, 150, 200, 250, 300, 350]
+    assert "not drained" in rate_steps._growing(climbing_steadily, rate=100, drained_seconds=None)
+    # Drained in the end but climbing all along by more than a second of commands.
     climbing = [0, 0, 10, 20, 150, 250, 230, 40]
-    assert "grew" in rate_steps._growing(climbing, rate=50)
+    assert "grew" in rate_steps._growing(climbing, rate=50, drained_seconds=2.0)
 
 
 def step(rate: int, held: bool, p99: float) -> rate_steps.Step:
