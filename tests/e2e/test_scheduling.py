@@ -95,7 +95,8 @@ async def test_a_scheduled_campaign_starts_and_ends_by_itself_with_the_scheduler
         await until(lambda: status_is("completed"), within=10.0)
         body = (await queries.get(f"/campaigns/{campaign_id}", headers=auth)).json()
         assert body["next_transition"] is None
-        assert datetime.fromisoformat(body["updated_at"]) >= ends_at
+        # Against the `ends_at` sent (to the millisecond), not the microseconds computed here.
+        assert datetime.fromisoformat(body["updated_at"]) >= datetime.fromisoformat(iso(ends_at))
 
         history = (await queries.get(f"/campaigns/{campaign_id}/history", headers=auth)).json()["items"]
         fired = [e for e in history if e["event_type"] in ("CampaignActivated", "CampaignCompleted")]

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
+import redis
 from pydantic import SecretStr
+from redis.cluster import ClusterNode
 
+from command_api.adapters.scheduler_status import scheduler_status_key
 from service_runtime.settings import Settings
 from tests.support.stack import REPO, free_port
 
@@ -68,6 +72,7 @@ class RunningServices:
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
+        """Until the APIs answer ready and, when a scheduler runs, one reports holding the lease."""
         urls = []
         if "command-api" in self.processes:
             urls.append(f"{self.command_url}/health/ready")
@@ -75,14 +80,38 @@ class RunningServices:
             urls.append(f"{self.query_url}/health/ready")
         deadline = time.monotonic() + timeout
         pending = list(urls)
-        while pending:
+        scheduler = any(name.startswith("scheduler") for name in self.processes)
+        while True:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
             pending = [url for url in pending if not _is_ready(url)]
-            if pending and time.monotonic() > deadline:
-                raise RuntimeError(f"not ready after {timeout}s: {pending}")
+            scheduler = scheduler and not self._scheduler_leads()
+            if not pending and not scheduler:
+                return
+            if time.monotonic() > deadline:
+                waiting = [*pending, *(["a scheduler holding the lease"] if scheduler else [])]
+                raise RuntimeError(f"not ready after {timeout}s: {waiting}")
             time.sleep(0.2)
+
+    def _scheduler_leads(self) -> bool:
+        """A scheduler has reported holding the lease (before that it fires nothing: a process
+        still importing, connecting, taking the lease)."""
+        addresses = self.settings.redis_cluster_addresses
+        client: redis.Redis | redis.RedisCluster = (
+            redis.RedisCluster(
+                startup_nodes=[ClusterNode(*a.rsplit(":", 1)) for a in addresses], socket_timeout=2
+            )
+            if addresses
+            else redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+        )
+        try:
+            reports = client.hvals(scheduler_status_key(self.settings.redis_prefix))
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return any(orjson.loads(report).get("leading") for report in reports)
 
     def stop(self, name: str, sig: int = 15) -> None:
         proc = self.processes.pop(name)
