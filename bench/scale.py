@@ -21,7 +21,7 @@ events each, created then activated: bench/event_load.py) while no projector run
   per page read from Redis; the shared server's other clients count too), which says whether
   the two sizes were measured with the page cache in the same state;
 - replay: `campaigns replay rebuild campaigns --source kafka` in a process of its own over the
-  whole topic (bench/replay_process.py): its time, events/s and peak RSS (wait4's ru_maxrss).
+  whole topic (bench/replay_process.py): its time, events/s and peak RSS (its own VmHWM).
 
 Goals: bytes per campaign ≤ 3 times the JSON document; p99 and events/s within 20% from the
 smallest size to the largest; the replay's peak RSS within 20% too (memory that does not grow
@@ -550,7 +550,8 @@ def figures(rows: list[SizeRow], connections: int, seconds: int) -> list[Figure]
             (
                 "`campaigns replay rebuild campaigns --source kafka` (bench/replay_process.py, the "
                 "tool's composition root) in a process of its own over every event of the topic; peak "
-                "RSS from wait4 (ru_maxrss), imports included; its time and events/s in per_size"
+                "RSS its own VmHWM (/proc/self/status, read as it ends), imports included; its time and "
+                "events/s in per_size"
             ),
             also=("events", "replay_seconds", "replay_events_per_second"),
         ),
