@@ -76,10 +76,11 @@ async def measure(settings: Settings, campaigns: int = 20_000, seconds: float = 
     try:
         return await _measure(own, campaigns, seconds)
     finally:
-        await _clean(own)
+        await drop_own(own)
 
 
-async def _clean(settings: Settings) -> None:
+async def drop_own(settings: Settings) -> None:
+    """Drop a figure's own database and delete its own keys (those under its Redis prefix)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     await client.drop_database(settings.mongo_db)
     await client.close()
