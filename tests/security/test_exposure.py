@@ -3,9 +3,13 @@ contract on the public ports, and metrics only on each API's internal listener."
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
+from service_runtime.http import METRICS_FLUSH_SECONDS
 from tests.security.conftest import System
 
 pytestmark = pytest.mark.security
@@ -32,6 +36,13 @@ async def test_metrics_are_not_on_the_public_ports_but_on_internal_listeners(sys
         async with httpx.AsyncClient(timeout=10) as client:
             assert (await client.get(f"{public}/health/live")).status_code == 200
             assert (await client.get(f"{public}/metrics")).status_code == 404
-            internal = await client.get(f"http://{settings.metrics_host}:{port}/metrics")
+            # A worker adds its tally of requests to the series within METRICS_FLUSH_SECONDS
+            # (service_runtime/http.py): a scrape served by another process may come first.
+            deadline = time.monotonic() + 5 * METRICS_FLUSH_SECONDS + 2
+            while True:
+                internal = await client.get(f"http://{settings.metrics_host}:{port}/metrics")
+                if "http_requests_total" in internal.text or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(METRICS_FLUSH_SECONDS / 2)
         assert internal.status_code == 200
         assert "http_requests_total" in internal.text

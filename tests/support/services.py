@@ -17,7 +17,7 @@ import redis
 from pydantic import SecretStr
 from redis.cluster import ClusterNode
 
-from command_api.adapters.scheduler_status import scheduler_status_key
+from readmodels.keyspace import scheduler_status_key
 from service_runtime.settings import Settings
 from tests.support.stack import REPO, free_port
 
