@@ -212,28 +212,28 @@ async def one_step(
     return step
 
 
-async def _drain(backlog: Backlog) -> float | None:
-    """Seconds until the backlog is empty (polled every 0.1 s), or None past DRAIN_SECONDS."""
+async def _until_drained(backlog: Backlog, limit_seconds: float, poll_seconds: float) -> tuple[int, float]:
+    """Poll until the backlog is empty or `limit_seconds` passed: what is left, and the wait."""
     started = time.monotonic()
     while True:
         left = await backlog.now()
         waited = time.monotonic() - started
-        if left == 0:
-            return round(waited, 2)
-        if waited > DRAIN_SECONDS:
-            return None
-        await asyncio.sleep(0.1)
+        if left == 0 or waited > limit_seconds:
+            return left, waited
+        await asyncio.sleep(poll_seconds)
+
+
+async def _drain(backlog: Backlog) -> float | None:
+    """Seconds until the backlog is empty (polled every 0.1 s), or None past DRAIN_SECONDS."""
+    left, waited = await _until_drained(backlog, DRAIN_SECONDS, 0.1)
+    return None if left else round(waited, 2)
 
 
 async def wait_drained(settings: Settings, limit_seconds: float = 120) -> int:
     """Until the backlog is empty (or the limit passed): what is left."""
-    deadline = time.monotonic() + limit_seconds
     async with Backlog(settings) as backlog:
-        while True:
-            left = await backlog.now()
-            if left == 0 or time.monotonic() > deadline:
-                return left
-            await asyncio.sleep(0.5)
+        left, _ = await _until_drained(backlog, limit_seconds, 0.5)
+        return left
 
 
 def next_rate(steps: list[Step], start: int, step: int, most: int) -> int | None:

@@ -81,36 +81,38 @@ class RunningServices:
         deadline = time.monotonic() + timeout
         pending = list(urls)
         scheduler = any(name.startswith("scheduler") for name in self.processes)
-        while True:
-            for name, proc in self.processes.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
-            pending = [url for url in pending if not _is_ready(url)]
-            scheduler = scheduler and not self._scheduler_leads()
-            if not pending and not scheduler:
-                return
-            if time.monotonic() > deadline:
-                waiting = [*pending, *(["a scheduler holding the lease"] if scheduler else [])]
-                raise RuntimeError(f"not ready after {timeout}s: {waiting}")
-            time.sleep(0.2)
+        status = self._redis() if scheduler else None
+        try:
+            while True:
+                for name, proc in self.processes.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+                pending = [url for url in pending if not _is_ready(url)]
+                scheduler = scheduler and not (status is not None and self._scheduler_leads(status))
+                if not pending and not scheduler:
+                    return
+                if time.monotonic() > deadline:
+                    waiting = [*pending, *(["a scheduler holding the lease"] if scheduler else [])]
+                    raise RuntimeError(f"not ready after {timeout}s: {waiting}")
+                time.sleep(0.2)
+        finally:
+            if status is not None:
+                status.close()
 
-    def _scheduler_leads(self) -> bool:
+    def _redis(self) -> redis.Redis | redis.RedisCluster:
+        addresses = self.settings.redis_cluster_addresses
+        if addresses:
+            nodes = [ClusterNode(*a.rsplit(":", 1)) for a in addresses]
+            return redis.RedisCluster(startup_nodes=nodes, socket_timeout=2)
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+
+    def _scheduler_leads(self, client: redis.Redis | redis.RedisCluster) -> bool:
         """A scheduler has reported holding the lease (before that it fires nothing: a process
         still importing, connecting, taking the lease)."""
-        addresses = self.settings.redis_cluster_addresses
-        client: redis.Redis | redis.RedisCluster = (
-            redis.RedisCluster(
-                startup_nodes=[ClusterNode(*a.rsplit(":", 1)) for a in addresses], socket_timeout=2
-            )
-            if addresses
-            else redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
-        )
         try:
             reports = client.hvals(scheduler_status_key(self.settings.redis_prefix))
         except redis.RedisError:
             return False
-        finally:
-            client.close()
         return any(orjson.loads(report).get("leading") for report in reports)
 
     def stop(self, name: str, sig: int = 15) -> None:
