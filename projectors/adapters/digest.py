@@ -9,7 +9,7 @@ encoding a key happens to have, which differs with the history of writes.)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from redis.asyncio import Redis
 
@@ -19,9 +19,26 @@ _CHUNK = 500
 
 
 async def generation_keys(redis: Redis, prefix: str, generation: str) -> list[bytes]:
-    """Every key of the generation, sorted."""
+    """Every key of the generation, sorted (all in memory: for digests and tests)."""
     pattern = generation_pattern(prefix, generation)
     return sorted({key async for key in redis.scan_iter(match=pattern, count=1000)})
+
+
+async def generation_key_pages(
+    redis: Redis, prefix: str, generation: str, page: int = 1000
+) -> AsyncIterator[list[bytes]]:
+    """The generation's keys a page at a time, as SCAN finds them: memory of one page, not of the
+    generation (a million campaigns' key names are ~130 MB of Python bytes in a set). A key may
+    come twice (SCAN's guarantee is at least once for keys there throughout)."""
+    pattern = generation_pattern(prefix, generation)
+    keys: list[bytes] = []
+    async for key in redis.scan_iter(match=pattern, count=page):
+        keys.append(key)
+        if len(keys) >= page:
+            yield keys
+            keys = []
+    if keys:
+        yield keys
 
 
 async def generation_digest(redis: Redis, prefix: str, generation: str) -> str:

@@ -246,3 +246,26 @@ async def test_a_record_in_kafka_that_is_no_event_is_skipped_and_reported_and_th
         assert await generation_digest(redis, settings.redis_prefix, live[projection.name]) == (
             await generation_digest(redis, settings.redis_prefix, f"{projection.name}.clean")
         )
+
+
+async def test_drop_unlinks_a_generation_page_by_page_and_counts_each_key_once(
+    settings: Settings, redis: Redis, replay_cli: RunReplay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projectors.replay.adapters import redis_generations
+
+    monkeypatch.setattr(redis_generations, "UNLINK_CHUNK", 7)  # many SCAN pages, unlinked behind the cursor
+    users = UserKeys(generation_base(settings.redis_prefix, "users.9"), settings.read_model_buckets)
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(250):
+            pipe.hset(users.user(f"u{n}"), "v", "1")
+        await pipe.execute()
+    await redis.set(pointer_key(settings.redis_prefix, "users"), "users.1")
+    kept = UserKeys(generation_base(settings.redis_prefix, "users.1"), settings.read_model_buckets)
+    await redis.hset(kept.user("u0"), "v", "1")
+
+    dropped = await replay_cli("drop", "users.9")
+
+    assert dropped.exit_code == 0, dropped.output
+    assert "users.9: 250 keys removed" in dropped.output
+    assert await generation_keys(redis, settings.redis_prefix, "users.9") == []
+    assert await generation_keys(redis, settings.redis_prefix, "users.1") == [kept.user("u0").encode()]
