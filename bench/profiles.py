@@ -11,6 +11,7 @@ the functions with the most samples, by their own time and with what they call.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -83,6 +84,13 @@ def finish(recorders: list[subprocess.Popen[bytes]], timeout: float = 60) -> Non
             recorder.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             recorder.terminate()
+
+
+def stop(recorders: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """End recordings before their duration: py-spy writes what it has on SIGINT."""
+    for recorder in recorders:
+        recorder.send_signal(signal.SIGINT)
+    finish(recorders, timeout)
 
 
 def _function(frame: str) -> str:

@@ -6,7 +6,11 @@ events each, created then activated: bench/event_load.py) while no projector run
 
 - projector: the real process (`campaigns serve projectors`) consumes the new events on top of
   the earlier sizes' read models; events/s from its first commit past the earlier end to the
-  end of the topic (the campaigns group's committed offsets);
+  end of the topic (the campaigns group's committed offsets). Beside it, where the time of an
+  event goes as the data grows: the projector's CPU per event (its process tree, /proc), the
+  Redis server's CPU per event (INFO cpu) and its microseconds per event by command (INFO
+  commandstats deltas: the shared server's other clients are idle then). With
+  BENCH_PROFILE=<dir>, py-spy records the projector of each size (`<dir>/scale-<size>.txt`);
 - bytes per campaign: `MEMORY USAGE key SAMPLES 0` summed over every key under the run's prefix
   (SCAN of `keyspace.prefix_pattern`: whatever the layout inside), divided by the campaigns;
   beside it the campaign's JSON document as `GET /campaigns/{id}` returns it (mean of a sample),
@@ -31,18 +35,21 @@ with the log).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import replay_process
+from bench import profiles, replay_process
 from bench.environment import BenchEnvironment, delete_keys, end_offsets, wait_for_group, wait_for_leaders
 from bench.event_load import campaign_id, produce
 from bench.machine import load_average
+from bench.memory import cpu_seconds, tree_pids
 from bench.report import Figure
 from bench.wrk import WrkResult, run_wrk
 from events import Topics
@@ -74,6 +81,10 @@ class SizeRow:
     produce_seconds: float
     projector_events_per_second: float
     projector_events: int
+    projector_cpu_ms_per_event: float  # the projector's process tree, start-up included
+    redis_cpu_ms_per_event: float  # the server's used_cpu_user + used_cpu_sys delta
+    # INFO commandstats deltas over the projector's run, per event: the five costliest commands
+    redis_usec_per_event: dict[str, float]
     redis_bytes: int
     redis_keys: int
     bytes_per_campaign: float
@@ -223,24 +234,62 @@ async def used_memory(settings: Settings) -> int:
         await redis.aclose()
 
 
+@dataclass(frozen=True)
+class ProjectorRun:
+    events_per_second: float
+    events: int
+    cpu_ms_per_event: float
+    redis_cpu_ms_per_event: float
+    redis_usec_per_event: dict[str, float]
+
+
+async def _redis_costs(settings: Settings) -> tuple[float, dict[str, int]]:
+    """The server's CPU seconds so far and each command's microseconds so far."""
+    redis = connect_redis(settings)
+    try:
+        cpu = await redis.info("cpu")
+        commands = await redis.info("commandstats")
+    finally:
+        await redis.aclose()
+    used = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return used, {name.removeprefix("cmdstat_"): int(stat["usec"]) for name, stat in commands.items()}
+
+
 async def _projector_rate(
     env: BenchEnvironment, settings: Settings, topic: str, before: int, total: int
-) -> tuple[float, int]:
+) -> ProjectorRun:
     """Start the projector process, wait until both groups reached `total`, stop it; events/s of
-    the campaigns group from its first commit past `before`."""
+    the campaigns group from its first commit past `before`, and the CPU it and Redis spent."""
     services = env.other_services(settings, f"scale-projectors-{total}")
+    redis_cpu0, usec0 = await _redis_costs(settings)
     services.start(["projectors"])
+    pids = tree_pids(services.processes["projectors"].pid)
+    profile = os.environ.get("BENCH_PROFILE", "")
+    named = {f"scale-{total // len(LIFE)}": pids[0]}
+    recorders = profiles.start(named, 3600, Path(profile)) if profile else []
     try:
         samples = await wait_for_group(
             settings, projection_group(settings, "campaigns"), topic, total, limit_seconds=1800
         )
         await wait_for_group(settings, projection_group(settings, "stats"), topic, total, limit_seconds=1800)
+        cpu = sum(cpu_seconds(p) for p in tree_pids(pids[0]))
+        redis_cpu1, usec1 = await _redis_costs(settings)
     finally:
+        await asyncio.to_thread(profiles.stop, recorders)
         await asyncio.to_thread(services.stop_all)
     first_t, first_done = next((t, done) for t, done in samples if done > before)
     end_t = samples[-1][0]
     counted = total - first_done
-    return (counted / (end_t - first_t) if end_t > first_t else 0.0), counted
+    consumed = total - before  # what this run's process consumed (both groups, start-up included)
+    spent = {name: usec - usec0.get(name, 0) for name, usec in usec1.items()}
+    costliest = sorted(spent.items(), key=lambda item: -item[1])[:5]
+    return ProjectorRun(
+        events_per_second=counted / (end_t - first_t) if end_t > first_t else 0.0,
+        events=counted,
+        cpu_ms_per_event=round(cpu / consumed * 1000, 4),
+        redis_cpu_ms_per_event=round((redis_cpu1 - redis_cpu0) / consumed * 1000, 4),
+        redis_usec_per_event={name: round(usec / consumed, 2) for name, usec in costliest if usec > 0},
+    )
 
 
 def _wait_answering(services: RunningServices, timeout: float = 120) -> None:
@@ -352,8 +401,13 @@ async def measure(
             )
             before = done * len(LIFE)
             total = sum((await end_offsets(settings, topic)).values())
-            rate, counted = await _projector_rate(env, settings, topic, before, total)
-            say(f"  produced in {produced_in:.1f} s; projector {rate:,.0f} events/s")
+            projected = await _projector_rate(env, settings, topic, before, total)
+            by_command = ", ".join(f"{name} {us:.1f}" for name, us in projected.redis_usec_per_event.items())
+            say(
+                f"  produced in {produced_in:.1f} s; projector {projected.events_per_second:,.0f} events/s, "
+                f"{projected.cpu_ms_per_event:.3f} ms CPU/event; Redis "
+                f"{projected.redis_cpu_ms_per_event:.3f} ms CPU/event (µs/event: {by_command})"
+            )
             used, keys, per_projection = await redis_bytes(settings)
             delta = await used_memory(settings) - memory_at_start
             sample = [campaign_id(n) for n in random.Random(size).sample(range(size), min(SAMPLED_IDS, size))]
@@ -391,8 +445,11 @@ async def measure(
                     campaigns=size,
                     events=total,
                     produce_seconds=round(produced_in, 2),
-                    projector_events_per_second=round(rate, 1),
-                    projector_events=counted,
+                    projector_events_per_second=round(projected.events_per_second, 1),
+                    projector_events=projected.events,
+                    projector_cpu_ms_per_event=projected.cpu_ms_per_event,
+                    redis_cpu_ms_per_event=projected.redis_cpu_ms_per_event,
+                    redis_usec_per_event=projected.redis_usec_per_event,
                     redis_bytes=used,
                     redis_keys=keys,
                     bytes_per_campaign=round(used / size, 1),
@@ -537,9 +594,13 @@ def figures(rows: list[SizeRow], connections: int, seconds: int) -> list[Figure]
             (
                 "the real projector process over the new events of each size (two per campaign: "
                 "created, activated), on top of the earlier sizes' read models; from the campaigns "
-                "group's first commit past the earlier end to the end of the topic"
+                "group's first commit past the earlier end to the end of the topic; beside it in "
+                "per_size what an event cost as the data grew: the projector's CPU (its process tree), "
+                "the Redis server's CPU (INFO cpu) and its µs by command (INFO commandstats; a "
+                "script's own calls count both under evalsha and under their command)"
             ),
             digits=0,
+            also=("projector_cpu_ms_per_event", "redis_cpu_ms_per_event", "redis_usec_per_event"),
         ),
         flat(
             "scale_replay_rss",
