@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import faulthandler
+import gc
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +44,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # their group, the longest unit of work, starts at once on one worker while the other
     # worker takes the rest, instead of starting last and running alone.
     items.sort(key=lambda item: not _on_private_stack(item))
+
+
+# A teardown still running after this long is stuck (the projectors' stop is bounded at 30 s):
+# what every thread and every pending asyncio task is doing then goes to STUCK_LOG, read after
+# a run (pytest-timeout fails the test at 300 s, and a rerun's report keeps no traceback).
+STUCK_SECONDS = 90
+STUCK_LOG = HERE.parent / ".local" / "logs" / "stuck-teardowns.log"
+
+
+def _dump_stuck(nodeid: str) -> None:
+    STUCK_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with STUCK_LOG.open("a") as out:
+        out.write(f"\n=== {time.strftime('%FT%TZ', time.gmtime())} teardown of {nodeid} ")
+        out.write(f"still running after {STUCK_SECONDS} s ===\n")
+        faulthandler.dump_traceback(file=out, all_threads=True)
+        out.flush()
+        # Every suspended coroutine and async generator, each its own frame: a task's stack shows
+        # only its outermost coroutine, and an `async for` step hides what it awaits.
+        for thing in gc.get_objects():
+            frame = None
+            if inspect.iscoroutine(thing) or inspect.isasyncgen(thing):
+                frame = getattr(thing, "cr_frame", None) or getattr(thing, "ag_frame", None)
+            if frame is not None:
+                out.write(
+                    f"  suspended {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n"
+                )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    watchdog = threading.Timer(STUCK_SECONDS, _dump_stuck, args=(item.nodeid,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return (yield)
+    finally:
+        watchdog.cancel()
 
 
 @pytest.fixture(scope="session")
