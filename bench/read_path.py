@@ -151,6 +151,11 @@ def _figure(
     )
 
 
+# Issue 21, item 6: the read path stays at ≥ 0.65 of the bare app (until session 12 the figure
+# judged it against 0.5, the list query's floor).
+READ_GOAL = 0.65
+
+
 def measure(
     query_url: str,
     campaign_id: str,
@@ -179,7 +184,7 @@ def measure(
             "read_path",
             f"Query API GET /campaigns/{{id}} ({connections} conns)",
             "one campaign of the caller's",
-            0.5,
+            READ_GOAL,
             api_runs,
             bare_runs,
             body,
@@ -193,7 +198,7 @@ def measure(
 
 
 LIST_QUERY = "/campaigns?status=active&sort=-created_at&limit=20"
-LIST_GOAL = 0.5
+LIST_GOAL = 0.5  # issue 21, item 3
 
 
 def measure_list(
