@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import faulthandler
 import gc
-import inspect
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -62,10 +62,16 @@ def _dump_stuck(nodeid: str) -> None:
         out.flush()
         # Every suspended coroutine and async generator, each its own frame: a task's stack shows
         # only its outermost coroutine, and an `async for` step hides what it awaits.
+        # `type()`, not isinstance: the heap holds weak proxies, which raise ReferenceError when
+        # their object is gone (the first CI run with this watchdog lost the list that way).
         for thing in gc.get_objects():
-            frame = None
-            if inspect.iscoroutine(thing) or inspect.isasyncgen(thing):
-                frame = getattr(thing, "cr_frame", None) or getattr(thing, "ag_frame", None)
+            kind = type(thing)
+            if kind is types.CoroutineType:
+                frame = thing.cr_frame
+            elif kind is types.AsyncGeneratorType:
+                frame = thing.ag_frame
+            else:
+                continue
             if frame is not None:
                 out.write(
                     f"  suspended {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n"
