@@ -263,16 +263,15 @@ async def _projector_rate(
     services = env.other_services(settings, f"scale-projectors-{total}")
     redis_cpu0, usec0 = await _redis_costs(settings)
     services.start(["projectors"])
-    pids = tree_pids(services.processes["projectors"].pid)
+    root = services.processes["projectors"].pid
     profile = os.environ.get("BENCH_PROFILE", "")
-    named = {f"scale-{total // len(LIFE)}": pids[0]}
-    recorders = profiles.start(named, 3600, Path(profile)) if profile else []
+    recorders = profiles.start({f"scale-{total // len(LIFE)}": root}, 3600, Path(profile)) if profile else []
     try:
         samples = await wait_for_group(
             settings, projection_group(settings, "campaigns"), topic, total, limit_seconds=1800
         )
         await wait_for_group(settings, projection_group(settings, "stats"), topic, total, limit_seconds=1800)
-        cpu = sum(cpu_seconds(p) for p in tree_pids(pids[0]))
+        cpu = sum(cpu_seconds(p) for p in tree_pids(root))
         redis_cpu1, usec1 = await _redis_costs(settings)
     finally:
         await asyncio.to_thread(profiles.stop, recorders)

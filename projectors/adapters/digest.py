@@ -19,9 +19,8 @@ _CHUNK = 500
 
 
 async def generation_keys(redis: Redis, prefix: str, generation: str) -> list[bytes]:
-    """Every key of the generation, sorted (all in memory: for digests and tests)."""
-    pattern = generation_pattern(prefix, generation)
-    return sorted({key async for key in redis.scan_iter(match=pattern, count=1000)})
+    """Every key of the generation, sorted (all in memory: for digests, counts and tests)."""
+    return sorted({key async for page in generation_key_pages(redis, prefix, generation) for key in page})
 
 
 async def generation_key_pages(

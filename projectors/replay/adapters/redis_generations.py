@@ -15,7 +15,12 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
-from projectors.adapters.digest import generation_digest, generation_key_digests, generation_key_pages
+from projectors.adapters.digest import (
+    generation_digest,
+    generation_key_digests,
+    generation_key_pages,
+    generation_keys,
+)
 from projectors.replay.application.ports import BusyError, LiveGenerationError
 from readmodels.generations import (
     claim_live_generation,
@@ -56,8 +61,7 @@ class RedisGenerations:
         return removed
 
     async def key_count(self, generation: str) -> int:
-        pages = generation_key_pages(self.redis, self.prefix, generation, UNLINK_CHUNK)
-        return len({key async for page in pages for key in page})
+        return len(await generation_keys(self.redis, self.prefix, generation))
 
     async def swap(self, projection: str, generation: str) -> str | None:
         return await swap_generation(self.redis, self.prefix, projection, generation)
