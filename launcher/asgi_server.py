@@ -11,6 +11,7 @@ environment, as before.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from typing import Any
@@ -35,12 +36,20 @@ def main(argv: list[str]) -> int:
         return 2
     import uvicorn
 
+    if config["workers"] == 1:
+        # uvicorn runs the app in this very process: its modules imported first, then settled
+        # out of the garbage collector's scans (workers of their own would import them again).
+        from service_runtime.event_loop import settle_heap
+
+        importlib.import_module(config["factory"].partition(":")[0])
+        settle_heap(config.get("gc_young_threshold", 0))
     uvicorn.run(
         config["factory"],
         factory=True,
         host=config["host"],
         port=config["port"],
         workers=config["workers"],
+        loop=config.get("loop", "auto"),
         log_level="warning",
         access_log=False,
         lifespan="on",

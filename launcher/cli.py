@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 
+from service_runtime import event_loop
 from service_runtime.processes import wait_through_interrupts
 from service_runtime.settings import DefaultSecretInProduction, Settings, get_settings
 
@@ -129,6 +130,8 @@ def serve(
             "host": getattr(settings, host_key),
             "port": getattr(settings, port_key),
             "workers": workers or settings.api_workers,
+            "loop": event_loop.loop_in_use(settings.event_loop),
+            "gc_young_threshold": settings.gc_young_threshold,
             "metrics_host": settings.metrics_host,
             "metrics_port": getattr(settings, metrics_key),
             "metrics_setting": f"CAMPAIGNS_{metrics_key.upper()}",
@@ -158,7 +161,9 @@ def serve(
             metrics_port_key,
             lambda port: start_http_server(port, addr=settings.metrics_host),
         )
-        asyncio.run(_load(target)(settings))
+        main = _load(target)
+        event_loop.settle_heap(settings.gc_young_threshold)
+        event_loop.run(main(settings), settings.event_loop)
         return
     typer.echo(f"unknown service {service!r}; one of: {', '.join(SERVICES)}", err=True)
     raise typer.Exit(2)

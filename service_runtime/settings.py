@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # index to page through), 32 on a Redis Cluster (README, "Redis Cluster"). Changing it
     # moves every key: rebuild the projections (`campaigns replay rebuild`) after a change.
     redis_buckets: int = Field(default=0, ge=0, le=1024)
+    # The event loop of every service (the APIs' uvicorn, and the relay, scheduler, projectors
+    # and workers) and of the replay and dlq tools: uvloop or the standard library's
+    # (service_runtime/event_loop.py).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Allocations between two young collections of the cyclic garbage collector in the services,
+    # once they have started (Python's own: 700); 0 leaves Python's. What was imported at start
+    # is frozen out of the collector's scans either way (service_runtime/event_loop.py).
+    gc_young_threshold: int = Field(default=10_000, ge=0, le=1_000_000)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "campaigns@localhost"

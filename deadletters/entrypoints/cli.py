@@ -25,6 +25,7 @@ from deadletters.application.operations import (
 )
 from deadletters.application.ports import UnknownTopic
 from deadletters.domain.records import InvalidRef, NotADeadLetterTopic
+from service_runtime import event_loop
 from service_runtime.settings import get_settings
 
 if TYPE_CHECKING:
@@ -57,12 +58,14 @@ def _run(use: Callable[[DeadLetterOperations], Awaitable[T]]) -> T:
     # Imported here: the clients (MongoDB, Kafka) load only when a dlq command runs.
     from deadletters.bootstrap import UNREACHABLE, dead_letter_operations
 
+    settings = get_settings()
+
     async def run() -> T:
-        async with dead_letter_operations(get_settings()) as dlq:
+        async with dead_letter_operations(settings) as dlq:
             return await use(dlq)
 
     try:
-        return asyncio.run(run())
+        return event_loop.run(run(), settings.event_loop)
     except (InvalidRef, NotADeadLetterTopic) as exc:
         raise _fail(str(exc), 2) from exc
     except (UnknownTopic, ConfirmationRequired) as exc:

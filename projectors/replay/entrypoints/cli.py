@@ -5,7 +5,6 @@ Progress and notices go to stderr; reports (tables, JSON) to stdout.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,6 +19,7 @@ from projectors.replay.domain.plan import SourceName, UnknownProjection
 from projectors.replay.domain.tally import ProjectionTally
 from projectors.replay.domain.time_travel import AsOf, parse_moment
 from projectors.replay.entrypoints.progress import RichProgress
+from service_runtime import event_loop
 from service_runtime.settings import get_settings
 
 if TYPE_CHECKING:
@@ -44,12 +44,14 @@ def _run(use: Callable[[Replay], Awaitable[T]]) -> T:
     # Imported here: the clients (Redis, MongoDB, Kafka) load only when a replay command runs.
     from projectors.replay.bootstrap import UNREACHABLE, replay
 
+    settings = get_settings()
+
     async def run() -> T:
-        async with replay(get_settings()) as tools:
+        async with replay(settings) as tools:
             return await use(tools)
 
     try:
-        return asyncio.run(run())
+        return event_loop.run(run(), settings.event_loop)
     except (BusyError, SourceUnavailable, LiveGenerationError) as exc:
         raise _fail(str(exc)) from exc
     except UNREACHABLE as exc:
