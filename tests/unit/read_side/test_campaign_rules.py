@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
 
@@ -115,6 +115,16 @@ def test_times_are_written_as_the_envelope_writes_them() -> None:
     wire = orjson.loads(encode_event(campaign.events[0]))
     assert json_time(campaign.events[0].occurred_at) == wire["occurred_at"]
     assert epoch_millis(datetime(1970, 1, 1, 0, 0, 1, 999999, tzinfo=UTC)) == 1999
+
+
+def test_one_instant_in_two_zones_keeps_each_its_own_form() -> None:
+    # Equal datetimes (one instant) hash alike: the remembered forms must not mix them up.
+    in_utc = datetime(2027, 1, 2, 10, 0, tzinfo=UTC)
+    two_hours_east = datetime(2027, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert in_utc == two_hours_east
+    assert json_time(in_utc) == "2027-01-02T10:00:00Z"
+    assert json_time(two_hours_east) == "2027-01-02T12:00:00+02:00"
+    assert json_time(in_utc) == "2027-01-02T10:00:00Z"
 
 
 def test_index_members_sort_like_their_values() -> None:
