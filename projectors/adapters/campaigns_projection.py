@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -85,7 +85,7 @@ class _KeyTable:
     def __init__(self, keys: CampaignKeys) -> None:
         self.campaign_keys = keys
         self.positions: dict[str, int] = {}
-        self._named: dict[tuple[str, object, int], int] = {}
+        self._named: dict[tuple[str, str, IndexFilter | str, int], int] = {}
 
     def __call__(self, key: str) -> int:
         position = self.positions.get(key)
@@ -93,18 +93,18 @@ class _KeyTable:
             position = self.positions[key] = len(self.positions) + 1
         return position
 
-    def index(self, sort: str, where: IndexFilter, bucket: int) -> int:
-        position = self._named.get((sort, where, bucket))
+    def named(self, kind: str, first: str, second: IndexFilter | str, bucket: int) -> int:
+        """The position of a bucket's sorted index (`"index"`, sort, filter) or filter set
+        (`"set"`, dimension, value)."""
+        what = (kind, first, second, bucket)
+        position = self._named.get(what)
         if position is None:
-            name = self.campaign_keys.filtered_index(sort, where, bucket)
-            position = self._named[(sort, where, bucket)] = self(name)
-        return position
-
-    def filter_set(self, dimension: str, value: str, bucket: int) -> int:
-        position = self._named.get((dimension, value, bucket))
-        if position is None:
-            name = self.campaign_keys.filter_set(dimension, value, bucket)
-            position = self._named[(dimension, value, bucket)] = self(name)
+            keys = self.campaign_keys
+            if kind == "index":
+                name = keys.filtered_index(first, cast(IndexFilter, second), bucket)
+            else:
+                name = keys.filter_set(first, cast(str, second), bucket)
+            position = self._named[what] = self(name)
         return position
 
     @property
@@ -381,18 +381,18 @@ def _writes(
     before = plan.before
     for move in membership_moves(before.state, plan.state, packed):
         if move.leaves:
-            removed = [table.index(move.sort, where, bucket) for where in move.leaves]
+            removed = [table.named("index", move.sort, where, bucket) for where in move.leaves]
             writes += ("ZREMFROM", len(removed) + 1, move.old_member, *removed)
         if move.joins:
-            added = [table.index(move.sort, where, bucket) for where in move.joins]
+            added = [table.named("index", move.sort, where, bucket) for where in move.joins]
             writes += ("ZADDTO", len(added) + 1, move.new_member, *added)
     left_sets, joined_sets = filter_moves(before.state, plan.state)
     if left_sets or joined_sets:
         in_sets = set_member(cid, packed)
         for dimension, value in left_sets:
-            writes += ("SREM", 2, table.filter_set(dimension, value, bucket), in_sets)
+            writes += ("SREM", 2, table.named("set", dimension, value, bucket), in_sets)
         for dimension, value in joined_sets:
-            writes += ("SADD", 2, table.filter_set(dimension, value, bucket), in_sets)
+            writes += ("SADD", 2, table.named("set", dimension, value, bucket), in_sets)
 
     if plan.deleted and not before.deleted:
         writes += ("DEL", 1, key)
