@@ -1,10 +1,11 @@
 """The campaign projection in Redis: read each campaign once per batch, plan, write once, guarded.
 
 Per batch: one pipelined read of every campaign the batch touches (version, document,
-tombstone, owner, and how many events are parked), the whole batch planned in memory
-(`campaign_plan`), then one pipelined `cas.lua` call per campaign that writes the planned
-document, index memberships, version, parked events and notices — only if the version and
-parked count are still what was read. A campaign whose state moved in between (another
+tombstone, owner, and how many events are parked), then the campaigns planned in memory
+(`campaign_plan`) 64 at a time, each 64's `cas.lua` call sent as soon as they are planned (Redis
+runs it while the next 64 are planned). The call writes each campaign's planned document,
+index memberships, version, parked events and notices — only if its version and parked count
+are still what was read. A campaign whose state moved in between (another
 instance during a rebalance, a redelivery racing itself) is read and planned again.
 
 Redis runs only the writes, never a JSON decode or a membership computation: those were most
