@@ -264,6 +264,9 @@ async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Setting
         env={**env, "CAMPAIGNS_PROJECTORS_METRICS_PORT": str(free_port())},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    assert process.stdout is not None
+    # Read as it comes: a process whose log fills the pipe blocks on its next line and never stops.
+    reading = asyncio.create_task(process.stdout.read())
     try:
         beating = lambda: _beating(redis, settings)  # noqa: E731
         await wait_until(beating, 30, "the projectors to report")
@@ -273,7 +276,7 @@ async def test_the_projectors_process_stops_cleanly_on_sigterm(settings: Setting
         if process.returncode is None:
             process.kill()
             await process.wait()
-    output = (await process.stdout.read()).decode() if process.stdout else ""
+    output = (await reading).decode()
     assert code == 0, output
     assert "projectors stopped" in output
 
