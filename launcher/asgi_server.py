@@ -42,14 +42,14 @@ def main(argv: list[str]) -> int:
         from service_runtime.event_loop import settle_heap
 
         importlib.import_module(config["factory"].partition(":")[0])
-        settle_heap(config.get("gc_young_threshold", 0))
+        settle_heap(config["gc_young_threshold"])
     uvicorn.run(
         config["factory"],
         factory=True,
         host=config["host"],
         port=config["port"],
         workers=config["workers"],
-        loop=config.get("loop", "auto"),
+        loop=config["loop"],
         log_level="warning",
         access_log=False,
         lifespan="on",

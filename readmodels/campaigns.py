@@ -172,9 +172,9 @@ def unpacked_id(raw: bytes) -> str:
 
 @lru_cache(maxsize=8192)
 def _id_with_tail(campaign_id: str) -> bytes:
+    raw = packed_id(campaign_id)
     if _UUID.fullmatch(campaign_id):
-        return bytes.fromhex(campaign_id.replace("-", "")) + _UUID_TAIL
-    raw = _TEXT_ID + campaign_id.encode()
+        return raw + _UUID_TAIL
     return raw + len(raw).to_bytes(2, "big") + _TEXT_TAIL
 
 
@@ -302,15 +302,12 @@ class MembershipMove(NamedTuple):
 _SORT_FIELDS = {"created": "created_at", "updated": "updated_at", "name": "name"}
 
 
-def _sort_member(sort: str, state: dict[str, Any], packed: bool, tail: bytes = b"") -> bytes:
-    """The campaign's member in its indexes of `sort`; `tail`: its id as packed members end it
-    (`_id_with_tail`), if the caller has it already."""
+def _sort_member(sort: str, state: dict[str, Any], packed: bool) -> bytes:
     text = state[_SORT_FIELDS[sort]]
     if packed:
-        tail = tail or _id_with_tail(state["id"])
         if sort == "name":
-            return name_sort_value(text).encode() + MEMBER_SEPARATOR + tail
-        return max(_millis(text), 0).to_bytes(TIME_BYTES, "big") + tail
+            return packed_name_member(text, state["id"])
+        return packed_time_member(_millis(text), state["id"])
     value = name_sort_value(text) if sort == "name" else time_sort_value(_millis(text))
     return sort_member(value, state["id"])
 
@@ -327,15 +324,13 @@ def membership_moves(
     old_in: list[IndexFilter] = [None, ("owner", old["owner_id"])] if old else []
     new_in: list[IndexFilter] = [None, ("owner", new["owner_id"])] if new else []
     same_indexes = old_in == new_in
-    # Both states are one campaign's: its id packed once for all its members.
-    tail = _id_with_tail((new or old or {})["id"]) if packed else b""
     moves = []
     for sort in SORT_KEYS:
         field = _SORT_FIELDS[sort]
         if same_indexes and old and new and old[field] == new[field]:
             continue
-        old_member = _sort_member(sort, old, packed, tail) if old else b""
-        new_member = _sort_member(sort, new, packed, tail) if new else b""
+        old_member = _sort_member(sort, old, packed) if old else b""
+        new_member = _sort_member(sort, new, packed) if new else b""
         kept = set(old_in) & set(new_in) if old_member == new_member else set()
         leaves = [where for where in old_in if where not in kept]
         joins = [where for where in new_in if where not in kept]

@@ -1,9 +1,8 @@
 """The event loop the long-running services and the operator's tools run on.
 
-uvloop (libuv, in C) by default, as uvicorn already gives the two APIs: the relay, the
-scheduler, the projectors and the workers spend most of their time per live event in the loop
-itself (socket writes, epoll, callbacks: a quarter and a fifth of their profiles on the standard
-loop), which uvloop does in C. `CAMPAIGNS_EVENT_LOOP=asyncio` runs them on the standard library's
+uvloop by default, the loop uvicorn already gave the two APIs, so every service runs one loop;
+back-to-back bench runs showed no difference from the standard loop that the host's noise could
+resolve (bench/NOTES.md, session 13). `CAMPAIGNS_EVENT_LOOP=asyncio` runs the standard library's
 loop instead (where uvloop is not installed, such as on Windows, that is what runs).
 """
 
