@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -65,6 +64,7 @@ from readmodels.generations import (
 from readmodels.groups import projection_group, projection_topics
 from readmodels.keyspace import generation_base, parked_set_keys
 from readmodels.status import record_batch, write_heartbeat
+from service_runtime.background import BackgroundLoops
 from service_runtime.kafka_batches import NoCast, first_record_headers, wake_at_once
 from service_runtime.kafka_commits import IntervalCommits, commit_on_interval
 from service_runtime.kafka_topics import require_topics
@@ -117,14 +117,8 @@ class Projectors:
             consumer = ProjectionConsumer(projection, self.redis, dead_letters, group)
             self.consumers[projection.name] = consumer
             self.subscribers[projection.name] = self._subscribe(consumer, group)
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._repairing: asyncio.Task[None] | None = None
-        self._watching: asyncio.Task[None] | None = None
-        self._checking: asyncio.Task[None] | None = None
         # Each projection's consumer lag, as the heartbeat last measured it.
         self._lags: dict[str, int] = {}
-        self._flushing: asyncio.Task[None] | None = None
-        self._upgrading: asyncio.Task[None] | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -151,7 +145,9 @@ class Projectors:
             settings.anti_entropy_batch_size,
             settings.anti_entropy_grace_seconds,
         )
-        self._stopping = asyncio.Event()
+        # The heartbeat, gap repair, loss watch, anti-entropy, status and layout loops; a stop
+        # ends them within `projectors_stop_seconds` even if a client swallows the cancellation.
+        self._loops = BackgroundLoops(settings.projectors_stop_seconds)
 
     def _subscribe(self, consumer: ProjectionConsumer, group: str) -> Any:
         projection = consumer.projection
@@ -212,9 +208,9 @@ class Projectors:
             except Exception as error:
                 pause = backoff.next_pause()
                 transient = is_transient(error)
-                if not transient or time.monotonic() + pause > holding_until or self._stopping.is_set():
+                if not transient or time.monotonic() + pause > holding_until or not self._loops.running:
                     log.exception("batch not applied; it will be consumed again", extra={"group": group})
-                    await self._pause(pause)
+                    await self._loops.pause(pause)
                     raise
                 RETRIES.labels(consumer.projection.name).inc()
                 log.warning(
@@ -224,16 +220,10 @@ class Projectors:
                     pause,
                     extra={"group": group},
                 )
-                await self._pause(pause)
+                await self._loops.pause(pause)
                 continue
             backoff.reset()
             return report
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep `seconds`, or less: a stop ends every pause at once."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
 
     async def start(self) -> None:
         prefix = self.settings.redis_prefix
@@ -252,36 +242,18 @@ class Projectors:
             # projector ran are found by anti-entropy (`_anti_entropy`) and repaired one by one.
             await mark_whole(self.redis, prefix, only_if_absent=True)
         await self.broker.start()
-        self._heartbeat = asyncio.create_task(self._beat(), name="projectors-heartbeat")
-        self._repairing = asyncio.create_task(self._repair_gaps(), name="projectors-gap-repair")
-        self._watching = asyncio.create_task(self._watch_for_loss(), name="projectors-redis-loss")
+        loops = self._loops
+        loops.start(self._beat(), "projectors-heartbeat")
+        loops.start(self._repair_gaps(), "projectors-gap-repair")
+        loops.start(self._watch_for_loss(), "projectors-redis-loss")
         if self.settings.anti_entropy_enabled:
-            self._checking = asyncio.create_task(self._anti_entropy(), name="projectors-anti-entropy")
-        self._flushing = asyncio.create_task(self._flush_statuses(), name="projectors-status")
-        self._upgrading = asyncio.create_task(self._upgrade_layouts(), name="projectors-layouts")
+            loops.start(self._anti_entropy(), "projectors-anti-entropy")
+        loops.start(self._flush_statuses(), "projectors-status")
+        loops.start(self._upgrade_layouts(), "projectors-layouts")
         log.info("projectors started", extra={"projections": list(self.consumers)})
 
     async def stop(self) -> None:
-        self._stopping.set()
-        running = (
-            self._heartbeat,
-            self._repairing,
-            self._watching,
-            self._checking,
-            self._flushing,
-            self._upgrading,
-        )
-        tasks = [t for t in running if t]
-        for task in tasks:
-            task.cancel()
-        # Bounded too: a task stuck in a call that does not give way to its cancellation (a
-        # server that does not answer) must not hold up the stop; it is left behind, cancelled.
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=self.settings.projectors_stop_seconds)
-            if stuck:
-                log.warning("background tasks still ending at stop: %s", sorted(t.get_name() for t in stuck))
-        self._heartbeat = self._repairing = self._watching = self._checking = self._flushing = None
-        self._upgrading = None
+        await self._loops.stop()
         # Waits for a batch in progress to finish (and commit) before leaving the groups, for
         # `projectors_stop_seconds` at most: on a loaded broker LeaveGroup requests time out and
         # are retried for minutes. Past the bound the process stops anyway; an uncommitted batch
@@ -316,8 +288,8 @@ class Projectors:
 
     async def _flush_statuses(self) -> None:
         """Every `projector_status_seconds`: each projection's counters and last batch, if any."""
-        while True:
-            await asyncio.sleep(self.settings.projector_status_seconds)
+        while self._loops.running:
+            await self._loops.pause(self.settings.projector_status_seconds)
             for consumer in self.consumers.values():
                 try:
                     await consumer.flush_status()
@@ -326,7 +298,7 @@ class Projectors:
 
     async def _repair_gaps(self) -> None:
         """Every `gap_repair_scan_seconds`: fill from the log the gaps older than the repair delay."""
-        while not self._stopping.is_set():
+        while self._loops.running:
             for repairer in self.repairers:
                 name = repairer.projection.name
                 try:
@@ -348,7 +320,7 @@ class Projectors:
             if self.anti_entropy.rebuilds and not self.settings.anti_entropy_enabled:
                 await self._recount(sorted(self.anti_entropy.rebuilds))
                 self.anti_entropy.rebuilds.clear()
-            await self._pause(self.settings.gap_repair_scan_seconds)
+            await self._loops.pause(self.settings.gap_repair_scan_seconds)
 
     async def _watch_for_loss(self) -> None:
         """Every `redis_loss_check_seconds`: is the sentinel there? If not, Redis lost the read
@@ -357,9 +329,9 @@ class Projectors:
         prefix = self.settings.redis_prefix
         lost = False
         missing = 0
-        while not self._stopping.is_set():
-            await self._pause(self.settings.redis_loss_check_seconds)
-            if self._stopping.is_set():
+        while self._loops.running:
+            await self._loops.pause(self.settings.redis_loss_check_seconds)
+            if not self._loops.running:
                 return
             try:
                 whole, rebuilding = await read_models_whole(self.redis, prefix)
@@ -401,7 +373,7 @@ class Projectors:
         again every `layout_check_seconds` until none is outdated: another instance may hold the
         rebuild's lock, or a rebuild may fail and must be tried again."""
         prefix = self.settings.redis_prefix
-        while not self._stopping.is_set():
+        while self._loops.running:
             try:
                 outdated = await outdated_layouts(self.redis, prefix, self.consumers)
                 if not outdated:
@@ -437,7 +409,7 @@ class Projectors:
                 log.info("a rebuild holds a projection whose layout is outdated; looked at again later")
             except Exception:
                 log.warning("layout rebuild failed; tried again", exc_info=True)
-            await self._pause(self.settings.layout_check_seconds)
+            await self._loops.pause(self.settings.layout_check_seconds)
 
     async def _anti_entropy(self) -> None:
         """The anti-entropy pass, step after step, at most `anti_entropy_keys_per_second` keys
@@ -450,7 +422,7 @@ class Projectors:
     async def _anti_entropy_steps(self) -> None:
         settings = self.settings
         checker = self.anti_entropy
-        while True:
+        while self._loops.running:
             started = time.monotonic()
             try:
                 backlog = frozenset(
@@ -458,11 +430,11 @@ class Projectors:
                 )
                 step = await checker.step(started, backlog)
             except ReadModelsLost:
-                await asyncio.sleep(settings.anti_entropy_interval_seconds or 1.0)
+                await self._loops.pause(settings.anti_entropy_interval_seconds or 1.0)
                 continue  # rebuilt by `_watch_for_loss`
             except Exception:
                 log.warning("anti-entropy step failed; tried again", exc_info=True)
-                await asyncio.sleep(settings.anti_entropy_interval_seconds or 1.0)
+                await self._loops.pause(settings.anti_entropy_interval_seconds or 1.0)
                 continue
             for repair in step.repairs:
                 ANTI_ENTROPY_REPAIRS.labels(repair.projection).inc()
@@ -472,7 +444,7 @@ class Projectors:
             if checker.rebuilds and step.sweep_done:  # at most one rebuild of each a sweep
                 await self._recount(sorted(checker.rebuilds))
                 checker.rebuilds.clear()
-            await asyncio.sleep(
+            await self._loops.pause(
                 pause_after_step(
                     step.keys_checked,
                     time.monotonic() - started,
@@ -507,17 +479,15 @@ class Projectors:
             )
 
     async def _beat(self) -> None:
-        # The loops end on `_stopping` as well as on cancellation: a cancellation that lands
-        # while a client library is finishing a call can be swallowed by it (Python 3.11's
-        # `asyncio.wait_for` does so), and a loop that only ends when cancelled then runs on
-        # and holds `stop()` (and a SIGTERM) forever.
-        while not self._stopping.is_set():
+        # Every loop here ends on `self._loops.running` as well as on cancellation (see
+        # service_runtime.background for why).
+        while self._loops.running:
             for name, consumer in self.consumers.items():
                 try:
                     await self._beat_one(name, consumer)
                 except Exception:
                     log.warning("heartbeat not written", exc_info=True, extra={"projection": name})
-            await self._pause(HEARTBEAT_SECONDS)
+            await self._loops.pause(HEARTBEAT_SECONDS)
 
     async def _beat_one(self, name: str, consumer: ProjectionConsumer) -> None:
         subscriber = self.subscribers[name]

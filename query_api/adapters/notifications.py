@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from query_api.adapters.campaign_cache import CampaignCache
 from readmodels.keyspace import announcement_channels, generations_channel
+from service_runtime.background import BackgroundLoops
 from service_runtime.redis_pubsub import Message, Subscription
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class NotificationListener:
         self.waiters = waiters
         self.on_generation_swap = on_generation_swap
         self.cache = cache
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundLoops()
         self._refreshes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -126,10 +127,10 @@ class NotificationListener:
         except Exception:
             # Serve anyway: min_version reads then wait out their bound until the feed is back.
             log.warning("notification feed not subscribed at start; retrying", exc_info=True)
-            self._task = asyncio.create_task(self._listen_after_resubscribe(), name="notification-listener")
+            self._loops.start(self._listen_after_resubscribe(), "notification-listener")
             return
         self._feed_up()
-        self._task = asyncio.create_task(self._listen(subscription), name="notification-listener")
+        self._loops.start(self._listen(subscription), "notification-listener")
 
     async def _listen_after_resubscribe(self) -> None:
         subscription = await self._resubscribe()
@@ -140,11 +141,7 @@ class NotificationListener:
     async def stop(self) -> None:
         if self.cache is not None:
             self.cache.feed_down()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.stop()
 
     async def _subscribe(self, refresh: bool = False) -> Subscription:
         subscription = Subscription(self.redis, [self.generations], sorted(self.announcements))
@@ -153,13 +150,16 @@ class NotificationListener:
         return subscription
 
     async def _listen(self, subscription: Subscription) -> None:
-        while True:
+        while self._loops.running:
             try:
                 await subscription.run(self._dispatch)
             except asyncio.CancelledError:
                 await subscription.aclose()
                 raise
             except Exception:
+                if not self._loops.running:
+                    await subscription.aclose()
+                    return
                 log.warning("notification feed interrupted; resubscribing", exc_info=True)
                 if self.cache is not None:
                     self.cache.feed_down()
@@ -172,7 +172,9 @@ class NotificationListener:
 
     async def _resubscribe(self) -> Subscription:
         while True:
-            await asyncio.sleep(0.5)
+            await self._loops.pause(0.5)
+            if not self._loops.running:
+                raise asyncio.CancelledError  # stopped while away
             try:
                 # A slot may have moved: learn the cluster's slot map again.
                 return await self._subscribe(refresh=True)

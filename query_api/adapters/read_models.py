@@ -7,8 +7,6 @@ is never stale for long).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -37,6 +35,7 @@ from readmodels.generations import (
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from readmodels.scripts import LuaScript, ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
+from service_runtime.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class GenerationCache:
         self.campaigns_layout = LAYOUT_VERSIONS["campaigns"]
         self.seen_whole = False
         self.lost = False
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundLoops()
 
     def base(self, projection: str) -> str:
         if self.lost:
@@ -129,18 +128,16 @@ class GenerationCache:
         except Exception:
             # Start anyway (readiness reports Redis); the poll below keeps trying.
             log.warning("generation pointers not read at start", exc_info=True)
-        self._task = asyncio.create_task(self._poll(), name="generation-refresh")
+        self._loops.start(self._poll(), "generation-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.stop()
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(GENERATION_REFRESH_SECONDS)
+        while self._loops.running:
+            await self._loops.pause(GENERATION_REFRESH_SECONDS)
+            if not self._loops.running:
+                return
             try:
                 await self.refresh()
             except Exception:

@@ -1,0 +1,63 @@
+"""Background loops that end when their service stops, even when a cancellation is lost.
+
+A cancellation that lands while a client library is finishing a call can be swallowed by it
+(Python 3.11's `asyncio.wait_for` does, and redis-py's and aiokafka's calls go through it;
+the library then raises its own error, or none). A loop that only ends when cancelled logs
+that error as a failed step and goes on, and whatever awaits its end waits forever: a query
+app's shutdown held a test teardown for 300 s in a fresh-clone CI run (the generation poll
+of `query_api.adapters.read_models`, found sleeping in its next round after the cancel).
+
+So a loop started here checks `running` between steps and sleeps through `pause`, which a
+stop ends at once; `stop` sets the flag, cancels, and waits a bounded time, naming any task
+still running after it (left behind, cancelled) rather than hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SECONDS = 5.0
+
+
+class BackgroundLoops:
+    def __init__(self, stop_seconds: float = STOP_SECONDS) -> None:
+        self.stop_seconds = stop_seconds
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def running(self) -> bool:
+        """False once `stop` was called: a loop's condition."""
+        return not self._stopping.is_set()
+
+    def start(self, loop: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(loop, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less: a stop ends every pause at once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def stop(self) -> list[str]:
+        """End every loop started here: the names of those still running `stop_seconds` later."""
+        self._stopping.set()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return []
+        _, stuck = await asyncio.wait(tasks, timeout=self.stop_seconds)
+        names = sorted(task.get_name() for task in stuck)
+        if names:
+            log.warning("background tasks still ending at stop: %s", names)
+        return names
