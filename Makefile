@@ -34,11 +34,11 @@ stack-down: venv
 ## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
 ## private stack, all on one worker), then, alone, the tests that stop servers, run the
 ## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
-## -rfER lists every failure, error and rerun with its reason in the summary, so a test
-## rescued by a rerun still says why it failed the first time.
+## -rfER lists every failure, error and rerun in the summary; --rerun-show-tracebacks prints the
+## traceback of every failed attempt, so a test rescued by a rerun still says why it failed.
 TEST_WORKERS ?= 0
 SERIAL_TESTS := chaos or load or browser or cluster
-PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 -rfER
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 --rerun-show-tracebacks -rfER
 test: venv deps
 ifeq ($(TEST_WORKERS),0)
 	$(PYTEST_RUN)
