@@ -1,7 +1,7 @@
 """Background loops that end when their service stops, even when a cancellation is lost.
 
 A cancellation that lands while a client library is finishing a call can be swallowed by it
-(Python 3.11's `asyncio.wait_for` does, and redis-py's and aiokafka's calls go through it;
+(Python 3.11's `asyncio.wait_for` can, and aiokafka and parts of redis-py call through it;
 the library then raises its own error, or none). A loop that only ends when cancelled logs
 that error as a failed step and goes on, and whatever awaits its end waits forever: a query
 app's shutdown held a test teardown for 300 s in a fresh-clone CI run (the generation poll
@@ -9,7 +9,8 @@ of `query_api.adapters.read_models`, found sleeping in its next round after the 
 
 So a loop started here checks `running` between steps and sleeps through `pause`, which a
 stop ends at once; `stop` sets the flag, cancels, and waits a bounded time, naming any task
-still running after it (left behind, cancelled) rather than hanging.
+still running after it (left behind, cancelled) rather than hanging. A loop that ends with an
+error is logged when it ends (a background task's error is otherwise seen by nobody).
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ class BackgroundLoops:
     def start(self, loop: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(loop, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:  # logged as it happens (and retrieved: asyncio would complain)
+            log.error("background task %s failed", task.get_name(), exc_info=failure)
 
     async def pause(self, seconds: float) -> None:
         """Sleep `seconds`, or less: a stop ends every pause at once."""

@@ -19,6 +19,7 @@ from command_api.adapters.relay_lease import new_holder_id
 from command_api.adapters.scheduler_status import QueueReading
 from command_api.bootstrap import SchedulerSide, open_scheduler_side
 from events.envelope import utc_now
+from service_runtime.background import BackgroundLoops
 from service_runtime.logs import configure_logging, correlation_id
 from service_runtime.settings import Settings
 
@@ -38,9 +39,10 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    loops = BackgroundLoops()
     tasks = {
-        asyncio.create_task(side.scheduler.run(), name="scheduler"),
-        asyncio.create_task(_report_status(side, settings), name="scheduler-status"),
+        loops.start(side.scheduler.run(), "scheduler"),
+        loops.start(_report_status(side, settings, loops), "scheduler-status"),
         asyncio.create_task(stop.wait(), name="scheduler-stop"),
     }
     try:
@@ -48,7 +50,7 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await loops.stop()  # bounded, and logs a loop that had failed
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -60,7 +62,7 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
         log.info("scheduler %s stopped", side.instance)
 
 
-async def _report_status(side: SchedulerSide, settings: Settings) -> None:
+async def _report_status(side: SchedulerSide, settings: Settings, loops: BackgroundLoops) -> None:
     """Publish the status every `STATUS_INTERVAL_SECONDS`: the firings from memory, the timer queue
     from MongoDB every `scheduler_queue_seconds` (`QueueReading`)."""
     queue = QueueReading(
@@ -69,7 +71,7 @@ async def _report_status(side: SchedulerSide, settings: Settings) -> None:
         ),
         every=settings.scheduler_queue_seconds,
     )
-    while True:
+    while loops.running:
         try:
             now = utc_now()
             current = await queue.current(now, side.scheduler.next_due_at())
@@ -80,4 +82,4 @@ async def _report_status(side: SchedulerSide, settings: Settings) -> None:
             log.warning("scheduler status not reported: %s", exc)
         except Exception:
             log.exception("unexpected error reporting the scheduler status")
-        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        await loops.pause(STATUS_INTERVAL_SECONDS)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+
+import pytest
 
 from service_runtime.background import BackgroundLoops
 
@@ -28,10 +32,8 @@ class SwallowingClient:
 
 async def _poll(loops: BackgroundLoops, client: SwallowingClient) -> None:
     while loops.running:
-        try:
+        with contextlib.suppress(ConnectionError):  # logged and tried again, in the services
             await client.call()
-        except Exception:
-            pass  # logged and tried again, as the services' loops do
         await loops.pause(0.01)
 
 
@@ -75,3 +77,17 @@ async def test_a_task_that_never_ends_is_named_rather_than_waited_for() -> None:
     release.set()
     task.cancel()
     await asyncio.wait_for(task, 1)
+
+
+async def test_a_loop_that_fails_is_logged_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    async def failing() -> None:
+        raise RuntimeError("the loop's own bug")
+
+    loops = BackgroundLoops()
+    with caplog.at_level(logging.ERROR, logger="service_runtime.background"):
+        task = loops.start(failing(), "failing")
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # the done callbacks run
+    assert [r.message for r in caplog.records] == ["background task failing failed"]
+    assert await loops.stop() == []
+    assert caplog.records[0].exc_info is not None and "own bug" in str(caplog.records[0].exc_info[1])

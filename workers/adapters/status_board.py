@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -15,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from readmodels.keyspace import worker_status_key
+from service_runtime.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ class RedisStatusBoard:
         expiry = max(int(self.interval_seconds * EXPIRY_HEARTBEATS), 1)
         await self.redis.set(self.key(worker), orjson.dumps(status), ex=expiry)
 
-    async def beat(self, reports: dict[str, Callable[[], dict[str, Any]]]) -> None:
-        """Write every worker's status each interval until cancelled; a Redis outage only logs."""
-        while True:
+    async def beat(self, reports: dict[str, Callable[[], dict[str, Any]]], loops: BackgroundLoops) -> None:
+        """Write every worker's status each interval until `loops` stop; a Redis outage only logs."""
+        while loops.running:
             for worker, details in reports.items():
                 try:
                     await self.write(worker, "running", details())
                 except RedisError as exc:
                     log.warning("heartbeat not written", extra={"worker": worker, "error": str(exc)})
-            await asyncio.sleep(self.interval_seconds)
+            await loops.pause(self.interval_seconds)

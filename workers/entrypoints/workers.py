@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from events import EventEnvelope, Topics
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, worker_group
+from service_runtime.background import BackgroundLoops
 from service_runtime.kafka_batches import NoCast, tolerant_headers, wake_at_once
 from service_runtime.kafka_topics import require_topics
 from service_runtime.logs import configure_logging
@@ -196,19 +197,15 @@ async def serve(settings: Settings) -> None:
     """Run both workers until cancelled; then stop consuming, finish in-flight work, close clients."""
     await require_topics(settings, "workers")
     process = build_workers(settings)
-    heartbeat: asyncio.Task[None] | None = None
+    loops = BackgroundLoops()
     try:
         await process.broker.start()
-        heartbeat = asyncio.create_task(
-            process.status.beat({name: _reporter(process, name) for name in process.workers})
-        )
+        reports = {name: _reporter(process, name) for name in process.workers}
+        loops.start(process.status.beat(reports, loops), "workers-heartbeat")
         log.info("workers started", extra={"workers": sorted(process.workers)})
         await asyncio.Event().wait()
     finally:
-        if heartbeat is not None:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        await loops.stop()
         # Stopping the broker waits (bounded) for the record in hand, whose offset is then
         # committed; a record cut off is not committed and is consumed again after restart.
         await process.broker.stop()
