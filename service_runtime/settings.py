@@ -219,6 +219,10 @@ class Settings(BaseSettings):
     # How long a projectors stop waits for its consumers to finish their batch and leave their
     # groups (a loaded broker can take minutes to answer LeaveGroup).
     projectors_stop_seconds: float = Field(default=20.0, gt=0)
+    # How long a service's stop waits for its background loops (heartbeats, status, the query
+    # API's generation poll and notification listener) before it goes on without them
+    # (service_runtime/background.py); the projectors' loops take projectors_stop_seconds.
+    background_stop_seconds: float = Field(default=5.0, gt=0, le=300)
     # Anti-entropy (projectors/application/anti_entropy.py): the projectors walk the write side's
     # aggregates `anti_entropy_batch_size` at a time, reading at most
     # `anti_entropy_keys_per_second` read-model keys a second, and rest

@@ -39,7 +39,7 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    loops = BackgroundLoops()
+    loops = BackgroundLoops(settings.background_stop_seconds)
     tasks = {
         loops.start(side.scheduler.run(), "scheduler"),
         loops.start(_report_status(side, settings, loops), "scheduler-status"),

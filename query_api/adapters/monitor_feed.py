@@ -106,8 +106,10 @@ class MonitorFeed:
         capacity: int = QUEUE_CAPACITY,
         patience: float = SLOW_CLIENT_SECONDS,
         buckets: int = 1,
+        stop_seconds: float = STOP_SECONDS,
     ) -> None:
         self.redis = redis
+        self.stop_seconds = stop_seconds
         self.capacity = capacity
         self.patience = patience
         self.announcements = [channel.encode() for channel in announcement_channels(prefix, buckets)]
@@ -149,7 +151,7 @@ class MonitorFeed:
         # Bounded: a cancellation a Redis call swallows leaves its loop running (the loops here
         # start and stop with the clients, so they are not service_runtime.background's).
         if tasks:
-            await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            await asyncio.wait(tasks, timeout=self.stop_seconds)
 
     def broadcast(self, message: str) -> None:
         for subscriber in list(self.subscribers):

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from query_api.adapters.campaign_cache import CampaignCache
 from readmodels.keyspace import announcement_channels, generations_channel
-from service_runtime.background import BackgroundLoops
+from service_runtime.background import STOP_SECONDS, BackgroundLoops
 from service_runtime.redis_pubsub import Message, Subscription
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class NotificationListener:
         on_generation_swap: Callable[[], Coroutine[Any, Any, None]],
         cache: CampaignCache | None = None,
         buckets: int = 1,
+        stop_seconds: float = STOP_SECONDS,
     ) -> None:
         self.redis = redis
         self.announcements = frozenset(channel.encode() for channel in announcement_channels(prefix, buckets))
@@ -118,7 +119,7 @@ class NotificationListener:
         self.waiters = waiters
         self.on_generation_swap = on_generation_swap
         self.cache = cache
-        self._loops = BackgroundLoops()
+        self._loops = BackgroundLoops(stop_seconds)
         self._refreshes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:

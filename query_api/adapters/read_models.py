@@ -35,7 +35,7 @@ from readmodels.generations import (
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from readmodels.scripts import LuaScript, ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
-from service_runtime.background import BackgroundLoops
+from service_runtime.background import STOP_SECONDS, BackgroundLoops
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,11 @@ class GenerationCache:
     """
 
     def __init__(
-        self, redis: Redis, prefix: str, on_campaigns_base: Callable[[str], None] | None = None
+        self,
+        redis: Redis,
+        prefix: str,
+        on_campaigns_base: Callable[[str], None] | None = None,
+        stop_seconds: float = STOP_SECONDS,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -82,7 +86,7 @@ class GenerationCache:
         self.campaigns_layout = LAYOUT_VERSIONS["campaigns"]
         self.seen_whole = False
         self.lost = False
-        self._loops = BackgroundLoops()
+        self._loops = BackgroundLoops(stop_seconds)
 
     def base(self, projection: str) -> str:
         if self.lost:

@@ -197,7 +197,7 @@ async def serve(settings: Settings) -> None:
     """Run both workers until cancelled; then stop consuming, finish in-flight work, close clients."""
     await require_topics(settings, "workers")
     process = build_workers(settings)
-    loops = BackgroundLoops()
+    loops = BackgroundLoops(settings.background_stop_seconds)
     try:
         await process.broker.start()
         reports = {name: _reporter(process, name) for name in process.workers}

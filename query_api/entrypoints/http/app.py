@@ -76,9 +76,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             page_max_bytes=settings.list_cache_bytes,
         )
         # A swap empties the cache and starts its settling when it is learnt, not at the next read.
-        generations = GenerationCache(redis, settings.redis_prefix, cache.generation_seen)
+        stop_seconds = settings.background_stop_seconds
+        generations = GenerationCache(redis, settings.redis_prefix, cache.generation_seen, stop_seconds)
         listener = NotificationListener(
-            redis, settings.redis_prefix, waiters, generations.refresh, cache, settings.read_model_buckets
+            redis,
+            settings.redis_prefix,
+            waiters,
+            generations.refresh,
+            cache,
+            settings.read_model_buckets,
+            stop_seconds,
         )
         try:
             await generations.start()

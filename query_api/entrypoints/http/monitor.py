@@ -107,7 +107,13 @@ def monitor_of(app: Any, side: ReadSide) -> Monitor:
         groups = monitored_groups(side.settings)
         prefix = side.settings.redis_prefix
         state = MonitorState(side.redis, prefix, projection_names(groups), worker_names(groups))
-        feed = MonitorFeed(side.redis, prefix, state.services, buckets=side.settings.read_model_buckets)
+        feed = MonitorFeed(
+            side.redis,
+            prefix,
+            state.services,
+            buckets=side.settings.read_model_buckets,
+            stop_seconds=side.settings.background_stop_seconds,
+        )
         monitor = Monitor(state, feed)
         app.state.monitor = monitor
     return monitor
