@@ -290,6 +290,8 @@ class Projectors:
         """Every `projector_status_seconds`: each projection's counters and last batch, if any."""
         while self._loops.running:
             await self._loops.pause(self.settings.projector_status_seconds)
+            if not self._loops.running:
+                return  # `stop` flushes after the consumers have stopped
             for consumer in self.consumers.values():
                 try:
                     await consumer.flush_status()
