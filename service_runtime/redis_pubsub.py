@@ -105,7 +105,8 @@ class Subscription:
             self._nodes = await self._plan(refresh)
             for node in self._nodes:
                 await node.subscribe()
-            await asyncio.wait_for(self._confirmations(), self.confirm_seconds)
+            async with asyncio.timeout(self.confirm_seconds):  # not wait_for: see .background
+                await self._confirmations()
         except BaseException:
             await self.aclose()
             raise

@@ -144,8 +144,11 @@ class ChangeFeed:
         A failure of the stream is raised after the changes that came before it."""
         if self._failure is not None:
             raise self._failure
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that lands as
+        # the get ends, and the relay's loop then runs on past its stop (a 300 s test hang).
         try:
-            item: Document | BaseException | None = await asyncio.wait_for(self._queue.get(), wait_seconds)
+            async with asyncio.timeout(wait_seconds):
+                item: Document | BaseException | None = await self._queue.get()
         except TimeoutError:
             return []
         changes: list[Document] = []

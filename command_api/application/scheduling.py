@@ -269,8 +269,11 @@ class Scheduler:
             if wait > 0:
                 # Woken early by a new claim: it may hold an earlier timer.
                 self._arrived.clear()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # that lands as the wait ends (service_runtime/background.py).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._arrived.wait()
                 continue
             await self.fire_due()
 

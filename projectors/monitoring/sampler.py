@@ -135,10 +135,10 @@ class LagSampler:
         if not await self.redis.set(sampler_slot_key(self.prefix), self.instance, nx=True, px=max(slot, 1)):
             return None
         sampled_at = datetime.now(UTC)
-        partitions, offsets = await asyncio.wait_for(
-            self.reader.read(self.groups, [*self.published_topics, *self.dead_letter_topics]),
-            KAFKA_TIMEOUT_SECONDS,
-        )
+        async with asyncio.timeout(KAFKA_TIMEOUT_SECONDS):  # not wait_for: see service_runtime.background
+            partitions, offsets = await self.reader.read(
+                self.groups, [*self.published_topics, *self.dead_letter_topics]
+            )
         sample = lag_sample(
             self.groups, partitions, offsets, self.dead_letter_topics, self.published_topics, sampled_at
         )

@@ -44,7 +44,8 @@ async def read_at_least(
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(woken, remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see service_runtime.background
+                    await woken
             except TimeoutError:
                 snapshot = await read()
                 return snapshot if snapshot.version >= min_version else None
