@@ -54,6 +54,7 @@ def main(argv: list[str]) -> int:
         access_log=False,
         lifespan="on",
         ws_max_size=config["ws_max_size"],
+        timeout_keep_alive=config["timeout_keep_alive"],
         proxy_headers=config["proxy_headers"],
         forwarded_allow_ips=config["forwarded_allow_ips"],
     )

@@ -138,6 +138,7 @@ def serve(
             # No client frame is bigger than the monitor's auth message: a bigger one is refused
             # by the protocol layer (1009) before anything parses it.
             "ws_max_size": settings.monitor_first_frame_bytes,
+            "timeout_keep_alive": settings.http_keep_alive_seconds,
             # X-Forwarded-For only from the configured proxies (never "*", never loopback by
             # default): a client that reaches the API directly cannot choose its address.
             "proxy_headers": bool(settings.trusted_proxies),

@@ -2,11 +2,11 @@
 
 A cancellation that lands while a client library is finishing a call can be swallowed by it
 (Python 3.11's `asyncio.wait_for` returns the result of a wait that ended as the cancellation
-came, and the cancellation is gone; aiokafka and parts of redis-py call it, and the project's own
-waits use `asyncio.timeout`, which counts cancellations and keeps them). A loop that only ends when cancelled logs
-that error as a failed step and goes on, and whatever awaits its end waits forever: a query
-app's shutdown held a test teardown for 300 s in a fresh-clone CI run (the generation poll
-of `query_api.adapters.read_models`, found sleeping in its next round after the cancel).
+came, and the cancellation is gone; aiokafka and parts of redis-py call it, while the project's
+own waits use `asyncio.timeout`, which counts cancellations and keeps them). A loop that only
+ends when cancelled then goes on, and whatever awaits its end waits forever: a query app's
+shutdown held a test teardown for 300 s in a fresh-clone CI run (the generation poll of
+`query_api.adapters.read_models`, found sleeping in its next round after the cancel).
 
 So a loop started here checks `running` between steps and sleeps through `pause`, which a
 stop ends at once; `stop` sets the flag, cancels, and waits a bounded time, naming any task

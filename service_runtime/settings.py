@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # (issue 21's footprint goal is 500), and on two cores a second worker read no faster
     # (README, Performance). More where there are cores to spare.
     api_workers: int = Field(default=1, ge=1)
+    # How long an API keeps an idle client connection open (uvicorn's timeout_keep_alive, 5 s by
+    # default). Longer than the idle timeout of the clients and proxies in front of it: a client
+    # that sends a request on a pooled connection just as the server closes it gets no answer,
+    # and a POST is not retried (httpx keeps idle connections 5 s, as uvicorn did). nginx's 75 s.
+    http_keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
     # Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For is believed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.support.factories import campaign_body
@@ -66,3 +68,28 @@ async def test_both_apis_report_ready_only_with_their_servers(services: RunningS
             assert (await client.get(f"{url}/health/live")).json() == {"status": "ok"}
             assert (await client.get(f"{url}/health/ready")).status_code == 200
             assert (await client.get(f"{url}/openapi.json")).status_code == 200
+
+
+async def _get_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> bytes:
+    writer.write(f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    return await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 10)
+
+
+async def test_an_idle_connection_is_kept_longer_than_a_client_pool_keeps_it(
+    services: RunningServices,
+) -> None:
+    """`CAMPAIGNS_HTTP_KEEP_ALIVE_SECONDS` (75): an API keeps an idle connection longer than an
+    HTTP client's pool does (httpx: 5 s). With uvicorn's own 5 s, a client reusing a pooled
+    connection as the server closed it got no answer (a POST lost in the load test)."""
+    services.start(["command-api"])
+    services.wait_ready()
+    url = httpx.URL(services.command_url)
+    assert url.host and url.port
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        assert (await _get_on(reader, writer, url.host)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(7)  # idle past uvicorn's default of 5 s
+        assert (await _get_on(reader, writer, url.host)).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()

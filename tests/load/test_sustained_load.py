@@ -75,6 +75,7 @@ class QueryTraffic:
     statuses: Counter[int] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
     transport_errors: int = 0
+    transport_error_kinds: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.random = random.Random(11)
@@ -102,8 +103,9 @@ class QueryTraffic:
             path, headers = f"/campaigns/{campaign.id}", campaign.owner.auth
         try:
             response = await self.client.get(path, headers=headers)
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
             self.transport_errors += 1
+            self.transport_error_kinds[f"GET {type(error).__name__}: {error}"[:200]] += 1
             return
         self.statuses[response.status_code] += 1
         if response.status_code >= 500:
@@ -163,7 +165,10 @@ async def test_three_minutes_of_mixed_load_lose_nothing_and_leak_nothing(
     )[:5]
     assert writes.server_error_count(allow_503=False) == 0, writes.statuses
     assert not any(status >= 500 for status in reads.statuses), reads.statuses
-    assert writes.transport_errors == reads.transport_errors == 0
+    assert writes.transport_errors == reads.transport_errors == 0, (
+        writes.transport_error_kinds,
+        reads.transport_error_kinds,
+    )
     assert sum(writes.statuses.values()) >= 0.9 * COMMANDS_PER_SECOND * DURATION, writes.statuses
     assert writes.accepted == logged == on_kafka == applied == changes, (
         writes.accepted,

@@ -71,6 +71,7 @@ class CommandTraffic:
     acknowledged: dict[str, int] = field(default_factory=dict)
     server_errors: list[str] = field(default_factory=list)
     transport_errors: int = 0
+    transport_error_kinds: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -96,8 +97,9 @@ class CommandTraffic:
     async def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response | None:
         try:
             response = await self.client.request(method, path, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
             self.transport_errors += 1
+            self.transport_error_kinds[f"{method} {type(error).__name__}: {error}"[:200]] += 1
             return None
         self._note(response)
         return response
