@@ -50,22 +50,27 @@ class BackgroundLoops:
         if failure is not None:  # logged as it happens (and retrieved: asyncio would complain)
             log.error("background task %s failed", task.get_name(), exc_info=failure)
 
-    async def pause(self, seconds: float) -> None:
-        """Sleep `seconds`, or less: a stop ends every pause at once."""
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less: a stop ends every pause at once. Whether still running."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
+        return self.running
 
     async def stop(self) -> list[str]:
         """End every loop started here: the names of those still running `stop_seconds` later."""
         self._stopping.set()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if not tasks:
-            return []
-        _, stuck = await asyncio.wait(tasks, timeout=self.stop_seconds)
-        names = sorted(task.get_name() for task in stuck)
-        if names:
-            log.warning("background tasks still ending at stop: %s", names)
-        return names
+        return await cancel_and_wait(list(self._tasks), self.stop_seconds)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], seconds: float) -> list[str]:
+    """Cancel `tasks` and wait `seconds` at most for their end: the names of those still running."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return []
+    _, stuck = await asyncio.wait(tasks, timeout=seconds)
+    names = sorted(task.get_name() for task in stuck)
+    if names:
+        log.warning("background tasks still ending at stop: %s", names)
+    return names

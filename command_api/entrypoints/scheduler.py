@@ -40,16 +40,16 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     loops = BackgroundLoops(settings.background_stop_seconds)
+    stopping = asyncio.create_task(stop.wait(), name="scheduler-stop")
     tasks = {
         loops.start(side.scheduler.run(), "scheduler"),
         loops.start(_report_status(side, settings, loops), "scheduler-status"),
-        asyncio.create_task(stop.wait(), name="scheduler-stop"),
+        stopping,
     }
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
+        stopping.cancel()
         await loops.stop()  # bounded, and logs a loop that had failed
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -288,10 +288,8 @@ class Projectors:
 
     async def _flush_statuses(self) -> None:
         """Every `projector_status_seconds`: each projection's counters and last batch, if any."""
-        while self._loops.running:
-            await self._loops.pause(self.settings.projector_status_seconds)
-            if not self._loops.running:
-                return  # `stop` flushes after the consumers have stopped
+        # On stop, `stop` flushes once the consumers have stopped.
+        while await self._loops.pause(self.settings.projector_status_seconds):
             for consumer in self.consumers.values():
                 try:
                     await consumer.flush_status()
@@ -331,10 +329,7 @@ class Projectors:
         prefix = self.settings.redis_prefix
         lost = False
         missing = 0
-        while self._loops.running:
-            await self._loops.pause(self.settings.redis_loss_check_seconds)
-            if not self._loops.running:
-                return
+        while await self._loops.pause(self.settings.redis_loss_check_seconds):
             try:
                 whole, rebuilding = await read_models_whole(self.redis, prefix)
                 if whole:

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from readmodels.keyspace import announcement_channels, monitor_channel
-from service_runtime.background import STOP_SECONDS
+from service_runtime.background import STOP_SECONDS, cancel_and_wait
 from service_runtime.redis_pubsub import Message, Subscription
 
 log = logging.getLogger(__name__)
@@ -146,12 +146,9 @@ class MonitorFeed:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
         # Bounded: a cancellation a Redis call swallows leaves its loop running (the loops here
-        # start and stop with the clients, so they are not service_runtime.background's).
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.stop_seconds)
+        # start and stop with the clients, so they are not a BackgroundLoops').
+        await cancel_and_wait(tasks, self.stop_seconds)
 
     def broadcast(self, message: str) -> None:
         for subscriber in list(self.subscribers):

@@ -173,8 +173,7 @@ class NotificationListener:
 
     async def _resubscribe(self) -> Subscription:
         while True:
-            await self._loops.pause(0.5)
-            if not self._loops.running:
+            if not await self._loops.pause(0.5):
                 raise asyncio.CancelledError  # stopped while away
             try:
                 # A slot may have moved: learn the cluster's slot map again.

@@ -138,10 +138,7 @@ class GenerationCache:
         await self._loops.stop()
 
     async def _poll(self) -> None:
-        while self._loops.running:
-            await self._loops.pause(GENERATION_REFRESH_SECONDS)
-            if not self._loops.running:
-                return
+        while await self._loops.pause(GENERATION_REFRESH_SECONDS):
             try:
                 await self.refresh()
             except Exception:
