@@ -25,7 +25,8 @@ events each, created then activated: bench/event_load.py) while no projector run
   per page read from Redis; the shared server's other clients count too), which says whether
   the two sizes were measured with the page cache in the same state;
 - replay: `campaigns replay rebuild campaigns --source kafka` in a process of its own over the
-  whole topic (bench/replay_process.py): its time, events/s and peak RSS (its own VmHWM).
+  whole topic (bench/replay_process.py): its time, events/s and peak RSS (its own VmHWM, plus
+  that of each other process of a split full pass).
 
 Goals: bytes per campaign ≤ 3 times the JSON document; p99 and events/s within 20% from the
 smallest size to the largest; the replay's peak RSS within 20% too (memory that does not grow
@@ -39,7 +40,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,8 @@ class SizeRow:
     load_average: list[float]
     # The server's encoding thresholds (CONFIG GET *-max-listpack-*): the bytes depend on them.
     redis_listpack_settings: dict[str, str]
+    # Each replay process's peak (this one, then the split full pass's others): summed above.
+    replay_process_peaks_mib: list[float] = field(default_factory=list)
 
 
 def scale_settings(main: Settings) -> Settings:
@@ -437,7 +440,8 @@ async def measure(
             replayed = await asyncio.to_thread(replay_process.run, settings)
             say(
                 f"  replay {replayed.events:,} events in {replayed.seconds:.1f} s "
-                f"({replayed.per_second:,.0f}/s), peak RSS {replayed.peak_rss_mib:.0f} MiB"
+                f"({replayed.per_second:,.0f}/s), peak RSS {replayed.peak_rss_mib:.0f} MiB "
+                f"(by process: {', '.join(f'{p:.0f}' for p in replayed.process_peaks_mib)})"
             )
             rows.append(
                 SizeRow(
@@ -474,6 +478,7 @@ async def measure(
                     replay_peak_rss_mib=round(replayed.peak_rss_mib, 1),
                     load_average=load_average(),
                     redis_listpack_settings=listpacks,
+                    replay_process_peaks_mib=[round(p, 1) for p in replayed.process_peaks_mib],
                 )
             )
             done = size
@@ -610,8 +615,9 @@ def figures(rows: list[SizeRow], connections: int, seconds: int) -> list[Figure]
             (
                 "`campaigns replay rebuild campaigns --source kafka` (bench/replay_process.py, the "
                 "tool's composition root) in a process of its own over every event of the topic; peak "
-                "RSS its own VmHWM (/proc/self/status, read as it ends), imports included; its time and "
-                "events/s in per_size"
+                "RSS its own VmHWM (/proc/self/status, read as it ends), imports included, plus the "
+                "VmHWM each other process of a split full pass reported (CAMPAIGNS_REPLAY_PROCESSES; "
+                "each process's in per_size); its time and events/s in per_size"
             ),
             also=("events", "replay_seconds", "replay_events_per_second"),
         ),

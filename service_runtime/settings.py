@@ -344,6 +344,12 @@ class Settings(BaseSettings):
     # writes every event through the live projector's apply), and campaigns per pipelined write.
     replay_fold_campaigns: int = Field(default=25_000, ge=0)
     replay_write_campaigns: int = Field(default=500, ge=1)
+    # The full pass from Kafka read by this many processes, each a part of the partitions (an
+    # aggregate's events share one), when it holds at least `replay_parallel_min_events` records
+    # (below that, starting a process costs more than it saves); the fold window is shared out
+    # among them. 1: one process, as before. Each process is a core while the pass runs.
+    replay_processes: int = Field(default=2, ge=1, le=64)
+    replay_parallel_min_events: int = Field(default=20_000, ge=0)
 
     # Local stack
     local_dir: str = ".local"

@@ -23,6 +23,7 @@ from projectors.adapters.redis_projection import all_projections
 from projectors.application.ports import Projection
 from projectors.replay.adapters.kafka_source import KafkaEventSource
 from projectors.replay.adapters.mongo_source import MongoEventSource
+from projectors.replay.adapters.partitioned_pass import PartitionedPass
 from projectors.replay.adapters.redis_generations import RedisGenerations
 from projectors.replay.adapters.redis_writer import BATCH_SIZE, lane_writers
 from projectors.replay.application.inspect_aggregate import inspect_aggregate
@@ -35,7 +36,7 @@ from projectors.replay.application.rebuild import (
     plan_rebuild,
     rebuild,
 )
-from projectors.replay.application.verify import VerifyReport, verify
+from projectors.replay.application.verify import VerifyOptions, VerifyReport, verify
 from projectors.replay.domain.plan import SourceName, select_projections
 from projectors.replay.domain.time_travel import AsOf, Inspection
 from readmodels.generations import PROJECTIONS
@@ -54,12 +55,24 @@ class Replay:
     redis: Redis
     projections: dict[str, Projection]
     generations: RedisGenerations
+    last_full_pass: PartitionedPass | None = None
 
     def select(self, name: str) -> list[str]:
         return select_projections(name, PROJECTIONS)
 
     def aggregate_types(self, names: Iterable[str]) -> dict[str, frozenset[str]]:
         return {name: self.projections[name].aggregate_types for name in names}
+
+    def full_pass(self, batch_size: int, processes: int | None = None) -> PartitionedPass:
+        """The full pass over `processes` (the setting's, if None) when the source is Kafka; kept
+        as `last_full_pass` (what its other processes reported: the bench adds their memory)."""
+        self.last_full_pass = PartitionedPass(
+            self.settings,
+            self.settings.replay_processes if processes is None else processes,
+            self.settings.replay_parallel_min_events,
+            batch_size,
+        )
+        return self.last_full_pass
 
     def writers(self, batch_size: int) -> WriterFactory:
         return lane_writers(
@@ -99,6 +112,7 @@ class Replay:
         progress: Progress,
         grace_seconds: float,
         batch_size: int = BATCH_SIZE,
+        processes: int | None = None,
     ) -> RebuildReport:
         names = self.select(projection)
         async with self.source(source, names) as events:
@@ -108,14 +122,22 @@ class Replay:
                 self.generations,
                 self.writers(batch_size),
                 progress,
-                RebuildOptions(grace_seconds=grace_seconds),
+                RebuildOptions(grace_seconds=grace_seconds, full_pass=self.full_pass(batch_size, processes)),
             )
 
-    async def verify(self, projection: str, source: SourceName, progress: Progress) -> VerifyReport:
+    async def verify(
+        self, projection: str, source: SourceName, progress: Progress, processes: int | None = None
+    ) -> VerifyReport:
         names = self.select(projection)
         async with self.source(source, names) as events:
             return await verify(
-                names, events, self.generations, self.generations, self.writers(BATCH_SIZE), progress
+                names,
+                events,
+                self.generations,
+                self.generations,
+                self.writers(BATCH_SIZE),
+                progress,
+                VerifyOptions(full_pass=self.full_pass(BATCH_SIZE, processes)),
             )
 
     async def inspect(self, aggregate_id: str, as_of: AsOf) -> Inspection | None:

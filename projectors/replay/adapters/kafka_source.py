@@ -19,9 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from events import EventEnvelope, InvalidEvent, decode_event
 from projectors.replay.application.ports import SourceUnavailable
+from projectors.replay.domain.plan import cut_into_shares
 
 FETCH_RECORDS = 2000
 FETCH_TIMEOUT_MS = 500
+
+# A part of a pass: partition -> (first offset to read, end offset), for one process to read.
+Share = dict[TopicPartition, tuple[int, int]]
 
 
 @dataclass
@@ -36,9 +40,13 @@ class _KafkaPass:
 class KafkaEventSource:
     name = "kafka"
 
-    def __init__(self, bootstrap: str, topics: Mapping[str, str]) -> None:
-        """`topics`: aggregate type -> topic."""
+    def __init__(
+        self, bootstrap: str, topics: Mapping[str, str], start: Mapping[TopicPartition, int] | None = None
+    ) -> None:
+        """`topics`: aggregate type -> topic; `start`: only these partitions, from these offsets
+        (a process of a split pass), instead of every partition from its beginning."""
         self.bootstrap = bootstrap
+        self.start = dict(start) if start is not None else None
         self.topics = dict(topics)
         self.invalid = 0
         self.consumer = AIOKafkaConsumer(
@@ -57,13 +65,17 @@ class KafkaEventSource:
         self.next_offset: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> KafkaEventSource:
-        self.partitions = await self._partitions()
+        self.partitions = sorted(self.start) if self.start is not None else await self._partitions()
         await self.consumer.start()
         try:
             self.consumer.assign(self.partitions)
             # Explicit seeks: with aiokafka 0.14, end_offsets() followed by seek_to_beginning()
             # leaves the consumer fetching nothing.
-            beginnings = await self.consumer.beginning_offsets(self.partitions)
+            beginnings = (
+                self.start
+                if self.start is not None
+                else await self.consumer.beginning_offsets(self.partitions)
+            )
             for partition, offset in beginnings.items():
                 self.consumer.seek(partition, offset)
                 self.next_offset[partition] = offset
@@ -107,6 +119,30 @@ class KafkaEventSource:
         remaining = {tp: end for tp, end in ends.items() if self.next_offset[tp] < end}
         expected = sum(end - self.next_offset[tp] for tp, end in remaining.items())
         return _KafkaPass(self._read(remaining), expected)
+
+    async def shares(self, ways: int) -> list[Share]:
+        """This pass (each partition up to its end offset as of now) cut into up to `ways` parts
+        of whole partitions, about equal in records, the largest first. An aggregate's events
+        share a partition, so each part holds every event of its aggregates."""
+        ends = await self.consumer.end_offsets(self.partitions)
+        return cut_into_shares({tp: (self.next_offset[tp], end) for tp, end in ends.items()}, ways)
+
+    def share_pass(self, share: Share) -> _KafkaPass:
+        """Read only `share` (this process's part of a split pass), up to its ends."""
+        remaining = {tp: end for tp, (_, end) in share.items()}
+        return _KafkaPass(self._read(remaining), sum(end - first for first, end in share.values()))
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """Where this source stands: the next offset to read, per partition."""
+        return dict(self.next_offset)
+
+    def moved(self, positions: Mapping[TopicPartition, int], invalid: int) -> None:
+        """Another process read these partitions up to `positions` (skipping `invalid` records):
+        the next pass starts there."""
+        for tp, offset in positions.items():
+            self.next_offset[tp] = offset
+            self.consumer.seek(tp, offset)
+        self.invalid += invalid
 
     async def _read(self, remaining: dict[TopicPartition, int]) -> AsyncIterator[Sequence[EventEnvelope]]:
         consumer = self.consumer

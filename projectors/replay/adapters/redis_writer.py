@@ -57,6 +57,7 @@ class LaneWriter:
         self.redis = redis
         self.batch_size = batch_size
         self.tallies: dict[str, ProjectionTally] = {p.name: ProjectionTally() for p, _ in targets}
+        self.targets: dict[str, str] = {p.name: generation for p, generation in targets}
         self._targets = [
             (projection, [_Lane(projection, generation, self.tallies[projection.name]) for _ in range(lanes)])
             for projection, generation in targets
@@ -103,6 +104,14 @@ class LaneWriter:
             for lane in lanes:
                 await lane.queue.join()
         self._raise_failure()
+
+    def fold_window(self, campaigns: int) -> int:
+        """Hold at most `campaigns` folded from now on (a split pass shares the window among its
+        processes); returns the window it replaced."""
+        replaced = 0
+        for folder in self._folders.values():
+            replaced, folder.max_campaigns = folder.max_campaigns, max(1, campaigns)
+        return replaced
 
     def shared(self) -> None:
         """From now on the live projector writes the generations too: no more folding (a folded

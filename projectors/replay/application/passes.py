@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from projectors.replay.application.ports import EventSource, GenerationWriter, Progress
 from projectors.replay.domain.plan import CatchUpPolicy
+
+# How the full pass is run: `run_pass` itself, or an adapter that splits it over processes
+# (`adapters/partitioned_pass.py`) and returns the same: the events read, all in Redis.
+FullPass = Callable[[EventSource, GenerationWriter, Progress, str], Awaitable[int]]
 
 
 async def run_pass(
@@ -22,10 +28,14 @@ async def run_pass(
 
 
 async def build_and_catch_up(
-    source: EventSource, writer: GenerationWriter, progress: Progress, policy: CatchUpPolicy
+    source: EventSource,
+    writer: GenerationWriter,
+    progress: Progress,
+    policy: CatchUpPolicy,
+    full_pass: FullPass | None = None,
 ) -> tuple[int, int]:
     """The full pass, then catch-up passes until one is quiet; returns (events, passes)."""
-    events = last = await run_pass(source, writer, progress, f"replaying {source.name}")
+    events = last = await (full_pass or run_pass)(source, writer, progress, f"replaying {source.name}")
     passes = 1
     catch_ups = 0
     while policy.another_pass(catch_ups, last):

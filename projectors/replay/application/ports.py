@@ -58,6 +58,10 @@ class GenerationWriter(Protocol):
     def tallies(self) -> Mapping[str, ProjectionTally]:
         """What the writes did, per projection."""
 
+    @property
+    def targets(self) -> Mapping[str, str]:
+        """The generation each projection is built into."""
+
     async def write(self, envelopes: Sequence[EventEnvelope]) -> None: ...
 
     async def flush(self) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from projectors.replay.application.passes import build_and_catch_up, run_pass
+from projectors.replay.application.passes import FullPass, build_and_catch_up, run_pass
 from projectors.replay.application.ports import (
     EventSource,
     Generations,
@@ -53,6 +53,8 @@ WriterFactory = Callable[[Mapping[str, str]], AbstractAsyncContextManager[Genera
 class RebuildOptions:
     grace_seconds: float
     policy: CatchUpPolicy = field(default_factory=CatchUpPolicy)
+    # The full pass over several processes (None: this one reads it all).
+    full_pass: FullPass | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ async def rebuild(
 
         replaced: dict[str, str | None] = {}
         async with open_writer(targets) as writer:
-            events, passes = await build_and_catch_up(source, writer, progress, options.policy)
+            events, passes = await build_and_catch_up(
+                source, writer, progress, options.policy, options.full_pass
+            )
             writer.shared()
             for projection, target in targets.items():
                 replaced[projection] = await generations.swap(projection, target)

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from projectors.replay.application.passes import build_and_catch_up, run_pass
+from projectors.replay.application.passes import FullPass, build_and_catch_up, run_pass
 from projectors.replay.application.ports import Digests, EventSource, Generations, Progress
 from projectors.replay.application.rebuild import WriterFactory
 from projectors.replay.domain.key_diff import KeyDiff, diff_keys
@@ -27,6 +27,7 @@ class VerifyOptions:
     attempts: int = 3
     settle_seconds: float = 1.0
     policy: CatchUpPolicy = field(default_factory=CatchUpPolicy)
+    full_pass: FullPass | None = None  # as in RebuildOptions
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ async def verify(
     scratch = {p: scratch_generation(p, token) for p in projections}
     try:
         async with open_writer(scratch) as writer:
-            events, _ = await build_and_catch_up(source, writer, progress, options.policy)
+            events, _ = await build_and_catch_up(source, writer, progress, options.policy, options.full_pass)
             for attempt in range(1, options.attempts + 1):
                 results = [await _compare(p, scratch[p], generations, digests) for p in projections]
                 if all(live == rebuilt for _, live, rebuilt in results) or attempt == options.attempts:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 ALL = "all"
 
@@ -59,3 +62,21 @@ class CatchUpPolicy:
 
     def another_pass(self, passes_done: int, events_in_last_pass: int) -> bool:
         return passes_done < self.max_passes and events_in_last_pass > self.quiet_events
+
+
+def cut_into_shares(ranges: Mapping[K, tuple[int, int]], ways: int) -> list[dict[K, tuple[int, int]]]:
+    """Whole ranges (a partition's offsets to read, first to end) dealt into at most `ways` shares
+    of about equal size: the largest range first, each to the share holding the fewest so far;
+    empty ranges left out, and no share empty. The largest share comes first."""
+    sized = sorted(
+        ((key, span) for key, span in ranges.items() if span[1] > span[0]),
+        key=lambda item: item[1][0] - item[1][1],
+    )
+    shares: list[dict[K, tuple[int, int]]] = [{} for _ in range(max(1, min(ways, len(sized))))]
+    sizes = [0] * len(shares)
+    for key, (first, end) in sized:
+        smallest = sizes.index(min(sizes))
+        shares[smallest][key] = (first, end)
+        sizes[smallest] += end - first
+    order = sorted(range(len(shares)), key=lambda n: -sizes[n])
+    return [shares[n] for n in order if shares[n]]

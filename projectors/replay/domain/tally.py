@@ -25,3 +25,11 @@ class ProjectionTally:
                 self.refused += 1
                 if len(self.refusals) < 5:
                     self.refusals.append(outcome.error or "refused")
+
+    def merge(self, other: ProjectionTally) -> None:
+        """Add what another writer of the same generation did (a process of a split pass)."""
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.parked += other.parked
+        self.refused += other.refused
+        self.refusals = (self.refusals + other.refusals)[:5]

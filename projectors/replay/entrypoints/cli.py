@@ -37,11 +37,18 @@ replay_app = typer.Typer(
 
 PROJECTION_HELP = "campaigns | users | stats | all"
 SOURCE_HELP = "mongo: the events log (authoritative); kafka: the topics from their earliest offsets"
+PROCESSES_HELP = (
+    "with --source kafka: processes that read the full pass, each a part of the partitions "
+    "(default CAMPAIGNS_REPLAY_PROCESSES, 2; passes under CAMPAIGNS_REPLAY_PARALLEL_MIN_EVENTS "
+    "records use one)"
+)
 
 
 def _run(use: Callable[[Replay], Awaitable[T]]) -> T:
     """Run one use case on the real adapters; what an operator can act on becomes a message and exit 1."""
     # Imported here: the clients (Redis, MongoDB, Kafka) load only when a replay command runs.
+    from projectors.replay.adapters.campaign_folder import GenerationMoved
+    from projectors.replay.adapters.partitioned_pass import ShareFailed
     from projectors.replay.bootstrap import UNREACHABLE, replay
 
     settings = get_settings()
@@ -52,7 +59,7 @@ def _run(use: Callable[[Replay], Awaitable[T]]) -> T:
 
     try:
         return event_loop.run(run(), settings.event_loop)
-    except (BusyError, SourceUnavailable, LiveGenerationError) as exc:
+    except (BusyError, SourceUnavailable, LiveGenerationError, ShareFailed, GenerationMoved) as exc:
         raise _fail(str(exc)) from exc
     except UNREACHABLE as exc:
         raise _fail(f"a server did not answer ({type(exc).__name__}): {exc}") from exc
@@ -81,6 +88,7 @@ def rebuild_command(
     batch_size: int = typer.Option(
         BATCH_SIZE, "--batch-size", min=1, help="events per pipelined Redis batch (one of 4 in flight)"
     ),
+    processes: int | None = typer.Option(None, "--processes", min=1, max=64, help=PROCESSES_HELP),
 ) -> None:
     """Rebuild into a new generation beside the live one, catch up, swap, then drop the old one."""
     out, err = _consoles()
@@ -91,7 +99,9 @@ def rebuild_command(
             return
         with RichProgress(err) as progress:
             report = _run(
-                lambda tools: tools.rebuild(projection, source, progress, grace_seconds, batch_size)
+                lambda tools: tools.rebuild(
+                    projection, source, progress, grace_seconds, batch_size, processes
+                )
             )
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
@@ -103,12 +113,13 @@ def rebuild_command(
 def verify_command(
     projection: str = typer.Argument(..., help=PROJECTION_HELP),
     source: SourceName = typer.Option(SourceName.MONGO, "--source", help=SOURCE_HELP),
+    processes: int | None = typer.Option(None, "--processes", min=1, max=64, help=PROCESSES_HELP),
 ) -> None:
     """Rebuild into a scratch generation, compare digests with the live one; exit 1 on drift."""
     out, err = _consoles()
     try:
         with RichProgress(err) as progress:
-            report = _run(lambda tools: tools.verify(projection, source, progress))
+            report = _run(lambda tools: tools.verify(projection, source, progress, processes))
     except UnknownProjection as exc:
         raise _fail(str(exc), 2) from exc
     out.print(_verify_table(report))

@@ -100,10 +100,27 @@ async def test_a_rebuild_swaps_in_a_new_generation_and_removes_the_old_one_after
     assert await generation_keys(redis, settings.redis_prefix, "stats.1") != []  # other projections untouched
 
 
-@pytest.mark.parametrize("source", ["mongo", "kafka"])
+def split_passes(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's settings with every full pass from Kafka split, however small."""
+    from projectors.replay.entrypoints import cli as replay_cli_module
+
+    split = settings.model_copy(update={"replay_parallel_min_events": 0})
+    monkeypatch.setattr(replay_cli_module, "get_settings", lambda: split)
+
+
+@pytest.mark.parametrize("source", ["mongo", "kafka", "kafka-split"])
 async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflected(
-    settings: Settings, redis: Redis, writer: EventWriter, replay_cli: RunReplay, source: str
+    settings: Settings,
+    redis: Redis,
+    writer: EventWriter,
+    replay_cli: RunReplay,
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    options = ["--source", source]
+    if source == "kafka-split":
+        split_passes(settings, monkeypatch)
+        options = ["--source", "kafka", "--processes", "3"]
     campaigns, users = workload()
     aggregates = [*campaigns, *users]
     written: list[EventEnvelope] = interleave(aggregates)
@@ -135,7 +152,7 @@ async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflecte
         traffic = asyncio.create_task(keep_writing())
         before = len(written)
         await eventually(lambda: len(written) >= before + 40, what="writes before the rebuild")
-        result = await replay_cli("rebuild", "all", "--source", source, "--grace-seconds", "1")
+        result = await replay_cli("rebuild", "all", *options, "--grace-seconds", "1")
         swapped = len(written)
         # Writes after the swap land in the new generation.
         await eventually(lambda: len(written) >= swapped + 40, what="writes after the swap")
@@ -144,6 +161,8 @@ async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflecte
         await projected(redis, settings, written, within=60)
 
     assert result.exit_code == 0, result.output
+    if source == "kafka-split":
+        assert "3 processes" in result.output
     live = await live_generations(redis, settings.redis_prefix)
     assert live == {p: f"{p}.2" for p in PROJECTIONS}
     for projection in all_projections(settings.redis_prefix, settings.read_model_buckets):
@@ -163,6 +182,60 @@ async def test_a_rebuild_while_writes_keep_coming_ends_with_every_write_reflecte
             else user_keys.user(aggregate.aggregate_id)
         )
         assert await redis.hget(key, "v") == str(aggregate.version).encode(), aggregate.aggregate_id
+
+
+async def test_a_kafka_rebuild_split_over_processes_restores_the_same_digests_and_counts_every_record(
+    settings: Settings,
+    redis: Redis,
+    writer: EventWriter,
+    replay_cli: RunReplay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    campaigns, users = workload()
+    events = interleave([*campaigns, *users])
+    async with running_projectors(settings):
+        await writer.write(events)
+        await projected(redis, settings, events)
+    before = await live_digests(redis, settings)
+    await writer.kafka.publish_raw(Topics(settings.topic_prefix).campaigns, b"not json at all")
+    assert await delete_prefix(redis, settings) > 0
+    split_passes(settings, monkeypatch)
+
+    result = await replay_cli(
+        "rebuild", "all", "--source", "kafka", "--grace-seconds", "0", "--processes", "3"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "3 processes" in result.output  # the full pass was split: two of its parts ran elsewhere
+    assert await live_digests(redis, settings) == before
+    assert f"Rebuilt from kafka: {len(events):,} events" in result.output  # every part's events
+    assert "1 records in the source are not valid events and were skipped" in result.output
+
+
+async def test_a_split_pass_whose_other_process_fails_fails_the_rebuild_and_swaps_nothing(
+    settings: Settings,
+    redis: Redis,
+    writer: EventWriter,
+    replay_cli: RunReplay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from projectors.replay.adapters import partitioned_pass
+
+    campaigns, users = workload()
+    await writer.write(interleave([*campaigns, *users]))
+    split_passes(settings, monkeypatch)
+    # The other processes run a module that exits at once, as a crashed one would.
+    monkeypatch.setattr(partitioned_pass, "SHARE_MODULE", "this_module_does_not_exist")
+
+    result = await replay_cli(
+        "rebuild", "all", "--source", "kafka", "--grace-seconds", "0", "--processes", "2"
+    )
+
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())  # as wrapped by the console
+    assert "the process replaying partitions" in said
+    assert "No module named this_module_does_not_exist" in said
+    assert await live_generations(redis, settings.redis_prefix) == {p: f"{p}.1" for p in PROJECTIONS}
 
 
 async def test_dry_run_counts_the_events_and_writes_nothing(

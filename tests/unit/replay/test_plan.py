@@ -7,6 +7,7 @@ import pytest
 from projectors.replay.domain.plan import (
     CatchUpPolicy,
     UnknownProjection,
+    cut_into_shares,
     next_generation,
     scratch_generation,
     select_projections,
@@ -59,3 +60,26 @@ def test_seen_versions_tell_what_is_newer_than_what_was_read() -> None:
     assert seen.is_new("b", 1)
     assert seen.last("a") == 3
     assert len(seen) == 1
+
+
+def test_shares_deal_whole_ranges_largest_first_to_the_emptiest_share() -> None:
+    ranges = {"p0": (0, 50), "p1": (10, 40), "p2": (0, 20), "p3": (5, 15), "p4": (7, 7)}
+
+    shares = cut_into_shares(ranges, 2)
+
+    # 50 to the first, 30 to the second, 20 to the second (30 < 50), 10 to the first (50 = 50).
+    assert shares == [{"p0": (0, 50), "p3": (5, 15)}, {"p1": (10, 40), "p2": (0, 20)}]
+    assert "p4" not in {key for share in shares for key in share}  # nothing left to read there
+
+
+def test_shares_are_never_empty_and_never_more_than_the_ranges_or_the_ways() -> None:
+    assert cut_into_shares({"p0": (0, 5)}, 4) == [{"p0": (0, 5)}]
+    assert cut_into_shares({"p0": (3, 3)}, 2) == []
+    assert len(cut_into_shares({f"p{n}": (0, 1 + n) for n in range(6)}, 3)) == 3
+    assert cut_into_shares({"p0": (0, 9), "p1": (0, 1)}, 1) == [{"p0": (0, 9), "p1": (0, 1)}]
+
+
+def test_the_largest_share_comes_first() -> None:
+    shares = cut_into_shares({"p0": (0, 10), "p1": (0, 30), "p2": (0, 25)}, 3)
+
+    assert [sum(end - first for first, end in share.values()) for share in shares] == [30, 25, 10]

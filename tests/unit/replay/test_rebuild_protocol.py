@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from events import EventEnvelope
+from projectors.replay.application.passes import run_pass
+from projectors.replay.application.ports import EventSource, GenerationWriter, Progress
 from projectors.replay.application.rebuild import RebuildOptions, plan_rebuild, rebuild
 from projectors.replay.application.verify import VerifyOptions, verify
 from projectors.replay.domain.plan import CatchUpPolicy
+from projectors.replay.domain.tally import ProjectionTally
 from tests.integration.read_side.workload import Aggregate, new_campaign
 from tests.unit.replay.fakes import (
     LiveProjector,
@@ -73,6 +76,45 @@ async def test_the_swap_follows_the_catch_up_passes_and_one_more_pass_follows_th
         "clear campaigns.1",
         "unlock",
     ]
+
+
+async def test_a_full_pass_given_in_the_options_reads_the_first_pass_only() -> None:
+    aggregates = campaigns(3)
+    journal, source, generations, _ = world([e for a in aggregates for e in a.events])
+    labels: list[str] = []
+
+    async def split_pass(
+        source: EventSource, writer: GenerationWriter, progress: Progress, label: str
+    ) -> int:
+        # What the partitioned pass does, minus the processes: its own share of the pass.
+        labels.append(label)
+        journal.append("full pass (split)")
+        return await run_pass(source, writer, progress, label)
+
+    report = await rebuild(
+        ["campaigns"],
+        source,
+        generations,
+        memory_writers(generations),
+        MemoryProgress(),
+        RebuildOptions(grace_seconds=0, full_pass=split_pass),
+        no_sleep,
+    )
+
+    assert labels == ["replaying memory"]  # not the catch-ups, nor the pass after the swap
+    assert journal[journal.index("full pass (split)") + 1] == "pass 1"
+    assert report.events == sum(len(a.events) for a in aggregates)
+    assert generations.model("campaigns.2").applied == {a.aggregate_id: a.version for a in aggregates}
+
+
+def test_tallies_of_two_writers_of_one_generation_add_up() -> None:
+    ours = ProjectionTally(applied=5, duplicates=1, parked=2, refused=1, refusals=["a"])
+    theirs = ProjectionTally(applied=7, duplicates=0, parked=1, refused=6, refusals=list("bcdef"))
+
+    ours.merge(theirs)
+
+    assert (ours.applied, ours.duplicates, ours.parked, ours.refused) == (12, 1, 3, 7)
+    assert ours.refusals == ["a", "b", "c", "d", "e"]  # a few to print, as one writer keeps
 
 
 async def test_events_the_live_projector_put_in_the_old_generation_at_the_swap_reach_the_new_one() -> None:

@@ -1,0 +1,83 @@
+"""One process of a split replay pass: `python -m projectors.replay.entrypoints.share_process`.
+
+Started by `adapters/partitioned_pass.py`, never by hand. It reads a `ShareOrder` (pickled) on
+stdin: its partitions with the offsets to read between, the generations to write and the
+settings. It reads those records, applies them as the replay's own writer does (folding
+campaigns in a window of its own), flushes, and writes JSON lines on stdout: `{"progress": n}`
+after each batch, then `{"done": {...}}` with its events, tallies and where it stopped. Any
+failure ends it with a non-zero exit and the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import sys
+import time
+
+import orjson
+
+from events import Topics
+from projectors.adapters.redis_projection import all_projections
+from projectors.replay.adapters.kafka_source import KafkaEventSource
+from projectors.replay.adapters.partitioned_pass import ShareDone, ShareOrder, peak_rss_mib
+from projectors.replay.adapters.redis_writer import lane_writers
+from service_runtime.redis_client import connect_redis
+
+
+def _say(message: dict[str, object]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def run(order: ShareOrder) -> ShareDone:
+    settings = order.settings
+    started = time.perf_counter()
+    redis = connect_redis(settings)
+    try:
+        projections = {p.name: p for p in all_projections(settings.redis_prefix, settings.read_model_buckets)}
+        kinds = sorted({kind for name in order.targets for kind in projections[name].aggregate_types})
+        topics = Topics(settings.topic_prefix)
+        source = KafkaEventSource(
+            settings.kafka_bootstrap,
+            {kind: topics.for_aggregate(kind) for kind in kinds},
+            start={tp: first for tp, (first, _) in order.share.items()},
+        )
+        open_writer = lane_writers(
+            redis,
+            projections,
+            batch_size=order.batch_size,
+            fold_campaigns=order.fold_campaigns,
+            write_campaigns=settings.replay_write_campaigns,
+        )
+        events = 0
+        async with source, open_writer(order.targets) as writer:
+            async for batch in source.share_pass(order.share).batches():
+                await writer.write(batch)
+                events += len(batch)
+                _say({"progress": len(batch)})
+            await writer.flush()
+            return ShareDone(
+                events=events,
+                invalid=source.invalid,
+                tallies=dict(writer.tallies),
+                positions=source.positions(),
+                seconds=round(time.perf_counter() - started, 3),
+                peak_rss_mib=round(peak_rss_mib(), 2),
+            )
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    # stdin is the pipe of the replay process that started this one (multiprocessing's own way
+    # of handing a child its work), never a file or a socket.
+    order = pickle.loads(sys.stdin.buffer.read())  # noqa: S301
+    if not isinstance(order, ShareOrder):
+        raise SystemExit("share_process: stdin held no ShareOrder")
+    done = asyncio.run(run(order))
+    _say({"done": orjson.loads(done.to_json())})
+
+
+if __name__ == "__main__":
+    main()
