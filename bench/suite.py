@@ -350,8 +350,9 @@ async def load_run(
                 (
                     "the replay tool's rebuild (`campaigns replay rebuild campaigns --source kafka`) run "
                     "in-process through its composition root: a new generation from the topic, caught up "
-                    "and swapped in; events/s as the tool reports them; reference: the loops of the "
-                    "projector figure"
+                    "and swapped in, its full pass split over CAMPAIGNS_REPLAY_PROCESSES processes by "
+                    "partition (2 by default; `processes` in the data); events/s as the tool reports "
+                    "them; reference: the loops of the projector figure"
                 ),
                 replay=replay_details,
                 **raw_data,
