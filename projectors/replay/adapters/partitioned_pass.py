@@ -129,6 +129,7 @@ class PartitionedPass:
                 await writer.write(batch)
                 events += len(batch)
                 progress.advance(len(batch))
+                _raise_if_failed(helpers)  # a part that failed fails the pass now, not at its end
             await writer.flush()
             done = await asyncio.gather(*helpers)
         finally:
@@ -164,7 +165,12 @@ async def _run_share(order: ShareOrder, progress: Progress) -> ShareDone:
         process.stdin.close()
         done: ShareDone | None = None
         async for line in process.stdout:
-            message = orjson.loads(line)
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # not ours: something the process printed
+            if not isinstance(message, dict):
+                continue
             if "progress" in message:
                 progress.advance(message["progress"])
             elif "done" in message:
@@ -183,6 +189,12 @@ async def _run_share(order: ShareOrder, progress: Progress) -> ShareDone:
                 process.kill()
             await process.wait()
         errors.cancel()
+
+
+def _raise_if_failed(helpers: list[asyncio.Task[ShareDone]]) -> None:
+    for task in helpers:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            task.result()
 
 
 def _named(share: Share) -> str:
