@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from projectors.replay.adapters.partitioned_pass import peak_rss_mib
 from projectors.replay.application.ports import NoProgress
 from projectors.replay.bootstrap import replay
 from projectors.replay.domain.plan import SourceName
@@ -84,7 +85,7 @@ async def _main(projection: str, source: str) -> dict[str, Any]:
     async with replay(get_settings()) as tools:
         report = await tools.rebuild(projection, SourceName(source), NoProgress(), 0)
         helpers = tools.last_full_pass.helpers if tools.last_full_pass else []
-    own = _peak_rss_mib()
+    own = peak_rss_mib()
     return {
         "events": report.events,
         "seconds": report.seconds,
@@ -95,15 +96,6 @@ async def _main(projection: str, source: str) -> dict[str, Any]:
         "peak_rss_mib": own + sum(h.peak_rss_mib for h in helpers),
         "process_peaks_mib": [round(own, 2), *(h.peak_rss_mib for h in helpers)],
     }
-
-
-def _peak_rss_mib() -> float:
-    """This process's resident-memory high-water mark (VmHWM, kB), in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":

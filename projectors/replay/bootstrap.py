@@ -6,11 +6,12 @@ is what the CLI runs, and what a benchmark or a script can run in-process.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -74,29 +75,41 @@ class Replay:
         )
         return self.last_full_pass
 
-    def writers(self, batch_size: int) -> WriterFactory:
+    def writers(self, batch_size: int, fold_campaigns: int | None = None) -> WriterFactory:
+        """Writers folding `fold_campaigns` at a time (the setting's window, if None)."""
         return lane_writers(
             self.redis,
             self.projections,
             batch_size=batch_size,
-            fold_campaigns=self.settings.replay_fold_campaigns,
+            fold_campaigns=self.settings.replay_fold_campaigns if fold_campaigns is None else fold_campaigns,
             write_campaigns=self.settings.replay_write_campaigns,
+        )
+
+    def _kinds(self, projections: Iterable[str]) -> list[str]:
+        return sorted({kind for p in projections for kind in self.projections[p].aggregate_types})
+
+    def kafka_source(
+        self, projections: Iterable[str], start: Mapping[TopicPartition, int] | None = None
+    ) -> KafkaEventSource:
+        """The topics of these projections' aggregates (`start`: see `KafkaEventSource`)."""
+        topics = Topics(self.settings.topic_prefix)
+        kinds = self._kinds(projections)
+        return KafkaEventSource(
+            self.settings.kafka_bootstrap, {k: topics.for_aggregate(k) for k in kinds}, start
         )
 
     @asynccontextmanager
     async def source(self, name: SourceName, projections: Iterable[str]) -> AsyncIterator[EventSource]:
-        kinds = sorted({kind for p in projections for kind in self.projections[p].aggregate_types})
         if name is SourceName.KAFKA:
-            topics = Topics(self.settings.topic_prefix)
-            kafka = KafkaEventSource(
-                self.settings.kafka_bootstrap, {k: topics.for_aggregate(k) for k in kinds}
-            )
+            kafka = self.kafka_source(projections)
             async with kafka:
                 yield kafka
             return
         async with (
             self._mongo() as client,
-            MongoEventSource(events_collection(client, self.settings.mongo_db), kinds) as mongo,
+            MongoEventSource(
+                events_collection(client, self.settings.mongo_db), self._kinds(projections)
+            ) as mongo,
         ):
             yield mongo
 

@@ -63,17 +63,15 @@ class ShareDone:
     seconds: float
     peak_rss_mib: float
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "events": self.events,
-                "invalid": self.invalid,
-                "tallies": {name: asdict(tally) for name, tally in self.tallies.items()},
-                "positions": [[tp.topic, tp.partition, offset] for tp, offset in self.positions.items()],
-                "seconds": self.seconds,
-                "peak_rss_mib": self.peak_rss_mib,
-            }
-        )
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "invalid": self.invalid,
+            "tallies": {name: asdict(tally) for name, tally in self.tallies.items()},
+            "positions": [[tp.topic, tp.partition, offset] for tp, offset in self.positions.items()],
+            "seconds": self.seconds,
+            "peak_rss_mib": self.peak_rss_mib,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShareDone:

@@ -17,12 +17,8 @@ import time
 
 import orjson
 
-from events import Topics
-from projectors.adapters.redis_projection import all_projections
-from projectors.replay.adapters.kafka_source import KafkaEventSource
 from projectors.replay.adapters.partitioned_pass import ShareDone, ShareOrder, peak_rss_mib
-from projectors.replay.adapters.redis_writer import lane_writers
-from service_runtime.redis_client import connect_redis
+from projectors.replay.bootstrap import replay
 
 
 def _say(message: dict[str, object]) -> None:
@@ -31,25 +27,12 @@ def _say(message: dict[str, object]) -> None:
 
 
 async def run(order: ShareOrder) -> ShareDone:
-    settings = order.settings
     started = time.perf_counter()
-    redis = connect_redis(settings)
-    try:
-        projections = {p.name: p for p in all_projections(settings.redis_prefix, settings.read_model_buckets)}
-        kinds = sorted({kind for name in order.targets for kind in projections[name].aggregate_types})
-        topics = Topics(settings.topic_prefix)
-        source = KafkaEventSource(
-            settings.kafka_bootstrap,
-            {kind: topics.for_aggregate(kind) for kind in kinds},
-            start={tp: first for tp, (first, _) in order.share.items()},
+    async with replay(order.settings) as tools:
+        source = tools.kafka_source(
+            order.targets, start={tp: first for tp, (first, _) in order.share.items()}
         )
-        open_writer = lane_writers(
-            redis,
-            projections,
-            batch_size=order.batch_size,
-            fold_campaigns=order.fold_campaigns,
-            write_campaigns=settings.replay_write_campaigns,
-        )
+        open_writer = tools.writers(order.batch_size, order.fold_campaigns)
         events = 0
         async with source, open_writer(order.targets) as writer:
             async for batch in source.share_pass(order.share).batches():
@@ -65,8 +48,6 @@ async def run(order: ShareOrder) -> ShareDone:
                 seconds=round(time.perf_counter() - started, 3),
                 peak_rss_mib=round(peak_rss_mib(), 2),
             )
-    finally:
-        await redis.aclose()
 
 
 def main() -> None:
@@ -76,7 +57,7 @@ def main() -> None:
     if not isinstance(order, ShareOrder):
         raise SystemExit("share_process: stdin held no ShareOrder")
     done = asyncio.run(run(order))
-    _say({"done": orjson.loads(done.to_json())})
+    _say({"done": done.as_json()})
 
 
 if __name__ == "__main__":
