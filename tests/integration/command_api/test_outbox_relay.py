@@ -103,9 +103,10 @@ async def _holds(relay: OutboxRelay) -> bool:
 async def test_with_a_linger_the_events_right_behind_the_first_share_its_transaction(
     settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document]
 ) -> None:
-    """`relay_linger_ms`: each Kafka transaction takes every event that arrived within the linger
-    after its first, so events inserted one at a time go out in about (their spread / the linger)
-    transactions rather than one each; every one of them, in order."""
+    """`relay_linger_ms`: while events keep coming, each Kafka transaction takes every event that
+    arrived within the linger after its first, so events inserted one at a time go out in about
+    (their spread / the linger) transactions rather than one each (the first, after a quiet
+    spell, at once and alone); every one of them, in order."""
     linger = 1.0
     lingering = settings.model_copy(update={"relay_linger_ms": linger * 1000})
     documents = log_documents("campaign-linger", range(1, 11))
