@@ -19,10 +19,28 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.connection import parse_url
 from redis.driver_info import DriverInfo
+from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service_runtime.settings import Settings
+
+# What redis-py raises when Redis cannot answer now, not because a command is wrong (an API
+# answers it 503 with Retry-After, never 500): no connection or no answer in time, or a Redis
+# Cluster with no reachable node, a slot not covered, the cluster down (ClusterDownError), or a
+# slot still being moved after the client's redirections ran out (MOVED/ASK, TRYAGAIN, "TTL
+# exhausted").
+REDIS_UNREACHABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    ClusterError,
+    AskError,
+    TryAgainError,
+)
 
 
 def is_cluster(redis: object) -> bool:
@@ -42,7 +60,10 @@ def connect_redis(settings: Settings, **options: Any) -> Redis:
     options.setdefault("driver_info", _driver_info())
     addresses = settings.redis_cluster_addresses
     if not addresses:
-        return Redis.from_url(settings.redis_url, **options)
+        client = Redis.from_url(settings.redis_url, **options)
+        pool = client.connection_pool
+        pool.connection_class = _losing_writes_raise_connection_errors(pool.connection_class)
+        return client
     url = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
     for name in ("username", "password"):
         if url.get(name) and name not in options:
@@ -51,8 +72,45 @@ def connect_redis(settings: Settings, **options: Any) -> Redis:
         options.setdefault("ssl", True)
     _send_asking_with_the_command()
     cluster = RedisCluster(startup_nodes=cluster_nodes(addresses), **options)
+    # The nodes it discovers are made from these arguments, the seed nodes already were.
+    kind = _losing_writes_raise_connection_errors(cluster.connection_kwargs["connection_class"])
+    cluster.connection_kwargs["connection_class"] = kind
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = kind
     # Same commands as Redis (see the module's docstring).
     return cast(Redis, cluster)
+
+
+class _WritesOnLostTransports(AbstractConnection):
+    """A write on a connection whose transport the event loop already closed (the server went
+    away between the connect and the HELLO, or between the pool's check and the command) raises
+    the `ConnectionError` it is. uvloop raises `RuntimeError` ("the handler is closed",
+    MagicStack/uvloop#506) where the standard library's loop only drops the bytes; redis-py
+    retries, and its cluster client refreshes the slot map, only on its own `ConnectionError`,
+    so during a Redis Cluster failover a read met the RuntimeError as it was: a 500 from the
+    query API where the contract says 503 (tests/chaos/test_redis_failover_under_traffic.py)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:  # redis-py has already dropped the connection
+            if "handler is closed" not in str(exc):
+                raise
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
+# Each connection class `connect_redis` was given, with `_WritesOnLostTransports`.
+_WITH_LOST_WRITES: dict[type[Any], type[Any]] = {}
+
+
+def _losing_writes_raise_connection_errors(kind: type[Any]) -> type[Any]:
+    """`kind` (plain, TLS or Unix socket, as the URL chose) with `_WritesOnLostTransports`."""
+    if issubclass(kind, _WritesOnLostTransports):
+        return kind
+    made = _WITH_LOST_WRITES.get(kind)
+    if made is None:
+        made = _WITH_LOST_WRITES[kind] = type(kind.__name__, (_WritesOnLostTransports, kind), {})
+    return made
 
 
 @functools.cache

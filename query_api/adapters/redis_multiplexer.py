@@ -21,10 +21,10 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from readmodels.scripts import pipelined
+from service_runtime.redis_client import REDIS_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,8 @@ class RedisUnavailable(ConnectionError):
     pass
 
 
-# What a read meets when Redis is away (503 with Retry-After, never a 500): no connection, or a
-# Redis Cluster with no reachable node, a slot not covered, the cluster down (ClusterDownError),
-# or a slot still being moved after the client's redirections ran out (MOVED/ASK, TRYAGAIN,
-# "TTL exhausted").
-REDIS_DOWN: tuple[type[Exception], ...] = (
-    RedisUnavailable,
-    RedisConnectionError,
-    RedisClusterException,
-    ClusterError,
-    AskError,
-    TryAgainError,
-)
+# What a read meets when Redis is away: 503 with Retry-After, never a 500.
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisUnavailable, *REDIS_UNREACHABLE)
 
 
 class _Batch:
@@ -127,8 +117,14 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
+    def _check_open(self) -> None:
+        # Lost between the connect and this command (a server going away right after accepting
+        # it, as in a Redis Cluster failover): unavailable, as a read sent and never answered.
+        if self.transport is None:
+            raise RedisUnavailable("the Redis connection was lost")
+
     def send(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
-        assert self.transport is not None
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.pending.append((future, loop.time() + self.timeout))
@@ -140,7 +136,7 @@ class _Protocol(asyncio.Protocol):
     def send_many(self, commands: Sequence[tuple[Arg, ...]]) -> asyncio.Future[list[Any]]:
         """`commands` in one write; the future gets their replies in order (an error reply as a
         `hiredis.ReplyError` among them)."""
-        assert self.transport is not None and commands
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         batch = _Batch(future, len(commands))
@@ -228,7 +224,7 @@ class RedisMultiplexer:
         # An overdue reply fails with RedisUnavailable (the connection's watchdog).
         reply = await protocol.send(args)
         if isinstance(reply, hiredis.ReplyError):
-            raise RedisCommandError(str(reply))
+            raise _reply_error(reply)
         return reply
 
     async def execute_many(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
@@ -240,7 +236,7 @@ class RedisMultiplexer:
         if protocol is None or protocol.transport is None:
             protocol = await self._connected()
         replies = await protocol.send_many(commands)
-        return [RedisCommandError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+        return [_reply_error(r) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
@@ -250,6 +246,16 @@ class RedisMultiplexer:
 
 class RedisCommandError(RuntimeError):
     """Redis answered the command with an error."""
+
+
+# Error replies that say the server cannot answer now (still loading its data, a replica cut off
+# from its primary, a script running too long), not that the command is wrong: unavailable.
+_NOT_SERVING = ("LOADING ", "MASTERDOWN ", "BUSY ")
+
+
+def _reply_error(reply: hiredis.ReplyError) -> RedisCommandError | RedisUnavailable:
+    text = str(reply)
+    return RedisUnavailable(text) if text.startswith(_NOT_SERVING) else RedisCommandError(text)
 
 
 class ClusterMultiplexer:

@@ -7,14 +7,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from pymongo.errors import ConnectionFailure
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.responses import Response
 
 from command_api.application import errors as app_errors
 from command_api.domain import errors as domain_errors
 from service_runtime.openapi import problem_responses
 from service_runtime.problems import problem_response
+from service_runtime.redis_client import REDIS_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def _headers(exc: Exception) -> dict[str, str] | None:
 
 
 # What each kind of failure is answered with, by the FastAPI handlers and the fast create alike.
-UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, RedisConnectionError, RedisTimeoutError)
+UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, *REDIS_UNREACHABLE)
 REFUSALS: tuple[type[Exception], ...] = (domain_errors.DomainError, app_errors.CommandRefused)
 
 

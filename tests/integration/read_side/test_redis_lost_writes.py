@@ -1,0 +1,62 @@
+"""A Redis connection whose transport closed under it, under uvloop (the services' loop), on the
+real server of either topology: the command fails as a lost connection (redis-py's
+`ConnectionError`, which the APIs answer 503 and the cluster client retries on a fresh slot map),
+never as uvloop's `RuntimeError` ("the handler is closed", a 500), and the next one is answered.
+
+Seen in a Redis Cluster failover under traffic (tests/chaos/test_redis_failover_under_traffic.py):
+a connection to the dying primary was opened, then closed by the server before its HELLO went out.
+Closing the transport of an idle pooled connection is that moment, made deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import uvloop
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from service_runtime.redis_client import connect_redis
+from service_runtime.settings import Settings
+
+
+def _idle_connections(redis: Redis) -> list[Any]:
+    """The connections the client holds open and idle (redis-py's pools: private attributes)."""
+    if isinstance(redis, RedisCluster):
+        return [c for node in redis.get_nodes() for c in node._free]
+    return list(redis.connection_pool._available_connections)  # type: ignore[attr-defined]
+
+
+async def _first_answer_after_the_loss(settings: Settings) -> tuple[object, object]:
+    redis = connect_redis(settings)
+    key = f"{settings.redis_prefix}:lost-writes:{uuid.uuid4().hex}"
+    try:
+        await redis.set(key, "kept")
+        idle = _idle_connections(redis)
+        assert idle, "the client kept no idle connection to close"
+        for connection in idle:
+            connection._writer.transport.close()
+        await asyncio.sleep(0.05)  # the loop has closed them
+        try:
+            first: object = await redis.get(key)
+        except Exception as exc:  # what the caller met is the point of the test
+            first = exc
+        return first, await redis.get(key)
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+
+
+def test_a_write_on_a_connection_closed_under_it_is_a_lost_connection(settings: Settings) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        first, second = runner.run(_first_answer_after_the_loss(settings))
+
+    if settings.redis_cluster_addresses:
+        assert first == b"kept", f"the cluster client did not retry on a fresh connection: {first!r}"
+    else:
+        # The plain client does not retry (as `connect_redis` makes it); the API answers 503.
+        assert type(first) is RedisConnectionError, f"not a lost connection: {first!r}"
+    assert second == b"kept"
