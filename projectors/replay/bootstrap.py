@@ -128,21 +128,23 @@ class Replay:
         processes: int | None = None,
     ) -> RebuildReport:
         names = self.select(projection)
-        async with self.source(source, names) as events:
+        full_pass = self.full_pass(batch_size, processes)
+        async with self.source(source, names) as events, self._early(full_pass, events):
             return await rebuild(
                 names,
                 events,
                 self.generations,
                 self.writers(batch_size),
                 progress,
-                RebuildOptions(grace_seconds=grace_seconds, full_pass=self.full_pass(batch_size, processes)),
+                RebuildOptions(grace_seconds=grace_seconds, full_pass=full_pass),
             )
 
     async def verify(
         self, projection: str, source: SourceName, progress: Progress, processes: int | None = None
     ) -> VerifyReport:
         names = self.select(projection)
-        async with self.source(source, names) as events:
+        full_pass = self.full_pass(BATCH_SIZE, processes)
+        async with self.source(source, names) as events, self._early(full_pass, events):
             return await verify(
                 names,
                 events,
@@ -150,8 +152,19 @@ class Replay:
                 self.generations,
                 self.writers(BATCH_SIZE),
                 progress,
-                VerifyOptions(full_pass=self.full_pass(BATCH_SIZE, processes)),
+                VerifyOptions(full_pass=full_pass),
             )
+
+    @staticmethod
+    @asynccontextmanager
+    async def _early(full_pass: PartitionedPass, events: EventSource) -> AsyncIterator[None]:
+        """The full pass's other processes started now (see `PartitionedPass.start_early`), and
+        those it did not use stopped at the end."""
+        try:
+            await full_pass.start_early(events)
+            yield
+        finally:
+            await full_pass.close()
 
     async def inspect(self, aggregate_id: str, as_of: AsOf) -> Inspection | None:
         async with self.history() as history:

@@ -12,6 +12,10 @@ This process reads the largest part itself; each other part goes to a process of
 (`python -m projectors.replay.entrypoints.share_process`, given its part on stdin), which reports
 its progress and, at the end, its events, tallies and where it stopped. Only then does this pass
 end: the catch-up passes, the swap and the pass after it run here, from where every part stopped.
+Those processes can be started before the pass (`start_early`): a new Python process spends
+about half a second importing before it reads a record, and the pass waits for its slowest part,
+so they import while this one opens the topic, takes the rebuild's lock and reads the offsets.
+One no pass used is stopped (`close`): its stdin closed empty, it exits without reading anything.
 A part that fails fails the pass (the others are stopped), and the rebuild with it: the new
 generation is not swapped in, and the next rebuild clears it.
 
@@ -40,6 +44,8 @@ from projectors.replay.domain.tally import ProjectionTally
 from service_runtime.settings import Settings
 
 SHARE_MODULE = "projectors.replay.entrypoints.share_process"
+# How long a share process given no order has to exit (it only finishes its imports).
+UNUSED_EXIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,23 @@ class PartitionedPass:
     batch_size: int
     # What each pass's other processes reported (the bench adds their peak RSS to this one's).
     helpers: list[ShareDone] = field(default_factory=list)
+    # Share processes started ahead of a pass (`start_early`), waiting for their order.
+    _waiting: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    async def start_early(self, source: EventSource) -> None:
+        """Start the processes a split of `source`'s next full pass would use, now, if it would
+        be split (Kafka, at least `min_events` records): they import meanwhile."""
+        if self.processes < 2 or not isinstance(source, KafkaEventSource):
+            return
+        if sum((await source.sizes()).values()) < self.min_events:
+            return
+        while len(self._waiting) < self.processes - 1:
+            self._waiting.append(await _start_share_process())
+
+    async def close(self) -> None:
+        """Stop the processes `start_early` started that no pass used."""
+        waiting, self._waiting = self._waiting, []
+        await asyncio.gather(*(_stop_unused(process) for process in waiting))
 
     async def __call__(
         self, source: EventSource, writer: GenerationWriter, progress: Progress, label: str
@@ -119,7 +142,11 @@ class PartitionedPass:
         fold = max(1, window // len(shares)) if window else 0
         targets = dict(writer.targets)
         orders = [ShareOrder(self.settings, targets, share, self.batch_size, fold) for share in shares[1:]]
-        helpers = [asyncio.create_task(_run_share(order, progress)) for order in orders]
+        processes = [self._waiting.pop() if self._waiting else await _start_share_process() for _ in orders]
+        helpers = [
+            asyncio.create_task(_run_share(order, process, progress))
+            for order, process in zip(orders, processes, strict=True)
+        ]
         own_window = writer.fold_window(fold) if isinstance(writer, LaneWriter) and fold else 0
         try:
             events = 0
@@ -145,9 +172,8 @@ class PartitionedPass:
         return events
 
 
-async def _run_share(order: ShareOrder, progress: Progress) -> ShareDone:
-    """One share process, from its start to its report; killed if this task is cancelled."""
-    process = await asyncio.create_subprocess_exec(
+async def _start_share_process() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         SHARE_MODULE,
@@ -155,11 +181,32 @@ async def _run_share(order: ShareOrder, progress: Progress) -> ShareDone:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def _stop_unused(process: asyncio.subprocess.Process) -> None:
+    """A share process given no order: its stdin closed empty, it exits at once (killed if not)."""
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        await asyncio.wait_for(process.communicate(), UNUSED_EXIT_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def _run_share(order: ShareOrder, process: asyncio.subprocess.Process, progress: Progress) -> ShareDone:
+    """One share process (started), given its order, to its report; killed if this task is cancelled."""
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     errors = asyncio.create_task(process.stderr.read())
     try:
-        process.stdin.write(pickle.dumps(order))
-        await process.stdin.drain()
+        try:
+            process.stdin.write(pickle.dumps(order))
+            await process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            # It ended before its order came (a failed start): its exit is reported below. (On a
+            # pipe uvloop already closed, a write raises RuntimeError, "the handler is closed".)
+            pass
         process.stdin.close()
         done: ShareDone | None = None
         async for line in process.stdout:

@@ -1,11 +1,12 @@
 """One process of a split replay pass: `python -m projectors.replay.entrypoints.share_process`.
 
-Started by `adapters/partitioned_pass.py`, never by hand. It reads a `ShareOrder` (pickled) on
-stdin: its partitions with the offsets to read between, the generations to write and the
-settings. It reads those records, applies them as the replay's own writer does (folding
-campaigns in a window of its own), flushes, and writes JSON lines on stdout: `{"progress": n}`
-after each batch, then `{"done": {...}}` with its events, tallies and where it stopped. Any
-failure ends it with a non-zero exit and the reason on stderr.
+Started by `adapters/partitioned_pass.py`, never by hand, possibly ahead of its pass. It reads a
+`ShareOrder` (pickled) on stdin: its partitions with the offsets to read between, the generations
+to write and the settings (an empty stdin: no pass needed it, and it exits). It reads those
+records, applies them as the replay's own writer does (folding campaigns in a window of its
+own), flushes, and writes JSON lines on stdout: `{"progress": n}` after each batch, then
+`{"done": {...}}` with its events, tallies and where it stopped. Any failure ends it with a
+non-zero exit and the reason on stderr.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ async def run(order: ShareOrder) -> ShareDone:
 def main() -> None:
     # stdin is the pipe of the replay process that started this one (multiprocessing's own way
     # of handing a child its work), never a file or a socket.
-    order = pickle.loads(sys.stdin.buffer.read())  # noqa: S301
+    given = sys.stdin.buffer.read()
+    if not given:
+        return  # started ahead of a pass that was not split after all (`PartitionedPass.close`)
+    order = pickle.loads(given)  # noqa: S301
     if not isinstance(order, ShareOrder):
         raise SystemExit("share_process: stdin held no ShareOrder")
     done = asyncio.run(run(order))

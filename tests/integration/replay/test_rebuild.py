@@ -212,6 +212,70 @@ async def test_a_kafka_rebuild_split_over_processes_restores_the_same_digests_an
     assert "1 records in the source are not valid events and were skipped" in result.output
 
 
+async def test_a_split_pass_starts_its_other_processes_before_it_reads_the_topics_offsets(
+    settings: Settings,
+    redis: Redis,
+    writer: EventWriter,
+    replay_cli: RunReplay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new Python process imports for about half a second before it reads a record, and the
+    pass ends with its slowest part: the rebuild starts them ahead (while it takes its lock and
+    claims the generations), and the pass gives them their parts."""
+    from projectors.replay.adapters import kafka_source, partitioned_pass
+
+    happened: list[str] = []
+    start, shares = partitioned_pass._start_share_process, kafka_source.KafkaEventSource.shares
+
+    async def started() -> asyncio.subprocess.Process:
+        happened.append("a process started")
+        return await start()
+
+    async def cut(self: kafka_source.KafkaEventSource, ways: int) -> list[kafka_source.Share]:
+        happened.append("the pass began")
+        return await shares(self, ways)
+
+    monkeypatch.setattr(partitioned_pass, "_start_share_process", started)
+    monkeypatch.setattr(kafka_source.KafkaEventSource, "shares", cut)
+    campaigns, users = workload()
+    events = interleave([*campaigns, *users])
+    await writer.write(events)
+    split_passes(settings, monkeypatch)
+
+    result = await replay_cli(
+        "rebuild", "all", "--source", "kafka", "--grace-seconds", "0", "--processes", "3"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "3 processes" in result.output
+    assert happened == ["a process started", "a process started", "the pass began"]
+    assert f"Rebuilt from kafka: {len(events):,} events" in result.output
+
+
+async def test_processes_started_ahead_of_a_pass_that_does_not_use_them_exit(
+    settings: Settings, writer: EventWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projectors.replay.adapters import partitioned_pass
+    from projectors.replay.bootstrap import replay
+
+    ahead: list[asyncio.subprocess.Process] = []
+    start = partitioned_pass._start_share_process
+
+    async def started() -> asyncio.subprocess.Process:
+        ahead.append(await start())
+        return ahead[-1]
+
+    monkeypatch.setattr(partitioned_pass, "_start_share_process", started)
+    await writer.write(interleave(list(workload()[0])))
+    full_pass = partitioned_pass.PartitionedPass(settings, processes=3, min_events=1, batch_size=100)
+    async with replay(settings) as tools, tools.kafka_source(["campaigns"]) as source:
+        await full_pass.start_early(source)
+        assert len(ahead) == 2
+        await full_pass.close()  # no pass came
+
+    assert [process.returncode for process in ahead] == [0, 0]  # they exited, none was killed
+
+
 async def test_a_split_pass_whose_other_process_fails_fails_the_rebuild_and_swaps_nothing(
     settings: Settings,
     redis: Redis,
