@@ -214,7 +214,6 @@ async def test_a_kafka_rebuild_split_over_processes_restores_the_same_digests_an
 
 async def test_a_split_pass_starts_its_other_processes_before_it_reads_the_topics_offsets(
     settings: Settings,
-    redis: Redis,
     writer: EventWriter,
     replay_cli: RunReplay,
     monkeypatch: pytest.MonkeyPatch,
