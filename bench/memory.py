@@ -110,18 +110,59 @@ def server_pids(mongo_port: int, redis_port: int, kafka_properties: str) -> dict
     return found
 
 
+@dataclass(frozen=True)
+class MachineTicks:
+    """The machine's CPU time so far, from the `cpu` line of /proc/stat, in clock ticks."""
+
+    busy: int  # user, nice, system, irq, softirq
+    steal: int  # taken by the hypervisor for others while this machine wanted to run
+    total: int
+
+    @classmethod
+    def parse(cls, stat: str) -> MachineTicks:
+        for line in stat.splitlines():
+            if line.startswith("cpu "):
+                user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
+                busy = user + nice + system + irq + softirq
+                return cls(busy, steal, busy + idle + iowait + steal)
+        raise ValueError("no cpu line in /proc/stat")
+
+    @classmethod
+    def now(cls) -> MachineTicks:
+        return cls.parse((PROC / "stat").read_text())
+
+
+def machine_shares(
+    start: MachineTicks, end: MachineTicks, elapsed: float, accounted: float, ticks: int = CLOCK_TICKS
+) -> dict[str, float]:
+    """The whole machine over a window, in cores: busy (every process, the kernel's interrupts),
+    steal, and `unaccounted`, the busy cores no measured process used (`accounted`, the
+    measured groups' summed cores): work the figure did not ask for, competing for the cores."""
+    busy = (end.busy - start.busy) / ticks / elapsed
+    return {
+        "busy_cores": round(busy, 3),
+        "steal_cores": round((end.steal - start.steal) / ticks / elapsed, 3),
+        "unaccounted_cores": round(max(0.0, busy - accounted), 3),
+    }
+
+
 class CpuWindow:
-    """CPU used by groups of processes over a window, as a share of one core."""
+    """CPU used by groups of processes over a window, as a share of one core; and the whole
+    machine's over the same window (`machine`)."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
+        self._machine = MachineTicks.now()
         self._start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
         self._started = time.monotonic()
         self.elapsed = 0.0  # the window's length, as of the last `shares`
+        self.machine: dict[str, float] = {}  # the machine's, as of the last `shares`
 
     def shares(self, digits: int = 2) -> dict[str, float]:
         elapsed = self.elapsed = time.monotonic() - self._started
-        return {
-            name: round((sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed, digits)
+        cores = {
+            name: (sum(cpu_seconds(p) for p in pids) - self._start[name]) / elapsed
             for name, pids in self.groups.items()
         }
+        self.machine = machine_shares(self._machine, MachineTicks.now(), elapsed, sum(cores.values()))
+        return {name: round(value, digits) for name, value in cores.items()}

@@ -756,11 +756,16 @@ async def run_suite() -> int:
                         )
                     }
                     figures["cpu"].data["load_average"] = load_average()
+                    # What else the machine did meanwhile: CPU no measured process used competes
+                    # for the two cores and makes every process's own work dearer.
+                    figures["cpu"].data["machine"] = window.machine
                     say(
                         f"  same run: freshness p50 {same_run['p50_ms']} ms, p99 {same_run['p99_ms']} ms; "
                         f"{same_run['achieved_commands_per_second']} commands/s accepted of {rate}, "
                         f"{same_run['command_failures']} failed, {same_run['reads_not_fresh']} reads not "
-                        f"fresh; load average {load_average()}"
+                        f"fresh; load average {load_average()}; machine busy "
+                        f"{window.machine['busy_cores']} cores (steal {window.machine['steal_cores']}, "
+                        f"{window.machine['unaccounted_cores']} by no measured process)"
                     )
                 if "freshness" in only:
                     figures[key] = freshness.figure(fresh, rate, duration, cores, key)

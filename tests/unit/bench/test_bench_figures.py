@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import chart, cpu_cost, rate_steps, scale
+from bench.memory import MachineTicks, machine_shares
 
 
 def test_a_backlog_that_stays_steady_and_drains_holds_and_one_that_grows_does_not() -> None:
@@ -94,6 +95,18 @@ def test_cpu_per_command_divides_by_the_commands_accepted_over_the_window() -> N
     figure = cpu_cost.figure({"command-api": 0.2}, rate=100, seconds=60, accepted=2_000, elapsed=80)
     assert figure.data["ms_per_command"]["command-api"] == 8.0
     assert figure.data["commands"] == 2_000 and figure.data["window_seconds"] == 80
+
+
+def test_the_machine_window_counts_busy_steal_and_what_no_measured_process_used() -> None:
+    # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest, guest_nice).
+    start = MachineTicks.parse("cpu  1000 0 200 5000 10 0 20 5 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    end = MachineTicks.parse("cpu  1900 0 380 5700 10 0 40 25 0 0\n")
+    assert start.busy == 1220 and start.steal == 5
+    # 10 s at 100 ticks a second: 1,100 busy ticks are 1.1 cores, 20 stolen 0.02.
+    shares = machine_shares(start, end, 10.0, accounted=0.9, ticks=100)
+    assert shares == {"busy_cores": 1.1, "steal_cores": 0.02, "unaccounted_cores": 0.2}
+    # Measured processes can read more than the machine's ticks over a short window: never below 0.
+    assert machine_shares(start, end, 10.0, accounted=1.5, ticks=100)["unaccounted_cores"] == 0.0
 
 
 def test_the_chart_is_a_png_beside_the_results(tmp_path: Path) -> None:
