@@ -183,3 +183,14 @@ def test_the_chart_draws_the_scale_curves(tmp_path: Path) -> None:
     ]
     path = chart.draw(scale.figures(rows, connections=16, seconds=5), tmp_path / "scale.png")
     assert path is not None and path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_anti_entropy_figure_seeds_state_documents_as_the_command_side_writes_them() -> None:
+    from bench.anti_entropy import state_document
+
+    campaign = state_document("campaign", "campaign-00000001")
+    assert campaign["_id"] == "campaign-00000001" and campaign["version"] == 3
+    # Every field a campaign's state document has, not a bare {_id, version}.
+    assert {"owner_id", "name", "status", "channel", "budget", "tags"} <= campaign.keys()
+    first, second = state_document("user", "user-1"), state_document("user", "user-2")
+    assert first["email"] != second["email"] and first["password_hash"] and second["version"] == 3
