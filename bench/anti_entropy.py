@@ -1,13 +1,13 @@
 """Figure 9: what the anti-entropy pass costs, as a share of one core, at its default pace.
 
 `count` campaigns (and a user for every ten) are written as the command side leaves them (state
-documents in MongoDB, shaped and sized as the command side writes them: the server reads a whole
-document to return its version, 17-19 µs of SecantusDB's CPU for a campaign's ~720 B against
-12-13 for a bare `{_id, version}`) and as the projectors leave them (each read-model state at
-the same version), so the pass finds no drift and measures its steady cost: it walks every
-aggregate, page by page, at `anti_entropy_keys_per_second`, resting between sweeps. The
-projectors' pass (`Projectors._anti_entropy`, the code the process runs) runs alone in this
-process for `seconds`; its CPU is this process's CPU time over the window, MongoDB's and
+documents in MongoDB, shaped and sized as the command side writes them, since the server reads
+a whole document to return its version: measured apart, 17-19 µs of SecantusDB's CPU for a
+campaign of ~720 B against 12-13 for a bare `{_id, version}`) and as the projectors leave them
+(each read-model state at the same version), so the pass finds no drift and measures its steady
+cost: it walks every aggregate, page by page, at `anti_entropy_keys_per_second`, resting between
+sweeps. The projectors' pass (`Projectors._anti_entropy`, the code the process runs) runs alone
+in this process for `seconds`; its CPU is this process's CPU time over the window, MongoDB's and
 Redis's are read from /proc. The goal: at most `GOAL_SHARE` of a core for the pass itself.
 
 Alone: `python -m bench.anti_entropy` (BENCH_AE_CAMPAIGNS, BENCH_AE_SECONDS).
@@ -20,7 +20,7 @@ import contextlib
 import functools
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -38,6 +38,7 @@ from readmodels.generations import claim_live_generation, mark_whole
 from readmodels.groups import PROJECTIONS
 from readmodels.versions import aggregate_state
 from service_runtime.settings import Settings
+from tests.support.factories import campaign_fields
 
 GOAL_SHARE = 0.10
 SEED_BATCH = 1000
@@ -51,16 +52,7 @@ def _port(url: str) -> int:
 def _shapes() -> dict[str, dict[str, Any]]:
     """A campaign's and a user's state document as the command side writes them."""
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    details = CampaignDetails.parse(
-        name="Anti-entropy bench campaign",
-        description="A campaign as long as a real one, with a description and tags.",
-        channel="email",
-        budget_amount="1500.00",
-        budget_currency="EUR",
-        starts_at=now + timedelta(days=30),
-        ends_at=now + timedelta(days=60),
-        tags=["sale", "vip"],
-    )
+    details = CampaignDetails.parse(**campaign_fields(tags=["sale", "vip"]))
     campaign = Campaign.create(campaign_id="template", owner_id="owner", details=details, now=now)
     # Not a password: a stand-in the length of an argon2id hash, as a user's document holds one.
     stand_in = "$argon2id$v=19$m=65536,t=3,p=4$" + "s" * 22 + "$" + "h" * 43
