@@ -48,7 +48,9 @@ def figure(
             f"CPU time (user + system, /proc) of each process group over the {seconds:.0f} s "
             f"freshness run at {rate:.0f} commands/s (every command created, published, projected "
             "three times, seen by both workers and read back fresh), divided by the commands "
-            "accepted; the servers' share beside it; the bench client's own share in the data"
+            "accepted; the servers' share beside it; the bench client's own share, and the whole "
+            "machine's busy cores over the window (/proc/stat: steal, and what no measured process "
+            "used), in the data"
         ),
         data={
             "ms_per_command": per_command,
