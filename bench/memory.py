@@ -116,15 +116,13 @@ class MachineTicks:
 
     busy: int  # user, nice, system, irq, softirq
     steal: int  # taken by the hypervisor for others while this machine wanted to run
-    total: int
 
     @classmethod
     def parse(cls, stat: str) -> MachineTicks:
         for line in stat.splitlines():
             if line.startswith("cpu "):
-                user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
-                busy = user + nice + system + irq + softirq
-                return cls(busy, steal, busy + idle + iowait + steal)
+                user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
+                return cls(user + nice + system + irq + softirq, steal)
         raise ValueError("no cpu line in /proc/stat")
 
     @classmethod
