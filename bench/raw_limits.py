@@ -50,6 +50,7 @@ from readmodels.campaigns import (
     set_member,
 )
 from readmodels.keyspace import CampaignKeys
+from readmodels.stored_documents import stored_form
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.factories import scheduled_campaign
@@ -92,7 +93,11 @@ def _same_keys(key_prefix: str) -> Callable[[Pipeline, bytes], None]:
             pipe.sadd(keys.filter_set(dimension, value), set_member(event.aggregate_id, True))
         pipe.hset(
             keys.campaign(event.aggregate_id),
-            mapping={"doc": campaign_document(new), "x:owner": new["owner_id"], "v": new["version"]},
+            mapping={
+                "doc": stored_form(campaign_document(new)),
+                "x:owner": new["owner_id"],
+                "v": new["version"],
+            },
         )
 
     return write

@@ -45,11 +45,12 @@ from readmodels.campaigns import (
     membership_moves,
     set_member,
 )
-from readmodels.generations import GenerationClaim, layout_marker
+from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
 from readmodels.parked import campaign_entry, parked_event
 from readmodels.scripts import LuaScript, ScriptArg, cas_script, read_states_script
+from readmodels.stored_documents import COMPRESSED_LAYOUT, document_json, stored_form
 from service_runtime.redis_client import is_cluster
 
 # A campaign whose state keeps moving under us is planned again this many times, then the batch
@@ -118,9 +119,9 @@ class CampaignsProjection(FromItsGroupSpec):
     name: str
     prefix: str
     buckets: int = 1
-    # generation -> its index members are packed (layout 3 and later): a generation keeps its
-    # layout for life, so its marker is read once.
-    _packed: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    # generation -> its key layout (packed index members from 3, compressed documents from 4):
+    # a generation keeps its layout for life, so its marker is read once.
+    _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def script(self) -> LuaScript:
@@ -140,7 +141,7 @@ class CampaignsProjection(FromItsGroupSpec):
         base = generation_base(self.prefix, generation)
         announcing = announce and self.announces
         cluster = is_cluster(redis)
-        packed = await self.packs(redis, generation)
+        layout = await self.layout(redis, generation)
         by_campaign: dict[str, list[int]] = defaultdict(list)
         for position, envelope in enumerate(envelopes):
             by_campaign[envelope.aggregate_id].append(position)
@@ -157,7 +158,7 @@ class CampaignsProjection(FromItsGroupSpec):
                 reads,
                 lambda cid: [envelopes[p] for p in by_campaign[cid]],
                 cluster,
-                packed,
+                layout,
             )
             for cid in pending:
                 if cid not in stale:
@@ -168,15 +169,15 @@ class CampaignsProjection(FromItsGroupSpec):
             pending = stale
         raise RuntimeError(f"campaigns kept changing while being projected: {', '.join(pending[:5])}")
 
-    async def packs(self, redis: Redis, generation: str) -> bool:
-        """Whether `generation`'s index members are packed: its layout marker's (an upgraded
+    async def layout(self, redis: Redis, generation: str) -> int:
+        """The key layout `generation` is written in: its layout marker's (an upgraded
         deployment's live generation keeps the form it was built with until its rebuild swaps
         it out); a generation with none yet, such as one a rebuild is filling, gets this code's."""
-        packed = self._packed.get(generation)
-        if packed is None:
+        layout = self._layouts.get(generation)
+        if layout is None:
             marker = await layout_marker(redis, self.prefix, generation)
-            packed = self._packed[generation] = marker is None or marker >= PACKED_LAYOUT
-        return packed
+            layout = self._layouts[generation] = LAYOUT_VERSIONS["campaigns"] if marker is None else marker
+        return layout
 
     async def _read(
         self,
@@ -211,7 +212,7 @@ class CampaignsProjection(FromItsGroupSpec):
             version, doc, deleted, owner, count = replies[5 * n : 5 * n + 5]
             stored = StoredCampaign(
                 version=int(version or 0),
-                state=orjson.loads(doc) if doc and not deleted else None,
+                state=orjson.loads(document_json(doc)) if doc and not deleted else None,
                 deleted=bool(deleted),
                 owner=(owner or b"").decode(),
                 parked=parked.get(cid, {}),
@@ -228,7 +229,7 @@ class CampaignsProjection(FromItsGroupSpec):
         reads: dict[str, _Read],
         events_of: Callable[[str], list[EventEnvelope]],
         cluster: bool,
-        packed: bool,
+        layout: int,
     ) -> tuple[dict[str, CampaignPlan], list[str]]:
         """Plan the campaigns one script call's worth at a time and send each call as soon as it
         is planned, so that Redis runs a call while the next one is planned here rather than the
@@ -244,7 +245,7 @@ class CampaignsProjection(FromItsGroupSpec):
             for group in _calls(campaign_ids, keys, WRITE_CHUNK, cluster):
                 for cid in group:
                     plans[cid] = plan_campaign(reads[cid].stored, events_of(cid))
-                call = self._call(keys, group, plans, reads, announcing, now, projected_at, packed)
+                call = self._call(keys, group, plans, reads, announcing, now, projected_at, layout)
                 if call is not None:
                     writes.append(asyncio.ensure_future(_run(redis, self.script, [call])))
                     await asyncio.sleep(0)  # the task sends its call now, then waits for the reply
@@ -264,7 +265,7 @@ class CampaignsProjection(FromItsGroupSpec):
         plans: dict[str, CampaignPlan],
         reads: dict[str, _Read],
         cluster: bool,
-        packed: bool,
+        layout: int,
     ) -> list[str]:
         """Run every plan's guarded write in one pipelined round trip; the campaigns whose state
         had moved (nothing written)."""
@@ -274,7 +275,7 @@ class CampaignsProjection(FromItsGroupSpec):
         calls = [
             call
             for group in _calls(list(plans), keys, WRITE_CHUNK, cluster)
-            if (call := self._call(keys, group, plans, reads, announcing, now, projected_at, packed))
+            if (call := self._call(keys, group, plans, reads, announcing, now, projected_at, layout))
         ]
         if not calls:
             return []
@@ -290,7 +291,7 @@ class CampaignsProjection(FromItsGroupSpec):
         announcing: bool,
         now: str,
         projected_at: bytes,
-        packed: bool,
+        layout: int,
     ) -> tuple[int, list[ScriptArg]] | None:
         """cas.lua's call for the campaigns of `group` that the plans change (None: none do)."""
         table = _KeyTable(keys)
@@ -306,7 +307,7 @@ class CampaignsProjection(FromItsGroupSpec):
             )
             # The campaign's key first: a call is routed by its first key.
             key, parked = table(keys.campaign(cid)), table(keys.parked(cid))
-            writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now, packed, (key, parked))
+            writes = _writes(keys, table, cid, plan, reads[cid].parked_count, now, layout, (key, parked))
             channel = table(announcement_channel_of(self.prefix, cid, self.buckets)) if notices else 0
             args += [
                 cid,
@@ -370,12 +371,14 @@ def _writes(
     plan: CampaignPlan,
     parked_count: int,
     now: str,
-    packed: bool = True,
+    layout: int = LAYOUT_VERSIONS["campaigns"],
     positions: tuple[int, int] | None = None,
 ) -> list[ScriptArg]:
-    """cas.lua's writes of one campaign, each key named by its position in the call's KEYS (a
-    command is its name, its argument count and its arguments); `positions`: those of the
-    campaign's hash and parked hash, if the caller has them."""
+    """cas.lua's writes of one campaign in the key layout of its generation, each key named by
+    its position in the call's KEYS (a command is its name, its argument count and its
+    arguments); `positions`: those of the campaign's hash and parked hash, if the caller has
+    them."""
+    packed = layout >= PACKED_LAYOUT
     bucket = keys.bucket_of(cid)
     key, parked = positions or (table(keys.campaign(cid)), table(keys.parked(cid)))
     writes: list[ScriptArg] = []
@@ -400,6 +403,8 @@ def _writes(
         writes += ("HSET", 7, key, "deleted", "1", "x:owner", plan.owner, "v", plan.version)
     elif plan.state is not None and plan.state is not before.state:
         document = campaign_document(plan.state)
+        if layout >= COMPRESSED_LAYOUT:
+            document = stored_form(document)
         writes += ("HSET", 7, key, "doc", document, "x:owner", plan.owner, "v", plan.version)
     elif plan.version != before.version:
         writes += ("HSET", 3, key, "v", plan.version)

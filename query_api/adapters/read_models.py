@@ -35,6 +35,7 @@ from readmodels.generations import (
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
 from readmodels.scripts import LuaScript, ScriptArg, list_campaigns_script, pipelined
 from readmodels.snapshot import Snapshot
+from readmodels.stored_documents import document_json
 from service_runtime.background import STOP_SECONDS, BackgroundLoops
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ GENERATION_REFRESH_SECONDS = 1.0
 
 def _bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _document(value: bytes | str | None) -> bytes | None:
+    """A campaign's JSON from its stored form (compressed from key layout 4)."""
+    raw = _bytes(value)
+    return None if raw is None else document_json(raw)
 
 
 def _no_script(reply: object) -> bool:
@@ -218,7 +225,7 @@ class ReadModels:
     async def _campaign(self, base: str, campaign_id: str) -> Snapshot:
         key = CampaignKeys(base, self.buckets).campaign(campaign_id)
         doc, owner, version = await self._hmget(key, "doc", "x:owner", "v")
-        return Snapshot(_bytes(doc), _str(owner), int(version) if version else 0)
+        return Snapshot(_document(doc), _str(owner), int(version) if version else 0)
 
     async def user(self, user_id: str) -> Snapshot:
         key = UserKeys(self.generations.base("users"), self.buckets).user(user_id)
@@ -320,7 +327,7 @@ class ReadModels:
             if isinstance(doc, BaseException):
                 raise doc  # never a page with a hole (a slot still moving: 503)
             if isinstance(doc, bytes):  # (deleted since its index page was read)
-                docs.append(doc)
+                docs.append(document_json(doc))
         return docs, next_member
 
     async def stats(self, minutes: list[datetime]) -> tuple[dict[str, int], dict[str, int], list[int]]:

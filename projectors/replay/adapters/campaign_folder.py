@@ -202,9 +202,9 @@ class CampaignFolder:
             async with in_flight:
                 plans = {cid: _plan(folded[cid]) for cid in chunk}
                 reads = {cid: folded[cid].read for cid in chunk}
-                packed = await self.projection.packs(self.redis, self.generation)
+                layout = await self.projection.layout(self.redis, self.generation)
                 stale = await self.projection._write(
-                    self.redis, self._base, False, plans, reads, self._cluster, packed
+                    self.redis, self._base, False, plans, reads, self._cluster, layout
                 )
                 if not stale:
                     # Written: let it go now, not when the next window is full (a campaign read

@@ -12,6 +12,7 @@ from projectors.entrypoints.projectors import Projectors
 from readmodels.generations import live_generations
 from readmodels.keyspace import CampaignKeys, generation_base, sentinel_key
 from readmodels.status import read_status
+from readmodels.stored_documents import document_json
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import EventProducer, record_in_log, wait_until
 from tests.integration.read_side.workload import new_campaign
@@ -40,7 +41,7 @@ async def test_a_version_missing_from_kafka_is_filled_from_the_log(
 
         await wait_until(counted, 20, "the repair in the projection's status")
     stored = await redis.hgetall(keys.campaign(campaign.aggregate_id))
-    document = orjson.loads(stored.get(b"doc") or b"{}")
+    document = orjson.loads(document_json(stored.get(b"doc") or b"{}"))
     # What the read models looked like, if the campaign is gone: a rebuild (the pointers moved,
     # the loss counter grew) or something outside deleting keys (a FLUSHALL of the shared Redis).
     context = {

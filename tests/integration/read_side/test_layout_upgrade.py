@@ -1,7 +1,8 @@
 """An upgrade across a key-layout change, on real Kafka, Redis and MongoDB: the campaigns read
-model written in an earlier index layout (1: a sorted index per status, channel and tag, no id
-sets, no layout marker; 2: the lean indexes with text members `sortvalue\\0id` and text ids)
-is rebuilt by the projectors at start into a new generation, swapped in, and the filtered lists
+model written in an earlier layout (1: a sorted index per status, channel and tag, no id
+sets, no layout marker; 2: the lean indexes with text members `sortvalue\\0id` and text ids;
+3: packed members and ids; every one of them with its documents as JSON, not compressed) is
+rebuilt by the projectors at start into a new generation, swapped in, and the filtered lists
 are right again, a cursor issued before the swap going on after it; no operator command.
 """
 
@@ -24,6 +25,7 @@ from readmodels.campaigns import (
 )
 from readmodels.generations import LAYOUT_VERSIONS, initial_generation, layout_version, live_generations
 from readmodels.keyspace import CampaignKeys, StatsKeys, generation_base, layout_key
+from readmodels.stored_documents import document_json
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
     EventProducer,
@@ -52,9 +54,10 @@ async def _listed(query: QueryClient, **params: Any) -> set[str]:
 
 
 async def _as_an_earlier_layout(redis: Redis, settings: Settings, generation: str, layout: int) -> None:
-    """What a deployment of an earlier layout holds: text members (`sortvalue\\0id`) in the sort
-    indexes; in layout 2 text ids in the id sets and its marker; in layout 1 no marker, no id
-    sets, a sorted index per status, channel and tag instead (members as the sort indexes')."""
+    """What a deployment of an earlier layout holds: documents as their JSON; before layout 3
+    text members (`sortvalue\\0id`) in the sort indexes; in layout 2 text ids in the id sets and
+    its marker; in layout 1 no marker, no id sets, a sorted index per status, channel and tag
+    instead (members as the sort indexes')."""
     keys = CampaignKeys(generation_base(settings.redis_prefix, generation), settings.read_model_buckets)
     if layout == 1:
         await redis.delete(layout_key(settings.redis_prefix, generation))
@@ -63,8 +66,12 @@ async def _as_an_earlier_layout(redis: Redis, settings: Settings, generation: st
     for bucket in range(settings.read_model_buckets):
         for member in await redis.zrange(keys.index("created", bucket=bucket), 0, -1):
             campaign_id = member_campaign_id(member, packed=True)
-            doc = await redis.hget(keys.campaign(campaign_id), "doc")
-            assert doc is not None
+            stored = await redis.hget(keys.campaign(campaign_id), "doc")
+            assert stored is not None and not stored.startswith(b"{")
+            doc = document_json(stored)
+            await redis.hset(keys.campaign(campaign_id), "doc", doc)
+            if layout == 3:
+                continue
             state = orjson.loads(doc)
             packed, text = campaign_memberships(state), campaign_memberships(state, packed=False)
             for sort in SORT_KEYS:
@@ -83,7 +90,7 @@ async def _as_an_earlier_layout(redis: Redis, settings: Settings, generation: st
                     await redis.sadd(in_set, campaign_id)
 
 
-@pytest.mark.parametrize("earlier", [1, 2])
+@pytest.mark.parametrize("earlier", [1, 2, 3])
 async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_are_right_again(
     settings: Settings, redis: Redis, producer: EventProducer, earlier: int
 ) -> None:
@@ -103,12 +110,15 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
         await wait_records(redis, settings, "campaigns", len(events))
     first = initial_generation("campaigns")
     assert (await live_generations(redis, prefix))["campaigns"] == first
-    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["campaigns"] == 3
+    assert await layout_version(redis, prefix, first) == LAYOUT_VERSIONS["campaigns"] == 4
 
     await _as_an_earlier_layout(redis, settings, first, earlier)
     async with query_app(fast) as query:
         # Until the rebuild swaps it out, the query API reads the earlier layout as it was written.
         assert query.read_side.read_models.generations.campaigns_layout == earlier
+        one = campaigns[0].aggregate_id
+        by_id = await query.http.get(f"/campaigns/{one}", headers=query.token("owner-1"))
+        assert by_id.status_code == 200 and by_id.json()["id"] == one, by_id.text
         assert await _listed(query, status="active") == active
         assert await _listed(query, tag="spring", status="active") == spring & active
         assert len(await _listed(query)) == len(campaigns)
@@ -126,7 +136,7 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
 
             await wait_until(rebuilt, 60, "the campaigns read model rebuilt into a new generation")
             second = (await live_generations(redis, prefix))["campaigns"]
-            assert await layout_version(redis, prefix, second) == 3
+            assert await layout_version(redis, prefix, second) == 4
             rebuilt_keys = CampaignKeys(generation_base(prefix, second), settings.read_model_buckets)
             in_sets = in_old_indexes = 0
             for bucket in range(settings.read_model_buckets):
@@ -135,6 +145,9 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
                     rebuilt_keys.index("created", "status", "active", bucket)
                 )
             assert (in_sets, in_old_indexes) == (len(active), 0)
+            stored = await redis.hget(rebuilt_keys.campaign(one), "doc")
+            assert stored is not None and orjson.loads(document_json(stored))["id"] == one
+            assert not stored.startswith(b"{")  # compressed in the new generation
             # Users did not change layout: not rebuilt.
             assert (await live_generations(redis, prefix))["users"] == initial_generation("users")
 
@@ -142,7 +155,7 @@ async def test_a_read_model_of_an_earlier_layout_is_rebuilt_at_start_and_lists_a
                 return await _listed(query, status="active") == active
 
             async def reads_the_new_layout() -> bool:
-                return query.read_side.read_models.generations.campaigns_layout == 3
+                return query.read_side.read_models.generations.campaigns_layout == 4
 
             await wait_until(reads_the_new_layout, 20, "the query API reading the rebuilt generation")
             assert await lists_right()

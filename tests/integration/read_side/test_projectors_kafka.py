@@ -17,6 +17,7 @@ from projectors.adapters.redis_projection import all_projections
 from projectors.entrypoints.projectors import Projectors
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, announcement_channels, generation_base
 from readmodels.status import read_status
+from readmodels.stored_documents import document_json
 from service_runtime.redis_pubsub import Message, Subscription
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import (
@@ -206,7 +207,9 @@ async def test_an_event_arriving_before_its_predecessor_waits_for_it(
 
     await producer.publish([campaign.events[1]])
     await wait_records(redis, settings, "campaigns", 3)
-    document = orjson.loads(await redis.hget(keys.campaign(campaign.aggregate_id), "doc") or b"{}")
+    document = orjson.loads(
+        document_json(await redis.hget(keys.campaign(campaign.aggregate_id), "doc") or b"{}")
+    )
     assert (document["version"], document["status"]) == (3, "paused")
 
 

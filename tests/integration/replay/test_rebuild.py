@@ -14,6 +14,7 @@ from projectors.adapters.digest import generation_digest, generation_keys
 from projectors.adapters.redis_projection import all_projections
 from readmodels.generations import PROJECTIONS, live_generations
 from readmodels.keyspace import CampaignKeys, UserKeys, generation_base, pointer_key, replay_lock_key
+from readmodels.stored_documents import document_json
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import running_projectors, wait_records
 from tests.integration.read_side.workload import Aggregate, interleave, mixed_workload, new_campaign, new_user
@@ -96,7 +97,7 @@ async def test_a_rebuild_swaps_in_a_new_generation_and_removes_the_old_one_after
         ).campaign(campaign.aggregate_id),
         "doc",
     )
-    assert doc is not None and b'"status":"active"' in doc
+    assert doc is not None and b'"status":"active"' in document_json(doc)
     assert await generation_keys(redis, settings.redis_prefix, "stats.1") != []  # other projections untouched
 
 
