@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodels.generations import ReadModelsLost
+from readmodels.stored_documents import UnreadableDocument
 
 _TRANSIENT = (
     # Redis: unreachable, loading its dataset, timed out
@@ -63,6 +64,9 @@ _TRANSIENT = (
     ConnectionError,
     # The read models are being rebuilt after a Redis loss
     ReadModelsLost,
+    # A stored document in a format this code does not know (a later version's, mid-upgrade):
+    # nothing the event did; the partition waits for the upgrade instead of dead-lettering it.
+    UnreadableDocument,
 )
 # Error replies that redis-py leaves as a plain ResponseError.
 _TRANSIENT_REPLIES = (

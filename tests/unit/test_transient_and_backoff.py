@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projectors.adapters.transient import is_transient
 from projectors.domain.backoff import Backoff
+from readmodels.stored_documents import UnreadableDocument
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,8 @@ from projectors.domain.backoff import Backoff
         ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"),
         ResponseError("CROSSSLOT Keys in request don't hash to the same slot"),
         ResponseError("ERR Script attempted to access a non local key in a cluster node script: x"),
+        # A campaign document stored by a later version, in a format this one cannot read.
+        UnreadableDocument("a campaign document of unknown format b'\\x02'"),
     ],
 )
 def test_server_trouble_is_transient(error: BaseException) -> None:
