@@ -35,6 +35,7 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_SCALE=1                 with 1,000,000 campaigns added (minutes: kept out of the default run),
   BENCH_SCALE_CONNECTIONS=16    wrk connections and seconds of each of their list and by-id rounds
   BENCH_SCALE_SECONDS=5
+  BENCH_SCALE_ROUNDS=3          rounds of each (alternating), the median p99's kept
   BENCH_ONLY=read,projector     only these figures (footprint, read (GET by id and the list query),
                                 projector, replay, scale,
                                 commands, scheduler, anti_entropy, freshness, cpu, sustained, memory,
@@ -534,6 +535,7 @@ async def run_suite() -> int:
     sizes = scale_sizes()
     scale_connections = knob("BENCH_SCALE_CONNECTIONS", 16)
     scale_seconds = knob("BENCH_SCALE_SECONDS", 5)
+    scale_rounds = knob("BENCH_SCALE_ROUNDS", 3)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
@@ -562,6 +564,7 @@ async def run_suite() -> int:
         "BENCH_SCALE_SIZES": list(sizes),
         "BENCH_SCALE_CONNECTIONS": scale_connections,
         "BENCH_SCALE_SECONDS": scale_seconds,
+        "BENCH_SCALE_ROUNDS": scale_rounds,
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
@@ -594,7 +597,7 @@ async def run_suite() -> int:
         if "scale" in only:
             say(f"costs as data grows: {', '.join(f'{n:,}' for n in sizes)} campaigns")
             scale_figures, _ = await scale.measure(
-                env, sizes, connections=scale_connections, seconds=scale_seconds, say=say
+                env, sizes, connections=scale_connections, seconds=scale_seconds, say=say, rounds=scale_rounds
             )
             figures.update((f.key, f) for f in scale_figures)
             for figure in scale_figures:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bench import chart, cpu_cost, rate_steps, scale
 from bench.memory import MachineTicks, machine_shares
+from bench.wrk import WrkResult
 
 
 def test_a_backlog_that_stays_steady_and_drains_holds_and_one_that_grows_does_not() -> None:
@@ -174,6 +175,19 @@ def test_the_scale_figures_compare_the_largest_size_with_the_smallest() -> None:
     assert by_key["scale_projector"].ratio == 0.78 and by_key["scale_projector"].met is False
     assert by_key["scale_replay_rss"].met is False
     assert by_key["scale_replay_rss"].data["per_size"][1]["replay_seconds"] == 10.0
+
+
+def test_a_latency_figure_keeps_the_round_of_median_p99_with_its_own_counts() -> None:
+    def round_(p99: float, rate: float) -> WrkResult:
+        return WrkResult(requests_per_second=rate, p50_ms=0.6, p99_ms=p99, requests=1, non_2xx=0, errors=0)
+
+    # One stalled round (3.2 ms) does not set the figure; its rate stays with it.
+    rounds = [round_(3.2, 100.0), round_(1.5, 200.0), round_(1.7, 300.0)]
+    kept, calls = scale.median_round(rounds, [1.0, 2.0, 3.0])
+    assert (kept.p99_ms, kept.requests_per_second, calls) == (1.7, 300.0, 3.0)
+    # An even count keeps the lower middle; one round is itself.
+    assert scale.median_round([round_(2.0, 1.0), round_(1.0, 1.0)], [0.0, 0.0])[0].p99_ms == 1.0
+    assert scale.median_round([round_(4.0, 1.0)], [5.0]) == (round_(4.0, 1.0), 5.0)
 
 
 def test_the_chart_draws_the_scale_curves(tmp_path: Path) -> None:
