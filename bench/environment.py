@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from pymongo import AsyncMongoClient
 
+from bench.memory import server_pids, tree_pids
 from events import Topics
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
@@ -87,6 +88,29 @@ class BenchEnvironment:
         await create_topics(settings)
         await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
         return cls(settings, work_dir, tag)
+
+    def servers(self) -> dict[str, list[int]]:
+        """The local stack's servers (mongodb, redis, kafka): their pids by name."""
+        settings = self.settings
+        return server_pids(
+            mongo_port=int(settings.mongo_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
+            redis_port=int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
+            # Resolved: a worktree's .local is a link to the running stack's, and Kafka's command
+            # line names the real path (unresolved, a worktree's run counted no Kafka CPU).
+            kafka_properties=str((REPO / settings.local_dir / "kafka.properties").resolve()),
+        )
+
+    def every_process(self) -> dict[str, list[int]]:
+        """Every service process the bench runs now (its own and `other_services`', each as its
+        process tree, the others named "<their name> <service>"), the servers and the bench."""
+        groups = {name: tree_pids(p.pid) for name, p in self.services.processes.items() if p.poll() is None}
+        for other in self.extra:
+            for name, process in other.processes.items():
+                if process.poll() is None:
+                    groups[f"{other.log_dir.name} {name}"] = tree_pids(process.pid)
+        groups.update(self.servers())
+        groups["bench client"] = [os.getpid()]
+        return groups
 
     def other_services(self, settings: Settings, name: str) -> RunningServices:
         directory = self.work_dir / name

@@ -80,6 +80,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def children_cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of the children a process has waited for (this one by default):
+    the bench's wrk runs, for instance."""
+    try:
+        fields = (PROC / str(pid or os.getpid()) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
 def tree_pids(root: int) -> list[int]:
     tree = _children()
     found, stack = [], [root]

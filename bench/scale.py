@@ -51,7 +51,7 @@ from bench import profiles, replay_process
 from bench.environment import BenchEnvironment, delete_keys, end_offsets, wait_for_group, wait_for_leaders
 from bench.event_load import campaign_id, produce
 from bench.machine import load_average
-from bench.memory import cpu_seconds, tree_pids
+from bench.memory import CpuWindow, children_cpu_seconds, cpu_seconds, tree_pids
 from bench.report import Figure
 from bench.wrk import WrkResult, run_wrk
 from events import Topics
@@ -111,6 +111,10 @@ class SizeRow:
     load_average: list[float]
     # The server's encoding thresholds (CONFIG GET *-max-listpack-*): the bytes depend on them.
     redis_listpack_settings: dict[str, str]
+    # The cores each process used over the list and by-id rounds (those that used any; "wrk":
+    # the load generator), and the machine's (busy, steal, and busy by no process measured).
+    read_cpu_cores: dict[str, float] = field(default_factory=dict)
+    read_machine_cores: dict[str, float] = field(default_factory=dict)
     # Every round's p99, in the order run (list and by-id rounds alternate).
     list_p99_rounds_ms: list[float] = field(default_factory=list)
     by_id_p99_rounds_ms: list[float] = field(default_factory=list)
@@ -336,6 +340,11 @@ def _checked(name: str, result: WrkResult) -> WrkResult:
     return result
 
 
+def _busiest(cores: dict[str, float], count: int = 6) -> str:
+    ranked = sorted(cores.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{name} {share:.2f}" for name, share in ranked)
+
+
 def _p99s(results: list[WrkResult]) -> str:
     return ", ".join(f"{r.p99_ms:.1f}" for r in results)
 
@@ -454,6 +463,9 @@ async def measure(
             await snapshot_out_of_the_way(settings, say)
             forks_before = (await _persistence(settings))["forks"]
             list_rounds, list_calls_rounds, by_id_rounds = [], [], []
+            # What else used the cores while the rounds ran (the reads' tail is the machine's).
+            read_window = CpuWindow(env.every_process())
+            wrk_cpu = children_cpu_seconds()
             for round_ in range(rounds):
                 # Alternating, so what slows the machine for a while weighs on both alike.
                 listed_round, calls_round = await _list_window(
@@ -477,6 +489,12 @@ async def measure(
                         warm=round_ == 0,
                     )
                 )
+            read_cpu = read_window.shares()
+            read_cpu["wrk"] = round((children_cpu_seconds() - wrk_cpu) / read_window.elapsed, 2)
+            read_machine = dict(read_window.machine)
+            read_machine["unaccounted_cores"] = round(
+                max(0.0, read_machine.get("unaccounted_cores", 0.0) - read_cpu["wrk"]), 3
+            )
             listed, list_calls = median_round(list_rounds, list_calls_rounds)
             by_id, _ = median_round(by_id_rounds, [0.0] * len(by_id_rounds))
             uncached, uncached_calls = await _uncached_list_window(
@@ -489,6 +507,7 @@ async def measure(
                 f"page cache off p99 {uncached.p99_ms:.1f} ms ({uncached_calls:,.0f} index calls/s; "
                 f"{forks_during_reads} Redis forks meanwhile); replay"
             )
+            say(f"  during the rounds (cores): {_busiest(read_cpu)}; machine {read_machine}")
             replayed = await asyncio.to_thread(replay_process.run, settings)
             say(
                 f"  replay {replayed.events:,} events in {replayed.seconds:.1f} s "
@@ -527,6 +546,8 @@ async def measure(
                     by_id_p50_ms=by_id.p50_ms,
                     by_id_requests_per_second=by_id.requests_per_second,
                     redis_forks_during_reads=forks_during_reads,
+                    read_cpu_cores={name: share for name, share in read_cpu.items() if share > 0},
+                    read_machine_cores=read_machine,
                     replay_seconds=round(replayed.seconds, 2),
                     replay_events_per_second=round(replayed.per_second, 1),
                     replay_peak_rss_mib=round(replayed.peak_rss_mib, 1),
@@ -634,6 +655,8 @@ def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = 3
                 "list_uncached_requests_per_second",
                 "list_uncached_index_calls_per_second",
                 "redis_forks_during_reads",
+                "read_cpu_cores",
+                "read_machine_cores",
             ),
         ),
         flat(
@@ -648,6 +671,8 @@ def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = 3
                 "by_id_p50_ms",
                 "by_id_requests_per_second",
                 "redis_forks_during_reads",
+                "read_cpu_cores",
+                "read_machine_cores",
             ),
         ),
         flat(

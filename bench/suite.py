@@ -108,14 +108,14 @@ from bench.environment import (
 from bench.event_load import produce
 from bench.lock import bench_lock
 from bench.machine import describe, load_average
-from bench.memory import CpuWindow, process_tree_memory, server_pids, tree_pids
+from bench.memory import CpuWindow, process_tree_memory, tree_pids
 from bench.projection_runs import projector_process, replay_rebuild
 from bench.raw_limits import raw_consume, raw_consume_one_key, raw_transactions
 from bench.report import RESULTS, Figure, show, write
 from events import Topics
 from readmodels.groups import projection_group
 from service_runtime.settings import Settings
-from tests.support.stack import REPO, create_topics
+from tests.support.stack import create_topics
 
 console = Console(width=max(140, Console().width))
 MIB_GOAL = 200
@@ -428,17 +428,8 @@ async def _query_api_on_cluster(
 
 def processes(env: BenchEnvironment) -> dict[str, list[int]]:
     """The process groups whose CPU a figure reports: each running service, the servers, the bench."""
-    settings = env.settings
     groups = {name: tree_pids(proc.pid) for name, proc in env.services.processes.items()}
-    groups.update(
-        server_pids(
-            mongo_port=int(settings.mongo_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
-            redis_port=int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]),
-            # Resolved: a worktree's .local is a link to the running stack's, and Kafka's command
-            # line names the real path (unresolved, a worktree's run counted no Kafka CPU).
-            kafka_properties=str((REPO / settings.local_dir / "kafka.properties").resolve()),
-        )
-    )
+    groups.update(env.servers())
     groups["bench client"] = [os.getpid()]
     return groups
 
