@@ -351,11 +351,11 @@ def _p99s(results: list[WrkResult]) -> str:
 
 def median_round(results: list[WrkResult], calls: list[float]) -> tuple[WrkResult, float]:
     """The round whose p99 is the median of the rounds' (the lower middle of an even count),
-    with its script calls a second: a 5 s window's p99 is ~1% of its requests, and one stall of
-    the shared machine (a server's timer, the scheduler's choice of core) moved a lone window's
-    p99 by a millisecond at any size (one run of single windows: by-id p99 3.1, 2.2, 2.1 ms at
-    10,000, 100,000, 1,000,000 campaigns, list p99 1.6, 2.1, 3.2 ms, the list's p50 0.58 ms at all
-    three)."""
+    with its script calls a second: a 5 s window's p99 is ~1% of its requests, queued in a query
+    API worker the window saturates (0.98 of a core at every size, `read_cpu_cores`), and one
+    slower stretch of its core moved a lone window's p99 by a millisecond at any size (one run of
+    single windows: by-id p99 3.1, 2.2, 2.1 ms at 10,000, 100,000, 1,000,000 campaigns, list p99
+    1.6, 2.1, 3.2 ms, the list's p50 0.58 ms at all three)."""
     order = sorted(range(len(results)), key=lambda n: results[n].p99_ms)
     middle = order[(len(order) - 1) // 2]
     return results[middle], calls[middle]
@@ -463,7 +463,7 @@ async def measure(
             await snapshot_out_of_the_way(settings, say)
             forks_before = (await _persistence(settings))["forks"]
             list_rounds, list_calls_rounds, by_id_rounds = [], [], []
-            # What else used the cores while the rounds ran (the reads' tail is the machine's).
+            # What used the cores while the rounds ran: the query API's, and whatever shared them.
             read_window = CpuWindow(env.every_process())
             wrk_cpu = children_cpu_seconds()
             for round_ in range(rounds):
