@@ -71,23 +71,25 @@ def process_tree_memory(root: int) -> list[ProcessMemory]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (0 if it is gone)."""
+def _stat_seconds(pid: int, first: int) -> float:
+    """Two adjacent CPU-time fields of /proc/<pid>/stat summed, from its `first` field after the
+    command name (0 if the process is gone)."""
     try:
         fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
 
 
-def children_cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of the children a process has waited for (this one by default):
-    the bench's wrk runs, for instance."""
-    try:
-        fields = (PROC / str(pid or os.getpid()) / "stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    return _stat_seconds(pid, 11)  # utime, stime
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of the children this process has waited for: the bench's wrk
+    runs, for instance."""
+    return _stat_seconds(os.getpid(), 13)  # cutime, cstime
 
 
 def tree_pids(root: int) -> list[int]:
