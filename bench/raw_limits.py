@@ -24,21 +24,19 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from pymongo import DeleteMany, InsertOne, UpdateMany
+from pymongo import InsertOne, UpdateMany
 from redis.asyncio.client import Pipeline
 
 from bench.environment import topic_partitions
 from command_api.adapters.mongo_documents import campaign_document as campaign_state_document
-from command_api.adapters.mongo_documents import due_timer_document
 from command_api.adapters.mongo_schema import (
     CAMPAIGNS,
-    DUE_TRANSITIONS,
     EVENTS,
     Document,
     ensure_indexes,
     mongo_client,
 )
-from command_api.adapters.mongo_unit_of_work import IN_CHUNK, MAJORITY, _envelope, chunked
+from command_api.adapters.mongo_unit_of_work import IN_CHUNK, MAJORITY, _envelope, _grouped_update, chunked
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
@@ -233,52 +231,6 @@ def _scheduled_campaigns(prefix: str, count: int, starts_at: datetime) -> list[t
     ]
 
 
-def _firing_writes(
-    db_name: str, batch: list[tuple[Campaign, DueTimer]]
-) -> tuple[list[UpdateMany | DeleteMany], list[Document], list[Document]]:
-    """What the scheduler's firing transaction sends for a batch of activations due together
-    (`MongoCampaignRepository.save_many` and the unit of work's grouped inserts): a bulkWrite of
-    updates of the campaigns' changed fields guarded by their ids and version and deletes of their
-    timers (`IN_CHUNK` ids each), then one insert of the next timers and one of the events. Built
-    here from the documents alone."""
-    fired_at = max(timer.due_at for _, timer in batch)
-    events, timers = [], []
-    for campaign, timer in batch:
-        assert campaign.fire(timer, fired_at)
-        [event] = campaign.collect_events()
-        document = to_log_document(_envelope(event, SCHEDULER_ACTOR_ID))
-        document["recorded_at"] = utc_now()
-        events.append(document)
-        next_timer = campaign.due_timer()
-        assert next_timer is not None
-        timers.append(due_timer_document(next_timer))
-    first = batch[0][0]
-    bulk: list[UpdateMany | DeleteMany] = []
-    # `IN_CHUNK` ids a statement, as `save_many` groups them.
-    for part in chunked(batch, IN_CHUNK):
-        bulk.append(
-            UpdateMany(
-                {"_id": {"$in": [campaign.id for campaign, _ in part]}, "version": first.version - 1},
-                {
-                    "$set": {
-                        "status": first.status.value,
-                        "version": first.version,
-                        "updated_at": first.updated_at,
-                    }
-                },
-                namespace=f"{db_name}.{CAMPAIGNS}",
-            )
-        )
-    for part in chunked(batch, IN_CHUNK):
-        bulk.append(
-            DeleteMany(
-                {"_id": {"$in": [campaign.id for campaign, _ in part]}},
-                namespace=f"{db_name}.{DUE_TRANSITIONS}",
-            )
-        )
-    return bulk, timers, events
-
-
 async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
     """The raw write limit of the firing: `count` scheduled campaigns and their timers written
     first, then their activations' writes, `batch` a transaction as the scheduler groups them,
@@ -294,18 +246,16 @@ async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
     try:
         for start in range(0, count, 1000):
             chunk = campaigns[start : start + 1000]
-            await db[CAMPAIGNS].insert_many([campaign_state_document(c) for c, _ in chunk])
-            await db[DUE_TRANSITIONS].insert_many([due_timer_document(t) for _, t in chunk])
+            await db[CAMPAIGNS].insert_many([campaign_state_document(c, t) for c, t in chunk])
         transactions = [
             _firing_writes(settings.mongo_db, campaigns[start : start + batch])
             for start in range(0, count, batch)
         ]
         started = time.perf_counter()
-        for bulk, timers, events in transactions:
+        for bulk, events in transactions:
             async with client.start_session() as session:
                 await session.start_transaction(write_concern=MAJORITY)
                 result = await client.bulk_write(bulk, session=session, ordered=True, verbose_results=True)
-                await db[DUE_TRANSITIONS].insert_many(timers, session=session)
                 await db[EVENTS].insert_many(events, session=session)
                 await session.commit_transaction()
             if sum(r.matched_count for r in result.update_results.values()) != len(events):
@@ -313,3 +263,36 @@ async def raw_firings(settings: Settings, count: int, batch: int) -> Rate:
         return Rate(count, time.perf_counter() - started)
     finally:
         await client.close()
+
+
+def _firing_writes(
+    db_name: str, batch: list[tuple[Campaign, DueTimer]]
+) -> tuple[list[UpdateMany], list[Document]]:
+    """What the scheduler's firing transaction sends for a batch of activations due together
+    (`MongoCampaignRepository.save_many` and the unit of work's grouped inserts): a bulkWrite of
+    updates of the campaigns' changed fields and next timers, guarded by their ids and version
+    (`IN_CHUNK` ids each, the repository's own update), then one insert of the events. Built
+    here from the documents alone."""
+    fired_at = max(timer.due_at for _, timer in batch)
+    events = []
+    for campaign, timer in batch:
+        assert campaign.fire(timer, fired_at)
+        next_timer = campaign.due_timer()
+        assert next_timer is not None and next_timer.due_at == campaign.details.ends_at
+        [event] = campaign.collect_events()
+        document = to_log_document(_envelope(event, SCHEDULER_ACTOR_ID))
+        document["recorded_at"] = utc_now()
+        events.append(document)
+    first = batch[0][0]
+    changed = {"status": first.status.value, "version": first.version, "updated_at": first.updated_at}
+    update = _grouped_update(changed, ("complete", fired_at), first.version)
+    # `IN_CHUNK` ids a statement, as `save_many` groups them.
+    bulk = [
+        UpdateMany(
+            {"_id": {"$in": [campaign.id for campaign, _ in part]}, "version": first.version - 1},
+            update,
+            namespace=f"{db_name}.{CAMPAIGNS}",
+        )
+        for part in chunked(batch, IN_CHUNK)
+    ]
+    return bulk, events

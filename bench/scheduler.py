@@ -9,10 +9,11 @@ activation event records how late its firing decided (`payload.timer.lateness_ms
 transaction was prepared (`recorded_at`); the figure is the p99 of that lateness against the goal
 of 1 s, with the scheduler's and MongoDB's CPU over the burst. Beside it, in the same run, the
 raw write limit of this MongoDB server for what the firings write (`raw_firings`: the firing
-transaction's writes, grouped as the scheduler sends them, the timers' documents as the unit of
-work writes them, in a loop with no scheduler); the ratio is the scheduler's firings per second
-over that limit, and the goal needs `count / window` firings a second. The scheduler reads its
-timers under its lease (no per-timer claim), so the limit leaves out only its reads.
+transaction's writes, grouped as the scheduler sends them, each campaign's next timer in its
+update as the unit of work writes it, in a loop with no scheduler); the ratio is the scheduler's
+firings per second over that limit, and the goal needs `count / window` firings a second. The
+scheduler reads its timers under its lease (no per-timer claim), so the limit leaves out only its
+reads (one a batch: the due timers' campaigns, taken by the firing without a read of its own).
 
 All of it runs on a database and key prefix of its own (dropped after): the seeded campaigns have
 no creation events, and left in the bench's database they were walked by the later figures'
@@ -34,8 +35,8 @@ from bench.anti_entropy import drop_own
 from bench.memory import CpuWindow
 from bench.raw_limits import raw_firings
 from bench.report import Figure
-from command_api.adapters.mongo_documents import campaign_document, due_timer_document
-from command_api.adapters.mongo_schema import CAMPAIGNS, DUE_TRANSITIONS, EVENTS, ensure_indexes
+from command_api.adapters.mongo_documents import campaign_document
+from command_api.adapters.mongo_schema import CAMPAIGNS, EVENTS, ensure_indexes
 from command_api.adapters.scheduler_status import scheduler_status_key
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
@@ -64,7 +65,7 @@ def _percentile(values: list[int], share: float) -> int:
 async def _insert(db: Any, ids: list[str], first_due: datetime, step: timedelta, now: datetime) -> None:
     """One batch of scheduled campaigns (state document and timer), as the schedule command leaves
     them, the n-th due at `first_due + n * step`."""
-    states, timers = [], []
+    states = []
     for n, campaign_id in enumerate(ids):
         starts_at = first_due + step * n
         campaign, timer = scheduled_campaign(
@@ -75,10 +76,8 @@ async def _insert(db: Any, ids: list[str], first_due: datetime, step: timedelta,
             ends_at=starts_at + timedelta(days=1),
             now=now,
         )
-        states.append(campaign_document(campaign))
-        timers.append(due_timer_document(timer))
+        states.append(campaign_document(campaign, timer))
     await db[CAMPAIGNS].insert_many(states, ordered=False)
-    await db[DUE_TRANSITIONS].insert_many(timers, ordered=False)
 
 
 async def seed(settings: Settings, count: int, window: float) -> tuple[datetime, float]:
@@ -216,10 +215,9 @@ async def _measure(
             "(its unit of work, version check and events); lateness = firing decision - due time, "
             "from each CampaignActivated's payload.timer; CPU as a share of one core over the burst; "
             f"limit: the firing transaction's writes for {raw.count:,} other campaigns, {fire_batch} a "
-            "transaction grouped as the scheduler sends them (guarded updates of the campaigns and "
-            "deletes of their timers, 50 ids each, an insert of the next timers and one of the events, "
-            "then commit), one at a "
-            "time, no claim, no read, no scheduler; ratio = fired per second / that limit"
+            "transaction grouped as the scheduler sends them (guarded updates of the campaigns that "
+            "also set each one's next timer, 50 ids each, and one insert of the events, then commit), "
+            "one at a time, no claim, no read, no scheduler; ratio = fired per second / that limit"
         ),
         data={
             "campaigns": count,

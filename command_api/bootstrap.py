@@ -22,14 +22,15 @@ from command_api.adapters.due_transitions import MongoDueTransitions
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
 from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
 from command_api.adapters.mongo_schema import (
-    DUE_TRANSITIONS,
+    CAMPAIGNS,
+    LEGACY_DUE_TRANSITIONS,
     RELAY_STATE,
     SCHEDULER_STATE,
     Document,
     IndexGate,
     mongo_client,
 )
-from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
+from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork, ReadAhead
 from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import SCHEDULER_LEASE_ID, RelayLease
@@ -214,7 +215,9 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
     db = mongo[settings.mongo_db]
     redis = connect_redis(settings)
     gate = IndexGate(db)
-    timers = MongoDueTransitions(db[DUE_TRANSITIONS])
+    # The campaigns read with their due timers, for the firings to take (a few reads' worth).
+    read_ahead = ReadAhead(limit=8 * settings.scheduler_batch_size)
+    timers = MongoDueTransitions(db[CAMPAIGNS], read_ahead, legacy=db[LEGACY_DUE_TRANSITIONS])
     # One scheduler fires at a time; the others wait to take over (`scheduler_lease_seconds`).
     lease = RelayLease(
         db[SCHEDULER_STATE],
@@ -226,7 +229,7 @@ def open_scheduler_side(settings: Settings, *, instance: str) -> SchedulerSide:
     report = SchedulerReport(instance)
     scheduler = Scheduler(
         store=timers,
-        unit_of_work=lambda: MongoUnitOfWork(mongo, db, gate),
+        unit_of_work=lambda: MongoUnitOfWork(mongo, db, gate, read_ahead=read_ahead),
         clock=SystemClock(),
         observer=report,
         lease=lease,

@@ -284,10 +284,12 @@ class Settings(BaseSettings):
     scheduler_fire_batch: int = Field(default=200, ge=1)
     scheduler_firing_timeout_seconds: float = Field(default=10.0, gt=0)
     # The status report's timer queue (pending, overdue, next due) is read from MongoDB this often
-    # (the report itself goes out every 2 s), overdue counted up to the limit ("1000+"): counting
-    # every timer each report cost the local SecantusDB a share of a burst's firing time.
+    # (the report itself goes out every 2 s), pending and overdue each counted up to its limit
+    # ("1000+"): counting every timer each report cost the local SecantusDB a share of a burst's
+    # firing time (it reads every campaign it counts).
     scheduler_queue_seconds: float = Field(default=10.0, gt=0)
     scheduler_overdue_count_limit: int = Field(default=1000, ge=1)
+    scheduler_pending_count_limit: int = Field(default=10_000, ge=1)
 
     # Monitor: how often the projectors sample consumer lag, dead letters and throughput
     monitor_sample_seconds: float = Field(default=5.0, gt=0)

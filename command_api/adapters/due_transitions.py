@@ -30,41 +30,63 @@ from command_api.adapters.mongo_unit_of_work import (
     IN_CHUNK,
     MAJORITY,
     RETRY_BACKOFF_SECONDS,
+    TIMER,
     TRANSACTION_ATTEMPTS,
+    ReadAhead,
     chunked,
 )
 from command_api.domain.campaign import DueTimer
 
 T = TypeVar("T")
 
+DUE_AT = f"{TIMER}.due_at"
+TIMER_ID = f"{TIMER}.timer_id"
+# Every campaign with a pending transition (served by the sparse `timer_due_at` index).
+_PENDING = {DUE_AT: {"$exists": True}}
+
 
 @dataclass(frozen=True)
 class TimerQueue:
-    """What the monitor shows of the timers: how many, how many overdue (counted up to a limit:
-    `overdue_capped` when there are at least that many), the next due time."""
+    """What the monitor shows of the timers: how many, how many overdue (each counted up to a
+    limit: `pending_capped`, `overdue_capped` when there are at least that many), the next due
+    time."""
 
     pending: int
     overdue: int
     next_due_at: datetime | None
     overdue_capped: bool = False
+    pending_capped: bool = False
 
 
 class MongoDueTransitions:
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self._timers = collection
+    def __init__(
+        self,
+        campaigns: AsyncCollection[Document],
+        read_ahead: ReadAhead | None = None,
+        legacy: AsyncCollection[Document] | None = None,
+    ) -> None:
+        self._campaigns = campaigns
+        # Where the campaigns read with their timers are kept for the firing's unit of work.
+        self._read_ahead = read_ahead
+        # The collection earlier releases kept the timers in (`adopt_legacy`).
+        self._legacy = legacy
 
     async def read_due(self, until: datetime, limit: int, since: datetime | None = None) -> list[DueTimer]:
         """Up to `limit` timers due by `until` (and not before `since`, when given), earliest first.
 
-        One read by due-time range (the `due_at` index); nothing is written: the scheduler's lease
-        decides who fires, and the scheduler itself keeps track of the timers it holds."""
+        One read by due-time range (the `timer_due_at` index); nothing is written: the scheduler's
+        lease decides who fires, and the scheduler itself keeps track of the timers it holds."""
         low = {} if since is None else {"$gte": since}
+        # Whole campaigns, not only their timers: the firing takes them from `read_ahead` rather
+        # than read them again (and on SecantusDB a projection costs more than it saves).
         documents = (
-            await self._timers.find({"due_at": {**low, "$lte": until}})
-            .sort("due_at", ASCENDING)
+            await self._campaigns.find({DUE_AT: {**low, "$lte": until}})
+            .sort(DUE_AT, ASCENDING)
             .limit(limit)
             .to_list()
         )
+        if self._read_ahead is not None:
+            self._read_ahead.keep(documents)
         return [due_timer_from_document(doc) for doc in documents]
 
     async def discard(self, timers: Sequence[DueTimer]) -> None:
@@ -76,9 +98,37 @@ class MongoDueTransitions:
 
         async def discard(session: AsyncClientSession) -> None:
             for these in _these(timers):
-                await self._timers.delete_many(these, session=session)
+                await self._campaigns.update_many(these, {"$unset": {TIMER: ""}}, session=session)
 
         await self._transact(discard)
+
+    async def adopt_legacy(self) -> int:
+        """Move the timers an earlier release kept in a collection of their own into their
+        campaigns' `timer` field, `IN_CHUNK` a transaction, and drop that collection once empty;
+        how many moved. A campaign that has a timer already keeps it (a command wrote it since).
+        One moved from a campaign that has moved on since is stale, and harmless: firing it finds
+        its transition no longer pending, and discards it. Safe to run again, and from several
+        schedulers at once."""
+        legacy = self._legacy
+        if legacy is None:
+            return 0
+        moved = 0
+        while documents := await legacy.find().limit(IN_CHUNK).to_list():
+
+            async def move(session: AsyncClientSession, documents: list[Document] = documents) -> None:
+                for doc in documents:
+                    timer = {key: doc[key] for key in ("timer_id", "action", "target_at", "due_at")}
+                    await self._campaigns.update_one(
+                        {"_id": doc["_id"], TIMER: {"$exists": False}},
+                        {"$set": {TIMER: timer}},
+                        session=session,
+                    )
+                await legacy.delete_many({"_id": {"$in": [doc["_id"] for doc in documents]}}, session=session)
+
+            await self._transact(move)
+            moved += len(documents)
+        await legacy.drop()
+        return moved
 
     async def _transact(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """`work` in a transaction, tried again on a transient error; its result.
@@ -88,7 +138,7 @@ class MongoDueTransitions:
         a firing transaction that writes its next timer then waits on that lock for ever. Inside a
         transaction the conflict is an error at once (`TransientTransactionError`): the whole
         write is tried again, on fresh data."""
-        client = self._timers.database.client
+        client = self._campaigns.database.client
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             async with client.start_session() as session:
                 try:
@@ -107,27 +157,32 @@ class MongoDueTransitions:
         raise AssertionError("unreachable")
 
     async def queue(
-        self, now: datetime, *, overdue_limit: int, next_due_at: datetime | None = None
+        self,
+        now: datetime,
+        *,
+        overdue_limit: int,
+        pending_limit: int,
+        next_due_at: datetime | None = None,
     ) -> TimerQueue:
         """The timers as the monitor shows them, at a bounded cost while a burst fires.
 
-        `pending` is the collection's estimated count (its metadata on MongoDB; a scan without
-        decoding on SecantusDB); `overdue` is counted up to `overdue_limit` (the index bounds the
-        work on MongoDB); `next_due_at` is the caller's when it knows one (the earliest timer the
-        scheduler holds), else the earliest in the collection (a walk of the whole index on
-        SecantusDB, so it is read only when the scheduler holds none)."""
-        pending = await self._timers.estimated_document_count()
+        `pending` and `overdue` are counted up to their limits over the `timer_due_at` index (on
+        MongoDB the index bounds the work; SecantusDB reads each campaign it counts);
+        `next_due_at` is the caller's when it knows one (the earliest timer the scheduler holds),
+        else the earliest by the index."""
+        pending = await self._campaigns.count_documents(_PENDING, limit=pending_limit)
         if not pending:
             return TimerQueue(pending=0, overdue=0, next_due_at=None)
-        overdue = await self._timers.count_documents({"due_at": {"$lte": now}}, limit=overdue_limit)
+        overdue = await self._campaigns.count_documents({DUE_AT: {"$lte": now}}, limit=overdue_limit)
         if next_due_at is None:
-            first = await self._timers.find_one({}, {"due_at": 1}, sort=[("due_at", ASCENDING)])
-            next_due_at = first["due_at"] if first else None
+            first = await self._campaigns.find_one(_PENDING, {TIMER: 1}, sort=[(DUE_AT, ASCENDING)])
+            next_due_at = first[TIMER]["due_at"] if first else None
         return TimerQueue(
             pending=pending,
             overdue=overdue,
             next_due_at=next_due_at,
             overdue_capped=overdue >= overdue_limit,
+            pending_capped=pending >= pending_limit,
         )
 
 
@@ -136,6 +191,6 @@ def _these(timers: Sequence[DueTimer]) -> list[Document]:
     so each pair of lists matches no other campaign's timer, nor a timer a command wrote
     meanwhile."""
     return [
-        {"_id": {"$in": [t.campaign_id for t in part]}, "timer_id": {"$in": [t.timer_id for t in part]}}
+        {"_id": {"$in": [t.campaign_id for t in part]}, TIMER_ID: {"$in": [t.timer_id for t in part]}}
         for part in chunked(list(timers), IN_CHUNK)
     ]

@@ -14,9 +14,10 @@ from events.types import CampaignStatus
 Document = dict[str, Any]
 
 
-def campaign_document(campaign: Campaign) -> Document:
+def campaign_document(campaign: Campaign, timer: DueTimer | None = None) -> Document:
+    """The campaign's state document; with its durable timer when `timer` is given."""
     details = campaign.details
-    return {
+    document = {
         "_id": campaign.id,
         "owner_id": campaign.owner_id,
         "name": details.name,
@@ -31,6 +32,9 @@ def campaign_document(campaign: Campaign) -> Document:
         "created_at": campaign.created_at,
         "updated_at": campaign.updated_at,
     }
+    if timer is not None:
+        document["timer"] = timer_document(timer)
+    return document
 
 
 def campaign_from_document(doc: Document) -> Campaign:
@@ -53,10 +57,10 @@ def campaign_from_document(doc: Document) -> Campaign:
     )
 
 
-def due_timer_document(timer: DueTimer) -> Document:
-    """One campaign's pending transition (`_id` is the campaign: at most one timer each)."""
+def timer_document(timer: DueTimer) -> Document:
+    """A campaign's pending transition, as its document's `timer` field holds it (at most one
+    timer a campaign)."""
     return {
-        "_id": timer.campaign_id,
         "timer_id": timer.timer_id,
         "action": timer.action,
         "target_at": timer.target_at,
@@ -65,12 +69,14 @@ def due_timer_document(timer: DueTimer) -> Document:
 
 
 def due_timer_from_document(doc: Document) -> DueTimer:
+    """The timer of a campaign document (read with its `timer` field)."""
+    timer = doc["timer"]
     return DueTimer(
         campaign_id=doc["_id"],
-        timer_id=doc["timer_id"],
-        action=doc["action"],
-        target_at=doc["target_at"],
-        due_at=doc["due_at"],
+        timer_id=timer["timer_id"],
+        action=timer["action"],
+        target_at=timer["target_at"],
+        due_at=timer["due_at"],
     )
 
 

@@ -22,10 +22,12 @@ EVENTS = EVENTS_COLLECTION
 REFRESH_TOKENS = "refresh_tokens"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 RELAY_STATE = "relay_state"
-# The scheduler's durable timers: one per campaign with a pending transition, written in the
-# transaction of the command whose events set it (a read model of due transitions).
-DUE_TRANSITIONS = "due_transitions"
-DUE_INDEX = "due_at"
+# The scheduler's durable timers: each campaign's `timer` field (its pending transition, derived
+# from its events), written by the command whose events set it, indexed by due time. Releases
+# before kept them in a collection of their own, which the scheduler empties into the campaigns
+# at start (`MongoDueTransitions.adopt_legacy`).
+DUE_INDEX = "timer_due_at"
+LEGACY_DUE_TRANSITIONS = "due_transitions"
 # The scheduler's lease: which scheduler reads and fires the timers.
 SCHEDULER_STATE = "scheduler_state"
 
@@ -69,7 +71,11 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
         partialFilterExpression={"quarantine": {"$exists": True}},
         name=QUARANTINED_INDEX,
     )
-    await db[DUE_TRANSITIONS].create_index([("due_at", ASCENDING)], name=DUE_INDEX)
+    # The scheduler's durable timers: each campaign's `timer` field, by due time (only campaigns
+    # with a pending transition are in it).
+    # Sparse, not partial: a range of due times is served by it on MongoDB and on SecantusDB
+    # alike (SecantusDB never uses a partial index whose filter is `$exists`).
+    await db[CAMPAIGNS].create_index([("timer.due_at", ASCENDING)], sparse=True, name=DUE_INDEX)
     await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
     await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")

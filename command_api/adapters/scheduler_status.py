@@ -99,6 +99,7 @@ class SchedulerReport:
             "state": "running",
             "leading": leading,
             "pending": queue.pending,
+            "pending_capped": queue.pending_capped,
             "overdue": queue.overdue,
             "overdue_capped": queue.overdue_capped,
             "next_due_at": _iso(queue.next_due_at) if queue.next_due_at else None,

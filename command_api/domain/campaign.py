@@ -86,6 +86,11 @@ class DueTimer:
     due_at: datetime
 
 
+def timer_id(campaign_id: str, version: int, action: str) -> str:
+    """A timer's id: the campaign version that set it, and its transition."""
+    return f"timer:{campaign_id}:v{version}:{action}"
+
+
 @dataclass(frozen=True)
 class CampaignDetails:
     """Every editable field of a campaign, each already checked and normalised."""
@@ -325,14 +330,17 @@ class Campaign(Aggregate):
         pending = self.next_transition()
         if pending is None:
             return None
-        set_at = self.pending_events[-1].occurred_at if self.pending_events else self.updated_at
         return DueTimer(
             campaign_id=self.id,
-            timer_id=f"timer:{self.id}:v{self.version}:{pending.action}",
+            timer_id=timer_id(self.id, self.version, pending.action),
             action=pending.action,
             target_at=pending.at,
-            due_at=max(pending.at, set_at),
+            due_at=max(pending.at, self.timer_set_at()),
         )
+
+    def timer_set_at(self) -> datetime:
+        """When the timer `due_timer` names was set: a timer is never due before it was set."""
+        return self.pending_events[-1].occurred_at if self.pending_events else self.updated_at
 
     def moves_timer(self) -> bool:
         """Whether the pending events may change the next transition (the timer must be rewritten)."""

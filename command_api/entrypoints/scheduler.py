@@ -41,6 +41,8 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     loops = BackgroundLoops(settings.background_stop_seconds)
     stopping = asyncio.create_task(stop.wait(), name="scheduler-stop")
+    # Ends once done: not among the tasks whose end stops the scheduler.
+    loops.start(_adopt_legacy_timers(side, loops), "scheduler-adopt")
     tasks = {
         loops.start(side.scheduler.run(), "scheduler"),
         loops.start(_report_status(side, settings, loops), "scheduler-status"),
@@ -67,7 +69,10 @@ async def _report_status(side: SchedulerSide, settings: Settings, loops: Backgro
     from MongoDB every `scheduler_queue_seconds` (`QueueReading`)."""
     queue = QueueReading(
         read=lambda now, next_due_at: side.timers.queue(
-            now, overdue_limit=settings.scheduler_overdue_count_limit, next_due_at=next_due_at
+            now,
+            overdue_limit=settings.scheduler_overdue_count_limit,
+            pending_limit=settings.scheduler_pending_count_limit,
+            next_due_at=next_due_at,
         ),
         every=settings.scheduler_queue_seconds,
     )
@@ -83,3 +88,18 @@ async def _report_status(side: SchedulerSide, settings: Settings, loops: Backgro
         except Exception:
             log.exception("unexpected error reporting the scheduler status")
         await loops.pause(STATUS_INTERVAL_SECONDS)
+
+
+async def _adopt_legacy_timers(side: SchedulerSide, loops: BackgroundLoops) -> None:
+    """Timers an earlier release kept in a collection of their own, moved into their campaigns
+    once (tried again while MongoDB is unreachable)."""
+    while loops.running:
+        try:
+            moved = await side.timers.adopt_legacy()
+        except PyMongoError as exc:
+            log.warning("moving the timers of an earlier release failed, trying again: %s", exc)
+            await loops.pause(STATUS_INTERVAL_SECONDS)
+            continue
+        if moved:
+            log.info("moved %d timer(s) of an earlier release into their campaigns", moved)
+        return

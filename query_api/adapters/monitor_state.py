@@ -104,6 +104,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
         "state": freshest["state"],
         "heartbeat_age_seconds": freshest["heartbeat_age_seconds"],
         "pending": freshest.get("pending"),
+        "pending_capped": bool(freshest.get("pending_capped")),
         "overdue": freshest.get("overdue"),
         "next_due_at": freshest.get("next_due_at"),
         "fired_total": sum(s.get("fired_total") or 0 for s in running),

@@ -212,7 +212,7 @@ export function renderProcesses() {
   const sched = s.scheduler || { state: "down" };
   const schedDetail = sched.state === "down"
     ? "no scheduler is running: due transitions wait"
-    : "timers " + fmtInt(sched.pending || 0) +
+    : "timers " + fmtInt(sched.pending || 0) + (sched.pending_capped ? "+" : "") +
       (sched.next_due_at ? " · next due " + fmtClock(sched.next_due_at) : " · none due") +
       " · fired " + fmtInt(sched.fired_total || 0) +
       (sched.last_lateness_ms !== null && sched.last_lateness_ms !== undefined

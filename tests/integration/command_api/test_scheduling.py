@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from command_api.adapters.mongo_schema import DUE_TRANSITIONS, Document
+from command_api.adapters.mongo_schema import LEGACY_DUE_TRANSITIONS, Document
 from command_api.application.campaign_handlers import change_campaign_status, fire_due_transitions
 from command_api.application.commands import ChangeCampaignStatus, FireDueTransitions
 from command_api.bootstrap import SchedulerSide, open_command_side, open_scheduler_side
@@ -30,6 +30,18 @@ def iso(moment: datetime) -> str:
 
 async def events_of(db: AsyncDatabase[Document], aggregate_id: str) -> list[Document]:
     return await db["events"].find({"aggregate_id": aggregate_id}).sort("aggregate_version").to_list()
+
+
+async def timer_of(db: AsyncDatabase[Document], campaign_id: str) -> Document | None:
+    """The campaign's durable timer (its document's `timer` field), if it has one."""
+    state = await db["campaigns"].find_one({"_id": campaign_id})
+    assert state is not None
+    timer: Document | None = state.get("timer")
+    return timer
+
+
+async def timers_in(db: AsyncDatabase[Document]) -> int:
+    return await db["campaigns"].count_documents({"timer.due_at": {"$exists": True}})
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
@@ -102,14 +114,14 @@ async def test_schedule_stores_the_timer_and_rescheduling_and_unscheduling_move_
     api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
 ) -> None:
     campaign_id = await create_campaign(api, owner)
-    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+    assert await timer_of(db, campaign_id) is None
 
     scheduled = await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
     assert scheduled.status_code == 200, scheduled.text
     assert scheduled.json()["version"] == 2
     state = await db["campaigns"].find_one({"_id": campaign_id})
     assert state is not None and state["status"] == "scheduled"
-    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    timer = await timer_of(db, campaign_id)
     assert timer is not None
     assert (timer["action"], timer["due_at"]) == ("activate", datetime(2027, 3, 1, tzinfo=UTC))
     assert timer["timer_id"] == f"timer:{campaign_id}:v2:activate"
@@ -120,12 +132,12 @@ async def test_schedule_stores_the_timer_and_rescheduling_and_unscheduling_move_
         headers={**owner.auth, **if_match(2)},
     )
     assert moved.status_code == 200, moved.text
-    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    timer = await timer_of(db, campaign_id)
     assert timer is not None and timer["due_at"] == datetime(2027, 3, 5, tzinfo=UTC)
 
     unscheduled = await api.post(f"/campaigns/{campaign_id}/unschedule", headers=owner.auth)
     assert unscheduled.status_code == 200, unscheduled.text
-    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+    assert await timer_of(db, campaign_id) is None
     types = [e["event_type"] for e in await events_of(db, campaign_id)]
     assert types == ["CampaignCreated", "CampaignScheduled", "CampaignUpdated", "CampaignUnscheduled"]
 
@@ -139,7 +151,7 @@ async def test_schedule_is_refused_with_409_once_ends_at_has_passed(
     refused = await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
     assert refused.status_code == 409
     assert "ends_at has passed" in refused.json()["detail"]
-    assert await db[DUE_TRANSITIONS].count_documents({}) == 0
+    assert await timers_in(db) == 0
 
 
 async def test_schedule_after_starts_at_activates_at_once_and_sets_the_completion_timer(
@@ -151,7 +163,7 @@ async def test_schedule_after_starts_at_activates_at_once_and_sets_the_completio
     assert response.json()["version"] == 3
     state = await db["campaigns"].find_one({"_id": campaign_id})
     assert state is not None and state["status"] == "active"
-    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    timer = await timer_of(db, campaign_id)
     assert timer is not None and timer["action"] == "complete"
 
 
@@ -162,10 +174,10 @@ async def test_deleting_a_scheduled_campaign_cancels_its_timer_in_the_same_trans
     await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
     stale = await api.delete(f"/campaigns/{campaign_id}", headers={**owner.auth, **if_match(1)})
     assert stale.status_code == 412
-    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is not None
+    assert await timer_of(db, campaign_id) is not None
     deleted = await api.delete(f"/campaigns/{campaign_id}", headers=owner.auth)
     assert deleted.status_code == 204
-    assert await db[DUE_TRANSITIONS].find_one({"_id": campaign_id}) is None
+    assert await timer_of(db, campaign_id) is None
 
 
 # ---------------------------------------------------------------- the scheduler
@@ -199,7 +211,7 @@ async def test_the_scheduler_activates_and_completes_through_the_command_path(
     assert activated["payload"]["timer"]["timer_id"] == activated["causation_id"]
     due_at = datetime.fromisoformat(activated["payload"]["timer"]["due_at"])
     assert due_at == datetime.fromisoformat(iso(now + timedelta(seconds=1)))
-    assert await db[DUE_TRANSITIONS].count_documents({}) == 0
+    assert await timers_in(db) == 0
     state = await db["campaigns"].find_one({"_id": campaign_id})
     assert state is not None and (state["status"], state["version"]) == ("completed", 4)
 
@@ -225,7 +237,7 @@ async def test_a_transition_due_while_no_scheduler_ran_fires_once_at_start_with_
         await eventually(activated)
     [activation] = [e for e in await events_of(db, campaign_id) if e["event_type"] == "CampaignActivated"]
     assert activation["payload"]["timer"]["lateness_ms"] >= 1000
-    timer = await db[DUE_TRANSITIONS].find_one({"_id": campaign_id})
+    timer = await timer_of(db, campaign_id)
     assert timer is not None and timer["action"] == "complete"
 
 
@@ -292,6 +304,7 @@ async def test_a_read_takes_the_earliest_due_timers_up_to_its_limit_and_from_a_d
         settings, 1, now + timedelta(hours=3), now + timedelta(hours=4), prefix="x"
     )
     side = open_scheduler_side(settings, instance="reader")
+    before = await db["campaigns"].find().sort("_id").to_list()
     try:
         far = now + timedelta(hours=2)
         first = await side.timers.read_due(far, 4)
@@ -300,8 +313,8 @@ async def test_a_read_takes_the_earliest_due_timers_up_to_its_limit_and_from_a_d
         rest = await side.timers.read_due(far, 10, since=late)
         assert {t.campaign_id for t in rest} == set(late_ids)
         assert later[0] not in {t.campaign_id for t in await side.timers.read_due(far, 10)}
-        # Reading writes nothing: the timers are as the commands left them.
-        assert await db[DUE_TRANSITIONS].count_documents({"claimed_by": {"$exists": True}}) == 0
+        # Reading writes nothing: the campaigns and their timers are as the commands left them.
+        assert await db["campaigns"].find().sort("_id").to_list() == before
     finally:
         await side.close()
 
@@ -387,7 +400,17 @@ async def test_a_batch_beside_an_unscheduling_fires_the_others_once_and_fired_ag
             assert activation["payload"]["timer"]["timer_id"] == timer.timer_id
         state = await db["campaigns"].find_one({"_id": unscheduled})
         assert state is not None and state["status"] == "draft"
-        assert await db[DUE_TRANSITIONS].find_one({"_id": unscheduled}) is None
+        assert await timer_of(db, unscheduled) is None
+        # The batch's one update gave each campaign its own completion timer, as the domain sets it.
+        for campaign_id in fired:
+            state = await db["campaigns"].find_one({"_id": campaign_id})
+            assert state is not None and state["version"] == 3
+            assert state["timer"] == {
+                "timer_id": f"timer:{campaign_id}:v3:complete",
+                "action": "complete",
+                "target_at": state["ends_at"],
+                "due_at": state["ends_at"],
+            }
     finally:
         await users.close()
         await side.close()
@@ -407,7 +430,9 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
 
         await eventually(fired)
         queue = await side.timers.queue(
-            datetime.now(UTC), overdue_limit=settings.scheduler_overdue_count_limit
+            datetime.now(UTC),
+            overdue_limit=settings.scheduler_overdue_count_limit,
+            pending_limit=settings.scheduler_pending_count_limit,
         )
         await side.status.publish(side.instance, side.report.status(queue, datetime.now(UTC)))
         redis = connect_redis(settings)
@@ -417,8 +442,45 @@ async def test_the_monitor_shows_the_scheduler_its_next_due_time_and_its_latenes
             await redis.aclose()
     assert view["state"] == "running"
     assert view["pending"] == 1  # the completion timer of the campaign just activated
-    timer = await db[DUE_TRANSITIONS].find_one({"_id": soon})
+    timer = await timer_of(db, soon)
     assert timer is not None
     assert datetime.fromisoformat(view["next_due_at"]) == timer["due_at"]
     assert view["last_lateness_ms"] is not None and view["fired_total"] == 1
     assert set(view["instances"]) == {"watched"}
+
+
+async def test_timers_an_earlier_release_kept_apart_move_into_their_campaigns_once(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    due = now + timedelta(hours=1)
+    adopted, newer = await scheduled_campaigns(settings, 2, due, now + timedelta(hours=2), prefix="legacy")
+    # As an earlier release left them: each timer in a collection of its own, none in the campaign;
+    # but a command since rewrote the second campaign's timer (a later due time, its own id).
+    for campaign_id in (adopted, newer):
+        timer = await timer_of(db, campaign_id)
+        assert timer is not None
+        await db[LEGACY_DUE_TRANSITIONS].insert_one({"_id": campaign_id, **timer})
+    await db["campaigns"].update_one({"_id": adopted}, {"$unset": {"timer": ""}})
+    rewritten = {
+        "timer_id": f"timer:{newer}:v9:activate",
+        "action": "activate",
+        "target_at": due,
+        "due_at": due,
+    }
+    await db["campaigns"].update_one({"_id": newer}, {"$set": {"timer": rewritten}})
+    side = open_scheduler_side(settings, instance="adopter")
+    try:
+        assert await side.timers.adopt_legacy() == 2
+        assert await timer_of(db, adopted) == {
+            "timer_id": f"timer:{adopted}:v2:activate",
+            "action": "activate",
+            "target_at": due,
+            "due_at": due,
+        }
+        assert await timer_of(db, newer) == rewritten  # the command's timer is kept
+        assert LEGACY_DUE_TRANSITIONS not in await db.list_collection_names()
+        assert {t.campaign_id for t in await side.timers.read_due(due, 10)} == {adopted, newer}
+        assert await side.timers.adopt_legacy() == 0  # once: nothing is left to move
+    finally:
+        await side.close()

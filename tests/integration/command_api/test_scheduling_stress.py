@@ -31,8 +31,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from command_api.adapters.mongo_documents import campaign_document, due_timer_document
-from command_api.adapters.mongo_schema import CAMPAIGNS, DUE_TRANSITIONS, EVENTS, Document, ensure_indexes
+from command_api.adapters.mongo_documents import campaign_document
+from command_api.adapters.mongo_schema import CAMPAIGNS, EVENTS, Document, ensure_indexes
 from command_api.application import campaign_handlers
 from command_api.application.commands import ChangeCampaignStatus, DeleteCampaign, UpdateCampaign
 from command_api.application.errors import NotFound, StaleVersion
@@ -118,7 +118,7 @@ async def seed(db: AsyncDatabase[Document], first_due: datetime) -> list[str]:
     needed to fire."""
     await ensure_indexes(db)
     now = datetime.now(UTC)
-    states, timers = [], []
+    states = []
     for n in range(CAMPAIGNS_COUNT):
         starts_at = first_due + timedelta(milliseconds=n * SPREAD_MS // CAMPAIGNS_COUNT)
         campaign, timer = scheduled_campaign(
@@ -129,10 +129,8 @@ async def seed(db: AsyncDatabase[Document], first_due: datetime) -> list[str]:
             ends_at=starts_at + COMPLETION_AFTER,
             now=now,
         )
-        states.append(campaign_document(campaign))
-        timers.append(due_timer_document(timer))
+        states.append(campaign_document(campaign, timer))
     await db[CAMPAIGNS].insert_many(states)
-    await db[DUE_TRANSITIONS].insert_many(timers)
     return [state["_id"] for state in states]
 
 
@@ -291,7 +289,7 @@ async def test_schedulers_firing_concurrently_beside_users_commands_fire_each_ti
                 )
 
                 async def nothing_left_due() -> bool:
-                    return await db[DUE_TRANSITIONS].count_documents({}) == 0
+                    return await db[CAMPAIGNS].count_documents({"timer.due_at": {"$exists": True}}) == 0
 
                 await eventually(nothing_left_due, within=RUN_LIMIT_SECONDS)
                 for side in sides:
