@@ -1,8 +1,9 @@
-"""The scheduler's side of the `due_transitions` collection: read due timers, inspect the queue.
+"""The scheduler's side of the durable timers: read due timers, inspect the queue.
 
-The timers themselves are written by the unit of work, in the transaction of the command whose
-events set them (`MongoCampaignRepository`); firing one replaces or deletes it in the firing's
-own transaction. One scheduler at a time reads and fires them: the one holding the scheduler's
+A timer is its campaign's `timer` field (`campaigns`, sparse index `timer_due_at`), written by
+the unit of work in the very update that records the command whose events set it
+(`MongoCampaignRepository`); firing one rewrites or removes it in the firing's own update. One
+scheduler at a time reads and fires them: the one holding the scheduler's
 lease (`RelayLease` with `SCHEDULER_LEASE_ID`, one document renewed on the database's clock). So
 reading the due timers writes nothing: no per-timer claim, which cost the local SecantusDB an
 update per timer (~0.24 ms each) on top of the firing. A scheduler that still fires after
