@@ -129,8 +129,8 @@ class ReadAhead:
     timers with their whole campaigns): `get_many` takes them from here rather than read them
     again, which spared the local SecantusDB a read of every campaign a burst fires. One may be
     stale by then; the write's version check decides, as for any document read before a write
-    (a grouped firing that finds a campaign moved fires each of its timers again on a fresh
-    read). At most `limit` are kept, the oldest let go first; each is taken once."""
+    (a grouped firing that finds a campaign moved is decided once more on fresh reads: what is
+    taken is no longer kept). At most `limit` are kept, the oldest let go first; each is taken once."""
 
     def __init__(self, limit: int) -> None:
         self._documents: OrderedDict[str, Document] = OrderedDict()

@@ -35,6 +35,9 @@ from events.envelope import utc_now
 
 # A command without If-Match is decided again on the fresh state when another one won the race.
 CONFLICT_ATTEMPTS = 5
+# A batch of firings that lost a version check is tried once more on fresh reads before each of
+# its timers is fired on its own.
+BATCH_ATTEMPTS = 2
 
 
 async def create_campaign(
@@ -150,31 +153,35 @@ async def fire_due_transitions(command: FireDueTransitions, uow: UnitOfWork) -> 
     """Fire a batch of timers in one transaction: one result per timer, None where it fired nothing.
 
     Each campaign still passes its own version check; should any of them lose it (a command on
-    that campaign committed meanwhile), the batch commits nothing and every timer is fired on its
-    own instead, each decided again on fresh state. One commit for a burst of timers due
-    together, and the campaigns saved together (`save_many`: one version-checked update of all
-    those that changed alike), is what lets the scheduler keep up with them: each statement
-    and each commit costs the server more than the write in it."""
+    that campaign committed since the campaigns were read), the batch commits nothing and is
+    decided once more on fresh reads; should that lose too, every timer is fired on its own,
+    each decided again on fresh state. (The scheduler's campaigns may be read well before the
+    firing, with its due timers: a command meanwhile then costs the batch one more try, not a
+    transaction per timer.) One commit for a burst of timers due together, and the campaigns
+    saved together (`save_many`: one version-checked update of all those that changed alike),
+    is what lets the scheduler keep up with them: each statement and each commit costs the
+    server more than the write in it."""
     timers = command.timers
-    async with uow:
-        campaigns = await uow.campaigns.get_many([t.campaign_id for t in timers])
-        results: list[CommandResult | None] = []
-        fired: list[Campaign] = []
-        for timer in timers:
-            campaign = campaigns.get(timer.campaign_id)
-            if campaign is None or not campaign.fire(timer, command.now):
-                results.append(None)
+    for _ in range(BATCH_ATTEMPTS):
+        async with uow:
+            campaigns = await uow.campaigns.get_many([t.campaign_id for t in timers])
+            results: list[CommandResult | None] = []
+            fired: list[Campaign] = []
+            for timer in timers:
+                campaign = campaigns.get(timer.campaign_id)
+                if campaign is None or not campaign.fire(timer, command.now):
+                    results.append(None)
+                    continue
+                fired.append(campaign)
+                results.append(CommandResult(campaign.id, campaign.version))
+            if not fired:
+                return results
+            uow.campaigns.save_many(fired)
+            try:
+                await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
+                return results
+            except ConcurrencyConflict:
                 continue
-            fired.append(campaign)
-            results.append(CommandResult(campaign.id, campaign.version))
-        if not fired:
-            return results
-        uow.campaigns.save_many(fired)
-        try:
-            await uow.commit(actor_id=SCHEDULER_ACTOR_ID)
-            return results
-        except ConcurrencyConflict:
-            pass
     return [await fire_due_transition(FireDueTransition(timer, command.now), uow) for timer in timers]
 
 

@@ -245,21 +245,43 @@ async def test_timers_due_together_fire_in_one_transaction_and_a_stale_one_fires
     assert store.causes[(ids[0], 3)] == timers[0].timer_id
 
 
-async def test_a_batch_that_loses_a_version_check_fires_each_timer_on_its_own() -> None:
+async def test_a_batch_that_loses_a_version_check_is_decided_once_more_as_a_batch() -> None:
     store = FakeStore()
     starts = START + timedelta(seconds=1)
-    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(2)]
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(3)]
     timers = [store.timers[i] for i in ids]
 
     def someone_renames_the_first() -> None:
         store.campaigns[ids[0]].version += 1  # a command committed on it meanwhile
 
     store.before_commit = someone_renames_the_first
-    results = await campaign_handlers.fire_due_transitions(
-        FireDueTransitions(timers=timers, now=starts), FakeUnitOfWork(store)
-    )
+    uow = FakeUnitOfWork(store)
+    results = await campaign_handlers.fire_due_transitions(FireDueTransitions(timers=timers, now=starts), uow)
     assert all(r is not None for r in results)
-    assert [store.event_types(i).count("CampaignActivated") for i in ids] == [1, 1]
+    assert [store.event_types(i).count("CampaignActivated") for i in ids] == [1, 1, 1]
+    assert uow.commits == 1  # the second try, on fresh reads, committed them all at once
+
+
+async def test_a_batch_that_loses_twice_fires_each_timer_on_its_own() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    ids = [await scheduled_campaign(store, starts, START + timedelta(hours=1)) for _ in range(3)]
+    timers = [store.timers[i] for i in ids]
+    moves = 0
+
+    def someone_renames_the_first() -> None:
+        nonlocal moves
+        moves += 1
+        store.campaigns[ids[0]].version += 1  # a command committed on it meanwhile
+        if moves < 2:
+            store.before_commit = someone_renames_the_first  # and again before the second try
+
+    store.before_commit = someone_renames_the_first
+    uow = FakeUnitOfWork(store)
+    results = await campaign_handlers.fire_due_transitions(FireDueTransitions(timers=timers, now=starts), uow)
+    assert all(r is not None for r in results)
+    assert [store.event_types(i).count("CampaignActivated") for i in ids] == [1, 1, 1]
+    assert (moves, uow.commits) == (2, 3)  # two batches lost, then one commit a timer
 
 
 async def test_a_burst_due_at_once_is_fired_in_few_transactions() -> None:
