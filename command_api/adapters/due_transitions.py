@@ -26,12 +26,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from command_api.adapters.mongo_documents import due_timer_from_document
-from command_api.adapters.mongo_schema import Document
+from command_api.adapters.mongo_schema import TIMER, TIMER_DUE_AT, Document
 from command_api.adapters.mongo_unit_of_work import (
     IN_CHUNK,
     MAJORITY,
     RETRY_BACKOFF_SECONDS,
-    TIMER,
     TRANSACTION_ATTEMPTS,
     ReadAhead,
     chunked,
@@ -40,7 +39,7 @@ from command_api.domain.campaign import DueTimer
 
 T = TypeVar("T")
 
-DUE_AT = f"{TIMER}.due_at"
+DUE_AT = TIMER_DUE_AT
 TIMER_ID = f"{TIMER}.timer_id"
 # Every campaign with a pending transition (served by the sparse `timer_due_at` index).
 _PENDING = {DUE_AT: {"$exists": True}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from command_api.adapters.mongo_schema import TIMER
 from command_api.application.ports import CommandResult, IdempotentOutcome
 from command_api.domain.campaign import Campaign, CampaignDetails, DueTimer
 from command_api.domain.refresh_token import RefreshToken
@@ -33,7 +34,7 @@ def campaign_document(campaign: Campaign, timer: DueTimer | None = None) -> Docu
         "updated_at": campaign.updated_at,
     }
     if timer is not None:
-        document["timer"] = timer_document(timer)
+        document[TIMER] = timer_document(timer)
     return document
 
 
@@ -70,7 +71,7 @@ def timer_document(timer: DueTimer) -> Document:
 
 def due_timer_from_document(doc: Document) -> DueTimer:
     """The timer of a campaign document (read with its `timer` field)."""
-    timer = doc["timer"]
+    timer = doc[TIMER]
     return DueTimer(
         campaign_id=doc["_id"],
         timer_id=timer["timer_id"],

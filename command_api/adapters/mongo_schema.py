@@ -26,6 +26,8 @@ RELAY_STATE = "relay_state"
 # from its events), written by the command whose events set it, indexed by due time. Releases
 # before kept them in a collection of their own, which the scheduler empties into the campaigns
 # at start (`MongoDueTransitions.adopt_legacy`).
+TIMER = "timer"
+TIMER_DUE_AT = f"{TIMER}.due_at"
 DUE_INDEX = "timer_due_at"
 LEGACY_DUE_TRANSITIONS = "due_transitions"
 # The scheduler's lease: which scheduler reads and fires the timers.
@@ -75,7 +77,7 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     # with a pending transition are in it).
     # Sparse, not partial: a range of due times is served by it on MongoDB and on SecantusDB
     # alike (SecantusDB never uses a partial index whose filter is `$exists`).
-    await db[CAMPAIGNS].create_index([("timer.due_at", ASCENDING)], sparse=True, name=DUE_INDEX)
+    await db[CAMPAIGNS].create_index([(TIMER_DUE_AT, ASCENDING)], sparse=True, name=DUE_INDEX)
     await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
     await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")

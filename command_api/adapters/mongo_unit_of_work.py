@@ -32,6 +32,7 @@ from command_api.adapters.mongo_schema import (
     EVENTS,
     IDEMPOTENCY_KEYS,
     REFRESH_TOKENS,
+    TIMER,
     USERS,
     Document,
     IndexGate,
@@ -467,18 +468,14 @@ class MongoCampaignRepository:
     def _saving(self, campaign: Campaign, document: Document) -> Write:
         """The campaign's compare-and-set, with its durable timer as its pending events leave it
         (set, moved or removed; kept when they do not move it), in the same update."""
-        fields = {k: v for k, v in document.items() if k != "_id"}
-        update: Document = {"$set": fields}
+        unset = None
         if campaign.moves_timer():
             timer = campaign.due_timer()
             if timer is None:
-                update["$unset"] = {TIMER: ""}
+                unset = TIMER
             else:
-                fields[TIMER] = docs.timer_document(timer)
-        return Write(
-            UpdateOne(_cas_filter(campaign), update, namespace=self._uow.namespace(CAMPAIGNS)),
-            conflict=f"{CAMPAIGNS} {campaign.id} is no longer at version {campaign.stored_version}",
-        )
+                document = {**document, TIMER: docs.timer_document(timer)}
+        return _compare_and_set(self._uow, CAMPAIGNS, campaign, document, unset=unset)
 
 
 # A campaign's timer as a grouped update writes it: kept (None), removed (`_REMOVED`), or set to
@@ -486,7 +483,8 @@ class MongoCampaignRepository:
 _TimerShape = tuple[str, datetime] | str | None
 _REMOVED = "removed"
 _ALONE = "alone"  # a timer no grouped update can express: saved on its own
-TIMER = "timer"
+# Stands for the campaign's id in the timer id an update pipeline builds (no id holds it).
+_ID_MARK = "\x00"
 # The document field that holds each transition's time.
 _TIMER_TARGETS = {"activate": "starts_at", "complete": "ends_at"}
 
@@ -521,8 +519,10 @@ def _grouped_update(changed: Document, shape: _TimerShape, version: int) -> Docu
     # An update pipeline, so each campaign's timer is computed from its own document; the
     # changed values as literals (a string starting with "$" would read a field).
     fields = {k: {"$literal": v} for k, v in changed.items()}
+    # The domain's `timer_id` around each campaign's own id.
+    before_id, after_id = timer_id(_ID_MARK, version, action).split(_ID_MARK)
     fields[TIMER] = {
-        "timer_id": {"$concat": ["timer:", "$_id", f":v{version}:{action}"]},  # `timer_id`
+        "timer_id": {"$concat": [before_id, "$_id", after_id]},
         "action": {"$literal": action},
         "target_at": target,
         "due_at": {"$max": [target, {"$literal": set_at}]},
@@ -531,11 +531,16 @@ def _grouped_update(changed: Document, shape: _TimerShape, version: int) -> Docu
 
 
 def _compare_and_set(
-    uow: MongoUnitOfWork, collection: str, aggregate: Aggregate, document: Document
+    uow: MongoUnitOfWork, collection: str, aggregate: Aggregate, document: Document, unset: str | None = None
 ) -> Write:
+    """The aggregate's document written over the one at its stored version (`unset`: a field
+    removed in the same update)."""
     fields = {k: v for k, v in document.items() if k != "_id"}
+    update: Document = {"$set": fields}
+    if unset is not None:
+        update["$unset"] = {unset: ""}
     return Write(
-        UpdateOne(_cas_filter(aggregate), {"$set": fields}, namespace=uow.namespace(collection)),
+        UpdateOne(_cas_filter(aggregate), update, namespace=uow.namespace(collection)),
         conflict=f"{collection} {aggregate.id} is no longer at version {aggregate.stored_version}",
     )
 
