@@ -341,10 +341,11 @@ class Settings(BaseSettings):
     console_rebuild_grace_seconds: float = Field(default=15.0, ge=0, le=600)
 
     # Replay (`campaigns replay rebuild/verify`): campaigns folded in memory before they are
-    # written (each written once per window, however many of its events the window holds); the
-    # window being folded and what is left of the one being written hold this many together, so
-    # memory grows with this, not with the log: ~1.4 KiB a campaign, its fields kept as JSON; 0
-    # writes every event through the live projector's apply), and campaigns per pipelined write.
+    # written (each written once per window, however many of its events the window holds; 0
+    # writes every event through the live projector's apply). The window being folded and what is
+    # left of the one being written hold this many together, so memory grows with this, not with
+    # the log: ~1.4 KiB of RSS a campaign (its document as stored and its new fields as JSON).
+    # Then campaigns per pipelined write.
     replay_fold_campaigns: int = Field(default=25_000, ge=0)
     replay_write_campaigns: int = Field(default=500, ge=1)
     # The full pass from Kafka read by this many processes, each a part of the partitions (an

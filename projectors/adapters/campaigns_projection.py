@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -65,6 +65,18 @@ READ_CHUNK = 256
 @dataclass(slots=True)
 class _Read:
     stored: StoredCampaign
+    parked_count: int  # as Redis holds it, unreadable entries included
+
+
+class StoredForm(NamedTuple):
+    """What Redis holds for one campaign, its document as stored (compressed or JSON: see
+    `readmodels.stored_documents`); None if never created or deleted."""
+
+    version: int
+    document: bytes | None
+    deleted: bool
+    owner: str
+    parked: dict[int, EventEnvelope]
     parked_count: int  # as Redis holds it, unreadable entries included
 
 
@@ -187,6 +199,30 @@ class CampaignsProjection(FromItsGroupSpec):
         cluster: bool,
         claim: GenerationClaim | None = None,
     ) -> dict[str, _Read]:
+        forms = await self._read_stored(redis, base, campaign_ids, cluster, claim)
+        return {
+            cid: _Read(
+                StoredCampaign(
+                    version=form.version,
+                    state=None if form.document is None else orjson.loads(document_json(form.document)),
+                    deleted=form.deleted,
+                    owner=form.owner,
+                    parked=form.parked,
+                ),
+                form.parked_count,
+            )
+            for cid, form in forms.items()
+        }
+
+    async def _read_stored(
+        self,
+        redis: Redis,
+        base: str,
+        campaign_ids: list[str],
+        cluster: bool,
+        claim: GenerationClaim | None = None,
+    ) -> dict[str, StoredForm]:
+        """What Redis holds for each campaign, its document as stored (not decoded)."""
         keys = CampaignKeys(base, self.buckets)
         calls: list[tuple[int, list[ScriptArg]]] = []
         grouped = _calls(campaign_ids, keys, READ_CHUNK, cluster)
@@ -207,18 +243,18 @@ class CampaignsProjection(FromItsGroupSpec):
                 pipe.hgetall(keys.parked(cid))
             for cid, entries in zip(with_parked, await pipe.execute(), strict=True):
                 parked[cid] = _readable(entries)
-        reads = {}
+        forms = {}
         for n, cid in enumerate(campaign_ids):
             version, doc, deleted, owner, count = replies[5 * n : 5 * n + 5]
-            stored = StoredCampaign(
+            forms[cid] = StoredForm(
                 version=int(version or 0),
-                state=orjson.loads(document_json(doc)) if doc and not deleted else None,
+                document=doc if doc and not deleted else None,
                 deleted=bool(deleted),
                 owner=(owner or b"").decode(),
                 parked=parked.get(cid, {}),
+                parked_count=int(count),
             )
-            reads[cid] = _Read(stored, int(count))
-        return reads
+        return forms
 
     async def _plan_and_write(
         self,

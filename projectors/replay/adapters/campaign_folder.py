@@ -2,10 +2,10 @@
 
 A generation being rebuilt has one writer until the swap (this replay), so its state need not
 round-trip through Redis after every batch as the live projector's does. The folder keeps each
-campaign it has seen (a `_Folded`, its fields as JSON, not as dicts of objects): what Redis holds
-for it (read once, on its first event in the window) and what the events read since then made
-of it, planned by the live
-projector's own `plan_campaign`, event by event, in order. When `max_campaigns` are held (and at
+campaign it has seen (a `_Folded`: compact, its document as Redis stored it and its new fields as
+JSON, not as dicts of objects): what Redis holds for it (read once, on its first event in the
+window) and what the events read since then made of it, planned by the live projector's own
+`plan_campaign`, event by event, in order. When `max_campaigns` are held (and at
 the end of every pass), each changed campaign is written once, from what Redis holds to its
 folded state, by the live projector's own guarded write (`CampaignsProjection._write`): the keys
 and values are those the live projector writes for the same events, only without the
@@ -29,19 +29,21 @@ which re-reads and re-plans what moved (see `redis_writer.LaneWriter.shared`).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from events import EventEnvelope
-from projectors.adapters.campaigns_projection import CampaignsProjection, _Read
+from projectors.adapters.campaigns_projection import CampaignsProjection, StoredForm, _Read
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult
 from projectors.replay.domain.tally import ProjectionTally
 from readmodels.keyspace import generation_base
+from readmodels.stored_documents import document_json
 from service_runtime.redis_client import is_cluster
 
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
@@ -54,43 +56,84 @@ class GenerationMoved(RuntimeError):
     """The generation being rebuilt was written by someone else before the swap."""
 
 
+# A held campaign's fields while no event changed them: those of its pre-image (`before`).
+_AS_BEFORE = b""
+
+
 @dataclass(slots=True)
 class _Folded:
-    """One held campaign, compact: its fields before and after as their JSON, not as dicts of
-    objects (a quarter of the memory; the live projector round-trips them through JSON in
-    Redis too). A pre-image's fields are kept only as JSON (`read.stored.state` is dropped)."""
+    """One held campaign, compact (~1.1 KiB of RSS with a pre-image and new fields, against ~1.7
+    as a pre-image's JSON and the read's objects: the window's memory is its peak). What Redis
+    held for it (the guard's expectations, its document in the stored form the read returned,
+    decoded only when an event or the write needs it) and what the events folded since made of
+    it (the fields as their JSON; the live projector round-trips them through JSON in Redis
+    too). Owners are interned (a few thousand, each in many campaigns); no parked entries, None."""
 
-    read: _Read  # the guard's expectations: what `CampaignsProjection._read` returned, fields aside
-    before: bytes | None  # the fields as Redis holds them; None if never created or deleted
-    version: int  # the rest: after the events folded since
-    state: bytes | None  # `before` itself (the same object) while no event changed the fields
+    stored_version: int
+    stored_deleted: bool
+    stored_owner: str
+    stored_parked: dict[int, EventEnvelope] | None
+    parked_count: int
+    before: bytes | None  # the stored document; None if never created or deleted
+    version: int
+    state: bytes | None  # the fields' JSON; `_AS_BEFORE` while no event changed them
     deleted: bool
     owner: str
-    parked: dict[int, EventEnvelope]
+    parked: dict[int, EventEnvelope] | None
 
     @classmethod
-    def of(cls, read: _Read) -> _Folded:
-        stored = read.stored
-        before = None if stored.state is None else _compact(stored.state)
-        if stored.state is not None:
-            read = _Read(replace(stored, state=None), read.parked_count)
-        return cls(read, before, stored.version, before, stored.deleted, stored.owner, stored.parked)
+    def of(cls, form: StoredForm) -> _Folded:
+        owner = sys.intern(form.owner)
+        parked = form.parked or None
+        return cls(
+            form.version, form.deleted, owner, parked, form.parked_count,
+            form.document, form.version, _AS_BEFORE, form.deleted, owner, parked,
+        )  # fmt: skip
+
+    def _before_fields(self) -> dict[str, Any] | None:
+        return None if self.before is None else orjson.loads(document_json(self.before))
 
     def current(self) -> StoredCampaign:
-        state = None if self.state is None else orjson.loads(self.state)
-        return StoredCampaign(self.version, state, self.deleted, self.owner, self.parked)
+        if self.state is _AS_BEFORE:
+            state = self._before_fields()
+        else:
+            state = None if self.state is None else orjson.loads(self.state)
+        return StoredCampaign(self.version, state, self.deleted, self.owner, self.parked or {})
 
     def fold(self, given: StoredCampaign, plan: CampaignPlan) -> None:
         """Keep what `plan_campaign(given, ...)` made of it."""
         if plan.state is not given.state:
             self.state = None if plan.state is None else _compact(plan.state)
-        self.version, self.deleted, self.owner = plan.version, plan.deleted, plan.owner
-        self.parked = plan.parked
+        self.version, self.deleted, self.owner = plan.version, plan.deleted, sys.intern(plan.owner)
+        self.parked = plan.parked or None
 
     @property
     def changed(self) -> bool:
-        stored = self.read.stored
-        return self.version != stored.version or self.parked.keys() != stored.parked.keys()
+        return (
+            self.version != self.stored_version
+            or (self.parked or {}).keys() != (self.stored_parked or {}).keys()
+        )
+
+    def write(self) -> tuple[CampaignPlan, _Read]:
+        """The write from what Redis holds to the folded state, as one plan of the live projector,
+        and the read it guards on."""
+        before = self._before_fields()
+        # The same object when no event changed the fields: the write then leaves the document be.
+        state = before if self.state is _AS_BEFORE else orjson.loads(self.state or b"null")
+        stored = StoredCampaign(
+            self.stored_version, before, self.stored_deleted, self.stored_owner, self.stored_parked or {}
+        )
+        plan = CampaignPlan(
+            before=stored,
+            outcomes=[],
+            version=self.version,
+            state=state,
+            deleted=self.deleted,
+            owner=self.owner,
+            applied=[],
+            parked=self.parked or {},
+        )
+        return plan, _Read(stored, self.parked_count)
 
 
 class CampaignFolder:
@@ -131,9 +174,9 @@ class CampaignFolder:
             if self._writing and any(cid in self._writing for cid in unread):
                 await self._written()
             await self._room_for(len(unread))
-            reads = await self.projection._read(self.redis, self._base, unread, self._cluster)
+            forms = await self.projection._read_stored(self.redis, self._base, unread, self._cluster)
             for cid in unread:
-                folded[cid] = _Folded.of(reads[cid])
+                folded[cid] = _Folded.of(forms[cid])
         outcomes = []
         for cid, events in by_campaign.items():
             entry = folded[cid]
@@ -200,8 +243,9 @@ class CampaignFolder:
 
         async def write_chunk(chunk: list[str]) -> None:
             async with in_flight:
-                plans = {cid: _plan(folded[cid]) for cid in chunk}
-                reads = {cid: folded[cid].read for cid in chunk}
+                plans, reads = {}, {}
+                for cid in chunk:
+                    plans[cid], reads[cid] = folded[cid].write()
                 layout = await self.projection.layout(self.redis, self.generation)
                 stale = await self.projection._write(
                     self.redis, self._base, False, plans, reads, self._cluster, layout
@@ -232,21 +276,3 @@ def _compact(state: dict[str, Any]) -> bytes:
     """The fields' JSON in a bytes object of its own size: orjson's result keeps the ~8 KiB it
     was written into (measured: 20,000 of them hold 156 MiB of RSS, their copies 11 MiB)."""
     return bytes(memoryview(orjson.dumps(state)))
-
-
-def _plan(entry: _Folded) -> CampaignPlan:
-    """The write from what Redis holds to the folded state, as one plan of the live projector."""
-    stored = entry.read.stored
-    before = None if entry.before is None else orjson.loads(entry.before)
-    # The same object when no event changed the fields: the write then leaves the document be.
-    state = before if entry.state is entry.before else orjson.loads(entry.state or b"null")
-    return CampaignPlan(
-        before=replace(stored, state=before),
-        outcomes=[],
-        version=entry.version,
-        state=state,
-        deleted=entry.deleted,
-        owner=entry.owner,
-        applied=[],
-        parked=entry.parked,
-    )
