@@ -62,12 +62,13 @@ _AS_BEFORE = b""
 
 @dataclass(slots=True)
 class _Folded:
-    """One held campaign, compact (~1.1 KiB of RSS with a pre-image and new fields, against ~1.7
-    as a pre-image's JSON and the read's objects: the window's memory is its peak). What Redis
-    held for it (the guard's expectations, its document in the stored form the read returned,
-    decoded only when an event or the write needs it) and what the events folded since made of
-    it (the fields as their JSON; the live projector round-trips them through JSON in Redis
-    too). Owners are interned (a few thousand, each in many campaigns); no parked entries, None."""
+    """One held campaign, compact (with a pre-image and new fields ~1.1 KiB traced and ~1.4 KiB of
+    RSS, against ~1.7 of RSS as a pre-image's JSON and the read's objects: the window is the
+    replay's peak memory). What Redis held for it (the guard's expectations, its document in the
+    stored form the read returned, decoded only when an event or the write needs it) and what the
+    events folded since made of it (the fields as their JSON; the live projector round-trips them
+    through JSON in Redis too). Owners are interned (a few thousand, each in many campaigns); no
+    parked entries, None."""
 
     stored_version: int
     stored_deleted: bool
