@@ -80,6 +80,11 @@ class StoredForm(NamedTuple):
     parked_count: int  # as Redis holds it, unreadable entries included
 
 
+def stored_fields(document: bytes | None) -> dict[str, Any] | None:
+    """A campaign's fields from its document as Redis stores it (`StoredForm.document`)."""
+    return None if document is None else orjson.loads(document_json(document))
+
+
 def _calls(campaign_ids: list[str], keys: CampaignKeys, chunk: int, cluster: bool) -> list[list[str]]:
     """The campaigns of each script call: `chunk` at most, and on a cluster all of one bucket
     (a script's keys must share a slot)."""
@@ -204,7 +209,7 @@ class CampaignsProjection(FromItsGroupSpec):
             cid: _Read(
                 StoredCampaign(
                     version=form.version,
-                    state=None if form.document is None else orjson.loads(document_json(form.document)),
+                    state=stored_fields(form.document),
                     deleted=form.deleted,
                     owner=form.owner,
                     parked=form.parked,

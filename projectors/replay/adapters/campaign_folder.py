@@ -38,12 +38,11 @@ import orjson
 from redis.asyncio import Redis
 
 from events import EventEnvelope
-from projectors.adapters.campaigns_projection import CampaignsProjection, StoredForm, _Read
+from projectors.adapters.campaigns_projection import CampaignsProjection, StoredForm, _Read, stored_fields
 from projectors.domain.campaign_plan import CampaignPlan, StoredCampaign, plan_campaign
 from projectors.domain.outcomes import ApplyResult
 from projectors.replay.domain.tally import ProjectionTally
 from readmodels.keyspace import generation_base
-from readmodels.stored_documents import document_json
 from service_runtime.redis_client import is_cluster
 
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
@@ -91,14 +90,12 @@ class _Folded:
             form.document, form.version, _AS_BEFORE, form.deleted, owner, parked,
         )  # fmt: skip
 
-    def _before_fields(self) -> dict[str, Any] | None:
-        return None if self.before is None else orjson.loads(document_json(self.before))
+    def _new_fields(self) -> dict[str, Any] | None:
+        """The fields the events changed them to (not while `_AS_BEFORE`)."""
+        return None if self.state is None else orjson.loads(self.state)
 
     def current(self) -> StoredCampaign:
-        if self.state is _AS_BEFORE:
-            state = self._before_fields()
-        else:
-            state = None if self.state is None else orjson.loads(self.state)
+        state = stored_fields(self.before) if self.state is _AS_BEFORE else self._new_fields()
         return StoredCampaign(self.version, state, self.deleted, self.owner, self.parked or {})
 
     def fold(self, given: StoredCampaign, plan: CampaignPlan) -> None:
@@ -118,9 +115,9 @@ class _Folded:
     def write(self) -> tuple[CampaignPlan, _Read]:
         """The write from what Redis holds to the folded state, as one plan of the live projector,
         and the read it guards on."""
-        before = self._before_fields()
+        before = stored_fields(self.before)
         # The same object when no event changed the fields: the write then leaves the document be.
-        state = before if self.state is _AS_BEFORE else orjson.loads(self.state or b"null")
+        state = before if self.state is _AS_BEFORE else self._new_fields()
         stored = StoredCampaign(
             self.stored_version, before, self.stored_deleted, self.stored_owner, self.stored_parked or {}
         )
