@@ -163,8 +163,8 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     # How long the relay waits after a new event for the ones right behind it, so they share one
     # Kafka transaction (a transaction costs the relay and the broker about as much as its
-    # records). Only while events keep coming (the new one arrived within this long of the
-    # previous publish: command_api/adapters/relay_linger.py), so a lone event never waits; 0: off.
+    # records). Only while events keep coming (the new one arrived within this long of the one
+    # before it: command_api/adapters/relay_linger.py), so a lone event never waits; 0: off.
     relay_linger_ms: float = Field(default=15.0, ge=0, le=1000)
     # The relay's Kafka transactional.id (prefixed with topic_prefix): stable across restarts, so
     # a relay that starts publishing fences any older one still alive (its transactions fail).

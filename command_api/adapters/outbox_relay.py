@@ -45,7 +45,7 @@ from command_api.adapters.mongo_schema import EVENTS, Document, IndexGate
 from command_api.adapters.mongo_unit_of_work import IN_CHUNK, chunked
 from command_api.adapters.relay_change_feed import ChangeFeed
 from command_api.adapters.relay_lease import LeaseLost, RelayLease
-from command_api.adapters.relay_linger import Linger
+from command_api.adapters.relay_linger import linger
 from command_api.adapters.relay_status import (
     FENCED,
     HISTORY_LOST,
@@ -89,7 +89,7 @@ class OutboxRelay:
         self._lease = lease
         self._publisher = publisher
         self._batch_size = batch_size
-        self._linger = Linger(linger_seconds)
+        self._linger_seconds = linger_seconds
         self.progress = RelayProgress()
         self._feed = ChangeFeed(db, batch_size=batch_size, on_history_lost=self._history_lost)
         # Published from the stream, committed in Kafka, not yet marked in MongoDB; and the
@@ -188,14 +188,17 @@ class OutboxRelay:
             while True:
                 self._lease.ensure_held()
                 changes = await feed.changes(STREAM_WAIT_SECONDS)
-                if changes and len(changes) < self._batch_size and (wait := self._linger.wait()):
+                if (
+                    changes
+                    and len(changes) < self._batch_size
+                    and (wait := linger(self._linger_seconds, feed.arrival_gap))
+                ):
                     # Changes keep coming: let the ones right behind the first join its
                     # transaction (relay_linger.py).
                     await asyncio.sleep(wait)
                     changes += feed.arrived(self._batch_size - len(changes))
                 if changes:
                     await self._publish(await feed.not_yet_published(changes), mark_now=False)
-                    self._linger.published()
                 elif time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:
                     await self._catch_up()
                     scanned_at = time.monotonic()

@@ -49,6 +49,8 @@ TOKEN_SAVE_SECONDS = 5.0
 HISTORY_LOST_CODES = frozenset({286, 280})
 
 HistoryLost = Callable[[str], None]
+# A change from the stream, and when it arrived (the feed's clock).
+Arrival = tuple[float, Document]
 
 
 def is_history_lost(exc: OperationFailure) -> bool:
@@ -58,7 +60,14 @@ def is_history_lost(exc: OperationFailure) -> bool:
 class ChangeFeed:
     """`async with feed:` opens the stream; then `changes()` and `scan_page()`. One per relay."""
 
-    def __init__(self, db: AsyncDatabase[Document], *, batch_size: int, on_history_lost: HistoryLost) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        *,
+        batch_size: int,
+        on_history_lost: HistoryLost,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         majority = ReadConcern("majority")
         self._events = db.get_collection(EVENTS, read_concern=majority)
         self._state = db[RELAY_STATE]
@@ -67,17 +76,24 @@ class ChangeFeed:
         self._on_history_lost = on_history_lost
         self._stream: AsyncCollectionChangeStream[Document] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[Document | BaseException] = asyncio.Queue(maxsize=batch_size)
+        self._clock = clock
+        # Each change with the time it arrived (what the relay's linger decides on).
+        self._queue: asyncio.Queue[Arrival | BaseException] = asyncio.Queue(maxsize=batch_size)
         self._failure: BaseException | None = None
         self._token_saved_at = 0.0
         self._saving: asyncio.Task[None] | None = None
         # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
         # stream reports after it cannot have been published by a scan.
         self._scanned_until: Timestamp | None = None
+        # When the newest change handed out arrived; and, for the first change `changes()` last
+        # returned, how long after the change before it (None: the first since the stream opened).
+        self._last_arrival: float | None = None
+        self.arrival_gap: float | None = None
 
     async def __aenter__(self) -> ChangeFeed:
         self._scanned_until = None
         self._failure = None
+        self._last_arrival = self.arrival_gap = None
         self._queue = asyncio.Queue(maxsize=self._batch_size)
         self._stream = await self._open_stream()
         self._reader = asyncio.create_task(self._read(self._stream), name="relay-change-stream")
@@ -126,7 +142,7 @@ class ChangeFeed:
             while True:
                 change = await stream.try_next()
                 if change is not None:
-                    await self._queue.put(change)
+                    await self._queue.put((self._clock(), change))
                 elif not stream.alive:
                     raise OperationFailure("the change stream was closed by the server")
         except asyncio.CancelledError:
@@ -148,7 +164,7 @@ class ChangeFeed:
         # the get ends, and the relay's loop then runs on past its stop (a 300 s test hang).
         try:
             async with asyncio.timeout(wait_seconds):
-                item: Document | BaseException | None = await self._queue.get()
+                item: Arrival | BaseException | None = await self._queue.get()
         except TimeoutError:
             return []
         changes: list[Document] = []
@@ -158,7 +174,9 @@ class ChangeFeed:
                 if not changes:
                     raise item
                 break
-            changes.append(item)
+            if not changes:
+                self.arrival_gap = None if self._last_arrival is None else item[0] - self._last_arrival
+            changes.append(self._taken(item))
             if len(changes) >= self._batch_size:
                 break
             try:
@@ -179,8 +197,12 @@ class ChangeFeed:
             if isinstance(item, BaseException):
                 self._failure = item
             else:
-                found.append(item)
+                found.append(self._taken(item))
         return found
+
+    def _taken(self, arrival: Arrival) -> Document:
+        self._last_arrival, change = arrival
+        return change
 
     async def remember_position(self) -> None:
         """Save the stream's resume token when due, beside the publishing (a busy server answers

@@ -1,13 +1,16 @@
-"""The change feed's reaction to a stream whose history is gone (MongoDB's error at the boundary)."""
+"""The change feed: its reaction to a stream whose history is gone (MongoDB's error at the
+boundary), and the arrival gaps the relay's linger decides on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from pymongo.errors import OperationFailure
 
 from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID, ChangeFeed, is_history_lost
+from tests.support.waiting import eventually
 
 
 class FakeCollection:
@@ -69,3 +72,55 @@ async def test_a_stream_that_loses_its_history_drops_the_token_alerts_and_hands_
     assert await feed.changes(0.1) == [{"_id": 1}, {"_id": 2}]
     with pytest.raises(OperationFailure):
         await feed.changes(0.1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stream:
+    """Hands out the changes the test sends it, each arriving at the time sent with it."""
+
+    alive = True
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+
+    async def try_next(self) -> dict[str, Any] | None:
+        self._clock.now, change = await self.sent.get()
+        return change
+
+
+async def test_each_batch_tells_how_long_after_the_change_before_it_its_first_arrived() -> None:
+    clock = Clock()
+    feed = ChangeFeed(FakeDatabase(), batch_size=10, on_history_lost=print, clock=clock)  # type: ignore[arg-type]
+    stream = Stream(clock)
+    reader = asyncio.create_task(feed._read(stream))  # type: ignore[arg-type]
+    try:
+        stream.sent.put_nowait((100.0, {"_id": 1}))
+        assert await feed.changes(1) == [{"_id": 1}]
+        assert feed.arrival_gap is None  # the first since the stream opened
+
+        stream.sent.put_nowait((100.010, {"_id": 2}))
+        assert await feed.changes(1) == [{"_id": 2}]
+        assert feed.arrival_gap == pytest.approx(0.010)
+
+        stream.sent.put_nowait((100.050, {"_id": 3}))
+        assert await feed.changes(1) == [{"_id": 3}]
+        assert feed.arrival_gap == pytest.approx(0.040)
+
+        # A change the linger collected (`arrived`) is the one the next gap is measured from.
+        stream.sent.put_nowait((100.062, {"_id": 4}))
+        await eventually(lambda: not feed._queue.empty(), 5, 0.001, "the change queued")
+        assert feed.arrived(10) == [{"_id": 4}]
+        stream.sent.put_nowait((100.070, {"_id": 5}))
+        assert await feed.changes(1) == [{"_id": 5}]
+        assert feed.arrival_gap == pytest.approx(0.008)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
