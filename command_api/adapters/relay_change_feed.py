@@ -201,6 +201,7 @@ class ChangeFeed:
         return found
 
     def _taken(self, arrival: Arrival) -> Document:
+        """The change, handed out: the next batch's gap is measured from its arrival."""
         self._last_arrival, change = arrival
         return change
 
