@@ -9,14 +9,7 @@ import pytest
 
 from command_api.application.errors import TooManyLiveCampaigns
 from command_api.application.live_cap import LiveCampaignCap
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 class Counter:
@@ -49,7 +42,7 @@ async def create(cap: LiveCampaignCap, counter: Counter, owner: str = "owner") -
 
 
 async def test_an_owner_the_command_rate_keeps_far_from_the_cap_is_counted_once() -> None:
-    clock, counter = Clock(), Counter(live=10)
+    clock, counter = Clock(0.0), Counter(live=10)
     cap = cap_of(200, clock, rate=1.0, burst=5)
     for second in range(60):  # at most 10 + 60 seen and 5 + 60 unseen: under 200 for a minute
         clock.now = float(second)
@@ -58,7 +51,7 @@ async def test_an_owner_the_command_rate_keeps_far_from_the_cap_is_counted_once(
 
 
 async def test_once_the_rate_could_reach_the_cap_it_counts_every_recount_interval() -> None:
-    clock, counter = Clock(), Counter(live=80)
+    clock, counter = Clock(0.0), Counter(live=80)
     cap = cap_of(100, clock, rate=1.0, burst=5)
     await create(cap, counter)  # 81 seen, 5 unseen at most: safe
     clock.now = 1.0
@@ -73,7 +66,7 @@ async def test_once_the_rate_could_reach_the_cap_it_counts_every_recount_interva
 
 
 async def test_creates_since_the_count_reach_the_cap_and_the_refusal_rests_on_a_fresh_count() -> None:
-    clock, counter = Clock(), Counter(live=0)
+    clock, counter = Clock(0.0), Counter(live=0)
     cap = cap_of(3, clock, rate=0.0, burst=0)
     for _ in range(3):
         await create(cap, counter)
@@ -84,7 +77,7 @@ async def test_creates_since_the_count_reach_the_cap_and_the_refusal_rests_on_a_
 
 
 async def test_at_the_cap_a_delete_elsewhere_is_seen_by_the_next_create() -> None:
-    clock, counter = Clock(), Counter(live=3)
+    clock, counter = Clock(0.0), Counter(live=3)
     cap = cap_of(3, clock)
     with pytest.raises(TooManyLiveCampaigns):
         await cap.admit("owner", counter)
@@ -94,7 +87,7 @@ async def test_at_the_cap_a_delete_elsewhere_is_seen_by_the_next_create() -> Non
 
 
 async def test_creates_on_other_processes_are_seen_at_the_next_recount() -> None:
-    clock, counter = Clock(), Counter(live=0)
+    clock, counter = Clock(0.0), Counter(live=0)
     cap = cap_of(5, clock, rate=1.0, burst=5)
     await create(cap, counter)
     counter.live = 5  # four more made through another worker
@@ -105,7 +98,7 @@ async def test_creates_on_other_processes_are_seen_at_the_next_recount() -> None
 
 
 async def test_concurrent_creates_share_one_count() -> None:
-    clock, counter = Clock(), Counter(live=0)
+    clock, counter = Clock(0.0), Counter(live=0)
     counter.gate = asyncio.Event()
     cap = cap_of(100, clock)
     admissions = [asyncio.create_task(cap.admit("owner", counter)) for _ in range(10)]
@@ -116,7 +109,7 @@ async def test_concurrent_creates_share_one_count() -> None:
 
 
 async def test_a_count_whose_request_went_away_is_taken_up_by_a_waiter() -> None:
-    clock, counter = Clock(), Counter(live=0)
+    clock, counter = Clock(0.0), Counter(live=0)
     counter.gate = asyncio.Event()
     cap = cap_of(100, clock)
     first = asyncio.create_task(cap.admit("owner", counter))
@@ -132,7 +125,7 @@ async def test_a_count_whose_request_went_away_is_taken_up_by_a_waiter() -> None
 
 
 async def test_only_the_most_recent_owners_are_tracked() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     cap = cap_of(100, clock, owners=2)
     counters = {name: Counter(live=1) for name in ("a", "b", "c")}
     for name in ("a", "b", "c", "a"):

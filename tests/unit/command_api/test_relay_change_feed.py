@@ -10,6 +10,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID, ChangeFeed, is_history_lost
+from tests.support.clock import Clock
 from tests.support.waiting import eventually
 
 
@@ -72,14 +73,6 @@ async def test_a_stream_that_loses_its_history_drops_the_token_alerts_and_hands_
     assert await feed.changes(0.1) == [{"_id": 1}, {"_id": 2}]
     with pytest.raises(OperationFailure):
         await feed.changes(0.1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Stream:

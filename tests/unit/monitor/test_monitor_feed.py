@@ -5,14 +5,7 @@ from __future__ import annotations
 import orjson
 
 from query_api.adapters.monitor_feed import MonitorFeed, Subscriber, event_message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def feed() -> MonitorFeed:

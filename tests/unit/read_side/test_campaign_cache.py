@@ -7,16 +7,9 @@ import asyncio
 from query_api.adapters.campaign_cache import ENTRY_OVERHEAD_BYTES, CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from readmodels.snapshot import Snapshot
+from tests.support.clock import Clock
 
 BASE = "rm:campaigns.1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def snapshot(version: int = 1, doc: bytes = b'{"id":"c1"}') -> Snapshot:

@@ -16,6 +16,7 @@ from service_runtime.problems import Problem
 from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, issue_access_token
+from tests.support.clock import Clock
 from tests.support.keys import key_settings
 
 SETTINGS = Settings(app_env="test", access_token_ttl_seconds=60, **key_settings())  # type: ignore[arg-type]
@@ -44,14 +45,6 @@ class FakeRedis:
         if float(instant) > float(self.values.get(key, "0")):
             self.values[key] = instant
         return 0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def cutoffs(redis: FakeRedis | None = None, clock: Clock | None = None) -> SessionCutoffs:
