@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from service_runtime.keys import PRIVATE_FILE, PUBLIC_FILE, ensure_local_keys, generate_key_pair, signing_key
 from service_runtime.settings import Settings
 from service_runtime.tokens import InvalidToken, VerifiedAccessTokens, issue_access_token, verify_access_token
+from tests.support.clock import Clock
 from tests.support.keys import hs256_token, key_settings
 
 SIGNER = Settings(app_env="test", **key_settings())  # type: ignore[arg-type]
@@ -101,14 +102,6 @@ def test_local_keys_are_generated_once_with_a_private_file_only_the_owner_reads(
     assert not (tmp_path / "x").exists()
 
 
-class _Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_remembered_token_is_verified_once_and_refused_from_its_exp(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -124,7 +117,7 @@ def test_a_remembered_token_is_verified_once_and_refused_from_its_exp(
         return real(settings, presented)
 
     monkeypatch.setattr(tokens, "verify_access_token", counted)
-    clock = _Clock(issued.timestamp())
+    clock = Clock(issued.timestamp())
     verified = tokens.VerifiedAccessTokens(VERIFIER, size=10, clock=clock)
     first = verified.principal(token)
     assert (first.user_id, first.is_admin) == ("alice", True)
@@ -161,7 +154,7 @@ def test_only_tokens_that_verified_are_remembered_and_the_oldest_goes_first() ->
 
 
 def test_remembered_answers_only_a_verified_unexpired_token_and_verifies_nothing() -> None:
-    clock = _Clock(time.time())
+    clock = Clock(time.time())
     verified = VerifiedAccessTokens(VERIFIER, size=10, clock=clock)
     token = issue_access_token(SIGNER, "u1", ["user"])
     assert verified.remembered(token) is None  # never verified: the caller must ask `principal`

@@ -22,14 +22,6 @@ from tests.support.keys import key_settings
 SETTINGS = Settings(app_env="test", access_token_ttl_seconds=60, **key_settings())  # type: ignore[arg-type]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class FakeRedis:
     """GET, and the EVAL that only raises an instant, over a dict; counts reads."""
 
@@ -58,7 +50,7 @@ def cutoffs(redis: FakeRedis | None = None, clock: Clock | None = None) -> Sessi
 
 
 async def test_a_remembered_token_is_refused_once_it_expires() -> None:
-    clock = FakeClock()
+    clock = Clock(time.time())
     verifier = TokenVerifier(SETTINGS, cutoffs(), clock=clock)
     token = issue_access_token(SETTINGS, "alice", ["user"])
     assert (await verifier.principal(token)).user_id == "alice"
@@ -153,7 +145,7 @@ async def test_a_read_sent_before_the_sessions_ended_is_not_remembered_after() -
 
 
 async def test_the_remembered_answer_is_the_one_authenticate_gives_or_none() -> None:
-    redis, clock, wall = FakeRedis(), Clock(), FakeClock()
+    redis, clock, wall = FakeRedis(), Clock(), Clock(time.time())
     verifier = TokenVerifier(SETTINGS, cutoffs(redis, clock), clock=wall)
     token = issue_access_token(SETTINGS, "alice", ["user"])
     header = f"Bearer {token}"
@@ -179,7 +171,7 @@ async def test_the_remembered_answer_is_the_one_authenticate_gives_or_none() -> 
 
 
 async def test_an_expired_token_is_never_answered_from_memory() -> None:
-    wall = FakeClock()
+    wall = Clock(time.time())
     verifier = TokenVerifier(SETTINGS, cutoffs(), clock=wall)
     token = issue_access_token(SETTINGS, "alice", ["user"])
     await verifier.authenticate(f"Bearer {token}")
