@@ -4,6 +4,7 @@ from key layout 4, JSON before it, and every form a reader meets read back to th
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 
 import orjson
@@ -59,6 +60,34 @@ def test_a_document_round_trips_in_well_under_half_its_size() -> None:
     stored = stored_form(document)
     assert document_json(stored) == document
     assert len(stored) < 0.5 * len(document), (len(stored), len(document))
+
+
+def test_threads_compressing_and_reading_at_once_each_get_their_own_documents_back() -> None:
+    # The replay CLI run through asyncio.to_thread beside in-process projectors did this in a
+    # test: with one shared compressor, frames came back corrupt ("Src size is incorrect",
+    # "Destination buffer is too small").
+    documents = [
+        campaign_document(fold_campaign(new_campaign(str(uuid.uuid4()), description="d" * size).events) or {})
+        for size in range(0, 2_000, 40)
+    ]
+    failures: list[str] = []
+
+    def round_trips() -> None:
+        try:
+            for _ in range(40):
+                for document in documents:
+                    if document_json(stored_form(document)) != document:
+                        failures.append("a document came back changed")
+                        return
+        except Exception as exc:  # the failure is the finding, whatever it raised
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=round_trips) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def test_json_written_before_layout_4_is_read_as_it_is() -> None:
