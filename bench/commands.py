@@ -27,8 +27,8 @@ CAMPAIGN = {
     "description": "",
     "channel": "email",
     "budget": {"amount": "100.00", "currency": "EUR"},
-    "starts_at": "2027-03-01T00:00:00Z",
-    "ends_at": "2027-03-31T00:00:00Z",
+    "starts_at": "2099-03-01T00:00:00Z",
+    "ends_at": "2099-03-31T00:00:00Z",
     "tags": ["bench"],
 }
 

@@ -14,8 +14,8 @@ from command_api.domain.campaign import Campaign, CampaignDetails, DueTimer
 from events import EventEnvelope, new_envelope
 
 PASSWORD = "correct horse battery 9"
-STARTS_AT = datetime(2027, 3, 1, tzinfo=UTC)
-ENDS_AT = datetime(2027, 3, 31, tzinfo=UTC)
+STARTS_AT = datetime(2099, 3, 1, tzinfo=UTC)
+ENDS_AT = datetime(2099, 3, 31, tzinfo=UTC)
 
 
 def campaign_body(**overrides: Any) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def campaign_body(**overrides: Any) -> dict[str, Any]:
         "description": "first campaign",
         "channel": "email",
         "budget": {"amount": "2500.00", "currency": "EUR"},
-        "starts_at": "2027-03-01T00:00:00Z",
-        "ends_at": "2027-03-31T00:00:00Z",
+        "starts_at": "2099-03-01T00:00:00Z",
+        "ends_at": "2099-03-31T00:00:00Z",
         "tags": ["launch"],
     }
     body.update(overrides)

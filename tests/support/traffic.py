@@ -33,8 +33,8 @@ def campaign_body(n: int) -> dict[str, object]:
         "description": "made by the traffic driver",
         "channel": CHANNELS[n % len(CHANNELS)],
         "budget": {"amount": f"{100 + n % 900}.{n % 100:02d}", "currency": ("EUR", "USD", "BRL")[n % 3]},
-        "starts_at": "2027-03-01T00:00:00Z",
-        "ends_at": "2027-03-31T00:00:00Z",
+        "starts_at": "2099-03-01T00:00:00Z",
+        "ends_at": "2099-03-31T00:00:00Z",
         "tags": [f"t{n % 7}", "traffic"],
     }
 

@@ -22,6 +22,7 @@ from query_api.adapters.monitor_state import MonitorState
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.command_api.accounts import Account, create_campaign, if_match, signed_up
+from tests.support.factories import STARTS_AT
 
 
 def iso(moment: datetime) -> str:
@@ -123,17 +124,17 @@ async def test_schedule_stores_the_timer_and_rescheduling_and_unscheduling_move_
     assert state is not None and state["status"] == "scheduled"
     timer = await timer_of(db, campaign_id)
     assert timer is not None
-    assert (timer["action"], timer["due_at"]) == ("activate", datetime(2027, 3, 1, tzinfo=UTC))
+    assert (timer["action"], timer["due_at"]) == ("activate", STARTS_AT)
     assert timer["timer_id"] == f"timer:{campaign_id}:v2:activate"
 
     moved = await api.patch(
         f"/campaigns/{campaign_id}",
-        json={"starts_at": "2027-03-05T00:00:00Z"},
+        json={"starts_at": (STARTS_AT + timedelta(days=4)).isoformat()},
         headers={**owner.auth, **if_match(2)},
     )
     assert moved.status_code == 200, moved.text
     timer = await timer_of(db, campaign_id)
-    assert timer is not None and timer["due_at"] == datetime(2027, 3, 5, tzinfo=UTC)
+    assert timer is not None and timer["due_at"] == STARTS_AT + timedelta(days=4)
 
     unscheduled = await api.post(f"/campaigns/{campaign_id}/unschedule", headers=owner.auth)
     assert unscheduled.status_code == 200, unscheduled.text

@@ -67,14 +67,14 @@ ONE_FIELD_EDITS: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ({"description": "second"}, {"description": "second"}, {"description": "second"}),
     ({"channel": "sms"}, {"channel": "sms"}, {"channel": "sms"}),
     (
-        {"starts_at": datetime(2027, 3, 2, 2, tzinfo=timezone(timedelta(hours=2)))},
-        {"starts_at": "2027-03-02T00:00:00Z"},
-        {"starts_at": datetime(2027, 3, 2, tzinfo=UTC)},
+        {"starts_at": datetime(2099, 3, 2, 2, tzinfo=timezone(timedelta(hours=2)))},
+        {"starts_at": "2099-03-02T00:00:00Z"},
+        {"starts_at": datetime(2099, 3, 2, tzinfo=UTC)},
     ),
     (
-        {"ends_at": datetime(2027, 4, 1, tzinfo=UTC)},
-        {"ends_at": "2027-04-01T00:00:00Z"},
-        {"ends_at": datetime(2027, 4, 1, tzinfo=UTC)},
+        {"ends_at": datetime(2099, 4, 1, tzinfo=UTC)},
+        {"ends_at": "2099-04-01T00:00:00Z"},
+        {"ends_at": datetime(2099, 4, 1, tzinfo=UTC)},
     ),
     ({"tags": ["Autumn", "autumn", " q3 "]}, {"tags": ["autumn", "q3"]}, {"tags": ("autumn", "q3")}),
     (

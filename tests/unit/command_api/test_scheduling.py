@@ -21,7 +21,7 @@ from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Actor, DueTimer
 from tests.unit.command_api.fakes import FakeStore, FakeUnitOfWork
 
 OWNER = Actor("owner")
-START = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
+START = datetime(2099, 1, 10, 12, 0, tzinfo=UTC)
 
 
 class FakeClock:
