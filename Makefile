@@ -36,9 +36,10 @@ stack-down: venv
 ## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
 ## -rfER lists every failure, error and rerun in the summary; --rerun-show-tracebacks prints the
 ## traceback of every failed attempt, so a test rescued by a rerun still says why it failed.
+## --durations=20 names the slowest steps of each pass: the whole suite must stay under 30 minutes.
 TEST_WORKERS ?= 0
 SERIAL_TESTS := chaos or load or browser or cluster
-PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 --rerun-show-tracebacks -rfER
+PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 --rerun-show-tracebacks -rfER --durations=20
 test: venv deps
 ifeq ($(TEST_WORKERS),0)
 	$(PYTEST_RUN)
