@@ -81,14 +81,26 @@ def connect_redis(settings: Settings, **options: Any) -> Redis:
     return cast(Redis, cluster)
 
 
+# The stream writer's methods a write calls: met on `None`, the connection was closed under it.
+_WRITER_METHODS = frozenset({"write", "writelines", "drain"})
+
+
 class _WritesOnLostTransports(AbstractConnection):
-    """A write on a connection whose transport the event loop already closed (the server went
-    away between the connect and the HELLO, or between the pool's check and the command) raises
-    the `ConnectionError` it is. uvloop raises `RuntimeError` ("the handler is closed",
-    MagicStack/uvloop#506) where the standard library's loop only drops the bytes; redis-py
-    retries, and its cluster client refreshes the slot map, only on its own `ConnectionError`,
-    so during a Redis Cluster failover a read met the RuntimeError as it was: a 500 from the
-    query API where the contract says 503 (tests/chaos/test_redis_failover_under_traffic.py)."""
+    """A write on a connection that was lost under it raises the `ConnectionError` it is.
+    redis-py retries, and its cluster client refreshes the slot map, only on its own
+    `ConnectionError`; during a Redis Cluster failover under traffic
+    (tests/chaos/test_redis_failover_under_traffic.py) a read or a command met the other two as
+    they were, a 500 where the contract says 503:
+
+    - the event loop already closed the transport (the server went away between the connect and
+      the HELLO, or between the pool's check and the command): uvloop raises `RuntimeError` ("the
+      handler is closed", MagicStack/uvloop#506) where the standard library's loop only drops
+      the bytes;
+    - another task disconnected the connection while this one's write was on its way (the
+      cluster client disconnects every connection of a node it finds gone, in use or not, and
+      redis-py 8.1's `disconnect` clears the stream writer the write then calls):
+      `AttributeError` on `None` (redis-py 8.2 raises `ConnectionError` itself, redis/redis-py#4288).
+    """
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         try:
@@ -97,6 +109,10 @@ class _WritesOnLostTransports(AbstractConnection):
             if "handler is closed" not in str(exc):
                 raise
             raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except AttributeError as exc:
+            if exc.obj is not None or exc.name not in _WRITER_METHODS:
+                raise
+            raise RedisConnectionError("Error while writing to socket: closed under the write") from exc
 
 
 # Each connection class `connect_redis` was given, with `_WritesOnLostTransports`.

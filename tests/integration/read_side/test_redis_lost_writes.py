@@ -1,11 +1,17 @@
-"""A Redis connection whose transport closed under it, under uvloop (the services' loop), on the
-real server of either topology: the command fails as a lost connection (redis-py's
-`ConnectionError`, which the APIs answer 503 and the cluster client retries on a fresh slot map),
-never as uvloop's `RuntimeError` ("the handler is closed", a 500), and the next one is answered.
+"""A Redis connection lost under a write, under uvloop (the services' loop), on the real server of
+either topology: the command fails as a lost connection (redis-py's `ConnectionError`, which the
+APIs answer 503 and the cluster client retries on a fresh slot map), never as the error the
+loss happened to raise inside redis-py (a 500), and the next one is answered.
 
-Seen in a Redis Cluster failover under traffic (tests/chaos/test_redis_failover_under_traffic.py):
-a connection to the dying primary was opened, then closed by the server before its HELLO went out.
-Closing the transport of an idle pooled connection is that moment, made deterministic.
+Both were seen in a Redis Cluster failover under traffic
+(tests/chaos/test_redis_failover_under_traffic.py):
+- a connection to the dying primary was opened, then closed by the server before its HELLO went
+  out (uvloop's `RuntimeError`, "the handler is closed"). Closing the transport of an idle pooled
+  connection is that moment, made deterministic;
+- a connection was disconnected by another task (the cluster client dropping every connection of
+  the node it found gone) while this one's write was on its way (`AttributeError`: redis-py 8.1
+  had cleared the writer). The write is started, and the connection disconnected before the
+  loop runs it.
 """
 
 from __future__ import annotations
@@ -60,3 +66,37 @@ def test_a_write_on_a_connection_closed_under_it_is_a_lost_connection(settings: 
         # The plain client does not retry (as `connect_redis` makes it); the API answers 503.
         assert type(first) is RedisConnectionError, f"not a lost connection: {first!r}"
     assert second == b"kept"
+
+
+async def _write_on_a_connection_disconnected_under_it(settings: Settings) -> tuple[object, object]:
+    redis = connect_redis(settings)
+    key = f"{settings.redis_prefix}:lost-writes:{uuid.uuid4().hex}"
+    try:
+        await redis.set(key, "kept")
+        idle = _idle_connections(redis)
+        assert idle, "the client kept no idle connection to write on"
+        connection = idle[0]
+        # redis-py hands a write with a socket timeout to a task of its own: it runs after this.
+        assert connection.socket_timeout, "the write would not wait for the loop: nothing to race"
+        write = asyncio.create_task(
+            connection.send_packed_command(connection.pack_command("GET", key), check_health=False)
+        )
+        await asyncio.sleep(0)  # the write has started and waits for its turn
+        await connection.disconnect(nowait=True)  # another task's disconnect, as the cluster's
+        try:
+            await write
+            met: object = "written"
+        except Exception as exc:  # what the writer met is the point of the test
+            met = exc
+        return met, await redis.get(key)
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+
+
+def test_a_write_on_a_connection_disconnected_under_it_is_a_lost_connection(settings: Settings) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        met, next_answer = runner.run(_write_on_a_connection_disconnected_under_it(settings))
+
+    assert type(met) is RedisConnectionError, f"not a lost connection: {met!r}"
+    assert next_answer == b"kept"
