@@ -17,7 +17,9 @@ Both were seen in a Redis Cluster failover under traffic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
 
 import uvloop
@@ -36,29 +38,45 @@ def _idle_connections(redis: Redis) -> list[Any]:
     return list(redis.connection_pool._available_connections)  # type: ignore[attr-defined]
 
 
-async def _first_answer_after_the_loss(settings: Settings) -> tuple[object, object]:
+@contextlib.asynccontextmanager
+async def _kept_key(settings: Settings) -> AsyncIterator[tuple[Redis, str, list[Any]]]:
+    """A client that has just written "kept" under a key of its own, and the connections it then
+    holds idle."""
     redis = connect_redis(settings)
     key = f"{settings.redis_prefix}:lost-writes:{uuid.uuid4().hex}"
     try:
         await redis.set(key, "kept")
         idle = _idle_connections(redis)
-        assert idle, "the client kept no idle connection to close"
-        for connection in idle:
-            connection._writer.transport.close()
-        await asyncio.sleep(0.05)  # the loop has closed them
-        try:
-            first: object = await redis.get(key)
-        except Exception as exc:  # what the caller met is the point of the test
-            first = exc
-        return first, await redis.get(key)
+        assert idle, "the client kept no idle connection to lose"
+        yield redis, key, idle
     finally:
         await redis.delete(key)
         await redis.aclose()
 
 
-def test_a_write_on_a_connection_closed_under_it_is_a_lost_connection(settings: Settings) -> None:
+async def _met(call: Awaitable[object]) -> object:
+    """What the call answered, or the error it raised (what the caller met is the point)."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc
+
+
+def _on_uvloop(main: Coroutine[Any, Any, tuple[object, object]]) -> tuple[object, object]:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        first, second = runner.run(_first_answer_after_the_loss(settings))
+        return runner.run(main)
+
+
+async def _first_answer_after_the_loss(settings: Settings) -> tuple[object, object]:
+    async with _kept_key(settings) as (redis, key, idle):
+        for connection in idle:
+            connection._writer.transport.close()
+        await asyncio.sleep(0.05)  # the loop has closed them
+        return await _met(redis.get(key)), await redis.get(key)
+
+
+def test_a_write_on_a_connection_closed_under_it_is_a_lost_connection(settings: Settings) -> None:
+    first, second = _on_uvloop(_first_answer_after_the_loss(settings))
 
     if settings.redis_cluster_addresses:
         assert first == b"kept", f"the cluster client did not retry on a fresh connection: {first!r}"
@@ -69,12 +87,7 @@ def test_a_write_on_a_connection_closed_under_it_is_a_lost_connection(settings: 
 
 
 async def _write_on_a_connection_disconnected_under_it(settings: Settings) -> tuple[object, object]:
-    redis = connect_redis(settings)
-    key = f"{settings.redis_prefix}:lost-writes:{uuid.uuid4().hex}"
-    try:
-        await redis.set(key, "kept")
-        idle = _idle_connections(redis)
-        assert idle, "the client kept no idle connection to write on"
+    async with _kept_key(settings) as (redis, key, idle):
         connection = idle[0]
         # redis-py hands a write with a socket timeout to a task of its own: it runs after this.
         assert connection.socket_timeout, "the write would not wait for the loop: nothing to race"
@@ -83,20 +96,11 @@ async def _write_on_a_connection_disconnected_under_it(settings: Settings) -> tu
         )
         await asyncio.sleep(0)  # the write has started and waits for its turn
         await connection.disconnect(nowait=True)  # another task's disconnect, as the cluster's
-        try:
-            await write
-            met: object = "written"
-        except Exception as exc:  # what the writer met is the point of the test
-            met = exc
-        return met, await redis.get(key)
-    finally:
-        await redis.delete(key)
-        await redis.aclose()
+        return await _met(write), await redis.get(key)
 
 
 def test_a_write_on_a_connection_disconnected_under_it_is_a_lost_connection(settings: Settings) -> None:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        met, next_answer = runner.run(_write_on_a_connection_disconnected_under_it(settings))
+    met, next_answer = _on_uvloop(_write_on_a_connection_disconnected_under_it(settings))
 
     assert type(met) is RedisConnectionError, f"not a lost connection: {met!r}"
     assert next_answer == b"kept"
