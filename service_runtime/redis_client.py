@@ -89,8 +89,8 @@ class _WritesOnLostTransports(AbstractConnection):
     """A write on a connection that was lost under it raises the `ConnectionError` it is.
     redis-py retries, and its cluster client refreshes the slot map, only on its own
     `ConnectionError`; during a Redis Cluster failover under traffic
-    (tests/chaos/test_redis_failover_under_traffic.py) a read or a command met the other two as
-    they were, a 500 where the contract says 503:
+    (tests/chaos/test_redis_failover_under_traffic.py) reads and commands met each of these two
+    as it was, a 500 where the contract says 503:
 
     - the event loop already closed the transport (the server went away between the connect and
       the HELLO, or between the pool's check and the command): uvloop raises `RuntimeError` ("the
