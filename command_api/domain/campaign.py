@@ -243,7 +243,11 @@ class Campaign(Aggregate):
         self._record(CampaignUpdated(**changed), now)
 
     def activate(self, now: datetime) -> None:
-        self._move("activate", now)
+        """Draft, scheduled or paused -> active, by hand.
+
+        Refused once `ends_at` has passed, as `schedule` is: the scheduler would only complete
+        the campaign at once (its timer fires `fire`, which this rule does not hold back)."""
+        self._move("activate", now, ends_must_be_ahead=True)
 
     def pause(self, now: datetime) -> None:
         self._move("pause", now)
@@ -258,6 +262,8 @@ class Campaign(Aggregate):
             self.schedule(now)
         elif action == "unschedule":
             self.unschedule(now)
+        elif action == "activate":
+            self.activate(now)
         elif action in _LIFECYCLE:
             self._move(action, now)
         else:
@@ -362,7 +368,7 @@ class Campaign(Aggregate):
         self.updated_at = now
         self._record(CampaignDeleted(), now)
 
-    def _move(self, action: str, now: datetime) -> None:
+    def _move(self, action: str, now: datetime, *, ends_must_be_ahead: bool = False) -> None:
         self._ensure_exists()
         sources, target, event = _LIFECYCLE[action]
         if self.status not in sources:
@@ -371,6 +377,8 @@ class Campaign(Aggregate):
                 f"cannot {action} the campaign: it is {self.status.value} (allowed from {allowed})"
             )
         now = to_millisecond_utc(now)
+        if ends_must_be_ahead and self.details.ends_at <= now:
+            raise InvalidTransition(f"cannot {action} the campaign: its ends_at has passed")
         self.status = target
         self.updated_at = now
         self._record(event(), now)

@@ -150,8 +150,8 @@ def _lifecycle_route(action: str) -> None:
         description=(
             "Lifecycle: draft → scheduled → active ⇄ paused → completed (draft → active by hand). "
             "Schedule: the scheduler activates the campaign at starts_at (at once if it has passed; "
-            "409 once ends_at has passed); unschedule: back to draft. An active or paused campaign "
-            "is completed at its ends_at."
+            "409 once ends_at has passed); unschedule: back to draft. Activate by hand: 409 once "
+            "ends_at has passed. An active or paused campaign is completed at its ends_at."
         ),
         responses={
             **ok(200, "Done", headers=("ETag",)),

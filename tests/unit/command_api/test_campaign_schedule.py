@@ -70,6 +70,31 @@ def test_scheduling_once_ends_at_has_passed_is_refused() -> None:
     assert campaign.pending_events == []
 
 
+@pytest.mark.parametrize("before", [CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED])
+def test_activating_by_hand_once_ends_at_has_passed_is_refused(before: CampaignStatus) -> None:
+    campaign = scheduled() if before is CampaignStatus.SCHEDULED else draft()
+    if before is CampaignStatus.PAUSED:
+        campaign.activate(NOW)
+        campaign.pause(NOW)
+        campaign.collect_events()
+    version = campaign.version
+    with pytest.raises(InvalidTransition, match="cannot activate the campaign: its ends_at has passed"):
+        campaign.apply_lifecycle("activate", ENDS)
+    assert (campaign.status, campaign.version, campaign.pending_events) == (before, version, [])
+    campaign.apply_lifecycle("activate", ENDS - timedelta(milliseconds=1))
+    assert campaign.status is CampaignStatus.ACTIVE
+
+
+def test_an_activation_timer_fired_after_ends_at_still_activates_then_completion_is_due() -> None:
+    campaign = scheduled()
+    timer = campaign.due_timer()
+    assert timer is not None
+    assert campaign.fire(timer, ENDS + timedelta(hours=1))  # the scheduler was down all along
+    assert campaign.status is CampaignStatus.ACTIVE
+    completion = campaign.due_timer()
+    assert completion is not None and completion.action == "complete"
+
+
 def test_unscheduling_returns_to_draft_and_drops_the_timer() -> None:
     campaign = scheduled()
     campaign.unschedule(NOW)
