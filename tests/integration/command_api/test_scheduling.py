@@ -143,28 +143,17 @@ async def test_schedule_stores_the_timer_and_rescheduling_and_unscheduling_move_
     assert types == ["CampaignCreated", "CampaignScheduled", "CampaignUpdated", "CampaignUnscheduled"]
 
 
-async def test_schedule_is_refused_with_409_once_ends_at_has_passed(
-    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
+@pytest.mark.parametrize("action", ["schedule", "activate"])
+async def test_schedule_or_activate_is_refused_with_409_once_ends_at_has_passed_changing_nothing(
+    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document], action: str
 ) -> None:
     campaign_id = await create_campaign(
         api, owner, starts_at="2020-01-01T00:00:00Z", ends_at="2020-02-01T00:00:00Z"
     )
-    refused = await api.post(f"/campaigns/{campaign_id}/schedule", headers=owner.auth)
-    assert refused.status_code == 409
-    assert "ends_at has passed" in refused.json()["detail"]
-    assert await timers_in(db) == 0
-
-
-async def test_activate_is_refused_with_409_once_ends_at_has_passed_and_changes_nothing(
-    api: httpx.AsyncClient, owner: Account, db: AsyncDatabase[Document]
-) -> None:
-    campaign_id = await create_campaign(
-        api, owner, starts_at="2020-01-01T00:00:00Z", ends_at="2020-02-01T00:00:00Z"
-    )
-    refused = await api.post(f"/campaigns/{campaign_id}/activate", headers=owner.auth)
+    refused = await api.post(f"/campaigns/{campaign_id}/{action}", headers=owner.auth)
     assert refused.status_code == 409
     assert refused.headers["content-type"].startswith("application/problem+json")
-    assert "cannot activate the campaign: its ends_at has passed" in refused.json()["detail"]
+    assert f"cannot {action} the campaign: its ends_at has passed" in refused.json()["detail"]
     state = await db["campaigns"].find_one({"_id": campaign_id})
     assert state is not None and (state["status"], state["version"]) == ("draft", 1)
     assert [e["event_type"] for e in await events_of(db, campaign_id)] == ["CampaignCreated"]
