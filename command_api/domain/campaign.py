@@ -258,16 +258,9 @@ class Campaign(Aggregate):
     def apply_lifecycle(self, action: str, now: datetime) -> None:
         """One of LIFECYCLE_ACTIONS by name (what the HTTP routes /activate, /pause, /complete,
         /schedule and /unschedule send)."""
-        if action == "schedule":
-            self.schedule(now)
-        elif action == "unschedule":
-            self.unschedule(now)
-        elif action == "activate":
-            self.activate(now)
-        elif action in _LIFECYCLE:
-            self._move(action, now)
-        else:
+        if action not in LIFECYCLE_ACTIONS:
             raise ValueError(f"unknown lifecycle action {action!r}")
+        getattr(self, action)(now)  # each action's own method, with its own rules
 
     def schedule(self, now: datetime) -> None:
         """Draft -> scheduled; activated in the same command when `starts_at` has already passed.
