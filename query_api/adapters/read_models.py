@@ -88,6 +88,8 @@ class GenerationCache:
         self.prefix = prefix
         self.on_campaigns_base = on_campaigns_base
         self.live = {p: initial_generation(p) for p in PROJECTIONS}
+        # Each live generation's key base, made when `live` changes rather than on every read.
+        self._bases = self._bases_of(self.live)
         # The key layout of the live campaigns generation (readmodels.generations.LAYOUT_VERSIONS):
         # an older one is read as it was written until the projectors' rebuild swaps it out.
         self.campaigns_layout = LAYOUT_VERSIONS["campaigns"]
@@ -98,7 +100,12 @@ class GenerationCache:
     def base(self, projection: str) -> str:
         if self.lost:
             raise RedisUnavailable("the read models are being rebuilt after a Redis loss")
-        return generation_base(self.prefix, self.live[projection])
+        return self._bases[projection]
+
+    def _bases_of(self, live: dict[str, str]) -> dict[str, str]:
+        return {
+            projection: generation_base(self.prefix, generation) for projection, generation in live.items()
+        }
 
     async def refresh(self) -> None:
         live = await live_generations(self.redis, self.prefix)
@@ -114,9 +121,10 @@ class GenerationCache:
             layout = 1 if self.seen_whole else LAYOUT_VERSIONS["campaigns"]
         swapped = live["campaigns"] != self.live["campaigns"]
         self.live = live
+        self._bases = self._bases_of(live)
         self.campaigns_layout = layout
         if swapped and self.on_campaigns_base is not None:
-            self.on_campaigns_base(generation_base(self.prefix, live["campaigns"]))
+            self.on_campaigns_base(self._bases["campaigns"])
 
     async def check_whole(self) -> None:
         """Lost: the sentinel gone after it was seen, or a rebuild after a loss under way. Until
@@ -199,10 +207,10 @@ class ReadModels:
     def cached_campaign(self, campaign_id: str) -> Snapshot | None:
         """The campaign's snapshot if the campaign cache holds it (what `campaign` would answer
         first), without a coroutine; None: ask `campaign`."""
-        cache = self.cache
-        if cache is None:
+        cache, generations = self.cache, self.generations
+        if cache is None or generations.lost:  # (lost: `campaign` answers it, with its 503)
             return None
-        return cache.get(self.generations.base("campaigns"), campaign_id)
+        return cache.get(generations.base("campaigns"), campaign_id)
 
     async def campaign(self, campaign_id: str, *, confirm_missing: bool = True) -> Snapshot:
         """The campaign's snapshot. One that is missing is confirmed against the sentinel (a lost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from prometheus_client import REGISTRY
@@ -54,3 +55,19 @@ async def test_a_tally_reaches_the_series_without_anyone_asking() -> None:
     await eventually(lambda: counted(service) == 2, timeout=METRICS_FLUSH_SECONDS * 10, what="the flush")
     metrics.record("GET", "/health/live", "200", 0.002)
     await eventually(lambda: counted(service) == 3, timeout=METRICS_FLUSH_SECONDS * 10, what="the flush")
+
+
+def test_a_tally_after_its_first_loop_closed_is_flushed_on_the_next_loop() -> None:
+    service = f"svc-{uuid.uuid4().hex}"
+    metrics = RequestMetrics(service)
+
+    async def first() -> None:  # its flush timer closes with its loop, unfired
+        metrics.record("GET", "/health/live", "200", 0.002)
+
+    async def second() -> None:
+        metrics.record("GET", "/health/live", "200", 0.002)
+        await eventually(lambda: counted(service) == 2, timeout=METRICS_FLUSH_SECONDS * 10, what="the flush")
+
+    asyncio.run(first())
+    assert counted(service) == 0
+    asyncio.run(second())

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -15,7 +16,10 @@ from projectors.adapters.redis_projection import campaigns_projection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
 from query_api.adapters.read_models import GenerationCache, ReadModels
-from readmodels.generations import swap_generation
+from query_api.entrypoints.http.app import SERVICE
+from readmodels.generations import mark_whole, swap_generation
+from readmodels.keyspace import sentinel_key
+from service_runtime.http import RequestMetrics
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
@@ -84,6 +88,66 @@ async def test_a_cached_campaign_is_still_hidden_from_other_users(
     assert mallory.status_code == 404
     assert (await query.http.get(path)).status_code == 401
     assert (await query.http.get(path, headers=query.admin())).json()["owner_id"] == "alice"
+
+
+async def test_a_read_from_the_cache_answers_as_one_from_redis_headers_and_metrics_alike(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    campaign = new_campaign("alice")
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    cache_of(query).clear()
+    before = _requests_counted(200)
+
+    from_redis = await query.http.get(path, headers={**alice, "X-Correlation-ID": "from-redis"})
+    assert len(cache_of(query)) == 1
+    # A change the cache cannot know of: a read that still shows version 1 came from memory.
+    await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")], announce=False)
+    from_memory = await query.http.get(path, headers={**alice, "X-Correlation-ID": "from-memory"})
+
+    assert (from_memory.status_code, from_memory.content) == (from_redis.status_code, from_redis.content)
+    assert from_memory.json()["version"] == 1
+    mine = ("x-correlation-id", "date")
+    assert {k: v for k, v in from_memory.headers.items() if k not in mine} == {
+        k: v for k, v in from_redis.headers.items() if k not in mine
+    }
+    assert from_memory.headers["cache-control"] == "no-store"
+    assert from_memory.headers["x-content-type-options"] == "nosniff"
+    assert from_memory.headers["x-correlation-id"] == "from-memory"
+    assert _requests_counted(200) == before + 2
+
+
+def _requests_counted(status: int) -> float:
+    RequestMetrics.flush_all()
+    labels = {"service": SERVICE, "method": "GET", "route": "/campaigns/{campaign_id}", "status": str(status)}
+    return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+
+async def test_a_cached_campaign_is_a_503_once_the_read_models_are_lost(
+    settings: Settings, redis: Redis, cached_query: QueryClient
+) -> None:
+    query = cached_query
+    generations = query.read_side.read_models.generations
+    await mark_whole(redis, settings.redis_prefix)
+    await generations.check_whole()
+    campaign = new_campaign("alice")
+    await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
+        redis, "campaigns.1", campaign.events
+    )
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+
+    await redis.delete(sentinel_key(settings.redis_prefix))  # what a flush or a new server leaves
+    await generations.check_whole()
+
+    assert len(cache_of(query)) == 1  # still held: the read must not be answered from it
+    for params in ({}, {"min_version": 1}):
+        lost = await query.http.get(path, params=params, headers=alice)
+        assert lost.status_code == 503, (params, lost.status_code, lost.text)
+        assert lost.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_generation_swap_is_followed_although_the_old_generation_was_cached(
