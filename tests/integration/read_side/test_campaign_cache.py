@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.adapters.redis_projection import campaigns_projection
 from query_api.adapters.campaign_cache import CampaignCache
 from query_api.adapters.notifications import NotificationListener, VersionWaiters
@@ -23,7 +24,7 @@ from service_runtime.http import RequestMetrics
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.read_side.conftest import QueryClient, query_app, wait_until
-from tests.integration.read_side.workload import campaign_payload, new_campaign
+from tests.integration.read_side.workload import Aggregate, campaign_payload, new_campaign
 
 LONG_LIVED = {"campaign_cache_seconds": 60.0}
 
@@ -44,11 +45,7 @@ async def test_a_cached_campaign_shows_its_next_version_once_the_projector_annou
     settings: Settings, redis: Redis, cached_query: QueryClient
 ) -> None:
     query = cached_query
-    campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
-    await projection.apply(redis, "campaigns.1", campaign.events)
-    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    campaign, projection, path, alice = await _alices_campaign_cached(settings, redis, query)
 
     await projection.apply(redis, "campaigns.1", [campaign.then("CampaignActivated")])
 
@@ -60,11 +57,7 @@ async def test_min_version_right_after_a_write_answers_the_new_version_not_the_c
     settings: Settings, redis: Redis, cached_query: QueryClient
 ) -> None:
     query = cached_query
-    campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
-    await projection.apply(redis, "campaigns.1", campaign.events)
-    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    campaign, projection, path, alice = await _alices_campaign_cached(settings, redis, query)
 
     await projection.apply(redis, "campaigns.1", [campaign.then("CampaignPaused")])
     response = await query.http.get(path, params={"min_version": 2}, headers=alice)
@@ -94,11 +87,7 @@ async def test_a_read_from_the_cache_answers_as_one_from_redis_headers_and_metri
     settings: Settings, redis: Redis, cached_query: QueryClient
 ) -> None:
     query = cached_query
-    campaign = new_campaign("alice")
-    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
-    await projection.apply(redis, "campaigns.1", campaign.events)
-    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    campaign, projection, path, alice = await _alices_campaign_cached(settings, redis, query)
     cache_of(query).clear()
     before = _requests_counted(200)
 
@@ -133,12 +122,7 @@ async def test_a_cached_campaign_is_a_503_once_the_read_models_are_lost(
     generations = query.read_side.read_models.generations
     await mark_whole(redis, settings.redis_prefix)
     await generations.check_whole()
-    campaign = new_campaign("alice")
-    await campaigns_projection(settings.redis_prefix, settings.read_model_buckets).apply(
-        redis, "campaigns.1", campaign.events
-    )
-    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
-    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    _, _, path, alice = await _alices_campaign_cached(settings, redis, query)
 
     await redis.delete(sentinel_key(settings.redis_prefix))  # what a flush or a new server leaves
     await generations.check_whole()
@@ -252,6 +236,19 @@ async def subscribers_named(redis: Redis, name: str) -> list[tuple[Redis, dict[s
         for client in await server.client_list()
         if client["name"] == name and int(client["sub"]) > 0
     ]
+
+
+async def _alices_campaign_cached(
+    settings: Settings, redis: Redis, query: QueryClient
+) -> tuple[Aggregate, CampaignsProjection, str, dict[str, str]]:
+    """A new campaign of alice's, projected and then read until the query API's cache keeps it:
+    the campaign, the projection, its path and alice's headers."""
+    campaign = new_campaign("alice")
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    await projection.apply(redis, "campaigns.1", campaign.events)
+    path, alice = f"/campaigns/{campaign.aggregate_id}", query.token("alice")
+    await wait_until(lambda: _cached(query, path, alice, 1), 5, "the campaign to be cached")
+    return campaign, projection, path, alice
 
 
 async def _version_is(query: QueryClient, path: str, headers: dict[str, str], version: int) -> bool:
