@@ -195,9 +195,7 @@ class HttpBasicsMiddleware:
 
     def __init__(self, app: ASGIApp | PlainAnswers, *, settings: Settings, service: str) -> None:
         self.app = cast(ASGIApp, app)
-        plain = app if isinstance(app, PlainAnswers) else None
-        # The plain app's two ways to answer, at hand for its usual request.
-        self._plain = (plain.answer_now, plain.answer) if plain else None
+        self._plain = app if isinstance(app, PlainAnswers) else None
         self.service = service
         self.max_body = settings.max_body_bytes
         self.max_depth = settings.max_json_depth
@@ -236,7 +234,7 @@ class HttpBasicsMiddleware:
             # context (setting and resetting it cost a few per cent of a hot read under wrk).
             status = 500
             try:
-                answer = self._plain[0](scope, authorization)
+                answer = self._plain.answer_now(scope, authorization)
                 if answer is not None:
                     status = answer[0]
                     await send(_plain_start(answer, cid_header, authenticated))
@@ -269,7 +267,7 @@ class HttpBasicsMiddleware:
             if self._plain is None:
                 await self.app(scope, receive, send_with_id)
                 return
-            later = await self._plain[1](scope)
+            later = await self._plain.answer(scope)
             if not isinstance(later, tuple):
                 await later(scope, receive, send_with_id)
                 return
