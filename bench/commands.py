@@ -92,7 +92,9 @@ async def measure(
             f"wrk (pinned to the last core) posting on {concurrency} connections, {rounds} rounds "
             f"of {seconds} s ({api_done} campaigns created), each followed by a raw pymongo loop "
             f"running as many transactions (one bulkWrite of state document + event, commit) at the "
-            "same concurrency on the same database; only the command API and the stack running"
+            "same concurrency on the same database; only the command API and the stack running. "
+            "The raw loop runs one command a transaction; the command API commits the commands "
+            "that queue for a transaction together (group commit), so it can pass 1"
         ),
         data={
             "api_rounds": [asdict(r) for r in api_runs],

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.command_rate import RedisCommandRate
 from command_api.adapters.due_transitions import MongoDueTransitions
+from command_api.adapters.group_commit import GroupCommit
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, ProducerFactory, kafka_producer_factory
 from command_api.adapters.login_throttle import RedisLoginThrottle, ThrottleLimits
 from command_api.adapters.mongo_schema import (
@@ -30,7 +31,13 @@ from command_api.adapters.mongo_schema import (
     IndexGate,
     mongo_client,
 )
-from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork, ReadAhead
+from command_api.adapters.mongo_unit_of_work import (
+    MongoUnitOfWork,
+    ReadAhead,
+    Write,
+    WriteTransactions,
+    refused_write,
+)
 from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.adapters.readiness import Readiness
 from command_api.adapters.relay_lease import SCHEDULER_LEASE_ID, RelayLease
@@ -66,13 +73,16 @@ class CommandSide:
     readiness: Readiness
     live_cap: LiveCampaignCap
 
-    # The process's transaction slots (`mongo_transactions_in_flight`).
-    transaction_slots: asyncio.Semaphore | None = None
+    # The process's command transactions: at most `mongo_transactions_in_flight` at once, the
+    # commands that queue meanwhile committed together (group_commit.py).
+    transactions: GroupCommit[Write] | None = None
 
     def unit_of_work(self) -> MongoUnitOfWork:
-        return MongoUnitOfWork(self.mongo, self.db, self.indexes, self.transaction_slots)
+        return MongoUnitOfWork(self.mongo, self.db, self.indexes, self.transactions)
 
     async def close(self) -> None:
+        if self.transactions is not None:
+            await self.transactions.drain()
         await self.mongo.close()
         await self.redis.aclose()
 
@@ -123,7 +133,12 @@ def open_command_side(settings: Settings) -> CommandSide:
         db=db,
         redis=redis,
         indexes=IndexGate(db),
-        transaction_slots=asyncio.Semaphore(settings.mongo_transactions_in_flight),
+        transactions=GroupCommit(
+            WriteTransactions(mongo, db).run,
+            in_flight=settings.mongo_transactions_in_flight,
+            max_commands=settings.mongo_group_commit_commands,
+            refused=refused_write,
+        ),
         credentials=Credentials(
             hasher=Argon2PasswordHasher(),
             throttle=RedisLoginThrottle(

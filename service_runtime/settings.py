@@ -38,12 +38,14 @@ class Settings(BaseSettings):
     # seed and follows a failover. SecantusDB presents itself as the replica set `secantus`.
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "campaigns"
-    # Command transactions one process runs at once; more wait their turn in the process. On the
-    # local SecantusDB every transaction statement and commit walks the server's registry of all
-    # sessions that ever ran a transaction, under one lock and each session's own lock, which a
-    # committing transaction holds through its fsync: 100 transactions in flight queued there
-    # behind each other's commits (a server at a fifth of a core with 100 commands waiting).
-    mongo_transactions_in_flight: int = Field(default=16, ge=1, le=1000)
+    # Command transactions one process runs at once; the commands that arrive while they run
+    # queue in the process and go together in the next one, this many at most (group commit:
+    # command_api/adapters/group_commit.py; 1 runs each command in a transaction of its own).
+    # On the local SecantusDB a transaction costs about as much again as the documents it
+    # writes, and every statement and commit walks the server's registry of all sessions under
+    # one lock: 100 transactions in flight queued there behind each other's commits.
+    mongo_transactions_in_flight: int = Field(default=4, ge=1, le=1000)
+    mongo_group_commit_commands: int = Field(default=32, ge=1, le=1000)
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from command_api.adapters import mongo_documents as docs
+from command_api.adapters.group_commit import GroupCommit, Pause
 from command_api.adapters.mongo_schema import (
     CAMPAIGNS,
     EVENTS,
@@ -157,27 +157,119 @@ class ReadAhead:
         return found, missing
 
 
-class MongoUnitOfWork:
-    """One command's staged writes; `commit` runs them and appends the events in one transaction.
+_REFUSED_WRITE = "_refused_write"
 
-    The writes go to MongoDB as one bulkWrite (one round trip, one transaction statement), then
-    the commit: each round trip costs a single-threaded local SecantusDB about as much as the
-    write itself."""
+
+def refusal(error: Exception, write: Write) -> Exception:
+    """`error`, the command's answer to `write` refused (a duplicate key, a version moved),
+    marked with that write: a group commit knows whose command it was (`refused_write`)."""
+    setattr(error, _REFUSED_WRITE, write)
+    return error
+
+
+def refused_write(error: BaseException) -> Write | None:
+    """The write a transaction's error was the refusal of, if it was one (`refusal`)."""
+    write = getattr(error, _REFUSED_WRITE, None)
+    return write if isinstance(write, Write) else None
+
+
+class WriteTransactions:
+    """Staged writes run in one transaction: one bulkWrite (one round trip, one transaction
+    statement), then the commit; a transient error retries the whole transaction. Each round trip
+    costs a single-threaded local SecantusDB about as much as the write itself."""
+
+    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+        self._client = client
+        self._db = db
+
+    async def run(self, writes: list[Write], pause: Pause = asyncio.sleep) -> None:
+        """The writes committed, or the error that stopped them; `pause` waits between two
+        attempts (a group commit gives up the transaction's place meanwhile)."""
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            async with self._client.start_session() as session:
+                try:
+                    await session.start_transaction(write_concern=MAJORITY)
+                    await self._write(writes, session)
+                    await _commit(session)
+                    return
+                except PyMongoError as exc:
+                    await _abort(session)
+                    if not _retryable(exc) or attempt == TRANSACTION_ATTEMPTS:
+                        raise
+                    log.info("transient transaction error, retrying (attempt %d): %s", attempt, exc)
+                except BaseException:
+                    await _abort(session)
+                    raise
+            await pause(RETRY_BACKOFF_SECONDS * attempt)
+
+    async def _write(self, writes: list[Write], session: AsyncClientSession) -> None:
+        bulk, grouped = _grouped_inserts(writes)
+        if bulk:
+            await self._bulk_write(bulk, session)
+        for collection, inserts in grouped.items():
+            await self._insert_many(collection, inserts, session)
+
+    async def _insert_many(self, collection: str, inserts: list[Write], session: AsyncClientSession) -> None:
+        documents = [write.document for write in inserts if write.document is not None]
+        try:
+            await self._db[collection].insert_many(documents, ordered=True, session=session)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors") or []:
+                write = inserts[error["index"]]
+                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
+                    raise refusal(write.duplicate(error), write) from exc
+            raise
+
+    async def _bulk_write(self, writes: list[Write], session: AsyncClientSession) -> None:
+        compare_and_set = any(write.conflict is not None for write in writes)
+        try:
+            result = await self._client.bulk_write(
+                [write.model for write in writes],
+                session=session,
+                ordered=True,
+                verbose_results=compare_and_set,
+            )
+        except ClientBulkWriteException as exc:
+            # The write errors are the server's documents (pymongo's annotation says otherwise).
+            errors: list[Document] = (exc.details or {}).get("writeErrors") or []
+            for error in errors:
+                write = writes[error["idx"]]
+                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
+                    raise refusal(write.duplicate(error), write) from exc
+            if isinstance(exc.error, PyMongoError):
+                # The server's or the network's own error, with its labels (TransientTransactionError)
+                # that the wrapper does not carry.
+                raise exc.error from None
+            raise
+        if compare_and_set:
+            updated = result.update_results
+            for index, write in enumerate(writes):
+                if write.conflict is not None and (
+                    index not in updated or updated[index].matched_count != write.matches
+                ):
+                    raise refusal(ConcurrencyConflict(write.conflict), write)
+
+
+class MongoUnitOfWork:
+    """One command's staged writes; `commit` runs them and appends the events in one transaction
+    (`WriteTransactions`), which commands queued at the same time may share (`GroupCommit`)."""
 
     def __init__(
         self,
         client: AsyncMongoClient[Document],
         db: AsyncDatabase[Document],
         gate: IndexGate,
-        slots: asyncio.Semaphore | None = None,
+        transactions: GroupCommit[Write] | None = None,
         read_ahead: ReadAhead | None = None,
     ) -> None:
-        self._client = client
         self._db = db
         self._gate = gate
         # Shared by the process's units of work: at most so many transactions in flight
-        # (`mongo_transactions_in_flight`); None for no bound.
-        self._slots = slots
+        # (`mongo_transactions_in_flight`), the commands queued meanwhile committed together
+        # (group_commit.py); None: each commit runs its own transaction at once.
+        self._transact = (
+            transactions.commit if transactions is not None else WriteTransactions(client, db).run
+        )
         self._writes: list[Write] = []
         self._aggregates: list[Aggregate] = []
         self.users = MongoUserRepository(self)
@@ -235,75 +327,6 @@ class MongoUnitOfWork:
             f"{envelope.aggregate_version}"
         )
         return inserting(self._db, EVENTS, document, duplicate=lambda _: taken)
-
-    async def _transact(self, writes: list[Write]) -> None:
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            async with self._slot(), self._client.start_session() as session:
-                try:
-                    await session.start_transaction(write_concern=MAJORITY)
-                    await self._write(writes, session)
-                    await _commit(session)
-                    return
-                except PyMongoError as exc:
-                    await _abort(session)
-                    if not _retryable(exc) or attempt == TRANSACTION_ATTEMPTS:
-                        raise
-                    log.info("transient transaction error, retrying (attempt %d): %s", attempt, exc)
-                except BaseException:
-                    await _abort(session)
-                    raise
-            await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
-
-    def _slot(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """One of the process's transaction slots for one attempt (released during the backoff)."""
-        return self._slots if self._slots is not None else contextlib.nullcontext()
-
-    async def _write(self, writes: list[Write], session: AsyncClientSession) -> None:
-        bulk, grouped = _grouped_inserts(writes)
-        if bulk:
-            await self._bulk_write(bulk, session)
-        for collection, inserts in grouped.items():
-            await self._insert_many(collection, inserts, session)
-
-    async def _insert_many(self, collection: str, inserts: list[Write], session: AsyncClientSession) -> None:
-        documents = [write.document for write in inserts if write.document is not None]
-        try:
-            await self._db[collection].insert_many(documents, ordered=True, session=session)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors") or []:
-                write = inserts[error["index"]]
-                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
-                    raise write.duplicate(error) from exc
-            raise
-
-    async def _bulk_write(self, writes: list[Write], session: AsyncClientSession) -> None:
-        compare_and_set = any(write.conflict is not None for write in writes)
-        try:
-            result = await self._client.bulk_write(
-                [write.model for write in writes],
-                session=session,
-                ordered=True,
-                verbose_results=compare_and_set,
-            )
-        except ClientBulkWriteException as exc:
-            # The write errors are the server's documents (pymongo's annotation says otherwise).
-            errors: list[Document] = (exc.details or {}).get("writeErrors") or []
-            for error in errors:
-                write = writes[error["idx"]]
-                if error.get("code") == DUPLICATE_KEY and write.duplicate is not None:
-                    raise write.duplicate(error) from exc
-            if isinstance(exc.error, PyMongoError):
-                # The server's or the network's own error, with its labels (TransientTransactionError)
-                # that the wrapper does not carry.
-                raise exc.error from None
-            raise
-        if compare_and_set:
-            updated = result.update_results
-            for index, write in enumerate(writes):
-                if write.conflict is not None and (
-                    index not in updated or updated[index].matched_count != write.matches
-                ):
-                    raise ConcurrencyConflict(write.conflict)
 
     # Reads are not part of the transaction: the compare-and-set on `version` guards the write.
     @property

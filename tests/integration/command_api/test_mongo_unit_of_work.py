@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_documents import campaign_document
 from command_api.adapters.mongo_schema import Document
+from command_api.adapters.mongo_unit_of_work import MongoUnitOfWork
 from command_api.application.errors import ConcurrencyConflict, EmailTaken
 from command_api.bootstrap import CommandSide, open_command_side
 from command_api.domain.campaign import SCHEDULER_ACTOR_ID, Campaign, CampaignDetails
@@ -308,5 +309,96 @@ async def test_no_more_transactions_run_at_once_than_the_process_allows(settings
         assert peak == 2
         assert await side.db["campaigns"].count_documents({}) == 8
         assert await side.db["events"].count_documents({}) == 8
+    finally:
+        await side.close()
+
+
+async def one_at_a_time(settings: Settings) -> CommandSide:
+    """A command side that runs one transaction at a time: what queues meanwhile goes as a group."""
+    return open_command_side(settings.model_copy(update={"mongo_transactions_in_flight": 1}))
+
+
+async def test_commands_queued_for_a_transaction_commit_together_as_if_each_alone(settings: Settings) -> None:
+    side = await one_at_a_time(settings)
+    assert side.transactions is not None
+    go = asyncio.Event()
+
+    async def create(n: int) -> None:
+        async with side.unit_of_work() as uow:
+            uow.campaigns.add(draft(f"c-{n}"))
+            await go.wait()
+            await uow.commit(actor_id="owner")
+
+    try:
+        creating = [asyncio.create_task(create(n)) for n in range(8)]
+        await asyncio.sleep(0.05)
+        go.set()  # the first commits alone; the seven behind it queue and go as one transaction
+        await asyncio.gather(*creating)
+        assert (side.transactions.transactions, side.transactions.grouped_commands) == (2, 7)
+        for n in range(8):
+            [event] = await side.db["events"].find({"aggregate_id": f"c-{n}"}).to_list()
+            state = await side.db["campaigns"].find_one({"_id": f"c-{n}"})
+            assert state is not None and state["version"] == 1
+            assert from_log_document(event).event_type == "CampaignCreated"
+    finally:
+        await side.close()
+
+
+async def test_a_group_with_a_conflict_and_a_taken_email_commits_every_other_command(
+    settings: Settings,
+) -> None:
+    side = await one_at_a_time(settings)
+    try:
+        async with side.unit_of_work() as uow:
+            uow.campaigns.add(draft("c-0"))
+            await uow.commit(actor_id="owner")
+        go = asyncio.Event()
+
+        async def create(uow: MongoUnitOfWork, n: int) -> None:
+            uow.campaigns.add(draft(f"c-{n}"))
+
+        async def activate(uow: MongoUnitOfWork, _: int) -> None:
+            campaign = await uow.campaigns.get("c-0")  # both read version 1
+            assert campaign is not None
+            campaign.activate(NOW)
+            uow.campaigns.save(campaign)
+
+        async def register(uow: MongoUnitOfWork, n: int) -> None:
+            user = User.register(
+                user_id=f"u-{n}", email="same@example.com", name="S", password_hash="h", now=NOW
+            )
+            uow.users.add(user)
+
+        async def command(stage: Callable[[MongoUnitOfWork, int], Awaitable[None]], n: int) -> str:
+            async with side.unit_of_work() as uow:
+                await stage(uow, n)
+                await go.wait()
+                try:
+                    await uow.commit(actor_id="owner")
+                except (ConcurrencyConflict, EmailTaken) as exc:
+                    return type(exc).__name__
+                return "committed"
+
+        stages = [create, activate, activate, register, register, create]
+        commands = [asyncio.create_task(command(stage, n)) for n, stage in enumerate(stages, start=1)]
+        await asyncio.sleep(0.05)
+        # The first alone; the five behind it as a group, refused for the second registration's
+        # e-mail, then for the second activation's version: the three others commit together, then
+        # those two run alone and get their own answers.
+        go.set()
+        outcomes = await asyncio.gather(*commands)
+        ok = "committed"
+        assert outcomes == [ok, ok, "ConcurrencyConflict", ok, "EmailTaken", ok]
+        assert side.transactions is not None
+        assert (side.transactions.transactions, side.transactions.grouped_commands) == (7, 3)
+        c0 = await side.db["campaigns"].find_one({"_id": "c-0"})
+        assert c0 is not None and (c0["status"], c0["version"]) == ("active", 2)
+        assert await side.db["campaigns"].count_documents({"_id": {"$in": ["c-1", "c-6"]}}) == 2
+        assert [u["_id"] for u in await side.db["users"].find().to_list()] == ["u-4"]
+        counts = {
+            aggregate: await side.db["events"].count_documents({"aggregate_id": aggregate})
+            for aggregate in ("c-0", "c-1", "c-6", "u-4", "u-5")
+        }
+        assert counts == {"c-0": 2, "c-1": 1, "c-6": 1, "u-4": 1, "u-5": 0}
     finally:
         await side.close()
