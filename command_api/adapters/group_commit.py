@@ -16,8 +16,9 @@ again together, and that command runs alone after them, so it gets its own answe
 have had it come last (which it may as well have: they were all under way at once). One error
 whose command cannot be told (any other the server answers) runs each command again alone. When
 it fails on the server or the network (`ConnectionFailure`, after the transaction's own retries),
-every command of it gets that error: running each again alone would only wait out the same
-timeout once per command.
+or its commit's outcome is unknown, every command of it gets that error: running each again alone
+would only wait out the same timeout once per command, or answer a command whose commit did take
+with a conflict against itself.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 W = TypeVar("W")
 # A transaction's wait between two attempts (a transient error): `GroupCommit.pause`.
@@ -167,11 +168,11 @@ class GroupCommit(Generic[W]):
             self.transactions += 1
             try:
                 await self._transact([write for queued in group for write in queued.writes], self.pause)
-            except ConnectionFailure as exc:
-                for queued in (*group, *aside):
-                    _fail(queued, exc)
-                return
             except Exception as exc:
+                if _unanswered(exc):
+                    for queued in (*group, *aside):
+                        _fail(queued, exc)
+                    return
                 REFUSED.inc()
                 refused = self._refused(exc)
                 owner = next((q for q in group if any(w is refused for w in q.writes)), None)
@@ -190,6 +191,15 @@ class GroupCommit(Generic[W]):
                 group = []
         for queued in (*group, *aside):
             await _settle(queued, self._alone(queued.writes))
+
+
+def _unanswered(error: BaseException) -> bool:
+    """The server or the network failed (after the transaction's own retries), or whether the
+    commit took is unknown: no command of the group has an answer of its own to get by running
+    again alone (and one whose commit did take would be answered a conflict with itself)."""
+    return isinstance(error, ConnectionFailure) or (
+        isinstance(error, PyMongoError) and error.has_error_label("UnknownTransactionCommitResult")
+    )
 
 
 async def _settle(queued: _Queued[W], transaction: Awaitable[None]) -> None:

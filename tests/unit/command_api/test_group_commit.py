@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from command_api.adapters.group_commit import GroupCommit, Pause
 
@@ -117,6 +117,19 @@ async def test_a_group_the_server_cannot_take_fails_every_command_without_runnin
     db.release.set()
     for task in (first, *queued):
         with pytest.raises(AutoReconnect):
+            await task
+    assert db.runs == [["a1", "a2"], ["b", "c"]]
+
+
+async def test_a_group_whose_commit_may_have_taken_fails_every_command_without_running_each_again() -> None:
+    db = Transactions(hold=True)
+    group = GroupCommit(db, in_flight=1, max_commands=32)
+    first, *queued = await queued_behind_first(group, db, ["b"], ["c"])
+    labels = {"errorLabels": ["UnknownTransactionCommitResult"]}
+    db.outage = OperationFailure("commit outcome unknown", details=labels)
+    db.release.set()
+    for task in (first, *queued):
+        with pytest.raises(OperationFailure, match="commit outcome unknown"):
             await task
     assert db.runs == [["a1", "a2"], ["b", "c"]]
 
