@@ -117,19 +117,21 @@ class GroupCommit(Generic[W]):
         server answering write conflicts must not hold up every other command), then taken back
         ahead of any queued command."""
         self._release()
-        await asyncio.sleep(seconds)
-        if self._running < self._limit and not self._resuming:
-            self._running += 1
-            return
-        resumed = asyncio.get_running_loop().create_future()
-        self._resuming.append(resumed)
+        resumed: asyncio.Future[None] | None = None
         try:
+            await asyncio.sleep(seconds)
+            if self._running < self._limit and not self._resuming:
+                self._running += 1
+                return
+            resumed = asyncio.get_running_loop().create_future()
+            self._resuming.append(resumed)
             await resumed  # `_start_next` counts the place as taken for it
         except asyncio.CancelledError:
-            if resumed in self._resuming:
-                self._resuming.remove(resumed)
-            elif not resumed.cancelled():
-                self._release()
+            if resumed is None or resumed.cancelled():
+                # Stopped without its place back: counted again, since its caller gives it up.
+                if resumed is not None and resumed in self._resuming:
+                    self._resuming.remove(resumed)
+                self._running += 1
             raise
 
     async def _alone(self, writes: Sequence[W]) -> None:
@@ -143,8 +145,10 @@ class GroupCommit(Generic[W]):
 
     def _start_next(self) -> None:
         while self._resuming and self._running < self._limit:
-            self._running += 1
-            self._resuming.popleft().set_result(None)
+            resumed = self._resuming.popleft()
+            if not resumed.done():  # one cancelled meanwhile takes nothing
+                self._running += 1
+                resumed.set_result(None)
         while self._queue and self._running < self._limit:
             group = [self._queue.popleft() for _ in range(min(self._max_commands, len(self._queue)))]
             self._running += 1

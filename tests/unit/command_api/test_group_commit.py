@@ -189,3 +189,47 @@ async def test_a_transaction_waiting_to_retry_gives_its_place_up_and_takes_it_ba
     await asyncio.gather(a, b, c)
     assert order == ["start a", "start b", "retry a", "start c"]  # a back ahead of c
     assert group.running == 0
+
+
+async def test_a_command_stopped_while_it_waits_to_retry_leaves_its_place_free() -> None:
+    retried = asyncio.Event()
+
+    async def transact(writes: list[str], pause: Pause) -> None:
+        if writes == ["a"]:
+            await pause(10)  # stopped during this wait
+        retried.set()
+
+    group = GroupCommit(transact, in_flight=1, max_commands=32)
+    a = asyncio.create_task(group.commit(["a"]))
+    await asyncio.sleep(0.01)
+    assert group.running == 0  # given up for the wait
+    a.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await a
+    assert group.running == 0
+    await group.commit(["b"])  # runs at once: the place is free, and counted once
+    assert retried.is_set() and group.running == 0
+
+
+async def test_a_command_stopped_while_it_waits_for_its_place_back_leaves_the_count_right() -> None:
+    b_release = asyncio.Event()
+
+    async def transact(writes: list[str], pause: Pause) -> None:
+        if writes == ["a"]:
+            await pause(0.02)
+        if writes == ["b"]:
+            await b_release.wait()
+
+    group = GroupCommit(transact, in_flight=1, max_commands=32)
+    a = asyncio.create_task(group.commit(["a"]))
+    await asyncio.sleep(0.01)
+    b = asyncio.create_task(group.commit(["b"]))  # takes the place a gave up
+    await asyncio.sleep(0.05)  # a waits for its place back
+    a.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await a
+    assert group.running == 1  # b's
+    b_release.set()
+    await b
+    assert group.running == 0
+    await group.commit(["c"])
