@@ -50,10 +50,13 @@ SCHEDULERS = 3
 RUN_LIMIT_SECONDS = 50
 # A plain insert must be answered within this, before and after the run.
 INSERT_LIMIT_MS = 20_000
-# Activations fall due within half a second of each other; completions 3 s later.
+# Activations fall due within half a second of each other; completions 8 s later. Three
+# schedulers firing the same timers on SecantusDB fire the activations 5-11 s late (measured):
+# with completions 3 s after, most campaigns were never active before their completion fired, and
+# of 60 owners pausing as soon as theirs was active, 0-10 ever could.
 LEAD = timedelta(seconds=2.5)
 SPREAD_MS = 500
-COMPLETION_AFTER = timedelta(seconds=3)
+COMPLETION_AFTER = timedelta(seconds=8)
 OWNER = Actor("owner")
 GROUPS = ("untouched", "pause", "edit", "unschedule", "delete")
 SEEDED_VERSION = 2
