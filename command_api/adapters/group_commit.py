@@ -108,7 +108,8 @@ class GroupCommit(Generic[W]):
             raise
 
     async def drain(self) -> None:
-        """Wait for the groups under way and those still queued (a clean stop)."""
+        """Wait for the groups under way and any they start (a clean stop, once no request is
+        left: a command committing alone is its caller's to wait for)."""
         while self._groups:
             await asyncio.gather(*self._groups, return_exceptions=True)
 
