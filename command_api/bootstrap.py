@@ -75,14 +75,13 @@ class CommandSide:
 
     # The process's command transactions: at most `mongo_transactions_in_flight` at once, the
     # commands that queue meanwhile committed together (group_commit.py).
-    transactions: GroupCommit[Write] | None = None
+    transactions: GroupCommit[Write]
 
     def unit_of_work(self) -> MongoUnitOfWork:
         return MongoUnitOfWork(self.mongo, self.db, self.indexes, self.transactions)
 
     async def close(self) -> None:
-        if self.transactions is not None:
-            await self.transactions.drain()
+        await self.transactions.drain()
         await self.mongo.close()
         await self.redis.aclose()
 
