@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import orjson
@@ -131,20 +132,23 @@ async def campaign_at_least(
     A min_version read never answers 404 for a campaign not there yet: it waits, and a version
     it finds is a campaign that exists; so its reads skip the lost-Redis check (a lost Redis
     reads as "not yet", and the wait ends in a 503)."""
-    snapshot = await side.read_models.campaign(campaign_id, confirm_missing=False)
-    if snapshot.version >= min_version:
-        return snapshot
-    if snapshot.version and not may_read(principal, snapshot.owner_id):
-        raise _not_found()
-    try:
+
+    @contextlib.contextmanager
+    def behind(snapshot: Snapshot) -> Iterator[None]:
+        if snapshot.version and not may_read(principal, snapshot.owner_id):
+            raise _not_found()
         with side.waiter_quota.admit(principal.user_id):
-            found = await read_at_least(
-                lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
-                side.waiters,
-                campaign_id,
-                min_version,
-                side.settings.read_wait_seconds,
-            )
+            yield
+
+    try:
+        found = await read_at_least(
+            lambda: side.read_models.campaign(campaign_id, confirm_missing=False),
+            side.waiters,
+            campaign_id,
+            min_version,
+            side.settings.read_wait_seconds,
+            behind,
+        )
     except TooManyWaiters as exc:
         raise Problem(
             429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}

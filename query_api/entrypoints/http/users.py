@@ -27,8 +27,9 @@ async def me(
     side: ReadSide = Depends(read_side),
 ) -> Response:
     user_id = principal.user_id
-    snapshot = await side.read_models.user(user_id)
-    if min_version is not None and snapshot.version < min_version:
+    if min_version is None:
+        snapshot = await side.read_models.user(user_id)
+    else:
         found = await read_at_least(
             lambda: side.read_models.user(user_id),
             side.waiters,
