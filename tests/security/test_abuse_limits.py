@@ -87,6 +87,24 @@ async def test_min_version_waiters_are_capped_per_user_and_per_worker(system: Sy
         assert sorted(status for status, _ in per_worker) == [429, 503, 503, 503]
 
 
+async def test_profile_min_version_waits_count_against_the_same_per_user_cap(system: System) -> None:
+    async with (
+        httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands,
+        httpx.AsyncClient(base_url=system.query_url, timeout=20) as queries,
+    ):
+        carol = await sign_up(commands)
+
+        async def status(path: str) -> int:
+            response = await queries.get(path, params={"min_version": 99}, headers=carol.auth)
+            if response.status_code == 429:
+                assert_429(response)
+            return response.status_code
+
+        paths = ["/users/me", "/users/me", f"/campaigns/{uuid.uuid4()}"]
+        answers = await asyncio.gather(*[status(path) for path in paths])
+        assert sorted(answers) == [429, 503, 503]
+
+
 def monitor_url(system: System) -> str:
     return system.query_url.replace("http://", "ws://") + "/monitor/ws"
 

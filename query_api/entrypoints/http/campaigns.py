@@ -26,7 +26,13 @@ from query_api.domain.listing import (
     decode_cursor,
     encode_cursor,
 )
-from query_api.entrypoints.http.dependencies import BEARER_SECURITY, ReadSide, caller, read_side
+from query_api.entrypoints.http.dependencies import (
+    BEARER_SECURITY,
+    ReadSide,
+    caller,
+    read_side,
+    waits_refused,
+)
 from query_api.entrypoints.http.schemas import CampaignPage, CampaignView, HistoryView, problems
 from readmodels.campaigns import PACKED_LAYOUT, campaign_document, fold_campaign
 from readmodels.snapshot import Snapshot
@@ -150,9 +156,7 @@ async def campaign_at_least(
             behind,
         )
     except TooManyWaiters as exc:
-        raise Problem(
-            429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}
-        ) from None
+        raise waits_refused(exc) from None
     if found is None:
         raise Problem(
             503,

@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events.log import EventsLog
-from query_api.adapters.notifications import VersionWaiters, WaiterQuota
+from query_api.adapters.notifications import TooManyWaiters, VersionWaiters, WaiterQuota
 from query_api.adapters.read_models import ReadModels
 from query_api.entrypoints.http.authentication import TokenVerifier
 from service_runtime.problems import Problem
@@ -36,6 +36,13 @@ class ReadSide:
     waiter_quota: WaiterQuota
     # The console's audit trail and operation requests (None: a read side without the console).
     mongo: AsyncMongoClient[dict[str, Any]] | None = None
+
+
+def waits_refused(exc: TooManyWaiters) -> Problem:
+    """The answer to a `min_version` read refused a wait (`WaiterQuota`): 429, retry shortly."""
+    return Problem(
+        429, f"too many min_version reads waiting {exc}; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
 async def read_side(request: Request) -> ReadSide:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from query_api.adapters.notifications import TooManyWaiters
 from query_api.application.read_your_writes import read_at_least
-from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side
+from query_api.entrypoints.http.dependencies import ReadSide, caller, read_side, waits_refused
 from query_api.entrypoints.http.schemas import UserView, problems
 from service_runtime.openapi import ok
 from service_runtime.problems import Problem
@@ -19,7 +20,10 @@ router = APIRouter(tags=["users"])
     "/users/me",
     summary="The caller's profile",
     response_model=None,
-    responses={**ok(200, "The profile", model=UserView, headers=("ETag",)), **problems(401, 404, 422, 503)},
+    responses={
+        **ok(200, "The profile", model=UserView, headers=("ETag",)),
+        **problems(401, 404, 422, 429, 503),
+    },
 )
 async def me(
     min_version: int | None = Query(None, ge=1, description="wait (bounded) for this version"),
@@ -30,13 +34,17 @@ async def me(
     if min_version is None:
         snapshot = await side.read_models.user(user_id)
     else:
-        found = await read_at_least(
-            lambda: side.read_models.user(user_id),
-            side.waiters,
-            user_id,
-            min_version,
-            side.settings.read_wait_seconds,
-        )
+        try:
+            found = await read_at_least(
+                lambda: side.read_models.user(user_id),
+                side.waiters,
+                user_id,
+                min_version,
+                side.settings.read_wait_seconds,
+                lambda _: side.waiter_quota.admit(user_id),
+            )
+        except TooManyWaiters as exc:
+            raise waits_refused(exc) from None
         if found is None:
             raise Problem(
                 503,
