@@ -6,7 +6,7 @@ down.
 
 The projectors publish one message per applied event, from inside the same atomic Redis script
 that applied it, so when a message arrives the read model already holds that version. A
-request registers what it waits for *before* its second read, so a notification can never slip
+request registers what it waits for *before* each read, so a notification can never slip
 between the read and the wait. The messages come on each bucket's shard channel
 (`keyspace.announcement_channels`; on a cluster one connection per primary owning buckets, see
 `service_runtime.redis_pubsub`), generation swaps on a classic channel.
