@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from readmodels.generations import layout_marker
 from readmodels.keyspace import CampaignKeys, StatsKeys, UserKeys, generation_base
-from readmodels.scripts import pipelined
+from readmodels.scripts import ScriptArg, pipelined
 
 # Which aggregate types each projection keeps a versioned state of.
 VERSIONED_STATES: dict[str, frozenset[str]] = {
@@ -91,6 +91,10 @@ async def delete_state(redis: Redis, location: StateLocation) -> int:
     return int(await redis.hdel(location.key, location.field))
 
 
+# `read_versions(layout=...)`: the generation's layout marker is to be read from Redis.
+READ_LAYOUT = -1
+
+
 async def read_versions(
     redis: Redis,
     prefix: str,
@@ -99,19 +103,42 @@ async def read_versions(
     aggregate_type: str,
     aggregate_ids: Sequence[str],
     buckets: int = 1,
+    *,
+    layout: int | None = READ_LAYOUT,
 ) -> list[int]:
-    """The version of each aggregate in the projection's generation (0 where it has no state)."""
+    """The version of each aggregate in the projection's generation (0 where it has no state).
+
+    `layout`: the generation's layout marker as `layout_marker` reads it (None: none), if the
+    caller knows it (a generation keeps its marker for life); read here otherwise (stats only:
+    the other projections' states have one layout)."""
     if not aggregate_ids:
         return []
-    # A generation with no marker is one a rebuild is filling: this code's layout.
-    layout = await layout_marker(redis, prefix, generation) if projection == "stats" else None
+    if projection != "stats":
+        layout = None
+    elif layout == READ_LAYOUT:
+        # A generation with no marker is one a rebuild is filling: this code's layout.
+        layout = await layout_marker(redis, prefix, generation)
     locate = state_location_of(prefix, generation, projection, aggregate_type, buckets, layout)
     locations = [locate(aggregate_id) for aggregate_id in aggregate_ids]
     # One hiredis-packed write (`pipelined`), not redis-py's pipeline: anti-entropy reads a page
-    # of 200 versions per projection a step, and redis-py's per-command packing and reply
-    # callbacks were most of the pass's CPU (about 25 us a key).
-    replies = await pipelined(redis, [("HGET", loc.key, loc.version_field) for loc in locations])
+    # of versions per projection a step, and redis-py's per-command packing and reply callbacks
+    # were most of the pass's CPU (about 25 us a key). States that share a hash (stats keeps its
+    # bucket's in one) are read with one HMGET a hash, not an HGET each.
+    shared: dict[str, list[int]] = {}
+    for position, location in enumerate(locations):
+        if location.field is not None:
+            shared.setdefault(location.key, []).append(position)
+    own = [position for position, location in enumerate(locations) if location.field is None]
+    commands: list[tuple[ScriptArg, ...]] = [("HGET", locations[p].key, "v") for p in own]
+    commands += [("HMGET", key, *(locations[p].version_field for p in held)) for key, held in shared.items()]
+    replies = await pipelined(redis, commands)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return [location.version(reply) for location, reply in zip(locations, replies, strict=True)]
+    versions = [0] * len(locations)
+    for position, reply in zip(own, replies[: len(own)], strict=True):
+        versions[position] = locations[position].version(reply)
+    for held, values in zip(shared.values(), replies[len(own) :], strict=True):
+        for position, reply in zip(held, values, strict=True):
+            versions[position] = locations[position].version(reply)
+    return versions
