@@ -48,7 +48,8 @@ def needs_rebuild(projection: str, from_version: int) -> bool:
 
 
 # Aggregates repaired per step at most (each costs a read of the log and a write), so a large
-# loss (a failover that dropped a minute of writes) is repaired at a bounded pace too.
+# loss (a failover that dropped a minute of writes) is repaired at a bounded pace too: this many,
+# or a quarter of a page if that is more (the pace a second stays that of pages of 200).
 MAX_REPAIRS_PER_STEP = 50
 # Suspects remembered at most (more drift than this is found again by the next sweep).
 MAX_SUSPECTS = 10_000
@@ -128,6 +129,11 @@ class AntiEntropy:
     def suspects(self) -> int:
         return len(self._suspects)
 
+    @property
+    def max_repairs(self) -> int:
+        """Aggregates repaired per step at most."""
+        return max(MAX_REPAIRS_PER_STEP, self.batch_size // 4)
+
     async def step(self, now: float, behind_in_kafka: frozenset[str] = frozenset()) -> Step:
         """Compare one page of aggregates, then repair the suspects whose grace is over.
 
@@ -178,7 +184,7 @@ class AntiEntropy:
 
     async def _repair_due(self, now: float, generations: dict[str, str]) -> list[AntiEntropyRepair]:
         due = [key for key, suspect in self._suspects.items() if now - suspect.first_seen >= self.grace]
-        del due[MAX_REPAIRS_PER_STEP:]  # the rest stay due, for the next steps
+        del due[self.max_repairs :]  # the rest stay due, for the next steps
         repairs = []
         by_name = {p.name: p for p in self.projections}
         for key in due:

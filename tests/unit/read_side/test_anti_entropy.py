@@ -210,20 +210,22 @@ async def test_users_are_compared_in_the_users_and_stats_projections() -> None:
     assert sorted(r.projection for r in repairs) == ["stats", "users"]
 
 
-@pytest.mark.parametrize("lost", [MAX_REPAIRS_PER_STEP + 7])
-async def test_a_large_loss_is_repaired_a_bounded_number_a_step(lost: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "lost", "per_step"), [(200, MAX_REPAIRS_PER_STEP + 7, 50), (1000, 257, 250)]
+)
+async def test_a_large_loss_is_repaired_a_bounded_number_a_step(batch: int, lost: int, per_step: int) -> None:
     owner = new_user()
     aggregates: list[Aggregate] = [owner]
     for _ in range(lost):
         campaign = new_campaign(owner.aggregate_id)
         campaign.then("CampaignActivated")
         aggregates.append(campaign)
-    checker, projections, _ = system(aggregates, batch=1000)
+    checker, projections, _ = system(aggregates, batch=batch)
     for campaign in aggregates[1:]:
         projections["campaigns"].held[("campaign", campaign.aggregate_id)] = 1
     await sweep(checker, 0)
     first = await checker.step(GRACE)
-    assert len(first.repairs) == MAX_REPAIRS_PER_STEP
+    assert len(first.repairs) == per_step  # a quarter of a page, and never fewer than 50
     await sweep(checker, GRACE)
     assert all(projections["campaigns"].held[("campaign", c.aggregate_id)] == 2 for c in aggregates[1:])
 
