@@ -36,7 +36,7 @@ from command_api.application.errors import (
     WrongCurrentPassword,
 )
 from command_api.application.live_cap import LiveCampaignCap
-from command_api.domain.campaign import Actor, CampaignChanges
+from command_api.domain.campaign import Actor, CampaignChanges, CampaignDetails
 from command_api.domain.errors import InvalidInput, InvalidTransition
 from command_api.domain.refresh_token import hash_refresh_token
 from command_api.domain.user import PasswordPolicy
@@ -89,6 +89,25 @@ async def test_equivalent_bodies_share_a_fingerprint() -> None:
     first = await campaign_handlers.create_campaign(create_command(key="k", name="Spring", tags=["A"]), uow)
     again = await campaign_handlers.create_campaign(create_command(key="k", name=" Spring ", tags=["a"]), uow)
     assert again == first
+
+
+def test_a_fingerprint_keeps_its_bytes() -> None:
+    """A fingerprint is stored with its Idempotency-Key: a retry after an upgrade must still match
+    (this hex is what `dataclasses.asdict` and orjson made before the fingerprint was built
+    without the deep copy)."""
+    details = CampaignDetails.parse(
+        name="Black Friday",
+        description="",
+        channel="email",
+        budget_amount="1500.00",
+        budget_currency="EUR",
+        starts_at=datetime(2030, 11, 29, tzinfo=UTC),
+        ends_at=datetime(2030, 12, 2, 23, 59, 59, tzinfo=UTC),
+        tags=["sale", "bf"],
+    )
+    assert campaign_handlers._fingerprint(details) == (
+        "945a147a56e7cf4a7c56012fdd297d014a93d4d37951a6b8d4a6274fffe1841b"
+    )
 
 
 async def test_update_needs_the_version_it_was_decided_on() -> None:
