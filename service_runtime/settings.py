@@ -238,11 +238,11 @@ class Settings(BaseSettings):
     # side after `anti_entropy_grace_seconds` (longer than an event takes to be projected) is
     # repaired from the events log; not while its consumers have more than a batch to read.
     # A step costs ~2.5 ms of the process's CPU whatever its size (a getMore, a claim and a read
-    # per projection) beside ~5 us a key: at the default pace, pages of 500 rather than 200 (and
-    # one HMGET per stats hash) took the pass from 0.029-0.031 of a core to 0.020-0.022
-    # (`python -m bench.anti_entropy`, bench/NOTES.md, session 31).
+    # per projection) beside ~5 us a key, so larger pages cost the pass less (500: -30%), but on
+    # the local MongoDB (SecantusDB) a getMore of 500 state documents stalled the command side:
+    # commands' p50 latency at 100/s went from 9 to 35 ms (bench/NOTES.md, session 31). 200 stays.
     anti_entropy_enabled: bool = True
-    anti_entropy_batch_size: int = Field(default=500, ge=1, le=10_000)
+    anti_entropy_batch_size: int = Field(default=200, ge=1, le=10_000)
     anti_entropy_keys_per_second: float = Field(default=2000.0, gt=0)
     anti_entropy_interval_seconds: float = Field(default=2.0, ge=0)
     anti_entropy_grace_seconds: float = Field(default=5.0, ge=0)
