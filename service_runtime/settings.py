@@ -238,9 +238,10 @@ class Settings(BaseSettings):
     # side after `anti_entropy_grace_seconds` (longer than an event takes to be projected) is
     # repaired from the events log; not while its consumers have more than a batch to read.
     # A step costs ~2.5 ms of the process's CPU whatever its size (a getMore, a claim and a read
-    # per projection) beside ~5 us a key, so larger pages cost the pass less (500: -30%), but on
-    # the local MongoDB (SecantusDB) a getMore of 500 state documents stalled the command side:
-    # commands' p50 latency at 100/s went from 9 to 35 ms (bench/NOTES.md, session 31). 200 stays.
+    # per projection) beside ~5 us a key, so larger pages cost the pass less (500: -25%); but runs
+    # beside pages of 500 measured the commands' p50 latency at 100/s at 35-48 ms against 9, on a
+    # local MongoDB (SecantusDB) that slowed run after run, which does not clear a getMore of 500
+    # documents (bench/NOTES.md, session 31): 200 stays until a cleaner measurement.
     anti_entropy_enabled: bool = True
     anti_entropy_batch_size: int = Field(default=200, ge=1, le=10_000)
     anti_entropy_keys_per_second: float = Field(default=2000.0, gt=0)
