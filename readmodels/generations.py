@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 from redis.asyncio import Redis
 
@@ -25,6 +26,7 @@ __all__ = [
     "LAYOUT_VERSIONS",
     "PROJECTIONS",
     "GenerationClaim",
+    "GenerationLayouts",
     "GenerationMoved",
     "ReadModelsLost",
     "claim_commands",
@@ -190,6 +192,31 @@ async def layout_marker(redis: Redis, prefix: str, generation: str) -> int | Non
     """The layout version `generation` is marked with, if any."""
     value = await redis.get(layout_key(prefix, generation))
     return int(value) if value is not None else None
+
+
+class GenerationLayouts:
+    """Generations' layout markers as a writer or reader of the read models keeps them: a
+    generation keeps its layout for life, so a marker once read is not read again."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, int] = {}
+
+    @overload
+    async def of(self, redis: Redis, prefix: str, generation: str, unmarked: int) -> int: ...
+    @overload
+    async def of(self, redis: Redis, prefix: str, generation: str, unmarked: None = None) -> int | None: ...
+    async def of(self, redis: Redis, prefix: str, generation: str, unmarked: int | None = None) -> int | None:
+        """`generation`'s layout marker, or `unmarked` if it has none. A writer passes the layout
+        it writes an unmarked generation in (one a rebuild is filling, marked with that layout
+        when it is swapped in), and that is kept too; with `unmarked` None, a generation without
+        a marker is read again next time."""
+        layout = self._known.get(generation)
+        if layout is None:
+            marker = await layout_marker(redis, prefix, generation)
+            layout = unmarked if marker is None else marker
+            if layout is not None:
+                self._known[generation] = layout
+        return layout
 
 
 async def layout_version(redis: Redis, prefix: str, generation: str) -> int:

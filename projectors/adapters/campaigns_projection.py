@@ -45,7 +45,7 @@ from readmodels.campaigns import (
     membership_moves,
     set_member,
 )
-from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
+from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, GenerationLayouts
 from readmodels.json_form import json_time
 from readmodels.keyspace import CampaignKeys, announcement_channel_of, generation_base
 from readmodels.parked import campaign_entry, parked_event
@@ -136,9 +136,8 @@ class CampaignsProjection(FromItsGroupSpec):
     name: str
     prefix: str
     buckets: int = 1
-    # generation -> its key layout (packed index members from 3, compressed documents from 4):
-    # a generation keeps its layout for life, so its marker is read once.
-    _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # Each generation's key layout (packed index members from 3, compressed documents from 4).
+    _layouts: GenerationLayouts = field(default_factory=GenerationLayouts, compare=False, repr=False)
 
     @property
     def script(self) -> LuaScript:
@@ -190,11 +189,7 @@ class CampaignsProjection(FromItsGroupSpec):
         """The key layout `generation` is written in: its layout marker's (an upgraded
         deployment's live generation keeps the form it was built with until its rebuild swaps
         it out); a generation with none yet, such as one a rebuild is filling, gets this code's."""
-        layout = self._layouts.get(generation)
-        if layout is None:
-            marker = await layout_marker(redis, self.prefix, generation)
-            layout = self._layouts[generation] = LAYOUT_VERSIONS["campaigns"] if marker is None else marker
-        return layout
+        return await self._layouts.of(redis, self.prefix, generation, LAYOUT_VERSIONS["campaigns"])
 
     async def _read(
         self,

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from projectors.application.anti_entropy import AntiEntropyRepair
 from projectors.application.ports import Projection
-from readmodels.generations import claim_while_whole, layout_marker
+from readmodels.generations import GenerationLayouts, claim_while_whole
 from readmodels.status import REPAIRS_KEPT, record_batch
 from readmodels.versions import read_versions
 
@@ -18,9 +18,8 @@ class RedisReadModelVersions:
         self.redis = redis
         self.buckets = buckets
         self.repairs_kept = repairs_kept
-        # generation -> its layout marker, once it has one (a generation keeps it for life, as
-        # `CampaignsProjection.layout` has it); one without is read again at each step.
-        self._layouts: dict[str, int] = {}
+        # The stats generations' layout markers (one without is read again at each step).
+        self._layouts = GenerationLayouts()
 
     async def live_generation(self, projection: Projection) -> str:
         return await claim_while_whole(self.redis, projection.prefix, projection.name)
@@ -30,11 +29,7 @@ class RedisReadModelVersions:
     ) -> list[int]:
         layout: int | None = None
         if projection.name == "stats":  # the only projection with more than one layout of states
-            layout = self._layouts.get(generation)
-            if layout is None:
-                layout = await layout_marker(self.redis, projection.prefix, generation)
-                if layout is not None:
-                    self._layouts[generation] = layout
+            layout = await self._layouts.of(self.redis, projection.prefix, generation)
         return await read_versions(
             self.redis,
             projection.prefix,

@@ -35,7 +35,7 @@ from projectors.adapters.transient import is_transient
 from projectors.application.ports import Projection
 from projectors.domain.outcomes import ApplyResult, EventOutcome, Outcome
 from readmodels.campaigns import packed_id
-from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, layout_marker
+from readmodels.generations import LAYOUT_VERSIONS, GenerationClaim, GenerationLayouts
 from readmodels.json_form import json_time
 from readmodels.keyspace import (
     StatsKeys,
@@ -76,22 +76,17 @@ class ScriptProjection(FromItsGroupSpec):
     # rebuild is filling, gets this layout).
     layout: int = 1
     earlier: ScriptProjection | None = None
-    _layouts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _layouts: GenerationLayouts = field(default_factory=GenerationLayouts, compare=False, repr=False)
 
     @property
     def script(self) -> LuaScript:
         return apply_script(self.script_name or self.name)
 
-    async def _layout_of(self, redis: Redis, generation: str) -> int:
-        layout = self._layouts.get(generation)
-        if layout is None:
-            marker = await layout_marker(redis, self.prefix, generation)
-            layout = self._layouts[generation] = self.layout if marker is None else marker
-        return layout
-
     async def writes_earlier_layout(self, redis: Redis, generation: str) -> bool:
         """Whether `generation` is marked with an earlier key layout, written by `earlier`."""
-        return self.earlier is not None and await self._layout_of(redis, generation) < self.layout
+        if self.earlier is None:
+            return False
+        return await self._layouts.of(redis, self.prefix, generation, self.layout) < self.layout
 
     async def apply(
         self,
