@@ -2,7 +2,8 @@
 
 Each step runs the freshness client (bench/freshness.py: open-loop POST /campaigns at the step's
 rate, each 201 followed by `GET /campaigns/{id}?min_version=V`) for `seconds` with every service
-running, and samples the backlog every 2 s: events the relay has not published yet plus, for
+running, and samples the backlog every 2 s: events recorded after the newest the relay's saved
+watermark holds (it saves it about once a second, so ~1 s of commands at most) plus, for
 every consumer group (three projections, two workers), records between its committed offset and
 the end of its topic. A step holds when
 
@@ -42,6 +43,7 @@ from bench.environment import committed_total, topic_partitions
 from bench.memory import CpuWindow
 from bench.report import Figure
 from events import Topics
+from events.log import relay_backlog
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, projection_group, worker_group
 from service_runtime.settings import Settings
 
@@ -113,12 +115,8 @@ class Backlog:
 
     async def sources(self) -> dict[str, int]:
         """The backlog by where it is: "unpublished", and each "group topic"'s lag."""
-        # The unpublished_in_order partial index serves this count.
-        behind = {
-            "unpublished": await self.mongo[self.settings.mongo_db]["events"].count_documents(
-                {"published": False}
-            )
-        }
+        # The events' recorded_at index serves this count.
+        behind = {"unpublished": await relay_backlog(self.mongo[self.settings.mongo_db])}
         for topic, names in self.groups.items():
             end = sum((await self.consumer.end_offsets(self.partitions[topic])).values())
             for group in names:

@@ -113,6 +113,7 @@ from bench.projection_runs import projector_process, replay_rebuild
 from bench.raw_limits import raw_consume, raw_consume_one_key, raw_transactions
 from bench.report import RESULTS, Figure, show, write
 from events import Topics
+from events.log import relay_backlog
 from readmodels.groups import projection_group
 from service_runtime.settings import Settings
 from tests.support.stack import create_topics
@@ -178,7 +179,7 @@ async def _pipeline_idle(settings: Settings, limit_seconds: float = 300) -> None
     deadline = time.monotonic() + limit_seconds
     try:
         while True:
-            unpublished = await mongo[settings.mongo_db]["events"].count_documents({"published": False})
+            unpublished = await relay_backlog(mongo[settings.mongo_db])
             behind = 0
             for topic, names in groups.items():
                 end = sum((await end_offsets(settings, topic)).values())

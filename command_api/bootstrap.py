@@ -194,6 +194,7 @@ def build_outbox_relay(
         redis_prefix=settings.redis_prefix,
         batch_size=settings.relay_batch_size,
         linger_seconds=settings.relay_linger_ms / 1000,
+        rescan_margin_seconds=settings.relay_rescan_margin_seconds,
     )
 
 

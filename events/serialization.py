@@ -87,14 +87,15 @@ def _describe(exc: ValidationError) -> str:
 
 
 # The events log in MongoDB keeps each envelope as its JSON form (so a fold of the log and a
-# fold of the Kafka topic see identical values), with `_id` = event_id and the relay's fields.
+# fold of the Kafka topic see identical values), with `_id` = event_id and `recorded_at` (the
+# command side's). `published` and `published_at` are the marks releases before the relay's
+# watermark wrote on each event (events/log.py): older logs still carry them.
 LOG_ONLY_FIELDS = frozenset({"_id", "published", "recorded_at", "published_at"})
 
 
 def to_log_document(envelope: EventEnvelope) -> dict[str, Any]:
     document = envelope.model_dump(mode="json")
     document["_id"] = document["event_id"]
-    document["published"] = False
     return document
 
 

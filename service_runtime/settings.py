@@ -179,6 +179,13 @@ class Settings(BaseSettings):
     # Largest record the relay sends (the producer's max.request.size; Kafka's default topic
     # limit is about 1 MiB). A larger event is quarantined, never retried forever.
     relay_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # When the change stream cannot resume from the relay's watermark (its history is gone from
+    # the oplog), the relay republishes every event recorded since this long before the newest
+    # it had published: longer than any transaction stays open (MongoDB's
+    # transactionLifetimeLimitSeconds, 60 by default) plus the clocks' skew between the command
+    # API's hosts, so no event committed after the watermark is missed (those before it inside the
+    # margin go out again: duplicates, which every consumer ignores).
+    relay_rescan_margin_seconds: float = Field(default=300.0, ge=60)
     consumer_batch_size: int = Field(default=500, ge=1)
     # How long an idle consumer's poll waits before it polls again (FastStream's batch_timeout_ms).
     # Records are consumed as soon as they arrive whatever this is (service_runtime/kafka_batches.py),

@@ -1,10 +1,11 @@
 """The outbox relay: every event recorded in MongoDB reaches Kafka, in order per aggregate.
 
-This module is its publishing loop; the change feed (relay_change_feed.py), the lease
-(relay_lease.py), the Kafka transactions (kafka_publisher.py) and the status (relay_status.py)
-are its parts. While it holds the lease, it opens the change stream, scans for unpublished events
-page by page (a backlog of any size in bounded memory), then publishes what each getMore brings.
-Each batch is one Kafka transaction, and its events are marked published only after the commit,
+This module is its publishing loop; the change feed and its watermark (relay_change_feed.py),
+the lease (relay_lease.py), the Kafka transactions (kafka_publisher.py) and the status
+(relay_status.py) are its parts. While it holds the lease, it resumes the change stream right
+after the last event it published (or, with no such position, opens it and scans the log page by
+page first: a backlog of any size in bounded memory), then publishes what each getMore brings.
+Each batch is one Kafka transaction, and the watermark passes its events only after the commit,
 so a crash at any point leads to duplicates at worst, never to a gap.
 
 An event Kafka can never take (it cannot be serialised, or is too large for the topic) is
@@ -15,22 +16,19 @@ When a newer relay's producer fenced this one's, or the lease is lost, the relay
 publishing loop ends, it logs, and it waits as a standby until it holds the lease again.
 
 Every MongoDB operation counts (a local SecantusDB serves the command API too), so the stream's
-changes are published as soon as a getMore brought them, straight from the inserted documents;
-the published marks are written a few times a second, the resume token every few seconds, both
-beside the publishing rather than before the next batch (a busy server answers them slowly).
+changes are published as soon as a getMore brought them, straight from the inserted documents,
+and the only write is the watermark's, about once a second, beside the publishing rather than
+before the next batch (a busy server answers it slowly).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -42,7 +40,6 @@ from command_api.adapters.kafka_publisher import (
     Unpublishable,
 )
 from command_api.adapters.mongo_schema import EVENTS, Document, IndexGate
-from command_api.adapters.mongo_unit_of_work import IN_CHUNK, chunked
 from command_api.adapters.relay_change_feed import ChangeFeed
 from command_api.adapters.relay_lease import LeaseLost, RelayLease
 from command_api.adapters.relay_linger import linger
@@ -63,12 +60,6 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 STREAM_WAIT_SECONDS = 0.25
-# Marks of events published from the stream wait this long to be written in one update; a relay
-# that dies first sends them again at restart (a duplicate, never a gap).
-MARK_INTERVAL_SECONDS = 0.2
-# While the stream is quiet, rescan now and then: a safety net should a stream ever skip an
-# insert (the scan is one indexed query; it finds nothing when all is well).
-IDLE_RESCAN_SECONDS = 15.0
 
 
 class OutboxRelay:
@@ -83,6 +74,7 @@ class OutboxRelay:
         redis_prefix: str,
         batch_size: int,
         linger_seconds: float = 0.0,
+        rescan_margin_seconds: float = 300.0,
     ) -> None:
         self._events = db[EVENTS]
         self._gate = gate
@@ -91,18 +83,18 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._linger_seconds = linger_seconds
         self.progress = RelayProgress()
-        self._feed = ChangeFeed(db, batch_size=batch_size, on_history_lost=self._history_lost)
-        # Published from the stream, committed in Kafka, not yet marked in MongoDB; and the
-        # write of their marks under way, if one is.
-        self._unmarked: list[str] = []
-        self._marking: asyncio.Task[None] | None = None
-        self._marked_at = 0.0
+        self._feed = ChangeFeed(
+            db,
+            batch_size=batch_size,
+            on_history_lost=self._history_lost,
+            rescan_margin_seconds=rescan_margin_seconds,
+        )
         self._reporter = RelayStatusReporter(
             lease=lease,
             gate=gate,
             events=self._events,
             progress=self.progress,
-            unmarked=lambda: len(self._unmarked),
+            recorded_through=lambda: self._feed.recorded_through,
             redis=redis,
             redis_prefix=redis_prefix,
         )
@@ -170,10 +162,7 @@ class OutboxRelay:
         await self._publisher.close()
 
     async def _shut_down(self) -> None:
-        try:
-            await self._write_marks()
-        except PyMongoError as exc:
-            log.warning("published marks not written (those events will be sent again): %s", exc)
+        # (The feed saved its watermark as the publishing loop left it.)
         await self._publisher.close()
         try:
             await self._lease.release()
@@ -181,10 +170,9 @@ class OutboxRelay:
             log.warning("could not release the lease (it will expire): %s", exc)
 
     async def _relay_while_held(self) -> None:
-        # The stream is opened before the scan: whatever the scan does not see, the stream will.
+        # The stream is opened before any scan: whatever the scan does not see, the stream will.
         async with self._feed as feed:
             await self._catch_up()
-            scanned_at = time.monotonic()
             while True:
                 self._lease.ensure_held()
                 changes = await feed.changes(STREAM_WAIT_SECONDS)
@@ -198,32 +186,27 @@ class OutboxRelay:
                     await asyncio.sleep(wait)
                     changes += feed.arrived(self._batch_size - len(changes))
                 if changes:
-                    await self._publish(await feed.not_yet_published(changes), mark_now=False)
-                elif time.monotonic() - scanned_at > IDLE_RESCAN_SECONDS:
-                    await self._catch_up()
-                    scanned_at = time.monotonic()
-                await self._mark_when_due(idle=not changes)
+                    await self._publish(sorted((c["fullDocument"] for c in changes), key=_in_order))
+                    feed.published(changes)
+                else:
+                    feed.caught_up()
                 await feed.remember_position()
 
     async def _catch_up(self) -> None:
-        """Publish every unpublished event, one page at a time (each page is published and marked
-        before the next is read, so memory holds one page whatever the backlog)."""
-        # Events published but not yet marked would be found (and sent) again.
-        await self._write_marks()
-        self._feed.forget_scan()
-        while True:
+        """With no position to resume the stream from: publish what the scan finds, one page at
+        a time (each page is published before the next is read, so memory holds one page
+        whatever the backlog)."""
+        while self._feed.scanning:
             self._lease.ensure_held()
             page = await self._feed.scan_page()
-            if not page:
-                return
-            log.info("catch-up: publishing a page of %d unpublished events", len(page))
-            await self._publish(page)
+            if page:
+                log.info("catch-up: publishing a page of %d events", len(page))
+                await self._publish(page)
+        await self._feed.save_position()
 
-    async def _publish(self, documents: list[Document], *, mark_now: bool = True) -> None:
+    async def _publish(self, documents: list[Document]) -> None:
         """Publish these (in aggregate/version order) in one transaction, retrying until Kafka
-        committed them; quarantine any Kafka can never take.
-
-        Marked published at once, or (`mark_now=False`) with the next write of the marks."""
+        committed them; quarantine any Kafka can never take."""
         pending = await self._serialised(documents)
         backoff = FIRST_BACKOFF_SECONDS
         while pending:
@@ -245,7 +228,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            await self._published(pending, mark_now=mark_now)
+            self._published(pending)
             return
 
     async def _serialised(self, documents: list[Document]) -> list[Outgoing]:
@@ -268,75 +251,18 @@ class OutboxRelay:
             {"$set": {"quarantine": {"reason": reason[:2000], "kind": kind, "at": utc_now()}}},
         )
 
-    async def _published(self, sent: list[Outgoing], *, mark_now: bool) -> None:
-        # Marked with a plain update_many: see `_write_marks` for why that is safe here.
-        now = utc_now()
-        ids = [str(o.envelope.event_id) for o in sent]
-        if mark_now:
-            await self._mark(ids, now)
-        else:
-            self._unmarked.extend(ids)
+    def _published(self, sent: list[Outgoing]) -> None:
         for outgoing in sent:
             PUBLISHED.labels(outgoing.envelope.aggregate_type).inc()
-        self.progress.published_total += len(ids)
-        self.progress.last_published_at = now
-
-    async def _mark_when_due(self, *, idle: bool) -> None:
-        """Start writing the marks when due, beside the publishing (not in its way: on a busy
-        MongoDB a marks write waited hundreds of ms, and every publish behind it did too). A
-        write that failed is raised here, as it was when the loop wrote them itself."""
-        marking = self._marking
-        if marking is not None:
-            if not marking.done():
-                return
-            self._marking = None
-            marking.result()  # raises what the write raised (its ids are still unmarked)
-        if not self._unmarked:
-            return
-        due = time.monotonic() - self._marked_at >= MARK_INTERVAL_SECONDS
-        if idle or due or len(self._unmarked) >= self._batch_size:
-            self._marking = asyncio.create_task(self._write_unmarked(), name="relay-marks")
-
-    async def _write_marks(self) -> None:
-        """Every mark not yet written, written now (after the one in flight, if any)."""
-        marking, self._marking = self._marking, None
-        if marking is not None:
-            with contextlib.suppress(PyMongoError):  # its ids are still unmarked: written below
-                await marking
-        await self._write_unmarked()
-
-    async def _write_unmarked(self) -> None:
-        # A plain update_many, deliberately outside any transaction, and safe beside the command
-        # side's transactions (SecantusDB retries forever a plain write that meets a document an
-        # open transaction wrote): it names events by id, and only events this relay read as
-        # committed (the change feed reports committed inserts only, the catch-up scan reads
-        # outside any transaction). An event document is written once, by the transaction that
-        # inserts it, and never again by a command (a retried transaction inserts the same id only
-        # if the first attempt did not commit); the only other writer is this relay's quarantine
-        # (update_one, same process). A deposed relay marking the same ids after a newer one took
-        # the lease sets the same fields: the marks are idempotent and need no fencing.
-        if not self._unmarked:
-            return
-        # A copy: publishing appends to the list while this write is on its way.
-        ids = list(self._unmarked)
-        await self._mark(ids, utc_now())
-        del self._unmarked[: len(ids)]
-        self._marked_at = time.monotonic()
-
-    async def _mark(self, ids: list[str], now: datetime) -> None:
-        """These events marked published: one round trip, `IN_CHUNK` ids an update. SecantusDB
-        matches each document against the whole `$in` list, so one update of a page's 500 ids
-        cost it the square of the list (the marks were a fifth of its samples at 100/s)."""
-        if not ids:
-            return
-        marked = {"$set": {"published": True, "published_at": now}}
-        await self._events.bulk_write(
-            [UpdateMany({"_id": {"$in": list(part)}}, marked) for part in chunked(ids, IN_CHUNK)],
-            ordered=False,
-        )
+        self.progress.published_total += len(sent)
+        self.progress.last_published_at = utc_now()
 
     def _history_lost(self, reason: str) -> None:
         self.progress.history_lost_total += 1
         self.progress.history_lost_at = utc_now()
         self.progress.history_lost_reason = reason
         HISTORY_LOST.labels(self.holder).inc()
+
+
+def _in_order(document: Document) -> tuple[Any, Any]:
+    return document["aggregate_id"], document["aggregate_version"]

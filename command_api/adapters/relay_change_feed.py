@@ -1,15 +1,27 @@
-"""The outbox relay's view of the `events` collection: new inserts from a change stream, and the
-unpublished events a catch-up scan pages through.
+"""The outbox relay's view of the `events` collection: new inserts from a change stream, its
+watermark (how far it has published), and the scan of the log when there is no position to
+resume from.
 
-The change stream resumes from a persisted token. A reader task keeps one getMore outstanding
-and queues what each brings, so the publishing loop takes every change already arrived at once,
-without waiting out a getMore's max await (publishing and the next getMore overlap). Only
-public pymongo API is used: `try_next()` runs at most one getMore.
+The watermark (events/log.py) is the stream's resume token after the last event Kafka committed,
+with the newest `recorded_at` among the events published. It is saved about once a second and
+when the relay stops, only ever for events already in Kafka, so a relay that starts again resumes
+right after them: a crash sends at most a second of events twice, never skips one. No event
+document is rewritten to say it was published (those marks were a quarter of the MongoDB
+server's CPU per command).
 
-When the stream cannot resume (its history is gone from the oplog: ChangeStreamHistoryLost, or
-the token is unknown or unusable), the token is dropped, an alert is raised, and the stream is
-opened anew; the catch-up scan that always follows an open then publishes every unpublished
-event, so nothing is skipped: the relay never just goes on "from now".
+A reader task keeps one getMore outstanding and queues what each brings, so the publishing loop
+takes every change already arrived at once, without waiting out a getMore's max await
+(publishing and the next getMore overlap). Only public pymongo API is used: `try_next()` runs at
+most one getMore.
+
+When there is no position to resume from, the stream is opened anew and, before it, the log is
+scanned page by page in aggregate/version order:
+- no watermark at all (a first start, or a log from a release that marked each event): every
+  event not marked published by such a release;
+- the stream cannot resume (its history is gone from the oplog: ChangeStreamHistoryLost, or the
+  token is unknown or unusable): an alert is raised, and every event recorded since
+  `relay_rescan_margin_seconds` before the newest the watermark held goes out again.
+So nothing is skipped: the relay never just goes on "from now".
 
 Reads use read concern majority: an event a failover could roll back is never published.
 """
@@ -20,30 +32,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from bson import Timestamp
 from pymongo import ASCENDING
 from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 
-from command_api.adapters.mongo_schema import EVENTS, RELAY_STATE, UNPUBLISHED_INDEX, Document
-from command_api.adapters.mongo_unit_of_work import IN_CHUNK, chunked
+from command_api.adapters.mongo_schema import EVENTS, IN_ORDER_INDEX, RELAY_STATE, Document
 from events.envelope import utc_now
+from events.log import WATERMARK_ID, read_watermark
 
 log = logging.getLogger(__name__)
 
-RESUME_TOKEN_ID = "relay_resume_token"  # noqa: S105 - a document id, not a secret
 IN_ORDER = [("aggregate_id", ASCENDING), ("aggregate_version", ASCENDING)]
-# Unpublished, and not set aside as unpublishable (the partial index on published=False serves it).
-UNPUBLISHED: Document = {"published": False, "quarantine": {"$exists": False}}
+# What a scan publishes: not marked published by a release before the watermark, and not set
+# aside as unpublishable.
+NOT_PUBLISHED: Document = {"published": {"$ne": True}, "quarantine": {"$exists": False}}
 STREAM_WAIT_MS = 250
-# The saved resume token only spares a restarted relay some replay (the published flags and the
-# catch-up scan are what guarantee no gap), so it is written now and then, not per batch.
-TOKEN_SAVE_SECONDS = 5.0
+# The watermark is saved this often while the relay publishes (and when it stops or goes idle):
+# what a crash can send twice.
+WATERMARK_SAVE_SECONDS = 1.0
 # MongoDB's codes for a stream that cannot resume where it was: ChangeStreamHistoryLost, and
 # ChangeStreamFatalError (e.g. "resume token was not found").
 HISTORY_LOST_CODES = frozenset({286, 280})
@@ -58,7 +70,8 @@ def is_history_lost(exc: OperationFailure) -> bool:
 
 
 class ChangeFeed:
-    """`async with feed:` opens the stream; then `changes()` and `scan_page()`. One per relay."""
+    """`async with feed:` opens the stream (after it, `scanning` says whether the log must be
+    scanned first); then `changes()`, `scan_page()`, and the watermark's steps. One per relay."""
 
     def __init__(
         self,
@@ -66,32 +79,45 @@ class ChangeFeed:
         *,
         batch_size: int,
         on_history_lost: HistoryLost,
+        rescan_margin_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         majority = ReadConcern("majority")
+        self._db = db
         self._events = db.get_collection(EVENTS, read_concern=majority)
         self._state = db[RELAY_STATE]
-        self._client = db.client
         self._batch_size = batch_size
         self._on_history_lost = on_history_lost
+        self._rescan_margin = timedelta(seconds=rescan_margin_seconds)
         self._stream: AsyncCollectionChangeStream[Document] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._clock = clock
         # Each change with the time it arrived (what the relay's linger decides on).
         self._queue: asyncio.Queue[Arrival | BaseException] = asyncio.Queue(maxsize=batch_size)
         self._failure: BaseException | None = None
-        self._token_saved_at = 0.0
+        # The watermark as this relay knows it: the stream's position after the last change
+        # published (None: none it can resume from), the newest `recorded_at` published, and
+        # whether it moved since it was last saved.
+        self._token: Any | None = None
+        self.recorded_through: datetime | None = None
+        self._moved = False
+        self._saved_at = 0.0
         self._saving: asyncio.Task[None] | None = None
-        # MongoDB's cluster time when the last catch-up scan found nothing left: an insert the
-        # stream reports after it cannot have been published by a scan.
-        self._scanned_until: Timestamp | None = None
+        # The scan before the stream, while one is due: from where (None: the whole log), the
+        # last (aggregate, version) it handed out, and where the stream opened.
+        self.scanning = False
+        self._scan_since: datetime | None = None
+        self._scanned_to: tuple[str, int] | None = None
+        self._scan_newest: datetime | None = None
+        self._opened_at: Any | None = None
+        # The stream's history is gone: its positions are no use to a restart.
+        self._history_gone = False
         # When the newest change handed out arrived; and, for the first change `changes()` last
         # returned, how long after the change before it (None: the first since the stream opened).
         self._last_arrival: float | None = None
         self.arrival_gap: float | None = None
 
     async def __aenter__(self) -> ChangeFeed:
-        self._scanned_until = None
         self._failure = None
         self._last_arrival = self.arrival_gap = None
         self._queue = asyncio.Queue(maxsize=self._batch_size)
@@ -109,32 +135,48 @@ class ChangeFeed:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.close()
-        saving, self._saving = self._saving, None
-        if saving is not None:
-            await asyncio.gather(saving, return_exceptions=True)
+        try:
+            await self.save_position()
+        except PyMongoError as error:
+            log.warning("watermark not saved (the events since the last save go out again): %s", error)
 
     async def _open_stream(self) -> AsyncCollectionChangeStream[Document]:
         pipeline: list[dict[str, Any]] = [{"$match": {"operationType": "insert"}}]
-        saved = await self._state.find_one({"_id": RESUME_TOKEN_ID})
-        if saved is not None:
+        saved = await read_watermark(self._db)
+        self._token = saved.token if saved else None
+        self.recorded_through = saved.recorded_through if saved else None
+        self._moved = self._history_gone = False
+        if self._token is not None:
             try:
-                return await self._events.watch(
-                    pipeline, resume_after=saved["token"], max_await_time_ms=STREAM_WAIT_MS
+                stream = await self._events.watch(
+                    pipeline, resume_after=self._token, max_await_time_ms=STREAM_WAIT_MS
                 )
             except OperationFailure as exc:
-                # Too old or unusable: the catch-up scan after this open covers what lies between.
+                # Too old or unusable: the scan after this open covers what lies between.
                 await self._history_lost(exc)
-        return await self._events.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
+            else:
+                self.scanning = False
+                return stream
+        stream = await self._events.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
+        # Everything after this position the stream brings; everything before it the scan does.
+        self._opened_at = stream.resume_token
+        self.scanning = True
+        self._scanned_to = self._scan_newest = None
+        through = self.recorded_through
+        self._scan_since = None if saved is None or through is None else through - self._rescan_margin
+        return stream
 
     async def _history_lost(self, exc: OperationFailure) -> None:
         reason = f"code {exc.code}: {exc}"
         log.error(
-            "ALERT: the change stream cannot resume from its saved position (%s); falling back to "
-            "a full scan of unpublished events",
+            "ALERT: the change stream cannot resume from the relay's watermark (%s); events recorded "
+            "since %s before the newest published go out again",
             reason,
+            self._rescan_margin,
         )
         self._on_history_lost(reason)
-        await self._state.delete_one({"_id": RESUME_TOKEN_ID})
+        self._token, self._history_gone = None, True
+        await self._state.update_one({"_id": WATERMARK_ID}, {"$unset": {"token": ""}})
 
     async def _read(self, stream: AsyncCollectionChangeStream[Document]) -> None:
         """Keep one getMore outstanding and queue what it brings (the queue bounds the read-ahead)."""
@@ -205,72 +247,113 @@ class ChangeFeed:
         self._last_arrival, change = arrival
         return change
 
-    async def remember_position(self) -> None:
-        """Save the stream's resume token when due, beside the publishing (a busy server answers
-        slowly, and the publishing loop must not wait on it). A save that fails is logged and
-        tried again at the next: the token only spares a restarted relay some replay."""
+    async def scan_page(self) -> list[Document]:
+        """The next page of the scan, in aggregate/version order (empty: the scan is done, and
+        the watermark moves to where the stream opened). Keyset pages on the unique index: the
+        rest of the last aggregate, then the aggregates after it."""
+        after = self._scanned_to
+        if after is None:
+            ranges: list[Document] = [{}]
+        else:
+            ranges = [
+                {"aggregate_id": after[0], "aggregate_version": {"$gt": after[1]}},
+                {"aggregate_id": {"$gt": after[0]}},
+            ]
+        wanted: Document = dict(NOT_PUBLISHED)
+        if self._scan_since is not None:
+            wanted["recorded_at"] = {"$gte": self._scan_since}
+        page: list[Document] = []
+        for where in ranges:
+            left = self._batch_size - len(page)
+            if left <= 0:
+                break
+            page += (
+                await self._events.find({**where, **wanted}, hint=IN_ORDER_INDEX)
+                .sort(IN_ORDER)
+                .limit(left)
+                .to_list()
+            )
+        if page:
+            self._scanned_to = (page[-1]["aggregate_id"], page[-1]["aggregate_version"])
+            # Not the watermark's yet: a scan interrupted half way must be done again whole.
+            newest = _newest(page)
+            if newest is not None and (self._scan_newest is None or newest > self._scan_newest):
+                self._scan_newest = newest
+        else:
+            self.scanning = False
+            self._token, self._moved = self._opened_at, True
+            self._through(self._scan_newest)
+        return page
+
+    def published(self, changes: list[Document]) -> None:
+        """These changes (the oldest not yet published first) are in Kafka."""
+        if changes:
+            if not self._history_gone:
+                self._token, self._moved = changes[-1]["_id"], True
+            self._through(_newest([c["fullDocument"] for c in changes if c.get("fullDocument")]))
+
+    def caught_up(self) -> None:
+        """Nothing waits to be published: the watermark follows the stream's own position, so a
+        quiet log still leaves a recent one (its history stays in the oplog)."""
         stream = self._stream
-        token = stream.resume_token if stream is not None else None
-        if token is None or time.monotonic() - self._token_saved_at < TOKEN_SAVE_SECONDS:
+        if stream is None or self.scanning or self._history_gone or not self._queue.empty():
+            return
+        token = stream.resume_token
+        if token is not None and token != self._token:
+            self._token, self._moved = token, True
+
+    def _through(self, newest: datetime | None) -> None:
+        if newest is not None and (self.recorded_through is None or newest > self.recorded_through):
+            self.recorded_through, self._moved = newest, True
+
+    async def remember_position(self) -> None:
+        """Save the watermark when due, beside the publishing (a busy server answers slowly,
+        and the publishing loop must not wait on it). A save that fails is logged and tried
+        again at the next: until then a restart sends a little more again."""
+        if not self._moved or self._clock() - self._saved_at < WATERMARK_SAVE_SECONDS:
             return
         if self._saving is not None and not self._saving.done():
             return
-        self._token_saved_at = time.monotonic()
-        self._saving = asyncio.create_task(self._save(token), name="relay-resume-token")
+        self._saving = asyncio.create_task(self._save_quietly(), name="relay-watermark")
 
-    async def _save(self, token: Any) -> None:
+    async def save_position(self) -> None:
+        """The watermark saved now (after a save under way)."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            await asyncio.gather(saving, return_exceptions=True)
+        if self._moved:
+            await self._save()
+
+    async def _save_quietly(self) -> None:
         try:
-            await self._state.update_one(
-                {"_id": RESUME_TOKEN_ID}, {"$set": {"token": token, "saved_at": utc_now()}}, upsert=True
-            )
+            await self._save()
         except PyMongoError as exc:
-            self._token_saved_at = 0.0
-            log.warning("resume token not saved (tried again shortly): %s", exc)
+            log.warning("watermark not saved (tried again shortly): %s", exc)
 
-    async def scan_page(self) -> list[Document]:
-        """The first page of unpublished events, in aggregate/version order; an empty page
-        records the cluster time the scan found the log fully published at."""
-        async with self._client.start_session() as session:
-            page = (
-                # Hinted: SecantusDB's planner does not pick the partial index by itself, and
-                # read the whole events log for each page.
-                await self._events.find(UNPUBLISHED, session=session, hint=UNPUBLISHED_INDEX)
-                .sort(IN_ORDER)
-                .limit(self._batch_size)
-                .to_list()
-            )
-            if not page:
-                self._scanned_until = session.operation_time
-        return page
-
-    def forget_scan(self) -> None:
-        self._scanned_until = None
-
-    async def not_yet_published(self, changes: list[Document]) -> list[Document]:
-        """The inserted events, less any a catch-up scan published; in aggregate/version order."""
-        documents = [change.get("fullDocument") for change in changes]
-        since = self._scanned_until
-        after_last_scan = since is not None and all(
-            isinstance(change.get("clusterTime"), Timestamp) and change["clusterTime"] > since
-            for change in changes
-        )
-        if after_last_scan and all(d is not None for d in documents):
-            return sorted((d for d in documents if d is not None), key=_in_order)
-        # A restarted stream replays from the saved token, and a scan may have published these.
-        # Read by id alone, `IN_CHUNK` ids a query, and the unpublished ones kept here: with any
-        # other condition beside the ids SecantusDB scanned the whole log, matching each event
-        # against the whole list (a tenth of its samples at 100/s).
-        ids = [change["documentKey"]["_id"] for change in changes]
-        found: list[Document] = []
-        for part in chunked(ids, IN_CHUNK):
-            found.extend(await self._events.find({"_id": {"$in": list(part)}}).to_list())
-        return sorted((d for d in found if _unpublished(d)), key=_in_order)
+    async def _save(self) -> None:
+        # Only a position whose events are all in Kafka is ever saved, by whichever relay; and
+        # never one behind the saved one (a deposed relay stopping, say, after the relay that
+        # took over from it had caught up): it would only make a restart send more again.
+        self._saved_at = self._clock()
+        self._moved = False
+        through = self.recorded_through
+        fields = {"recorded_through": through, "saved_at": utc_now()}
+        change: Document = {"$set": {**fields, "token": self._token}}
+        if self._token is None:
+            change = {"$set": fields, "$unset": {"token": ""}}
+        behind: list[Document] = [{"recorded_through": None}]
+        if through is not None:
+            behind.append({"recorded_through": {"$lte": through}})
+        try:
+            await self._state.update_one({"_id": WATERMARK_ID, "$or": behind}, change, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer watermark is saved: it stays
+        except BaseException:
+            self._moved = True
+            raise
 
 
-def _unpublished(document: Document) -> bool:
-    """What `UNPUBLISHED` selects."""
-    return document.get("published") is False and "quarantine" not in document
-
-
-def _in_order(document: Document) -> tuple[Any, Any]:
-    return document["aggregate_id"], document["aggregate_version"]
+def _newest(documents: list[Document]) -> datetime | None:
+    """The newest `recorded_at` among these events (None if none has one)."""
+    recorded = [d["recorded_at"] for d in documents if isinstance(d.get("recorded_at"), datetime)]
+    return max(recorded, default=None)

@@ -17,9 +17,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from command_api.adapters.mongo_schema import QUARANTINED_INDEX, UNPUBLISHED_INDEX, Document, IndexGate
+from command_api.adapters.mongo_schema import QUARANTINED_INDEX, Document, IndexGate
 from command_api.adapters.relay_lease import RelayLease
 from events.envelope import utc_now, utc_text
+from events.log import count_recorded_after
 from readmodels.keyspace import relay_status_key
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class RelayStatusReporter:
         gate: IndexGate,
         events: AsyncCollection[Document],
         progress: RelayProgress,
-        unmarked: Callable[[], int],
+        recorded_through: Callable[[], datetime | None],
         redis: aioredis.Redis | None,
         redis_prefix: str,
     ) -> None:
@@ -95,19 +96,19 @@ class RelayStatusReporter:
         self._gate = gate
         self._events = events
         self._progress = progress
-        self._unmarked = unmarked
+        self._recorded_through = recorded_through
         self._redis = redis
         self._key = relay_status_key(redis_prefix)
 
     async def status(self) -> dict[str, Any]:
         progress = self._progress
         lease = await self._lease.current()
-        # Both counts hinted: the planner of the local server (SecantusDB) does not pick a partial
-        # index by itself and read the whole events log for each (every 2 s, a cost that grew with
-        # the log); each filter is the index's own, or narrower, so the counts are the same.
-        unpublished = await self._events.count_documents(
-            {"published": False, "quarantine": {"$exists": False}}, hint=UNPUBLISHED_INDEX
-        )
+        # The backlog: the events recorded after the newest one published (events of transactions
+        # that committed late count from when they were recorded; a quarantined event past it
+        # counts until a later one is published). Both counts hinted: the planner of the local
+        # server (SecantusDB) does not pick an index by itself and read the whole events log for
+        # each (every 2 s, a cost that grew with the log).
+        backlog = await count_recorded_after(self._events, self._recorded_through())
         quarantined = await self._events.count_documents(
             {"quarantine": {"$exists": True}}, hint=QUARANTINED_INDEX
         )
@@ -117,8 +118,7 @@ class RelayStatusReporter:
             "holds_lease": self._lease.held,
             "lease_holder": str(lease["holder"]) if lease else None,
             "lease_epoch": int(lease.get("epoch", 0)) if lease else None,
-            # Published but not yet marked is no backlog.
-            "backlog": max(0, unpublished - self._unmarked()),
+            "backlog": backlog,
             "published_total": progress.published_total,
             "last_published_at": utc_text(progress.last_published_at) if progress.last_published_at else None,
             "fenced_total": progress.fenced_total,

@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
+from events.log import relay_backlog
 from readmodels.generations import live_generations
 from readmodels.keyspace import sentinel_key
 from readmodels.status import read_status
@@ -64,9 +65,10 @@ def assert_clean(result: Verdict, fault: str) -> None:
 
 
 async def unpublished(settings: Settings) -> int:
+    """Events recorded after the newest the relay's saved watermark holds."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     try:
-        return await client[settings.mongo_db]["events"].count_documents({"published": False})
+        return await relay_backlog(client[settings.mongo_db])
     finally:
         await client.close()
 
@@ -124,12 +126,12 @@ async def test_relay_killed_between_publish_and_mark_sends_duplicates_that_chang
     backlog = synthetic_events(users=40, campaigns=900)
     await write_to_log(settings, backlog)
     # One large catch-up batch: a long stretch in which Kafka has acknowledged part of it and
-    # MongoDB has marked none of it (the mark comes after the whole batch).
+    # the relay's watermark holds none of it (it is saved once the whole scan is done).
     services.settings = services.settings.model_copy(update={"relay_batch_size": len(backlog)})
     services.start(["projectors"])
     services.start(["relay"])
 
-    # Kill once Kafka holds events MongoDB does not yet mark as published.
+    # Kill once Kafka holds events the watermark does not yet hold.
     topics = Topics(settings.topic_prefix)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()

@@ -7,16 +7,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.kafka_publisher import ProducerFactory
 from command_api.adapters.mongo_schema import Document
 from command_api.adapters.outbox_relay import OutboxRelay
 from command_api.bootstrap import build_outbox_relay
 from events import EventEnvelope, Topics, decode_event, new_envelope, to_log_document
+from events.envelope import utc_now
+from events.log import relay_backlog
 from service_runtime.settings import Settings
 from tests.support.waiting import eventually
 
@@ -31,7 +35,8 @@ CREATED = {
 
 
 def log_documents(aggregate_id: str, versions: range) -> list[Document]:
-    """Campaign events as the command side writes them to the `events` collection."""
+    """Campaign events as the command side writes them to the `events` collection, each recorded
+    a millisecond after the one before."""
     documents = []
     for version in versions:
         envelope = new_envelope(
@@ -42,13 +47,31 @@ def log_documents(aggregate_id: str, versions: range) -> list[Document]:
             correlation_id=f"corr-{aggregate_id}-{version}",
         )
         documents.append(to_log_document(envelope))
+    return recorded_in_order(documents)
+
+
+def recorded_in_order(documents: list[Document]) -> list[Document]:
+    """The events recorded in the order given, a millisecond apart (later than any before)."""
+    global _last_recorded
+    for document in documents:
+        _last_recorded = max(_last_recorded + timedelta(milliseconds=1), utc_now())
+        document["recorded_at"] = _last_recorded
     return documents
+
+
+_last_recorded = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def interleaved(aggregates: list[str], versions: range) -> list[Document]:
     """Version by version across aggregates, as concurrent commands would write them."""
     per_aggregate = {a: log_documents(a, versions) for a in aggregates}
-    return [per_aggregate[a][i] for i in range(len(versions)) for a in aggregates]
+    return recorded_in_order([per_aggregate[a][i] for i in range(len(versions)) for a in aggregates])
+
+
+async def all_published(db: AsyncDatabase[Document]) -> bool:
+    """The relay's saved watermark holds every event in the log (it saves it about once a
+    second, and whenever it is idle)."""
+    return await relay_backlog(db) == 0
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:

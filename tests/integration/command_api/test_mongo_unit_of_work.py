@@ -58,7 +58,8 @@ async def test_state_and_events_are_committed_together_as_log_documents(
         uow.campaigns.add(draft())
         await uow.commit(actor_id="owner")
     [document] = await db["events"].find().to_list()
-    assert document["published"] is False
+    assert "published" not in document  # the relay keeps a watermark, never marks an event
+    assert document["recorded_at"] is not None
     assert document["_id"] == document["event_id"]
     envelope = from_log_document(document)
     assert (envelope.event_type, envelope.aggregate_id, envelope.aggregate_version) == (
@@ -179,7 +180,7 @@ async def test_indexes_exist_after_the_first_unit_of_work(
         pass
     events = await db["events"].index_information()
     assert events["aggregate_version_unique"]["unique"] is True
-    assert "unpublished_in_order" in events
+    assert events["recorded_at"]["key"] == [("recorded_at", 1)]  # the relay's backlog counts by it
     assert (await db["users"].index_information())["email_unique"]["unique"] is True
 
 

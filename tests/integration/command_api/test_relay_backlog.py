@@ -1,11 +1,13 @@
-"""The relay's backlog on the real servers: paged catch-up, quarantine of what Kafka can never
-take, and the fall-back scan when the change stream cannot resume."""
+"""The relay's backlog on the real servers: the paged scan of a log it has no watermark for,
+quarantine of what Kafka can never take, the fall-back scan when the change stream cannot resume
+from the watermark, and what a relay with a watermark reads of the log."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -14,11 +16,13 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import RELAY_STATE, Document, ensure_indexes
-from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID
+from events.envelope import utc_now
+from events.log import WATERMARK_ID, read_watermark
 from readmodels.keyspace import relay_status_key
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.integration.command_api.outbox import (
+    all_published,
     consume,
     interleaved,
     log_documents,
@@ -35,10 +39,6 @@ async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def backlog_left(db: AsyncDatabase[Document]) -> bool:
-    return await db["events"].count_documents({"published": False, "quarantine": {"$exists": False}}) == 0
-
-
 async def test_a_backlog_larger_than_a_page_is_published_page_by_page_in_order(
     settings: Settings,
     mongo: AsyncMongoClient[Document],
@@ -50,7 +50,7 @@ async def test_a_backlog_larger_than_a_page_is_published_page_by_page_in_order(
     await db["events"].insert_many(interleaved(aggregates, range(1, 101)))  # 1200 events
     caplog.set_level(logging.INFO, logger="command_api.adapters.outbox_relay")
     async with running_relay(paged, mongo):
-        await wait_until(lambda: backlog_left(db), 120, "the backlog published")
+        await wait_until(lambda: all_published(db), 120, "the backlog published")
 
     pages = [
         int(m.group(1))
@@ -73,9 +73,13 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     await db["events"].insert_many([*documents, broken])
 
     async with running_relay(small, mongo, redis=redis) as relay:
-        await wait_until(lambda: backlog_left(db), 30, "the other events published")
+
+        async def published(count: int) -> bool:
+            return relay.published_total >= count
+
+        await wait_until(lambda: published(4), 30, "the other events published")
         await db["events"].insert_many(log_documents("q", range(6, 8)))  # and the stream goes on
-        await wait_until(lambda: backlog_left(db), 30, "the later events published")
+        await wait_until(lambda: published(6), 30, "the later events published")
 
         async def reported() -> bool:
             raw = await redis.get(relay_status_key(small.redis_prefix))
@@ -87,7 +91,7 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     too_large = await db["events"].find_one({"aggregate_id": "q", "aggregate_version": 2})
     unknown = await db["events"].find_one({"aggregate_id": "r"})
     assert too_large is not None and "too large" in too_large["quarantine"]["reason"]
-    assert too_large["published"] is False
+    assert "published" not in too_large
     assert unknown is not None and "cannot be serialised" in unknown["quarantine"]["reason"]
     received = await consume(small, 6, settle=0.5)
     assert versions_by_key(received) == {"q": [1, 3, 4, 5, 6, 7]}
@@ -98,12 +102,18 @@ async def test_a_resume_token_the_server_cannot_use_falls_back_to_the_scan_and_r
 ) -> None:
     # A token from a history the server no longer has (SecantusDB refuses it as unusable;
     # MongoDB says ChangeStreamHistoryLost): events written meanwhile must still all go out.
+    # The watermark held events up to an hour ago; those of the last hour go out again, and
+    # older ones (outside the margin) do not.
     lost = {"_data": "82" + "00" * 40}
-    await db[RELAY_STATE].insert_one({"_id": RESUME_TOKEN_ID, "token": lost})
-    await db["events"].insert_many(log_documents("h", range(1, 6)))
+    old = log_documents("old", range(1, 3))
+    for document in old:
+        document["recorded_at"] -= timedelta(hours=2)
+    through = utc_now() - timedelta(hours=1)
+    await db[RELAY_STATE].insert_one({"_id": WATERMARK_ID, "token": lost, "recorded_through": through})
+    await db["events"].insert_many([*old, *log_documents("h", range(1, 6))])
 
     async with running_relay(settings, mongo, redis=redis) as relay:
-        await wait_until(lambda: backlog_left(db), 30, "the events written while the history was lost")
+        await wait_until(lambda: all_published(db), 30, "the events written while the history was lost")
         assert relay.progress.history_lost_total == 1
 
         async def alerted() -> bool:
@@ -114,10 +124,10 @@ async def test_a_resume_token_the_server_cannot_use_falls_back_to_the_scan_and_r
         status = orjson.loads(await redis.get(relay_status_key(settings.redis_prefix)) or b"{}")
         assert status["change_stream_history_lost"]["total"] == 1
         await db["events"].insert_many(log_documents("h", range(6, 8)))  # the new stream works
-        await wait_until(lambda: backlog_left(db), 30, "events after the fall-back")
+        await wait_until(lambda: all_published(db), 30, "events after the fall-back")
 
-    saved = await db[RELAY_STATE].find_one({"_id": RESUME_TOKEN_ID})
-    assert saved is None or saved["token"] != lost  # the unusable token is gone
+    saved = await read_watermark(db)
+    assert saved is not None and saved.token is not None and saved.token != lost
     received = await consume(settings, 7, settle=0.5)
     assert versions_by_key(received) == {"h": list(range(1, 8))}
 
@@ -158,35 +168,36 @@ def docs_examined(explained: object) -> int:
     return 0
 
 
-async def test_the_relays_reads_of_the_log_examine_only_unpublished_events_whatever_its_size(
-    settings: Settings, db: AsyncDatabase[Document], redis: aioredis.Redis
+async def test_a_relay_with_a_watermark_reads_no_more_of_the_log_than_its_backlog_whatever_its_size(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
 ) -> None:
-    # Its status counts (every 2 s) and its catch-up pages: on SecantusDB, whose planner does not
-    # pick a partial index by itself, each read the whole log, a cost that grew with it.
+    # Its status counts (every 2 s): on SecantusDB, whose planner does not pick an index by
+    # itself, an unhinted count read the whole log, a cost that grew with it. And with a
+    # watermark to resume from, no scan at all.
     await ensure_indexes(db)
-    published = log_documents("old", range(1, 2001))
-    for document in published:
-        document["published"] = True
-    await db["events"].insert_many(published)
+    await db["events"].insert_many(log_documents("old", range(1, 2001)))
+    async with running_relay(settings, mongo):
+        await wait_until(lambda: all_published(db), 60, "the old events published")
     await db["events"].insert_many(log_documents("new", range(1, 6)))
     reads = EventsReads(settings.mongo_db)
     watched: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongo_url, tz_aware=True, event_listeners=[reads]
     )
     try:
-        async with running_relay(settings, watched, redis=redis):
-            await wait_until(lambda: backlog_left(db), 30, "the new events published")
+        async with running_relay(settings, watched, redis=redis) as relay:
+            await wait_until(lambda: all_published(db), 30, "the new events published")
 
             async def reported() -> bool:
                 raw = await redis.get(relay_status_key(settings.redis_prefix))
                 return raw is not None and orjson.loads(raw)["backlog"] == 0
 
             await wait_until(reported, 15, "the relay's status")
+            assert relay.published_total == 5
     finally:
         await watched.close()
 
     kinds = {next(iter(command)) for command in reads.commands}
-    assert {"find", "aggregate"} <= kinds, kinds  # a catch-up page and the status counts
+    assert kinds == {"aggregate"}, kinds  # the status counts, and no scan
     for command in reads.commands:
         explained = await db.command({"explain": command, "verbosity": "executionStats"})
         assert docs_examined(explained) <= 10, (command, docs_examined(explained))

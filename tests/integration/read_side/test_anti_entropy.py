@@ -15,6 +15,8 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import EventEnvelope, to_log_document
+from events.envelope import utc_now
+from events.log import RELAY_STATE_COLLECTION, WATERMARK_ID
 from events.state_versions import STATE_COLLECTIONS
 from projectors.adapters.metrics import ANTI_ENTROPY_REPAIRS
 from readmodels.generations import live_generations
@@ -29,12 +31,17 @@ from tests.integration.read_side.workload import Aggregate, new_campaign, new_us
 async def write_side(
     settings: Settings, aggregates: Sequence[Aggregate], events: Sequence[EventEnvelope]
 ) -> None:
-    """The events in the log (published) and each aggregate's state at its current version."""
+    """The events in the log (published: the relay's watermark holds them) and each aggregate's
+    state at its current version."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     try:
         db = client[settings.mongo_db]
         if events:
-            await db["events"].insert_many([{**to_log_document(e), "published": True} for e in events])
+            recorded = utc_now()
+            await db["events"].insert_many([{**to_log_document(e), "recorded_at": recorded} for e in events])
+            await db[RELAY_STATE_COLLECTION].update_one(
+                {"_id": WATERMARK_ID}, {"$max": {"recorded_through": recorded}}, upsert=True
+            )
         for aggregate in aggregates:
             await db[STATE_COLLECTIONS[aggregate.kind]].replace_one(
                 {"_id": aggregate.aggregate_id},

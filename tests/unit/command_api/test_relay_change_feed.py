@@ -9,17 +9,18 @@ from typing import Any
 import pytest
 from pymongo.errors import OperationFailure
 
-from command_api.adapters.relay_change_feed import RESUME_TOKEN_ID, ChangeFeed, is_history_lost
+from command_api.adapters.relay_change_feed import ChangeFeed, is_history_lost
+from events.log import WATERMARK_ID
 from tests.support.clock import Clock
 from tests.support.waiting import eventually
 
 
 class FakeCollection:
     def __init__(self) -> None:
-        self.deleted: list[dict[str, Any]] = []
+        self.updated: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
-    async def delete_one(self, query: dict[str, Any]) -> None:
-        self.deleted.append(query)
+    async def update_one(self, query: dict[str, Any], change: dict[str, Any]) -> None:
+        self.updated.append((query, change))
 
 
 class FakeDatabase:
@@ -60,19 +61,24 @@ def test_history_lost_is_recognised_by_code_or_resume_failure(code: int, message
     assert is_history_lost(OperationFailure(message, code=code)) is lost
 
 
-async def test_a_stream_that_loses_its_history_drops_the_token_alerts_and_hands_the_error_on() -> None:
+async def test_a_stream_that_loses_its_history_drops_the_watermarks_token_alerts_and_hands_the_error_on() -> (
+    None
+):
     reasons: list[str] = []
     db = FakeDatabase()
     feed = ChangeFeed(db, batch_size=10, on_history_lost=reasons.append)  # type: ignore[arg-type]
     await feed._read(StreamThatLostItsHistory([{"_id": 1}, {"_id": 2}]))  # type: ignore[arg-type]
 
     assert len(reasons) == 1 and "286" in reasons[0]
-    assert db.state.deleted == [{"_id": RESUME_TOKEN_ID}]
+    assert db.state.updated == [({"_id": WATERMARK_ID}, {"$unset": {"token": ""}})]
     # What arrived before is published first; then the loop gets the error and starts over
-    # (a new stream and a full scan of unpublished events, never "from now" alone).
+    # (a new stream and a scan from before the watermark, never "from now" alone).
     assert await feed.changes(0.1) == [{"_id": 1}, {"_id": 2}]
     with pytest.raises(OperationFailure):
         await feed.changes(0.1)
+    # Their positions belong to the lost history: the watermark keeps none of them.
+    feed.published([{"_id": 2, "fullDocument": {}}])
+    assert feed._token is None
 
 
 class Stream:
