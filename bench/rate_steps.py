@@ -267,7 +267,8 @@ def figure(steps: list[Step], raw_limit: float, raw_concurrency: int) -> Figure:
             "offered rates stepped up (BENCH_RATE_START, +BENCH_RATE_STEP, to BENCH_RATE_MAX), "
             "BENCH_RATE_SECONDS each, open loop as the freshness figure; a step holds if every "
             "command is accepted (≥ 97% of the offered rate achieved, none failed), freshness p99 "
-            "< 100 ms, and the backlog (unpublished events + every consumer group's lag, sampled "
+            "< 100 ms, and the backlog (events recorded after the newest the relay's saved "
+            "watermark holds + every consumer group's lag, sampled "
             f"every 2 s) does not grow and is gone within {DRAIN_SECONDS:.0f} s of the last command; "
             "up until a step does not hold, or, when the first does not, down by half a step until one does"
         ),

@@ -1,0 +1,247 @@
+"""The relay's watermark as its change feed keeps it: where it resumes, what a scan leaves it,
+when it moves and when it is saved (MongoDB's side faked at the boundary)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from command_api.adapters.relay_change_feed import WATERMARK_SAVE_SECONDS, ChangeFeed
+from events.log import WATERMARK_ID
+from tests.support.clock import Clock
+
+T0 = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+MARGIN = 300.0
+
+
+class Stream:
+    """A change stream that brings nothing (the tests hand changes to the feed themselves)."""
+
+    alive = True
+
+    def __init__(self, token: Any) -> None:
+        self.resume_token = token
+        self.closed = False
+
+    async def try_next(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Cursor:
+    def __init__(self, found: list[dict[str, Any]]) -> None:
+        self._found = found
+
+    def sort(self, *_: Any) -> Cursor:
+        return self
+
+    def limit(self, count: int) -> Cursor:
+        self._found = self._found[:count]
+        return self
+
+    async def to_list(self) -> list[dict[str, Any]]:
+        return self._found
+
+
+class Events:
+    """The log: `watch` refuses `refused` tokens as history lost; `find` answers the scan's
+    queries in turn from `answers` (each query is kept)."""
+
+    def __init__(self, *, refused: Any = None) -> None:
+        self.refused = refused
+        self.answers: list[list[dict[str, Any]]] = []
+        self.queries: list[dict[str, Any]] = []
+        self.resumed_after: list[Any] = []
+
+    async def watch(self, pipeline: Any, *, resume_after: Any = None, **_: Any) -> Stream:
+        if resume_after is not None:
+            if resume_after == self.refused:
+                raise OperationFailure("Resume of change stream was not possible", code=286)
+            self.resumed_after.append(resume_after)
+            return Stream(resume_after)
+        return Stream({"_data": "opened"})
+
+    def find(self, query: dict[str, Any], **_: Any) -> Cursor:
+        self.queries.append(query)
+        return Cursor(self.answers.pop(0) if self.answers else [])
+
+
+class State:
+    """relay_state: the watermark document; `newer` makes the next save meet a newer one."""
+
+    def __init__(self, saved: dict[str, Any] | None) -> None:
+        self.saved = saved
+        self.updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.newer = False
+
+    async def find_one(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        return self.saved
+
+    async def update_one(self, query: dict[str, Any], change: dict[str, Any], upsert: bool = False) -> None:
+        self.updates.append((query, change))
+        if self.newer:
+            raise DuplicateKeyError("E11000 duplicate key")
+
+
+class Database:
+    def __init__(self, events: Events, state: State) -> None:
+        self.events, self.state = events, state
+
+    def get_collection(self, name: str, **_: Any) -> Events:
+        return self.events
+
+    def __getitem__(self, name: str) -> State:
+        return self.state
+
+
+def feed_over(
+    saved: dict[str, Any] | None, *, events: Events | None = None, clock: Clock | None = None
+) -> tuple[ChangeFeed, Events, State, list[str]]:
+    events = events or Events()
+    state = State(saved)
+    alerts: list[str] = []
+    feed = ChangeFeed(
+        Database(events, state),  # type: ignore[arg-type]
+        batch_size=2,
+        on_history_lost=alerts.append,
+        rescan_margin_seconds=MARGIN,
+        clock=clock or Clock(),
+    )
+    return feed, events, state, alerts
+
+
+def opened(feed: ChangeFeed) -> Stream:
+    assert isinstance(feed._stream, Stream)
+    return feed._stream
+
+
+def event(aggregate: str, version: int, recorded_at: datetime) -> dict[str, Any]:
+    return {"aggregate_id": aggregate, "aggregate_version": version, "recorded_at": recorded_at}
+
+
+async def test_a_saved_watermark_is_resumed_from_and_nothing_is_scanned() -> None:
+    feed, events, state, alerts = feed_over({"token": {"_data": "w"}, "recorded_through": T0})
+    async with feed:
+        assert not feed.scanning
+        assert events.resumed_after == [{"_data": "w"}]
+        assert feed.recorded_through == T0
+    assert events.queries == [] and alerts == []
+    assert state.updates == []  # it did not move: nothing to save
+
+
+async def test_with_no_watermark_the_whole_log_is_scanned_and_the_watermark_saved_only_at_its_end() -> None:
+    feed, events, state, _ = feed_over(None)
+    events.answers = [
+        [event("a", 1, T0), event("a", 2, T0 + timedelta(seconds=2))],
+        [],  # the rest of "a"
+        [event("b", 1, T0 + timedelta(seconds=1))],  # the aggregates after "a"
+        [],
+        [],
+    ]
+    async with feed:
+        assert feed.scanning
+        assert len(await feed.scan_page()) == 2
+        # The first page asked for everything not marked published by an older release.
+        assert events.queries[0] == {"published": {"$ne": True}, "quarantine": {"$exists": False}}
+        assert feed.recorded_through is None  # a scan stopped here must be done again whole
+        assert [e["aggregate_id"] for e in await feed.scan_page()] == ["b"]
+        assert events.queries[1]["aggregate_id"] == "a"
+        assert events.queries[1]["aggregate_version"] == {"$gt": 2}
+        assert events.queries[2]["aggregate_id"] == {"$gt": "a"}
+        assert await feed.scan_page() == []
+        assert not feed.scanning
+        assert feed.recorded_through == T0 + timedelta(seconds=2)
+        await feed.save_position()
+    [(query, change)] = state.updates
+    assert query["_id"] == WATERMARK_ID
+    # Where the stream opened, before the scan: every change after it the stream brings.
+    assert change["$set"]["token"] == {"_data": "opened"}
+    assert change["$set"]["recorded_through"] == T0 + timedelta(seconds=2)
+
+
+async def test_a_scan_interrupted_half_way_saves_nothing() -> None:
+    feed, events, state, _ = feed_over(None)
+    events.answers = [[event("a", 1, T0), event("a", 2, T0)]]
+    async with feed:
+        await feed.scan_page()
+    assert state.updates == []
+
+
+async def test_a_token_the_server_refuses_alerts_and_scans_from_the_margin_before_the_watermark() -> None:
+    lost = {"_data": "lost"}
+    feed, events, state, alerts = feed_over(
+        {"token": lost, "recorded_through": T0}, events=Events(refused=lost)
+    )
+    async with feed:
+        assert len(alerts) == 1 and "286" in alerts[0]
+        assert state.updates[0] == ({"_id": WATERMARK_ID}, {"$unset": {"token": ""}})
+        assert feed.scanning
+        await feed.scan_page()
+    assert events.queries[0]["recorded_at"] == {"$gte": T0 - timedelta(seconds=MARGIN)}
+
+
+async def test_published_changes_move_the_watermark_which_is_saved_about_once_a_second() -> None:
+    clock = Clock()
+    feed, _, state, _ = feed_over({"token": {"_data": "w"}, "recorded_through": T0}, clock=clock)
+    async with feed:
+        newer = T0 + timedelta(seconds=5)
+        feed.published(
+            [
+                {"_id": {"_data": "c1"}, "fullDocument": event("a", 1, newer)},
+                {"_id": {"_data": "c2"}, "fullDocument": event("b", 1, T0 + timedelta(seconds=3))},
+            ]
+        )
+        await feed.remember_position()
+        await asyncio.sleep(0)
+        [(query, change)] = state.updates
+        assert change["$set"]["token"] == {"_data": "c2"}
+        assert change["$set"]["recorded_through"] == newer
+        # Never over a newer watermark another relay saved.
+        assert query["$or"] == [{"recorded_through": None}, {"recorded_through": {"$lte": newer}}]
+
+        feed.published([{"_id": {"_data": "c3"}, "fullDocument": event("a", 2, newer)}])
+        await feed.remember_position()
+        await asyncio.sleep(0)
+        assert len(state.updates) == 1  # not due yet
+        clock.now += WATERMARK_SAVE_SECONDS
+        await feed.remember_position()
+        await asyncio.sleep(0)
+        assert state.updates[-1][1]["$set"]["token"] == {"_data": "c3"}
+
+
+async def test_a_newer_watermark_saved_by_another_relay_stays() -> None:
+    feed, _, state, _ = feed_over({"token": {"_data": "w"}, "recorded_through": T0})
+    async with feed:
+        state.newer = True
+        feed.published([{"_id": {"_data": "c1"}, "fullDocument": event("a", 1, T0)}])
+    assert len(state.updates) == 1  # tried once as the feed closed; the newer one was kept
+
+
+async def test_when_idle_the_watermark_follows_the_streams_own_position() -> None:
+    feed, _, _, _ = feed_over({"token": {"_data": "w"}, "recorded_through": T0})
+    async with feed:
+        stream = opened(feed)
+        stream.resume_token = {"_data": "later"}
+        feed.caught_up()
+        assert feed._token == {"_data": "later"}
+        # A change queued, not yet published: the stream's position may be past it.
+        feed._queue.put_nowait((0.0, {"_id": {"_data": "queued"}}))
+        stream.resume_token = {"_data": "past the queued one"}
+        feed.caught_up()
+        assert feed._token == {"_data": "later"}
+
+
+@pytest.mark.parametrize("saved", [None, {"recorded_through": T0}])
+async def test_while_scanning_the_streams_position_is_no_watermark(saved: dict[str, Any] | None) -> None:
+    feed, _, _, _ = feed_over(saved)
+    async with feed:
+        assert feed.scanning
+        opened(feed).resume_token = {"_data": "later"}
+        feed.caught_up()
+        assert feed._token is None
