@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from events.topics import Topics
 from service_runtime import processes
-from tests.support.stack import REPO, STACK, free_port
+from tests.support.stack import REPO, STACK
 
 pytestmark = pytest.mark.cluster
 
@@ -33,14 +33,18 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def ports_with_partner(count: int, offset: int) -> list[int]:
+def ports_with_partner(count: int, offset: int, taken: set[int]) -> list[int]:
     """Free ports whose port + `offset` is free too (a Redis node's cluster bus, a Kafka node's
-    controller listener)."""
+    controller listener; `offset` 0: the port alone), none of them or their partners among
+    `taken` (which they join): one server's port is never picked for another's (a free port stays
+    free until its server binds it, so two picks could otherwise be the same)."""
     found: list[int] = []
     while len(found) < count:
         port = random.randint(20000, 45000)
-        if port not in found and port + offset not in found and _bindable(port) and _bindable(port + offset):
+        pair = {port, port + offset}
+        if not pair & taken and all(_bindable(p) for p in pair):
             found.append(port)
+            taken |= pair
     return found
 
 
@@ -70,8 +74,10 @@ async def kafka_facts(bootstrap: str, topic: str) -> tuple[int, list[dict[str, o
 
 
 def test_the_cluster_topology_starts_reports_and_stops(tmp_path: Path) -> None:
-    redis_ports = ports_with_partner(6, 10000)
-    kafka_ports = ports_with_partner(3, 100)
+    taken: set[int] = set()
+    redis_ports = ports_with_partner(6, 10000, taken)
+    kafka_ports = ports_with_partner(3, 100, taken)
+    [mongo_port, smtp_port] = ports_with_partner(2, 0, taken)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_") or k.endswith("_DIR")}
     env.update(
         {
@@ -80,8 +86,8 @@ def test_the_cluster_topology_starts_reports_and_stops(tmp_path: Path) -> None:
             "CAMPAIGNS_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in redis_ports),
             "CAMPAIGNS_KAFKA_BOOTSTRAP": ",".join(f"127.0.0.1:{p}" for p in kafka_ports),
             "CAMPAIGNS_KAFKA_PARTITIONS": "3",
-            "CAMPAIGNS_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-            "CAMPAIGNS_SMTP_PORT": str(free_port()),
+            "CAMPAIGNS_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
+            "CAMPAIGNS_SMTP_PORT": str(smtp_port),
         }
     )
     try:
