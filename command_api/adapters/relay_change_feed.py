@@ -14,8 +14,9 @@ takes every change already arrived at once, without waiting out a getMore's max 
 (publishing and the next getMore overlap). Only public pymongo API is used: `try_next()` runs at
 most one getMore.
 
-When there is no position to resume from, the stream is opened anew and, before it, the log is
-scanned page by page in aggregate/version order:
+When there is no position to resume from, the stream is opened anew and the log is scanned, in
+aggregate/version order, by one cursor read a page at a time (pages of their own queries cost
+SecantusDB the whole log each: it sorts before it limits):
 - no watermark at all (a first start, or a log from a release that marked each event): every
   event not marked published by such a release;
 - the stream cannot resume (its history is gone from the oplog: ChangeStreamHistoryLost, or the
@@ -38,6 +39,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -107,7 +109,7 @@ class ChangeFeed:
         # last (aggregate, version) it handed out, and where the stream opened.
         self.scanning = False
         self._scan_since: datetime | None = None
-        self._scanned_to: tuple[str, int] | None = None
+        self._scan: AsyncCursor[Document] | None = None
         self._scan_newest: datetime | None = None
         self._opened_at: Any | None = None
         # The stream's history is gone: its positions are no use to a restart.
@@ -135,6 +137,7 @@ class ChangeFeed:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.close()
+        await self._close_scan()
         try:
             await self.save_position()
         except PyMongoError as error:
@@ -161,7 +164,8 @@ class ChangeFeed:
         # Everything after this position the stream brings; everything before it the scan does.
         self._opened_at = stream.resume_token
         self.scanning = True
-        self._scanned_to = self._scan_newest = None
+        self._scan_newest = None
+        await self._close_scan()
         through = self.recorded_through
         self._scan_since = None if saved is None or through is None else through - self._rescan_margin
         return stream
@@ -249,41 +253,31 @@ class ChangeFeed:
 
     async def scan_page(self) -> list[Document]:
         """The next page of the scan, in aggregate/version order (empty: the scan is done, and
-        the watermark moves to where the stream opened). Keyset pages on the unique index: the
-        rest of the last aggregate, then the aggregates after it."""
-        after = self._scanned_to
-        if after is None:
-            ranges: list[Document] = [{}]
-        else:
-            ranges = [
-                {"aggregate_id": after[0], "aggregate_version": {"$gt": after[1]}},
-                {"aggregate_id": {"$gt": after[0]}},
-            ]
-        wanted: Document = dict(NOT_PUBLISHED)
-        if self._scan_since is not None:
-            wanted["recorded_at"] = {"$gte": self._scan_since}
-        page: list[Document] = []
-        for where in ranges:
-            left = self._batch_size - len(page)
-            if left <= 0:
-                break
-            page += (
-                await self._events.find({**where, **wanted}, hint=IN_ORDER_INDEX)
-                .sort(IN_ORDER)
-                .limit(left)
-                .to_list()
+        the watermark moves to where the stream opened)."""
+        if self._scan is None:
+            wanted: Document = dict(NOT_PUBLISHED)
+            if self._scan_since is not None:
+                wanted["recorded_at"] = {"$gte": self._scan_since}
+            self._scan = self._events.find(
+                wanted, hint=IN_ORDER_INDEX, sort=IN_ORDER, batch_size=self._batch_size
             )
+        page = await self._scan.to_list(self._batch_size)
         if page:
-            self._scanned_to = (page[-1]["aggregate_id"], page[-1]["aggregate_version"])
             # Not the watermark's yet: a scan interrupted half way must be done again whole.
             newest = _newest(page)
             if newest is not None and (self._scan_newest is None or newest > self._scan_newest):
                 self._scan_newest = newest
         else:
+            await self._close_scan()
             self.scanning = False
             self._token, self._moved = self._opened_at, True
             self._through(self._scan_newest)
         return page
+
+    async def _close_scan(self) -> None:
+        scan, self._scan = self._scan, None
+        if scan is not None:
+            await scan.close()
 
     def published(self, changes: list[Document]) -> None:
         """These changes (the oldest not yet published first) are in Kafka."""

@@ -35,28 +35,30 @@ class Stream:
 
 
 class Cursor:
-    def __init__(self, found: list[dict[str, Any]]) -> None:
-        self._found = found
+    """Hands out the pages it was given, one a `to_list`."""
 
-    def sort(self, *_: Any) -> Cursor:
-        return self
+    def __init__(self, pages: list[list[dict[str, Any]]]) -> None:
+        self._pages = pages
+        self.lengths: list[int] = []
+        self.closed = False
 
-    def limit(self, count: int) -> Cursor:
-        self._found = self._found[:count]
-        return self
+    async def to_list(self, length: int) -> list[dict[str, Any]]:
+        self.lengths.append(length)
+        return self._pages.pop(0) if self._pages else []
 
-    async def to_list(self) -> list[dict[str, Any]]:
-        return self._found
+    async def close(self) -> None:
+        self.closed = True
 
 
 class Events:
-    """The log: `watch` refuses `refused` tokens as history lost; `find` answers the scan's
-    queries in turn from `answers` (each query is kept)."""
+    """The log: `watch` refuses `refused` tokens as history lost; `find` opens a cursor over the
+    pages in `pages` (each query and its options are kept)."""
 
     def __init__(self, *, refused: Any = None) -> None:
         self.refused = refused
-        self.answers: list[list[dict[str, Any]]] = []
-        self.queries: list[dict[str, Any]] = []
+        self.pages: list[list[dict[str, Any]]] = []
+        self.queries: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.cursors: list[Cursor] = []
         self.resumed_after: list[Any] = []
 
     async def watch(self, pipeline: Any, *, resume_after: Any = None, **_: Any) -> Stream:
@@ -67,9 +69,10 @@ class Events:
             return Stream(resume_after)
         return Stream({"_data": "opened"})
 
-    def find(self, query: dict[str, Any], **_: Any) -> Cursor:
-        self.queries.append(query)
-        return Cursor(self.answers.pop(0) if self.answers else [])
+    def find(self, query: dict[str, Any], **options: Any) -> Cursor:
+        self.queries.append((query, options))
+        self.cursors.append(Cursor(self.pages))
+        return self.cursors[-1]
 
 
 class State:
@@ -137,24 +140,23 @@ async def test_a_saved_watermark_is_resumed_from_and_nothing_is_scanned() -> Non
 
 async def test_with_no_watermark_the_whole_log_is_scanned_and_the_watermark_saved_only_at_its_end() -> None:
     feed, events, state, _ = feed_over(None)
-    events.answers = [
+    events.pages = [
         [event("a", 1, T0), event("a", 2, T0 + timedelta(seconds=2))],
-        [],  # the rest of "a"
-        [event("b", 1, T0 + timedelta(seconds=1))],  # the aggregates after "a"
-        [],
-        [],
+        [event("b", 1, T0 + timedelta(seconds=1))],
     ]
     async with feed:
         assert feed.scanning
         assert len(await feed.scan_page()) == 2
-        # The first page asked for everything not marked published by an older release.
-        assert events.queries[0] == {"published": {"$ne": True}, "quarantine": {"$exists": False}}
+        # One query, in aggregate/version order, for everything not marked published by an
+        # older release; read a page (the batch size) at a time.
+        [(query, options)] = events.queries
+        assert query == {"published": {"$ne": True}, "quarantine": {"$exists": False}}
+        assert options["sort"] == [("aggregate_id", 1), ("aggregate_version", 1)]
         assert feed.recorded_through is None  # a scan stopped here must be done again whole
         assert [e["aggregate_id"] for e in await feed.scan_page()] == ["b"]
-        assert events.queries[1]["aggregate_id"] == "a"
-        assert events.queries[1]["aggregate_version"] == {"$gt": 2}
-        assert events.queries[2]["aggregate_id"] == {"$gt": "a"}
         assert await feed.scan_page() == []
+        assert len(events.queries) == 1 and events.cursors[0].lengths == [2, 2, 2]
+        assert events.cursors[0].closed
         assert not feed.scanning
         assert feed.recorded_through == T0 + timedelta(seconds=2)
         await feed.save_position()
@@ -167,10 +169,11 @@ async def test_with_no_watermark_the_whole_log_is_scanned_and_the_watermark_save
 
 async def test_a_scan_interrupted_half_way_saves_nothing() -> None:
     feed, events, state, _ = feed_over(None)
-    events.answers = [[event("a", 1, T0), event("a", 2, T0)]]
+    events.pages = [[event("a", 1, T0), event("a", 2, T0)]]
     async with feed:
         await feed.scan_page()
     assert state.updates == []
+    assert events.cursors[0].closed
 
 
 async def test_a_token_the_server_refuses_alerts_and_scans_from_the_margin_before_the_watermark() -> None:
@@ -183,7 +186,7 @@ async def test_a_token_the_server_refuses_alerts_and_scans_from_the_margin_befor
         assert state.updates[0] == ({"_id": WATERMARK_ID}, {"$unset": {"token": ""}})
         assert feed.scanning
         await feed.scan_page()
-    assert events.queries[0]["recorded_at"] == {"$gte": T0 - timedelta(seconds=MARGIN)}
+    assert events.queries[0][0]["recorded_at"] == {"$gte": T0 - timedelta(seconds=MARGIN)}
 
 
 async def test_published_changes_move_the_watermark_which_is_saved_about_once_a_second() -> None:
