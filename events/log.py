@@ -24,7 +24,6 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
 from events import EventEnvelope, from_log_document
 
@@ -58,10 +57,14 @@ async def count_recorded_after(
     collection: AsyncCollection[dict[str, Any]], recorded_through: datetime | None
 ) -> int:
     """Events recorded after `recorded_through` (all of them for None): the relay's backlog.
-    Hinted: SecantusDB's planner may not pick the index by itself."""
+
+    Not hinted: the range is served by the index on `recorded_at` whichever server plans it. A
+    hint made SecantusDB walk the whole index in order and read every event under its storage
+    lock (445 ms on 20,000 events, where the same count unhinted took 1.1 ms), and the relay's
+    status runs this every 2 s: the server stalled more the longer the log grew."""
     if recorded_through is None:
         return await collection.estimated_document_count()
-    return await collection.count_documents({"recorded_at": {"$gt": recorded_through}}, hint=RECORDED_INDEX)
+    return await collection.count_documents({"recorded_at": {"$gt": recorded_through}})
 
 
 def events_collection(
@@ -120,7 +123,4 @@ async def relay_backlog(db: AsyncDatabase[dict[str, Any]]) -> int:
     events = db[EVENTS_COLLECTION]
     if watermark is None or through is None:
         return await events.count_documents({})
-    try:
-        return await count_recorded_after(events, through)
-    except OperationFailure:  # the index is not there yet (the relay creates it)
-        return await events.count_documents({"recorded_at": {"$gt": through}})
+    return await count_recorded_after(events, through)

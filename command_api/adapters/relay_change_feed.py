@@ -256,11 +256,15 @@ class ChangeFeed:
         the watermark moves to where the stream opened)."""
         if self._scan is None:
             wanted: Document = dict(NOT_PUBLISHED)
+            # The whole log: one walk of the unique index in order. Since a time: the index on
+            # `recorded_at` finds the margin's events, sorted by the server, and no hint, which
+            # on SecantusDB would walk the whole index under its storage lock (a margin of 10 of
+            # 20,000 events: 628 ms hinted, 2 ms not).
+            hint: str | None = IN_ORDER_INDEX
             if self._scan_since is not None:
                 wanted["recorded_at"] = {"$gte": self._scan_since}
-            self._scan = self._events.find(
-                wanted, hint=IN_ORDER_INDEX, sort=IN_ORDER, batch_size=self._batch_size
-            )
+                hint = None
+            self._scan = self._events.find(wanted, hint=hint, sort=IN_ORDER, batch_size=self._batch_size)
         page = await self._scan.to_list(self._batch_size)
         if page:
             # Not the watermark's yet: a scan interrupted half way must be done again whole.
