@@ -20,6 +20,7 @@ import contextlib
 import functools
 import os
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from redis.asyncio import Redis
 from bench.memory import CpuWindow, server_pids
 from bench.report import Figure
 from command_api.adapters.mongo_documents import campaign_document, user_document
+from command_api.adapters.mongo_schema import ensure_indexes
 from command_api.domain.campaign import Campaign, CampaignDetails
 from command_api.domain.user import User
 from events.state_versions import STATE_COLLECTIONS
@@ -81,9 +83,14 @@ async def seed(settings: Settings, redis: Redis, campaigns: int) -> dict[str, in
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     try:
         db = client[settings.mongo_db]
+        await ensure_indexes(db)  # as the command side leaves them, the walk's index with them
         for kind, count in counts.items():
             for start in range(0, count, SEED_BATCH):
-                ids = [f"{kind}-{n:08d}" for n in range(start, min(count, start + SEED_BATCH))]
+                # Ids as the command side makes them (UUIDs: the walk slices their hex prefixes).
+                ids = [
+                    str(uuid.uuid5(uuid.NAMESPACE_OID, f"{kind}-{n}"))
+                    for n in range(start, min(count, start + SEED_BATCH))
+                ]
                 await db[STATE_COLLECTIONS[kind]].insert_many([state_document(kind, i) for i in ids])
                 pipe = redis.pipeline(transaction=False)
                 for aggregate_id in ids:

@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from events.log import EVENTS_COLLECTION, RECORDED_INDEX, RELAY_STATE_COLLECTION
-from events.state_versions import CAMPAIGNS_COLLECTION, USERS_COLLECTION
+from events.state_versions import CAMPAIGNS_COLLECTION, ID_VERSION_INDEX, ID_VERSION_KEYS, USERS_COLLECTION
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,10 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     # alike (SecantusDB never uses a partial index whose filter is `$exists`).
     await db[CAMPAIGNS].create_index([(TIMER_DUE_AT, ASCENDING)], sparse=True, name=DUE_INDEX)
     await db[CAMPAIGNS].create_index([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_status")
+    # Anti-entropy's walk of each state collection, a slice of ids at a time
+    # (events/state_versions.py): SecantusDB serves a range of `_id` only from an index of its own.
+    for states in (CAMPAIGNS, USERS):
+        await db[states].create_index(ID_VERSION_KEYS, name=ID_VERSION_INDEX)
     await db[REFRESH_TOKENS].create_index([("family_id", ASCENDING)], name="family")
     await db[REFRESH_TOKENS].create_index([("user_id", ASCENDING)], name="user")
     await db[REFRESH_TOKENS].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")

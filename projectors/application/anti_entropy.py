@@ -2,7 +2,7 @@
 
 A gap is noticed when a later event arrives; a read model that lost its last writes (a Redis
 failover, a restore from an old snapshot, keys deleted by hand) has nothing arriving to tell.
-This pass walks every aggregate the write side holds, a page per step from one cursor per
+This pass walks every aggregate the write side holds, a page per step from one walk per
 aggregate type (each step is small, and the walk goes on where it stopped), and reads the
 version each projection holds of it. An aggregate a projection holds behind the write side is
 a suspect; a suspect still behind after `grace` seconds (longer than an event takes from the
@@ -146,7 +146,7 @@ class AntiEntropy:
         try:
             page: list[tuple[str, int]] = await anext(self._pages, [])
         except BaseException:
-            await self.close()  # a cursor lost (a server restarted): the walk starts again
+            await self.close()  # a read failed (a server restarted): the walk starts again
             raise
         sweep_done = False
         if not page:
@@ -174,7 +174,7 @@ class AntiEntropy:
         return Step(len(page), checked, tuple(repairs), sweep_done)
 
     async def close(self) -> None:
-        """Drop the walk's cursor (the next step starts the aggregate type again)."""
+        """Drop the walk (the next step starts the aggregate type again)."""
         pages, self._pages = self._pages, None
         if pages is not None:
             await pages.aclose()
