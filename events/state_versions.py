@@ -12,8 +12,10 @@ other client for 0.6-0.8 s at each sweep's start; a slice of a few hundred takes
 (MongoDB serves either from an index, and this index covers the walk's reads there.)
 
 Aggregate ids are UUIDs' text, so slices are cut at 8-hex-digit prefixes, and their width
-follows the density the last slice found (about `size` ids each). The first slice has no lower
-bound and the last no upper one, so every string id falls in exactly one slice, hex or not.
+follows the density the last slice found (about `size` ids each), and the next walk starts at the
+density the whole walk found. The first slice has no lower bound and the last no upper one, so
+every string id falls in exactly one slice, hex or not. A collection smaller than a page is read
+whole, in one read.
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ def slice_filter(start: int, end: int) -> dict[str, Any]:
         bounds["$gte"] = _prefix(start)
     if end < ID_SPACE:
         bounds["$lt"] = _prefix(end)
-    return {"_id": bounds}
+    return {"_id": bounds} if bounds else {}
+
+
+def walk_width(size: int, walked: int) -> int:
+    """Where the next walk starts, from how many ids the last one read: the whole space in one
+    read when they were fewer than a page (cheaper than sixteen slices of nothing), else slices
+    of about `size` at their density."""
+    if walked < size:
+        return ID_SPACE
+    return max(1, min(MAX_WIDTH, ID_SPACE * size // walked))
 
 
 def next_width(width: int, size: int, found: int) -> int:
@@ -82,16 +93,17 @@ class StateVersions:
         """Pages of at most `size`, none empty, in slices of the id space (each slice one
         bounded read); the walk ends after the last slice."""
         collection = self.database[STATE_COLLECTIONS[aggregate_type]]
-        start = 0
+        start = walked = 0
         width = self._widths.get(aggregate_type, FIRST_WIDTH)
         while start < ID_SPACE:
             end = min(ID_SPACE, start + width)
             # The slice in one reply where it can (a find's first batch is 101 documents unless told).
             reply = collection.find(slice_filter(start, end), {"version": 1}, batch_size=SLICE_BATCH)
             docs = await reply.to_list()
+            walked += len(docs)
             width = next_width(width, size, len(docs))
-            self._widths[aggregate_type] = width
             start = end
             versions = [(str(doc["_id"]), int(doc.get("version", 0))) for doc in docs]
             for first in range(0, len(versions), size):
                 yield versions[first : first + size]
+        self._widths[aggregate_type] = walk_width(size, walked)

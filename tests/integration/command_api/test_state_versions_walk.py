@@ -85,3 +85,22 @@ async def test_a_walk_reads_every_campaign_once_each_read_a_slice_its_index_serv
         explained = await db.command({"explain": command, "verbosity": "executionStats"})
         assert "COLLSCAN" not in winning_stages(explained["queryPlanner"]), command
         assert docs_examined(explained) <= 4 * PAGE, (command, docs_examined(explained))
+
+
+async def test_a_collection_smaller_than_a_page_is_walked_in_one_read_once_its_size_is_known(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    await ensure_indexes(db)
+    expected = {str(uuid.uuid4()): 1 for _ in range(PAGE // 4)}
+    await db[CAMPAIGNS_COLLECTION].insert_many([{"_id": i, "version": v} for i, v in expected.items()])
+    finds = Finds()
+    watched: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongo_url, event_listeners=[finds])
+    try:
+        versions = StateVersions(watched[settings.mongo_db])
+        assert dict(pair for page in await walk(versions) for pair in page) == expected
+        first_reads = len(finds.commands)
+        assert dict(pair for page in await walk(versions) for pair in page) == expected
+    finally:
+        await watched.close()
+    assert first_reads > 1  # the first walk knew nothing: slices
+    assert finds.commands[first_reads:] == [{"find": CAMPAIGNS_COLLECTION, "filter": {}}]

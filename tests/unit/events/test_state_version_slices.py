@@ -12,6 +12,7 @@ from events.state_versions import (
     MAX_WIDTH_CHANGE,
     next_width,
     slice_filter,
+    walk_width,
 )
 
 
@@ -26,6 +27,7 @@ def test_the_first_slice_has_no_lower_bound_and_the_last_no_upper_one() -> None:
     assert slice_filter(0, 0x1000) == {"_id": {"$lt": "00001000"}}
     assert slice_filter(0x1000, 0x2000) == {"_id": {"$gte": "00001000", "$lt": "00002000"}}
     assert slice_filter(ID_SPACE - 16, ID_SPACE) == {"_id": {"$gte": "fffffff0"}}
+    assert slice_filter(0, ID_SPACE) == {}  # the whole collection (one smaller than a page)
 
 
 def test_every_string_id_falls_in_exactly_one_slice_of_a_walk() -> None:
@@ -49,3 +51,10 @@ def test_the_width_follows_the_density_within_its_bounds() -> None:
     # Never wider than MAX_WIDTH (a walk reads at least 16 slices), never narrower than 1.
     assert next_width(MAX_WIDTH, 200, 0) == MAX_WIDTH
     assert next_width(1, 200, 10_000) == 1
+
+
+def test_the_next_walk_starts_at_the_density_the_last_one_found() -> None:
+    assert walk_width(200, 0) == ID_SPACE  # nothing, or less than a page: one read of it all
+    assert walk_width(200, 199) == ID_SPACE
+    assert walk_width(200, 1_000_000) == ID_SPACE * 200 // 1_000_000
+    assert walk_width(200, 400) == MAX_WIDTH  # at least 16 slices once past a page
