@@ -86,7 +86,7 @@ class StateVersions:
 
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self.database = database
-        # Each aggregate type's last slice width, where its next walk starts.
+        # Where each aggregate type's next walk starts: its first slice's width (`walk_width`).
         self._widths: dict[str, int] = {}
 
     async def pages(self, aggregate_type: str, size: int) -> AsyncGenerator[list[tuple[str, int]], None]:
