@@ -22,7 +22,12 @@ SecantusDB the whole log each: it sorts before it limits):
 - the stream cannot resume (its history is gone from the oplog: ChangeStreamHistoryLost, or the
   token is unknown or unusable): an alert is raised, and every event recorded since
   `relay_rescan_margin_seconds` before the newest the watermark held goes out again.
-So nothing is skipped: the relay never just goes on "from now".
+So nothing is skipped: the relay never just goes on "from now". An event inserted after the
+stream opened and before the scan passed it is found by both: the feed remembers the ids of the
+events the scan handed out that were recorded since shortly before the stream opened (few: the
+backlog is older), and the stream's copies of those are not handed out again. That only spares
+Kafka duplicates (the consumers drop them anyway): past its bound, or once the stream has been
+quiet, the feed forgets and a copy goes out twice at worst.
 
 Reads use read concern majority: an event a failover could roll back is never published.
 """
@@ -33,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -61,6 +66,11 @@ WATERMARK_SAVE_SECONDS = 1.0
 # MongoDB's codes for a stream that cannot resume where it was: ChangeStreamHistoryLost, and
 # ChangeStreamFatalError (e.g. "resume token was not found").
 HISTORY_LOST_CODES = frozenset({286, 280})
+# The scan remembers the events it handed out that were recorded since this long before the
+# stream opened (the commands' clocks and transactions lag the server's a little), at most
+# SCANNED_MAX of them, so that the stream does not hand them out a second time.
+SCANNED_SLACK = timedelta(seconds=30)
+SCANNED_MAX = 100_000
 
 HistoryLost = Callable[[str], None]
 # A change from the stream, and when it arrived (the feed's clock).
@@ -112,6 +122,10 @@ class ChangeFeed:
         self._scan: AsyncCursor[Document] | None = None
         self._scan_newest: datetime | None = None
         self._opened_at: Any | None = None
+        # The ids of events the scan handed out that the stream may bring too, and the
+        # `recorded_at` from which the scan remembers them.
+        self._scanned: set[Any] = set()
+        self._scanned_since: datetime | None = None
         # The stream's history is gone: its positions are no use to a restart.
         self._history_gone = False
         # When the newest change handed out arrived; and, for the first change `changes()` last
@@ -123,6 +137,7 @@ class ChangeFeed:
         self._failure = None
         self._last_arrival = self.arrival_gap = None
         self._queue = asyncio.Queue(maxsize=self._batch_size)
+        self._scanned.clear()
         self._stream = await self._open_stream()
         self._reader = asyncio.create_task(self._read(self._stream), name="relay-change-stream")
         return self
@@ -160,9 +175,11 @@ class ChangeFeed:
             else:
                 self.scanning = False
                 return stream
+        opened_at = utc_now()
         stream = await self._events.watch(pipeline, max_await_time_ms=STREAM_WAIT_MS)
         # Everything after this position the stream brings; everything before it the scan does.
         self._opened_at = stream.resume_token
+        self._scanned_since = opened_at - SCANNED_SLACK
         self.scanning = True
         self._scan_newest = None
         await self._close_scan()
@@ -212,6 +229,8 @@ class ChangeFeed:
             async with asyncio.timeout(wait_seconds):
                 item: Arrival | BaseException | None = await self._queue.get()
         except TimeoutError:
+            # Quiet: whatever the scan handed out that the stream was to bring has come.
+            self._scanned.clear()
             return []
         changes: list[Document] = []
         while item is not None:
@@ -222,7 +241,9 @@ class ChangeFeed:
                 break
             if not changes:
                 self.arrival_gap = None if self._last_arrival is None else item[0] - self._last_arrival
-            changes.append(self._taken(item))
+            change = self._taken(item)
+            if not self._scanned_already(change):
+                changes.append(change)
             if len(changes) >= self._batch_size:
                 break
             try:
@@ -242,9 +263,20 @@ class ChangeFeed:
                 break
             if isinstance(item, BaseException):
                 self._failure = item
-            else:
-                found.append(self._taken(item))
+            elif not self._scanned_already(change := self._taken(item)):
+                found.append(change)
         return found
+
+    def _scanned_already(self, change: Document) -> bool:
+        """Whether the scan handed this change's event out already (each is skipped once)."""
+        if not self._scanned:
+            return False
+        document = change.get("fullDocument") or {}
+        try:
+            self._scanned.remove(document.get("_id"))
+        except KeyError:
+            return False
+        return True
 
     def _taken(self, arrival: Arrival) -> Document:
         """The change, handed out: the next batch's gap is measured from its arrival."""
@@ -267,6 +299,7 @@ class ChangeFeed:
             self._scan = self._events.find(wanted, hint=hint, sort=IN_ORDER, batch_size=self._batch_size)
         page = await self._scan.to_list(self._batch_size)
         if page:
+            self._remember_scanned(page)
             # Not the watermark's yet: a scan interrupted half way must be done again whole.
             newest = _newest(page)
             if newest is not None and (self._scan_newest is None or newest > self._scan_newest):
@@ -277,6 +310,21 @@ class ChangeFeed:
             self._token, self._moved = self._opened_at, True
             self._through(self._scan_newest)
         return page
+
+    def _remember_scanned(self, page: list[Document]) -> None:
+        """The events of this page the stream may bring too: those recorded since shortly before
+        it opened (up to SCANNED_MAX; past it, the stream's copies go out again)."""
+        since = self._scanned_since
+        if since is None:
+            return
+        for document in page:
+            recorded = document.get("recorded_at")
+            if not isinstance(recorded, datetime) or len(self._scanned) >= SCANNED_MAX:
+                continue
+            if recorded.tzinfo is None:  # a client without tz_aware
+                recorded = recorded.replace(tzinfo=UTC)
+            if recorded >= since and (event_id := document.get("_id")) is not None:
+                self._scanned.add(event_id)
 
     async def _close_scan(self) -> None:
         scan, self._scan = self._scan, None

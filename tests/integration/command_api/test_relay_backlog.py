@@ -4,6 +4,7 @@ from the watermark, and what a relay with a watermark reads of the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import RELAY_STATE, Document, ensure_indexes
+from command_api.adapters.relay_change_feed import ChangeFeed
 from events.envelope import utc_now
 from events.log import WATERMARK_ID, read_watermark
 from readmodels.keyspace import relay_status_key
@@ -60,6 +62,34 @@ async def test_a_backlog_larger_than_a_page_is_published_page_by_page_in_order(
     assert len(pages) >= 12 and max(pages) <= 100, pages  # never more than one page in memory
     received = await consume(paged, 1200, settle=0.5)
     assert versions_by_key(received) == {a: list(range(1, 101)) for a in aggregates}
+
+
+async def test_events_both_the_scan_and_the_stream_find_at_a_first_start_are_handed_out_once(
+    db: AsyncDatabase[Document],
+) -> None:
+    await ensure_indexes(db)
+    await db["events"].insert_many(log_documents("before", range(1, 6)))
+    feed = ChangeFeed(db, batch_size=4, on_history_lost=lambda reason: None)
+    async with feed:
+        assert feed.scanning  # no watermark: the log is scanned after the stream opened
+        # Recorded after the stream opened and before the scan reads them: both find them.
+        await db["events"].insert_many(log_documents("between", range(1, 11)))
+        scanned: list[Document] = []
+        while feed.scanning:
+            scanned += await feed.scan_page()
+        await db["events"].insert_many(log_documents("after", range(1, 4)))
+        streamed: list[Document] = []
+        async with asyncio.timeout(30):
+            while len(streamed) < 3:
+                streamed += [change["fullDocument"] for change in await feed.changes(0.5)]
+        streamed += [change["fullDocument"] for change in await feed.changes(1.0)]
+
+    def keys(documents: list[Document]) -> list[tuple[str, int]]:
+        return [(d["aggregate_id"], d["aggregate_version"]) for d in documents]
+
+    before, between = [("before", v) for v in range(1, 6)], [("between", v) for v in range(1, 11)]
+    assert sorted(keys(scanned)) == before + between
+    assert keys(streamed) == [("after", v) for v in range(1, 4)]
 
 
 async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
