@@ -38,7 +38,7 @@ EXAMPLES = {
 # min_version cases mostly name versions never reached: keep each bounded wait short. Logins
 # with generated credentials would throttle every login from this address (tested elsewhere).
 SETTINGS = {
-    "read_wait_seconds": 0.05,
+    "read_wait_seconds": 0.005,
     "login_address_max_failures": 100_000,
     "login_account_max_guesses": 100_000,
 }
