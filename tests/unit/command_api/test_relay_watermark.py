@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from command_api.adapters import relay_change_feed
 from command_api.adapters.relay_change_feed import WATERMARK_SAVE_SECONDS, ChangeFeed
+from events.envelope import utc_now
 from events.log import WATERMARK_ID
 from tests.support.clock import Clock
 
@@ -32,6 +34,20 @@ class Stream:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class Bringing(Stream):
+    """A change stream that brings these changes, then nothing."""
+
+    def __init__(self, token: Any, changes: list[dict[str, Any]]) -> None:
+        super().__init__(token)
+        self._changes = changes
+
+    async def try_next(self) -> dict[str, Any] | None:
+        if self._changes:
+            return self._changes.pop(0)
+        await asyncio.Event().wait()
+        return None
 
 
 class Cursor:
@@ -60,6 +76,8 @@ class Events:
         self.queries: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.cursors: list[Cursor] = []
         self.resumed_after: list[Any] = []
+        # What a stream opened anew brings.
+        self.brings: list[dict[str, Any]] = []
 
     async def watch(self, pipeline: Any, *, resume_after: Any = None, **_: Any) -> Stream:
         if resume_after is not None:
@@ -67,7 +85,7 @@ class Events:
                 raise OperationFailure("Resume of change stream was not possible", code=286)
             self.resumed_after.append(resume_after)
             return Stream(resume_after)
-        return Stream({"_data": "opened"})
+        return Bringing({"_data": "opened"}, self.brings)
 
     def find(self, query: dict[str, Any], **options: Any) -> Cursor:
         self.queries.append((query, options))
@@ -165,6 +183,35 @@ async def test_with_no_watermark_the_whole_log_is_scanned_and_the_watermark_save
     # Where the stream opened, before the scan: every change after it the stream brings.
     assert change["$set"]["token"] == {"_data": "opened"}
     assert change["$set"]["recorded_through"] == T0 + timedelta(seconds=2)
+
+
+async def test_the_streams_copies_of_what_the_scan_handed_out_since_it_opened_are_not_handed_out_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay_change_feed, "SCANNED_MAX", 2)
+    now = utc_now()
+    # Recorded since the stream opened (the scan finds them, and so does the stream); one
+    # recorded an hour before, which the scan does not remember; one after the scan.
+    a1, a2, a3 = ({**event("a", v, now), "_id": f"a{v}"} for v in (1, 2, 3))
+    old = {**event("o", 1, now - timedelta(hours=1)), "_id": "o1"}
+    after = {**event("b", 1, now), "_id": "b1"}
+    feed, events, state, _ = feed_over(None)
+    events.pages = [[a1, old], [a2, a3]]
+    events.brings = [{"_id": {"_data": d["_id"]}, "fullDocument": d} for d in (a1, a2, a3, old, after)]
+    async with feed:
+        scanned = await feed.scan_page() + await feed.scan_page()
+        assert await feed.scan_page() == [] and not feed.scanning
+        assert [d["_id"] for d in scanned] == ["a1", "o1", "a2", "a3"]
+        changes = []
+        while len(changes) < 3:
+            changes += await feed.changes(1.0)
+        # a1 and a2 were remembered; a3 was past the bound (SCANNED_MAX), so it goes out twice.
+        assert [c["fullDocument"]["_id"] for c in changes] == ["a3", "o1", "b1"]
+        feed.published(changes)
+        await feed.save_position()
+        # The watermark passes the skipped copies with what was published after them.
+        assert state.updates[-1][1]["$set"]["token"] == {"_data": "b1"}
+        assert await feed.changes(0.05) == []
 
 
 async def test_a_scan_interrupted_half_way_saves_nothing() -> None:
