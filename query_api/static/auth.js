@@ -9,7 +9,7 @@
 
 const api = document.body.dataset.commandApi;
 
-let session = null;  // {email, access, refresh, expiresAt (ms), admin}
+let session = null;  // {email, access, refresh, expiresAt (ms), admin, recording (the sign-in's audit)}
 let rotateTimer = null;
 const listeners = { rotated: [], ended: [] };
 
@@ -88,7 +88,8 @@ export async function signIn(userEmail, password) {
 export async function recordSignIn() {
   const current = session;
   if (!current) return false;
-  const status = await audit("sign-in", current.access);
+  current.recording = audit("sign-in", current.access);
+  const status = await current.recording;
   current.admin = status !== 403;
   return current.admin;
 }
@@ -128,6 +129,10 @@ export async function signOut(reason) {
   clearTimeout(rotateTimer);
   session = null;
   if (current) {
+    // The sign-in's record first, if it is on its way: the live feed's 4403 may tell the page
+    // that this is no admin before the query API has answered it, and a refused sign-in must be
+    // audited before the session ends (a tab closed right after would cancel it).
+    if (current.recording) await current.recording;
     // Only a recorded sign-in has a sign-out to record.
     if (current.admin === true) await audit("sign-out", current.access);
     try { await post("/auth/logout", { refresh_token: current.refresh }); } catch (err) { /* forgotten here anyway */ }
