@@ -215,13 +215,10 @@ class MongoDueTransitions:
                 window["$gte"] = low
             if high is not None:
                 window["$lt"] = high
-            found = await self._campaigns.count_documents(
-                {DUE_AT: window or {"$exists": True}}, limit=limit - counted
-            )
+            within = {DUE_AT: window or {"$exists": True}}
+            found = await self._campaigns.count_documents(within, limit=limit - counted)
             if found and want_first and first_due is None:
-                first = await self._campaigns.find_one(
-                    {DUE_AT: window or {"$exists": True}}, {TIMER: 1}, sort=[(DUE_AT, ASCENDING)]
-                )
+                first = await self._campaigns.find_one(within, {TIMER: 1}, sort=[(DUE_AT, ASCENDING)])
                 first_due = first[TIMER]["due_at"] if first else None
             counted += found
             width = _next_width(width, found)
