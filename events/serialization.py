@@ -89,8 +89,10 @@ def _describe(exc: ValidationError) -> str:
 # The events log in MongoDB keeps each envelope as its JSON form (so a fold of the log and a
 # fold of the Kafka topic see identical values), with `_id` = event_id and `recorded_at` (the
 # command side's). `published` and `published_at` are the marks releases before the relay's
-# watermark wrote on each event (events/log.py): older logs still carry them.
-LOG_ONLY_FIELDS = frozenset({"_id", "published", "recorded_at", "published_at"})
+# watermark wrote on each event (events/log.py): older logs still carry them. `quarantine` is the
+# relay's mark on an event Kafka could never take (outbox_relay.py): the event is still one of
+# the log's, read by gap repair and replays like any other.
+LOG_ONLY_FIELDS = frozenset({"_id", "published", "recorded_at", "published_at", "quarantine"})
 
 
 def to_log_document(envelope: EventEnvelope) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from events import Topics
@@ -18,13 +22,21 @@ from tests.integration.read_side.conftest import EventProducer, record_in_log, w
 from tests.integration.read_side.workload import new_campaign
 
 
+@pytest.mark.parametrize("quarantined", [False, True], ids=["lost", "quarantined-by-the-relay"])
 async def test_a_version_missing_from_kafka_is_filled_from_the_log(
-    settings: Settings, redis: Redis, producer: EventProducer
+    settings: Settings, redis: Redis, producer: EventProducer, quarantined: bool
 ) -> None:
     campaign = new_campaign("owner-1")
     campaign.then("CampaignActivated")
     campaign.then("CampaignPaused")
     await record_in_log(settings, campaign.events)
+    if quarantined:  # as the relay marks an event Kafka can never take: still the log's event
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+        mark = {"reason": "too large for Kafka", "kind": "too_large", "at": "2026-12-07T06:00:00Z"}
+        await client[settings.mongo_db]["events"].update_one(
+            {"_id": str(campaign.events[1].event_id)}, {"$set": {"quarantine": mark}}
+        )
+        await client.close()
     keys = CampaignKeys(generation_base(settings.redis_prefix, "campaigns.1"), settings.read_model_buckets)
     fast = settings.model_copy(update={"gap_repair_delay_seconds": 0.5})
     async with Projectors(fast):
