@@ -32,6 +32,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
 app.add_typer(keys_app, name="keys")
+relay_app = typer.Typer(help="The outbox relay: send an event of the log again.", no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
 # several workers; the others are "module:function" coroutines run in this process.
@@ -268,21 +270,33 @@ def kafka(ctx: typer.Context) -> None:
 @users_app.command("grant-admin")
 def grant_admin(email: str) -> None:
     """Make the user with this e-mail an admin (records UserRolesChanged)."""
-    _change_admin("command_api.entrypoints.admin:grant_admin", email)
+    _administer("command_api.entrypoints.admin:grant_admin", email)
 
 
 @users_app.command("revoke-admin")
 def revoke_admin(email: str) -> None:
     """Take the admin role from the user with this e-mail (records UserRolesChanged); their access
     tokens end within seconds, and the next refresh carries the roles they have now."""
-    _change_admin("command_api.entrypoints.admin:revoke_admin", email)
+    _administer("command_api.entrypoints.admin:revoke_admin", email)
 
 
-def _change_admin(target: str, email: str) -> None:
-    change = _load(target)
+@relay_app.command("resend")
+def relay_resend(
+    event_id: str = typer.Argument(..., help="the event's id (its _id in the events log)"),
+) -> None:
+    """Send one event of the events log to Kafka again and lift its quarantine.
+
+    For a quarantined event whose document is fixed; consumers drop a version they already have."""
+    _administer("command_api.entrypoints.relay_resend:resend", event_id)
+
+
+def _administer(target: str, argument: str) -> None:
+    """Run one administrative coroutine; what it refused (no such user or event, an event that
+    still cannot be sent, a server that did not answer) goes to stderr with exit status 1."""
+    act = _load(target)
     try:
-        message = asyncio.run(change(get_settings(), email))
-    except LookupError as exc:
+        message = asyncio.run(act(get_settings(), argument))
+    except (LookupError, ValueError, ConnectionError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(message)

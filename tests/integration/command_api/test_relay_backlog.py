@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -32,6 +33,8 @@ from tests.integration.command_api.outbox import (
     versions_by_key,
     wait_until,
 )
+from tests.support.services import settings_env
+from tests.support.stack import REPO
 
 
 @pytest.fixture
@@ -125,6 +128,75 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     assert unknown is not None and "cannot be serialised" in unknown["quarantine"]["reason"]
     received = await consume(small, 6, settle=0.5)
     assert versions_by_key(received) == {"q": [1, 3, 4, 5, 6, 7]}
+
+
+async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_while_the_relay_runs(
+    settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
+) -> None:
+    small = settings.model_copy(update={"relay_max_message_bytes": 2048, "relay_lease_seconds": 2.0})
+    documents = log_documents("q", range(1, 4))
+    documents[1]["payload"] = {"description": "x" * 5000}  # version 2: too large for the topic
+    await db["events"].insert_many(documents)
+    event_id = documents[1]["_id"]
+
+    async with running_relay(small, mongo, redis=redis) as relay:
+
+        async def published(count: int) -> bool:
+            return relay.published_total >= count
+
+        async def quarantined_reported(count: int) -> bool:
+            raw = await redis.get(relay_status_key(small.redis_prefix))
+            return raw is not None and orjson.loads(raw)["quarantined"] == count
+
+        await wait_until(lambda: published(2), 30, "versions 1 and 3 published")
+        await wait_until(lambda: quarantined_reported(1), 10, "the status to show the quarantined event")
+        quarantine = (await db["events"].find_one({"_id": event_id}) or {})["quarantine"]
+
+        # Not fixed yet: refused with Kafka's reason, and nothing changes.
+        code, out, err = await _campaigns(small, "relay", "resend", event_id)
+        assert code == 1, out + err
+        assert f"Kafka still refuses event {event_id}: too large for Kafka" in err
+        assert (await db["events"].find_one({"_id": event_id}) or {})["quarantine"] == quarantine
+
+        # Fixed by the operator, then resent beside the running relay.
+        await db["events"].update_one({"_id": event_id}, {"$set": {"payload.description": "fixed"}})
+        code, out, err = await _campaigns(small, "relay", "resend", event_id)
+        assert code == 0, out + err
+        assert f"event {event_id} (CampaignUpdated, version 2 of campaign q) sent to " in out
+        assert "its quarantine (too_large) is lifted" in out
+        await wait_until(lambda: quarantined_reported(0), 10, "the status to count no quarantined event")
+
+        # The relay was not fenced by it and goes on with the stream.
+        await db["events"].insert_many(log_documents("q", range(4, 5)))
+        await wait_until(lambda: published(3), 30, "version 4 published")
+        assert relay.progress.fenced_total == 0
+
+    assert "quarantine" not in (await db["events"].find_one({"_id": event_id}) or {"quarantine": "gone"})
+    received = await consume(small, 4, settle=0.5)
+    assert versions_by_key(received) == {"q": [1, 3, 2, 4]}
+    assert received[2].envelope.payload["description"] == "fixed"
+    assert received[2].headers["event_id"] == event_id
+
+    # An id the log does not hold: said so, exit status 1.
+    code, out, err = await _campaigns(small, "relay", "resend", "no-such-event")
+    assert code == 1 and "no event no-such-event in the events log" in err, out + err
+
+
+async def _campaigns(settings: Settings, *args: str) -> tuple[int | None, str, str]:
+    """`campaigns ARGS` as an operator runs it, without blocking this loop (a relay runs on it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "launcher",
+        *args,
+        cwd=REPO,
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
 
 
 async def test_a_resume_token_the_server_cannot_use_falls_back_to_the_scan_and_raises_the_alert(

@@ -1,0 +1,91 @@
+"""`campaigns relay resend EVENT_ID`: send one event of the log to Kafka again, by hand.
+
+For an event the relay quarantined (Kafka could never take it: too large for the topic, or not
+serialisable as its type), once its document in the events log is fixed. It is sent as the relay
+sends events (same topic, key, headers and value, read from the log as it is now), and once Kafka
+acknowledged it its quarantine is lifted, so the relay's status no longer counts it. An event that
+still cannot be sent is left as it is, quarantine and all, with the reason.
+
+It needs no stop of the relay and no edit of its watermark: it publishes with a producer of its
+own (no transactional id, so the running relay is not fenced), and the watermark stays where it
+is. The event reaches the consumers after later versions of its aggregate: a projection that was
+waiting for that version takes it; one that filled the gap from the log, or any consumer that
+has it already, drops it as a duplicate. So sending an event that was never quarantined changes
+nothing but the topic's length.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from command_api.adapters.kafka_publisher import (
+    KafkaEventPublisher,
+    Outgoing,
+    PublishFailed,
+    Unpublishable,
+    kafka_producer_factory,
+)
+from command_api.adapters.mongo_schema import EVENTS, mongo_client
+from events import Topics, encode_event, from_log_document
+from service_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ResendRefused(ValueError):
+    """The event still cannot be sent (its document is as the relay found it): nothing changed."""
+
+
+class ResendFailed(ConnectionError):
+    """Kafka did not acknowledge the event (a server down, a timeout): nothing changed; try again."""
+
+
+async def resend(settings: Settings, event_id: str) -> str:
+    """Publish the event `event_id` of the events log and lift its quarantine; what was done.
+
+    LookupError: no such event. ResendRefused: it still cannot be sent. ResendFailed: Kafka did
+    not take it this time."""
+    mongo = mongo_client(settings)
+    untransacted = settings.model_copy(update={"relay_transactions": False})
+    publisher = KafkaEventPublisher(
+        kafka_producer_factory(untransacted), Topics(settings.topic_prefix), transactional=False
+    )
+    try:
+        events = mongo[settings.mongo_db][EVENTS]
+        document = await events.find_one({"_id": event_id})
+        if document is None:
+            raise LookupError(f"no event {event_id} in the events log")
+        try:
+            envelope = from_log_document(document)
+            outgoing = Outgoing(envelope, encode_event(envelope))
+        except Exception as exc:  # as the relay judges it (outbox_relay.OutboxRelay._serialised)
+            raise ResendRefused(
+                f"event {event_id} still cannot be serialised: {exc}; fix its document first"
+            ) from exc
+        try:
+            await publisher.publish([outgoing], _go_on)
+        except Unpublishable as exc:
+            raise ResendRefused(f"Kafka still refuses event {event_id}: {exc.reason}") from exc
+        except PublishFailed as exc:
+            raise ResendFailed(
+                f"Kafka did not take event {event_id} ({exc.cause!r}); nothing changed"
+            ) from exc
+        quarantine = document.get("quarantine")
+        if quarantine is not None:
+            await events.update_one({"_id": event_id}, {"$unset": {"quarantine": ""}})
+        topic = Topics(settings.topic_prefix).for_aggregate(envelope.aggregate_type)
+        done = (
+            f"event {event_id} ({envelope.event_type}, version {envelope.aggregate_version} of "
+            f"{envelope.aggregate_type} {envelope.aggregate_id}) sent to {topic}"
+        )
+        if quarantine is not None:
+            done += f"; its quarantine ({quarantine.get('kind', 'unknown')}) is lifted"
+        log.warning("relay resend: %s", done)
+        return done
+    finally:
+        await publisher.close()
+        await mongo.close()
+
+
+def _go_on() -> None:
+    """Nothing stops a resend once begun (the relay's lease is not involved)."""
