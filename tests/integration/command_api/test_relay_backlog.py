@@ -98,9 +98,8 @@ async def test_events_both_the_scan_and_the_stream_find_at_a_first_start_are_han
 async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
 ) -> None:
-    small = settings.model_copy(update={"relay_max_message_bytes": 2048, "relay_lease_seconds": 2.0})
-    documents = log_documents("q", range(1, 6))
-    documents[1]["payload"] = {"description": "x" * 5000}  # version 2: too large for the topic
+    small = _small_messages(settings)
+    documents = _too_large_at_version_2(range(1, 6))
     broken = log_documents("r", range(1, 2))[0]
     broken["event_type"] = "NoSuchEvent"  # cannot be serialised as any known event
     await db["events"].insert_many([*documents, broken])
@@ -133,9 +132,8 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
 async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_while_the_relay_runs(
     settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
 ) -> None:
-    small = settings.model_copy(update={"relay_max_message_bytes": 2048, "relay_lease_seconds": 2.0})
-    documents = log_documents("q", range(1, 4))
-    documents[1]["payload"] = {"description": "x" * 5000}  # version 2: too large for the topic
+    small = _small_messages(settings)
+    documents = _too_large_at_version_2(range(1, 4))
     await db["events"].insert_many(documents)
     event_id = documents[1]["_id"]
 
@@ -180,6 +178,17 @@ async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_wh
     # An id the log does not hold: said so, exit status 1.
     code, out, err = await _campaigns(small, "relay", "resend", "no-such-event")
     assert code == 1 and "no event no-such-event in the events log" in err, out + err
+
+
+def _small_messages(settings: Settings) -> Settings:
+    return settings.model_copy(update={"relay_max_message_bytes": 2048, "relay_lease_seconds": 2.0})
+
+
+def _too_large_at_version_2(versions: range) -> list[Document]:
+    """Campaign q's events; version 2 too large for `_small_messages`' topic."""
+    documents = log_documents("q", versions)
+    documents[1]["payload"] = {"description": "x" * 5000}
+    return documents
 
 
 async def _campaigns(settings: Settings, *args: str) -> tuple[int | None, str, str]:
