@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 
+from pymongo.errors import PyMongoError
+
 from command_api.adapters.kafka_publisher import (
     KafkaEventPublisher,
     Outgoing,
@@ -37,14 +39,15 @@ class ResendRefused(ValueError):
 
 
 class ResendFailed(ConnectionError):
-    """Kafka did not acknowledge the event (a server down, a timeout): nothing changed; try again."""
+    """A server did not answer (MongoDB, or Kafka did not acknowledge the event): try again. What
+    was done and what not is said (the event may have gone out, its quarantine still on)."""
 
 
 async def resend(settings: Settings, event_id: str) -> str:
     """Publish the event `event_id` of the events log and lift its quarantine; what was done.
 
-    LookupError: no such event. ResendRefused: it still cannot be sent. ResendFailed: Kafka did
-    not take it this time."""
+    LookupError: no such event. ResendRefused: it still cannot be sent. ResendFailed: MongoDB or
+    Kafka did not answer this time."""
     mongo = mongo_client(settings)
     untransacted = settings.model_copy(update={"relay_transactions": False})
     publisher = KafkaEventPublisher(
@@ -52,7 +55,10 @@ async def resend(settings: Settings, event_id: str) -> str:
     )
     try:
         events = mongo[settings.mongo_db][EVENTS]
-        document = await events.find_one({"_id": event_id})
+        try:
+            document = await events.find_one({"_id": event_id})
+        except PyMongoError as exc:
+            raise ResendFailed(f"MongoDB did not answer ({exc}); nothing changed") from exc
         if document is None:
             raise LookupError(f"no event {event_id} in the events log")
         try:
@@ -70,10 +76,16 @@ async def resend(settings: Settings, event_id: str) -> str:
             raise ResendFailed(
                 f"Kafka did not take event {event_id} ({exc.cause!r}); nothing changed"
             ) from exc
+        topic = Topics(settings.topic_prefix).for_aggregate(envelope.aggregate_type)
         quarantine = document.get("quarantine")
         if quarantine is not None:
-            await events.update_one({"_id": event_id}, {"$unset": {"quarantine": ""}})
-        topic = Topics(settings.topic_prefix).for_aggregate(envelope.aggregate_type)
+            try:
+                await events.update_one({"_id": event_id}, {"$unset": {"quarantine": ""}})
+            except PyMongoError as exc:
+                raise ResendFailed(
+                    f"event {event_id} was sent to {topic}, but MongoDB did not lift its quarantine "
+                    f"({exc}); run the command again (consumers drop the second copy)"
+                ) from exc
         done = (
             f"event {event_id} ({envelope.event_type}, version {envelope.aggregate_version} of "
             f"{envelope.aggregate_type} {envelope.aggregate_id}) sent to {topic}"

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import RELAY_STATE, Document, ensure_indexes
 from command_api.adapters.relay_change_feed import ChangeFeed
+from command_api.entrypoints.relay_resend import ResendFailed, resend
 from events.envelope import utc_now
 from events.log import WATERMARK_ID, read_watermark
 from readmodels.keyspace import relay_status_key
@@ -33,7 +34,7 @@ from tests.integration.command_api.outbox import (
     versions_by_key,
     wait_until,
 )
-from tests.support.services import settings_env
+from tests.support.services import free_port, settings_env
 from tests.support.stack import REPO
 
 
@@ -178,6 +179,28 @@ async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_wh
     # An id the log does not hold: said so, exit status 1.
     code, out, err = await _campaigns(small, "relay", "resend", "no-such-event")
     assert code == 1 and "no event no-such-event in the events log" in err, out + err
+
+
+async def test_a_resend_with_a_server_down_says_which_and_changes_nothing(
+    settings: Settings, db: AsyncDatabase[Document]
+) -> None:
+    documents = _too_large_at_version_2(range(1, 3))
+    mark = {"reason": "too large for Kafka", "kind": "too_large", "at": utc_now()}
+    documents[1]["quarantine"] = mark
+    await db["events"].insert_many(documents)
+    event_id = documents[1]["_id"]
+    nobody = f"127.0.0.1:{free_port()}"  # a port no server listens on
+
+    no_kafka = settings.model_copy(update={"kafka_bootstrap": nobody})
+    with pytest.raises(ResendFailed, match=f"Kafka did not take event {event_id}.*nothing changed"):
+        await resend(no_kafka, event_id)
+    no_mongo = settings.model_copy(update={"mongo_url": f"mongodb://{nobody}/?serverSelectionTimeoutMS=500"})
+    with pytest.raises(ResendFailed, match="MongoDB did not answer"):
+        await resend(no_mongo, event_id)
+
+    stored = await db["events"].find_one({"_id": event_id})
+    assert stored is not None and stored["quarantine"]["reason"] == mark["reason"]
+    assert await consume(settings, 1, within=3.0) == []
 
 
 def _small_messages(settings: Settings) -> Settings:
