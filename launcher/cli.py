@@ -32,7 +32,9 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(users_app, name="users")
 keys_app = typer.Typer(help="Access-token signing keys (Ed25519).")
 app.add_typer(keys_app, name="keys")
-relay_app = typer.Typer(help="The outbox relay: send an event of the log again.", no_args_is_help=True)
+relay_app = typer.Typer(
+    help="The outbox relay: the events it quarantined, and sending one again.", no_args_is_help=True
+)
 app.add_typer(relay_app, name="relay")
 
 # Each long-running service: what `campaigns serve NAME` runs. ASGI apps run under uvicorn with
@@ -287,7 +289,34 @@ def relay_resend(
     """Send one event of the events log to Kafka again and lift its quarantine.
 
     For a quarantined event whose document is fixed; consumers drop a version they already have."""
-    _administer("command_api.entrypoints.relay_resend:resend", event_id)
+    _administer("command_api.entrypoints.relay_tools:resend", event_id)
+
+
+@relay_app.command("quarantined")
+def relay_quarantined(
+    limit: int = typer.Option(100, min=1, max=10_000, help="list at most this many"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON document: total and events"),
+) -> None:
+    """List the events the relay quarantined (Kafka can never take them), oldest first, with why."""
+    listing = _load("command_api.entrypoints.relay_tools:quarantined")
+    try:
+        events, total = asyncio.run(listing(get_settings(), limit))
+    except ConnectionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps({"total": total, "events": events}, indent=2))
+        return
+    for event in events:
+        typer.echo(
+            f"{event['event_id']}  {event['aggregate_type']} {event['aggregate_id']} "
+            f"v{event['aggregate_version']} {event['event_type']}  {event['bytes']} B  "
+            f"{event['kind']} since {event['quarantined_at']}: {str(event['reason'])[:300]}"
+        )
+    more = f"; --limit {total} lists them all" if total > len(events) else ""
+    typer.echo(f"{total} quarantined event(s){more}")
+    if events:
+        typer.echo("fix each in the events log, then: campaigns relay resend <event-id>")
 
 
 def _administer(target: str, argument: str) -> None:

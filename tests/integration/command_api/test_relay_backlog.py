@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_api.adapters.mongo_schema import RELAY_STATE, Document, ensure_indexes
 from command_api.adapters.relay_change_feed import ChangeFeed
-from command_api.entrypoints.relay_resend import ResendFailed, resend
+from command_api.entrypoints.relay_tools import NotAnswered, resend
 from events.envelope import utc_now
 from events.log import WATERMARK_ID, read_watermark
 from readmodels.keyspace import relay_status_key
@@ -129,6 +129,17 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     received = await consume(small, 6, settle=0.5)
     assert versions_by_key(received) == {"q": [1, 3, 4, 5, 6, 7]}
 
+    code, out, err = await _campaigns(small, "relay", "quarantined")
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert len(lines) == 4, out
+    assert any(line.startswith(f"{too_large['_id']}  campaign q v2 CampaignUpdated  ") for line in lines), out
+    assert any(line.startswith(f"{unknown['_id']}  campaign r v1 NoSuchEvent  ") for line in lines), out
+    assert lines[2] == "2 quarantined event(s)", out
+    assert lines[3] == "fix each in the events log, then: campaigns relay resend <event-id>", out
+    code, out, err = await _campaigns(small, "relay", "quarantined", "--limit", "1")
+    assert code == 0 and out.splitlines()[1] == "2 quarantined event(s); --limit 2 lists them all", out + err
+
 
 async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_while_the_relay_runs(
     settings: Settings, mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], redis: aioredis.Redis
@@ -151,6 +162,16 @@ async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_wh
         await wait_until(lambda: quarantined_reported(1), 10, "the status to show the quarantined event")
         quarantine = (await db["events"].find_one({"_id": event_id}) or {})["quarantine"]
 
+        # The operator finds it, and why.
+        code, out, err = await _campaigns(small, "relay", "quarantined", "--json")
+        assert code == 0, out + err
+        listed = orjson.loads(out)
+        assert listed["total"] == 1 and len(listed["events"]) == 1, listed
+        event = listed["events"][0]
+        assert (event["event_id"], event["aggregate_id"], event["aggregate_version"]) == (event_id, "q", 2)
+        assert event["event_type"] == "CampaignUpdated" and event["kind"] == "too_large", event
+        assert event["bytes"] > 5000 and "too large for Kafka" in event["reason"], event
+
         # Not fixed yet: refused with Kafka's reason, and nothing changes.
         code, out, err = await _campaigns(small, "relay", "resend", event_id)
         assert code == 1, out + err
@@ -164,6 +185,8 @@ async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_wh
         assert f"event {event_id} (CampaignUpdated, version 2 of campaign q) sent to " in out
         assert "its quarantine (too_large) is lifted" in out
         await wait_until(lambda: quarantined_reported(0), 10, "the status to count no quarantined event")
+        code, out, err = await _campaigns(small, "relay", "quarantined")
+        assert (code, out) == (0, "0 quarantined event(s)\n"), out + err
 
         # The relay was not fenced by it and goes on with the stream.
         await db["events"].insert_many(log_documents("q", range(4, 5)))
@@ -192,10 +215,10 @@ async def test_a_resend_with_a_server_down_says_which_and_changes_nothing(
     nobody = f"127.0.0.1:{free_port()}"  # a port no server listens on
 
     no_kafka = settings.model_copy(update={"kafka_bootstrap": nobody})
-    with pytest.raises(ResendFailed, match=f"Kafka did not take event {event_id}.*nothing changed"):
+    with pytest.raises(NotAnswered, match=f"Kafka did not take event {event_id}.*nothing changed"):
         await resend(no_kafka, event_id)
     no_mongo = settings.model_copy(update={"mongo_url": f"mongodb://{nobody}/?serverSelectionTimeoutMS=500"})
-    with pytest.raises(ResendFailed, match="MongoDB did not answer"):
+    with pytest.raises(NotAnswered, match="MongoDB did not answer"):
         await resend(no_mongo, event_id)
 
     stored = await db["events"].find_one({"_id": event_id})

@@ -1,6 +1,10 @@
-"""`campaigns relay resend EVENT_ID`: send one event of the log to Kafka again, by hand.
+"""`campaigns relay quarantined` and `campaigns relay resend EVENT_ID`: the events the relay
+quarantined, and sending one of them (or any event of the log) to Kafka again, by hand.
 
-For an event the relay quarantined (Kafka could never take it: too large for the topic, or not
+`quarantined` lists them, oldest quarantine first, through the partial index that holds only
+them (`quarantined`): what each is (aggregate, version, type, size as the log holds it) and why.
+
+`resend` is for an event the relay quarantined (Kafka could never take it: too large for the topic, or not
 serialisable as its type), once its document in the events log is fixed. It is sent as the relay
 sends events (same topic, key, headers and value, read from the log as it is now), and once Kafka
 acknowledged it its quarantine is lifted, so the relay's status no longer counts it. An event that
@@ -17,7 +21,11 @@ nothing but the topic's length.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
+import orjson
+from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
 
 from command_api.adapters.kafka_publisher import (
@@ -27,8 +35,9 @@ from command_api.adapters.kafka_publisher import (
     Unpublishable,
     kafka_producer_factory,
 )
-from command_api.adapters.mongo_schema import EVENTS, mongo_client
+from command_api.adapters.mongo_schema import EVENTS, QUARANTINED_INDEX, Document, mongo_client
 from events import Topics, encode_event, from_log_document
+from events.serialization import LOG_ONLY_FIELDS
 from service_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,15 +47,53 @@ class ResendRefused(ValueError):
     """The event still cannot be sent (its document is as the relay found it): nothing changed."""
 
 
-class ResendFailed(ConnectionError):
+class NotAnswered(ConnectionError):
     """A server did not answer (MongoDB, or Kafka did not acknowledge the event): try again. What
-    was done and what not is said (the event may have gone out, its quarantine still on)."""
+    was done and what not is said (a resent event may have gone out, its quarantine still on)."""
+
+
+async def quarantined(settings: Settings, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to `limit` quarantined events, oldest quarantine first, and how many there are in all."""
+    mongo = mongo_client(settings)
+    try:
+        events = mongo[settings.mongo_db][EVENTS]
+        wanted = {"quarantine": {"$exists": True}}
+        try:
+            total = await events.count_documents(wanted, hint=QUARANTINED_INDEX)
+            cursor = events.find(wanted, hint=QUARANTINED_INDEX, sort=[("quarantine.at", ASCENDING)])
+            documents = await cursor.to_list(limit)
+        except PyMongoError as exc:
+            raise NotAnswered(f"MongoDB did not answer ({exc})") from exc
+    finally:
+        await mongo.close()
+    return [_listed(document) for document in documents], total
+
+
+def _listed(document: Document) -> dict[str, Any]:
+    quarantine = document["quarantine"]
+    event = {k: v for k, v in document.items() if k not in LOG_ONLY_FIELDS}
+    return {
+        "event_id": document["_id"],
+        "event_type": document.get("event_type"),
+        "aggregate_type": document.get("aggregate_type"),
+        "aggregate_id": document.get("aggregate_id"),
+        "aggregate_version": document.get("aggregate_version"),
+        "recorded_at": _iso(document.get("recorded_at")),
+        "bytes": len(orjson.dumps(event, default=str)),
+        "kind": quarantine.get("kind"),
+        "reason": quarantine.get("reason"),
+        "quarantined_at": _iso(quarantine.get("at")),
+    }
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 async def resend(settings: Settings, event_id: str) -> str:
     """Publish the event `event_id` of the events log and lift its quarantine; what was done.
 
-    LookupError: no such event. ResendRefused: it still cannot be sent. ResendFailed: MongoDB or
+    LookupError: no such event. ResendRefused: it still cannot be sent. NotAnswered: MongoDB or
     Kafka did not answer this time."""
     mongo = mongo_client(settings)
     untransacted = settings.model_copy(update={"relay_transactions": False})
@@ -58,7 +105,7 @@ async def resend(settings: Settings, event_id: str) -> str:
         try:
             document = await events.find_one({"_id": event_id})
         except PyMongoError as exc:
-            raise ResendFailed(f"MongoDB did not answer ({exc}); nothing changed") from exc
+            raise NotAnswered(f"MongoDB did not answer ({exc}); nothing changed") from exc
         if document is None:
             raise LookupError(f"no event {event_id} in the events log")
         try:
@@ -73,7 +120,7 @@ async def resend(settings: Settings, event_id: str) -> str:
         except Unpublishable as exc:
             raise ResendRefused(f"Kafka still refuses event {event_id}: {exc.reason}") from exc
         except PublishFailed as exc:
-            raise ResendFailed(
+            raise NotAnswered(
                 f"Kafka did not take event {event_id} ({exc.cause!r}); nothing changed"
             ) from exc
         topic = Topics(settings.topic_prefix).for_aggregate(envelope.aggregate_type)
@@ -82,7 +129,7 @@ async def resend(settings: Settings, event_id: str) -> str:
             try:
                 await events.update_one({"_id": event_id}, {"$unset": {"quarantine": ""}})
             except PyMongoError as exc:
-                raise ResendFailed(
+                raise NotAnswered(
                     f"event {event_id} was sent to {topic}, but MongoDB did not lift its quarantine "
                     f"({exc}); run the command again (consumers drop the second copy)"
                 ) from exc
