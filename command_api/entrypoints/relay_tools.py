@@ -4,11 +4,12 @@ quarantined, and sending one of them (or any event of the log) to Kafka again, b
 `quarantined` lists them, oldest quarantine first, through the partial index that holds only
 them (`quarantined`): what each is (aggregate, version, type, size as the log holds it) and why.
 
-`resend` is for an event the relay quarantined (Kafka could never take it: too large for the topic, or not
-serialisable as its type), once its document in the events log is fixed. It is sent as the relay
-sends events (same topic, key, headers and value, read from the log as it is now), and once Kafka
-acknowledged it its quarantine is lifted, so the relay's status no longer counts it. An event that
-still cannot be sent is left as it is, quarantine and all, with the reason.
+`resend` is for an event the relay quarantined (Kafka could never take it: too large for the
+topic, or not serialisable as its type), once its document in the events log is fixed. It is
+sent as the relay sends events (same topic, key, headers and value, read from the log as it is
+now), and once Kafka acknowledged it its quarantine is lifted, so the relay's status no longer
+counts it. An event that still cannot be sent is left as it is, quarantine and all, with the
+reason.
 
 It needs no stop of the relay and no edit of its watermark: it publishes with a producer of its
 own (no transactional id, so the running relay is not fenced), and the watermark stays where it
