@@ -294,13 +294,16 @@ def relay_resend(
 
 @relay_app.command("quarantined")
 def relay_quarantined(
-    limit: int = typer.Option(100, min=1, max=10_000, help="list at most this many"),
+    limit: int | None = typer.Option(
+        None, min=1, max=10_000, help="list at most this many (CAMPAIGNS_RELAY_QUARANTINED_LISTED, 100)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="one JSON document: total and events"),
 ) -> None:
     """List the events the relay quarantined (Kafka can never take them), oldest first, with why."""
     listing = _load("command_api.entrypoints.relay_tools:quarantined")
+    settings = get_settings()
     try:
-        events, total = asyncio.run(listing(get_settings(), limit))
+        events, total = asyncio.run(listing(settings, limit or settings.relay_quarantined_listed))
     except ConnectionError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

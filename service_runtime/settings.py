@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     # API's hosts, so no event committed after the watermark is missed (those before it inside the
     # margin go out again: duplicates, which every consumer ignores).
     relay_rescan_margin_seconds: float = Field(default=300.0, ge=60)
+    # `campaigns relay quarantined` lists at most this many (each read whole, up to
+    # relay_max_message_bytes and more); `--limit` asks for another number.
+    relay_quarantined_listed: int = Field(default=100, ge=1, le=10_000)
     consumer_batch_size: int = Field(default=500, ge=1)
     # How long an idle consumer's poll waits before it polls again (FastStream's batch_timeout_ms).
     # Records are consumed as soon as they arrive whatever this is (service_runtime/kafka_batches.py),

@@ -137,8 +137,11 @@ async def test_unpublishable_events_are_quarantined_and_the_others_go_on(
     assert any(line.startswith(f"{unknown['_id']}  campaign r v1 NoSuchEvent  ") for line in lines), out
     assert lines[2] == "2 quarantined event(s)", out
     assert lines[3] == "fix each in the events log, then: campaigns relay resend <event-id>", out
-    code, out, err = await _campaigns(small, "relay", "quarantined", "--limit", "1")
+    one = small.model_copy(update={"relay_quarantined_listed": 1})  # CAMPAIGNS_RELAY_QUARANTINED_LISTED
+    code, out, err = await _campaigns(one, "relay", "quarantined")
     assert code == 0 and out.splitlines()[1] == "2 quarantined event(s); --limit 2 lists them all", out + err
+    code, out, err = await _campaigns(one, "relay", "quarantined", "--limit", "2")
+    assert code == 0 and len(out.splitlines()) == 4, out + err
 
 
 async def test_a_quarantined_event_fixed_in_the_log_is_resent_by_the_operator_while_the_relay_runs(
