@@ -98,9 +98,8 @@ async def resend(settings: Settings, event_id: str) -> str:
     Kafka did not answer this time."""
     mongo = mongo_client(settings)
     untransacted = settings.model_copy(update={"relay_transactions": False})
-    publisher = KafkaEventPublisher(
-        kafka_producer_factory(untransacted), Topics(settings.topic_prefix), transactional=False
-    )
+    topics = Topics(settings.topic_prefix)
+    publisher = KafkaEventPublisher(kafka_producer_factory(untransacted), topics, transactional=False)
     try:
         events = mongo[settings.mongo_db][EVENTS]
         try:
@@ -124,7 +123,7 @@ async def resend(settings: Settings, event_id: str) -> str:
             raise NotAnswered(
                 f"Kafka did not take event {event_id} ({exc.cause!r}); nothing changed"
             ) from exc
-        topic = Topics(settings.topic_prefix).for_aggregate(envelope.aggregate_type)
+        topic = topics.for_aggregate(envelope.aggregate_type)
         quarantine = document.get("quarantine")
         if quarantine is not None:
             try:
