@@ -20,7 +20,12 @@ import typer
 
 from service_runtime import event_loop
 from service_runtime.processes import wait_through_interrupts
-from service_runtime.settings import DefaultSecretInProduction, Settings, get_settings
+from service_runtime.settings import (
+    RELAY_QUARANTINED_LISTED_MAX,
+    DefaultSecretInProduction,
+    Settings,
+    get_settings,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = REPO / "infra" / "local" / "stack.py"
@@ -295,7 +300,10 @@ def relay_resend(
 @relay_app.command("quarantined")
 def relay_quarantined(
     limit: int | None = typer.Option(
-        None, min=1, max=10_000, help="list at most this many (CAMPAIGNS_RELAY_QUARANTINED_LISTED, 100)"
+        None,
+        min=1,
+        max=RELAY_QUARANTINED_LISTED_MAX,
+        help="list at most this many (CAMPAIGNS_RELAY_QUARANTINED_LISTED, 100)",
     ),
     as_json: bool = typer.Option(False, "--json", help="one JSON document: total and events"),
 ) -> None:
@@ -316,10 +324,22 @@ def relay_quarantined(
             f"v{event['aggregate_version']} {event['event_type']}  {event['bytes']} B  "
             f"{event['kind']} since {event['quarantined_at']}: {str(event['reason'])[:300]}"
         )
-    more = f"; --limit {total} lists them all" if total > len(events) else ""
-    typer.echo(f"{total} quarantined event(s){more}")
+    typer.echo(quarantined_summary(total, len(events)))
     if events:
         typer.echo("fix each in the events log, then: campaigns relay resend <event-id>")
+
+
+def quarantined_summary(total: int, listed: int) -> str:
+    """The listing's last line: how many there are, and the `--limit` that lists more (at most
+    the option's maximum) when some were left out."""
+    if total <= listed:
+        return f"{total} quarantined event(s)"
+    if total <= RELAY_QUARANTINED_LISTED_MAX:
+        return f"{total} quarantined event(s); --limit {total} lists them all"
+    return (
+        f"{total} quarantined event(s); --limit {RELAY_QUARANTINED_LISTED_MAX} lists the oldest "
+        f"{RELAY_QUARANTINED_LISTED_MAX:,}"
+    )
 
 
 def _administer(target: str, argument: str) -> None:

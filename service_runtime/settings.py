@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Where the cluster topology's servers listen unless told otherwise (README, "Topologies").
 CLUSTER_REDIS_NODES = ",".join(f"127.0.0.1:{port}" for port in range(7000, 7006))
 CLUSTER_KAFKA_BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in (19092, 19093, 19094))
+# The most `campaigns relay quarantined` lists at once (the setting's bound and `--limit`'s).
+RELAY_QUARANTINED_LISTED_MAX = 10_000
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?")
@@ -187,8 +189,9 @@ class Settings(BaseSettings):
     # margin go out again: duplicates, which every consumer ignores).
     relay_rescan_margin_seconds: float = Field(default=300.0, ge=60)
     # `campaigns relay quarantined` lists at most this many (each read whole, up to
-    # relay_max_message_bytes and more); `--limit` asks for another number.
-    relay_quarantined_listed: int = Field(default=100, ge=1, le=10_000)
+    # relay_max_message_bytes and more, one cursor batch held at a time); `--limit` asks for
+    # another number.
+    relay_quarantined_listed: int = Field(default=100, ge=1, le=RELAY_QUARANTINED_LISTED_MAX)
     consumer_batch_size: int = Field(default=500, ge=1)
     # How long an idle consumer's poll waits before it polls again (FastStream's batch_timeout_ms).
     # Records are consumed as soon as they arrive whatever this is (service_runtime/kafka_batches.py),

@@ -61,13 +61,17 @@ async def quarantined(settings: Settings, limit: int) -> tuple[list[dict[str, An
         wanted = {"quarantine": {"$exists": True}}
         try:
             total = await events.count_documents(wanted, hint=QUARANTINED_INDEX)
-            cursor = events.find(wanted, hint=QUARANTINED_INDEX, sort=[("quarantine.at", ASCENDING)])
-            documents = await cursor.to_list(limit)
+            # Each listed as it arrives, its document let go: a quarantined event may be larger
+            # than Kafka's limit, and the listing holds one cursor batch of them at a time.
+            cursor = events.find(
+                wanted, hint=QUARANTINED_INDEX, sort=[("quarantine.at", ASCENDING)], limit=limit
+            )
+            listed = [_listed(document) async for document in cursor]
         except PyMongoError as exc:
             raise NotAnswered(f"MongoDB did not answer ({exc})") from exc
     finally:
         await mongo.close()
-    return [_listed(document) for document in documents], total
+    return listed, total
 
 
 def _listed(document: Document) -> dict[str, Any]:

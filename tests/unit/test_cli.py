@@ -55,3 +55,16 @@ def test_the_launcher_opens_the_command_api_to_the_local_console_only_unless_tol
     chosen = {"CAMPAIGNS_CONSOLE_ORIGINS": "https://ops.example.com"}
     console_defaults(Settings(), chosen)
     assert chosen["CAMPAIGNS_CONSOLE_ORIGINS"] == "https://ops.example.com"
+
+
+def test_the_quarantined_listing_names_a_limit_the_option_accepts() -> None:
+    from launcher.cli import quarantined_summary
+    from service_runtime.settings import RELAY_QUARANTINED_LISTED_MAX
+
+    assert quarantined_summary(3, 3) == "3 quarantined event(s)"
+    assert quarantined_summary(0, 0) == "0 quarantined event(s)"
+    assert quarantined_summary(250, 100) == "250 quarantined event(s); --limit 250 lists them all"
+    most = RELAY_QUARANTINED_LISTED_MAX
+    assert quarantined_summary(most, 100).endswith(f"--limit {most} lists them all")
+    past = quarantined_summary(most + 1, 100)
+    assert past == f"{most + 1} quarantined event(s); --limit {most} lists the oldest {most:,}"
