@@ -179,10 +179,10 @@ class OutboxRelay:
                 if (
                     changes
                     and len(changes) < self._batch_size
-                    and (wait := linger(self._linger_seconds, feed.arrival_gap))
+                    and (wait := linger(self._linger_seconds, feed.arrival_gap, feed.waited()))
                 ):
                     # Changes keep coming: let the ones right behind the first join its
-                    # transaction (relay_linger.py).
+                    # transaction, up to one linger after it arrived (relay_linger.py).
                     await asyncio.sleep(wait)
                     changes += feed.arrived(self._batch_size - len(changes))
                 if changes:

@@ -132,6 +132,7 @@ class ChangeFeed:
         # returned, how long after the change before it (None: the first since the stream opened).
         self._last_arrival: float | None = None
         self.arrival_gap: float | None = None
+        self._first_arrival = 0.0
 
     async def __aenter__(self) -> ChangeFeed:
         self._failure = None
@@ -241,6 +242,7 @@ class ChangeFeed:
                 break
             if not changes:
                 self.arrival_gap = None if self._last_arrival is None else item[0] - self._last_arrival
+                self._first_arrival = item[0]
             change = self._taken(item)
             if not self._scanned_already(change):
                 changes.append(change)
@@ -251,6 +253,10 @@ class ChangeFeed:
             except asyncio.QueueEmpty:
                 item = None
         return changes
+
+    def waited(self) -> float:
+        """How long ago the first change `changes()` last returned arrived."""
+        return max(0.0, self._clock() - self._first_arrival)
 
     def arrived(self, limit: int) -> list[Document]:
         """The changes already queued, up to `limit`, without waiting; a failure of the stream

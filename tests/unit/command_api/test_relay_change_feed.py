@@ -120,6 +120,9 @@ async def test_each_batch_tells_how_long_after_the_change_before_it_its_first_ar
         stream.sent.put_nowait((100.070, {"_id": 5}))
         assert await feed.changes(1) == [{"_id": 5}]
         assert feed.arrival_gap == pytest.approx(0.008)
+        # How long the batch's first change has waited since it arrived (the linger's start).
+        clock.now = 100.082
+        assert feed.waited() == pytest.approx(0.012)
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
