@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     # Pipeline
     relay_lease_seconds: float = Field(default=10.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
-    # How long the relay waits after a new event for the ones right behind it, so they share one
+    # How long after a new event arrived the relay waits for the ones right behind it, so they share one
     # Kafka transaction (a transaction costs the relay and the broker about as much as its
     # records). Only while events keep coming (the new one arrived within this long of the one
     # before it: command_api/adapters/relay_linger.py), so a lone event never waits; 0: off.
