@@ -16,7 +16,6 @@ Alone: `python -m bench.anti_entropy` (BENCH_AE_CAMPAIGNS, BENCH_AE_SECONDS).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import time
@@ -138,13 +137,15 @@ async def _measure(settings: Settings, campaigns: int, seconds: float) -> Figure
     repairs_before = sum(ANTI_ENTROPY_REPAIRS.labels(p)._value.get() for p in PROJECTIONS)
     window = CpuWindow({"mongodb": servers["mongodb"], "redis": servers["redis"]})
     cpu_started, wall_started = time.process_time(), time.monotonic()
-    task = asyncio.create_task(projectors._anti_entropy())
+    # Through the projectors' own loops: a cancellation a client library swallows would
+    # otherwise leave the pass running and this wait hanging (service_runtime/background.py).
+    projectors._loops.start(projectors._anti_entropy(), "bench-anti-entropy")
     try:
         await asyncio.sleep(seconds)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stuck = await projectors._loops.stop()
+    if stuck:
+        print(f"anti-entropy: the pass had not ended {projectors._loops.stop_seconds:.0f} s after its stop")
     wall = time.monotonic() - wall_started
     share = (time.process_time() - cpu_started) / wall
     shares = window.shares()

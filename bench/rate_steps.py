@@ -45,6 +45,7 @@ from bench.report import Figure
 from events import Topics
 from events.log import relay_backlog
 from readmodels.groups import NOTIFICATIONS_GROUP, REPORTS_GROUP, projection_group, worker_group
+from service_runtime.background import BackgroundLoops
 from service_runtime.settings import Settings
 
 FRESHNESS_GOAL_MS = 100.0
@@ -159,22 +160,19 @@ async def one_step(
             peaks[source] = max(peaks.get(source, 0), behind)
 
     async with Backlog(settings) as backlog:
+        # A loop that a stop ends even if a client library swallows its cancellation.
+        sampling = BackgroundLoops()
 
         async def keep_sampling() -> None:
-            while True:
-                await asyncio.sleep(2.0)
+            while await sampling.pause(2.0):
                 await sample(backlog)
 
         window = CpuWindow(processes())
-        sampler = asyncio.create_task(keep_sampling())
+        sampling.start(keep_sampling(), "bench-backlog-sampler")
         try:
             run = await freshness.run(command_url, query_url, token, rate=rate, seconds=seconds)
         finally:
-            sampler.cancel()
-            try:
-                await sampler
-            except asyncio.CancelledError:
-                pass
+            await sampling.stop()
         cpu = window.shares()
         await sample(backlog)
         drained = await _drain(backlog)

@@ -19,7 +19,6 @@ Run alone: `python -m bench.relay_transactions`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import json
 import os
@@ -42,6 +41,7 @@ from bench.report import Figure
 from command_api.adapters.kafka_publisher import KafkaEventPublisher, Outgoing, kafka_producer_factory
 from events import EventEnvelope, Topics, encode_event, new_envelope, to_log_document
 from events.envelope import utc_now
+from service_runtime.background import BackgroundLoops
 from service_runtime.settings import Settings
 from tests.support.services import RunningServices
 from tests.support.stack import create_topics, delete_topics, free_port
@@ -85,7 +85,7 @@ class Arrivals:
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
         )
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundLoops()  # a stop ends the reading even if aiokafka swallows its cancel
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -98,10 +98,10 @@ class Arrivals:
         ]
         self.consumer.assign(partitions)
         await self.consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._read())
+        self._loops.start(self._read(), "bench-arrivals")
 
     async def _read(self) -> None:
-        while True:
+        while self._loops.running:
             batch = await self.consumer.getmany(timeout_ms=200)
             now = time.perf_counter()
             for records in batch.values():
@@ -119,10 +119,7 @@ class Arrivals:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loops.stop()
         await self.consumer.stop()
 
 

@@ -24,7 +24,6 @@ batch): off by default, so the CPU-per-command figure stays the services' own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import statistics
 import time
@@ -38,6 +37,7 @@ from aiokafka import AIOKafkaConsumer
 from bench.environment import topic_partitions
 from events import Topics
 from readmodels.keyspace import announcement_channels
+from service_runtime.background import BackgroundLoops
 from service_runtime.redis_client import connect_redis
 from service_runtime.redis_pubsub import Message, Subscription
 from service_runtime.settings import Settings
@@ -60,7 +60,8 @@ class StageTap:
     settings: Settings
     sent: dict[Key, tuple[float, float]] = field(default_factory=dict)  # record ts, visible here
     notices: dict[Key, tuple[float, float, float]] = field(default_factory=dict)  # occurred, projected, here
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Ended by a stop even if aiokafka or redis-py swallows the cancellation.
+    _loops: BackgroundLoops = field(default_factory=BackgroundLoops)
     _closers: list[Any] = field(default_factory=list)
 
     async def __aenter__(self) -> StageTap:
@@ -84,22 +85,18 @@ class StageTap:
         subscription = Subscription(redis, shard_channels=channels)
         await subscription.open()
         self._closers.insert(0, subscription.aclose)
-        self._tasks = [
-            asyncio.create_task(self._records(consumer)),
-            asyncio.create_task(subscription.run(self._notice)),
-        ]
+        self._loops.start(self._records(consumer), "bench-stage-records")
+        self._loops.start(subscription.run(self._notice), "bench-stage-notices")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._loops.stop()
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()
 
     async def _records(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
+        while self._loops.running:
             batches = await consumer.getmany(timeout_ms=1000)
             here = time.time()
             for records in batches.values():
