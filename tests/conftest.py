@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
-from tests.support.stack import create_topics, delete_topics, ensure_stack_up, isolated_settings
+from tests.support.stack import create_topics, ensure_stack_up, isolated_settings, remove_test_data
 
 HERE = Path(__file__).parent
 
@@ -101,16 +99,7 @@ async def settings(stack: None) -> AsyncIterator[Settings]:
     settings = isolated_settings()
     await create_topics(settings)
     yield settings
-    await delete_topics(settings)
-    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
-    await client.drop_database(settings.mongo_db)
-    await client.close()
-    redis = connect_redis(settings)
-    # On a cluster, scan_iter walks every primary and delete splits the keys by slot.
-    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    for start in range(0, len(keys), 1000):
-        await redis.delete(*keys[start : start + 1000])
-    await redis.aclose()
+    await remove_test_data(settings)
 
 
 @pytest.fixture

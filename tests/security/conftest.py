@@ -6,14 +6,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.private_fixtures import private_stack  # noqa: F401 - a fixture, found by name
 from tests.support.private_stack import PrivateStack, release_private_stack
 from tests.support.services import RunningServices, free_port
-from tests.support.stack import create_topics, delete_topics
+from tests.support.stack import create_topics, remove_test_data
 
 SERVICES = ["command-api", "query-api", "relay", "projectors"]
 
@@ -60,12 +58,4 @@ async def system(
         yield System(settings, services)
     finally:
         services.stop_all()
-        await delete_topics(settings)
-        client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
-        await client.drop_database(settings.mongo_db)
-        await client.close()
-        redis = connect_redis(settings)
-        keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await redis.delete(*keys[start : start + 1000])
-        await redis.aclose()
+        await remove_test_data(settings)

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
 
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.private_stack import SERVERS, PrivateStack, acquire_private_stack
 from tests.support.services import RunningServices, free_port
-from tests.support.stack import create_topics, delete_topics
+from tests.support.stack import create_topics, remove_test_data
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +34,7 @@ async def private_settings(private_stack: PrivateStack) -> AsyncIterator[Setting
     for server in SERVERS:
         if private_stack.pid(server) is None:
             private_stack.start(server)
-    await delete_topics(settings)
-    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
-    await client.drop_database(settings.mongo_db)
-    await client.close()
-    redis = connect_redis(settings)
-    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    for start in range(0, len(keys), 1000):
-        await redis.delete(*keys[start : start + 1000])
-    await redis.aclose()
+    await remove_test_data(settings)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import socket
 import subprocess
@@ -10,8 +11,10 @@ import uuid
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
 
 from service_runtime.kafka_topics import ensure_topics
+from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.support.keys import key_settings
 
@@ -102,3 +105,34 @@ async def delete_topics(settings: Settings) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
+
+
+async def drop_database(settings: Settings) -> None:
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
+    try:
+        await client.drop_database(settings.mongo_db)
+    finally:
+        await client.close()
+
+
+async def delete_keys(settings: Settings) -> None:
+    """Every key under the settings' prefix (on a cluster, scan_iter walks every primary and
+    delete splits the keys by slot)."""
+    redis = connect_redis(settings)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start : start + 1000])
+    finally:
+        await redis.aclose()
+
+
+async def remove_test_data(settings: Settings) -> None:
+    """A test's topics, database and keys deleted, the three servers at once (one after the other
+    cost every isolated test their sum); the first failure is raised once all three ended."""
+    results = await asyncio.gather(
+        delete_topics(settings), drop_database(settings), delete_keys(settings), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
