@@ -40,6 +40,7 @@ from readmodels.groups import PROJECTIONS
 from readmodels.versions import aggregate_state
 from service_runtime.settings import Settings
 from tests.support.factories import campaign_fields
+from tests.support.stack import delete_keys, drop_database
 
 GOAL_SHARE = 0.10
 SEED_BATCH = 1000
@@ -116,15 +117,10 @@ async def measure(settings: Settings, campaigns: int = 20_000, seconds: float = 
 
 
 async def drop_own(settings: Settings) -> None:
-    """Drop a figure's own database and delete its own keys (those under its Redis prefix)."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
-    await client.drop_database(settings.mongo_db)
-    await client.close()
-    redis = Redis.from_url(settings.redis_url)
-    keys = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    for start in range(0, len(keys), 1000):
-        await redis.delete(*keys[start : start + 1000])
-    await redis.aclose()
+    """Drop a figure's own database and delete its own keys (those under its Redis prefix): the
+    database first, wholly, before the next figure measures beside it."""
+    await drop_database(settings)
+    await delete_keys(settings)
 
 
 async def _measure(settings: Settings, campaigns: int, seconds: float) -> Figure:
