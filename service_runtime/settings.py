@@ -379,6 +379,11 @@ class Settings(BaseSettings):
     local_dir: str = ".local"
     # Heap (-Xms = -Xmx) of each Kafka node of the cluster topology, in MiB
     kafka_cluster_heap_mb: int = Field(default=384, ge=128)
+    # JVM options of every local Kafka node, split on spaces, after its heap. By default the quick
+    # C1 compiler only: on the 2-core machine a node's start took 17.9 s of CPU with C2 and 10.3
+    # without, its first idle minute 11.9 s and 4.7, and at 100 commands/s Kafka's share was
+    # 4.0-5.2 ms of CPU a command with C2 against 3.0-3.3 with C1 (`BENCH_ONLY=cpu`).
+    kafka_jvm_options: str = "-XX:TieredStopAtLevel=1"
 
     @property
     def kafka_metadata_max_age_ms(self) -> int:

@@ -148,6 +148,7 @@ def _node(
             run_checked(
                 [
                     "java",
+                    *ctx.settings.kafka_jvm_options.split(),
                     "-cp",
                     f"{libs}/*",
                     "kafka.tools.StorageTool",
@@ -170,6 +171,7 @@ def _node(
             "java",
             *heap,
             "-XX:+UseG1GC",
+            *ctx.settings.kafka_jvm_options.split(),
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
             "-Djava.awt.headless=true",
             "-cp",
