@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from service_runtime.settings import Settings
+from tests.support.private_cluster import release_private_cluster
+from tests.support.private_stack import release_private_stack
 from tests.support.stack import create_topics, ensure_stack_up, isolated_settings, remove_test_data
 
 HERE = Path(__file__).parent
@@ -42,6 +44,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # their group, the longest unit of work, starts at once on one worker while the other
     # worker takes the rest, instead of starting last and running alone.
     items.sort(key=lambda item: not _on_private_stack(item))
+    _LAST_USER.clear()
+    for item in items:
+        for fixture in _RELEASE:
+            if fixture in item.fixturenames:
+                _LAST_USER[fixture] = item.nodeid
+
+
+# The private stack and the private cluster are stopped once the last test that uses them has
+# run (its reruns included), not at the end of the session: idle, their servers still cost CPU
+# the rest of the suite needs (the three Kafka nodes of the cluster about 0.2 of a core). A test
+# that asks for one after that (run out of order) starts it again: the fixtures are per module.
+_RELEASE = {"private_stack": release_private_stack, "private_cluster": release_private_cluster}
+_LAST_USER: dict[str, str] = {}
+
+
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    for fixture, last in _LAST_USER.items():
+        if nodeid == last:
+            _RELEASE[fixture]()
 
 
 # A teardown still running after this long is stuck (the projectors' stop is bounded at 30 s):

@@ -8,7 +8,7 @@ from tests.support.fault_table import CLUSTER_COLUMNS, CLUSTER_ROWS, format_tabl
 from tests.support.private_cluster import PrivateCluster, acquire_private_cluster, release_private_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def private_cluster() -> PrivateCluster:
     return acquire_private_cluster()
 

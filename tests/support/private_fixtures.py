@@ -1,8 +1,9 @@
 """Fixtures on the private stack (see `private_stack`): import them into a conftest by name.
 
-`private_stack` is the running stack (started once per session, torn down by
-`release_private_stack` at session end); `private_settings` gives a test its own database,
-key prefix and topics on it; `private_services` runs the real services as processes there.
+`private_stack` is the running stack (started on first use, torn down by `release_private_stack`
+after the last test that uses it, tests/conftest.py); `private_settings` gives a test its own
+database, key prefix and topics on it; `private_services` runs the real services as processes
+there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.support.services import RunningServices, free_port
 from tests.support.stack import create_topics, remove_test_data
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def private_stack() -> PrivateStack:
     return acquire_private_stack()
 
