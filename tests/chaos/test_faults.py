@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
@@ -30,6 +29,7 @@ from readmodels.status import read_status
 from readmodels.versions import aggregate_state, delete_state
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
+from tests.support import loopback
 from tests.support.fault_table import record_fault
 from tests.support.ledger import (
     Verdict,
@@ -188,7 +188,7 @@ async def test_kafka_down_for_20_seconds_loses_no_accepted_command(
     services, settings, redis = private_services, private_settings, private_redis
     services.start(["command-api", "relay", "projectors"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as client:
+    async with loopback.client(base_url=services.command_url, timeout=20) as client:
         traffic = CommandTraffic(client)
         await traffic.sign_up(4)
 
@@ -239,8 +239,8 @@ async def test_redis_down_query_api_answers_503_and_recovers_after_a_rebuild(
     services.start(["command-api", "query-api", "relay", "projectors"])
     services.wait_ready()
     async with (
-        httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands,
-        httpx.AsyncClient(base_url=services.query_url, timeout=20) as queries,
+        loopback.client(base_url=services.command_url, timeout=20) as commands,
+        loopback.client(base_url=services.query_url, timeout=20) as queries,
     ):
         traffic = CommandTraffic(commands)
         await traffic.sign_up(2)
@@ -322,7 +322,7 @@ async def test_redis_stopped_briefly_under_traffic_dead_letters_nothing(
     services, settings, redis = private_services, private_settings, private_redis
     services.start(["command-api", "relay", "projectors"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=20) as commands:
         traffic = CommandTraffic(commands)
         await traffic.sign_up(3)
 
@@ -354,7 +354,7 @@ async def test_redis_flushall_under_traffic_is_rebuilt_with_no_operator_action(
     services.settings = services.settings.model_copy(update={"redis_loss_check_seconds": 0.5})
     services.start(["command-api", "relay", "projectors"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=20) as commands:
         traffic = CommandTraffic(commands)
         await traffic.sign_up(3)
 
@@ -387,7 +387,7 @@ async def test_read_model_keys_deleted_under_traffic_are_repaired_by_anti_entrop
     services.wait_ready()
     rng = random.Random(18)
     deleted: list[str] = []
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=20) as commands:
         traffic = CommandTraffic(commands)
         await traffic.sign_up(3)
 
@@ -470,7 +470,7 @@ async def test_mongodb_down_command_api_answers_503_publishes_nothing_and_writes
     services, settings, redis = private_services, private_settings, private_redis
     services.start(["command-api", "relay", "projectors"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=30) as client:
+    async with loopback.client(base_url=services.command_url, timeout=30) as client:
         traffic = CommandTraffic(client)
         await traffic.sign_up(4)
 

@@ -49,6 +49,7 @@ from readmodels.status import read_status
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from tests.chaos.test_faults import dead_letters
+from tests.support import loopback
 from tests.support.ledger import log_envelopes, max_versions, projected_versions
 from tests.support.private_redis_cluster import PrivateRedisCluster, private_redis_cluster
 from tests.support.services import RunningServices, free_port
@@ -236,8 +237,8 @@ async def test_a_primary_killed_under_traffic_fails_over_losing_nothing_for_good
             services.start(["command-api", "query-api", "relay", "projectors"])
             services.wait_ready(timeout=120)
             async with (
-                httpx.AsyncClient(base_url=services.command_url, timeout=30) as commands,
-                httpx.AsyncClient(base_url=services.query_url, timeout=10) as queries,
+                loopback.client(base_url=services.command_url, timeout=30) as commands,
+                loopback.client(base_url=services.query_url, timeout=10) as queries,
             ):
                 steady = CommandTraffic(commands, seed=3)
                 (owner,) = await steady.sign_up(1)

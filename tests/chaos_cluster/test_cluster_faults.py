@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,6 +48,7 @@ from tests.chaos.test_faults import (
     replay,
     unpublished,
 )
+from tests.support import loopback
 from tests.support.fault_table import CLUSTER_ROWS
 from tests.support.ledger import verdict, wait_for, wait_projected
 from tests.support.private_cluster import READ_SIDE, PrivateCluster
@@ -206,7 +206,7 @@ async def test_kafka_cluster_faults_under_traffic_lose_nothing_and_apply_nothing
             run.start(f"relay-{n}", "relay")
             run.start(f"projectors-{n}", "projectors")
         services.wait_ready(timeout=120)
-        async with httpx.AsyncClient(base_url=services.command_url, timeout=30) as client:
+        async with loopback.client(base_url=services.command_url, timeout=30) as client:
             run.traffic = traffic = CommandTraffic(client)
             await traffic.sign_up(4)
             await traffic.run(seconds=4, rate=RATE)

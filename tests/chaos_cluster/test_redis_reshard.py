@@ -38,6 +38,7 @@ from readmodels.scripts import LuaScript, pipelined
 from service_runtime.redis_client import connect_redis
 from service_runtime.tokens import issue_access_token
 from tests.chaos_cluster.test_cluster_faults import RATE, ClusterRun
+from tests.support import loopback
 from tests.support.ledger import wait_projected
 from tests.support.private_cluster import PrivateCluster
 from tests.support.private_redis_cluster import PrivateRedisCluster, private_redis_cluster
@@ -175,8 +176,8 @@ async def test_redis_cluster_resharded_under_traffic_clients_see_no_error(
             services.start(["command-api", "query-api", "relay", "projectors"])
             services.wait_ready(timeout=120)
             async with (
-                httpx.AsyncClient(base_url=services.command_url, timeout=30) as commands,
-                httpx.AsyncClient(base_url=services.query_url, timeout=30) as queries,
+                loopback.client(base_url=services.command_url, timeout=30) as commands,
+                loopback.client(base_url=services.query_url, timeout=30) as queries,
             ):
                 steady = CommandTraffic(commands, seed=3)
                 (owner,) = await steady.sign_up(1)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import loopback
 from tests.support.services import RunningServices
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +66,7 @@ def test_generated_client_gets_problem_objects_for_412_422_and_428(
 ) -> None:
     services.start(["command-api"])
     services.wait_ready()
-    document = httpx.get(f"{services.command_url}/openapi.json", timeout=10).content
+    document = loopback.get(f"{services.command_url}/openapi.json", timeout=10).content
     try:
         client_package = _generate(document, tmp_path)
         models = importlib.import_module(f"{PACKAGE}.models")

@@ -12,7 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,6 +20,7 @@ from command_api.entrypoints.admin import grant_admin
 from events import Topics
 from events.types import EVENT_TYPES
 from tests.contracts.records import record_errors
+from tests.support import loopback
 from tests.support.services import RunningServices
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ READ_SECONDS = 60
 
 async def _drive_every_event_type(services: RunningServices) -> int:
     """Commands that record each event type at least once; the number of events recorded."""
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as api:
+    async with loopback.client(base_url=services.command_url, timeout=10) as api:
         user = {"email": "records@example.com", "password": PASSWORD, "name": "Records"}
         assert (await api.post("/auth/register", json=user)).status_code == 201
         await grant_admin(services.settings, user["email"])
@@ -100,7 +100,7 @@ async def test_every_record_on_the_topics_matches_the_served_asyncapi_document(
     services.start(["command-api", "query-api", "relay", "projectors"])
     services.wait_ready()
     expected = await _drive_every_event_type(services)
-    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as query:
+    async with loopback.client(base_url=services.query_url, timeout=10) as query:
         document = (await query.get("/asyncapi.json")).json()
 
     topics = Topics(services.settings.topic_prefix)

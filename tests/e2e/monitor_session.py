@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
-
 from command_api.entrypoints.admin import grant_admin
+from tests.support import loopback
 from tests.support.factories import campaign_body
 from tests.support.services import RunningServices
 
@@ -25,7 +24,7 @@ def campaign(name: str) -> dict[str, object]:
 async def register(services: RunningServices, admin: bool = True) -> str:
     """Register a user (made an admin through the CLI's own function); its e-mail."""
     email = f"{'ops' if admin else 'user'}-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         registered = await commands.post(
             "/auth/register", json={"email": email, "password": PASSWORD, "name": "Ops"}
         )
@@ -37,7 +36,7 @@ async def register(services: RunningServices, admin: bool = True) -> str:
 
 async def log_in(services: RunningServices, email: str) -> str:
     """A fresh access token for this user."""
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         login = await commands.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         return str(login.json()["access_token"])
@@ -55,7 +54,7 @@ async def create_campaigns(
     if correlation_id:
         headers["X-Correlation-ID"] = correlation_id
     ids = []
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         for name in names:
             created = await commands.post("/campaigns", json=campaign(name), headers=headers)
             assert created.status_code == 201, created.text
@@ -65,7 +64,7 @@ async def create_campaigns(
 
 async def change(services: RunningServices, token: str, campaign_id: str, action: str) -> None:
     """A lifecycle command: activate, pause or complete."""
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         done = await commands.post(
             f"/campaigns/{campaign_id}/{action}", headers={"Authorization": f"Bearer {token}"}
         )

@@ -9,7 +9,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from playwright.async_api import Page, Response, async_playwright, expect
@@ -18,6 +17,7 @@ from readmodels.keyspace import announcement_channel
 from service_runtime.redis_client import connect_redis
 from tests.e2e.console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, for_the_console, sign_in_on_page
 from tests.e2e.monitor_session import change, create_campaigns, log_in, register
+from tests.support import loopback
 from tests.support.services import RunningServices
 from tests.support.waiting import eventually
 
@@ -128,7 +128,7 @@ async def test_an_admin_signs_in_follows_a_campaign_live_and_time_travels(servic
                 await page.click("#sign-out")
             assert (await logout.value).status == 204
             await expect(page.locator("#sign-in")).to_be_visible()
-            async with httpx.AsyncClient(base_url=services.command_url) as commands:
+            async with loopback.client(base_url=services.command_url) as commands:
                 refused = await commands.post("/auth/refresh", json={"refresh_token": refresh_tokens[-1]})
             assert refused.status_code == 401
 
@@ -154,7 +154,7 @@ async def test_a_non_admin_is_refused_with_a_clear_message(services: RunningServ
     email = await register(services, admin=False)
     # Projected, so the audit line of the refused sign-in names the user by e-mail too.
     own = {"Authorization": f"Bearer {await log_in(services, email)}"}
-    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+    async with loopback.client(base_url=services.query_url, timeout=10) as client:
 
         async def projected() -> bool:
             return (await client.get("/users/me", headers=own)).status_code == 200
@@ -185,7 +185,7 @@ async def test_a_non_admin_is_refused_with_a_clear_message(services: RunningServ
     # page signs out (the logout awaited above) only once its sign-in record was answered, even
     # when the live feed's own 4403 told it first. Only one such line, ever.
     admin = {"Authorization": f"Bearer {await log_in(services, await register(services))}"}
-    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+    async with loopback.client(base_url=services.query_url, timeout=10) as client:
         lines = (await client.get("/console/audit", headers=admin)).json()["items"]
     assert [(line["action"], line["result"], line["email"]) for line in lines] == [
         ("console.sign-in", "refused", email)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import async_playwright, expect
@@ -21,6 +20,7 @@ from tests.e2e.monitor_session import log_in, register
 from tests.integration.deadletters.test_dlq_operations import dead_letter_written_on_a_timeout
 from tests.integration.read_side.conftest import EventProducer, record_in_log
 from tests.integration.read_side.workload import new_campaign
+from tests.support import loopback
 from tests.support.services import RunningServices
 from tests.support.waiting import eventually
 
@@ -93,7 +93,7 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
             await page.screenshot(path=str(ARTIFACTS / "console-dead-letters.png"))
 
             # It is applied: the campaign is in its read model.
-            async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as reads:
+            async with loopback.client(base_url=services.query_url, timeout=10) as reads:
 
                 async def applied() -> bool:
                     found = await reads.get(f"/campaigns/{campaign.aggregate_id}", headers=admin)
@@ -184,7 +184,7 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
             await browser.close()
     # A logout ends the user's access tokens everywhere: the audit is read with a new one.
     admin = {"Authorization": f"Bearer {await log_in(services, email)}"}
-    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+    async with loopback.client(base_url=services.query_url, timeout=10) as client:
         lines = (await client.get("/console/audit", headers=admin)).json()["items"]
     newest = lines[0]
     assert (newest["action"], newest["result"], newest["email"]) == (
@@ -195,7 +195,7 @@ async def test_an_admin_re_drives_a_dead_letter_from_the_page_and_reads_its_audi
 
     # A non-admin is refused by every console route.
     user = {"Authorization": f"Bearer {await log_in(services, await register(services, admin=False))}"}
-    async with httpx.AsyncClient(base_url=services.query_url, timeout=10) as client:
+    async with loopback.client(base_url=services.query_url, timeout=10) as client:
         assert (await client.get("/console/dead-letters", headers=user)).status_code == 403
         assert (await client.get("/console/audit", headers=user)).status_code == 403
         refused = await client.post(

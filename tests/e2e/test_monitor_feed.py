@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.monitor_session import create_campaigns, sign_in
+from tests.support import loopback
 from tests.support.services import RunningServices
 
 ALL = ["command-api", "query-api", "relay", "projectors", "workers"]
@@ -128,7 +128,7 @@ async def test_every_process_exposes_the_pipelines_metrics(services: RunningServ
         ],
         f"http://{host}:{settings.workers_metrics_port}/metrics": [("worker_events_total", None)],
     }
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         # A query API request, so its route shows up in the metrics.
         await client.get(f"{services.query_url}/monitor")
         missing: dict[str, list[str]] = {}

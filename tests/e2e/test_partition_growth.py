@@ -16,13 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from events.topics import Topics
 from readmodels.versions import read_versions
 from service_runtime.settings import Settings
+from tests.support import loopback
 from tests.support.factories import campaign_body, register_body
 from tests.support.services import RunningServices, free_port, settings_env
 from tests.support.stack import REPO
@@ -92,8 +92,8 @@ async def test_growing_partitions_mid_traffic_keeps_every_campaign_projected(
     try:
         services.wait_ready()
         async with (
-            httpx.AsyncClient(base_url=services.command_url, timeout=15) as commands,
-            httpx.AsyncClient(base_url=services.query_url, timeout=15) as queries,
+            loopback.client(base_url=services.command_url, timeout=15) as commands,
+            loopback.client(base_url=services.query_url, timeout=15) as queries,
         ):
             user = register_body()
             assert (await commands.post("/auth/register", json=user)).status_code == 201

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from collections import Counter
 
-import httpx
 import orjson
 
+from tests.support import loopback
 from tests.support.factories import campaign_body
 from tests.support.services import RunningServices, settings_env
 from tests.support.stack import REPO
@@ -43,8 +43,8 @@ async def test_a_rebuild_under_traffic_keeps_reads_answering_and_ends_verified(
     services.start(ALL)
     services.wait_ready()
     async with (
-        httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=services.query_url, timeout=10) as queries,
+        loopback.client(base_url=services.command_url, timeout=10) as commands,
+        loopback.client(base_url=services.query_url, timeout=10) as queries,
     ):
         user = {"email": "replay.e2e@example.com", "password": "correct horse battery 9", "name": "Replay"}
         assert (await commands.post("/auth/register", json=user)).status_code == 201

@@ -16,6 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from service_runtime.settings import Settings
+from tests.support import loopback
 from tests.support.services import RunningServices, free_port
 
 PIPELINE = ["command-api", "query-api", "relay", "projectors"]
@@ -62,8 +63,8 @@ async def test_a_scheduled_campaign_starts_and_ends_by_itself_with_the_scheduler
     services.start([*PIPELINE, "scheduler"])
     services.wait_ready()
     async with (
-        httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=services.query_url, timeout=10) as queries,
+        loopback.client(base_url=services.command_url, timeout=10) as commands,
+        loopback.client(base_url=services.query_url, timeout=10) as queries,
     ):
         auth = await signed_in(commands, "timed@example.com")
         now = datetime.now(UTC)
@@ -118,7 +119,7 @@ async def test_a_scheduler_killed_before_the_due_time_fires_it_exactly_once_afte
 ) -> None:
     services.start(["command-api", "scheduler"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         auth = await signed_in(commands, "killed@example.com")
         now = datetime.now(UTC)
         due = now + timedelta(seconds=2)
@@ -153,7 +154,7 @@ async def test_two_scheduler_processes_fire_each_transition_once(
 ) -> None:
     services.start(["command-api"])
     services.wait_ready()
-    async with httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=services.command_url, timeout=10) as commands:
         auth = await signed_in(commands, "twice@example.com")
         due = datetime.now(UTC) + timedelta(seconds=8)
         ids = []

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from tests.support import loopback
 from tests.support.factories import campaign_body
 from tests.support.services import RunningServices
 
@@ -20,8 +21,8 @@ async def test_created_campaign_is_readable_through_the_query_api_with_min_versi
     services.start(ALL)
     services.wait_ready()
     async with (
-        httpx.AsyncClient(base_url=services.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=services.query_url, timeout=10) as queries,
+        loopback.client(base_url=services.command_url, timeout=10) as commands,
+        loopback.client(base_url=services.query_url, timeout=10) as queries,
     ):
         registered = await commands.post(
             "/auth/register",
@@ -63,7 +64,7 @@ async def test_created_campaign_is_readable_through_the_query_api_with_min_versi
 async def test_both_apis_report_ready_only_with_their_servers(services: RunningServices) -> None:
     services.start(["command-api", "query-api", "projectors"])
     services.wait_ready()
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with loopback.client(timeout=10) as client:
         for url in (services.command_url, services.query_url):
             assert (await client.get(f"{url}/health/live")).json() == {"status": "ok"}
             assert (await client.get(f"{url}/health/ready")).status_code == 200

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.load.conftest import REPORT
+from tests.support import loopback
 from tests.support.ledger import (
     applied_by_stats,
     kafka_messages,
@@ -122,8 +123,8 @@ async def test_mixed_load_loses_nothing_and_leaks_nothing(
     services.wait_ready()
     limits = httpx.Limits(max_connections=32)
     async with (
-        httpx.AsyncClient(base_url=services.command_url, timeout=30, limits=limits) as commands,
-        httpx.AsyncClient(base_url=services.query_url, timeout=30, limits=limits) as queries,
+        loopback.client(base_url=services.command_url, timeout=30, limits=limits) as commands,
+        loopback.client(base_url=services.query_url, timeout=30, limits=limits) as queries,
     ):
         writes = CommandTraffic(commands)
         await writes.sign_up(10)

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.security.accounts import CAMPAIGN, User, create_campaign, sign_up
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -40,7 +41,7 @@ def assert_429(response: httpx.Response) -> None:
 
 
 async def test_a_user_over_the_command_rate_gets_429_with_retry_after(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         missing = f"/campaigns/{uuid.uuid4()}/activate"
         answers = [(await commands.post(missing, headers=user.auth)).status_code for _ in range(BURST)]
@@ -52,7 +53,7 @@ async def test_a_user_over_the_command_rate_gets_429_with_retry_after(system: Sy
 
 
 async def test_a_user_over_the_live_campaign_cap_gets_429_until_one_is_deleted(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         ids = [await create_campaign(commands, user) for _ in range(LIVE)]
         refused = await commands.post("/campaigns", json=CAMPAIGN, headers=user.auth)
@@ -65,8 +66,8 @@ async def test_a_user_over_the_live_campaign_cap_gets_429_until_one_is_deleted(s
 
 async def test_min_version_waiters_are_capped_per_user_and_per_worker(system: System) -> None:
     async with (
-        httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=system.query_url, timeout=20) as queries,
+        loopback.client(base_url=system.command_url, timeout=10) as commands,
+        loopback.client(base_url=system.query_url, timeout=20) as queries,
     ):
         alice, bob = await sign_up(commands), await sign_up(commands)
 
@@ -89,8 +90,8 @@ async def test_min_version_waiters_are_capped_per_user_and_per_worker(system: Sy
 
 async def test_profile_min_version_waits_count_against_the_same_per_user_cap(system: System) -> None:
     async with (
-        httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=system.query_url, timeout=20) as queries,
+        loopback.client(base_url=system.command_url, timeout=10) as commands,
+        loopback.client(base_url=system.query_url, timeout=20) as queries,
     ):
         carol = await sign_up(commands)
 
@@ -148,8 +149,8 @@ async def test_pre_auth_monitor_sockets_are_capped_per_worker(system: System) ->
 
 async def test_history_is_paginated_with_an_opaque_cursor(system: System) -> None:
     async with (
-        httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries,
+        loopback.client(base_url=system.command_url, timeout=10) as commands,
+        loopback.client(base_url=system.query_url, timeout=10) as queries,
     ):
         owner = await sign_up(commands)
         campaign_id = await create_campaign(commands, owner)

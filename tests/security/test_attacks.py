@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from service_runtime.keys import generate_key_pair
 from tests.security.accounts import CAMPAIGN, create_campaign, forged_tokens, sign_up
 from tests.security.conftest import System
+from tests.support import loopback
 from tests.support.services import settings_env
 from tests.support.stack import REPO
 
@@ -62,12 +63,12 @@ async def send(
     headers = dict(extra.pop("headers", {}))  # type: ignore[call-overload]
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with loopback.client(base_url=base, timeout=10) as client:
         return await client.request(method, path, headers=headers, **extra)  # type: ignore[arg-type]
 
 
 async def test_forged_expired_and_wrong_kind_tokens_get_401_on_both_apis(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         owner = await sign_up(commands)
         campaign_id = await create_campaign(commands, owner)
     tokens = forged_tokens(system.settings, owner.id)
@@ -93,7 +94,7 @@ async def test_forged_expired_and_wrong_kind_tokens_get_401_on_both_apis(system:
 
 
 async def test_monitor_feed_refuses_forged_tokens_and_non_admins(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
     url = system.query_url.replace("http://", "ws://") + "/monitor/ws"
     forged = forged_tokens(system.settings, user.id)
@@ -109,7 +110,7 @@ async def test_monitor_feed_refuses_forged_tokens_and_non_admins(system: System)
 
 
 async def test_reused_refresh_token_revokes_its_whole_family(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         other_session = await commands.post(
             "/auth/login", json={"email": user.email, "password": user.password}
@@ -138,7 +139,7 @@ async def test_reused_refresh_token_revokes_its_whole_family(system: System) -> 
 
 
 async def test_one_user_can_neither_read_change_nor_delete_anothers_campaign(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         owner = await sign_up(commands)
         intruder = await sign_up(commands)
         campaign_id = await create_campaign(commands, owner)
@@ -177,7 +178,7 @@ async def test_one_user_can_neither_read_change_nor_delete_anothers_campaign(sys
     ],
 )
 async def test_privileged_fields_in_bodies_are_refused(system: System, field: str, value: object) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         campaign_id = await create_campaign(commands, user)
         attempts = [
@@ -206,7 +207,7 @@ async def test_passwords_and_tokens_never_appear_in_logs_or_in_other_responses(s
     password = "Zebra-Quartz-Secret-7319"
     wrong = "Wrong-Guess-Secret-8842"
     weak = "Weak-Secret-Unique-5531 Weak-Secret-Unique-5531" * 4  # over the domain's maximum
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         responses: list[httpx.Response] = []
         user = await sign_up(commands, password=password)
         responses.append(

@@ -6,7 +6,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from events import Topics, encode_event, new_envelope
 from tests.security.accounts import CAMPAIGN, sign_up, sign_up_admin
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -28,7 +28,7 @@ async def test_oversized_bodies_get_413_whether_declared_or_streamed(system: Sys
     limit = system.settings.max_body_bytes
     big = orjson.dumps({**CAMPAIGN, "description": "x" * (limit + 10)})
     for base, path in both_apis(system):
-        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+        async with loopback.client(base_url=base, timeout=20) as client:
             declared = await client.post(path, content=big, headers={"content-type": "application/json"})
 
             async def chunks() -> AsyncIterator[bytes]:
@@ -50,10 +50,10 @@ async def test_absurdly_deep_json_is_refused_without_a_server_error(system: Syst
         "objects": b'{"a":' * depth + b"1" + b"}" * depth,
         "unclosed": b"[" * depth,
     }
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         user = await sign_up(commands)
     for base, path in both_apis(system):
-        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+        async with loopback.client(base_url=base, timeout=20) as client:
             for name, body in bodies.items():
                 if len(body) > system.settings.max_body_bytes:
                     continue
@@ -63,7 +63,7 @@ async def test_absurdly_deep_json_is_refused_without_a_server_error(system: Syst
                 assert response.status_code == 422, (base, name, depth, response.status_code)
                 assert response.headers["content-type"].startswith(PROBLEM_JSON)
     # The APIs are still fine.
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         assert (await commands.post("/campaigns", json=CAMPAIGN, headers=user.auth)).status_code == 201
 
 
@@ -156,9 +156,9 @@ async def test_malformed_unknown_and_oversized_events_go_to_the_dead_letter_topi
     assert all(len(groups) == 2 for groups in letters.values()), {k: sorted(v) for k, v in letters.items()}
 
     # The projectors kept going: the valid event after the poison is in the read model.
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         admin = await sign_up_admin(commands, settings)
-    async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+    async with loopback.client(base_url=system.query_url, timeout=10) as queries:
         read = await queries.get(f"/campaigns/{after}?min_version=1", headers=admin.auth)
     assert read.status_code == 200, read.text
     assert read.json()["name"] == "After the poison"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -20,7 +20,7 @@ SERVICES = ["command-api"]
 
 async def test_x_forwarded_for_from_a_direct_client_is_ignored(system: System) -> None:
     assert system.settings.trusted_proxies == ""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         for i in range(system.settings.login_address_max_failures):
             failed = await commands.post(
                 "/auth/login",
@@ -39,7 +39,7 @@ async def test_x_forwarded_for_from_a_direct_client_is_ignored(system: System) -
 
 
 async def test_every_answer_is_nosniff_and_authenticated_ones_are_not_stored(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         anonymous = await commands.get("/health/live")
         assert anonymous.headers["x-content-type-options"] == "nosniff"
         refused = await commands.post("/campaigns", json={}, headers={"Authorization": "Bearer x"})

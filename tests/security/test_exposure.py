@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from service_runtime.http import METRICS_FLUSH_SECONDS
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -22,7 +22,7 @@ SETTINGS = {"app_env": "production"}
 )
 async def test_in_production_api_documentation_is_not_served(system: System, path: str) -> None:
     for base in (system.command_url, system.query_url):
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with loopback.client(base_url=base, timeout=10) as client:
             response = await client.get(path)
         assert response.status_code == 404, (base, path, response.status_code)
 
@@ -33,7 +33,7 @@ async def test_metrics_are_not_on_the_public_ports_but_on_internal_listeners(sys
         (system.command_url, settings.command_api_metrics_port),
         (system.query_url, settings.query_api_metrics_port),
     ):
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with loopback.client(timeout=10) as client:
             assert (await client.get(f"{public}/health/live")).status_code == 200
             assert (await client.get(f"{public}/metrics")).status_code == 404
             # A worker adds its tally of requests to the series within METRICS_FLUSH_SECONDS

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from events import Topics, encode_event, new_envelope
 from tests.security.accounts import CAMPAIGN, create_campaign, sign_up
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -35,7 +36,7 @@ def names_field(response: httpx.Response, field: str) -> None:
 
 
 async def test_control_characters_in_names_are_refused_naming_the_field(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         owner = await sign_up(commands)
         campaign_id = await create_campaign(commands, owner)
         for name in CONTROL:
@@ -71,10 +72,10 @@ async def test_control_characters_in_names_are_refused_naming_the_field(system: 
 async def test_numeric_query_parameters_are_parsed_strictly(
     system: System, path: str, field: str, value: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         owner = await sign_up(commands)
         campaign_id = await create_campaign(commands, owner)
-    async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+    async with loopback.client(base_url=system.query_url, timeout=10) as queries:
         response = await queries.get(path.format(id=campaign_id), params={field: value}, headers=owner.auth)
     assert response.status_code == 422, (response.status_code, response.text)
     assert field in response.text

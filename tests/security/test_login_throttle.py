@@ -18,6 +18,7 @@ import pytest
 from tests.security.accounts import User
 from tests.security.accounts import sign_up as sign_up_from_loopback
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -61,7 +62,7 @@ def stranger() -> str:
 
 async def test_one_address_gets_50_failed_logins_a_minute_across_accounts_then_429(system: System) -> None:
     """(a) IPv4: 50 failures on 50 accounts, then 429 with Retry-After for any account."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         [address] = addresses(1)
         failures = [await login(commands, stranger(), "wrong password 1", address) for _ in range(50)]
         assert [r.status_code for r in failures] == [401] * 50
@@ -76,7 +77,7 @@ async def test_one_address_gets_50_failed_logins_a_minute_across_accounts_then_4
 async def test_an_ipv6_slash_64_is_one_address(system: System) -> None:
     """(a) IPv6: the 50 failures may come from 50 addresses of one /64; a neighbouring /64 is free."""
     net = next(_next_net)
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         failures = [
             await login(commands, stranger(), "wrong password 1", f"2001:db8:{net:x}:1::{i + 1:x}")
             for i in range(50)
@@ -89,7 +90,7 @@ async def test_an_ipv6_slash_64_is_one_address(system: System) -> None:
 
 async def test_one_account_gets_at_most_100_guesses_an_hour_from_many_addresses(system: System) -> None:
     """(b) 100 guesses from 100 addresses reach the password check; the 101st is refused."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         victim = await sign_up(commands)
         spread = addresses(110)
         answers = [await login(commands, victim.email, f"guess {i}", spread[i]) for i in range(100)]
@@ -103,7 +104,7 @@ async def test_one_account_gets_at_most_100_guesses_an_hour_from_many_addresses(
 async def test_the_owner_still_gets_in_from_a_known_client_during_both_attacks(system: System) -> None:
     """(c) Address budget spent and account budget spent: the owner's device cookie, or the
     address of an earlier successful login, still gets in; an unknown client does not."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         owner = await sign_up(commands)
         home, office, elsewhere = addresses(3)
         first = await login(commands, owner.email, owner.password, home)
@@ -145,7 +146,7 @@ async def test_the_owner_still_gets_in_from_a_known_client_during_both_attacks(s
 async def test_a_few_failures_lock_nobody_out(system: System) -> None:
     """(d) Six failures on six accounts from one address, and six failures on one account from
     six addresses: every owner's right password still works, from that address or a new one."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         users = [await sign_up(commands) for _ in range(6)]
         [shared] = addresses(1)
         for user in users:
@@ -162,7 +163,7 @@ async def test_a_few_failures_lock_nobody_out(system: System) -> None:
 async def test_a_refused_attempt_is_not_counted_again(system: System) -> None:
     """(e) 50 guesses from one address spend its budget; 100 more from it are refused and count
     nowhere, so the account still has 50 of its 100 guesses for other addresses."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         victim = await sign_up(commands)
         [first] = addresses(1)
         assert {(await login(commands, victim.email, "g", first)).status_code for _ in range(50)} == {401}
@@ -173,7 +174,7 @@ async def test_a_refused_attempt_is_not_counted_again(system: System) -> None:
 
 
 async def test_registration_is_throttled_per_address(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         [address] = addresses(1)
         answers = []
         for _ in range(11):
@@ -189,7 +190,7 @@ async def test_registration_is_throttled_per_address(system: System) -> None:
 
 async def test_registering_a_taken_email_takes_as_long_as_a_new_one(system: System) -> None:
     """The 409 for a registered e-mail does the same work (a password hash) as a registration."""
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=20) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=20) as commands:
         taken = await sign_up(commands)
         spread = iter(addresses(40))
         new_times: list[float] = []

@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.security.accounts import create_campaign, sign_up_admin
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -125,7 +125,7 @@ def _has_inputs(operation: Any) -> bool:
 async def test_generated_requests_get_no_server_error_and_answers_match_the_schema(
     system: System, api: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         admin = await sign_up_admin(commands, system.settings)
         await create_campaign(commands, admin)
     base_url = system.command_url if api == "command" else system.query_url

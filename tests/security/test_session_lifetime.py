@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from tests.security.accounts import sign_up
 from tests.security.conftest import System
+from tests.support import loopback
 
 pytestmark = pytest.mark.security
 
@@ -19,7 +19,7 @@ SERVICES = ["command-api"]
 
 
 async def test_a_refresh_family_ends_at_its_absolute_lifetime_however_often_rotated(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         started = time.monotonic()
         user = await sign_up(commands)
         token = user.refresh_token

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import orjson
 import pytest
 import websockets
@@ -17,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from tests.security.accounts import User, grant_admin, log_in, sign_up, sign_up_admin
 from tests.security.conftest import System
+from tests.support import loopback
 from tests.support.services import settings_env
 from tests.support.stack import REPO
 from tests.support.waiting import eventually
@@ -30,8 +30,8 @@ ENDS_WITHIN_SECONDS = 8.0
 async def refused_everywhere(system: System, user: User) -> None:
     """Wait (bounded) until the user's access token is refused by both APIs."""
     async with (
-        httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands,
-        httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries,
+        loopback.client(base_url=system.command_url, timeout=10) as commands,
+        loopback.client(base_url=system.query_url, timeout=10) as queries,
     ):
         deadline = time.monotonic() + ENDS_WITHIN_SECONDS
         while True:
@@ -46,10 +46,10 @@ async def refused_everywhere(system: System, user: User) -> None:
 
 
 async def test_logout_ends_the_users_access_tokens_on_both_apis(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         other = await log_in(commands, user.id, user.email, user.password)
-        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+        async with loopback.client(base_url=system.query_url, timeout=10) as queries:
 
             async def profile_served() -> bool:
                 # The users projection answers once it has the registration (read-your-writes).
@@ -64,12 +64,12 @@ async def test_logout_ends_the_users_access_tokens_on_both_apis(system: System) 
         refreshed = await commands.post("/auth/refresh", json={"refresh_token": other.refresh_token})
         assert refreshed.status_code == 200, refreshed.text
         other.access_token = refreshed.json()["access_token"]
-        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+        async with loopback.client(base_url=system.query_url, timeout=10) as queries:
             assert (await queries.get("/users/me", headers=other.auth)).status_code == 200
 
 
 async def test_logout_all_ends_every_session_of_the_user(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         other = await log_in(commands, user.id, user.email, user.password)
         bystander = await sign_up(commands)
@@ -82,7 +82,7 @@ async def test_logout_all_ends_every_session_of_the_user(system: System) -> None
             assert refused.status_code == 401
         # Another user is untouched; the user can log in again.
         again = await log_in(commands, user.id, user.email, user.password)
-        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+        async with loopback.client(base_url=system.query_url, timeout=10) as queries:
             assert (await queries.get("/users/me", headers=bystander.auth)).status_code == 200
             assert (await queries.get("/users/me", headers=again.auth)).status_code == 200
 
@@ -102,9 +102,9 @@ def revoke_admin(system: System, email: str) -> str:
 
 
 async def test_revoke_admin_is_recorded_and_ends_the_admins_tokens_within_seconds(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         admin = await sign_up_admin(commands, system.settings)
-        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+        async with loopback.client(base_url=system.query_url, timeout=10) as queries:
             assert (await queries.get("/stats", headers=admin.auth)).status_code == 200
             assert "no longer an admin" in revoke_admin(system, admin.email)
             deadline = time.monotonic() + ENDS_WITHIN_SECONDS
@@ -130,7 +130,7 @@ async def test_revoke_admin_is_recorded_and_ends_the_admins_tokens_within_second
 
 
 async def test_ending_the_sessions_closes_the_users_open_monitor_sockets(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         admin = await sign_up_admin(commands, system.settings)
         url = system.query_url.replace("http://", "ws://") + "/monitor/ws"
         async with websockets.connect(url) as ws:
@@ -144,7 +144,7 @@ async def test_ending_the_sessions_closes_the_users_open_monitor_sockets(system:
 
 
 async def test_two_refreshes_of_one_token_within_the_grace_window_share_a_successor(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         # Two tabs refreshing at once, then a third a moment later.
         answers = await asyncio.gather(
@@ -160,7 +160,7 @@ async def test_two_refreshes_of_one_token_within_the_grace_window_share_a_succes
 
 
 async def test_granting_admin_also_ends_the_users_tokens(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         user = await sign_up(commands)
         grant_admin(system.settings, user.email)
         await refused_everywhere(system, user)
@@ -169,7 +169,7 @@ async def test_granting_admin_also_ends_the_users_tokens(system: System) -> None
 async def test_a_password_change_ends_every_other_session_and_closes_the_monitor_sockets(
     system: System,
 ) -> None:
-    async with httpx.AsyncClient(base_url=system.command_url, timeout=10) as commands:
+    async with loopback.client(base_url=system.command_url, timeout=10) as commands:
         admin = await sign_up_admin(commands, system.settings)
         other = await log_in(commands, admin.id, admin.email, admin.password)
         url = system.query_url.replace("http://", "ws://") + "/monitor/ws"
@@ -203,7 +203,7 @@ async def test_a_password_change_ends_every_other_session_and_closes_the_monitor
         assert old.status_code == 401
         # The client that changed it goes on with the pair it got back.
         admin.access_token = changed.json()["access_token"]
-        async with httpx.AsyncClient(base_url=system.query_url, timeout=10) as queries:
+        async with loopback.client(base_url=system.query_url, timeout=10) as queries:
             assert (await queries.get("/stats", headers=admin.auth)).status_code == 200
         onward = await commands.post("/auth/refresh", json={"refresh_token": changed.json()["refresh_token"]})
         assert onward.status_code == 200, onward.text

@@ -19,6 +19,7 @@ from redis.cluster import ClusterNode
 
 from readmodels.keyspace import scheduler_status_key
 from service_runtime.settings import Settings
+from tests.support import loopback
 from tests.support.stack import REPO, free_port
 
 __all__ = ["RunningServices", "free_port", "settings_env"]
@@ -152,7 +153,7 @@ def _is_ready(url: str) -> bool:
     """The API's own readiness answer: 200 with its JSON body, not just any 200 on that port
     (another server there, e.g. a metrics server, answers every GET with 200)."""
     try:
-        response = httpx.get(url, timeout=2)
+        response = loopback.get(url, timeout=2)
         return response.status_code == 200 and response.json().get("status") == "ready"
     except (httpx.HTTPError, ValueError):
         return False

@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from command_api.adapters.mongo_schema import Document, mongo_client
 from command_api.entrypoints.http.app import create_app
 from service_runtime.settings import Settings
+from tests.support import loopback
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ class running_api:  # lower-case: read as `async with running_api(settings) as c
     async def __aenter__(self) -> httpx.AsyncClient:
         await self._lifespan.__aenter__()
         transport = httpx.ASGITransport(self.app, client=(self.client_address, 50000))
-        self._client = httpx.AsyncClient(transport=transport, base_url="http://command-api")
+        self._client = loopback.client(transport=transport, base_url="http://command-api")
         return self._client
 
     async def __aexit__(self, *exc: object) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
@@ -24,6 +23,7 @@ from tests.integration.deadletters.test_dlq_operations import dead_letter_writte
 from tests.integration.monitor.conftest import ServedQueryApi
 from tests.integration.read_side.conftest import projectors, record_in_log, wait_until
 from tests.integration.read_side.workload import new_campaign
+from tests.support import loopback
 
 __all__ = ["projectors"]
 
@@ -42,7 +42,7 @@ def counted(action: str, result: str) -> float:
 
 async def test_a_non_admin_is_refused_every_console_route(query_api: ServedQueryApi) -> None:
     user = query_api.bearer(query_api.token("a-user", ("user",)))
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         assert (await client.get("/console/dead-letters")).status_code == 401
         assert (await client.get("/console/dead-letters", headers=user)).status_code == 403
         assert (await client.get("/console/audit", headers=user)).status_code == 403
@@ -59,7 +59,7 @@ async def test_a_redrive_must_be_confirmed_and_name_a_record_and_the_refusal_is_
     admin = query_api.bearer(query_api.token())
     dlq_topic = Topics.dlq(Topics(query_api.settings.topic_prefix).campaigns)
     before = counted("dead-letters.redrive", "refused")
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         unconfirmed = await client.post(
             "/console/dead-letters/redrive", headers=admin, json={"ref": f"{dlq_topic}:0:0"}
         )
@@ -86,7 +86,7 @@ async def test_an_admin_re_drives_one_dead_letter_it_is_applied_and_both_audits_
     admin = query_api.bearer(query_api.token())
     before = counted("dead-letters.redrive", "ok")
 
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=60) as client:
+    async with loopback.client(base_url=query_api.url, timeout=60) as client:
         listed = await client.get("/console/dead-letters", headers=admin)
         assert listed.status_code == 200
         (topic,) = [t for t in listed.json()["topics"] if t["topic"] == dlq_topic]
@@ -136,7 +136,7 @@ async def test_a_verify_is_queued_claimed_by_a_projectors_process_and_its_result
     messages = await open_pubsub(redis)
     await messages.subscribe(monitor_channel(settings.redis_prefix))
     assert (await messages.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         wrong = await client.post("/console/projections/verify", headers=admin, json={"projection": "nope"})
         assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "projection"
         queued = await client.post("/console/projections/verify", headers=admin, json={"projection": "users"})
@@ -178,7 +178,7 @@ async def test_a_rebuild_must_be_confirmed_then_runs_in_a_projectors_process_and
 ) -> None:
     settings = query_api.settings.model_copy(update={"console_rebuild_grace_seconds": 0.0})
     admin = query_api.bearer(query_api.token())
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         assert (await client.get("/console/projections/last", headers=admin)).json() == {
             "verify": None,
             "rebuild": None,
@@ -226,7 +226,7 @@ async def test_a_console_sign_in_and_out_are_audited_in_the_tokens_name_and_a_no
     admin = query_api.bearer(query_api.token())
     user = query_api.bearer(query_api.token("a-user", ("user",)))
     before = (counted("console.sign-in", "ok"), counted("console.sign-in", "refused"))
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         assert (await client.post("/console/session", json={"action": "sign-in"})).status_code == 401
         wrong = await client.post("/console/session", headers=admin, json={"action": "sign-up"})
         assert wrong.status_code == 422
@@ -279,7 +279,7 @@ async def test_the_gaps_view_lists_each_parked_event_with_the_gap_it_waits_on_an
         repair={"kind": "gap", "aggregate": "campaign:other", "filled": [2], "unfillable": [], "missing": []},
     )
     await record_in_log(settings, campaign.events)  # names what a projection parked unnamed
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         listed = await client.get("/console/gaps", headers=admin)
         assert listed.status_code == 200, listed.text
         by_name = {p["projection"]: p for p in listed.json()["projections"]}
@@ -325,7 +325,7 @@ async def test_the_parked_listing_pages_through_every_bucket(query_api: ServedQu
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
-    async with httpx.AsyncClient(base_url=query_api.url, timeout=30) as client:
+    async with loopback.client(base_url=query_api.url, timeout=30) as client:
         while True:
             params = {"projection": "campaigns", "limit": "2", **({"cursor": cursor} if cursor else {})}
             page = (await client.get("/console/gaps", headers=admin, params=params)).json()["projections"][0]

@@ -10,7 +10,6 @@ import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import websockets
@@ -20,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from readmodels.keyspace import announcement_channel_of, monitor_channel
 from service_runtime.tokens import issue_access_token
 from tests.integration.monitor.conftest import ServedQueryApi
+from tests.support import loopback
 from tests.support.waiting import eventually
 
 
@@ -49,7 +49,7 @@ async def closed_with(ws: Any, within: float = 10) -> int:
 
 
 async def test_the_page_and_its_assets_are_served_without_a_token(query_api: ServedQueryApi) -> None:
-    async with httpx.AsyncClient(base_url=query_api.url) as client:
+    async with loopback.client(base_url=query_api.url) as client:
         page = await client.get("/monitor")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -80,7 +80,7 @@ async def test_the_page_and_its_assets_are_served_without_a_token(query_api: Ser
 
 
 async def test_the_state_is_for_admins_only(query_api: ServedQueryApi) -> None:
-    async with httpx.AsyncClient(base_url=query_api.url) as client:
+    async with loopback.client(base_url=query_api.url) as client:
         assert (await client.get("/monitor/state")).status_code == 401
         user = query_api.bearer(query_api.token("bob", ("user",)))
         forbidden = await client.get("/monitor/state", headers=user)

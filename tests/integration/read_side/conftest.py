@@ -22,6 +22,7 @@ from readmodels.status import read_status
 from service_runtime.redis_client import connect_redis
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
+from tests.support import loopback
 from tests.support.waiting import eventually
 
 
@@ -143,7 +144,7 @@ class QueryClient:
             scope["state"] = dict(state)
             await app(scope, receive, send)
 
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://query")
+        self.http = loopback.client(transport=httpx.ASGITransport(app=with_state), base_url="http://query")
 
     def token(self, user_id: str, roles: list[str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_access_token(self.settings, user_id, roles or ['user'])}"}

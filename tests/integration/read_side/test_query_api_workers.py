@@ -19,6 +19,7 @@ from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.integration.read_side.conftest import EventProducer, wait_records, wait_until
 from tests.integration.read_side.workload import new_campaign
+from tests.support import loopback
 from tests.support.services import free_port, settings_env
 from tests.support.stack import REPO
 
@@ -62,7 +63,7 @@ async def test_every_worker_wakes_its_min_version_reads_from_the_shared_notifica
 
     async def ready() -> bool:
         try:
-            async with httpx.AsyncClient(base_url=two_workers, timeout=2) as client:
+            async with loopback.client(base_url=two_workers, timeout=2) as client:
                 return (await client.get("/health/ready")).status_code == 200
         except httpx.HTTPError:
             return False
@@ -72,7 +73,7 @@ async def test_every_worker_wakes_its_min_version_reads_from_the_shared_notifica
     # One connection per request, so the two workers share the load. Which worker accepts a
     # connection is the kernel's choice, so rounds go on until both have served waiting reads.
     async def read_version(version: int) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=two_workers, timeout=10) as client:
+        async with loopback.client(base_url=two_workers, timeout=10) as client:
             return await client.get(
                 f"/campaigns/{campaign.aggregate_id}", params={"min_version": version}, headers=auth
             )

@@ -24,6 +24,7 @@ from service_runtime.sessions import SessionCutoffs
 from service_runtime.settings import Settings
 from service_runtime.tokens import issue_access_token
 from tests.integration.workers.harness import committed_offsets, metric, produce, running_workers, wait_for
+from tests.support import loopback
 from tests.unit.workers.campaign_history import completed_campaign
 
 
@@ -53,7 +54,7 @@ async def query_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app.dependency_overrides[read_side] = lambda: side
     app.include_router(reports.router)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
+    async with loopback.client(transport=transport, base_url="http://query-api") as client:
         yield client
     await redis.aclose()
 
