@@ -44,11 +44,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # their group, the longest unit of work, starts at once on one worker while the other
     # worker takes the rest, instead of starting last and running alone.
     items.sort(key=lambda item: not _on_private_stack(item))
-    _LAST_USER.clear()
-    for item in items:
-        for fixture in _RELEASE:
-            if fixture in item.fixturenames:
-                _LAST_USER[fixture] = item.nodeid
 
 
 # The private stack and the private cluster are stopped once the last test that uses them has
@@ -57,6 +52,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # that asks for one after that (run out of order) starts it again: the fixtures are per module.
 _RELEASE = {"private_stack": release_private_stack, "private_cluster": release_private_cluster}
 _LAST_USER: dict[str, str] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The last test to run that uses each, once `-m` and `-k` have deselected theirs."""
+    _LAST_USER.clear()
+    for item in session.items:
+        for fixture in _RELEASE:
+            if fixture in item.fixturenames:
+                _LAST_USER[fixture] = item.nodeid
 
 
 def pytest_runtest_logfinish(nodeid: str) -> None:
