@@ -28,17 +28,17 @@ stack-up: venv deps
 stack-down: venv
 	$(BIN)/campaigns stack down
 
-## make test: every test, against real servers the stack starts itself, in one pytest session,
-## then the read side again on the Redis Cluster (test-redis-cluster).
-## `make test TEST_WORKERS=2` runs two passes instead: the tests isolated per test (own database,
-## key prefix, topics) on that many pytest-xdist workers (tests/security, which shares the
-## private stack, all on one worker), then, alone, the tests that stop servers, run the
-## sustained load or drive a browser (SERIAL_TESTS). Both passes always run.
+## make test: every test, against real servers the stack starts itself, in two passes: the tests
+## isolated per test (own database, key prefix, topics) on TEST_WORKERS pytest-xdist workers
+## (tests/security, which shares the private stack, all on one worker), then, alone, the tests
+## that stop servers, run the sustained load, drive a browser or run a cluster (SERIAL_TESTS).
+## Both passes always run. Then the read side again on the Redis Cluster (test-redis-cluster).
+## `make test TEST_WORKERS=0` runs everything in one pytest session instead.
 ## -rfER lists every failure, error and rerun in the summary; --rerun-show-tracebacks prints the
 ## traceback of every failed attempt, so a test rescued by a rerun still says why it failed.
 ## --durations=20 names the slowest steps of each pass: the whole suite must stay under 30 minutes,
 ## so the sustained-load test runs one minute here (LOAD_SECONDS); `make load` runs it for three.
-TEST_WORKERS ?= 0
+TEST_WORKERS ?= 2
 LOAD_SECONDS ?= 60
 SERIAL_TESTS := chaos or load or browser or cluster
 PYTEST_RUN := $(BIN)/pytest -p no:cacheprovider --reruns 2 --reruns-delay 2 --rerun-show-tracebacks -rfER --durations=20
