@@ -1,9 +1,10 @@
 """httpx clients for the tests, all sharing one TLS context.
 
 The tests speak plain HTTP to servers on loopback, yet an httpx client made without `verify`
-builds a new SSL context and loads certifi's CA bundle into it: 40-50 ms of CPU a client, on a
-suite that is CPU-bound on two cores (`RunningServices.wait_ready` polled with a new client every
-0.2 s). Given one context, a client costs about 0.25 ms. Trust is what httpx's default gives.
+builds a new SSL context and loads certifi's CA bundle into it: 40-50 ms of CPU a client, taken
+from the servers and services under test on the same two cores (`RunningServices.wait_ready`
+polled with a new client every 0.2 s). Given one context, a client costs about 0.25 ms. Trust is
+what httpx's default gives.
 """
 
 from __future__ import annotations
