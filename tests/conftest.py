@@ -69,6 +69,12 @@ def pytest_runtest_logfinish(nodeid: str) -> None:
             _RELEASE[fixture]()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Whatever is still up at the end: a run stopped early, a last user that never ran."""
+    for release in _RELEASE.values():
+        release()
+
+
 # A teardown still running after this long is stuck (the projectors' stop is bounded at 30 s):
 # what every thread and every pending asyncio task is doing then goes to STUCK_LOG, read after
 # a run (pytest-timeout fails the test at 300 s, and a rerun's report keeps no traceback).

@@ -11,11 +11,6 @@ from tests.support.private_fixtures import (  # noqa: F401 - fixtures, found by 
     private_settings,
     private_stack,
 )
-from tests.support.private_stack import release_private_stack
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    release_private_stack()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.support.fault_table import CLUSTER_COLUMNS, CLUSTER_ROWS, format_table
-from tests.support.private_cluster import PrivateCluster, acquire_private_cluster, release_private_cluster
+from tests.support.private_cluster import PrivateCluster, acquire_private_cluster
 
 
 @pytest.fixture(scope="module")
 def private_cluster() -> PrivateCluster:
     return acquire_private_cluster()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    release_private_cluster()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,14 +10,9 @@ from tests.support.private_fixtures import (  # noqa: F401 - fixtures, found by 
     private_settings,
     private_stack,
 )
-from tests.support.private_stack import release_private_stack
 
 # What the load test measured, printed at the end of the session (pytest captures its output).
 REPORT: list[str] = []
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    release_private_stack()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

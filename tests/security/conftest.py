@@ -9,15 +9,11 @@ import pytest
 
 from service_runtime.settings import Settings
 from tests.support.private_fixtures import private_stack  # noqa: F401 - a fixture, found by name
-from tests.support.private_stack import PrivateStack, release_private_stack
+from tests.support.private_stack import PrivateStack
 from tests.support.services import RunningServices, free_port
 from tests.support.stack import create_topics, remove_test_data
 
 SERVICES = ["command-api", "query-api", "relay", "projectors"]
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    release_private_stack()
 
 
 @dataclass
