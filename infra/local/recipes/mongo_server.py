@@ -7,6 +7,7 @@ topology keeps this one node too (a 3-member replica set needs real `mongod`s).
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -47,18 +48,23 @@ def single(ctx: Context) -> Group:
     def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
         python = venv / "bin" / "python"
-        probe = (
-            subprocess.run([str(python), "-c", "import secantus"], capture_output=True, check=False)
-            if python.exists()
-            else None
-        )
-        if probe is None or probe.returncode != 0:
-            say(f"installing SecantusDB {SECANTUS_VERSION} into {venv} (a separate venv)")
-            run_checked([sys.executable, "-m", "venv", str(venv)], "creating SecantusDB's venv")
-            run_checked(
-                [str(python), "-m", "pip", "install", "-q", f"secantusdb=={SECANTUS_VERSION}"],
-                "installing SecantusDB from PyPI",
+        TOOLS.mkdir(parents=True, exist_ok=True)
+        # Stacks starting at once share the venv (`make test`'s two workers may each start a
+        # private stack on a fresh clone): one installs, the others wait and then find it there.
+        with (TOOLS / ".secantus-install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            probe = (
+                subprocess.run([str(python), "-c", "import secantus"], capture_output=True, check=False)
+                if python.exists()
+                else None
             )
+            if probe is None or probe.returncode != 0:
+                say(f"installing SecantusDB {SECANTUS_VERSION} into {venv} (a separate venv)")
+                run_checked([sys.executable, "-m", "venv", str(venv)], "creating SecantusDB's venv")
+                run_checked(
+                    [str(python), "-m", "pip", "install", "-q", f"secantusdb=={SECANTUS_VERSION}"],
+                    "installing SecantusDB from PyPI",
+                )
 
     server = Server(
         name="mongo",
