@@ -30,8 +30,8 @@ stack-down: venv
 
 ## make test: every test, against real servers the stack starts itself, in two passes: the tests
 ## isolated per test (own database, key prefix, topics) on TEST_WORKERS pytest-xdist workers
-## (tests/security, which shares the private stack, is marked for one worker; pytest 9.2 loses
-## xdist 3.8's group marks, xdist issue 1386, so each worker may start its own), then, alone, the tests
+## (tests/security, which shares the private stack, is marked for one worker; pytest stays below
+## 9.2, which loses xdist 3.8's group marks, xdist issue 1386), then, alone, the tests
 ## that stop servers, run the sustained load, drive a browser or run a cluster (SERIAL_TESTS).
 ## Both passes always run. Then the read side again on the Redis Cluster (test-redis-cluster).
 ## `make test TEST_WORKERS=0` runs everything in one pytest session instead.

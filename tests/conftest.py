@@ -29,6 +29,9 @@ def _on_private_stack(item: pytest.Item) -> bool:
     return any(HERE / folder in path.parents for folder in PRIVATE_STACK_FOLDERS)
 
 
+# First among the hooks: pytest-xdist's worker reads the `xdist_group` marks in its own
+# `pytest_collection_modifyitems`, so they must be on the items before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
