@@ -10,6 +10,7 @@ on first use (auto-create is off): the stack creates the system's topics after s
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import subprocess
@@ -58,29 +59,36 @@ def resolve_kafka_jars(libs: Path) -> None:
         raise StackError(
             "Kafka's jars come from Maven Central through Maven: install Maven (apt-get install maven)"
         )
-    say(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {libs}")
     libs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            "mvn",
-            "-B",
-            "-q",
-            "-f",
-            str(KAFKA_POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StackError(
-            "Maven could not resolve Kafka's jars from Maven Central (is it reachable?). "
-            "No other broker is substituted.\n" + (result.stdout + result.stderr)[-3000:]
+    # Stacks starting at once on a machine that has never fetched the jars (`make test`'s two
+    # workers may each start a private stack) would run Maven into one directory together: one
+    # resolves, the others wait and then find the marker.
+    with (libs.parent / ".resolve.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return
+        say(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {libs}")
+        result = subprocess.run(
+            [
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(KAFKA_POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
-    marker.write_text(kafka_version())
+        if result.returncode != 0:
+            raise StackError(
+                "Maven could not resolve Kafka's jars from Maven Central (is it reachable?). "
+                "No other broker is substituted.\n" + (result.stdout + result.stderr)[-3000:]
+            )
+        marker.write_text(kafka_version())
 
 
 def _properties(
