@@ -6,8 +6,10 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +72,38 @@ def _wrk_version() -> str:
     return out.split("Copyright")[0].strip()
 
 
+def host_calibration(rounds: int = 3) -> dict[str, int]:
+    """Two fixed loops timed at the start of a run, best of `rounds`, so runs on different hosts
+    (or hours) can be told apart by the host's speed, not only by the figures' own limits: a
+    pure-Python loop (the services' and the projectors' kind of work) and one-byte round trips
+    over a local socket pair (a send and a receive each way: the kernel's share of every request,
+    which moved most between hosts). Neither is a goal; each takes about a tenth of a second."""
+    python_steps, trips = 1_000_000, 5_000
+    python_best = trips_best = float("inf")
+    left, right = socket.socketpair()
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            total = 0
+            for i in range(python_steps):
+                total += i
+            python_best = min(python_best, time.perf_counter() - started)
+            started = time.perf_counter()
+            for _ in range(trips):
+                left.send(b"x")
+                right.recv(1)
+                right.send(b"x")
+                left.recv(1)
+            trips_best = min(trips_best, time.perf_counter() - started)
+    finally:
+        left.close()
+        right.close()
+    return {
+        "python_loop_steps_per_second": round(python_steps / python_best),
+        "socket_round_trips_per_second": round(trips / trips_best),
+    }
+
+
 async def describe(settings: Settings) -> dict[str, Any]:
     redis = connect_redis(settings)
     try:
@@ -93,6 +127,7 @@ async def describe(settings: Settings) -> dict[str, Any]:
             "cores": os.cpu_count(),
             "kernel": platform.release(),
             "load_average_at_start": load_average(),
+            "calibration": host_calibration(),
         },
         "versions": {
             "python": platform.python_version(),

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import RESULTS, Figure, markdown_table
+from bench.report import RESULTS, Figure, calibration_text, markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START = "<!-- bench:latest:start (python -m bench.readme writes this part from bench/results/latest.json) -->"
@@ -41,12 +41,18 @@ def summary(context: dict[str, Any]) -> str:
         f"Last whole run: `{command}` {code}, {context['date'][:16].replace('T', ' ')} UTC, "
         f"{minutes:.0f} min, {machine['cpu_model']}, {machine['cores']} cores, load average "
         f"{_loads(machine['load_average_at_start'])} at the start and "
-        f"{_loads(machine.get('load_average_at_end', []))} at the end. Python {versions['python']}, "
+        f"{_loads(machine.get('load_average_at_end', []))} at the end{_calibration(machine)}. "
+        f"Python {versions['python']}, "
         f"Apache Kafka {versions['kafka']}, Redis {versions['redis_server']}, "
         f"{versions['mongodb_server']}, redis-py {versions['redis']} with hiredis {versions['hiredis']}, "
         f"FastStream {versions['faststream']}, aiokafka {versions['aiokafka']}, "
         f"pymongo {versions['pymongo']}."
     )
+
+
+def _calibration(machine: dict[str, Any]) -> str:
+    found = machine.get("calibration")
+    return f"; host calibration {calibration_text(found)}" if found else ""
 
 
 def how_measured(figures: list[Figure]) -> str:

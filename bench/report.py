@@ -72,6 +72,14 @@ def markdown_table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def calibration_text(calibration: dict[str, int]) -> str:
+    """The host's calibration loops (bench/machine.py) as one phrase."""
+    return (
+        f"{calibration['python_loop_steps_per_second'] / 1e6:.1f} M Python loop steps/s, "
+        f"{calibration['socket_round_trips_per_second']:,} socket round trips/s"
+    )
+
+
 def write(figures: list[Figure], context: dict[str, Any], path: Path | None = None) -> Path:
     path = path or RESULTS / "latest.json"
     path.parent.mkdir(parents=True, exist_ok=True)

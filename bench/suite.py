@@ -111,7 +111,7 @@ from bench.machine import describe, load_average
 from bench.memory import CpuWindow, process_tree_memory, tree_pids
 from bench.projection_runs import projector_process, replay_rebuild
 from bench.raw_limits import raw_consume, raw_consume_one_key, raw_transactions
-from bench.report import RESULTS, Figure, show, write
+from bench.report import RESULTS, Figure, calibration_text, show, write
 from events import Topics
 from events.log import relay_backlog
 from readmodels.groups import projection_group
@@ -560,7 +560,8 @@ async def run_suite() -> int:
     }
     say(
         f"bench {env.tag}: {context['machine']['cpu_model']}, {context['machine']['cores']} cores, "
-        f"load average {context['machine']['load_average_at_start']}"
+        f"load average {context['machine']['load_average_at_start']}; host calibration "
+        f"{calibration_text(context['machine']['calibration'])}"
     )
     figures: dict[str, Figure] = {}
     cluster: BenchCluster | None = None

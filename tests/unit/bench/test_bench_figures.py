@@ -208,3 +208,14 @@ def test_the_anti_entropy_figure_seeds_state_documents_as_the_command_side_write
     assert {"owner_id", "name", "status", "channel", "budget", "tags"} <= campaign.keys()
     first, second = state_document("user", "user-1"), state_document("user", "user-2")
     assert first["email"] != second["email"] and first["password_hash"] and second["version"] == 3
+
+
+def test_the_host_calibration_times_both_loops_and_reports_their_rates() -> None:
+    from bench.machine import host_calibration
+
+    calibration = host_calibration(rounds=1)
+
+    assert set(calibration) == {"python_loop_steps_per_second", "socket_round_trips_per_second"}
+    # Bounds no host of the bench's kind leaves: a million steps in under 10 s and over 1 ms.
+    assert 100_000 < calibration["python_loop_steps_per_second"] < 1_000_000_000
+    assert 500 < calibration["socket_round_trips_per_second"] < 10_000_000

@@ -32,3 +32,16 @@ def test_rewrite_replaces_only_the_marked_part(tmp_path: Path) -> None:
     text = page.read_text()
     assert text.startswith("# before\n") and text.endswith("\nafter\n") and "old table" not in text
     assert readme.rewrite(page, RESULTS / "latest.json") is False
+
+
+def test_the_summary_names_the_host_calibration_when_the_run_recorded_one() -> None:
+    context = readme.load()[0]
+    without = {**context, "machine": {k: v for k, v in context["machine"].items() if k != "calibration"}}
+    calibration = {"python_loop_steps_per_second": 22_701_832, "socket_round_trips_per_second": 130_415}
+    with_it = {**context, "machine": {**without["machine"], "calibration": calibration}}
+
+    assert "calibration" not in readme.summary(without)
+    assert (
+        "at the end; host calibration 22.7 M Python loop steps/s, 130,415 socket round trips/s."
+        in readme.summary(with_it)
+    )
