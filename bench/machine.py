@@ -76,8 +76,8 @@ def host_calibration(rounds: int = 3) -> dict[str, int]:
     """Two fixed loops timed at the start of a run, best of `rounds`, so runs on different hosts
     (or hours) can be told apart by the host's speed, not only by the figures' own limits: a
     pure-Python loop (the services' and the projectors' kind of work) and one-byte round trips
-    over a local socket pair (a send and a receive each way: the kernel's share of every request,
-    which moved most between hosts). Neither is a goal; each takes about a tenth of a second."""
+    over a local socket pair (a send and a receive each way: the kernel's share of every request).
+    Neither is a goal; the two, three rounds each, take about a quarter of a second."""
     python_steps, trips = 1_000_000, 5_000
     python_best = trips_best = float("inf")
     left, right = socket.socketpair()
