@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,17 @@ def host_port(address: str, default_port: int) -> tuple[str, int]:
     if not host:
         return address.strip() or "127.0.0.1", default_port
     return host, int(port)
+
+
+@contextmanager
+def installing(lock_file: Path) -> Iterator[None]:
+    """Held while one stack installs a tool that stacks share: stacks starting at once (`make
+    test`'s two workers may each start a private stack on a fresh clone) take turns, and the
+    later ones find the tool installed."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def run_checked(command: list[str], what: str) -> str:

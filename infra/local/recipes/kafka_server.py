@@ -10,7 +10,6 @@ on first use (auto-create is off): the stack creates the system's topics after s
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from infra.local.recipes.base import (
     Server,
     StackError,
     host_port,
+    installing,
     run_checked,
     say,
 )
@@ -60,11 +60,7 @@ def resolve_kafka_jars(libs: Path) -> None:
             "Kafka's jars come from Maven Central through Maven: install Maven (apt-get install maven)"
         )
     libs.mkdir(parents=True, exist_ok=True)
-    # Stacks starting at once on a machine that has never fetched the jars (`make test`'s two
-    # workers may each start a private stack) would run Maven into one directory together: one
-    # resolves, the others wait and then find the marker.
-    with (libs.parent / ".resolve.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with installing(libs.parent / ".resolve.lock"):
         if marker.exists():
             return
         say(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {libs}")

@@ -7,7 +7,6 @@ topology keeps this one node too (a 3-member replica set needs real `mongod`s).
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from infra.local.recipes.base import TOOLS, Context, Group, Server, StackError, run_checked, say
+from infra.local.recipes.base import TOOLS, Context, Group, Server, StackError, installing, run_checked, say
 
 SECANTUS_VERSION = "0.7.0b3"
 
@@ -48,11 +47,7 @@ def single(ctx: Context) -> Group:
     def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
         python = venv / "bin" / "python"
-        TOOLS.mkdir(parents=True, exist_ok=True)
-        # Stacks starting at once share the venv (`make test`'s two workers may each start a
-        # private stack on a fresh clone): one installs, the others wait and then find it there.
-        with (TOOLS / ".secantus-install.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with installing(TOOLS / ".secantus-install.lock"):
             probe = (
                 subprocess.run([str(python), "-c", "import secantus"], capture_output=True, check=False)
                 if python.exists()

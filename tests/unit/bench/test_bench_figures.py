@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import chart, cpu_cost, rate_steps, scale
+from bench.machine import host_calibration
 from bench.memory import MachineTicks, machine_shares
 from bench.wrk import WrkResult
 
@@ -211,8 +212,6 @@ def test_the_anti_entropy_figure_seeds_state_documents_as_the_command_side_write
 
 
 def test_the_host_calibration_times_both_loops_and_reports_their_rates() -> None:
-    from bench.machine import host_calibration
-
     calibration = host_calibration(rounds=1)
 
     assert set(calibration) == {"python_loop_steps_per_second", "socket_round_trips_per_second"}
