@@ -365,8 +365,10 @@ class Settings(BaseSettings):
     # writes every event through the live projector's apply). The window being folded and what is
     # left of the one being written hold this many together, so memory grows with this, not with
     # the log: ~1.4 KiB of RSS a campaign (its document as stored and its new fields as JSON).
+    # From Kafka, partitions are read one at a time and the window is written out at each one's
+    # end, so a window of one partition's campaigns (of a process's share of it) folds them whole.
     # Then campaigns per pipelined write.
-    replay_fold_campaigns: int = Field(default=25_000, ge=0)
+    replay_fold_campaigns: int = Field(default=10_000, ge=0)
     replay_write_campaigns: int = Field(default=500, ge=1)
     # The full pass from Kafka read by this many processes, each a part of the partitions (an
     # aggregate's events share one), when it holds at least `replay_parallel_min_events` records

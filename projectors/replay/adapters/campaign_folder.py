@@ -5,15 +5,17 @@ round-trip through Redis after every batch as the live projector's does. The fol
 campaign it has seen (a `_Folded`: compact, its document as Redis stored it and its new fields as
 JSON, not as dicts of objects): what Redis holds for it (read once, on its first event in the
 window) and what the events read since then made of it, planned by the live projector's own
-`plan_campaign`, event by event, in order. When `max_campaigns` are held (and at
-the end of every pass), each changed campaign is written once, from what Redis holds to its
-folded state, by the live projector's own guarded write (`CampaignsProjection._write`): the keys
-and values are those the live projector writes for the same events, only without the
-intermediate states. So a campaign's five events cost one read, five in-memory plans and one
-write instead of five of each; the window is a setting, and memory is bounded by it, never by
-the log.
+`plan_campaign`, event by event, in order. When `max_campaigns` are held (and at the end of
+every pass), each changed campaign is written once, from what Redis holds to its folded state,
+by the live projector's own guarded write (`CampaignsProjection._write`): the keys and values
+are those the live projector writes for the same events, only without the intermediate states.
+So a campaign's five events cost one read, five in-memory plans and one write instead of five of
+each; the window is a setting, and memory is bounded by it, never by the log. The Kafka source
+reads one partition at a time and ends each with a `ClosingBatch`, after which no campaign held
+has an event left: the window is written out then too, so a window of one partition's campaigns
+folds every campaign whole (a process reads several partitions).
 
-The write of a full window runs in the background, `write_campaigns` campaigns per pipeline,
+The write of a full (or closed) window runs in the background, `write_campaigns` campaigns per pipeline,
 while the next window is read and folded; a campaign of the next window that is still being
 written is read only after that write ended. Only one window is being written at a time, and
 each campaign is let go as soon as its pipeline is written: the window being folded and what is
@@ -46,7 +48,7 @@ from readmodels.keyspace import generation_base
 from service_runtime.redis_client import is_cluster
 
 # Campaigns held folded before they are written (the window), and campaigns per write pipeline.
-FOLD_CAMPAIGNS = 25_000
+FOLD_CAMPAIGNS = 10_000
 WRITE_CAMPAIGNS = 500
 WRITES_IN_FLIGHT = 2
 
@@ -157,8 +159,10 @@ class CampaignFolder:
         self._write_task: asyncio.Task[None] | None = None
         self._released = asyncio.Event()  # set whenever written campaigns leave `_writing`
 
-    async def write(self, envelopes: Sequence[EventEnvelope]) -> None:
-        """Fold `envelopes` (this projection's, in an order that keeps each campaign's versions)."""
+    async def write(self, envelopes: Sequence[EventEnvelope], closing: bool = False) -> None:
+        """Fold `envelopes` (this projection's, in an order that keeps each campaign's versions);
+        `closing`: no campaign held has an event left in this pass, so the window is written out
+        now (in the background), not once it is full."""
         by_campaign: dict[str, list[EventEnvelope]] = {}
         for envelope in envelopes:
             events = by_campaign.get(envelope.aggregate_id)
@@ -183,7 +187,7 @@ class CampaignFolder:
             outcomes += plan.outcomes
             entry.fold(given, plan)
         self.tally.add(ApplyResult(outcomes))
-        if len(folded) >= self.max_campaigns:
+        if len(folded) >= self.max_campaigns or (closing and folded):
             await self._written()
             self._writing, self._folded = folded, {}
             self._write_task = asyncio.create_task(self._write_out(self._writing))

@@ -2,10 +2,10 @@
 
 No consumer group: the partitions are assigned by hand and nothing is committed, so the
 projectors' groups never notice a replay. A pass reads every partition up to the end offsets
-taken when the pass begins; a partition that reached its end is paused until the next pass, so
-passes have clean boundaries. Each aggregate's events stay in order: they share a partition
-(the key is the aggregate id). Only as complete as the topics' retention: the MongoDB log is
-the authoritative source.
+taken when the pass begins, one partition after another; a partition that reached its end is
+paused until the next pass, so passes have clean boundaries. Each aggregate's events stay in
+order: they share a partition (the key is the aggregate id). Only as complete as the topics'
+retention: the MongoDB log is the authoritative source.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from events import EventEnvelope, InvalidEvent, decode_event
-from projectors.replay.application.ports import SourceUnavailable
+from projectors.replay.application.ports import ClosingBatch, SourceUnavailable
 from projectors.replay.domain.plan import cut_into_shares
 
 # Records per batch handed to the writers: a batch's decoded events and what the writers make of
@@ -149,15 +149,23 @@ class KafkaEventSource:
         self.invalid += invalid
 
     async def _read(self, remaining: dict[TopicPartition, int]) -> AsyncIterator[Sequence[EventEnvelope]]:
+        """Each partition of `remaining` read to its end, one partition at a time, its last batch
+        a `ClosingBatch`: none of the aggregates read so far has an event left in this pass (an
+        aggregate's events share a partition), so a writer may write out what it holds for them.
+        A writer folding in memory then needs a window of one partition's aggregates, not of all
+        those a process reads, to write each of them once."""
         consumer = self.consumer
-        consumer.pause(*[tp for tp in self.partitions if tp not in remaining])
-        consumer.resume(*remaining)
-        while remaining:
-            fetched = await consumer.getmany(
-                *remaining, timeout_ms=FETCH_TIMEOUT_MS, max_records=FETCH_RECORDS
-            )
-            envelopes: list[EventEnvelope] = []
-            for partition, records in fetched.items():
+        consumer.pause(*self.partitions)
+        for partition, end in sorted(remaining.items()):
+            if self.next_offset[partition] >= end:
+                continue  # nothing of it in this pass (a share's empty partition)
+            consumer.resume(partition)
+            while self.next_offset[partition] < end:
+                fetched = await consumer.getmany(
+                    partition, timeout_ms=FETCH_TIMEOUT_MS, max_records=FETCH_RECORDS
+                )
+                records = fetched.get(partition, ())
+                envelopes: list[EventEnvelope] = []
                 for record in records:
                     try:
                         envelopes.append(decode_event(record.value or b""))
@@ -165,14 +173,13 @@ class KafkaEventSource:
                         self.invalid += 1
                 if records:
                     self.next_offset[partition] = records[-1].offset + 1
-            if not fetched:
-                # Offsets can skip (transaction markers): ask where the consumer stands.
-                for partition in remaining:
+                else:
+                    # Offsets can skip (transaction markers): ask where the consumer stands.
                     self.next_offset[partition] = max(
                         self.next_offset[partition], await consumer.position(partition)
                     )
-            for partition in [tp for tp, end in remaining.items() if self.next_offset[tp] >= end]:
-                consumer.pause(partition)
-                del remaining[partition]
-            if envelopes:
-                yield envelopes
+                if self.next_offset[partition] >= end:
+                    consumer.pause(partition)
+                    yield ClosingBatch(envelopes)
+                elif envelopes:
+                    yield envelopes

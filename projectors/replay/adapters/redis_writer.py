@@ -25,6 +25,7 @@ from events import EventEnvelope
 from projectors.adapters.campaigns_projection import CampaignsProjection
 from projectors.application.ports import Projection
 from projectors.replay.adapters.campaign_folder import FOLD_CAMPAIGNS, WRITE_CAMPAIGNS, CampaignFolder
+from projectors.replay.application.ports import ClosingBatch
 from projectors.replay.domain.tally import ProjectionTally
 
 LANES = 4
@@ -82,8 +83,9 @@ class LaneWriter:
 
     async def write(self, envelopes: Sequence[EventEnvelope]) -> None:
         self._raise_failure()
+        closing = isinstance(envelopes, ClosingBatch)
         for folder in self._folders.values():
-            await folder.write([e for e in envelopes if folder.projection.accepts(e)])
+            await folder.write([e for e in envelopes if folder.projection.accepts(e)], closing)
         laned = [(p, lanes) for p, lanes in self._targets if p.name not in self._folders]
         for envelope in envelopes if laned else ():
             for projection, lanes in laned:

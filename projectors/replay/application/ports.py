@@ -22,6 +22,14 @@ class LiveGenerationError(RuntimeError):
     """Refused: the generation is live."""
 
 
+class ClosingBatch(list[EventEnvelope]):
+    """A batch after which the pass brings no more events of any aggregate it brought so far (the
+    Kafka source reads one partition at a time, and an aggregate's events share a partition, so
+    each partition's last batch is one): a writer may write out what it holds for them now
+    instead of at the pass's end. It may be empty (a partition whose last records were
+    transaction markers)."""
+
+
 class SourcePass(Protocol):
     """One pass over the source: from where the previous pass stopped to the end as of its start."""
 
@@ -30,7 +38,8 @@ class SourcePass(Protocol):
         """Events this pass will read, when the source knows beforehand."""
 
     def batches(self) -> AsyncIterator[Sequence[EventEnvelope]]:
-        """Decoded events, in an order that keeps each aggregate's versions in order."""
+        """Decoded events, in an order that keeps each aggregate's versions in order; some
+        batches may be `ClosingBatch`es."""
 
 
 class EventSource(Protocol):
@@ -62,7 +71,9 @@ class GenerationWriter(Protocol):
     def targets(self) -> Mapping[str, str]:
         """The generation each projection is built into."""
 
-    async def write(self, envelopes: Sequence[EventEnvelope]) -> None: ...
+    async def write(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """Apply `envelopes` (or hold them, to write later); after a `ClosingBatch`, what it holds
+        for the aggregates written so far may be written out, none of their events being left."""
 
     async def flush(self) -> None:
         """Return once everything written so far is in Redis (raises what a write raised)."""

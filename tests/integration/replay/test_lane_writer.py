@@ -10,6 +10,7 @@ from projectors.adapters.digest import generation_digest
 from projectors.adapters.redis_projection import campaigns_projection
 from projectors.replay.adapters.campaign_folder import GenerationMoved
 from projectors.replay.adapters.redis_writer import LaneWriter
+from projectors.replay.application.ports import ClosingBatch
 from projectors.replay.domain.tally import ProjectionTally
 from service_runtime.settings import Settings
 from tests.integration.read_side.workload import Aggregate, interleave, mixed_workload
@@ -179,4 +180,37 @@ async def test_the_campaigns_held_stay_within_the_window_what_is_written_is_let_
     assert max(held) == 10
     assert await generation_digest(redis, settings.redis_prefix, "campaigns.held") == (
         await generation_digest(redis, settings.redis_prefix, "campaigns.plain")
+    )
+
+
+async def test_a_closing_batch_writes_the_window_out_before_it_is_full(
+    settings: Settings, redis: Redis
+) -> None:
+    """After a `ClosingBatch` none of the campaigns held has an event left (a Kafka partition was
+    read to its end): they are written then, and the window starts empty for the next partition."""
+    projection = campaigns_projection(settings.redis_prefix, settings.read_model_buckets)
+    first = interleave(mixed_workload(30, ["owner-a"]))
+    second = interleave(mixed_workload(20, ["owner-b"]))
+    writer = LaneWriter(redis, [(projection, "campaigns.closed")], fold_campaigns=10_000)
+    folder = writer._folders["campaigns"]
+    await writer.start()
+    try:
+        await writer.write(first[:-7])
+        assert len(folder._folded) == 30 and not folder._writing  # held, the window far from full
+        await writer.write(ClosingBatch(first[-7:]))
+        assert not folder._folded  # handed to the write, before any flush
+        await folder._written()
+        await projection.apply(redis, "campaigns.first", first, announce=False)
+        assert await generation_digest(redis, settings.redis_prefix, "campaigns.closed") == (
+            await generation_digest(redis, settings.redis_prefix, "campaigns.first")
+        )
+        await writer.write(second)
+        assert len(folder._folded) == 20  # the next partition's campaigns only
+        await writer.flush()
+    finally:
+        await writer.close()
+    await projection.apply(redis, "campaigns.first", second, announce=False)
+
+    assert await generation_digest(redis, settings.redis_prefix, "campaigns.closed") == (
+        await generation_digest(redis, settings.redis_prefix, "campaigns.first")
     )

@@ -406,3 +406,32 @@ async def test_drop_unlinks_a_generation_page_by_page_and_counts_each_key_once(
     assert "users.9: 250 keys removed" in dropped.output
     assert await generation_keys(redis, settings.redis_prefix, "users.9") == []
     assert await generation_keys(redis, settings.redis_prefix, "users.1") == [kept.user("u0").encode()]
+
+
+async def test_the_kafka_source_reads_one_partition_at_a_time_and_closes_each_with_its_last_batch(
+    settings: Settings, writer: EventWriter
+) -> None:
+    """A `ClosingBatch` promises that no aggregate read so far has an event left in the pass:
+    the fold writes its window out on it."""
+    from projectors.replay.application.ports import ClosingBatch
+    from projectors.replay.bootstrap import replay
+
+    campaigns, _ = workload()
+    events = interleave(campaigns)
+    await writer.write(events)
+    async with replay(settings) as tools, tools.kafka_source(["campaigns"]) as source:
+        batches = [batch async for batch in (await source.next_pass()).batches()]
+        holding = [tp for tp, offset in source.positions().items() if offset > 0]
+
+    seen: set[str] = set()
+    closed: set[str] = set()
+    for batch in batches:
+        ids = {envelope.aggregate_id for envelope in batch}
+        assert not ids & closed, "an aggregate came back after a batch that closed it"
+        seen |= ids
+        if isinstance(batch, ClosingBatch):
+            closed |= seen
+    assert len(holding) > 1  # the workload spreads over partitions, so the order is tested
+    assert sum(isinstance(batch, ClosingBatch) for batch in batches) == len(holding)
+    assert isinstance(batches[-1], ClosingBatch)
+    assert sorted(e.event_id for batch in batches for e in batch) == sorted(e.event_id for e in events)
