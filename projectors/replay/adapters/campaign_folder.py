@@ -15,12 +15,12 @@ reads one partition at a time and ends each with a `ClosingBatch`, after which n
 has an event left: the window is written out then too, so a window of one partition's campaigns
 folds every campaign whole (a process reads several partitions).
 
-The write of a full (or closed) window runs in the background, `write_campaigns` campaigns per pipeline,
-while the next window is read and folded; a campaign of the next window that is still being
-written is read only after that write ended. Only one window is being written at a time, and
-each campaign is let go as soon as its pipeline is written: the window being folded and what is
-left of the one being written hold `max_campaigns` together (a batch of new campaigns waits for
-room), so the peak is one window, not two.
+The write of a full (or closed) window runs in the background, `write_campaigns` campaigns per
+pipeline, while the next window is read and folded; a campaign of the next window that is still
+being written is read only after that write ended. Only one window is being written at a time,
+and each campaign is let go as soon as its pipeline is written: the window being folded and what
+is left of the one being written hold `max_campaigns` together (a batch of new campaigns waits
+for room), so the peak is one window, not two.
 
 Before the swap nobody else writes the generation, so a guarded write never finds its campaign
 moved; if it does, the rebuild fails rather than guess. After the swap the live projector writes
