@@ -56,13 +56,17 @@ LAST_DUE = datetime(9000, 1, 1, tzinfo=UTC)
 class TimerQueue:
     """What the monitor shows of the timers: how many, how many overdue (each counted up to a
     limit: `pending_capped`, `overdue_capped` when there are at least that many), the next due
-    time."""
+    time; and when the counts were taken (`counted_at`), and whether they are older than the
+    report's interval because the scheduler fires a backlog (`deferred`): both set by the status
+    report's `QueueReading`."""
 
     pending: int
     overdue: int
     next_due_at: datetime | None
     overdue_capped: bool = False
     pending_capped: bool = False
+    counted_at: datetime | None = None
+    deferred: bool = False
 
 
 class MongoDueTransitions:

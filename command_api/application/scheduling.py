@@ -109,6 +109,10 @@ class Scheduler:
         """The earliest due time among the timers this scheduler holds (read, not yet fired)."""
         return self._queue[0][0] if self._queue else None
 
+    def behind(self) -> bool:
+        """Whether it works through a backlog: a timer it holds is due and waits for a firing."""
+        return bool(self._queue) and self._queue[0][0] <= self.clock.now()
+
     @property
     def leading(self) -> bool:
         """Whether this scheduler may fire now (it holds the lease, or there is none)."""

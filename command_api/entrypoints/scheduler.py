@@ -66,7 +66,7 @@ async def run(settings: Settings, *, instance: str | None = None) -> None:
 
 async def _report_status(side: SchedulerSide, settings: Settings, loops: BackgroundLoops) -> None:
     """Publish the status every `STATUS_INTERVAL_SECONDS`: the firings from memory, the timer queue
-    from MongoDB every `scheduler_queue_seconds` (`QueueReading`)."""
+    from MongoDB every `scheduler_queue_seconds`, less often while a backlog fires (`QueueReading`)."""
     queue = QueueReading(
         read=lambda now, next_due_at: side.timers.queue(
             now,
@@ -75,11 +75,13 @@ async def _report_status(side: SchedulerSide, settings: Settings, loops: Backgro
             next_due_at=next_due_at,
         ),
         every=settings.scheduler_queue_seconds,
+        deferred=settings.scheduler_queue_deferred_seconds,
     )
     while loops.running:
         try:
             now = utc_now()
-            current = await queue.current(now, side.scheduler.next_due_at())
+            scheduler = side.scheduler
+            current = await queue.current(now, scheduler.next_due_at(), behind=scheduler.behind())
             await side.status.publish(
                 side.instance, side.report.status(current, now, leading=side.scheduler.leading)
             )

@@ -99,6 +99,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
         return {"state": "down", "pending": None, "next_due_at": None, "instances": {}}
     freshest = min(instances.values(), key=lambda s: s["heartbeat_age_seconds"] or 0.0)
     running = [s for s in instances.values() if s["state"] == "running"]
+    counted = freshest.get("counted_at")
     lateness = [s["last_lateness_ms"] for s in running if s.get("last_lateness_ms") is not None]
     return {
         "state": freshest["state"],
@@ -106,6 +107,11 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
         "pending": freshest.get("pending"),
         "pending_capped": bool(freshest.get("pending_capped")),
         "overdue": freshest.get("overdue"),
+        # The counts wait while the scheduler fires a backlog (scheduler_status.py): how old.
+        "counts_deferred": bool(freshest.get("counts_deferred")),
+        "counted_age_seconds": (
+            round(now - datetime.fromisoformat(counted).timestamp(), 1) if isinstance(counted, str) else None
+        ),
         "next_due_at": freshest.get("next_due_at"),
         "fired_total": sum(s.get("fired_total") or 0 for s in running),
         "last_lateness_ms": max(lateness) if lateness else None,

@@ -213,6 +213,8 @@ export function renderProcesses() {
   const schedDetail = sched.state === "down"
     ? "no scheduler is running: due transitions wait"
     : "timers " + fmtInt(sched.pending || 0) + (sched.pending_capped ? "+" : "") +
+      (sched.counts_deferred && sched.counted_age_seconds !== null
+        ? " (counted " + fmtInt(Math.round(sched.counted_age_seconds)) + " s ago: firing a backlog)" : "") +
       (sched.next_due_at ? " · next due " + fmtClock(sched.next_due_at) : " · none due") +
       " · fired " + fmtInt(sched.fired_total || 0) +
       (sched.last_lateness_ms !== null && sched.last_lateness_ms !== undefined

@@ -49,6 +49,46 @@ async def test_the_next_due_time_is_the_schedulers_own_while_it_holds_timers() -
     assert (await queue.current(NOW, None)).next_due_at == held  # none held: the last reading's
 
 
+async def test_while_a_backlog_fires_the_counts_wait_and_say_how_old_they_are() -> None:
+    reads: list[datetime] = []
+
+    async def read(now: datetime, next_due_at: datetime | None) -> TimerQueue:
+        reads.append(now)
+        return TimerQueue(pending=100 - len(reads), overdue=5, next_due_at=NOW)
+
+    ticks = Ticks()
+    queue = QueueReading(read=read, every=10.0, deferred=60.0, monotonic=ticks)
+    first = await queue.current(NOW, None)
+    assert (first.counted_at, first.deferred) == (NOW, False)
+    ticks.now += 30.0
+    later = NOW + timedelta(seconds=30)
+    waiting = await queue.current(later, None, behind=True)
+    # The last counts, not a read: the database is left to the firings.
+    assert (waiting.pending, waiting.counted_at, waiting.deferred) == (99, NOW, True)
+    caught_up = await queue.current(later, None, behind=False)  # the backlog fired: counted again
+    assert (caught_up.pending, caught_up.counted_at, caught_up.deferred) == (98, later, False)
+    ticks.now += 60.0
+    longest = NOW + timedelta(seconds=90)
+    # Behind for a whole `deferred`: counted all the same, so the counts are never older than that.
+    assert (await queue.current(longest, None, behind=True)).counted_at == longest
+    assert reads == [NOW, later, longest]
+
+
+async def test_behind_or_not_the_counts_are_read_no_more_often_than_every_interval() -> None:
+    reads: list[datetime] = []
+
+    async def read(now: datetime, next_due_at: datetime | None) -> TimerQueue:
+        reads.append(now)
+        return TimerQueue(pending=1, overdue=0, next_due_at=None)
+
+    ticks = Ticks()
+    queue = QueueReading(read=read, every=10.0, deferred=5.0, monotonic=ticks)
+    await queue.current(NOW, None)
+    ticks.now += 6.0
+    assert not (await queue.current(NOW, None, behind=True)).deferred
+    assert len(reads) == 1
+
+
 def test_an_overdue_count_at_its_limit_is_reported_as_capped() -> None:
     report = SchedulerReport("s1")
     capped = report.status(TimerQueue(pending=5000, overdue=1000, next_due_at=NOW, overdue_capped=True), NOW)

@@ -155,6 +155,21 @@ async def test_the_scheduler_fires_each_transition_at_its_due_time_as_the_schedu
     assert campaign_id not in store.timers
 
 
+async def test_a_scheduler_is_behind_while_a_timer_it_holds_is_due_and_not_fired() -> None:
+    store = FakeStore()
+    starts = START + timedelta(seconds=1)
+    await scheduled_campaign(store, starts, starts + timedelta(hours=1))
+    clock = FakeClock(START)
+    scheduler, _ = scheduler_on(store, clock, lookahead_seconds=2.0)
+    await scheduler.claim()
+    assert not scheduler.behind()  # held, not due yet
+    await clock.sleep(1.5)
+    assert scheduler.behind()  # due, waiting for a firing
+    await scheduler.fire_due()
+    await scheduler.drain()
+    assert not scheduler.behind()
+
+
 async def test_a_transition_that_fell_due_while_no_scheduler_ran_fires_at_once_late() -> None:
     store = FakeStore()
     starts = START + timedelta(seconds=1)

@@ -68,4 +68,14 @@ def test_the_scheduler_view_shows_the_queue_lateness_and_which_instances_are_ali
     assert view["last_lateness_ms"] == 120
     assert view["fired_total"] == 1
     assert view["instances"]["gone"]["state"] == "stale"
+    assert (view["counts_deferred"], view["counted_age_seconds"]) == (False, None)
     assert scheduler_view({}, NOW)["state"] == "down"
+
+
+def test_the_scheduler_view_says_how_old_counts_are_that_wait_for_a_backlog() -> None:
+    now = datetime.fromtimestamp(NOW, UTC)
+    counted = now - timedelta(seconds=25)
+    queue = TimerQueue(pending=9000, overdue=1000, next_due_at=now, counted_at=counted, deferred=True)
+    report = SchedulerReport("busy").status(queue, now)
+    view = scheduler_view({b"busy": orjson.dumps(report)}, NOW)
+    assert (view["pending"], view["counts_deferred"], view["counted_age_seconds"]) == (9000, True, 25.0)
