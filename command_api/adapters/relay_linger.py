@@ -11,8 +11,8 @@ or more changes each and each change waits at most one linger for the ones behin
 
 The gap is measured between arrivals, not from the end of the previous publish: from there a
 linger would prolong itself (the publish ends a linger later, so the next change looks close),
-and at 40 to 65 changes a second, slower than one per 15 ms linger, every change waited out a
-linger that caught nothing.
+and at 40 to 65 changes a second, slower than one per 15 ms linger (the default then), every
+change waited out a linger that caught nothing.
 
 The linger counts from the first change's arrival, not from when the relay takes it: changes that
 queued while the previous transaction was being committed have already waited that long, and
