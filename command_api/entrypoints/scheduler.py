@@ -83,7 +83,7 @@ async def _report_status(side: SchedulerSide, settings: Settings, loops: Backgro
             scheduler = side.scheduler
             current = await queue.current(now, scheduler.next_due_at(), behind=scheduler.behind())
             await side.status.publish(
-                side.instance, side.report.status(current, now, leading=side.scheduler.leading)
+                side.instance, side.report.status(current, now, leading=scheduler.leading)
             )
         except (PyMongoError, RedisError) as exc:
             log.warning("scheduler status not reported: %s", exc)
