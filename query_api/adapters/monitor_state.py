@@ -73,12 +73,16 @@ def worker_view(raw: bytes | None, now: float) -> dict[str, Any]:
     return status
 
 
+def seconds_since(instant: object, now: float) -> float | None:
+    """How long before `now` (epoch seconds) a report's ISO instant was; None if it has none."""
+    return now - datetime.fromisoformat(instant).timestamp() if isinstance(instant, str) else None
+
+
 def relay_view(raw: bytes | None, now: float) -> dict[str, Any]:
     if raw is None:  # only the publishing relay reports, and its report expires
         return {"state": "down", "backlog": None}
     status: dict[str, Any] = orjson.loads(raw)
-    updated = status.get("updated_at")
-    age = now - datetime.fromisoformat(updated).timestamp() if isinstance(updated, str) else None
+    age = seconds_since(status.get("updated_at"), now)
     status["state"] = liveness(age)
     status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
     return status
@@ -90,8 +94,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
     instances: dict[str, dict[str, Any]] = {}
     for name, raw in reports.items():
         status: dict[str, Any] = orjson.loads(raw)
-        updated = status.get("updated_at")
-        age = now - datetime.fromisoformat(updated).timestamp() if isinstance(updated, str) else None
+        age = seconds_since(status.get("updated_at"), now)
         status["state"] = liveness(age)
         status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
         instances[name.decode()] = status
@@ -99,7 +102,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
         return {"state": "down", "pending": None, "next_due_at": None, "instances": {}}
     freshest = min(instances.values(), key=lambda s: s["heartbeat_age_seconds"] or 0.0)
     running = [s for s in instances.values() if s["state"] == "running"]
-    counted = freshest.get("counted_at")
+    counted_age = seconds_since(freshest.get("counted_at"), now)
     lateness = [s["last_lateness_ms"] for s in running if s.get("last_lateness_ms") is not None]
     return {
         "state": freshest["state"],
@@ -109,9 +112,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
         "overdue": freshest.get("overdue"),
         # The counts wait while the scheduler fires a backlog (scheduler_status.py): how old.
         "counts_deferred": bool(freshest.get("counts_deferred")),
-        "counted_age_seconds": (
-            round(now - datetime.fromisoformat(counted).timestamp(), 1) if isinstance(counted, str) else None
-        ),
+        "counted_age_seconds": None if counted_age is None else round(counted_age, 1),
         "next_due_at": freshest.get("next_due_at"),
         "fired_total": sum(s.get("fired_total") or 0 for s in running),
         "last_lateness_ms": max(lateness) if lateness else None,
