@@ -7,8 +7,9 @@ campaign of ~720 B against 12-13 for a bare `{_id, version}`) and as the project
 (each read-model state at the same version), so the pass finds no drift and measures its steady
 cost: it walks every aggregate, page by page, at `anti_entropy_keys_per_second`, resting between
 sweeps. The projectors' pass (`Projectors._anti_entropy`, the code the process runs) runs alone
-in this process for `seconds`; its CPU is this process's CPU time over the window, MongoDB's and
-Redis's are read from /proc. The goal: at most `GOAL_SHARE` of a core for the pass itself.
+in this process for `seconds` (no live consumer applies events: its full pace, not the busy
+one); its CPU is this process's CPU time over the window, MongoDB's and Redis's are read from
+/proc. The goal: at most `GOAL_SHARE` of a core for the pass itself.
 
 Alone: `python -m bench.anti_entropy` (BENCH_AE_CAMPAIGNS, BENCH_AE_SECONDS).
 """

@@ -250,9 +250,12 @@ class Settings(BaseSettings):
     # Anti-entropy (projectors/application/anti_entropy.py): the projectors walk the write side's
     # aggregates `anti_entropy_batch_size` at a time, reading at most
     # `anti_entropy_keys_per_second` read-model keys a second, and rest
-    # `anti_entropy_interval_seconds` between two sweeps. A read model still behind the write
-    # side after `anti_entropy_grace_seconds` (longer than an event takes to be projected) is
-    # repaired from the events log; not while its consumers have more than a batch to read.
+    # `anti_entropy_interval_seconds` between two sweeps. The pass yields to the live consumers
+    # (projectors/domain/pacing.py): each event a second they apply takes ten keys off its rate,
+    # down to `anti_entropy_busy_keys_per_second` (set it to the full rate to never yield). A
+    # read model still behind the write side after `anti_entropy_grace_seconds` (longer than an
+    # event takes to be projected) is repaired from the events log; not while its consumers have
+    # more than a batch to read.
     # A step costs ~2.5 ms of the process's CPU whatever its size (a getMore, a claim and a read
     # per projection) beside ~5 us a key, so larger pages cost the pass less (500: -25%); but runs
     # beside pages of 500 measured the commands' p50 latency at 100/s at 35-48 ms against 9, on a
@@ -261,6 +264,7 @@ class Settings(BaseSettings):
     anti_entropy_enabled: bool = True
     anti_entropy_batch_size: int = Field(default=200, ge=1, le=10_000)
     anti_entropy_keys_per_second: float = Field(default=2000.0, gt=0)
+    anti_entropy_busy_keys_per_second: float = Field(default=200.0, gt=0)
     anti_entropy_interval_seconds: float = Field(default=2.0, ge=0)
     anti_entropy_grace_seconds: float = Field(default=5.0, ge=0)
     # min_version reads held waiting at once, per user and per query-API worker (over: 429 at once)

@@ -54,6 +54,10 @@ ANTI_ENTROPY_CHECKED = Counter(
     "projector_anti_entropy_keys_checked_total",
     "Read-model keys whose version anti-entropy compared with the write side's",
 )
+ANTI_ENTROPY_PACE = Gauge(
+    "projector_anti_entropy_pace_keys_per_second",
+    "The anti-entropy pass's key rate now: its full rate, less what the live consumers' events take",
+)
 ANTI_ENTROPY_SWEEPS = Counter(
     "projector_anti_entropy_sweeps_total",
     "Complete anti-entropy sweeps over every aggregate of the write side",

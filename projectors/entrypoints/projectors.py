@@ -27,6 +27,7 @@ from events.state_versions import StateVersions
 from projectors.adapters.dead_letters import KafkaDeadLetters, declare_dead_letter_topics
 from projectors.adapters.metrics import (
     ANTI_ENTROPY_CHECKED,
+    ANTI_ENTROPY_PACE,
     ANTI_ENTROPY_REPAIRS,
     ANTI_ENTROPY_SWEEPS,
     GAPS_REPAIRED,
@@ -44,7 +45,7 @@ from projectors.application.anti_entropy import AntiEntropy, needs_rebuild
 from projectors.application.consume import BatchReport, EventRecord, ProjectionConsumer
 from projectors.application.gap_repair import GapRepairer
 from projectors.domain.backoff import Backoff
-from projectors.domain.pacing import pause_after_step
+from projectors.domain.pacing import pause_after_step, walk_pace
 from projectors.entrypoints.console_operations import console_operations
 from projectors.monitoring.sampler import sampling
 from projectors.replay.application.ports import BusyError, NoProgress
@@ -119,6 +120,8 @@ class Projectors:
             self.subscribers[projection.name] = self._subscribe(consumer, group)
         # Each projection's consumer lag, as the heartbeat last measured it.
         self._lags: dict[str, int] = {}
+        # Records the live consumers handled since the start (anti-entropy's pace yields to them).
+        self._live_records = 0
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
         events = events_collection(self.mongo, settings.mongo_db).with_options(
             read_concern=ReadConcern("majority")
@@ -186,6 +189,7 @@ class Projectors:
 
         async def project(records: NoCast[list[EventRecord]]) -> None:
             started = time.perf_counter()
+            self._live_records += len(records)
             report = await self._holding(consumer, records, backoff)
             observe_batch(projection.name, report, time.perf_counter() - started)
 
@@ -410,7 +414,8 @@ class Projectors:
 
     async def _anti_entropy(self) -> None:
         """The anti-entropy pass, step after step, at most `anti_entropy_keys_per_second` keys
-        read a second, resting `anti_entropy_interval_seconds` after each sweep."""
+        read a second (less what the live consumers' events take, `walk_pace`), resting
+        `anti_entropy_interval_seconds` after each sweep."""
         try:
             await self._anti_entropy_steps()
         finally:
@@ -419,8 +424,16 @@ class Projectors:
     async def _anti_entropy_steps(self) -> None:
         settings = self.settings
         checker = self.anti_entropy
+        # The live consumers' rate is measured from one step to the next (the step and its rest).
+        last_started, last_records = time.monotonic(), self._live_records
         while self._loops.running:
             started = time.monotonic()
+            live = (self._live_records - last_records) / max(started - last_started, 1e-3)
+            last_started, last_records = started, self._live_records
+            pace = walk_pace(
+                settings.anti_entropy_keys_per_second, settings.anti_entropy_busy_keys_per_second, live
+            )
+            ANTI_ENTROPY_PACE.set(pace)
             try:
                 backlog = frozenset(
                     name for name, lag in self._lags.items() if lag > settings.consumer_batch_size
@@ -445,7 +458,7 @@ class Projectors:
                 pause_after_step(
                     step.keys_checked,
                     time.monotonic() - started,
-                    settings.anti_entropy_keys_per_second,
+                    pace,
                     sweep_done=step.sweep_done,
                     interval=settings.anti_entropy_interval_seconds,
                 )

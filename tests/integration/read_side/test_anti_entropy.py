@@ -6,6 +6,7 @@ version) and its events in the log, published (as the relay marks them), and on 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from events import EventEnvelope, to_log_document
 from events.envelope import utc_now
 from events.log import RELAY_STATE_COLLECTION, WATERMARK_ID
 from events.state_versions import STATE_COLLECTIONS
-from projectors.adapters.metrics import ANTI_ENTROPY_REPAIRS
+from projectors.adapters.metrics import ANTI_ENTROPY_PACE, ANTI_ENTROPY_REPAIRS
 from readmodels.generations import live_generations
 from readmodels.keyspace import StatsKeys, generation_base
 from readmodels.status import read_status
@@ -205,3 +206,34 @@ async def test_every_key_of_one_campaign_deleted_is_readable_again_at_its_versio
             return not await behind(redis, settings, aggregates)
 
         await wait_until(stats_recounted, 30, "the stats projection recounted")
+
+
+async def test_the_pass_yields_to_live_events_and_walks_at_its_full_rate_once_they_stop(
+    settings: Settings, producer: EventProducer
+) -> None:
+    """While the live consumers apply events the pass's pace falls (`walk_pace`); idle, it is the
+    full `anti_entropy_keys_per_second` again."""
+    owner = new_user()
+    campaigns = [new_campaign(owner.aggregate_id) for _ in range(20)]
+    full = 2000.0
+    paced = settings.model_copy(
+        update={
+            "anti_entropy_keys_per_second": full,
+            "anti_entropy_busy_keys_per_second": 200.0,
+            "anti_entropy_interval_seconds": 0.2,
+        }
+    )
+    async with running_projectors(paced):
+        await commit(paced, producer, [owner, *campaigns], [e for a in [owner, *campaigns] for e in a.events])
+        paces = []
+        for round_ in range(30):  # 20 events a round, each applied by the campaigns and stats projections
+            events = [c.then("CampaignUpdated", {"name": f"round {round_}"}) for c in campaigns]
+            await commit(paced, producer, campaigns, events)
+            paces.append(ANTI_ENTROPY_PACE._value.get())
+            await asyncio.sleep(0.1)
+        assert min(paces) < full, paces
+
+        async def idle_pace() -> bool:
+            return bool(ANTI_ENTROPY_PACE._value.get() == full)
+
+        await wait_until(idle_pace, 15, "the full pace once no event arrives")
