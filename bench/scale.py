@@ -18,7 +18,7 @@ events each, created then activated: bench/event_load.py) while no projector run
 - list and by-id p99: wrk against the query API on the run's keys, an admin token (the list is
   over every campaign), `GET /campaigns?status=active&sort=-created_at&limit=20` and
   `GET /campaigns/{id}` over a random sample of ids, in `rounds` alternating rounds
-  (BENCH_SCALE_ROUNDS, 3), each figure keeping its round of median p99 (`median_round`). The query
+  (BENCH_SCALE_ROUNDS, 5), each figure keeping its round of median p99 (`median_round`). The query
   API keeps a list page 1 s per worker (`CAMPAIGNS_LIST_CACHE_BYTES`), so the figure is mostly
   cache hits plus one read from Redis a second a connection; beside it, the same list window
   against a second query API with the page cache off (`list_uncached_*`: every request reads its
@@ -417,7 +417,7 @@ async def measure(
     connections: int,
     seconds: int,
     say: say_fn,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> tuple[list[Figure], list[SizeRow]]:
     settings = scale_settings(env.settings)
     topics = Topics(settings.topic_prefix)
@@ -580,7 +580,7 @@ def _sizes(rows: list[SizeRow]) -> str:
     return " → ".join(f"{r.campaigns:,}" for r in rows)
 
 
-def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = 3) -> list[Figure]:
+def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = 5) -> list[Figure]:
     small, large = rows[0], rows[-1]
     per_size = [asdict(r) for r in rows]
     bytes_ratio = large.bytes_per_campaign / large.json_document_bytes

@@ -35,7 +35,7 @@ every service after all that (figure 6). Knobs (environment):
   BENCH_SCALE=1                 with 1,000,000 campaigns added (minutes: kept out of the default run),
   BENCH_SCALE_CONNECTIONS=16    wrk connections and seconds of each of their list and by-id rounds
   BENCH_SCALE_SECONDS=5
-  BENCH_SCALE_ROUNDS=3          rounds of each (alternating), the median p99's kept
+  BENCH_SCALE_ROUNDS=5          rounds of each (alternating), the median p99's kept
   BENCH_ONLY=read,projector     only these figures (footprint, read (GET by id and the list query),
                                 projector, replay, scale,
                                 commands, scheduler, anti_entropy, freshness, cpu, sustained, memory,
@@ -527,7 +527,7 @@ async def run_suite() -> int:
     sizes = scale_sizes()
     scale_connections = knob("BENCH_SCALE_CONNECTIONS", 16)
     scale_seconds = knob("BENCH_SCALE_SECONDS", 5)
-    scale_rounds = knob("BENCH_SCALE_ROUNDS", 3)
+    scale_rounds = knob("BENCH_SCALE_ROUNDS", 5)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
