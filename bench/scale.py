@@ -18,7 +18,7 @@ events each, created then activated: bench/event_load.py) while no projector run
 - list and by-id p99: wrk against the query API on the run's keys, an admin token (the list is
   over every campaign), `GET /campaigns?status=active&sort=-created_at&limit=20` and
   `GET /campaigns/{id}` over a random sample of ids, in `rounds` alternating rounds
-  (BENCH_SCALE_ROUNDS, 5), each figure keeping its round of median p99 (`median_round`). The query
+  (BENCH_SCALE_ROUNDS, `ROUNDS`), each figure keeping its round of median p99 (`median_round`). The query
   API keeps a list page 1 s per worker (`CAMPAIGNS_LIST_CACHE_BYTES`), so the figure is mostly
   cache hits plus one read from Redis a second a connection; beside it, the same list window
   against a second query API with the page cache off (`list_uncached_*`: every request reads its
@@ -69,6 +69,8 @@ SIZES = (10_000, 100_000)
 LARGE = 1_000_000
 BYTES_GOAL = 3.0  # times the JSON document
 FLAT = 0.2  # within 20% from the smallest size to the largest
+# Rounds of each latency window a size, the round of median p99 kept (BENCH_SCALE_ROUNDS).
+ROUNDS = 5
 SAMPLED_IDS = 5000  # the by-id reads spread over these (the query API caches a read 1 s)
 FIGURE_KEYS = ("scale_bytes", "scale_list_p99", "scale_by_id_p99", "scale_projector", "scale_replay_rss")
 LIST_PATH = "/campaigns?status=active&sort=-created_at&limit=20"
@@ -417,7 +419,7 @@ async def measure(
     connections: int,
     seconds: int,
     say: say_fn,
-    rounds: int = 5,
+    rounds: int = ROUNDS,
 ) -> tuple[list[Figure], list[SizeRow]]:
     settings = scale_settings(env.settings)
     topics = Topics(settings.topic_prefix)
@@ -580,7 +582,7 @@ def _sizes(rows: list[SizeRow]) -> str:
     return " → ".join(f"{r.campaigns:,}" for r in rows)
 
 
-def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = 5) -> list[Figure]:
+def figures(rows: list[SizeRow], connections: int, seconds: int, rounds: int = ROUNDS) -> list[Figure]:
     small, large = rows[0], rows[-1]
     per_size = [asdict(r) for r in rows]
     bytes_ratio = large.bytes_per_campaign / large.json_document_bytes

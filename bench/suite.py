@@ -528,7 +528,7 @@ async def run_suite() -> int:
     sizes = scale_sizes()
     scale_connections = knob("BENCH_SCALE_CONNECTIONS", 16)
     scale_seconds = knob("BENCH_SCALE_SECONDS", 5)
-    scale_rounds = knob("BENCH_SCALE_ROUNDS", 5)
+    scale_rounds = knob("BENCH_SCALE_ROUNDS", scale.ROUNDS)
 
     started = time.monotonic()
     env = await BenchEnvironment.create()
