@@ -51,15 +51,19 @@ def liveness(age: float | None) -> str:
     return "running" if age <= STALE_AFTER_SECONDS else "stale"
 
 
+def with_liveness(view: dict[str, Any], age: float | None) -> dict[str, Any]:
+    """`view` with its `state` (`liveness`) and `heartbeat_age_seconds` from the report's age."""
+    view["state"] = liveness(age)
+    view["heartbeat_age_seconds"] = None if age is None else round(age, 1)
+    return view
+
+
 def projector_view(status: Mapping[str, str], now: float) -> dict[str, Any]:
-    age = heartbeat_age(status, now)
     view: dict[str, Any] = {
         name: int(value) if name in _COUNTERS and value.lstrip("-").isdigit() else value
         for name, value in status.items()
     }
-    view["state"] = liveness(age)
-    view["heartbeat_age_seconds"] = None if age is None else round(age, 1)
-    return view
+    return with_liveness(view, heartbeat_age(status, now))
 
 
 def worker_view(raw: bytes | None, now: float) -> dict[str, Any]:
@@ -82,10 +86,7 @@ def relay_view(raw: bytes | None, now: float) -> dict[str, Any]:
     if raw is None:  # only the publishing relay reports, and its report expires
         return {"state": "down", "backlog": None}
     status: dict[str, Any] = orjson.loads(raw)
-    age = seconds_since(status.get("updated_at"), now)
-    status["state"] = liveness(age)
-    status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
-    return status
+    return with_liveness(status, seconds_since(status.get("updated_at"), now))
 
 
 def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]:
@@ -94,10 +95,7 @@ def scheduler_view(reports: Mapping[bytes, bytes], now: float) -> dict[str, Any]
     instances: dict[str, dict[str, Any]] = {}
     for name, raw in reports.items():
         status: dict[str, Any] = orjson.loads(raw)
-        age = seconds_since(status.get("updated_at"), now)
-        status["state"] = liveness(age)
-        status["heartbeat_age_seconds"] = None if age is None else round(age, 1)
-        instances[name.decode()] = status
+        instances[name.decode()] = with_liveness(status, seconds_since(status.get("updated_at"), now))
     if not instances:
         return {"state": "down", "pending": None, "next_due_at": None, "instances": {}}
     freshest = min(instances.values(), key=lambda s: s["heartbeat_age_seconds"] or 0.0)
