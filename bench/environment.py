@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,9 +173,15 @@ async def committed_total(admin: AIOKafkaAdminClient, group: str, topic: str) ->
 
 
 async def wait_for_group(
-    settings: Settings, group: str, topic: str, target: int, limit_seconds: float
+    settings: Settings,
+    group: str,
+    topic: str,
+    target: int,
+    limit_seconds: float,
+    on_first_commit: Callable[[], None] | None = None,
 ) -> list[tuple[float, int]]:
-    """Poll the group's committed offsets until they reach `target`; the (time, committed) samples."""
+    """Poll the group's committed offsets until they reach `target`; the (time, committed) samples.
+    `on_first_commit` is called once, as soon as a sample finds anything committed."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     samples: list[tuple[float, int]] = []
@@ -183,11 +190,40 @@ async def wait_for_group(
         while True:
             done = await committed_total(admin, group, topic)
             samples.append((time.perf_counter(), done))
+            if done > 0 and on_first_commit is not None:
+                on_first_commit()
+                on_first_commit = None
             if done >= target:
                 return samples
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"{group} committed {done} of {target} on {topic} in {limit_seconds:.0f}s")
             await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+async def wait_for_members(
+    settings: Settings, groups: list[str], members: int, limit_seconds: float = 120
+) -> None:
+    """Until each consumer group is stable with `members` members (every one assigned its share:
+    no rebalance still to come)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + limit_seconds
+    try:
+        while True:
+            described = []
+            for group in groups:
+                for response in await admin.describe_consumer_groups([group]):
+                    # (error_code, group_id, state, protocol_type, protocol, members, ...)
+                    described += [(g[2], len(g[5])) for g in response.groups]
+            if len(described) == len(groups) and all(
+                state == "Stable" and count == members for state, count in described
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{groups} not stable with {members} members: {described}")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 

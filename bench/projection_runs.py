@@ -2,7 +2,11 @@
 
 The projector is measured as the real process (`campaigns serve projectors` on the load run's
 own topics and keys), timed by its consumer group's committed offsets: from the first commit
-to the commit that reaches the end of the topic. The replay is the replay tool's own rebuild
+to the commit that reaches the end of the topic. With `instances` > 1 that many processes share
+the consumer groups, as `CAMPAIGNS_PROJECTORS_INSTANCES` runs them (Kafka splits the partitions
+between them). Over the same window: the cores the projectors' processes, Redis and Kafka used,
+and the whole machine's busy cores (what says whether the run was bound by one process or by
+the machine). The replay is the replay tool's own rebuild
 (`campaigns replay rebuild campaigns --source kafka`), run in-process: a new generation from the
 same topic, caught up, swapped in.
 """
@@ -10,10 +14,11 @@ same topic, caught up, swapped in.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from bench.environment import wait_for_group
-from bench.memory import process_tree_memory
+from bench.environment import wait_for_group, wait_for_members
+from bench.memory import CpuWindow, process_tree_memory, tree_pids
 from bench.raw_limits import Rate
 from projectors.replay.application.ports import NoProgress
 from projectors.replay.bootstrap import replay
@@ -28,28 +33,75 @@ class ProjectorRun:
     rate: Rate  # from the first committed batch to the last
     wall_seconds: float  # from the process's spawn, start-up included
     stats_seconds: float  # until the stats projection (same process, same topic) was done too
-    rss_mib: float
+    rss_mib: float  # summed over the instances
+    instances: int = 1
+    # Cores used from the first commit to the last, by group (projectors: every instance), and
+    # the machine's (busy_cores, steal_cores, unaccounted_cores).
+    cores: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, float] = field(default_factory=dict)
+
+
+def instance_names(instances: int) -> list[str]:
+    """The processes' names, as the launcher names a scaled-out service's instances."""
+    return ["projectors"] if instances == 1 else [f"projectors-{n}" for n in range(1, instances + 1)]
 
 
 async def projector_process(
-    services: RunningServices, settings: Settings, topic: str, total: int
+    services: RunningServices,
+    settings: Settings,
+    topic: str,
+    total: int,
+    *,
+    instances: int = 1,
+    servers: dict[str, list[int]] | None = None,
+    feed: Callable[[], Awaitable[object]] | None = None,
 ) -> ProjectorRun:
+    """`instances` projectors processes consuming the topic's `total` events from the start;
+    `servers` (name: pids, e.g. redis and kafka): their cores over the timed window too. With
+    `feed`, the events are produced by it once every instance holds its share of each consumer
+    group: instances started together otherwise rebalance within the timed window (the first to
+    join takes every partition, and the others get theirs only when its next heartbeat hears of
+    them, seconds later; events it had applied and not yet committed are then applied again)."""
     spawned = time.perf_counter()
-    services.start(["projectors"])
+    names = instance_names(instances)
+    for n, name in enumerate(names):
+        # Each its own metrics port, as the launcher gives them (service port + n * step).
+        port = settings.projectors_metrics_port + n * settings.metrics_port_instance_step
+        services.start_instance(name, "projectors", projectors_metrics_port=port)
+    if feed is not None:
+        groups = [projection_group(settings, name) for name in ("campaigns", "users", "stats")]
+        await wait_for_members(settings, groups, instances)
+        await feed()
+    window: list[CpuWindow] = []
+
+    def first_commit() -> None:
+        groups = {"projectors": [pid for name in names for pid in tree_pids(services.processes[name].pid)]}
+        window.append(CpuWindow({**groups, **(servers or {})}))
+
     samples = await wait_for_group(
-        settings, projection_group(settings, "campaigns"), topic, total, limit_seconds=600
+        settings,
+        projection_group(settings, "campaigns"),
+        topic,
+        total,
+        limit_seconds=600,
+        on_first_commit=first_commit,
     )
+    cores = window[0].shares() if window else {}
+    machine = window[0].machine if window else {}
     first = next((t, done) for t, done in samples if done > 0)
     end = samples[-1][0]
     stats = await wait_for_group(
         settings, projection_group(settings, "stats"), topic, total, limit_seconds=600
     )
-    rss = sum(p.rss_mib for p in process_tree_memory(services.processes["projectors"].pid))
+    rss = sum(p.rss_mib for name in names for p in process_tree_memory(services.processes[name].pid))
     return ProjectorRun(
         rate=Rate(total - first[1], end - first[0]),
         wall_seconds=end - spawned,
         stats_seconds=stats[-1][0] - spawned,
         rss_mib=rss,
+        instances=instances,
+        cores=cores,
+        machine=machine,
     )
 
 

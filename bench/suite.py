@@ -5,6 +5,7 @@ command side alone (figure 3), then the whole pipeline (figures 1 and 4) and the
 every service after all that (figure 6). Knobs (environment):
 
   BENCH_EVENTS=100000           events in Kafka for the projector and the replay
+  BENCH_PROJECTOR_INSTANCES=2   projectors processes of the projector figure's scaled-out run
   BENCH_SECONDS=10              seconds of each wrk round
   BENCH_ROUNDS=2                alternating rounds per side (wrk and commands)
   BENCH_CONNECTIONS=64          wrk connections
@@ -110,7 +111,7 @@ from bench.event_load import produce
 from bench.lock import bench_lock
 from bench.machine import describe, load_average
 from bench.memory import CpuWindow, process_tree_memory, tree_pids
-from bench.projection_runs import projector_process, replay_rebuild
+from bench.projection_runs import ProjectorRun, projector_process, replay_rebuild
 from bench.raw_limits import raw_consume, raw_consume_one_key, raw_transactions
 from bench.report import RESULTS, Figure, calibration_text, show, write
 from events import Topics
@@ -217,10 +218,27 @@ async def load_run(
     say(f"  {total:,} events in {produced_in:.1f} s; raw consume loop (limit)")
     raw_before = await raw_consume(load, topic, f"{load.redis_prefix}:raw")
     say(f"  raw: {raw_before.per_second:,.0f} events/s; the projector process")
+    servers = {name: pids for name, pids in env.servers().items() if name in ("redis", "kafka")}
     services = env.other_services(load, "load")
-    projector = await projector_process(services, load, topic, total)
+    projector = await projector_process(services, load, topic, total, servers=servers)
     services.stop_all()
-    say(f"  projector: {projector.rate.per_second:,.0f} events/s")
+    say(f"  projector: {projector.rate.per_second:,.0f} events/s ({_cores_said(projector)})")
+    scaled_settings, scaled_topic = await _own_load(load, "I", events, now=False)
+    instances = knob("BENCH_PROJECTOR_INSTANCES", SCALED_INSTANCES)
+    services = env.other_services(scaled_settings, "load-instances")
+    scaled = await projector_process(
+        services,
+        scaled_settings,
+        scaled_topic,
+        total,
+        instances=instances,
+        servers=servers,
+        feed=lambda: produce(load.kafka_bootstrap, scaled_topic, events),
+    )
+    services.stop_all()
+    await delete_keys(scaled_settings, scaled_settings.redis_prefix)
+    rate = f"{scaled.rate.per_second:,.0f} events/s"
+    say(f"  projector, {instances} instances: {rate} ({_cores_said(scaled)})")
     cluster_figures: list[Figure] = []
     if on_cluster is not None:
         cluster_topic = Topics(on_cluster.topic_prefix).campaigns
@@ -234,16 +252,7 @@ async def load_run(
         async def one_round(on_cluster_side: bool, n: int) -> float:
             base = on_cluster if on_cluster_side else load
             assert base is not None
-            settings = base.model_copy(
-                update={
-                    "topic_prefix": base.topic_prefix.rstrip(".") + f"R{n}.",
-                    "redis_prefix": base.redis_prefix + f"R{n}",
-                }
-            )
-            where = Topics(settings.topic_prefix).campaigns
-            await create_topics(settings)
-            await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
-            await produce(load.kafka_bootstrap, where, events)
+            settings, where = await _own_load(base, f"R{n}", events)
             side = "cluster" if on_cluster_side else "standalone"
             running = env.other_services(settings, f"load-{side}-{n}")
             run = await projector_process(running, settings, where, total)
@@ -338,8 +347,11 @@ async def load_run(
             ),
             wall_seconds_from_spawn=round(projector.wall_seconds, 2),
             stats_projection_done_seconds_from_spawn=round(projector.stats_seconds, 2),
+            cores=projector.cores,
+            machine=projector.machine,
             **raw_data,
         ),
+        _scaled_figure(scaled, projector, total),
     ]
     if replay_too:
         figures.append(
@@ -372,6 +384,69 @@ async def load_run(
 # Absolute goals of the load run (issue 21), each shown beside the one-HSET-per-event loop.
 PROJECTOR_EVENTS_GOAL = 15_000
 REPLAY_EVENTS_GOAL = 30_000
+# The projector figure again with this many processes in its consumer groups by default
+# (BENCH_PROJECTOR_INSTANCES): the scale-out the cluster topology runs
+# (CAMPAIGNS_PROJECTORS_INSTANCES=2), one a core here.
+SCALED_INSTANCES = 2
+
+
+async def _own_load(base: Settings, tag: str, events: int, *, now: bool = True) -> tuple[Settings, str]:
+    """`base` on topics and keys of its own (`tag` added to its prefixes), with the load's
+    `events` produced into its campaigns topic (unless `now` is False): the settings and that
+    topic."""
+    settings = base.model_copy(
+        update={
+            "topic_prefix": base.topic_prefix.rstrip(".") + f"{tag}.",
+            "redis_prefix": base.redis_prefix + tag,
+        }
+    )
+    where = Topics(settings.topic_prefix).campaigns
+    await create_topics(settings)
+    await wait_for_leaders(settings, Topics(settings.topic_prefix).all())
+    if now:
+        await produce(settings.kafka_bootstrap, where, events)
+    return settings, where
+
+
+def _cores_said(run: ProjectorRun) -> str:
+    used = ", ".join(f"{name} {value:.2f}" for name, value in run.cores.items())
+    return f"cores: {used}; machine busy {run.machine.get('busy_cores', 0):.2f}"
+
+
+def _scaled_figure(scaled: ProjectorRun, one: ProjectorRun, total: int) -> Figure:
+    """The projector figure's process and timing with `scaled.instances` processes, against the
+    figure's own run of one: the same goal, met by whichever way the projection can be run."""
+    measured = scaled.rate.per_second
+    return Figure(
+        key="projector_instances",
+        title=f"Projector with {scaled.instances} instances, campaigns projection ({total:,} events)",
+        measured=f"{measured:,.0f} events/s ({_cores_said(scaled)})",
+        limit=f"one instance {one.rate.per_second:,.0f} events/s ({_cores_said(one)})",
+        ratio=round(measured / one.rate.per_second, 3) if one.rate.per_second else None,
+        goal=f"≥ {PROJECTOR_EVENTS_GOAL:,} events/s",
+        met=measured >= PROJECTOR_EVENTS_GOAL,
+        how=(
+            f"the projector figure's process and timing, {scaled.instances} processes of `campaigns "
+            "serve projectors` sharing the consumer groups (as CAMPAIGNS_PROJECTORS_INSTANCES runs "
+            "them: Kafka splits the partitions between them) on topics and keys of their own, the "
+            "same events produced once every instance holds its share of each consumer group (no "
+            "rebalance in the window); cores (/proc, Redis and Kafka's servers "
+            "from theirs) and the machine's busy cores (/proc/stat) over the timed window, from the "
+            "first commit to the last; ratio: to the projector figure's one instance"
+        ),
+        data={
+            "measured": round(measured, 1),
+            "limit": round(one.rate.per_second, 1),
+            "instances": scaled.instances,
+            "cores": scaled.cores,
+            "machine": scaled.machine,
+            "one_instance_cores": one.cores,
+            "one_instance_machine": one.machine,
+            "wall_seconds_from_spawn": round(scaled.wall_seconds, 2),
+            "stats_projection_done_seconds_from_spawn": round(scaled.stats_seconds, 2),
+            "rss_mib_after_run": round(scaled.rss_mib, 1),
+        },
+    )
 
 
 def _events_figure(
@@ -827,6 +902,7 @@ async def run_suite() -> int:
         "read_list",
         "read_cluster",
         "projector",
+        "projector_instances",
         "projector_cluster",
         "cluster_spread",
         "commands",

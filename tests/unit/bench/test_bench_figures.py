@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import chart, cpu_cost, rate_steps, scale
+from bench import chart, cpu_cost, rate_steps, scale, suite
 from bench.machine import host_calibration
 from bench.memory import MachineTicks, machine_shares
+from bench.projection_runs import ProjectorRun, instance_names
+from bench.raw_limits import Rate
 from bench.wrk import WrkResult
+from launcher.instances import plan_instances
+from service_runtime.settings import Settings
 
 
 def test_a_backlog_that_stays_steady_and_drains_holds_and_one_that_grows_does_not() -> None:
@@ -218,3 +222,35 @@ def test_the_host_calibration_times_both_loops_and_reports_their_rates() -> None
     # Bounds no host of the bench's kind leaves: a million steps in under 10 s and over 1 ms.
     assert 100_000 < calibration["python_loop_steps_per_second"] < 1_000_000_000
     assert 500 < calibration["socket_round_trips_per_second"] < 10_000_000
+
+
+def _projector_run(per_second: float, instances: int, projectors_cores: float) -> ProjectorRun:
+    return ProjectorRun(
+        rate=Rate(int(per_second * 10), 10.0),
+        wall_seconds=11.0,
+        stats_seconds=11.5,
+        rss_mib=70.0 * instances,
+        instances=instances,
+        cores={"projectors": projectors_cores, "redis": 0.45, "kafka": 0.04},
+        machine={"busy_cores": 1.7, "steal_cores": 0.0, "unaccounted_cores": 0.1},
+    )
+
+
+def test_the_scaled_out_projector_is_judged_on_the_projector_goal_beside_one_instance() -> None:
+    one = _projector_run(9_000, 1, 0.9)
+    short = suite._scaled_figure(_projector_run(12_600, 2, 1.2), one, 100_000)
+    assert (short.ratio, short.met) == (1.4, False)
+    assert short.measured.startswith("12,600 events/s (cores: projectors 1.20, redis 0.45")
+    assert "machine busy 1.70" in short.measured
+    assert short.limit.startswith("one instance 9,000 events/s (cores: projectors 0.90")
+    assert "2 instances" in short.title
+    met = suite._scaled_figure(_projector_run(suite.PROJECTOR_EVENTS_GOAL, 2, 1.9), one, 100_000)
+    assert met.met is True
+    assert met.data["one_instance_cores"] == {"projectors": 0.9, "redis": 0.45, "kafka": 0.04}
+
+
+def test_projector_instances_are_named_as_the_launcher_names_them() -> None:
+    assert instance_names(1) == ["projectors"]
+    assert instance_names(3) == ["projectors-1", "projectors-2", "projectors-3"]
+    planned = plan_instances(Settings(projectors_instances=3), ["projectors"])  # type: ignore[call-arg]
+    assert [i.name for i in planned] == instance_names(3)
