@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from bench.environment import wait_for_group, wait_for_members
 from bench.memory import CpuWindow, process_tree_memory, tree_pids
 from bench.raw_limits import Rate
+from launcher.instances import plan_instances
 from projectors.replay.application.ports import NoProgress
 from projectors.replay.bootstrap import replay
 from projectors.replay.domain.plan import SourceName
@@ -41,11 +42,6 @@ class ProjectorRun:
     machine: dict[str, float] = field(default_factory=dict)
 
 
-def instance_names(instances: int) -> list[str]:
-    """The processes' names, as the launcher names a scaled-out service's instances."""
-    return ["projectors"] if instances == 1 else [f"projectors-{n}" for n in range(1, instances + 1)]
-
-
 async def projector_process(
     services: RunningServices,
     settings: Settings,
@@ -63,11 +59,13 @@ async def projector_process(
     join takes every partition, and the others get theirs only when its next heartbeat hears of
     them, seconds later; events it had applied and not yet committed are then applied again)."""
     spawned = time.perf_counter()
-    names = instance_names(instances)
-    for n, name in enumerate(names):
-        # Each its own metrics port, as the launcher gives them (service port + n * step).
-        port = settings.projectors_metrics_port + n * settings.metrics_port_instance_step
-        services.start_instance(name, "projectors", projectors_metrics_port=port)
+    # Named and given their metrics ports as the launcher plans them.
+    scaled = settings.model_copy(update={"projectors_instances": instances})
+    planned = plan_instances(scaled, ["projectors"])
+    for instance in planned:
+        port = instance.metrics_port
+        services.start_instance(instance.name, instance.service, projectors_metrics_port=port)
+    names = [instance.name for instance in planned]
     if feed is not None:
         groups = [projection_group(settings, name) for name in ("campaigns", "users", "stats")]
         await wait_for_members(settings, groups, instances)

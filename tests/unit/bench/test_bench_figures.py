@@ -7,11 +7,9 @@ from pathlib import Path
 from bench import chart, cpu_cost, rate_steps, scale, suite
 from bench.machine import host_calibration
 from bench.memory import MachineTicks, machine_shares
-from bench.projection_runs import ProjectorRun, instance_names
+from bench.projection_runs import ProjectorRun
 from bench.raw_limits import Rate
 from bench.wrk import WrkResult
-from launcher.instances import plan_instances
-from service_runtime.settings import Settings
 
 
 def test_a_backlog_that_stays_steady_and_drains_holds_and_one_that_grows_does_not() -> None:
@@ -247,10 +245,3 @@ def test_the_scaled_out_projector_is_judged_on_the_projector_goal_beside_one_ins
     met = suite._scaled_figure(_projector_run(suite.PROJECTOR_EVENTS_GOAL, 2, 1.9), one, 100_000)
     assert met.met is True
     assert met.data["one_instance_cores"] == {"projectors": 0.9, "redis": 0.45, "kafka": 0.04}
-
-
-def test_projector_instances_are_named_as_the_launcher_names_them() -> None:
-    assert instance_names(1) == ["projectors"]
-    assert instance_names(3) == ["projectors-1", "projectors-2", "projectors-3"]
-    planned = plan_instances(Settings(projectors_instances=3), ["projectors"])  # type: ignore[call-arg]
-    assert [i.name for i in planned] == instance_names(3)
