@@ -133,7 +133,11 @@ async def test_a_relay_process_stopped_past_its_lease_publishes_nothing_after_it
         # Traffic goes on while A is stopped: A's change stream has these waiting for it.
         await _insert(db, aggregates, range(11, 31))  # 1 s
         await asyncio.sleep(quick.relay_lease_seconds * 1.5)  # A's lease runs out meanwhile
-        async with running_relay(quick, mongo, holder="relay-b") as newer:
+        # B's lease is longer than A's: with 2 s, a stall of this test's loop on a busy machine
+        # let B's lease lapse, and A, running again, rightly took it (a new epoch) and published.
+        # What is tested is that A publishes nothing while another holds the lease.
+        steady = quick.model_copy(update={"relay_lease_seconds": 10.0})
+        async with running_relay(steady, mongo, holder="relay-b") as newer:
             await wait_until(lambda: _holds(newer.lease.held), 20, "relay B to take the lease")
             await wait_until(lambda: _published(newer), 20, "relay B to publish")
             os.kill(stale.pid, signal.SIGCONT)
